@@ -1,0 +1,261 @@
+'use strict';
+// The JavaScript face of the gateway: the v1 API on top of the Rust core. It checks
+// arguments, keeps one promise per send call, and dispatches what the core
+// delivers (results, events, errors) in batches.
+const {
+  ERROR_CODES,
+  SERVER_MESSAGE_TYPES,
+  EXTENSION_MESSAGE_TYPES,
+  GatewayError,
+  fromNative,
+} = require('./lib/errors');
+const { normalizeConfig } = require('./lib/options');
+const { sendArgs } = require('./lib/send-args');
+
+function loadNative() {
+  try {
+    return require('./gateway.node');
+  } catch (error) {
+    throw new Error(
+      `whatsapp-ws-extension-gateway: the native addon is missing or broken (${error.message}). ` +
+        'Build it with `npm run build` (needs a Rust toolchain).',
+    );
+  }
+}
+const { NativeGateway } = loadNative();
+
+/** Makes whatever validateApiKey returns (value or promise) into what Rust reads. */
+function wrapValidator(validateApiKey) {
+  const normalize = (answer) => {
+    if (answer === null || typeof answer !== 'object') {
+      throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
+    }
+    let userIdJson;
+    if (answer.userId !== undefined) {
+      try {
+        userIdJson = JSON.stringify(answer.userId);
+      } catch {
+        userIdJson = JSON.stringify(String(answer.userId));
+      }
+    }
+    const reason = answer.reason == null ? undefined : String(answer.reason);
+    return { valid: Boolean(answer.valid), userIdJson, reason };
+  };
+  return (apiKey) => {
+    try {
+      return Promise.resolve(validateApiKey(apiKey)).then(normalize);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  };
+}
+
+function describe(error) {
+  return error instanceof Error ? error.message : String(error);
+}
+
+class WhatsAppGateway {
+  #native;
+  #callbacks;
+  #server;
+  /** Send calls in flight: id -> { resolve, reject }. */
+  #calls = new Map();
+  #nextCall = 0;
+  #running = false;
+  #stopping = null;
+  #stopped = null;
+  /** Whether the core currently keeps the event loop alive. */
+  #held = false;
+
+  constructor(config) {
+    const { native, callbacks, server } = normalizeConfig(config);
+    this.#callbacks = callbacks;
+    this.#server = server;
+    this.#native = new NativeGateway(native, wrapValidator(callbacks.validateApiKey), (batch) =>
+      this.#onBatch(batch),
+    );
+  }
+
+  get isRunning() {
+    return this.#running;
+  }
+
+  async start() {
+    if (this.#stopping) await this.#stopping;
+    if (this.#server) {
+      throw new GatewayError('SERVER_ERROR', 'Attaching to an existing server is not supported yet', {
+        option: 'server',
+      });
+    }
+    try {
+      this.#native.start();
+    } catch (error) {
+      throw new GatewayError(error.code ?? 'SERVER_ERROR', `Cannot start the gateway: ${error.message}`, {
+        port: this.getHealth().port,
+      });
+    }
+    this.#running = true;
+    this.#updateHold();
+  }
+
+  stop() {
+    if (this.#stopping) return this.#stopping;
+    if (!this.#running) return Promise.resolve();
+    this.#running = false;
+    this.#stopping = new Promise((resolve) => {
+      this.#stopped = resolve;
+    });
+    this.#updateHold();
+    this.#native.stop();
+    return this.#stopping;
+  }
+
+  sendMessage(apiKey, data) {
+    return this.#send('message', apiKey, data);
+  }
+
+  sendImage(apiKey, data) {
+    return this.#send('image', apiKey, data);
+  }
+
+  sendVideo(apiKey, data) {
+    return this.#send('video', apiKey, data);
+  }
+
+  sendDocument(apiKey, data) {
+    return this.#send('document', apiKey, data);
+  }
+
+  getActiveSessions(apiKey) {
+    if (typeof apiKey !== 'string') return [];
+    return JSON.parse(this.#native.sessions(apiKey));
+  }
+
+  getHealth() {
+    const health = JSON.parse(this.#native.health());
+    health.port = health.port ?? undefined;
+    return health;
+  }
+
+  /** `{ port }` while listening, like `net.Server#address()`; else null. */
+  address() {
+    const { port } = this.getHealth();
+    return port === undefined ? null : { port };
+  }
+
+  #send(kind, apiKey, data) {
+    let args;
+    try {
+      args = sendArgs(kind, apiKey, data);
+    } catch (error) {
+      this.#reportError(error);
+      return Promise.reject(error);
+    }
+    const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
+    return new Promise((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      this.#updateHold();
+      try {
+        this.#native.send(id, ...args);
+      } catch (error) {
+        this.#calls.delete(id);
+        this.#updateHold();
+        reject(new GatewayError('SERVER_ERROR', describe(error), null));
+      }
+    });
+  }
+
+  /** The core's deliveries, comma-separated JSON objects, in the order they happened. */
+  #onBatch(batch) {
+    if (!batch) return;
+    let items;
+    try {
+      items = JSON.parse(`[${batch}]`);
+    } catch (error) {
+      this.#reportError(new GatewayError('SERVER_ERROR', `Unreadable delivery from the core: ${describe(error)}`));
+      return;
+    }
+    for (const item of items) {
+      switch (item.k) {
+        case 'ok':
+          this.#settle(item.id)?.resolve(item.r);
+          break;
+        case 'fail': {
+          const error = fromNative(item.e);
+          this.#reportError(error);
+          this.#settle(item.id)?.reject(error);
+          break;
+        }
+        case 'log':
+          this.#log(item.e);
+          break;
+        case 'error':
+          this.#reportError(fromNative(item.e));
+          break;
+        case 'stopped':
+          this.#stopping = null;
+          this.#stopped?.();
+          this.#stopped = null;
+          break;
+      }
+    }
+    this.#updateHold();
+  }
+
+  #settle(id) {
+    const call = this.#calls.get(id);
+    this.#calls.delete(id);
+    return call;
+  }
+
+  /** Keeps Node alive while listening, stopping, or with sends in flight. */
+  #updateHold() {
+    const wanted = this.#running || this.#stopping !== null || this.#calls.size > 0;
+    if (wanted !== this.#held) {
+      this.#native.keepAlive(wanted);
+      this.#held = wanted;
+    }
+  }
+
+  #log(event) {
+    const { onMessageLog } = this.#callbacks;
+    if (!onMessageLog) return;
+    try {
+      const returned = onMessageLog(event);
+      if (returned && typeof returned.then === 'function') {
+        returned.then(undefined, (error) => this.#callbackFailed('onMessageLog', error));
+      }
+    } catch (error) {
+      this.#callbackFailed('onMessageLog', error);
+    }
+  }
+
+  #callbackFailed(callback, error) {
+    this.#reportError(
+      new GatewayError('CALLBACK_ERROR', `${callback} failed: ${describe(error)}`, {
+        callback,
+        error: describe(error),
+      }),
+    );
+  }
+
+  /** onError never breaks the gateway: what it throws is swallowed. */
+  #reportError(error) {
+    const { onError } = this.#callbacks;
+    if (!onError) return;
+    try {
+      const returned = onError(error);
+      if (returned && typeof returned.then === 'function') returned.then(undefined, () => {});
+    } catch {
+      // Reporting a failure of the error handler to itself would recurse.
+    }
+  }
+}
+
+module.exports = {
+  WhatsAppGateway,
+  GatewayError,
+  ERROR_CODES,
+  SERVER_MESSAGE_TYPES,
+  EXTENSION_MESSAGE_TYPES,
+};

@@ -1,0 +1,70 @@
+'use strict';
+
+/** Every `code` a gateway error can carry (v1's codes plus the new ones). */
+const ERROR_CODES = Object.freeze({
+  AUTHENTICATION_FAILED: 'AUTHENTICATION_FAILED',
+  NO_ACTIVE_DEVICE: 'NO_ACTIVE_DEVICE',
+  REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
+  CONNECTION_LOST: 'CONNECTION_LOST',
+  VALIDATION_ERROR: 'VALIDATION_ERROR',
+  EXTENSION_ERROR: 'EXTENSION_ERROR',
+  INVALID_API_KEY: 'INVALID_API_KEY',
+  MAX_SESSIONS_EXCEEDED: 'MAX_SESSIONS_EXCEEDED',
+  INVALID_PHONE_NUMBER: 'INVALID_PHONE_NUMBER',
+  INVALID_DATA: 'INVALID_DATA',
+  FETCH_ERROR: 'FETCH_ERROR',
+  FILE_TOO_LARGE: 'FILE_TOO_LARGE',
+  GATEWAY_SHUTDOWN: 'GATEWAY_SHUTDOWN',
+  MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
+  CALLBACK_ERROR: 'CALLBACK_ERROR',
+  SERVER_ERROR: 'SERVER_ERROR',
+});
+
+/** Frame types the gateway sends to extensions. */
+const SERVER_MESSAGE_TYPES = Object.freeze({
+  SEND_MESSAGE: 'send-message',
+  SEND_IMAGE: 'send-image',
+  SEND_VIDEO: 'send-video',
+  SEND_DOCUMENT: 'send-document',
+  PING: 'ping',
+  AUTH_SUCCESS: 'auth-success',
+  AUTHENTICATED: 'authenticated',
+  ERROR: 'error',
+});
+
+/** Frame types extensions send to the gateway. */
+const EXTENSION_MESSAGE_TYPES = Object.freeze({
+  AUTH: 'auth',
+  AUTHENTICATE: 'authenticate',
+  STATUS: 'status',
+  MESSAGE_RESULT: 'message-result',
+  HEARTBEAT: 'heartbeat',
+});
+
+class GatewayError extends Error {
+  constructor(code, message, details = null) {
+    super(message);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** Rebuilds an error the Rust core delivered as `{ code, message, details }`. */
+function fromNative({ code, message, details }) {
+  return new GatewayError(code, message, details ?? null);
+}
+
+/** API keys are secrets: errors show at most their first 8 characters. */
+function maskApiKey(apiKey) {
+  return typeof apiKey === 'string' && apiKey.length > 8 ? `${apiKey.slice(0, 8)}***` : '***';
+}
+
+module.exports = {
+  ERROR_CODES,
+  SERVER_MESSAGE_TYPES,
+  EXTENSION_MESSAGE_TYPES,
+  GatewayError,
+  fromNative,
+  maskApiKey,
+};

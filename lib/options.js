@@ -1,0 +1,109 @@
+'use strict';
+// Checks the constructor's config and fills in defaults (SPEC 2.1). Every mistake
+// is a TypeError that names the option.
+const path = require('node:path');
+
+const STRATEGIES = ['round-robin', 'random'];
+const DIALECTS = ['compat', 'v1', 'doc'];
+
+function fail(option, expected, value) {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
+}
+
+function optionalFunction(config, name) {
+  const value = config[name];
+  if (value == null) return undefined;
+  if (typeof value !== 'function') throw fail(name, 'a function', typeof value);
+  return value;
+}
+
+function positiveNumber(config, name, fallback) {
+  const value = config[name];
+  if (value == null) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw fail(name, 'a positive number', value);
+  }
+  return value;
+}
+
+function port(value) {
+  if (value == null) return 3000;
+  // The guide passes `process.env.PORT || 3000`, a string when PORT is set.
+  const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw fail('port', 'an integer from 0 to 65535', value);
+  return n;
+}
+
+function oneOf(config, name, allowed, fallback) {
+  const value = config[name];
+  if (value == null) return fallback;
+  if (!allowed.includes(value)) throw fail(name, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, value);
+  return value;
+}
+
+function stringList(config, name) {
+  const value = config[name];
+  if (value == null) return undefined;
+  if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) {
+    throw fail(name, 'an array of strings', value);
+  }
+  return value;
+}
+
+function server(value) {
+  if (value == null) return undefined;
+  if (typeof value !== 'object' || typeof value.on !== 'function') {
+    throw fail('server', 'an http.Server or https.Server', value);
+  }
+  return value;
+}
+
+/** Returns the settings for the Rust core and the user's callbacks. */
+function normalizeConfig(config) {
+  if (config === null || typeof config !== 'object') {
+    throw new TypeError('WhatsAppGateway needs a config object with at least validateApiKey');
+  }
+  if (typeof config.validateApiKey !== 'function') {
+    throw fail('validateApiKey', 'a function', typeof config.validateApiKey);
+  }
+  const callbacks = {
+    validateApiKey: config.validateApiKey,
+    onMessageLog: optionalFunction(config, 'onMessageLog'),
+    onError: optionalFunction(config, 'onError'),
+  };
+  if (config.host != null && typeof config.host !== 'string') throw fail('host', 'a string', config.host);
+  if (config.path != null && (typeof config.path !== 'string' || !config.path.startsWith('/'))) {
+    throw fail('path', "a string starting with '/'", config.path);
+  }
+  const maxSessions = config.maxSessionsPerKey;
+  if (maxSessions != null && (!Number.isInteger(maxSessions) || maxSessions < 1)) {
+    throw fail('maxSessionsPerKey', 'a positive integer', maxSessions);
+  }
+  if (config.mediaAllowPrivateHosts != null && typeof config.mediaAllowPrivateHosts !== 'boolean') {
+    throw fail('mediaAllowPrivateHosts', 'a boolean', config.mediaAllowPrivateHosts);
+  }
+  const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', 30000);
+  const native = {
+    port: port(config.port),
+    host: config.host ?? undefined,
+    path: config.path ?? '/wa-ext-ws',
+    heartbeatInterval,
+    heartbeatTimeout: positiveNumber(config, 'heartbeatTimeout', 2 * heartbeatInterval),
+    requestTimeout: positiveNumber(config, 'requestTimeout', 30000),
+    maxSessionsPerKey: maxSessions ?? 10,
+    deviceSelectionStrategy: oneOf(config, 'deviceSelectionStrategy', STRATEGIES, 'round-robin'),
+    authTimeout: positiveNumber(config, 'authTimeout', 10000),
+    maxPayload: positiveNumber(config, 'maxPayload', 1024 * 1024),
+    maxMediaBytes: positiveNumber(config, 'maxMediaBytes', 10 * 1024 * 1024),
+    allowedOrigins: stringList(config, 'allowedOrigins'),
+    mediaFileRoots: (stringList(config, 'mediaFileRoots') ?? []).map((root) => path.resolve(root)),
+    mediaAllowPrivateHosts: config.mediaAllowPrivateHosts ?? false,
+    mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', 30000),
+    dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
+    logEvents: callbacks.onMessageLog !== undefined,
+  };
+  return { native, callbacks, server: server(config.server) };
+}
+
+module.exports = { normalizeConfig, STRATEGIES };

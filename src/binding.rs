@@ -1,0 +1,267 @@
+//! The napi layer: converts between JavaScript values and the core's types, owns
+//! the tokio runtime, and carries the core's deliveries to JavaScript in batches
+//! through one long-lived threadsafe function (the "pump").
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use napi::bindgen_prelude::{Function, Promise};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use serde_json::Value;
+use tokio::runtime::Runtime;
+
+use crate::config::{Config, Dialect, Strategy};
+use crate::gateway::{Gateway, SendRequest};
+use crate::host::{AuthAnswer, Delivery, Host, Validation};
+use crate::link::lock;
+use crate::media::MediaPolicy;
+use crate::protocol::SendKind;
+
+/// Settings as the JavaScript side passes them, already type-checked there.
+#[napi(object)]
+pub struct NativeConfig {
+    pub port: u32,
+    pub host: Option<String>,
+    pub path: String,
+    pub heartbeat_interval: f64,
+    pub heartbeat_timeout: f64,
+    pub request_timeout: f64,
+    pub max_sessions_per_key: u32,
+    pub device_selection_strategy: String,
+    pub auth_timeout: f64,
+    pub max_payload: f64,
+    pub max_media_bytes: f64,
+    pub allowed_origins: Option<Vec<String>>,
+    pub media_file_roots: Vec<String>,
+    pub media_allow_private_hosts: bool,
+    pub media_fetch_timeout: f64,
+    pub dialect: String,
+    pub log_events: bool,
+}
+
+/// What the JavaScript wrapper of `validateApiKey` resolves to.
+#[napi(object)]
+pub struct AuthReply {
+    pub valid: bool,
+    /// `userId` as JSON text, so that any JSON value survives the trip.
+    pub user_id_json: Option<String>,
+    pub reason: Option<String>,
+}
+
+type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Status, false, true>;
+type Pump = ThreadsafeFunction<(), (), String, Status, false, true>;
+
+fn runtime() -> napi::Result<&'static Runtime> {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let threads = std::env::var("WA_GATEWAY_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or(2usize).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("wa-gateway")
+        .enable_all()
+        .build()
+        .map_err(|e| napi::Error::from_reason(format!("cannot start the gateway runtime: {e}")))?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+struct NodeHost {
+    validator: Arc<Validator>,
+    pump: Pump,
+    /// Deliveries not yet taken by JavaScript, as comma-separated JSON objects.
+    batch: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Host for NodeHost {
+    fn deliver(&self, delivery: Delivery) {
+        let mut batch = lock(&self.batch);
+        let was_empty = batch.is_empty();
+        let before = batch.len();
+        if !was_empty {
+            batch.push(b',');
+        }
+        if serde_json::to_writer(&mut *batch, &delivery).is_err() {
+            batch.truncate(before);
+            return;
+        }
+        drop(batch);
+        // One call per non-empty batch: JavaScript takes everything queued by the
+        // time it runs, so batches grow while it is busy.
+        if was_empty {
+            self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn validate(&self, api_key: String) -> Validation {
+        let validator = self.validator.clone();
+        Box::pin(async move {
+            let promise = validator.call_async_catch(api_key).await.map_err(|e| e.reason.clone())?;
+            let reply = promise.await.map_err(|e| e.reason.clone())?;
+            let user_id = reply.user_id_json.and_then(|json| serde_json::from_str(&json).ok()).unwrap_or(Value::Null);
+            Ok(AuthAnswer { valid: reply.valid, user_id, reason: reply.reason })
+        })
+    }
+}
+
+fn take_batch(batch: &Mutex<Vec<u8>>) -> String {
+    let bytes = std::mem::take(&mut *lock(batch));
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+#[napi]
+pub struct NativeGateway {
+    core: Gateway,
+    host: Arc<NodeHost>,
+}
+
+fn ms(value: f64) -> Duration {
+    Duration::from_millis(value.max(0.0) as u64)
+}
+
+fn core_config(c: NativeConfig) -> napi::Result<Config> {
+    let invalid = |what: &str| napi::Error::new(Status::InvalidArg, format!("invalid {what}"));
+    Ok(Config {
+        port: u16::try_from(c.port).map_err(|_| invalid("port"))?,
+        host: c.host,
+        path: c.path,
+        heartbeat_interval: ms(c.heartbeat_interval),
+        heartbeat_timeout: ms(c.heartbeat_timeout),
+        request_timeout: ms(c.request_timeout),
+        max_sessions_per_key: c.max_sessions_per_key as usize,
+        strategy: Strategy::parse(&c.device_selection_strategy).ok_or_else(|| invalid("deviceSelectionStrategy"))?,
+        auth_timeout: ms(c.auth_timeout),
+        max_payload: c.max_payload as usize,
+        allowed_origins: c.allowed_origins,
+        media: MediaPolicy {
+            max_bytes: c.max_media_bytes as usize,
+            file_roots: c.media_file_roots.into_iter().map(PathBuf::from).collect(),
+            allow_private_hosts: c.media_allow_private_hosts,
+            fetch_timeout: ms(c.media_fetch_timeout),
+        },
+        dialect: Dialect::parse(&c.dialect).ok_or_else(|| invalid("dialect"))?,
+        log_events: c.log_events,
+    })
+}
+
+#[napi]
+impl NativeGateway {
+    #[napi(constructor)]
+    pub fn new(
+        config: NativeConfig,
+        validate: Function<String, Promise<AuthReply>>,
+        deliver: Function<String, ()>,
+    ) -> napi::Result<Self> {
+        let rt = runtime()?;
+        let validator = validate
+            .build_threadsafe_function::<String>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(|ctx| Ok(ctx.value))?;
+        let batch = Arc::new(Mutex::new(Vec::new()));
+        let taken = batch.clone();
+        // Weak: JavaScript refs it only while the gateway runs or sends are pending.
+        let pump = deliver
+            .build_threadsafe_function::<()>()
+            .callee_handled::<false>()
+            .weak::<true>()
+            .build_callback(move |_| Ok(take_batch(&taken)))?;
+        let host = Arc::new(NodeHost { validator: Arc::new(validator), pump, batch });
+        let core = Gateway::new(core_config(config)?, host.clone(), rt.handle().clone())
+            .map_err(|e| napi::Error::from_reason(e.message))?;
+        Ok(Self { core, host })
+    }
+
+    /// Binds and serves; returns the port. Errors carry the errno name as `code`.
+    #[napi]
+    pub fn start(&self) -> Result<u32, napi::Error<String>> {
+        match self.core.start() {
+            Ok(addr) => Ok(u32::from(addr.port())),
+            Err(e) => Err(napi::Error::new(errno_name(&e), e.to_string())),
+        }
+    }
+
+    #[napi]
+    pub fn stop(&self) {
+        self.core.stop();
+    }
+
+    #[napi]
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &self,
+        call: u32,
+        kind: String,
+        api_key: String,
+        phone_number: String,
+        text: String,
+        media_source: Option<String>,
+        document_name: Option<String>,
+        strategy: Option<String>,
+        timeout_ms: Option<f64>,
+    ) {
+        let kind = match kind.as_str() {
+            "image" => SendKind::Image,
+            "video" => SendKind::Video,
+            "document" => SendKind::Document,
+            _ => SendKind::Message,
+        };
+        let request = SendRequest {
+            kind,
+            api_key,
+            phone_number,
+            text,
+            media_source,
+            document_name,
+            strategy: strategy.as_deref().and_then(Strategy::parse),
+            timeout: timeout_ms.map(ms),
+        };
+        self.core.send(call, request);
+    }
+
+    /// `getActiveSessions` as JSON text.
+    #[napi]
+    pub fn sessions(&self, api_key: String) -> String {
+        serde_json::to_string(&self.core.sessions(&api_key)).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// `getHealth` as JSON text.
+    #[napi]
+    pub fn health(&self) -> String {
+        serde_json::to_string(&self.core.health()).unwrap_or_else(|_| "{}".into())
+    }
+
+    /// Whether deliveries keep the Node event loop alive (like a listening server).
+    #[napi]
+    pub fn keep_alive(&self, env: Env, on: bool) -> napi::Result<()> {
+        let raw = self.host.pump.raw();
+        let status = unsafe {
+            if on {
+                napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+            } else {
+                napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+            }
+        };
+        if status == napi::sys::Status::napi_ok {
+            Ok(())
+        } else {
+            Err(napi::Error::from_reason("cannot change the gateway's hold on the event loop"))
+        }
+    }
+}
+
+fn errno_name(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        AddrInUse => "EADDRINUSE",
+        AddrNotAvailable => "EADDRNOTAVAIL",
+        PermissionDenied => "EACCES",
+        AlreadyExists => "ERR_GATEWAY_RUNNING",
+        InvalidInput => "EINVAL",
+        _ => "SERVER_ERROR",
+    }
+    .to_string()
+}

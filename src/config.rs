@@ -1,0 +1,92 @@
+//! Gateway settings after the JavaScript side has checked their types.
+
+use std::time::Duration;
+
+use crate::media::MediaPolicy;
+
+/// How a device is picked among the active sessions of one API key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    RoundRobin,
+    Random,
+}
+
+impl Strategy {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "round-robin" => Some(Self::RoundRobin),
+            "random" => Some(Self::Random),
+            _ => None,
+        }
+    }
+}
+
+/// Which of the wire dialects (SPEC section 3) the gateway writes to extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// Every reply a known client waits for: `auth-success` and `authenticated`,
+    /// and both `<kind>DataUrl` and `dataUrl` in media commands.
+    Compat,
+    /// The v1 package and its mock client: `auth-success`, `imageDataUrl`...
+    V1,
+    /// v1's extension integration doc and the guide: `authenticated`, `dataUrl`.
+    Doc,
+}
+
+impl Dialect {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "compat" => Some(Self::Compat),
+            "v1" => Some(Self::V1),
+            "doc" => Some(Self::Doc),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    /// `None` binds every interface (IPv6 and IPv4 where the host has both).
+    pub host: Option<String>,
+    pub path: String,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_sessions_per_key: usize,
+    pub strategy: Strategy,
+    pub auth_timeout: Duration,
+    pub max_payload: usize,
+    /// `None` accepts any `Origin`.
+    pub allowed_origins: Option<Vec<String>>,
+    pub media: MediaPolicy,
+    pub dialect: Dialect,
+    /// Whether the host wants `onMessageLog` events; building them costs time per call.
+    pub log_events: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            port: 3000,
+            host: None,
+            path: "/wa-ext-ws".into(),
+            heartbeat_interval: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            max_sessions_per_key: 10,
+            strategy: Strategy::RoundRobin,
+            auth_timeout: Duration::from_secs(10),
+            max_payload: 1 << 20,
+            allowed_origins: None,
+            media: MediaPolicy {
+                max_bytes: 10 << 20,
+                file_roots: Vec::new(),
+                allow_private_hosts: false,
+                fetch_timeout: Duration::from_secs(30),
+            },
+            dialect: Dialect::Compat,
+            log_events: true,
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! One extension connection from TCP accept to authenticated session: the
+//! WebSocket handshake (path and origin checks), then the auth exchange, all within
+//! `authTimeout`. An admitted session continues in a fresh, smaller task
+//! (`session::run`) so that nothing of the handshake stays allocated while it idles.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout_at, Instant};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::{mask_api_key, ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::gateway::Shared;
+use crate::host::AuthAnswer;
+use crate::link::{lock, SessionLink};
+use crate::protocol::{self, AuthFrame, Inbound};
+use crate::registry::{Identity, SessionKey};
+use crate::session;
+
+pub type Socket = WebSocketStream<TcpStream>;
+
+/// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
+const READ_BUFFER: usize = 512;
+
+/// Counts open sockets for `getHealth()`.
+struct Open<'a>(&'a Shared);
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub fn websocket_config(config: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(config.max_payload))
+        .max_frame_size(Some(config.max_payload))
+}
+
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken, tasks: TaskTracker) {
+    shared.connections.fetch_add(1, Ordering::Relaxed);
+    let open = Open(&shared);
+    let deadline = Instant::now() + shared.config.auth_timeout;
+    let gate = |request: &Request, response: Response| admit_upgrade(&shared.config, request, response);
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, gate, Some(websocket_config(&shared.config)));
+    let mut ws = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        done = timeout_at(deadline, handshake) => match done {
+            Ok(Ok(ws)) => ws,
+            _ => return,
+        },
+    };
+    let ip = peer.ip().to_canonical().to_string();
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
+        outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
+            outcome.unwrap_or_else(|_| Err(Refused::close(1008, "Authentication timeout")))
+        }
+    };
+    match outcome {
+        Ok(admitted) => {
+            std::mem::forget(open);
+            tasks.spawn(session::run(ws, admitted, shared.clone(), shutdown));
+        }
+        Err(Refused { close: Some((code, reason)) }) => close(&mut ws, code, reason).await,
+        Err(Refused { close: None }) => {}
+    }
+}
+
+/// Path and `Origin` checks on the upgrade request.
+fn admit_upgrade(config: &Config, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
+    let refuse = |status: StatusCode| {
+        let mut reply = ErrorResponse::new(None);
+        *reply.status_mut() = status;
+        Err(reply)
+    };
+    if request.uri().path() != config.path {
+        return refuse(StatusCode::NOT_FOUND);
+    }
+    if let Some(allowed) = &config.allowed_origins {
+        let origin = request.headers().get("origin").and_then(|o| o.to_str().ok());
+        if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+            return refuse(StatusCode::FORBIDDEN);
+        }
+    }
+    Ok(response)
+}
+
+/// An authenticated session handed to `session::run`.
+pub struct Admitted {
+    pub key: SessionKey,
+    pub link: Arc<SessionLink>,
+    pub identity: Arc<Identity>,
+}
+
+struct Refused {
+    close: Option<(u16, &'static str)>,
+}
+
+impl Refused {
+    fn close(code: u16, reason: &'static str) -> Self {
+        Self { close: Some((code, reason)) }
+    }
+    fn gone() -> Self {
+        Self { close: None }
+    }
+}
+
+/// Reads frames until an auth frame; anything else is answered and ignored.
+async fn authenticate(ws: &mut Socket, shared: &Shared, ip: String, deadline: Instant) -> Result<Admitted, Refused> {
+    loop {
+        let text = match ws.next().await {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+            Some(Ok(Message::Close(_))) | None => return Err(Refused::gone()),
+            Some(Ok(_)) => continue,
+            Some(Err(WsError::Capacity(_))) => return Err(Refused::close(1009, "Message too big")),
+            Some(Err(_)) => return Err(Refused::gone()),
+        };
+        let reply = match protocol::parse(&text) {
+            Inbound::Auth(auth) => return admit(ws, shared, auth, ip, deadline).await,
+            Inbound::Invalid(why) => protocol::error_frame("INVALID_MESSAGE", why),
+            Inbound::Unknown(kind) => protocol::error_frame("UNKNOWN_MESSAGE_TYPE", &format!("Unknown message type: {kind}")),
+            _ => protocol::error_frame("NOT_AUTHENTICATED", "Not authenticated: send an auth message with your apiKey first"),
+        };
+        if ws.send(Message::text(reply)).await.is_err() {
+            return Err(Refused::gone());
+        }
+    }
+}
+
+async fn admit(ws: &mut Socket, shared: &Shared, auth: AuthFrame, ip: String, deadline: Instant) -> Result<Admitted, Refused> {
+    let answer = tokio::select! {
+        answer = shared.host.validate(auth.api_key.clone()) => answer,
+        _ = sleep_until(deadline) => Err(format!(
+            "validateApiKey did not answer within authTimeout ({} ms)",
+            shared.config.auth_timeout.as_millis()
+        )),
+    };
+    let answer = answer.unwrap_or_else(|problem| {
+        shared.report(GatewayError::new(
+            ErrorCode::CallbackError,
+            format!("validateApiKey failed: {problem}"),
+            json!({ "callback": "validateApiKey", "error": problem }),
+        ));
+        AuthAnswer { valid: false, reason: Some("API key validation failed".into()), ..AuthAnswer::default() }
+    });
+    if !answer.valid {
+        let message = match &answer.reason {
+            Some(reason) => format!("Invalid API key: {reason}"),
+            None => "Invalid API key".to_string(),
+        };
+        let _ = ws.send(Message::text(protocol::error_frame("AUTHENTICATION_FAILED", &message))).await;
+        shared.report(GatewayError::new(
+            ErrorCode::AuthenticationFailed,
+            message,
+            json!({ "apiKey": mask_api_key(&auth.api_key), "reason": answer.reason, "ip": ip }),
+        ));
+        return Err(Refused::close(1008, "Authentication failed"));
+    }
+
+    let identity = Identity {
+        session_id: Uuid::new_v4().to_string().into(),
+        api_key: auth.api_key.into(),
+        user_id: answer.user_id,
+        ip,
+        extension_version: auth.extension_version,
+        browser: auth.browser,
+        dialect: shared.config.dialect,
+    };
+    let session_id = identity.session_id.clone();
+    let api_key = identity.api_key.clone();
+    let link = Arc::new(SessionLink::default());
+    let added = lock(&shared.registry).add(identity, link.clone(), shared.config.max_sessions_per_key);
+    let (key, identity) = match added {
+        Ok(added) => added,
+        Err(limit) => {
+            let message = format!("Maximum {limit} sessions allowed per API key");
+            let _ = ws.send(Message::text(protocol::error_frame("MAX_SESSIONS_EXCEEDED", &message))).await;
+            shared.report(GatewayError::new(
+                ErrorCode::MaxSessionsExceeded,
+                message,
+                json!({ "apiKey": mask_api_key(&api_key), "maxSessionsPerKey": limit }),
+            ));
+            return Err(Refused::close(1008, "Max sessions exceeded"));
+        }
+    };
+    shared.log(|| LogEvent::session_connected(&identity));
+    for reply in protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id) {
+        let _ = ws.feed(Message::text(reply)).await;
+    }
+    // A failed write shows up as a closed socket in the session loop, which cleans up.
+    let _ = ws.flush().await;
+    Ok(Admitted { key, link, identity })
+}
+
+pub async fn close(ws: &mut Socket, code: u16, reason: &'static str) {
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+    let closing = async {
+        let _ = ws.close(Some(frame)).await;
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closing).await;
+}

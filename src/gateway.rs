@@ -1,0 +1,366 @@
+//! The gateway core: owns the settings, the registry and the running server, and
+//! turns send calls into commands and results into deliveries. No napi types here.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::config::{Config, Strategy};
+use crate::error::{mask_api_key, ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::host::{Delivery, DeviceInfo, Host, SendResult};
+use crate::link::lock;
+use crate::media::{default_document_name, Media, MediaKind, MediaLoader};
+use crate::protocol::{command_frame, MediaFields, ResultFrame, SendKind};
+use crate::registry::{CallId, Pending, Registry, SessionInfo, Settled};
+use crate::{deadlines, heartbeat, listener};
+
+/// How long `stop()` waits for connections to finish their close handshake.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// One send call, validated by the JavaScript side.
+#[derive(Debug)]
+pub struct SendRequest {
+    pub kind: SendKind,
+    pub api_key: String,
+    pub phone_number: String,
+    /// The message of `sendMessage`, the caption of media sends.
+    pub text: String,
+    pub media_source: Option<String>,
+    pub document_name: Option<String>,
+    pub strategy: Option<Strategy>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    pub status: &'static str,
+    pub active_sessions: usize,
+    pub uptime: u64,
+    pub timestamp: u64,
+    pub connections: usize,
+    pub pending_requests: usize,
+    pub port: Option<u16>,
+}
+
+struct Run {
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    started_at: u64,
+    addr: SocketAddr,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub registry: Mutex<Registry>,
+    pub host: Arc<dyn Host>,
+    media: MediaLoader,
+    /// Wakes the deadline task when a request with an earlier deadline arrives.
+    pub deadline_changed: Notify,
+    /// Open sockets, authenticated or not.
+    pub connections: AtomicUsize,
+    run: Mutex<Option<Run>>,
+    rt: Handle,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub fn new(config: Config, host: Arc<dyn Host>, rt: Handle) -> Result<Self, GatewayError> {
+        let media = MediaLoader::new(config.media.clone())?;
+        let shared = Shared {
+            config,
+            registry: Mutex::default(),
+            host,
+            media,
+            deadline_changed: Notify::new(),
+            connections: AtomicUsize::new(0),
+            run: Mutex::new(None),
+            rt,
+        };
+        Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// Binds and starts serving. Synchronous so that a taken port is reported to
+    /// the caller of `start()` directly.
+    pub fn start(&self) -> io::Result<SocketAddr> {
+        let shared = &self.shared;
+        let mut run = lock(&shared.run);
+        if run.is_some() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "Gateway is already running"));
+        }
+        let _runtime = shared.rt.enter();
+        let listener = bind(shared.config.host.as_deref(), shared.config.port)?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(listener::run(listener, shared.clone(), shutdown.clone(), tasks.clone()));
+        tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
+        *run = Some(Run { shutdown, tasks, started_at: now_ms(), addr });
+        Ok(addr)
+    }
+
+    /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
+    /// every session has closed. Every pending send fails with `GATEWAY_SHUTDOWN`.
+    pub fn stop(&self) {
+        let shared = self.shared.clone();
+        let Some(run) = lock(&shared.run).take() else {
+            shared.host.deliver(Delivery::Stopped);
+            return;
+        };
+        run.shutdown.cancel();
+        let owed = lock(&shared.registry).take_all_pending();
+        for settled in owed {
+            shared.fail(settled, shutdown_error);
+        }
+        run.tasks.close();
+        self.shared.rt.spawn(async move {
+            let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
+            shared.host.deliver(Delivery::Stopped);
+        });
+    }
+
+    /// Accepts a send call; its outcome is delivered to the host later, exactly once.
+    pub fn send(&self, call: CallId, mut request: SendRequest) {
+        let Some(source) = request.media_source.take() else {
+            self.shared.dispatch(call, request, None);
+            return;
+        };
+        let shared = self.shared.clone();
+        let shutdown = lock(&shared.run).as_ref().map(|r| (r.shutdown.clone(), r.tasks.clone()));
+        let kind = match request.kind {
+            SendKind::Video => MediaKind::Video,
+            SendKind::Document => MediaKind::Document,
+            _ => MediaKind::Image,
+        };
+        let load = async move {
+            let cancelled = async {
+                match &shutdown {
+                    Some((token, _)) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                loaded = shared.media.load(kind, &source) => match loaded {
+                    Ok(media) => shared.dispatch(call, request, Some(media)),
+                    Err(error) => shared.host.deliver(Delivery::Rejected { id: call, e: error }),
+                },
+                _ = cancelled => shared.host.deliver(Delivery::Rejected { id: call, e: shutdown_error("", "") }),
+            }
+        };
+        match lock(&self.shared.run).as_ref() {
+            Some(run) => drop(run.tasks.spawn_on(load, &self.shared.rt)),
+            None => drop(self.shared.rt.spawn(load)),
+        }
+    }
+
+    pub fn sessions(&self, api_key: &str) -> Vec<SessionInfo> {
+        lock(&self.shared.registry).sessions_of(api_key)
+    }
+
+    pub fn health(&self) -> Health {
+        let run = lock(&self.shared.run);
+        let registry = lock(&self.shared.registry);
+        Health {
+            status: if run.is_some() { "running" } else { "stopped" },
+            active_sessions: registry.session_count(),
+            uptime: run.as_ref().map_or(0, |r| now_ms().saturating_sub(r.started_at)),
+            timestamp: now_ms(),
+            connections: self.shared.connections.load(Ordering::Relaxed),
+            pending_requests: registry.pending_count(),
+            port: run.as_ref().map(|r| r.addr.port()),
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        lock(&self.shared.run).as_ref().map(|r| r.addr)
+    }
+}
+
+/// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.
+fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
+    let candidates: Vec<SocketAddr> = match host {
+        Some(h) => std::net::ToSocketAddrs::to_socket_addrs(&(h, port))?.collect(),
+        None => vec![SocketAddr::from(([0u16; 8], port)), SocketAddr::from(([0u8; 4], port))],
+    };
+    let mut last_error = io::Error::new(io::ErrorKind::AddrNotAvailable, "host resolved to no address");
+    for addr in candidates {
+        let socket = if addr.is_ipv6() { TcpSocket::new_v6() } else { TcpSocket::new_v4() };
+        let attempt = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        });
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+impl Shared {
+    /// Picks a device, records the request and queues its command.
+    fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>) {
+        let strategy = request.strategy.unwrap_or(self.config.strategy);
+        let selected = lock(&self.registry).select(&request.api_key, strategy);
+        let Some((key, identity, link)) = selected else {
+            let error = GatewayError::new(
+                ErrorCode::NoActiveDevice,
+                "No active WhatsApp device connected for this API key",
+                json!({ "apiKey": mask_api_key(&request.api_key) }),
+            );
+            return self.host.deliver(Delivery::Rejected { id: call, e: error });
+        };
+        let request_id = Uuid::new_v4();
+        let mut id_buf = Uuid::encode_buffer();
+        let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
+        let document_name = match (&media, request.kind) {
+            (Some(m), SendKind::Document) => Some(request.document_name.clone().unwrap_or_else(|| default_document_name(m))),
+            _ => None,
+        };
+        let fields = media.as_ref().map(|m| MediaFields {
+            data_url: &m.data_url,
+            mime_type: &m.mime_type,
+            caption: &request.text,
+            document_name: document_name.as_deref(),
+        });
+        let frame = command_frame(
+            request.kind,
+            request_id_text,
+            &request.phone_number,
+            &request.text,
+            fields.as_ref(),
+            identity.dialect,
+        );
+        drop(fields);
+        drop(media);
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let pending = Pending::new(call, request.kind, request.phone_number, timeout);
+        let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
+        match inserted {
+            // The session closed between choosing it and recording the request.
+            None => {
+                let error = connection_lost(request_id_text, &identity.session_id);
+                self.host.deliver(Delivery::Rejected { id: call, e: error });
+            }
+            Some(earliest) => {
+                if earliest {
+                    self.deadline_changed.notify_one();
+                }
+                // A closing session fails its requests as it leaves the registry.
+                link.push(frame.into());
+            }
+        }
+    }
+
+    /// Settles a request with the extension's answer.
+    pub fn complete(&self, settled: Settled, result: ResultFrame) {
+        let request_id = Uuid::from_u128(settled.request_id).to_string();
+        if !result.success {
+            let error = GatewayError::new(
+                ErrorCode::ExtensionError,
+                format!("Extension reported failure: {}", describe(&result.error)),
+                json!({ "requestId": request_id, "sessionId": &*settled.identity.session_id, "error": result.error }),
+            );
+            return self.fail_with(settled, request_id, error);
+        }
+        if self.config.log_events {
+            let event = LogEvent::sent(&settled, &request_id, &result.message_id);
+            self.host.deliver(Delivery::Log { e: event });
+        }
+        let who = &settled.identity;
+        let r = SendResult {
+            success: true,
+            request_id,
+            message_id: result.message_id,
+            timestamp: result.timestamp.unwrap_or(now_ms() as f64),
+            device_info: DeviceInfo {
+                session_id: who.session_id.to_string(),
+                extension_version: who.extension_version.clone(),
+                browser: who.browser.clone(),
+            },
+        };
+        self.host.deliver(Delivery::Resolved { id: settled.pending.call, r });
+    }
+
+    /// Fails a request that had been sent to a device; `error` gets the request and
+    /// session ids.
+    pub fn fail(&self, settled: Settled, error: impl FnOnce(&str, &str) -> GatewayError) {
+        let request_id = Uuid::from_u128(settled.request_id).to_string();
+        let error = error(&request_id, &settled.identity.session_id);
+        self.fail_with(settled, request_id, error);
+    }
+
+    fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+        if self.config.log_events {
+            let event = LogEvent::send_failed(&settled, &request_id, &error);
+            self.host.deliver(Delivery::Log { e: event });
+        }
+        self.host.deliver(Delivery::Rejected { id: settled.pending.call, e: error });
+    }
+
+    pub fn log(&self, event: impl FnOnce() -> LogEvent) {
+        if self.config.log_events {
+            self.host.deliver(Delivery::Log { e: event() });
+        }
+    }
+
+    pub fn report(&self, error: GatewayError) {
+        self.host.deliver(Delivery::Error { e: error });
+    }
+}
+
+fn describe(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("message").and_then(Value::as_str).map_or_else(|| error.to_string(), str::to_string),
+        Value::Null => "no reason given".to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError {
+    move |request_id, session_id| {
+        GatewayError::new(
+            ErrorCode::RequestTimeout,
+            format!("Request timed out after {timeout_ms} ms without a result from the extension"),
+            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms }),
+        )
+    }
+}
+
+pub fn connection_lost(request_id: &str, session_id: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ConnectionLost,
+        "The extension's connection closed before it reported a result",
+        json!({ "requestId": request_id, "sessionId": session_id }),
+    )
+}
+
+pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
+    let details = if request_id.is_empty() {
+        json!({})
+    } else {
+        json!({ "requestId": request_id, "sessionId": session_id })
+    };
+    GatewayError::new(ErrorCode::GatewayShutdown, "Gateway is shutting down", details)
+}

@@ -1,0 +1,23 @@
+//! WhatsApp extension gateway: a WebSocket server on its own tokio runtime, exposed
+//! to Node through napi. `binding` is the only module that knows about napi.
+
+pub mod binding;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod deadlines;
+pub mod error;
+pub mod events;
+pub mod gateway;
+pub mod heartbeat;
+pub mod host;
+pub mod link;
+pub mod listener;
+pub mod media;
+pub mod protocol;
+pub mod registry;
+pub mod session;
+
+pub use config::Config;
+pub use gateway::{Gateway, SendRequest};
+pub use host::{AuthAnswer, Delivery, Host};

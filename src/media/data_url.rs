@@ -1,0 +1,136 @@
+//! `data:` URLs: checked and passed on unchanged, never decoded.
+//!
+//! Only base64 data URLs are accepted: the extension side expects base64 and the URL is
+//! passed on as given, so a percent-encoded one is refused rather than rewritten.
+
+use super::{offload, preview, too_large, Media, MediaKind};
+use crate::error::GatewayError;
+
+/// `source` is the whole trimmed data URL, `rest` what follows `data:`.
+pub(super) async fn load(kind: MediaKind, source: &str, rest: &str, max_bytes: usize) -> Result<Media, GatewayError> {
+    let invalid = |message: String| GatewayError::validation("dataUrl", &preview(source), message);
+    let (header, payload) = rest.split_once(',').ok_or_else(|| invalid("Data URL has no ',' before its data".into()))?;
+    let mut params = header.split(';');
+    let mime_type = params.next().unwrap_or("").trim().to_ascii_lowercase();
+    if !is_mime_type(&mime_type) {
+        return Err(invalid(format!("Data URL must start with a MIME type such as image/png, got '{mime_type}'")));
+    }
+    if !params.next_back().is_some_and(|p| p.trim().eq_ignore_ascii_case("base64")) {
+        return Err(invalid("Data URL must be base64-encoded (data:<mime>;base64,<data>)".into()));
+    }
+    if !kind.fits(&mime_type) {
+        let (title, _, _) = kind.label();
+        let wanted = if kind == MediaKind::Image { "an image/*" } else { "a video/*" };
+        return Err(invalid(format!("{title} data URL must have {wanted} MIME type, got {mime_type}")));
+    }
+    // Four base64 characters carry three bytes; refuse oversize input before scanning it.
+    if payload.len() / 4 * 3 > max_bytes.saturating_add(3) {
+        return Err(too_large(&preview(source), max_bytes));
+    }
+    let data_url = source.to_owned();
+    let start = data_url.len() - payload.len();
+    let (data_url, size) = offload(payload.len(), move || {
+        let size = decoded_len(&data_url.as_bytes()[start..]);
+        (data_url, size)
+    })
+    .await?;
+    match size {
+        None => Err(invalid("Data URL data is not valid base64".into())),
+        Some(0) => Err(invalid("Data URL has no data".into())),
+        Some(n) if n > max_bytes => Err(too_large(&preview(source), max_bytes)),
+        Some(_) => Ok(Media { data_url, mime_type, file_name: None }),
+    }
+}
+
+fn is_mime_type(value: &str) -> bool {
+    let token = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c));
+    value.split_once('/').is_some_and(|(kind, sub)| token(kind) && token(sub))
+}
+
+/// Size the standard-alphabet base64 text decodes to, or None if it is not valid base64
+/// (padding is optional, as browsers accept it either way).
+fn decoded_len(text: &[u8]) -> Option<usize> {
+    let data = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
+    let padded = data.len() != text.len();
+    if !data.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/') {
+        return None;
+    }
+    let rem = data.len() % 4;
+    if rem == 1 || (padded && (rem == 0 || !text.len().is_multiple_of(4))) {
+        return None;
+    }
+    Some(data.len() / 4 * 3 + rem.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::media::test_loader;
+
+    const PNG: &str = "data:image/png;base64,iVBORw0KGgo=";
+
+    #[tokio::test]
+    async fn valid_data_url_is_passed_on_as_given() {
+        let loader = test_loader(false, 1024, vec![]);
+        let media = loader.load(MediaKind::Image, PNG).await.unwrap();
+        assert_eq!(media, Media { data_url: PNG.into(), mime_type: "image/png".into(), file_name: None });
+        let doc = "DATA:Application/PDF;name=a.pdf;base64,JVBERi0";
+        let media = loader.load(MediaKind::Document, doc).await.unwrap();
+        assert_eq!((media.data_url.as_str(), media.mime_type.as_str()), (doc, "application/pdf"));
+    }
+
+    #[tokio::test]
+    async fn wrong_or_broken_data_urls_are_validation_errors() {
+        let loader = test_loader(false, 1024, vec![]);
+        let cases = [
+            (MediaKind::Image, "data:application/pdf;base64,JVBERi0=", "Image data URL must have an image/* MIME type, got application/pdf"),
+            (MediaKind::Video, "data:image/png;base64,iVBORw0KGgo=", "must have a video/* MIME type"),
+            (MediaKind::Image, "data:image/png;base64", "no ','"),
+            (MediaKind::Image, "data:;base64,iVBO", "MIME type"),
+            (MediaKind::Image, "data:png;base64,iVBO", "MIME type"),
+            (MediaKind::Image, "data:image/png,%89PNG", "base64-encoded"),
+            (MediaKind::Image, "data:image/png;base64,iVB*Rw0K", "not valid base64"),
+            (MediaKind::Image, "data:image/png;base64,iVBOR", "not valid base64"),
+            (MediaKind::Image, "data:image/png;base64,", "no data"),
+        ];
+        for (kind, url, expected) in cases {
+            let err = loader.load(kind, url).await.unwrap_err();
+            assert_eq!(err.code, ErrorCode::ValidationError, "{url}");
+            assert!(err.message.contains(expected), "{url}: {}", err.message);
+            assert_eq!(err.details["field"], "dataUrl");
+            assert_eq!(err.details["value"], url);
+        }
+        let long = format!("data:text/plain;base64,{}", "A".repeat(100));
+        let err = loader.load(MediaKind::Image, &long).await.unwrap_err();
+        assert_eq!(err.details["value"], format!("{}...", &long[..64]));
+    }
+
+    #[tokio::test]
+    async fn decoded_size_is_limited() {
+        let loader = test_loader(false, 6, vec![]);
+        assert!(loader.load(MediaKind::Image, "data:image/png;base64,AAAAAAAA").await.is_ok());
+        let over = "data:image/png;base64,AAAAAAAAAA==";
+        let err = loader.load(MediaKind::Image, over).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FileTooLarge);
+        assert_eq!(err.details, serde_json::json!({ "url": over, "maxSize": 6 }));
+        // Large payloads are checked on the blocking pool and refused before any scan.
+        let big = format!("data:image/png;base64,{}", "A".repeat(400 * 1024));
+        let err = test_loader(false, 1000, vec![]).load(MediaKind::Image, &big).await.unwrap_err();
+        assert_eq!((err.code, err.details["url"].as_str().unwrap().len()), (ErrorCode::FileTooLarge, 67));
+        let ok = test_loader(false, 400 * 1024, vec![]).load(MediaKind::Image, &big).await.unwrap();
+        assert_eq!(ok.data_url.len(), big.len());
+    }
+
+    #[test]
+    fn base64_lengths() {
+        assert_eq!(decoded_len(b"AAAA"), Some(3));
+        assert_eq!(decoded_len(b"AA=="), Some(1));
+        assert_eq!(decoded_len(b"AAA="), Some(2));
+        assert_eq!(decoded_len(b"AA"), Some(1));
+        assert_eq!(decoded_len(b"A+/9"), Some(3));
+        for bad in [&b"A"[..], b"AA=", b"AAAA=", b"AAAA==", b"A===", b"AA-_", b"AA AA", b"=AAA"] {
+            assert_eq!(decoded_len(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! An authenticated session's task: writes queued commands, reads statuses and
+//! results, and on the way out settles everything the session still owed.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::connection::{close, Admitted, Socket};
+use crate::events::LogEvent;
+use crate::gateway::{connection_lost, shutdown_error, Shared};
+use crate::link::{lock, CloseRequest};
+use crate::protocol::{self, Inbound};
+use crate::registry::SessionKey;
+
+/// How a session ended.
+enum End {
+    /// The gateway closes it with this code.
+    Close(u16, &'static str),
+    Requested(CloseRequest),
+    /// The extension closed it.
+    ByPeer(u16, String),
+    Lost,
+}
+
+pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let Admitted { key, link, identity } = admitted;
+    let end = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break End::Close(1001, "Server shutting down"),
+            _ = link.woken() => {
+                let (frames, close_request) = link.take();
+                if !frames.is_empty() && write_all(&mut ws, frames).await.is_err() {
+                    break End::Lost;
+                }
+                if let Some(request) = close_request {
+                    break End::Requested(request);
+                }
+            }
+            inbound = ws.next() => {
+                link.touch();
+                match inbound {
+                    Some(Ok(Message::Text(text))) => on_frame(&mut ws, &shared, key, &text).await,
+                    Some(Ok(Message::Binary(bytes))) => on_frame(&mut ws, &shared, key, &String::from_utf8_lossy(&bytes)).await,
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                        break End::ByPeer(code, reason);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(WsError::Capacity(_))) => break End::Close(1009, "Message too big"),
+                    Some(Err(_)) | None => break End::Lost,
+                }
+            }
+        }
+    };
+
+    let timed_out = matches!(end, End::Requested(CloseRequest::HeartbeatTimeout));
+    let (code, reason) = finish(&mut ws, end).await;
+    drop(ws);
+
+    let removed = lock(&shared.registry).remove(key);
+    let stopping = shutdown.is_cancelled();
+    if let Some((_, owed)) = removed {
+        for settled in owed {
+            if stopping {
+                shared.fail(settled, shutdown_error);
+            } else {
+                shared.fail(settled, connection_lost);
+            }
+        }
+    }
+    if timed_out {
+        shared.log(|| LogEvent::heartbeat_timeout(&identity, link.last_seen_ms()));
+    }
+    shared.log(|| LogEvent::session_disconnected(&identity, &reason, code));
+    shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sends the closing frame where the gateway ends the session; returns the code
+/// and reason that `session-disconnected` reports.
+async fn finish(ws: &mut Socket, end: End) -> (u16, String) {
+    match end {
+        End::Close(code, reason) => {
+            close(ws, code, reason).await;
+            (code, reason.to_string())
+        }
+        End::Requested(request) => {
+            let (code, reason) = request.code_and_reason();
+            close(ws, code, reason).await;
+            (code, reason.to_string())
+        }
+        End::ByPeer(code, reason) => {
+            // Lets tungstenite send the reply to the extension's close frame.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.flush()).await;
+            let reason = if reason.is_empty() { "Closed by extension".to_string() } else { reason };
+            (code, reason)
+        }
+        End::Lost => (1006, "Connection lost".to_string()),
+    }
+}
+
+async fn write_all(ws: &mut Socket, frames: std::collections::VecDeque<tokio_tungstenite::tungstenite::Utf8Bytes>) -> Result<(), WsError> {
+    for frame in frames {
+        ws.feed(Message::Text(frame)).await?;
+    }
+    ws.flush().await
+}
+
+async fn on_frame(ws: &mut Socket, shared: &Shared, key: SessionKey, text: &str) {
+    let reply = match protocol::parse(text) {
+        Inbound::Result(result) => {
+            // Ids the gateway never issued, or issued to another session, settle nothing.
+            let settled = Uuid::try_parse(&result.request_id)
+                .ok()
+                .and_then(|id| lock(&shared.registry).settle(key, id.as_u128()));
+            if let Some(settled) = settled {
+                shared.complete(settled, result);
+            }
+            return;
+        }
+        Inbound::Status(status) => {
+            let identity = lock(&shared.registry).set_status(key, status.clone());
+            if let Some(identity) = identity {
+                shared.log(|| LogEvent::session_status(&identity, &status));
+            }
+            return;
+        }
+        Inbound::Heartbeat => return,
+        Inbound::Auth(_) => protocol::error_frame("ALREADY_AUTHENTICATED", "This connection is already authenticated"),
+        Inbound::Unknown(kind) => protocol::error_frame("UNKNOWN_MESSAGE_TYPE", &format!("Unknown message type: {kind}")),
+        Inbound::Invalid(why) => protocol::error_frame("INVALID_MESSAGE", why),
+    };
+    let _ = ws.send(Message::text(reply)).await;
+}
