@@ -52,6 +52,7 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(config.max_payload))
 }
 
+#[allow(clippy::result_large_err)] // the upgrade callback's error type is tungstenite's
 pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken, tasks: TaskTracker) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let open = Open(&shared);
@@ -83,6 +84,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shu
 }
 
 /// Path and `Origin` checks on the upgrade request.
+// The error type is tungstenite's, fixed by its callback signature.
+#[allow(clippy::result_large_err)]
 fn admit_upgrade(config: &Config, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
     let refuse = |status: StatusCode| {
         let mut reply = ErrorResponse::new(None);

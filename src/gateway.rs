@@ -237,21 +237,16 @@ impl Shared {
             (Some(m), SendKind::Document) => Some(request.document_name.clone().unwrap_or_else(|| default_document_name(m))),
             _ => None,
         };
-        let fields = media.as_ref().map(|m| MediaFields {
-            data_url: &m.data_url,
-            mime_type: &m.mime_type,
-            caption: &request.text,
-            document_name: document_name.as_deref(),
-        });
-        let frame = command_frame(
-            request.kind,
-            request_id_text,
-            &request.phone_number,
-            &request.text,
-            fields.as_ref(),
-            identity.dialect,
-        );
-        drop(fields);
+        let frame = {
+            let fields = media.as_ref().map(|m| MediaFields {
+                data_url: &m.data_url,
+                mime_type: &m.mime_type,
+                caption: &request.text,
+                document_name: document_name.as_deref(),
+            });
+            command_frame(request.kind, request_id_text, &request.phone_number, &request.text, fields.as_ref(), identity.dialect)
+        };
+        // The frame holds its own copy; free the loaded media before it is written.
         drop(media);
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let pending = Pending::new(call, request.kind, request.phone_number, timeout);
