@@ -1,0 +1,234 @@
+// Types of whatsapp-ws-extension-gateway v2. The runtime is index.js over the Rust
+// addon; these declarations describe the JavaScript API only.
+
+export type DeviceSelectionStrategy = 'round-robin' | 'random';
+
+/** Which reply frames and media fields the gateway writes to extensions (README: "Dialects"). */
+export type ExtensionDialect = 'compat' | 'v1' | 'doc';
+
+export type ErrorCode =
+  | 'AUTHENTICATION_FAILED'
+  | 'NO_ACTIVE_DEVICE'
+  | 'REQUEST_TIMEOUT'
+  | 'CONNECTION_LOST'
+  | 'VALIDATION_ERROR'
+  | 'EXTENSION_ERROR'
+  | 'INVALID_API_KEY'
+  | 'MAX_SESSIONS_EXCEEDED'
+  | 'INVALID_PHONE_NUMBER'
+  | 'INVALID_DATA'
+  | 'FETCH_ERROR'
+  | 'FILE_TOO_LARGE'
+  | 'GATEWAY_SHUTDOWN'
+  | 'MEDIA_NOT_ALLOWED'
+  | 'CALLBACK_ERROR'
+  | 'SERVER_ERROR';
+
+/** What `validateApiKey` returns; extra fields are allowed and ignored. */
+export interface ApiKeyValidation {
+  valid: boolean;
+  userId?: string | number | null;
+  /** Sent to the extension in the AUTHENTICATION_FAILED frame. */
+  reason?: string;
+  [key: string]: unknown;
+}
+
+export interface GatewayConfig {
+  /** Port of the standalone server (default 3000; 0 picks a free port). Ignored with `server`. */
+  port?: number | string;
+  /** Address to bind (default: every interface). */
+  host?: string;
+  /** WebSocket route (default '/wa-ext-ws'). */
+  path?: string;
+  /** An existing http.Server or https.Server to attach to. */
+  server?: unknown;
+  /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
+  validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
+  /** Every event of the gateway; may be async. */
+  onMessageLog?(logData: MessageLogData): void | Promise<void>;
+  /** Every error, including those also thrown to callers. */
+  onError?(error: GatewayError): void | Promise<void>;
+  /** ms between server pings (default 30000). */
+  heartbeatInterval?: number;
+  /** ms of silence after which a session is dropped (default 2 x heartbeatInterval). */
+  heartbeatTimeout?: number;
+  /** Default ms a send waits for the extension's result (default 30000). */
+  requestTimeout?: number;
+  /** Sessions allowed per API key (default 10). */
+  maxSessionsPerKey?: number;
+  /** Default device selection (default 'round-robin'). */
+  deviceSelectionStrategy?: DeviceSelectionStrategy;
+  /** ms an unauthenticated connection may stay open (default 10000). */
+  authTimeout?: number;
+  /** Largest frame accepted from an extension, bytes (default 1 MiB). */
+  maxPayload?: number;
+  /** Largest decoded media of a send, bytes (default 10 MiB). */
+  maxMediaBytes?: number;
+  /** `Origin` values accepted on upgrade, e.g. 'chrome-extension://<id>' (default: any). */
+  allowedOrigins?: string[];
+  /** Directories from which file:// media may be read (default: none). */
+  mediaFileRoots?: string[];
+  /** Allow http(s) media from loopback, private and link-local addresses (default false). */
+  mediaAllowPrivateHosts?: boolean;
+  /** ms for fetching one media URL, redirects included (default 30000). */
+  mediaFetchTimeout?: number;
+  /** Frames written to extensions (default 'compat': every dialect at once). */
+  dialect?: ExtensionDialect;
+}
+
+interface SendOptions {
+  /** Overrides the config's deviceSelectionStrategy for this call. */
+  deviceSelectionStrategy?: DeviceSelectionStrategy;
+  /** ms to wait for this call's result (default: config requestTimeout). */
+  timeout?: number;
+}
+
+export interface SendMessageData extends SendOptions {
+  /** E.164: '+' then 2 to 15 digits, e.g. '+1234567890'. */
+  phoneNumber: string;
+  message: string;
+}
+
+export interface SendImageData extends SendOptions {
+  phoneNumber: string;
+  /** A data: URL, an http(s):// URL or a file:// URL (inside mediaFileRoots). */
+  dataUrl?: string;
+  imageDataUrl?: string;
+  imageUrl?: string;
+  caption?: string;
+}
+
+export interface SendVideoData extends SendOptions {
+  phoneNumber: string;
+  dataUrl?: string;
+  videoDataUrl?: string;
+  videoUrl?: string;
+  caption?: string;
+}
+
+export interface SendDocumentData extends SendOptions {
+  phoneNumber: string;
+  dataUrl?: string;
+  documentDataUrl?: string;
+  documentUrl?: string;
+  /** Defaults to the URL's file name, else 'document.<ext>'. */
+  documentName?: string;
+  caption?: string;
+}
+
+export interface DeviceInfo {
+  sessionId: string;
+  extensionVersion: string;
+  browser: string;
+}
+
+export interface MessageResult {
+  success: true;
+  requestId: string;
+  /** The extension's message id, or null. */
+  messageId: string | number | null;
+  timestamp: number;
+  deviceInfo: DeviceInfo;
+}
+
+export interface SessionInfo {
+  sessionId: string;
+  /** The extension's own status text, else 'WhatsApp Web logged in' / 'Not ready'. */
+  status: string;
+  ready: boolean;
+  whatsappLoggedIn: boolean;
+  deviceActive: boolean;
+  connectedAt: number;
+  lastHeartbeat: number;
+  lastStatusUpdate: number | null;
+  extensionVersion: string;
+  browser: string;
+  ip: string;
+  userId: any;
+}
+
+/** v1's name for SessionInfo. */
+export type ActiveSessionInfo = SessionInfo;
+
+export type MessageLogType =
+  | 'session-connected'
+  | 'session-status'
+  | 'session-disconnected'
+  | 'heartbeat-timeout'
+  | 'message-sent'
+  | 'image-sent'
+  | 'video-sent'
+  | 'document-sent'
+  | 'send-failed';
+
+export interface MessageLogData {
+  type: MessageLogType;
+  /** The API key itself (the host's own callback). */
+  apiKey: string;
+  sessionId: string;
+  userId?: any;
+  timestamp: number;
+  phoneNumber?: string;
+  requestId?: string;
+  messageId?: string | number | null;
+  status?: 'success' | 'failure';
+  error?: string;
+  details?: any;
+}
+
+export interface HealthCheckResponse {
+  status: 'running' | 'stopped';
+  activeSessions: number;
+  /** ms since start(), 0 when stopped. */
+  uptime: number;
+  /** ms since the epoch. */
+  timestamp: number;
+  /** Open WebSocket connections, authenticated or not. */
+  connections: number;
+  /** Sends waiting for their result. */
+  pendingRequests: number;
+  /** The port listened on, while running. */
+  port?: number;
+}
+
+export declare class GatewayError extends Error {
+  constructor(code: ErrorCode, message: string, details?: any);
+  code: ErrorCode;
+  details: any;
+}
+
+export declare class WhatsAppGateway {
+  constructor(config: GatewayConfig);
+  readonly isRunning: boolean;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  sendMessage(apiKey: string, data: SendMessageData): Promise<MessageResult>;
+  sendImage(apiKey: string, data: SendImageData): Promise<MessageResult>;
+  sendVideo(apiKey: string, data: SendVideoData): Promise<MessageResult>;
+  sendDocument(apiKey: string, data: SendDocumentData): Promise<MessageResult>;
+  getActiveSessions(apiKey: string): SessionInfo[];
+  getHealth(): HealthCheckResponse;
+  /** `{ port }` while listening, else null. */
+  address(): { port: number } | null;
+}
+
+export declare const ERROR_CODES: { readonly [K in ErrorCode]: K };
+
+export declare const SERVER_MESSAGE_TYPES: {
+  readonly SEND_MESSAGE: 'send-message';
+  readonly SEND_IMAGE: 'send-image';
+  readonly SEND_VIDEO: 'send-video';
+  readonly SEND_DOCUMENT: 'send-document';
+  readonly PING: 'ping';
+  readonly AUTH_SUCCESS: 'auth-success';
+  readonly AUTHENTICATED: 'authenticated';
+  readonly ERROR: 'error';
+};
+
+export declare const EXTENSION_MESSAGE_TYPES: {
+  readonly AUTH: 'auth';
+  readonly AUTHENTICATE: 'authenticate';
+  readonly STATUS: 'status';
+  readonly MESSAGE_RESULT: 'message-result';
+  readonly HEARTBEAT: 'heartbeat';
+};
