@@ -103,6 +103,16 @@ test('start() on a taken port rejects with code EADDRINUSE', async (t) => {
   const error2 = await rejection(anyHost.start());
   assert.ok(error2 instanceof Error);
   assert.equal(error2.code, 'EADDRINUSE');
+  assert.equal(anyHost.getHealth().status, 'stopped');
+
+  // Once the port is free again, the same gateway starts on it.
+  await close(blocker);
+  await gateway.start();
+  assert.equal(gateway.getHealth().status, 'running');
+  assert.equal(gateway.address().port, port);
+  const ext = await new FakeExtension(`ws://127.0.0.1:${port}/wa-ext-ws`).connectReady(gateway);
+  const result = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'after EADDRINUSE' });
+  assert.equal(result.deviceInfo.sessionId, ext.sessionId);
 });
 
 test('start() twice rejects as already running and the first server keeps working', async (t) => {
@@ -573,23 +583,30 @@ test("port as a numeric string (process.env.PORT) is accepted and used", async (
   assert.equal(gateway.getActiveSessions(GOOD_KEY)[0].sessionId, ext.sessionId);
 });
 
-test('omitted options take their defaults (port 3000, path /wa-ext-ws)', async (t) => {
+test('omitted (or undefined) options take their defaults: all interfaces, path /wa-ext-ws', async (t) => {
+  // The default port 3000 itself is exercised by guide.test.js ("Basic Setup"); binding it
+  // here too could collide with that file when test files run in parallel.
   assert.doesNotThrow(() => new WhatsAppGateway({ validateApiKey }));
-  const gateway = new WhatsAppGateway({ validateApiKey });
+  const undefinedOptions = Object.fromEntries(
+    ['host', 'path', 'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout', 'maxSessionsPerKey',
+      'deviceSelectionStrategy', 'authTimeout', 'maxPayload', 'maxMediaBytes', 'allowedOrigins',
+      'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'onMessageLog', 'onError'].map((k) => [k, undefined]),
+  );
+  const gateway = new WhatsAppGateway({ validateApiKey, port: 0, ...undefinedOptions });
   t.after(() => gateway.stop());
-  try {
-    await gateway.start();
-  } catch (error) {
-    if (error.code === 'EADDRINUSE') {
-      t.skip('port 3000 is taken on this machine');
-      return;
-    }
-    throw error;
+  await gateway.start();
+  const { port } = gateway.address();
+  assert.ok(port > 0);
+  // Reachable over IPv4 and (where the machine has it) IPv6 loopback, on the default path.
+  const v4 = await new FakeExtension(`ws://127.0.0.1:${port}/wa-ext-ws`).connectReady(gateway);
+  const v6 = await new FakeExtension(`ws://[::1]:${port}/wa-ext-ws`).connectReady(gateway);
+  const used = new Set();
+  for (let i = 0; i < 4; i++) {
+    used.add((await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: `d${i}` })).deviceInfo.sessionId);
   }
-  assert.equal(gateway.address().port, 3000);
-  const ext = await new FakeExtension('ws://127.0.0.1:3000/wa-ext-ws').connectReady(gateway);
-  const result = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'defaults' });
-  assert.equal(result.deviceInfo.sessionId, ext.sessionId);
+  assert.deepEqual(used, new Set([v4.sessionId, v6.sessionId]), 'default round-robin uses both devices');
+  const wrongPath = new FakeExtension(`ws://127.0.0.1:${port}/other`);
+  await assert.rejects(wrongPath.open(), /upgrade refused|Unexpected server response|socket hang up/);
 });
 
 // ---------------------------------------------------------------------------
