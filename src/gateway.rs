@@ -359,3 +359,129 @@ pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
     };
     GatewayError::new(ErrorCode::GatewayShutdown, "Gateway is shutting down", details)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::{AuthAnswer, Validation};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message;
+
+    /// A host that accepts one key and hands every delivery to the test.
+    struct TestHost(mpsc::UnboundedSender<Delivery>);
+
+    impl Host for TestHost {
+        fn deliver(&self, delivery: Delivery) {
+            let _ = self.0.send(delivery);
+        }
+        fn validate(&self, api_key: String) -> Validation {
+            Box::pin(async move { Ok(AuthAnswer { valid: api_key == "good-key-123", ..AuthAnswer::default() }) })
+        }
+    }
+
+    async fn started() -> (Gateway, SocketAddr, mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = Config { port: 0, host: Some("127.0.0.1".into()), log_events: false, ..Config::default() };
+        let gateway = Gateway::new(config, Arc::new(TestHost(tx)), Handle::current()).unwrap();
+        let addr = gateway.start().unwrap();
+        (gateway, addr, rx)
+    }
+
+    type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+    async fn ready_client(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp).await.unwrap();
+        ws.send(Message::text(r#"{"type":"auth","apiKey":"good-key-123"}"#)).await.unwrap();
+        ws.send(Message::text(r#"{"type":"status","data":{"whatsappLoggedIn":true,"ready":true}}"#)).await.unwrap();
+        next_of(&mut ws, "authenticated").await;
+        ws
+    }
+
+    async fn next_of(ws: &mut Client, kind: &str) -> Value {
+        loop {
+            let Some(Ok(Message::Text(text))) = ws.next().await else { panic!("socket ended before {kind}") };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    fn text(api_key: &str) -> SendRequest {
+        SendRequest {
+            kind: SendKind::Message,
+            api_key: api_key.into(),
+            phone_number: "+1234567890".into(),
+            text: "hi".into(),
+            media_source: None,
+            document_name: None,
+            strategy: None,
+            timeout: None,
+        }
+    }
+
+    /// Sends until the status frame has made the device active.
+    async fn send_when_active(gateway: &Gateway, rx: &mut mpsc::UnboundedReceiver<Delivery>, call: CallId) {
+        for _ in 0..100 {
+            if gateway.sessions("good-key-123").iter().any(|s| s.device_active) {
+                return gateway.send(call, text("good-key-123"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("device never became active: {:?}", rx.try_recv());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_round_trips_through_an_extension() {
+        let (gateway, addr, mut rx) = started().await;
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 7).await;
+        let command = next_of(&mut ws, "send-message").await;
+        let request_id = command["requestId"].as_str().unwrap();
+        let result = json!({ "type": "message-result", "requestId": request_id, "success": true, "messageId": "m1" });
+        ws.send(Message::text(result.to_string())).await.unwrap();
+        match rx.recv().await.unwrap() {
+            Delivery::Resolved { id, r } => {
+                assert_eq!(id, 7);
+                assert_eq!(r.request_id, request_id);
+                assert_eq!(r.message_id, json!("m1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        gateway.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_device_and_lost_connection_fail_the_call() {
+        let (gateway, addr, mut rx) = started().await;
+        gateway.send(1, text("nobody-key-123"));
+        assert!(matches!(rx.recv().await, Some(Delivery::Rejected { id: 1, e }) if e.code == ErrorCode::NoActiveDevice));
+
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 2).await;
+        next_of(&mut ws, "send-message").await;
+        drop(ws);
+        assert!(matches!(rx.recv().await, Some(Delivery::Rejected { id: 2, e }) if e.code == ErrorCode::ConnectionLost));
+        gateway.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_fails_pending_sends_and_frees_the_port() {
+        let (gateway, addr, mut rx) = started().await;
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 3).await;
+        next_of(&mut ws, "send-message").await;
+        gateway.stop();
+        assert!(matches!(rx.recv().await, Some(Delivery::Rejected { id: 3, e }) if e.code == ErrorCode::GatewayShutdown));
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert!(matches!(rx.recv().await, Some(Delivery::Stopped)));
+        std::net::TcpListener::bind(addr).expect("port is free after stop");
+        assert_eq!(gateway.health().status, "stopped");
+    }
+}
