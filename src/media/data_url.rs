@@ -3,10 +3,11 @@
 //!
 //! Only base64 data URLs are accepted: the extension side expects base64 and the URL is
 //! passed on as given, so a percent-encoded one is refused rather than rewritten. The
-//! payload itself is not checked character by character: the extension decodes it, and
-//! v1 (and the guide's examples, with payloads cut short by "...") passed it through.
+//! payload must use the base64 alphabet; a trailing "..." is tolerated because the
+//! guide's own examples cut their payloads short that way and must run unchanged (the
+//! extension is the one that decodes).
 
-use super::{preview, too_large, Media, MediaKind};
+use super::{offload, preview, too_large, Media, MediaKind};
 use crate::error::GatewayError;
 
 /// `source` is the whole trimmed data URL, `rest` what follows `data:`.
@@ -33,7 +34,25 @@ pub(super) async fn load(kind: MediaKind, source: &str, rest: &str, max_bytes: u
     if size > max_bytes {
         return Err(too_large(&preview(source), max_bytes));
     }
-    Ok(Media { data_url: source.to_owned(), mime_type, file_name: None })
+    let data_url = source.to_owned();
+    let start = data_url.len() - payload.len();
+    let (data_url, alphabet_ok) = offload(payload.len(), move || {
+        let ok = is_base64_text(&data_url[start..]);
+        (data_url, ok)
+    })
+    .await?;
+    if !alphabet_ok {
+        return Err(invalid("Data URL data is not base64".into()));
+    }
+    Ok(Media { data_url, mime_type, file_name: None })
+}
+
+/// Standard base64 characters, then at most two '=' of padding, then optionally a
+/// documentation-style "..." placeholder.
+fn is_base64_text(payload: &str) -> bool {
+    let text = payload.trim_end_matches('.');
+    let data = text.trim_end_matches('=');
+    text.len() - data.len() <= 2 && data.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
 fn is_mime_type(value: &str) -> bool {
@@ -76,6 +95,9 @@ mod tests {
             (MediaKind::Image, "data:png;base64,iVBO", "MIME type"),
             (MediaKind::Image, "data:image/png,%89PNG", "base64-encoded"),
             (MediaKind::Image, "data:image/png;base64,", "no data"),
+            (MediaKind::Image, "data:image/png;base64,@@@", "not base64"),
+            (MediaKind::Image, "data:image/png;base64,iVB*Rw0K", "not base64"),
+            (MediaKind::Image, "data:image/png;base64,AA===", "not base64"),
         ];
         for (kind, url, expected) in cases {
             let err = loader.load(kind, url).await.unwrap_err();
