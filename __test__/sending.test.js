@@ -134,7 +134,8 @@ test('the config requestTimeout applies when the call sets none', async (t) => {
   assert.equal(error.details.timeout, 120);
 });
 
-test('an extension that disconnects fails its requests with CONNECTION_LOST at once', async (t) => {
+// requestTimeout is a minute: the test's own timeout fails it if the sends wait for that.
+test('an extension that disconnects fails its requests with CONNECTION_LOST at once', { timeout: 20_000 }, async (t) => {
   const { gateway, url, events } = await startGateway({ requestTimeout: 60000 });
   t.after(() => gateway.stop());
   const ext = await new FakeExtension(url, { respond: () => null }).connectReady(gateway);
@@ -142,10 +143,8 @@ test('an extension that disconnects fails its requests with CONNECTION_LOST at o
     gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: `m${n}` }).catch((e) => e),
   );
   await waitFor(() => ext.commands.length === 3);
-  const started = Date.now();
   ext.ws.terminate();
   const results = await Promise.all(pending);
-  assert.ok(Date.now() - started < 5000);
   for (const error of results) {
     assert.equal(error.code, 'CONNECTION_LOST');
     assert.equal(error.details.sessionId, ext.sessionId);
