@@ -9,6 +9,7 @@ const {
   GatewayError,
   fromNative,
 } = require('./lib/errors');
+const { attach } = require('./lib/attach');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
 
@@ -58,6 +59,10 @@ class WhatsAppGateway {
   #native;
   #callbacks;
   #server;
+  #path;
+  #port;
+  /** Undoes attaching to `server`, while attached. */
+  #detach = null;
   /** Send calls in flight: id -> { resolve, reject }. */
   #calls = new Map();
   #nextCall = 0;
@@ -71,6 +76,8 @@ class WhatsAppGateway {
     const { native, callbacks, server } = normalizeConfig(config);
     this.#callbacks = callbacks;
     this.#server = server;
+    this.#path = native.path;
+    this.#port = native.port;
     this.#native = new NativeGateway(native, wrapValidator(callbacks.validateApiKey), (batch) =>
       this.#onBatch(batch),
     );
@@ -82,16 +89,16 @@ class WhatsAppGateway {
 
   async start() {
     if (this.#stopping) await this.#stopping;
-    if (this.#server) {
-      throw new GatewayError('SERVER_ERROR', 'Attaching to an existing server is not supported yet', {
-        option: 'server',
-      });
-    }
     try {
-      this.#native.start();
+      if (this.#server) {
+        this.#native.startAttached();
+        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions());
+      } else {
+        this.#native.start();
+      }
     } catch (error) {
       throw new GatewayError(error.code ?? 'SERVER_ERROR', `Cannot start the gateway: ${error.message}`, {
-        port: this.getHealth().port,
+        port: this.#server ? undefined : this.#port,
       });
     }
     this.#running = true;
@@ -105,6 +112,8 @@ class WhatsAppGateway {
     this.#stopping = new Promise((resolve) => {
       this.#stopped = resolve;
     });
+    this.#detach?.();
+    this.#detach = null;
     this.#updateHold();
     this.#native.stop();
     return this.#stopping;
@@ -137,8 +146,9 @@ class WhatsAppGateway {
     return health;
   }
 
-  /** `{ port }` while listening, like `net.Server#address()`; else null. */
+  /** `{ port }` while listening on its own port; attached, the server's address(). */
   address() {
+    if (this.#server) return this.#running ? this.#server.address() : null;
     const { port } = this.getHealth();
     return port === undefined ? null : { port };
   }
@@ -208,9 +218,13 @@ class WhatsAppGateway {
     return call;
   }
 
-  /** Keeps Node alive while listening, stopping, or with sends in flight. */
+  /**
+   * Keeps Node alive while listening on its own port, stopping, or with sends in
+   * flight. Attached, the user's server decides.
+   */
   #updateHold() {
-    const wanted = this.#running || this.#stopping !== null || this.#calls.size > 0;
+    const listening = this.#running && !this.#server;
+    const wanted = listening || this.#stopping !== null || this.#calls.size > 0;
     if (wanted !== this.#held) {
       this.#native.keepAlive(wanted);
       this.#held = wanted;

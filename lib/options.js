@@ -80,8 +80,8 @@ function normalizeConfig(config) {
   if (maxSessions != null && (!Number.isInteger(maxSessions) || maxSessions < 1)) {
     throw fail('maxSessionsPerKey', 'a positive integer', maxSessions);
   }
-  if (config.mediaAllowPrivateHosts != null && typeof config.mediaAllowPrivateHosts !== 'boolean') {
-    throw fail('mediaAllowPrivateHosts', 'a boolean', config.mediaAllowPrivateHosts);
+  for (const flag of ['mediaAllowPrivateHosts', 'trustProxy']) {
+    if (config[flag] != null && typeof config[flag] !== 'boolean') throw fail(flag, 'a boolean', config[flag]);
   }
   const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', 30000);
   const native = {
@@ -102,6 +102,7 @@ function normalizeConfig(config) {
     mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', 30000),
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
     logEvents: callbacks.onMessageLog !== undefined,
+    trustProxy: config.trustProxy ?? false,
   };
   return { native, callbacks, server: server(config.server) };
 }

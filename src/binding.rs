@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Function, Promise};
+use std::net::IpAddr;
+use std::os::fd::{BorrowedFd, IntoRawFd};
+
+use napi::bindgen_prelude::{Buffer, Function, Promise};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
@@ -15,6 +18,7 @@ use tokio::runtime::Runtime;
 
 use crate::config::{Config, Dialect, Strategy};
 use crate::gateway::{Gateway, SendRequest};
+use crate::handshake::{parsed_request, Upgrade};
 use crate::host::{AuthAnswer, Delivery, Host, Validation};
 use crate::link::lock;
 use crate::media::MediaPolicy;
@@ -40,6 +44,20 @@ pub struct NativeConfig {
     pub media_fetch_timeout: f64,
     pub dialect: String,
     pub log_events: bool,
+    pub trust_proxy: bool,
+}
+
+/// An upgrade request as Node's `http.Server` parsed it.
+#[napi(object)]
+pub struct UpgradeRequest {
+    pub method: String,
+    pub url: String,
+    /// `req.rawHeaders`: names and values alternating.
+    pub raw_headers: Vec<String>,
+    /// `req.socket.remoteAddress`.
+    pub remote_address: String,
+    /// The bytes the client sent after the request (the `head` of Node's `upgrade` event).
+    pub head: Buffer,
 }
 
 /// What the JavaScript wrapper of `validateApiKey` resolves to.
@@ -144,6 +162,7 @@ fn core_config(c: NativeConfig) -> napi::Result<Config> {
         },
         dialect: Dialect::parse(&c.dialect).ok_or_else(|| invalid("dialect"))?,
         log_events: c.log_events,
+        trust_proxy: c.trust_proxy,
     })
 }
 
@@ -182,6 +201,38 @@ impl NativeGateway {
             Ok(addr) => Ok(u32::from(addr.port())),
             Err(e) => Err(napi::Error::new(errno_name(&e), e.to_string())),
         }
+    }
+
+    /// Starts serving connections handed over by an attached Node server.
+    #[napi]
+    pub fn start_attached(&self) -> Result<(), napi::Error<String>> {
+        self.core.start_attached().map_err(|e| napi::Error::new(errno_name(&e), e.to_string()))
+    }
+
+    /// Takes over a plain TCP connection after its upgrade request: the gateway gets
+    /// its own descriptor for the socket, and Node may then destroy its handle.
+    #[napi]
+    pub fn adopt_socket(&self, fd: i32, request: UpgradeRequest) -> napi::Result<()> {
+        let (upgrade, peer) = upgrade_of(request)?;
+        // SAFETY: Node owns `fd` and keeps it open for the duration of this call; we only
+        // duplicate it, so Node closing its own descriptor later leaves ours valid.
+        let ours = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
+        self.core.adopt_tcp(std::net::TcpStream::from(ours), upgrade, peer).map_err(io_error)
+    }
+
+    /// Takes over a connection whose bytes Node relays (TLS ends in Node); returns the
+    /// descriptor of the socket Node relays them through.
+    #[napi]
+    pub fn adopt_relayed(&self, request: UpgradeRequest) -> napi::Result<i32> {
+        let (upgrade, peer) = upgrade_of(request)?;
+        let theirs = self.core.adopt_relayed(upgrade, peer).map_err(io_error)?;
+        Ok(theirs.into_raw_fd())
+    }
+
+    /// The attached Node server is closing: end every session with it.
+    #[napi]
+    pub fn close_sessions(&self) {
+        self.core.close_sessions();
     }
 
     #[napi]
@@ -251,6 +302,17 @@ impl NativeGateway {
             Err(napi::Error::from_reason("cannot change the gateway's hold on the event loop"))
         }
     }
+}
+
+fn io_error(e: std::io::Error) -> napi::Error {
+    napi::Error::from_reason(e.to_string())
+}
+
+fn upgrade_of(request: UpgradeRequest) -> napi::Result<(Upgrade, IpAddr)> {
+    let parsed = parsed_request(&request.method, &request.url, &request.raw_headers)
+        .ok_or_else(|| napi::Error::new(Status::InvalidArg, "unreadable upgrade request"))?;
+    let peer = request.remote_address.parse().unwrap_or(IpAddr::from([0u8; 4]));
+    Ok((Upgrade::Parsed { request: parsed, head: request.head.to_vec() }, peer))
 }
 
 fn errno_name(e: &std::io::Error) -> String {

@@ -63,6 +63,8 @@ pub struct Config {
     pub dialect: Dialect,
     /// Whether the host wants `onMessageLog` events; building them costs time per call.
     pub log_events: bool,
+    /// Take the client's IP from `X-Forwarded-For` / `X-Real-IP`.
+    pub trust_proxy: bool,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             },
             dialect: Dialect::Compat,
             log_events: true,
+            trust_proxy: false,
         }
     }
 }

@@ -3,38 +3,30 @@
 //! `authTimeout`. An admitted session continues in a fresh, smaller task
 //! (`session::run`) so that nothing of the handshake stays allocated while it idles.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::config::Config;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::gateway::Shared;
+use crate::handshake::{self, Socket, Upgrade};
 use crate::host::AuthAnswer;
 use crate::link::{lock, SessionLink};
 use crate::protocol::{self, AuthFrame, Inbound};
 use crate::registry::{Identity, SessionKey};
 use crate::session;
-
-pub type Socket = WebSocketStream<TcpStream>;
-
-/// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
-const READ_BUFFER: usize = 512;
+use crate::transport::Transport;
 
 /// Counts open sockets for `getHealth()`.
 struct Open<'a>(&'a Shared);
@@ -45,28 +37,24 @@ impl Drop for Open<'_> {
     }
 }
 
-pub fn websocket_config(config: &Config) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(config.max_payload))
-        .max_frame_size(Some(config.max_payload))
-}
-
-#[allow(clippy::result_large_err)] // the upgrade callback's error type is tungstenite's
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shutdown: CancellationToken, tasks: TaskTracker) {
+pub async fn serve(
+    transport: Transport,
+    upgrade: Upgrade,
+    peer: IpAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let open = Open(&shared);
     let deadline = Instant::now() + shared.config.auth_timeout;
-    let gate = |request: &Request, response: Response| admit_upgrade(&shared.config, request, response);
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(stream, gate, Some(websocket_config(&shared.config)));
-    let mut ws = tokio::select! {
+    let (mut ws, ip) = tokio::select! {
         _ = shutdown.cancelled() => return,
-        done = timeout_at(deadline, handshake) => match done {
-            Ok(Ok(ws)) => ws,
+        done = timeout_at(deadline, handshake::accept(transport, upgrade, peer, &shared.config)) => match done {
+            Ok(Some(accepted)) => accepted,
             _ => return,
         },
     };
-    let ip = peer.ip().to_canonical().to_string();
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
@@ -75,33 +63,13 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, shu
     };
     match outcome {
         Ok(admitted) => {
+            // The session task owns the count from here.
             std::mem::forget(open);
             tasks.spawn(session::run(ws, admitted, shared.clone(), shutdown));
         }
         Err(Refused { close: Some((code, reason)) }) => close(&mut ws, code, reason).await,
         Err(Refused { close: None }) => {}
     }
-}
-
-/// Path and `Origin` checks on the upgrade request.
-// The error type is tungstenite's, fixed by its callback signature.
-#[allow(clippy::result_large_err)]
-fn admit_upgrade(config: &Config, request: &Request, response: Response) -> Result<Response, ErrorResponse> {
-    let refuse = |status: StatusCode| {
-        let mut reply = ErrorResponse::new(None);
-        *reply.status_mut() = status;
-        Err(reply)
-    };
-    if request.uri().path() != config.path {
-        return refuse(StatusCode::NOT_FOUND);
-    }
-    if let Some(allowed) = &config.allowed_origins {
-        let origin = request.headers().get("origin").and_then(|o| o.to_str().ok());
-        if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
-            return refuse(StatusCode::FORBIDDEN);
-        }
-    }
-    Ok(response)
 }
 
 /// An authenticated session handed to `session::run`.

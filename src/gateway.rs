@@ -2,14 +2,15 @@
 //! turns send calls into commands and results into deliveries. No napi types here.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -21,11 +22,13 @@ use crate::config::{Config, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, DeviceInfo, Host, SendResult};
-use crate::link::lock;
+use crate::handshake::Upgrade;
+use crate::link::{lock, CloseRequest};
+use crate::transport::Transport;
 use crate::media::{default_document_name, Media, MediaKind, MediaLoader};
 use crate::protocol::{command_frame, MediaFields, ResultFrame, SendKind};
 use crate::registry::{CallId, Pending, Registry, SessionInfo, Settled};
-use crate::{deadlines, heartbeat, listener};
+use crate::{connection, deadlines, heartbeat, listener};
 
 /// How long `stop()` waits for connections to finish their close handshake.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -60,7 +63,8 @@ struct Run {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     started_at: u64,
-    addr: SocketAddr,
+    /// Where the standalone server listens; `None` when attached to a Node server.
+    addr: Option<SocketAddr>,
 }
 
 pub struct Shared {
@@ -103,18 +107,73 @@ impl Gateway {
         let shared = &self.shared;
         let mut run = lock(&shared.run);
         if run.is_some() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "Gateway is already running"));
+            return Err(already_running());
         }
         let _runtime = shared.rt.enter();
         let listener = bind(shared.config.host.as_deref(), shared.config.port)?;
         let addr = listener.local_addr()?;
+        let started = self.begin(Some(addr));
+        started.tasks.spawn(listener::run(listener, shared.clone(), started.shutdown.clone(), started.tasks.clone()));
+        *run = Some(started);
+        Ok(addr)
+    }
+
+    /// Starts serving connections that a Node server hands over (`adopt_*`).
+    pub fn start_attached(&self) -> io::Result<()> {
+        let mut run = lock(&self.shared.run);
+        if run.is_some() {
+            return Err(already_running());
+        }
+        let _runtime = self.shared.rt.enter();
+        *run = Some(self.begin(None));
+        Ok(())
+    }
+
+    /// The timer tasks every running gateway has.
+    fn begin(&self, addr: Option<SocketAddr>) -> Run {
+        let shared = &self.shared;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        tasks.spawn(listener::run(listener, shared.clone(), shutdown.clone(), tasks.clone()));
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
         tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
-        *run = Some(Run { shutdown, tasks, started_at: now_ms(), addr });
-        Ok(addr)
+        Run { shutdown, tasks, started_at: now_ms(), addr }
+    }
+
+    /// Serves a TCP connection whose upgrade request Node has parsed.
+    pub fn adopt_tcp(&self, stream: std::net::TcpStream, upgrade: Upgrade, peer: IpAddr) -> io::Result<()> {
+        let _runtime = self.shared.rt.enter();
+        stream.set_nonblocking(true)?;
+        let _ = stream.set_nodelay(true);
+        let transport = Transport::Tcp(TcpStream::from_std(stream)?);
+        self.adopt(transport, upgrade, peer)
+    }
+
+    /// Serves a connection whose bytes Node relays (it terminates TLS): returns the
+    /// socket Node writes the decrypted bytes to and reads the replies from.
+    pub fn adopt_relayed(&self, upgrade: Upgrade, peer: IpAddr) -> io::Result<OwnedFd> {
+        let _runtime = self.shared.rt.enter();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        self.adopt(Transport::Pipe(UnixStream::from_std(ours)?), upgrade, peer)?;
+        Ok(theirs.into())
+    }
+
+    fn adopt(&self, transport: Transport, upgrade: Upgrade, peer: IpAddr) -> io::Result<()> {
+        let run = lock(&self.shared.run);
+        let Some(run) = run.as_ref() else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "Gateway is not running"));
+        };
+        let shared = self.shared.clone();
+        run.tasks.spawn(connection::serve(transport, upgrade, peer, shared, run.shutdown.clone(), run.tasks.clone()));
+        Ok(())
+    }
+
+    /// The Node server the gateway is attached to is closing: its sessions end with
+    /// it, and their pending sends fail with `CONNECTION_LOST`.
+    pub fn close_sessions(&self) {
+        for (_, link) in lock(&self.shared.registry).links() {
+            link.request_close(CloseRequest::ServerClosing);
+        }
     }
 
     /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
@@ -185,13 +244,17 @@ impl Gateway {
             timestamp: now_ms(),
             connections: self.shared.connections.load(Ordering::Relaxed),
             pending_requests: registry.pending_count(),
-            port: run.as_ref().map(|r| r.addr.port()),
+            port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
     }
 
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        lock(&self.shared.run).as_ref().map(|r| r.addr)
+        lock(&self.shared.run).as_ref().and_then(|r| r.addr)
     }
+}
+
+fn already_running() -> io::Error {
+    io::Error::new(io::ErrorKind::AlreadyExists, "Gateway is already running")
 }
 
 /// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.

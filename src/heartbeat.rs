@@ -1,5 +1,5 @@
 //! One sweep per interval over every session: ping the live ones, close the silent
-//! ones. Cheaper than a timer per connection when thousands are idle.
+//! ones and those that stopped reading. Cheaper than a timer per connection when thousands are idle.
 
 use std::sync::Arc;
 
@@ -32,6 +32,8 @@ fn sweep(shared: &Shared) {
     for (_, link) in registry.links() {
         if now.saturating_sub(link.last_seen_ms()) > silence_limit {
             link.request_close(CloseRequest::HeartbeatTimeout);
+        } else if link.stalled(now, silence_limit) {
+            link.request_close(CloseRequest::Stalled);
         } else {
             link.push(ping.clone());
         }

@@ -9,6 +9,7 @@ pub mod deadlines;
 pub mod error;
 pub mod events;
 pub mod gateway;
+pub mod handshake;
 pub mod heartbeat;
 pub mod host;
 pub mod link;
@@ -17,6 +18,7 @@ pub mod media;
 pub mod protocol;
 pub mod registry;
 pub mod session;
+pub mod transport;
 
 pub use config::Config;
 pub use gateway::{Gateway, SendRequest};

@@ -10,22 +10,23 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::clock::now_ms;
 
-/// Frames queued for one extension beyond this mean it stopped reading; the session
-/// is closed rather than letting the queue grow without bound.
-pub const MAX_QUEUED_FRAMES: usize = 4096;
-
 /// Why the gateway asks a connection to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseRequest {
     HeartbeatTimeout,
-    Overflow,
+    /// Its queued frames could not be written for a whole heartbeat timeout: the
+    /// extension stopped reading.
+    Stalled,
+    /// The Node server the gateway is attached to is closing.
+    ServerClosing,
 }
 
 impl CloseRequest {
     pub fn code_and_reason(self) -> (u16, &'static str) {
         match self {
             Self::HeartbeatTimeout => (1000, "Heartbeat timeout"),
-            Self::Overflow => (1008, "Too many unread frames"),
+            Self::Stalled => (1008, "Extension stopped reading"),
+            Self::ServerClosing => (1001, "Server closing"),
         }
     }
 }
@@ -40,11 +41,19 @@ pub struct SessionLink {
     outbound: Mutex<Outbound>,
     wake: Notify,
     last_seen_ms: AtomicU64,
+    /// When the connection task last finished writing everything it had taken.
+    last_drained_ms: AtomicU64,
 }
 
 impl Default for SessionLink {
     fn default() -> Self {
-        Self { outbound: Mutex::default(), wake: Notify::new(), last_seen_ms: AtomicU64::new(now_ms()) }
+        let now = now_ms();
+        Self {
+            outbound: Mutex::default(),
+            wake: Notify::new(),
+            last_seen_ms: AtomicU64::new(now),
+            last_drained_ms: AtomicU64::new(now),
+        }
     }
 }
 
@@ -55,12 +64,7 @@ impl SessionLink {
         if out.close.is_some() {
             return false;
         }
-        if out.frames.len() >= MAX_QUEUED_FRAMES {
-            out.close = Some(CloseRequest::Overflow);
-            out.frames.clear();
-        } else {
-            out.frames.push_back(frame);
-        }
+        out.frames.push_back(frame);
         drop(out);
         self.wake.notify_one();
         true
@@ -79,6 +83,26 @@ impl SessionLink {
 
     pub async fn woken(&self) {
         self.wake.notified().await
+    }
+
+    /// Makes the next `woken()` return at once, e.g. after a wake-up was spent on
+    /// something else.
+    pub fn rewake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn close_requested(&self) -> Option<CloseRequest> {
+        lock(&self.outbound).close
+    }
+
+    pub fn drained(&self) {
+        self.last_drained_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Frames have waited, unwritten, for longer than `limit_ms`.
+    pub fn stalled(&self, now: u64, limit_ms: u64) -> bool {
+        let waited = now.saturating_sub(self.last_drained_ms.load(Ordering::Relaxed));
+        waited > limit_ms && !lock(&self.outbound).frames.is_empty()
     }
 
     pub fn touch(&self) {
@@ -101,15 +125,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn overflow_turns_into_a_close_request() {
+    fn a_close_request_stops_the_queue() {
         let link = SessionLink::default();
-        for _ in 0..MAX_QUEUED_FRAMES {
-            assert!(link.push("x".into()));
-        }
-        assert!(link.push("one too many".into()));
-        let (frames, close) = link.take();
-        assert!(frames.is_empty());
-        assert_eq!(close, Some(CloseRequest::Overflow));
+        assert!(link.push("x".into()));
+        link.request_close(CloseRequest::Stalled);
         assert!(!link.push("after close".into()));
+        let (frames, close) = link.take();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(close, Some(CloseRequest::Stalled));
+    }
+
+    #[test]
+    fn only_undrained_frames_count_as_stalled() {
+        let link = SessionLink::default();
+        let later = now_ms() + 10_000;
+        assert!(!link.stalled(later, 5_000), "nothing queued");
+        link.push("x".into());
+        assert!(link.stalled(later, 5_000));
+        assert!(!link.stalled(later, 20_000));
+        link.take();
+        assert!(!link.stalled(later, 5_000));
     }
 }

@@ -12,6 +12,8 @@ use tokio_util::task::TaskTracker;
 use crate::connection;
 use crate::error::{ErrorCode, GatewayError};
 use crate::gateway::Shared;
+use crate::handshake::Upgrade;
+use crate::transport::Transport;
 
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken, tasks: TaskTracker) {
     let mut reported = false;
@@ -25,7 +27,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancellat
                 reported = false;
                 // Commands are small and latency matters more than packet count.
                 let _ = stream.set_nodelay(true);
-                tasks.spawn(connection::serve(stream, peer, shared.clone(), shutdown.clone(), tasks.clone()));
+                let connection = connection::serve(Transport::Tcp(stream), Upgrade::Unread, peer.ip(), shared.clone(), shutdown.clone(), tasks.clone());
+                tasks.spawn(connection);
             }
             Err(e) if is_transient(&e) => {}
             Err(e) => {

@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use std::collections::VecDeque;
+
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::connection::{close, Admitted, Socket};
+use crate::connection::{close, Admitted};
+use crate::handshake::Socket;
 use crate::events::LogEvent;
 use crate::gateway::{connection_lost, shutdown_error, Shared};
-use crate::link::{lock, CloseRequest};
+use crate::link::{lock, CloseRequest, SessionLink};
 use crate::protocol::{self, Inbound};
 use crate::registry::SessionKey;
 
@@ -33,11 +36,14 @@ pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdo
             _ = shutdown.cancelled() => break End::Close(1001, "Server shutting down"),
             _ = link.woken() => {
                 let (frames, close_request) = link.take();
-                if !frames.is_empty() && write_all(&mut ws, frames).await.is_err() {
-                    break End::Lost;
-                }
                 if let Some(request) = close_request {
                     break End::Requested(request);
+                }
+                if !frames.is_empty() {
+                    if let Some(end) = write_all(&mut ws, frames, &link, &shutdown).await {
+                        break end;
+                    }
+                    link.drained();
                 }
             }
             inbound = ws.next() => {
@@ -102,11 +108,32 @@ async fn finish(ws: &mut Socket, end: End) -> (u16, String) {
     }
 }
 
-async fn write_all(ws: &mut Socket, frames: std::collections::VecDeque<tokio_tungstenite::tungstenite::Utf8Bytes>) -> Result<(), WsError> {
-    for frame in frames {
-        ws.feed(Message::Text(frame)).await?;
+/// Writes the frames, or says how the session ends instead: it gives up early if
+/// the session is asked to close meanwhile (an extension that stopped reading would
+/// otherwise hold the task here for good).
+async fn write_all(ws: &mut Socket, frames: VecDeque<Utf8Bytes>, link: &SessionLink, shutdown: &CancellationToken) -> Option<End> {
+    let write = async {
+        for frame in frames {
+            ws.feed(Message::Text(frame)).await?;
+        }
+        ws.flush().await
+    };
+    tokio::pin!(write);
+    loop {
+        tokio::select! {
+            written = &mut write => {
+                // Wake-ups spent while writing may have announced new frames.
+                link.rewake();
+                return written.err().map(|_| End::Lost);
+            }
+            _ = shutdown.cancelled() => return Some(End::Close(1001, "Server shutting down")),
+            _ = link.woken() => {
+                if let Some(request) = link.close_requested() {
+                    return Some(End::Requested(request));
+                }
+            }
+        }
     }
-    ws.flush().await
 }
 
 async fn on_frame(ws: &mut Socket, shared: &Shared, key: SessionKey, text: &str) {

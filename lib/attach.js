@@ -1,0 +1,98 @@
+'use strict';
+// Attaching to the user's http.Server or https.Server: the gateway takes upgrade
+// requests on its path and hands their connections to the Rust core, leaving every
+// other request and upgrade to the server.
+const net = require('node:net');
+
+const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
+
+function pathnameOf(url) {
+  const query = url.indexOf('?');
+  return query === -1 ? url : url.slice(0, query);
+}
+
+/**
+ * Relays a TLS socket's decrypted bytes to the core through a local socket pair,
+ * with backpressure both ways.
+ */
+function relay(socket, fd) {
+  const pipe = new net.Socket({ fd, readable: true, writable: true });
+  const write = socket.write.bind(socket);
+  const end = socket.end.bind(socket);
+  // Other upgrade listeners (a ws server given its own `path`, for one) answer every
+  // path they do not own with a 400 on this same socket. It carries the gateway's
+  // bytes only from here on.
+  socket.write = () => true;
+  socket.end = () => socket;
+  socket.on('data', (chunk) => {
+    if (!pipe.write(chunk)) socket.pause();
+  });
+  pipe.on('drain', () => socket.resume());
+  pipe.on('data', (chunk) => {
+    if (!write(chunk)) pipe.pause();
+  });
+  socket.on('drain', () => pipe.resume());
+  pipe.on('end', () => end());
+  socket.on('end', () => pipe.end());
+  const teardown = () => {
+    pipe.destroy();
+    socket.destroy();
+  };
+  for (const side of [pipe, socket]) {
+    side.on('close', teardown);
+    side.on('error', teardown);
+  }
+}
+
+/**
+ * Starts handing `server`'s upgrades on `path` to `native`; returns a function that
+ * detaches again. `onClosing` runs when the server's close() is called.
+ */
+function attach(server, native, path, onClosing) {
+  const onUpgrade = (req, socket, head) => {
+    if (pathnameOf(req.url) !== path) return;
+    const request = {
+      method: req.method,
+      url: req.url,
+      rawHeaders: req.rawHeaders,
+      remoteAddress: socket.remoteAddress ?? '',
+      head,
+    };
+    try {
+      // A plain TCP socket goes to the core whole; with TLS, Node keeps the socket
+      // and relays the decrypted bytes.
+      const fd = socket.encrypted ? undefined : socket._handle?.fd;
+      if (Number.isInteger(fd) && fd >= 0) {
+        native.adoptSocket(fd, request);
+        socket.destroy();
+      } else {
+        relay(socket, native.adoptRelayed(request));
+      }
+    } catch {
+      socket.end(BAD_REQUEST);
+    }
+  };
+  // First in line, so that the connection is the gateway's before any other listener
+  // can answer it.
+  server.prependListener('upgrade', onUpgrade);
+
+  // Node emits 'close' only after every connection has ended, and relayed sockets
+  // count as connections: the sessions have to end when close() is called.
+  const hadOwnClose = Object.prototype.hasOwnProperty.call(server, 'close');
+  const close = server.close;
+  const closeWithSessions = function (...args) {
+    onClosing();
+    return close.apply(this, args);
+  };
+  server.close = closeWithSessions;
+
+  return function detach() {
+    server.removeListener('upgrade', onUpgrade);
+    if (server.close === closeWithSessions) {
+      if (hadOwnClose) server.close = close;
+      else delete server.close;
+    }
+  };
+}
+
+module.exports = { attach };
