@@ -17,26 +17,31 @@ function pathnameOf(url) {
  */
 function relay(socket, fd) {
   const pipe = new net.Socket({ fd, readable: true, writable: true });
-  const write = socket.write.bind(socket);
-  const end = socket.end.bind(socket);
-  // Other upgrade listeners (a ws server given its own `path`, for one) answer every
-  // path they do not own with a 400 on this same socket. It carries the gateway's
-  // bytes only from here on.
+  const { write, end, destroy } = socket;
+  // The other upgrade listeners run right after this one, on this same socket: a ws
+  // server given its own `path` answers every other path with a 400, the pattern in
+  // ws's README destroys it. Until they have run, the socket ignores them.
   socket.write = () => true;
   socket.end = () => socket;
+  socket.destroy = () => socket;
+  process.nextTick(() => {
+    delete socket.write;
+    delete socket.end;
+    delete socket.destroy;
+  });
   socket.on('data', (chunk) => {
     if (!pipe.write(chunk)) socket.pause();
   });
   pipe.on('drain', () => socket.resume());
   pipe.on('data', (chunk) => {
-    if (!write(chunk)) pipe.pause();
+    if (!write.call(socket, chunk)) pipe.pause();
   });
   socket.on('drain', () => pipe.resume());
-  pipe.on('end', () => end());
+  pipe.on('end', () => end.call(socket));
   socket.on('end', () => pipe.end());
   const teardown = () => {
     pipe.destroy();
-    socket.destroy();
+    destroy.call(socket);
   };
   for (const side of [pipe, socket]) {
     side.on('close', teardown);

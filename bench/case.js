@@ -1,0 +1,228 @@
+'use strict';
+// One benchmark case in a fresh process: starts a gateway (ours, or v1 from
+// --baseline), loads it with the Rust fleet, measures, and writes one JSON result
+// to file descriptor 3. Run by bench/run.js; see there for the cases.
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
+const readline = require('node:readline');
+
+const spec = JSON.parse(process.argv[2]);
+const KEY = 'bench-key-000001';
+const PHONE = '+1234567890';
+
+function loadGateway() {
+  if (spec.impl === 'v1') return require(path.join(spec.baseline, 'src/index.js')).WhatsAppGateway;
+  return require('..').WhatsAppGateway;
+}
+
+function gc() {
+  if (global.gc) for (let i = 0; i < 3; i++) global.gc();
+}
+
+function procStatus(field) {
+  const match = fs.readFileSync('/proc/self/status', 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'));
+  return match ? Number(match[1]) * 1024 : 0;
+}
+
+function cpuMs() {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor(predicate, ms, what) {
+  const until = Date.now() + ms;
+  while (!predicate()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** v1's start() resolves before it listens. */
+async function waitListening(port) {
+  for (let i = 0; i < 400; i++) {
+    const ok = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => resolve(s.end() && true));
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await sleep(5);
+  }
+  throw new Error('gateway never listened');
+}
+
+/** The fleet process and its line protocol (see bench/fleet/src/fleet.rs). */
+function startFleet(port, devices, idle) {
+  const args = ['--url', `ws://127.0.0.1:${port}/wa-ext-ws`, '--key', KEY, '--devices', `${devices}`, '--idle', `${idle}`];
+  const child = spawn(spec.fleet, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: child.stdout });
+  const waiting = [];
+  lines.on('line', (line) => {
+    const space = line.indexOf(' ');
+    const next = waiting.shift();
+    if (next) next([line.slice(0, space), JSON.parse(line.slice(space + 1))]);
+  });
+  const nextLine = () => new Promise((resolve) => waiting.push(resolve));
+  return {
+    ready: nextLine(),
+    async command(cmd) {
+      const reply = nextLine();
+      child.stdin.write(`${cmd}\n`);
+      return (await reply)[1];
+    },
+    /** The fleet's CPU time so far, ms. */
+    async cpu() {
+      const { cpuUserMs, cpuSysMs } = await this.command('cpu');
+      return cpuUserMs + cpuSysMs;
+    },
+    async stats() {
+      const reply = nextLine();
+      child.stdin.end('exit\n');
+      const [, stats] = await reply;
+      return stats;
+    },
+  };
+}
+
+function percentile(sorted, p) {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : 0;
+}
+
+async function roundTrips(gateway, fleet) {
+  const { concurrency, seconds } = spec;
+  const latencies = [];
+  let failures = 0;
+  const run = async (until, record) => {
+    const worker = async () => {
+      while (Date.now() < until) {
+        const t = process.hrtime.bigint();
+        try {
+          await gateway.sendMessage(KEY, { phoneNumber: PHONE, message: 'benchmark message' });
+          if (record) latencies.push(Number(process.hrtime.bigint() - t) / 1000);
+        } catch {
+          failures++;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  };
+  await run(Date.now() + 300, false);
+  gc();
+  const fleetCpu0 = await fleet.cpu();
+  const cpu0 = cpuMs();
+  const t0 = process.hrtime.bigint();
+  await run(Date.now() + seconds * 1000, true);
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cpu = cpuMs() - cpu0;
+  const fleetCpu = (await fleet.cpu()) - fleetCpu0;
+  latencies.sort((a, b) => a - b);
+  return {
+    calls: latencies.length,
+    failures,
+    callsPerSec: latencies.length / wallS,
+    p50Us: percentile(latencies, 0.5),
+    p99Us: percentile(latencies, 0.99),
+    cpuUsPerCall: (cpu * 1000) / latencies.length,
+    fleetCpuUsPerCall: (fleetCpu * 1000) / latencies.length,
+  };
+}
+
+async function media(gateway) {
+  const image = `data:image/png;base64,${spec.imageBase64}`;
+  const imageBytes = Buffer.byteLength(spec.imageBase64, 'base64');
+  await gateway.sendImage(KEY, { phoneNumber: PHONE, imageDataUrl: image });
+  gc();
+  fs.writeFileSync('/proc/self/clear_refs', '5');
+  const baseline = procStatus('VmRSS');
+  const sends = 50;
+  let next = 0;
+  let failures = 0;
+  const t0 = process.hrtime.bigint();
+  const worker = async () => {
+    while (next < sends) {
+      next++;
+      await gateway.sendImage(KEY, { phoneNumber: PHONE, imageDataUrl: image }).catch(() => failures++);
+    }
+  };
+  await Promise.all(Array.from({ length: spec.concurrency }, worker));
+  const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+  return {
+    sends,
+    failures,
+    mbPerSec: (sends * imageBytes) / wallS / 1e6,
+    peakRssGrowthMB: (procStatus('VmHWM') - baseline) / 1e6,
+  };
+}
+
+async function idle(gateway, port) {
+  const before = { rss: procStatus('VmRSS'), heap: process.memoryUsage().heapUsed };
+  const fleet = startFleet(port, 0, spec.idle);
+  const [, ready] = await fleet.ready;
+  await waitFor(() => gateway.getHealth().activeSessions >= ready.sessions, 60_000, 'sessions');
+  gc();
+  await sleep(200);
+  gc();
+  const sessions = ready.sessions;
+  const after = { rss: procStatus('VmRSS'), heap: process.memoryUsage().heapUsed };
+  const cpu0 = cpuMs();
+  await sleep(spec.idleSeconds * 1000);
+  const idleCpuMsPerSec = (cpuMs() - cpu0) / spec.idleSeconds;
+  const t0 = Date.now();
+  await fleet.command('close');
+  await waitFor(() => gateway.getHealth().activeSessions === 0, 60_000, 'teardown');
+  const teardownMs = Date.now() - t0;
+  const stats = await fleet.stats();
+  return {
+    sessions,
+    failures: spec.idle - sessions,
+    rssPerSessionKB: (after.rss - before.rss) / sessions / 1024,
+    heapPerSessionKB: (after.heap - before.heap) / sessions / 1024,
+    connectPerSec: sessions / (ready.connectMs / 1000),
+    idleCpuMsPerSec,
+    teardownMs,
+    fleetCpuMs: stats.cpuUserMs + stats.cpuSysMs,
+  };
+}
+
+async function main() {
+  const Gateway = loadGateway();
+  const config = {
+    port: spec.port,
+    heartbeatInterval: spec.heartbeatInterval ?? 30000,
+    requestTimeout: 30000,
+    maxSessionsPerKey: 64,
+    validateApiKey: async () => ({ valid: true, userId: 'bench' }),
+    onMessageLog: process.env.NO_LOG ? undefined : () => {},
+    onError: () => {},
+  };
+  if (spec.impl === 'ours') {
+    config.host = '127.0.0.1';
+    if (spec.dialect) config.dialect = spec.dialect;
+    config.maxPayload = 16 << 20;
+  }
+  const gateway = new Gateway(config);
+  await gateway.start();
+  await waitListening(spec.port);
+
+  let result;
+  if (spec.scenario === 'idle') {
+    result = await idle(gateway, spec.port);
+  } else {
+    const fleet = startFleet(spec.port, spec.devices, spec.idle ?? 0);
+    await fleet.ready;
+    await waitFor(() => gateway.getActiveSessions(KEY).filter((s) => s.deviceActive).length >= spec.devices, 60_000, 'devices');
+    result = spec.scenario === 'media' ? await media(gateway) : await roundTrips(gateway, fleet);
+    await fleet.stats();
+  }
+  fs.writeSync(3, `${JSON.stringify(result)}\n`);
+  await gateway.stop();
+  process.exit(0);
+}
+
+main().catch((error) => {
+  fs.writeSync(3, `${JSON.stringify({ error: error.message })}\n`);
+  process.exit(1);
+});
