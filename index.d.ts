@@ -40,8 +40,10 @@ export interface GatewayConfig {
   host?: string;
   /** WebSocket route (default '/wa-ext-ws'). */
   path?: string;
-  /** An existing http.Server or https.Server to attach to. */
+  /** An existing http.Server or https.Server to attach to (README: "Attaching"). */
   server?: unknown;
+  /** Take the client IP from X-Forwarded-For / X-Real-IP (default false). */
+  trustProxy?: boolean;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
   validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
   /** Every event of the gateway; may be async. */
