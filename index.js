@@ -51,6 +51,11 @@ function wrapValidator(validateApiKey) {
   };
 }
 
+/** Tag of a success in a delivered batch (src/binding.rs). */
+const RESOLVED = 1;
+
+const SENT_EVENTS = { message: 'message-sent', image: 'image-sent', video: 'video-sent', document: 'document-sent' };
+
 function describe(error) {
   return error instanceof Error ? error.message : String(error);
 }
@@ -163,10 +168,12 @@ class WhatsAppGateway {
     }
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
     return new Promise((resolve, reject) => {
-      this.#calls.set(id, { resolve, reject });
+      // What the `*-sent` event needs besides what the core reports.
+      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber });
       this.#updateHold();
       try {
-        this.#native.send(id, ...args);
+        const { phoneNumber, text, media, documentName, strategy, timeout } = args;
+        this.#native.send(id, kind, apiKey, phoneNumber, text, media, documentName, strategy, timeout);
       } catch (error) {
         this.#calls.delete(id);
         this.#updateHold();
@@ -175,41 +182,70 @@ class WhatsAppGateway {
     });
   }
 
-  /** The core's deliveries, comma-separated JSON objects, in the order they happened. */
-  #onBatch(batch) {
-    if (!batch) return;
-    let items;
+  /**
+   * What the core delivered since the last call, in order, as one flat array (see
+   * src/binding.rs): `1, id, requestId, messageId, timestamp, sessionId,
+   * extensionVersion, browser, userId` for a success, `2, json` for anything else.
+   */
+  #onBatch(items) {
+    for (let i = 0; i < items.length; ) {
+      if (items[i] === RESOLVED) {
+        this.#resolved(items[i + 1], items[i + 2], items[i + 3], items[i + 4], items[i + 5], items[i + 6], items[i + 7], items[i + 8]);
+        i += 9;
+      } else {
+        this.#delivered(items[i + 1]);
+        i += 2;
+      }
+    }
+    this.#updateHold();
+  }
+
+  #resolved(id, requestId, messageId, timestamp, sessionId, extensionVersion, browser, userId) {
+    const call = this.#settle(id);
+    if (!call) return;
+    call.resolve({ success: true, requestId, messageId, timestamp, deviceInfo: { sessionId, extensionVersion, browser } });
+    if (this.#callbacks.onMessageLog) {
+      this.#log({
+        type: SENT_EVENTS[call.kind],
+        apiKey: call.apiKey,
+        sessionId,
+        userId,
+        timestamp: Date.now(),
+        phoneNumber: call.phoneNumber,
+        requestId,
+        messageId,
+        status: 'success',
+      });
+    }
+  }
+
+  #delivered(json) {
+    let item;
     try {
-      items = JSON.parse(`[${batch}]`);
+      item = JSON.parse(json);
     } catch (error) {
       this.#reportError(new GatewayError('SERVER_ERROR', `Unreadable delivery from the core: ${describe(error)}`));
       return;
     }
-    for (const item of items) {
-      switch (item.k) {
-        case 'ok':
-          this.#settle(item.id)?.resolve(item.r);
-          break;
-        case 'fail': {
-          const error = fromNative(item.e);
-          this.#reportError(error);
-          this.#settle(item.id)?.reject(error);
-          break;
-        }
-        case 'log':
-          this.#log(item.e);
-          break;
-        case 'error':
-          this.#reportError(fromNative(item.e));
-          break;
-        case 'stopped':
-          this.#stopping = null;
-          this.#stopped?.();
-          this.#stopped = null;
-          break;
+    switch (item.k) {
+      case 'fail': {
+        const error = fromNative(item.e);
+        this.#reportError(error);
+        this.#settle(item.id)?.reject(error);
+        break;
       }
+      case 'log':
+        this.#log(item.e);
+        break;
+      case 'error':
+        this.#reportError(fromNative(item.e));
+        break;
+      case 'stopped':
+        this.#stopping = null;
+        this.#stopped?.();
+        this.#stopped = null;
+        break;
     }
-    this.#updateHold();
   }
 
   #settle(id) {

@@ -26,10 +26,7 @@ function optionalString(data, field) {
   return value;
 }
 
-/**
- * Returns the positional arguments of the native `send` for one call, or throws
- * a VALIDATION_ERROR.
- */
+/** Returns what the native `send` needs for one call, or throws a VALIDATION_ERROR. */
 function sendArgs(kind, apiKey, data) {
   if (typeof apiKey !== 'string' || apiKey.length === 0) {
     throw invalid('apiKey', maskApiKey(apiKey), 'API key is required and must be a non-empty string');
@@ -63,7 +60,14 @@ function sendArgs(kind, apiKey, data) {
   if (timeout != null && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0)) {
     throw invalid('timeout', timeout, 'timeout must be a positive number of milliseconds');
   }
-  return [kind, apiKey, data.phoneNumber, text, media, documentName, strategy ?? undefined, timeout ?? undefined];
+  return {
+    phoneNumber: data.phoneNumber,
+    text,
+    media,
+    documentName,
+    strategy: strategy ?? undefined,
+    timeout: timeout ?? undefined,
+  };
 }
 
 /** The media source: `dataUrl`, then `<kind>DataUrl`, then `<kind>Url`. */

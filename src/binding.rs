@@ -9,12 +9,13 @@ use std::time::Duration;
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 
-use napi::bindgen_prelude::{Buffer, Function, Promise};
+use napi::bindgen_prelude::{Buffer, Function, JsValue, Promise, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::Value;
 use tokio::runtime::Runtime;
+use uuid::Uuid;
 
 use crate::config::{Config, Dialect, Strategy};
 use crate::gateway::{Gateway, SendRequest};
@@ -70,7 +71,7 @@ pub struct AuthReply {
 }
 
 type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Status, false, true>;
-type Pump = ThreadsafeFunction<(), (), String, Status, false, true>;
+type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -90,26 +91,19 @@ fn runtime() -> napi::Result<&'static Runtime> {
 struct NodeHost {
     validator: Arc<Validator>,
     pump: Pump,
-    /// Deliveries not yet taken by JavaScript, as comma-separated JSON objects.
-    batch: Arc<Mutex<Vec<u8>>>,
+    /// Deliveries JavaScript has not taken yet.
+    batch: Arc<Mutex<Vec<Delivery>>>,
 }
 
 impl Host for NodeHost {
     fn deliver(&self, delivery: Delivery) {
         let mut batch = lock(&self.batch);
-        let was_empty = batch.is_empty();
-        let before = batch.len();
-        if !was_empty {
-            batch.push(b',');
-        }
-        if serde_json::to_writer(&mut *batch, &delivery).is_err() {
-            batch.truncate(before);
-            return;
-        }
+        batch.push(delivery);
+        let first = batch.len() == 1;
         drop(batch);
         // One call per non-empty batch: JavaScript takes everything queued by the
         // time it runs, so batches grow while it is busy.
-        if was_empty {
+        if first {
             self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
@@ -125,9 +119,46 @@ impl Host for NodeHost {
     }
 }
 
-fn take_batch(batch: &Mutex<Vec<u8>>) -> String {
-    let bytes = std::mem::take(&mut *lock(batch));
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// Deliveries handed to JavaScript in one go, as one flat array that `index.js` walks:
+/// `1, id, requestId, messageId, timestamp, sessionId, extensionVersion, browser, userId`
+/// for a success (no JSON on the hot path), `2, <JSON of the delivery>` for the rest.
+struct Batch(Vec<Delivery>);
+
+const RESOLVED: u32 = 1;
+const OTHER: u32 = 2;
+
+impl ToNapiValue for Batch {
+    unsafe fn to_napi_value(raw_env: napi::sys::napi_env, batch: Self) -> napi::Result<napi::sys::napi_value> {
+        let env = Env::from_raw(raw_env);
+        let mut items = env.create_array(0)?;
+        for delivery in batch.0 {
+            match delivery {
+                Delivery::Resolved(r) => {
+                    let mut id_text = Uuid::encode_buffer();
+                    let request_id: &str = Uuid::from_u128(r.request_id).hyphenated().encode_lower(&mut id_text);
+                    let who = &r.session;
+                    items.insert(RESOLVED)?;
+                    items.insert(r.id)?;
+                    items.insert(request_id)?;
+                    items.insert(r.message_id)?;
+                    items.insert(r.timestamp)?;
+                    items.insert(&*who.session_id)?;
+                    items.insert(who.extension_version.as_str())?;
+                    items.insert(who.browser.as_str())?;
+                    items.insert(who.user_id.clone())?;
+                }
+                other => {
+                    items.insert(OTHER)?;
+                    items.insert(serde_json::to_string(&other).unwrap_or_default())?;
+                }
+            }
+        }
+        Ok(items.raw())
+    }
+}
+
+fn take_batch(batch: &Mutex<Vec<Delivery>>) -> Batch {
+    Batch(std::mem::take(&mut *lock(batch)))
 }
 
 #[napi]

@@ -71,16 +71,6 @@ impl LogEvent {
         Self { details: Some(details), ..Self::about("heartbeat-timeout", who) }
     }
 
-    pub fn sent(settled: &Settled, request_id: &str, message_id: &Value) -> Self {
-        Self {
-            phone_number: Some(settled.pending.phone_number.clone()),
-            request_id: Some(request_id.to_string()),
-            message_id: Some(message_id.clone()),
-            status: Some("success"),
-            ..Self::about(settled.pending.kind.sent_event(), &settled.identity)
-        }
-    }
-
     pub fn send_failed(settled: &Settled, request_id: &str, error: &GatewayError) -> Self {
         let details = json!({ "error": error.message, "code": error.code });
         Self {

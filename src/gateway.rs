@@ -21,7 +21,7 @@ use crate::clock::now_ms;
 use crate::config::{Config, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::{Delivery, DeviceInfo, Host, SendResult};
+use crate::host::{Delivery, Host, Resolved};
 use crate::handshake::Upgrade;
 use crate::link::{lock, CloseRequest};
 use crate::transport::Transport;
@@ -332,8 +332,8 @@ impl Shared {
 
     /// Settles a request with the extension's answer.
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
-        let request_id = Uuid::from_u128(settled.request_id).to_string();
         if !result.success {
+            let request_id = Uuid::from_u128(settled.request_id).to_string();
             let error = GatewayError::new(
                 ErrorCode::ExtensionError,
                 format!("Extension reported failure: {}", describe(&result.error)),
@@ -341,23 +341,13 @@ impl Shared {
             );
             return self.fail_with(settled, request_id, error);
         }
-        if self.config.log_events {
-            let event = LogEvent::sent(&settled, &request_id, &result.message_id);
-            self.host.deliver(Delivery::Log { e: event });
-        }
-        let who = &settled.identity;
-        let r = SendResult {
-            success: true,
-            request_id,
+        self.host.deliver(Delivery::Resolved(Resolved {
+            id: settled.pending.call,
+            request_id: settled.request_id,
             message_id: result.message_id,
             timestamp: result.timestamp.unwrap_or(now_ms() as f64),
-            device_info: DeviceInfo {
-                session_id: who.session_id.to_string(),
-                extension_version: who.extension_version.clone(),
-                browser: who.browser.clone(),
-            },
-        };
-        self.host.deliver(Delivery::Resolved { id: settled.pending.call, r });
+            session: settled.identity,
+        }));
     }
 
     /// Fails a request that had been sent to a device; `error` gets the request and
@@ -507,10 +497,11 @@ mod tests {
         let result = json!({ "type": "message-result", "requestId": request_id, "success": true, "messageId": "m1" });
         ws.send(Message::text(result.to_string())).await.unwrap();
         match rx.recv().await.unwrap() {
-            Delivery::Resolved { id, r } => {
-                assert_eq!(id, 7);
-                assert_eq!(r.request_id, request_id);
+            Delivery::Resolved(r) => {
+                assert_eq!(r.id, 7);
+                assert_eq!(Uuid::from_u128(r.request_id).to_string(), request_id);
                 assert_eq!(r.message_id, json!("m1"));
+                assert_eq!(r.session.api_key.as_ref(), "good-key-123");
             }
             other => panic!("{other:?}"),
         }

@@ -4,12 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::GatewayError;
 use crate::events::LogEvent;
-use crate::registry::CallId;
+use crate::registry::{CallId, Identity};
 
 /// The validator's answer, already normalised by the host.
 #[derive(Clone, Debug, Default)]
@@ -32,8 +34,10 @@ pub trait Host: Send + Sync + 'static {
 #[derive(Serialize, Debug)]
 #[serde(tag = "k")]
 pub enum Delivery {
-    #[serde(rename = "ok")]
-    Resolved { id: CallId, r: SendResult },
+    /// The hot path, one per successful send: kept as plain data so that the host can
+    /// hand it over without serializing it.
+    #[serde(skip)]
+    Resolved(Resolved),
     #[serde(rename = "fail")]
     Rejected { id: CallId, e: GatewayError },
     #[serde(rename = "log")]
@@ -45,20 +49,15 @@ pub enum Delivery {
     Stopped,
 }
 
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct SendResult {
-    pub success: bool,
-    pub request_id: String,
+/// The extension reported success: what the host needs to build the send's result
+/// (`{ success, requestId, messageId, timestamp, deviceInfo }`) and its `*-sent` event.
+#[derive(Debug)]
+pub struct Resolved {
+    pub id: CallId,
+    pub request_id: u128,
+    /// The extension's message id, or null.
     pub message_id: Value,
+    /// The extension's timestamp, else when the result arrived (ms since the epoch).
     pub timestamp: f64,
-    pub device_info: DeviceInfo,
-}
-
-#[derive(Serialize, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceInfo {
-    pub session_id: String,
-    pub extension_version: String,
-    pub browser: String,
+    pub session: Arc<Identity>,
 }

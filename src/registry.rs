@@ -37,6 +37,7 @@ pub struct SessionInfo {
 }
 
 /// Who a session is; fixed at auth.
+#[derive(Debug)]
 pub struct Identity {
     pub session_id: Arc<str>,
     pub api_key: Arc<str>,

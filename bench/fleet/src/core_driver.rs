@@ -21,7 +21,7 @@ struct ChannelHost(std::sync::Mutex<mpsc::Sender<(u32, bool)>>);
 impl Host for ChannelHost {
     fn deliver(&self, delivery: Delivery) {
         let outcome = match delivery {
-            Delivery::Resolved { id, .. } => (id, true),
+            Delivery::Resolved(r) => (r.id, true),
             Delivery::Rejected { id, .. } => (id, false),
             _ => return,
         };
