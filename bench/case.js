@@ -171,6 +171,7 @@ async function idle(gateway, port) {
   const cpu0 = cpuMs();
   await sleep(spec.idleSeconds * 1000);
   const idleCpuMsPerSec = (cpuMs() - cpu0) / spec.idleSeconds;
+  const rssAfterIdle = procStatus('VmRSS');
   const t0 = Date.now();
   await fleet.command('close');
   await waitFor(() => gateway.getHealth().activeSessions === 0, 60_000, 'teardown');
@@ -180,6 +181,7 @@ async function idle(gateway, port) {
     sessions,
     failures: spec.idle - sessions,
     rssPerSessionKB: (after.rss - before.rss) / sessions / 1024,
+    rssPerSessionAfterIdleKB: (rssAfterIdle - before.rss) / sessions / 1024,
     heapPerSessionKB: (after.heap - before.heap) / sessions / 1024,
     connectPerSec: sessions / (ready.connectMs / 1000),
     idleCpuMsPerSec,

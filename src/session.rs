@@ -30,41 +30,15 @@ enum End {
 
 pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdown: CancellationToken) {
     let Admitted { key, link, identity } = admitted;
-    let end = loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break End::Close(1001, "Server shutting down"),
-            _ = link.woken() => {
-                let (frames, close_request) = link.take();
-                if let Some(request) = close_request {
-                    break End::Requested(request);
-                }
-                if !frames.is_empty() {
-                    if let Some(end) = write_all(&mut ws, frames, &link, &shutdown).await {
-                        break end;
-                    }
-                    link.drained();
-                }
-            }
-            inbound = ws.next() => {
-                link.touch();
-                match inbound {
-                    Some(Ok(Message::Text(text))) => on_frame(&mut ws, &shared, key, &text).await,
-                    Some(Ok(Message::Binary(bytes))) => on_frame(&mut ws, &shared, key, &String::from_utf8_lossy(&bytes)).await,
-                    Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
-                        break End::ByPeer(code, reason);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(WsError::Capacity(_))) => break End::Close(1009, "Message too big"),
-                    Some(Err(_)) | None => break End::Lost,
-                }
-            }
-        }
+    // The socket still holds the waker of the task that authenticated it, and with it
+    // that task's whole (finished) allocation, until something is written: a flush
+    // registers this task's waker instead.
+    let end = match ws.flush().await {
+        Ok(()) => serve(&mut ws, key, &link, &shared, &shutdown).await,
+        Err(_) => End::Lost,
     };
-
     let timed_out = matches!(end, End::Requested(CloseRequest::HeartbeatTimeout));
-    let (code, reason) = finish(&mut ws, end).await;
+    let (code, reason) = Box::pin(finish(&mut ws, end)).await;
     drop(ws);
 
     let removed = lock(&shared.registry).remove(key);
@@ -83,6 +57,47 @@ pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdo
     }
     shared.log(|| LogEvent::session_disconnected(&identity, &reason, code));
     shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Carries commands out and statuses and results in until the session ends.
+async fn serve(ws: &mut Socket, key: SessionKey, link: &SessionLink, shared: &Shared, shutdown: &CancellationToken) -> End {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return End::Close(1001, "Server shutting down"),
+            _ = link.woken() => {
+                let (frames, close_request) = link.take();
+                if let Some(request) = close_request {
+                    return End::Requested(request);
+                }
+                if !frames.is_empty() {
+                    if let Some(end) = Box::pin(write_all(ws, frames, link, shutdown)).await {
+                        return end;
+                    }
+                    link.drained();
+                }
+            }
+            inbound = ws.next() => {
+                link.touch();
+                let reply = match inbound {
+                    Some(Ok(Message::Text(text))) => on_frame(shared, key, &text),
+                    Some(Ok(Message::Binary(bytes))) => on_frame(shared, key, &String::from_utf8_lossy(&bytes)),
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                        return End::ByPeer(code, reason);
+                    }
+                    Some(Ok(_)) => None,
+                    Some(Err(WsError::Capacity(_))) => return End::Close(1009, "Message too big"),
+                    Some(Err(_)) | None => return End::Lost,
+                };
+                // Boxed, like every rare await here: an idle session's task is sized
+                // by the largest state its loop can be in.
+                if let Some(reply) = reply {
+                    let _ = Box::pin(ws.send(Message::text(reply))).await;
+                }
+            }
+        }
+    }
 }
 
 /// Sends the closing frame where the gateway ends the session; returns the code
@@ -136,7 +151,8 @@ async fn write_all(ws: &mut Socket, frames: VecDeque<Utf8Bytes>, link: &SessionL
     }
 }
 
-async fn on_frame(ws: &mut Socket, shared: &Shared, key: SessionKey, text: &str) {
+/// Acts on one frame from the extension; returns the error frame to answer with, if any.
+fn on_frame(shared: &Shared, key: SessionKey, text: &str) -> Option<String> {
     let reply = match protocol::parse(text) {
         Inbound::Result(result) => {
             // Ids the gateway never issued, or issued to another session, settle nothing.
@@ -146,19 +162,19 @@ async fn on_frame(ws: &mut Socket, shared: &Shared, key: SessionKey, text: &str)
             if let Some(settled) = settled {
                 shared.complete(settled, result);
             }
-            return;
+            return None;
         }
         Inbound::Status(status) => {
             let identity = lock(&shared.registry).set_status(key, status.clone());
             if let Some(identity) = identity {
                 shared.log(|| LogEvent::session_status(&identity, &status));
             }
-            return;
+            return None;
         }
-        Inbound::Heartbeat => return,
+        Inbound::Heartbeat => return None,
         Inbound::Auth(_) => protocol::error_frame("ALREADY_AUTHENTICATED", "This connection is already authenticated"),
         Inbound::Unknown(kind) => protocol::error_frame("UNKNOWN_MESSAGE_TYPE", &format!("Unknown message type: {kind}")),
         Inbound::Invalid(why) => protocol::error_frame("INVALID_MESSAGE", why),
     };
-    let _ = ws.send(Message::text(reply)).await;
+    Some(reply)
 }
