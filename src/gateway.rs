@@ -26,7 +26,7 @@ use crate::handshake::Upgrade;
 use crate::link::{lock, CloseRequest};
 use crate::transport::Transport;
 use crate::media::{default_document_name, Media, MediaKind, MediaLoader};
-use crate::protocol::{command_frame, MediaFields, ResultFrame, SendKind};
+use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
 use crate::registry::{CallId, Pending, Registry, SessionInfo, Settled};
 use crate::{connection, deadlines, heartbeat, listener};
 
@@ -217,7 +217,7 @@ impl Gateway {
                 }
             };
             tokio::select! {
-                loaded = shared.media.load(kind, &source) => match loaded {
+                loaded = shared.media.load(kind, source) => match loaded {
                     Ok(media) => shared.dispatch(call, request, Some(media)),
                     Err(error) => shared.host.deliver(Delivery::Rejected { id: call, e: error }),
                 },
@@ -296,21 +296,24 @@ impl Shared {
         let request_id = Uuid::new_v4();
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-        let document_name = match (&media, request.kind) {
-            (Some(m), SendKind::Document) => Some(request.document_name.clone().unwrap_or_else(|| default_document_name(m))),
-            _ => None,
+        let frame = match media {
+            None => message_frame(request_id_text, &request.phone_number, &request.text),
+            Some(media) => {
+                let document_name = match request.kind {
+                    SendKind::Document => Some(request.document_name.clone().unwrap_or_else(|| default_document_name(&media))),
+                    _ => None,
+                };
+                let command = MediaCommand {
+                    kind: request.kind,
+                    request_id: request_id_text,
+                    phone_number: &request.phone_number,
+                    caption: &request.text,
+                    mime_type: &media.mime_type,
+                    document_name: document_name.as_deref(),
+                };
+                media_frame(&command, media.data_url, identity.dialect)
+            }
         };
-        let frame = {
-            let fields = media.as_ref().map(|m| MediaFields {
-                data_url: &m.data_url,
-                mime_type: &m.mime_type,
-                caption: &request.text,
-                document_name: document_name.as_deref(),
-            });
-            command_frame(request.kind, request_id_text, &request.phone_number, &request.text, fields.as_ref(), identity.dialect)
-        };
-        // The frame holds its own copy; free the loaded media before it is written.
-        drop(media);
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let pending = Pending::new(call, request.kind, request.phone_number, timeout);
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
@@ -325,7 +328,7 @@ impl Shared {
                     self.deadline_changed.notify_one();
                 }
                 // A closing session fails its requests as it leaves the registry.
-                link.push(frame.into());
+                link.push(frame);
             }
         }
     }

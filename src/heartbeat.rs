@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::gateway::Shared;
 use crate::link::{lock, CloseRequest};
-use crate::protocol::PING;
+use crate::protocol::{Frame, PING};
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let every = shared.config.heartbeat_interval;
@@ -35,7 +35,7 @@ fn sweep(shared: &Shared) {
         } else if link.stalled(now, silence_limit) {
             link.request_close(CloseRequest::Stalled);
         } else {
-            link.push(ping.clone());
+            link.push(Frame::Text(ping.clone()));
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::clock::now_ms;
+use crate::protocol::Frame;
 
 /// Why the gateway asks a connection to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +33,7 @@ impl CloseRequest {
 
 #[derive(Default)]
 struct Outbound {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<Frame>,
     close: Option<CloseRequest>,
 }
 
@@ -59,7 +59,7 @@ impl Default for SessionLink {
 
 impl SessionLink {
     /// Queues a frame for the connection task; false if the session is closing.
-    pub fn push(&self, frame: Utf8Bytes) -> bool {
+    pub fn push(&self, frame: Frame) -> bool {
         let mut out = lock(&self.outbound);
         if out.close.is_some() {
             return false;
@@ -76,7 +76,7 @@ impl SessionLink {
     }
 
     /// Everything queued so far, and a close request if there is one.
-    pub fn take(&self) -> (VecDeque<Utf8Bytes>, Option<CloseRequest>) {
+    pub fn take(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
         let mut out = lock(&self.outbound);
         (std::mem::take(&mut out.frames), out.close)
     }
@@ -124,12 +124,16 @@ pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn text(s: &'static str) -> Frame {
+        Frame::Text(s.into())
+    }
+
     #[test]
     fn a_close_request_stops_the_queue() {
         let link = SessionLink::default();
-        assert!(link.push("x".into()));
+        assert!(link.push(text("x")));
         link.request_close(CloseRequest::Stalled);
-        assert!(!link.push("after close".into()));
+        assert!(!link.push(text("after close")));
         let (frames, close) = link.take();
         assert_eq!(frames.len(), 1);
         assert_eq!(close, Some(CloseRequest::Stalled));
@@ -140,7 +144,7 @@ mod tests {
         let link = SessionLink::default();
         let later = now_ms() + 10_000;
         assert!(!link.stalled(later, 5_000), "nothing queued");
-        link.push("x".into());
+        link.push(text("x"));
         assert!(link.stalled(later, 5_000));
         assert!(!link.stalled(later, 20_000));
         link.take();

@@ -81,12 +81,16 @@ impl MediaLoader {
     }
 
     /// Checks or loads `source` for a send of `kind`. Dropping the future abandons the load.
-    pub async fn load(&self, kind: MediaKind, source: &str) -> Result<Media, GatewayError> {
-        let source = source.trim();
+    /// A data URL comes back in the same allocation: megabytes are not copied.
+    pub async fn load(&self, kind: MediaKind, source: impl Into<String>) -> Result<Media, GatewayError> {
+        let source: String = source.into();
         // Match the data: scheme by hand: parsing a multi-megabyte data URL as a URL is wasted work.
-        if let Some(rest) = source.get(..5).filter(|p| p.eq_ignore_ascii_case("data:")).and(source.get(5..)) {
-            return data_url::load(kind, source, rest, self.policy.max_bytes).await;
+        let trimmed = source.trim();
+        if trimmed.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:")) {
+            let source = if trimmed.len() == source.len() { source } else { trimmed.to_string() };
+            return data_url::load(kind, source, self.policy.max_bytes).await;
         }
+        let source = trimmed;
         let url = reqwest::Url::parse(source).map_err(|e| {
             invalid_url(kind, source, format!("Media source is neither a data: URL nor a valid URL ({e})"))
         })?;

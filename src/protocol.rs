@@ -3,7 +3,9 @@
 
 use std::borrow::Cow;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use serde_json::Value;
 
 use crate::config::Dialect;
@@ -222,12 +224,14 @@ impl SendKind {
     }
 }
 
-/// The media part of a send command.
-pub struct MediaFields<'a> {
-    pub data_url: &'a str,
-    pub mime_type: &'a str,
-    pub caption: &'a str,
-    pub document_name: Option<&'a str>,
+/// A frame on its way to an extension.
+#[derive(Debug)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    /// A text frame written as consecutive parts, so that a data URL of megabytes goes
+    /// out from the buffer it arrived in: never copied, and shared when the compat
+    /// dialect names it twice.
+    Parts(Vec<Bytes>),
 }
 
 #[derive(Serialize)]
@@ -236,65 +240,99 @@ struct Command<'a> {
     kind: &'static str,
     #[serde(rename = "requestId")]
     request_id: &'a str,
-    data: CommandData<'a>,
+    data: TextData<'a>,
 }
 
-#[derive(Serialize, Default)]
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct CommandData<'a> {
+struct TextData<'a> {
     phone_number: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_data_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    video_data_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    document_data_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_url: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    document_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    caption: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mime_type: Option<&'a str>,
+    message: &'a str,
 }
 
-/// A `send-*` command. `text` is the message for `send-message`; media commands
-/// take their caption from `media`.
-pub fn command_frame(
-    kind: SendKind,
-    request_id: &str,
-    phone_number: &str,
-    text: &str,
-    media: Option<&MediaFields>,
-    dialect: Dialect,
-) -> String {
-    let mut data = CommandData { phone_number, ..Default::default() };
-    match media {
-        None => data.message = Some(text),
-        Some(m) => {
-            let kind_field = dialect != Dialect::Doc;
-            let plain_field = dialect != Dialect::V1;
-            let url = Some(m.data_url);
-            match kind {
-                SendKind::Image if kind_field => data.image_data_url = url,
-                SendKind::Video if kind_field => data.video_data_url = url,
-                SendKind::Document if kind_field => data.document_data_url = url,
-                _ => {}
-            }
-            if plain_field {
-                data.data_url = url;
-            }
-            data.caption = Some(m.caption);
-            data.mime_type = Some(m.mime_type);
-            data.document_name = m.document_name;
+/// A `send-message` command.
+pub fn message_frame(request_id: &str, phone_number: &str, message: &str) -> Frame {
+    let command = Command { kind: SendKind::Message.command(), request_id, data: TextData { phone_number, message } };
+    // Serializing borrowed strings into a String cannot fail.
+    Frame::Text(serde_json::to_string(&command).unwrap_or_default().into())
+}
+
+/// What a media command says besides its data URL.
+pub struct MediaCommand<'a> {
+    pub kind: SendKind,
+    pub request_id: &'a str,
+    pub phone_number: &'a str,
+    pub caption: &'a str,
+    pub mime_type: &'a str,
+    pub document_name: Option<&'a str>,
+}
+
+/// A `send-image|video|document` command carrying `data_url` in the field(s) the
+/// dialect reads.
+pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -> Frame {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut head = format!(
+        r#"{{"type":"{}","requestId":{},"data":{{"phoneNumber":{},"caption":{},"mimeType":{}"#,
+        command.kind.command(),
+        quoted(command.request_id),
+        quoted(command.phone_number),
+        quoted(command.caption),
+        quoted(command.mime_type),
+    );
+    if let Some(name) = command.document_name {
+        head.push_str(&format!(r#","documentName":{}"#, quoted(name)));
+    }
+    let kind_field = match command.kind {
+        SendKind::Video => "videoDataUrl",
+        SendKind::Document => "documentDataUrl",
+        _ => "imageDataUrl",
+    };
+    let fields: &[&str] = match dialect {
+        Dialect::Compat => &[kind_field, "dataUrl"],
+        Dialect::V1 => &[kind_field],
+        Dialect::Doc => &["dataUrl"],
+    };
+    // Only the part before the comma can hold characters JSON must escape: the rest
+    // is base64, checked when the media was loaded.
+    let header_len = data_url.find(',').unwrap_or(data_url.len());
+    let plain = !data_url.as_bytes()[..header_len].iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
+    let url = if plain {
+        Bytes::from(data_url)
+    } else {
+        let escaped = quoted(&data_url);
+        Bytes::copy_from_slice(&escaped.as_bytes()[1..escaped.len() - 1])
+    };
+    let mut parts = Vec::with_capacity(2 * fields.len() + 1);
+    for (i, field) in fields.iter().enumerate() {
+        let opening = format!(r#"{}"{field}":""#, if i == 0 { "," } else { "\"," });
+        if i == 0 {
+            head.push_str(&opening);
+            parts.push(Bytes::from(std::mem::take(&mut head)));
+        } else {
+            parts.push(Bytes::from(opening));
+        }
+        parts.push(url.clone());
+    }
+    parts.push(Bytes::from_static(b"\"}}"));
+    Frame::Parts(parts)
+}
+
+/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 5.2),
+/// as a server writes it.
+pub fn text_frame_header(len: usize) -> Vec<u8> {
+    let mut header = vec![0x81];
+    match len {
+        0..=125 => header.push(len as u8),
+        126..=0xFFFF => {
+            header.push(126);
+            header.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            header.push(127);
+            header.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
-    let command = Command { kind: kind.command(), request_id, data };
-    // Serializing borrowed strings into a String cannot fail.
-    serde_json::to_string(&command).unwrap_or_default()
+    header
 }
 
 #[cfg(test)]
@@ -384,18 +422,60 @@ mod tests {
         assert_eq!(v["error"]["message"], "bad");
     }
 
+    fn json_of(frame: Frame) -> Value {
+        let bytes: Vec<u8> = match frame {
+            Frame::Text(text) => text.as_bytes().to_vec(),
+            Frame::Parts(parts) => parts.concat(),
+        };
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn image(caption: &str) -> MediaCommand<'_> {
+        MediaCommand { kind: SendKind::Image, request_id: "r", phone_number: "+1", caption, mime_type: "image/png", document_name: None }
+    }
+
     #[test]
     fn media_fields_follow_the_dialect() {
-        let media = MediaFields { data_url: "data:image/png;base64,AA==", mime_type: "image/png", caption: "hi", document_name: None };
-        let frame = |d| -> Value {
-            serde_json::from_str(&command_frame(SendKind::Image, "r", "+1", "", Some(&media), d)).unwrap()
-        };
+        let url = "data:image/png;base64,AA==";
+        let frame = |d| json_of(media_frame(&image("hi \"there\""), url.to_string(), d));
         let compat = frame(Dialect::Compat);
-        assert_eq!(compat["data"]["imageDataUrl"], compat["data"]["dataUrl"]);
+        assert_eq!(compat["data"]["imageDataUrl"], url);
+        assert_eq!(compat["data"]["dataUrl"], url);
         assert_eq!(compat["data"]["mimeType"], "image/png");
+        assert_eq!(compat["data"]["caption"], "hi \"there\"");
         assert!(frame(Dialect::V1)["data"].get("dataUrl").is_none());
         assert!(frame(Dialect::Doc)["data"].get("imageDataUrl").is_none());
-        let text: Value = serde_json::from_str(&command_frame(SendKind::Message, "r", "+1", "a\"b", None, Dialect::Compat)).unwrap();
-        assert_eq!(text, json!({"type":"send-message","requestId":"r","data":{"phoneNumber":"+1","message":"a\"b"}}));
+        let doc = MediaCommand { kind: SendKind::Document, document_name: Some("a.pdf"), ..image("") };
+        let v = json_of(media_frame(&doc, "data:application/pdf;base64,AA".into(), Dialect::V1));
+        assert_eq!((v["type"].as_str(), v["data"]["documentName"].as_str()), (Some("send-document"), Some("a.pdf")));
+        assert_eq!(v["data"]["documentDataUrl"], "data:application/pdf;base64,AA");
+    }
+
+    #[test]
+    fn a_data_url_needing_escapes_is_escaped() {
+        let url = r#"data:image/png;name="a\b";base64,AA=="#;
+        let v = json_of(media_frame(&image(""), url.to_string(), Dialect::Doc));
+        assert_eq!(v["data"]["dataUrl"], url);
+    }
+
+    #[test]
+    fn media_parts_share_the_data_url() {
+        let Frame::Parts(parts) = media_frame(&image(""), "data:image/png;base64,AA==".into(), Dialect::Compat) else {
+            panic!("media goes out in parts");
+        };
+        assert_eq!(parts[1].as_ptr(), parts[3].as_ptr(), "both fields point at one buffer");
+    }
+
+    #[test]
+    fn text_messages_are_escaped_json() {
+        let v = json_of(message_frame("r", "+1", "a\"b"));
+        assert_eq!(v, json!({"type":"send-message","requestId":"r","data":{"phoneNumber":"+1","message":"a\"b"}}));
+    }
+
+    #[test]
+    fn frame_headers_encode_the_length() {
+        assert_eq!(text_frame_header(5), [0x81, 5]);
+        assert_eq!(text_frame_header(126), [0x81, 126, 0, 126]);
+        assert_eq!(text_frame_header(70_000), [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 }

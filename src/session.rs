@@ -6,7 +6,9 @@ use std::sync::Arc;
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
 
-use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -15,7 +17,7 @@ use crate::handshake::Socket;
 use crate::events::LogEvent;
 use crate::gateway::{connection_lost, shutdown_error, Shared};
 use crate::link::{lock, CloseRequest, SessionLink};
-use crate::protocol::{self, Inbound};
+use crate::protocol::{self, text_frame_header, Frame, Inbound};
 use crate::registry::SessionKey;
 
 /// How a session ended.
@@ -126,10 +128,13 @@ async fn finish(ws: &mut Socket, end: End) -> (u16, String) {
 /// Writes the frames, or says how the session ends instead: it gives up early if
 /// the session is asked to close meanwhile (an extension that stopped reading would
 /// otherwise hold the task here for good).
-async fn write_all(ws: &mut Socket, frames: VecDeque<Utf8Bytes>, link: &SessionLink, shutdown: &CancellationToken) -> Option<End> {
+async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink, shutdown: &CancellationToken) -> Option<End> {
     let write = async {
         for frame in frames {
-            ws.feed(Message::Text(frame)).await?;
+            match frame {
+                Frame::Text(text) => ws.feed(Message::Text(text)).await?,
+                Frame::Parts(parts) => write_parts(ws, parts).await?,
+            }
         }
         ws.flush().await
     };
@@ -149,6 +154,20 @@ async fn write_all(ws: &mut Socket, frames: VecDeque<Utf8Bytes>, link: &SessionL
             }
         }
     }
+}
+
+/// Writes a frame straight to the socket, part by part: tungstenite would first copy
+/// it whole into its write buffer, and keep that buffer's size for good.
+async fn write_parts(ws: &mut Socket, parts: Vec<Bytes>) -> Result<(), WsError> {
+    // Whatever tungstenite has buffered goes first, so frames stay in order.
+    ws.flush().await?;
+    let len = parts.iter().map(Bytes::len).sum();
+    let socket = ws.get_mut();
+    socket.write_all(&text_frame_header(len)).await?;
+    for part in &parts {
+        socket.write_all(part).await?;
+    }
+    Ok(socket.flush().await?)
 }
 
 /// Acts on one frame from the extension; returns the error frame to answer with, if any.

@@ -10,9 +10,10 @@
 use super::{offload, preview, too_large, Media, MediaKind};
 use crate::error::GatewayError;
 
-/// `source` is the whole trimmed data URL, `rest` what follows `data:`.
-pub(super) async fn load(kind: MediaKind, source: &str, rest: &str, max_bytes: usize) -> Result<Media, GatewayError> {
-    let invalid = |message: String| GatewayError::validation("dataUrl", &preview(source), message);
+/// `source` is the whole trimmed data URL.
+pub(super) async fn load(kind: MediaKind, source: String, max_bytes: usize) -> Result<Media, GatewayError> {
+    let rest = &source[5..];
+    let invalid = |message: String| GatewayError::validation("dataUrl", &preview(&source), message);
     let (header, payload) = rest.split_once(',').ok_or_else(|| invalid("Data URL has no ',' before its data".into()))?;
     let mut params = header.split(';');
     let mime_type = params.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -32,17 +33,18 @@ pub(super) async fn load(kind: MediaKind, source: &str, rest: &str, max_bytes: u
         return Err(invalid("Data URL has no data".into()));
     }
     if size > max_bytes {
-        return Err(too_large(&preview(source), max_bytes));
+        return Err(too_large(&preview(&source), max_bytes));
     }
-    let data_url = source.to_owned();
-    let start = data_url.len() - payload.len();
-    let (data_url, alphabet_ok) = offload(payload.len(), move || {
+    let (start, payload_len) = (source.len() - payload.len(), payload.len());
+    let data_url = source;
+    let (data_url, alphabet_ok) = offload(payload_len, move || {
         let ok = is_base64_text(&data_url[start..]);
         (data_url, ok)
     })
     .await?;
     if !alphabet_ok {
-        return Err(invalid("Data URL data is not base64".into()));
+        let message = "Data URL data is not base64".to_string();
+        return Err(GatewayError::validation("dataUrl", &preview(&data_url), message));
     }
     Ok(Media { data_url, mime_type, file_name: None })
 }
@@ -52,7 +54,14 @@ pub(super) async fn load(kind: MediaKind, source: &str, rest: &str, max_bytes: u
 fn is_base64_text(payload: &str) -> bool {
     let text = payload.trim_end_matches('.');
     let data = text.trim_end_matches('=');
-    text.len() - data.len() <= 2 && data.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+    // Branch-free per byte, in chunks, so that megabytes are checked at vector speed.
+    let all_base64 = data.as_bytes().chunks(64).all(|chunk| chunk.iter().fold(true, |ok, &b| ok & is_base64_byte(b)));
+    text.len() - data.len() <= 2 && all_base64
+}
+
+fn is_base64_byte(b: u8) -> bool {
+    // `| 0x20` folds upper case onto lower case; no other byte lands in a..=z.
+    ((b | 0x20).wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'+') | (b == b'/')
 }
 
 fn is_mime_type(value: &str) -> bool {
@@ -132,6 +141,12 @@ mod tests {
         let guide = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg...";
         let media = test_loader(false, 1024, vec![]).load(MediaKind::Image, guide).await.unwrap();
         assert_eq!(media.data_url, guide);
+    }
+
+    #[test]
+    fn base64_alphabet() {
+        let valid: Vec<u8> = (0..=255u8).filter(|&b| is_base64_byte(b)).collect();
+        assert_eq!(valid, b"+/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz");
     }
 
     #[test]
