@@ -76,6 +76,8 @@ class WhatsAppGateway {
   #stopped = null;
   /** Whether the core currently keeps the event loop alive. */
   #held = false;
+  /** Whether a flush of queued commands is due at the end of this tick. */
+  #flushDue = false;
 
   constructor(config) {
     const { native, callbacks, server } = normalizeConfig(config);
@@ -174,6 +176,14 @@ class WhatsAppGateway {
       try {
         const { phoneNumber, text, media, documentName, strategy, timeout } = args;
         this.#native.send(id, kind, apiKey, phoneNumber, text, media, documentName, strategy, timeout);
+        // Every command queued in this tick leaves in one write per extension.
+        if (!this.#flushDue) {
+          this.#flushDue = true;
+          queueMicrotask(() => {
+            this.#flushDue = false;
+            this.#native.flush();
+          });
+        }
       } catch (error) {
         this.#calls.delete(id);
         this.#updateHold();

@@ -304,6 +304,12 @@ impl NativeGateway {
         self.core.send(call, request);
     }
 
+    /// Sends the commands queued by `send` since the last flush.
+    #[napi]
+    pub fn flush(&self) {
+        self.core.flush();
+    }
+
     /// `getActiveSessions` as JSON text.
     #[napi]
     pub fn sessions(&self, api_key: String) -> String {

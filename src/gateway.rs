@@ -23,7 +23,7 @@ use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved};
 use crate::handshake::Upgrade;
-use crate::link::{lock, CloseRequest};
+use crate::link::{lock, CloseRequest, Enqueued, SessionLink};
 use crate::transport::Transport;
 use crate::media::{default_document_name, Media, MediaKind, MediaLoader};
 use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
@@ -76,6 +76,9 @@ pub struct Shared {
     pub deadline_changed: Notify,
     /// Open sockets, authenticated or not.
     pub connections: AtomicUsize,
+    /// Sessions with commands queued by `send` but not yet woken: `flush()` wakes them
+    /// all at once, so that one write carries every command of a JavaScript tick.
+    corked: Mutex<Vec<Arc<SessionLink>>>,
     run: Mutex<Option<Run>>,
     rt: Handle,
 }
@@ -95,6 +98,7 @@ impl Gateway {
             media,
             deadline_changed: Notify::new(),
             connections: AtomicUsize::new(0),
+            corked: Mutex::default(),
             run: Mutex::new(None),
             rt,
         };
@@ -197,9 +201,10 @@ impl Gateway {
     }
 
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
+    /// A text command goes out at the next `flush()`.
     pub fn send(&self, call: CallId, mut request: SendRequest) {
         let Some(source) = request.media_source.take() else {
-            self.shared.dispatch(call, request, None);
+            self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
         let shared = self.shared.clone();
@@ -218,7 +223,7 @@ impl Gateway {
             };
             tokio::select! {
                 loaded = shared.media.load(kind, source) => match loaded {
-                    Ok(media) => shared.dispatch(call, request, Some(media)),
+                    Ok(media) => shared.dispatch(call, request, Some(media), Wake::Now),
                     Err(error) => shared.host.deliver(Delivery::Rejected { id: call, e: error }),
                 },
                 _ = cancelled => shared.host.deliver(Delivery::Rejected { id: call, e: shutdown_error("", "") }),
@@ -227,6 +232,14 @@ impl Gateway {
         match lock(&self.shared.run).as_ref() {
             Some(run) => drop(run.tasks.spawn_on(load, &self.shared.rt)),
             None => drop(self.shared.rt.spawn(load)),
+        }
+    }
+
+    /// Wakes the sessions that `send` queued commands for.
+    pub fn flush(&self) {
+        let corked = std::mem::take(&mut *lock(&self.shared.corked));
+        for link in corked {
+            link.wake();
         }
     }
 
@@ -251,6 +264,14 @@ impl Gateway {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         lock(&self.shared.run).as_ref().and_then(|r| r.addr)
     }
+}
+
+/// When the session that gets a command is woken to write it.
+#[derive(Clone, Copy)]
+enum Wake {
+    Now,
+    /// At the next `Gateway::flush()`.
+    Later,
 }
 
 fn already_running() -> io::Error {
@@ -282,7 +303,7 @@ fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
 
 impl Shared {
     /// Picks a device, records the request and queues its command.
-    fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>) {
+    fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
         let selected = lock(&self.registry).select(&request.api_key, strategy);
         let Some((key, identity, link)) = selected else {
@@ -328,7 +349,14 @@ impl Shared {
                     self.deadline_changed.notify_one();
                 }
                 // A closing session fails its requests as it leaves the registry.
-                link.push(frame);
+                match wake {
+                    Wake::Now => drop(link.push(frame)),
+                    Wake::Later => {
+                        if link.enqueue(frame) == Enqueued::First {
+                            lock(&self.corked).push(link);
+                        }
+                    }
+                }
             }
         }
     }
@@ -483,7 +511,8 @@ mod tests {
     async fn send_when_active(gateway: &Gateway, rx: &mut mpsc::UnboundedReceiver<Delivery>, call: CallId) {
         for _ in 0..100 {
             if gateway.sessions("good-key-123").iter().any(|s| s.device_active) {
-                return gateway.send(call, text("good-key-123"));
+                gateway.send(call, text("good-key-123"));
+                return gateway.flush();
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

@@ -31,6 +31,15 @@ impl CloseRequest {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// The queue was empty: the connection task needs a wake-up.
+    First,
+    /// A wake-up is already due for the frames ahead.
+    Behind,
+    Closing,
+}
+
 #[derive(Default)]
 struct Outbound {
     frames: VecDeque<Frame>,
@@ -58,16 +67,36 @@ impl Default for SessionLink {
 }
 
 impl SessionLink {
-    /// Queues a frame for the connection task; false if the session is closing.
+    /// Queues a frame for the connection task and wakes it; false if the session is
+    /// closing.
     pub fn push(&self, frame: Frame) -> bool {
+        match self.enqueue(frame) {
+            Enqueued::First => {
+                self.wake();
+                true
+            }
+            Enqueued::Behind => true,
+            Enqueued::Closing => false,
+        }
+    }
+
+    /// Queues a frame without waking the connection task: with `Enqueued::First` the
+    /// caller owes a `wake()`, which it may save up to send several frames at once.
+    pub fn enqueue(&self, frame: Frame) -> Enqueued {
         let mut out = lock(&self.outbound);
         if out.close.is_some() {
-            return false;
+            return Enqueued::Closing;
         }
         out.frames.push_back(frame);
-        drop(out);
+        if out.frames.len() == 1 {
+            Enqueued::First
+        } else {
+            Enqueued::Behind
+        }
+    }
+
+    pub fn wake(&self) {
         self.wake.notify_one();
-        true
     }
 
     pub fn request_close(&self, why: CloseRequest) {

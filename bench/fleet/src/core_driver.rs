@@ -100,7 +100,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         submitted += 1;
     }
     while latencies.len() + failures < calls {
-        let (slot, ok) = rx.recv_timeout(Duration::from_secs(30))?;
+        // Like the JavaScript side, send what was queued once there is nothing to read.
+        let (slot, ok) = match rx.try_recv() {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                gateway.flush();
+                rx.recv_timeout(Duration::from_secs(30))?
+            }
+        };
         let slot = slot as usize;
         if ok {
             latencies.push(sent_at[slot].elapsed());
