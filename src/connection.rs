@@ -23,8 +23,8 @@ use crate::gateway::Shared;
 use crate::handshake::{self, Socket, Upgrade};
 use crate::host::AuthAnswer;
 use crate::link::{lock, SessionLink};
-use crate::protocol::{self, AuthFrame, Inbound};
-use crate::registry::{Identity, SessionKey};
+use crate::protocol::{self, AuthFrame, Frame, Inbound};
+use crate::registry::{Identity, Refusal, SessionKey};
 use crate::session;
 use crate::transport::Transport;
 
@@ -65,7 +65,7 @@ pub async fn serve(
         Ok(admitted) => {
             // The session task owns the count from here.
             std::mem::forget(open);
-            tasks.spawn(session::run(ws, admitted, shared.clone(), shutdown));
+            tasks.spawn(session::run(ws, admitted, shared.clone()));
         }
         Err(Refused { close: Some((code, reason)) }) => close(&mut ws, code, reason).await,
         Err(Refused { close: None }) => {}
@@ -160,7 +160,8 @@ async fn admit(ws: &mut Socket, shared: &Shared, auth: AuthFrame, ip: String, de
     let added = lock(&shared.registry).add(identity, link.clone(), shared.config.max_sessions_per_key);
     let (key, identity) = match added {
         Ok(added) => added,
-        Err(limit) => {
+        Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
+        Err(Refusal::Full(limit)) => {
             let message = format!("Maximum {limit} sessions allowed per API key");
             let _ = ws.send(Message::text(protocol::error_frame("MAX_SESSIONS_EXCEEDED", &message))).await;
             shared.report(GatewayError::new(
@@ -172,11 +173,9 @@ async fn admit(ws: &mut Socket, shared: &Shared, auth: AuthFrame, ip: String, de
         }
     };
     shared.log(|| LogEvent::session_connected(&identity));
-    for reply in protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id) {
-        let _ = ws.feed(Message::text(reply)).await;
-    }
+    let replies = protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id);
     // A failed write shows up as a closed socket in the session loop, which cleans up.
-    let _ = ws.flush().await;
+    let _ = session::write_frames(ws, replies.into_iter().map(|r| Frame::Text(r.into())).collect()).await;
     Ok(Admitted { key, link, identity })
 }
 

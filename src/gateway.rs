@@ -136,6 +136,7 @@ impl Gateway {
     /// The timer tasks every running gateway has.
     fn begin(&self, addr: Option<SocketAddr>) -> Run {
         let shared = &self.shared;
+        lock(&shared.registry).reopen();
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
@@ -189,7 +190,7 @@ impl Gateway {
             return;
         };
         run.shutdown.cancel();
-        let owed = lock(&shared.registry).take_all_pending();
+        let owed = lock(&shared.registry).shut_down();
         for settled in owed {
             shared.fail(settled, shutdown_error);
         }

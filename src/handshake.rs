@@ -16,7 +16,7 @@ use crate::transport::Transport;
 pub type Socket = WebSocketStream<Transport>;
 
 /// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
-const READ_BUFFER: usize = 512;
+const READ_BUFFER: usize = 256;
 
 /// How the upgrade request reaches the gateway.
 pub enum Upgrade {

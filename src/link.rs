@@ -19,6 +19,8 @@ pub enum CloseRequest {
     Stalled,
     /// The Node server the gateway is attached to is closing.
     ServerClosing,
+    /// `stop()`.
+    Shutdown,
 }
 
 impl CloseRequest {
@@ -27,6 +29,7 @@ impl CloseRequest {
             Self::HeartbeatTimeout => (1000, "Heartbeat timeout"),
             Self::Stalled => (1008, "Extension stopped reading"),
             Self::ServerClosing => (1001, "Server closing"),
+            Self::Shutdown => (1001, "Server shutting down"),
         }
     }
 }

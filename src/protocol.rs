@@ -317,22 +317,21 @@ pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -
     Frame::Parts(parts)
 }
 
-/// The header of an unmasked, final text frame of `len` payload bytes (RFC 6455 5.2),
-/// as a server writes it.
-pub fn text_frame_header(len: usize) -> Vec<u8> {
-    let mut header = vec![0x81];
+/// Appends the header of an unmasked, final text frame of `len` payload bytes
+/// (RFC 6455 5.2), as a server writes it.
+pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
+    out.push(0x81);
     match len {
-        0..=125 => header.push(len as u8),
+        0..=125 => out.push(len as u8),
         126..=0xFFFF => {
-            header.push(126);
-            header.extend_from_slice(&(len as u16).to_be_bytes());
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
         }
         _ => {
-            header.push(127);
-            header.extend_from_slice(&(len as u64).to_be_bytes());
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
         }
     }
-    header
 }
 
 #[cfg(test)]
@@ -474,8 +473,13 @@ mod tests {
 
     #[test]
     fn frame_headers_encode_the_length() {
-        assert_eq!(text_frame_header(5), [0x81, 5]);
-        assert_eq!(text_frame_header(126), [0x81, 126, 0, 126]);
-        assert_eq!(text_frame_header(70_000), [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+        let header = |len| {
+            let mut out = Vec::new();
+            push_text_frame_header(&mut out, len);
+            out
+        };
+        assert_eq!(header(5), [0x81, 5]);
+        assert_eq!(header(126), [0x81, 126, 0, 126]);
+        assert_eq!(header(70_000), [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::clock::now_ms;
 use crate::config::{Dialect, Strategy};
-use crate::link::SessionLink;
+use crate::link::{CloseRequest, SessionLink};
 use crate::protocol::{SendKind, StatusFrame};
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
@@ -122,8 +122,19 @@ struct KeyGroup {
     cursor: usize,
 }
 
+/// Why a session was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key already has this many sessions.
+    Full(usize),
+    /// The gateway is stopping.
+    Closing,
+}
+
 #[derive(Default)]
 pub struct Registry {
+    /// Set by `shut_down()`: no session is admitted until `reopen()`.
+    closing: bool,
     sessions: HashMap<SessionKey, Session>,
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
@@ -132,13 +143,16 @@ pub struct Registry {
 
 impl Registry {
     /// Adds an authenticated session, or returns the limit it would exceed.
-    pub fn add(&mut self, identity: Identity, link: Arc<SessionLink>, max_per_key: usize) -> Result<(SessionKey, Arc<Identity>), usize> {
+    pub fn add(&mut self, identity: Identity, link: Arc<SessionLink>, max_per_key: usize) -> Result<(SessionKey, Arc<Identity>), Refusal> {
+        if self.closing {
+            return Err(Refusal::Closing);
+        }
         let group = self.by_api_key.entry(identity.api_key.clone()).or_default();
         if group.members.len() >= max_per_key {
             if group.members.is_empty() {
                 self.by_api_key.remove(&identity.api_key);
             }
-            return Err(max_per_key);
+            return Err(Refusal::Full(max_per_key));
         }
         self.next_key += 1;
         let key = self.next_key;
@@ -244,8 +258,22 @@ impl Registry {
         self.deadlines.first_key_value().map(|((d, _), _)| *d)
     }
 
-    /// Takes every request in flight, e.g. when the gateway stops.
-    pub fn take_all_pending(&mut self) -> Vec<Settled> {
+    /// Stops admitting sessions, asks every session to close, and takes every request
+    /// in flight.
+    pub fn shut_down(&mut self) -> Vec<Settled> {
+        self.closing = true;
+        for session in self.sessions.values() {
+            session.link.request_close(CloseRequest::Shutdown);
+        }
+        self.take_all_pending()
+    }
+
+    pub fn reopen(&mut self) {
+        self.closing = false;
+    }
+
+    /// Takes every request in flight.
+    fn take_all_pending(&mut self) -> Vec<Settled> {
         self.deadlines.clear();
         self.sessions
             .values_mut()
@@ -308,7 +336,7 @@ mod tests {
         let mut reg = Registry::default();
         reg.add(identity("k", 1), Arc::default(), 2).unwrap();
         reg.add(identity("k", 2), Arc::default(), 2).unwrap();
-        assert_eq!(reg.add(identity("k", 3), Arc::default(), 2).err(), Some(2));
+        assert_eq!(reg.add(identity("k", 3), Arc::default(), 2).err(), Some(Refusal::Full(2)));
         reg.add(identity("other", 4), Arc::default(), 2).unwrap();
         assert_eq!(reg.session_count(), 3);
     }
@@ -356,6 +384,17 @@ mod tests {
         assert_eq!(reg.pending_count(), 0);
         assert!(reg.sessions_of("k").is_empty());
         assert!(reg.insert_pending(a, 9, Pending::new(9, SendKind::Message, "+1".into(), Duration::from_secs(5))).is_none());
+    }
+
+    #[test]
+    fn shutting_down_closes_sessions_and_refuses_new_ones() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        reg.insert_pending(a, 7, Pending::new(1, SendKind::Message, "+1".into(), Duration::from_secs(5)));
+        assert_eq!(reg.shut_down().len(), 1);
+        assert_eq!(reg.add(identity("k", 2), Arc::default(), 10).err(), Some(Refusal::Closing));
+        reg.reopen();
+        assert!(reg.add(identity("k", 3), Arc::default(), 10).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::connection::{close, Admitted};
@@ -17,7 +16,7 @@ use crate::handshake::Socket;
 use crate::events::LogEvent;
 use crate::gateway::{connection_lost, shutdown_error, Shared};
 use crate::link::{lock, CloseRequest, SessionLink};
-use crate::protocol::{self, text_frame_header, Frame, Inbound};
+use crate::protocol::{self, push_text_frame_header, Frame, Inbound};
 use crate::registry::SessionKey;
 
 /// How a session ended.
@@ -30,21 +29,21 @@ enum End {
     Lost,
 }
 
-pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdown: CancellationToken) {
+pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>) {
     let Admitted { key, link, identity } = admitted;
     // The socket still holds the waker of the task that authenticated it, and with it
     // that task's whole (finished) allocation, until something is written: a flush
     // registers this task's waker instead.
     let end = match ws.flush().await {
-        Ok(()) => serve(&mut ws, key, &link, &shared, &shutdown).await,
+        Ok(()) => serve(&mut ws, key, &link, &shared).await,
         Err(_) => End::Lost,
     };
     let timed_out = matches!(end, End::Requested(CloseRequest::HeartbeatTimeout));
+    let stopping = matches!(end, End::Requested(CloseRequest::Shutdown));
     let (code, reason) = Box::pin(finish(&mut ws, end)).await;
     drop(ws);
 
     let removed = lock(&shared.registry).remove(key);
-    let stopping = shutdown.is_cancelled();
     if let Some((_, owed)) = removed {
         for settled in owed {
             if stopping {
@@ -62,18 +61,17 @@ pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>, shutdo
 }
 
 /// Carries commands out and statuses and results in until the session ends.
-async fn serve(ws: &mut Socket, key: SessionKey, link: &SessionLink, shared: &Shared, shutdown: &CancellationToken) -> End {
+async fn serve(ws: &mut Socket, key: SessionKey, link: &SessionLink, shared: &Shared) -> End {
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return End::Close(1001, "Server shutting down"),
             _ = link.woken() => {
                 let (frames, close_request) = link.take();
                 if let Some(request) = close_request {
                     return End::Requested(request);
                 }
                 if !frames.is_empty() {
-                    if let Some(end) = Box::pin(write_all(ws, frames, link, shutdown)).await {
+                    if let Some(end) = Box::pin(write_all(ws, frames, link)).await {
                         return end;
                     }
                     link.drained();
@@ -128,16 +126,8 @@ async fn finish(ws: &mut Socket, end: End) -> (u16, String) {
 /// Writes the frames, or says how the session ends instead: it gives up early if
 /// the session is asked to close meanwhile (an extension that stopped reading would
 /// otherwise hold the task here for good).
-async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink, shutdown: &CancellationToken) -> Option<End> {
-    let write = async {
-        for frame in frames {
-            match frame {
-                Frame::Text(text) => ws.feed(Message::Text(text)).await?,
-                Frame::Parts(parts) => write_parts(ws, parts).await?,
-            }
-        }
-        ws.flush().await
-    };
+async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink) -> Option<End> {
+    let write = write_frames(ws, frames);
     tokio::pin!(write);
     loop {
         tokio::select! {
@@ -146,7 +136,6 @@ async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink,
                 link.rewake();
                 return written.err().map(|_| End::Lost);
             }
-            _ = shutdown.cancelled() => return Some(End::Close(1001, "Server shutting down")),
             _ = link.woken() => {
                 if let Some(request) = link.close_requested() {
                     return Some(End::Requested(request));
@@ -156,17 +145,31 @@ async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink,
     }
 }
 
-/// Writes a frame straight to the socket, part by part: tungstenite would first copy
-/// it whole into its write buffer, and keep that buffer's size for good.
-async fn write_parts(ws: &mut Socket, parts: Vec<Bytes>) -> Result<(), WsError> {
-    // Whatever tungstenite has buffered goes first, so frames stay in order.
+/// Writes frames straight to the socket: small ones gathered into one buffer that
+/// lives only for this write, media parts as they are. Through tungstenite, every
+/// frame would be copied into a write buffer that each idle session then keeps.
+pub async fn write_frames(ws: &mut Socket, frames: VecDeque<Frame>) -> Result<(), WsError> {
+    // What tungstenite has buffered (an error reply, a pong) goes first.
     ws.flush().await?;
-    let len = parts.iter().map(Bytes::len).sum();
     let socket = ws.get_mut();
-    socket.write_all(&text_frame_header(len)).await?;
-    for part in &parts {
-        socket.write_all(part).await?;
+    let mut gathered = Vec::new();
+    for frame in frames {
+        match frame {
+            Frame::Text(text) => {
+                push_text_frame_header(&mut gathered, text.len());
+                gathered.extend_from_slice(text.as_bytes());
+            }
+            Frame::Parts(parts) => {
+                push_text_frame_header(&mut gathered, parts.iter().map(Bytes::len).sum());
+                socket.write_all(&gathered).await?;
+                gathered.clear();
+                for part in &parts {
+                    socket.write_all(part).await?;
+                }
+            }
+        }
     }
+    socket.write_all(&gathered).await?;
     Ok(socket.flush().await?)
 }
 
