@@ -32,11 +32,13 @@ function log(message) {
 
 function buildTools() {
   log('building the Rust fleet and core driver (release)...');
+  // A build directory of their own: the addon's build uses other settings.
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target', 'bench-tools');
   execFileSync('cargo', ['build', '--release', '--locked', '--manifest-path', path.join(root, 'bench/fleet/Cargo.toml')], {
     stdio: ['ignore', 'ignore', 'inherit'],
-    env: { ...process.env, CARGO_TARGET_DIR: process.env.CARGO_TARGET_DIR || path.join(root, 'target') },
+    env: { ...process.env, CARGO_TARGET_DIR: targetDir },
   });
-  const bin = path.join(process.env.CARGO_TARGET_DIR || path.join(root, 'target'), 'release');
+  const bin = path.join(targetDir, 'release');
   return { fleet: path.join(bin, 'fleet'), coreDriver: path.join(bin, 'core-driver') };
 }
 

@@ -70,10 +70,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !line.starts_with("ready") {
         return Err(format!("fleet did not get ready: {line}").into());
     }
-    if std::env::var_os("RSS_PROBE").is_some() {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        eprintln!("{}", status.lines().filter(|l| l.starts_with("VmRSS") || l.starts_with("RssAnon") || l.starts_with("RssFile")).collect::<Vec<_>>().join(" | "));
-    }
     // The status frames may still be in flight when the fleet says ready.
     while gateway.sessions(key).iter().filter(|s| s.device_active).count() < devices {
         std::thread::sleep(Duration::from_millis(5));
