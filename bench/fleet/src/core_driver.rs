@@ -1,6 +1,7 @@
 //! Round trips driven from Rust straight through the gateway core, without Node, so
 //! that the cost of the JavaScript boundary is a number. Same runtime shape as the
-//! addon (2 tokio workers), same fleet process as the JavaScript runs.
+//! addon (its default worker count, `WA_GATEWAY_THREADS` to change), same fleet
+//! process as the JavaScript runs.
 //!
 //! Usage: core-driver --fleet PATH [--devices D] [--concurrency C] [--calls N] [--idle I]
 //! Prints one JSON line: calls/s, p50/p99 in microseconds, CPU per call of this process.
@@ -52,7 +53,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idle: usize = arg("--idle", "0").parse()?;
     let key = "bench-key-000001";
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let threads = std::env::var("WA_GATEWAY_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or((cores / 2).clamp(1, 4));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     let (tx, rx) = mpsc::channel();
     let config = Config { port: 0, host: Some("127.0.0.1".into()), max_sessions_per_key: devices.max(10), ..Config::default() };
     let gateway = Gateway::new(config, Arc::new(ChannelHost(std::sync::Mutex::new(tx))), rt.handle().clone())?;
