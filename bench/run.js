@@ -117,7 +117,7 @@ function cases(maxSessions) {
       }
     }
   }
-  const idleMetrics = ['rssPerSessionKB', 'heapPerSessionKB', 'connectPerSec', 'idleCpuMsPerSec', 'teardownMs'];
+  const idleMetrics = ['rssPerSessionKB', 'rssPerSessionAfterIdleKB', 'heapPerSessionKB', 'connectPerSec', 'idleCpuMsPerSec', 'teardownMs'];
   for (const idle of quick ? [200] : [1000, 10_000, maxSessions]) {
     // Pings every 5 s: each sweep over 10k sessions lands inside the idle window twice.
     const spec = { scenario: 'idle', idle, heartbeatInterval: 5000, idleSeconds: quick ? 1 : 10 };
@@ -139,9 +139,9 @@ function fmt(x) {
   return x.toFixed(Math.abs(x) >= 10 ? 1 : 2);
 }
 
-function summary(values) {
+function summary(values, errors) {
   const xs = values.filter((v) => typeof v === 'number');
-  if (!xs.length) return { text: '–' };
+  if (!xs.length) return { text: errors ? 'did not finish' : '–' };
   const m = median(xs);
   return { median: m, text: xs.length > 1 ? `${fmt(m)} [${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}]` : fmt(m) };
 }
@@ -166,7 +166,8 @@ async function main() {
         const spec = { ...base, impl, baseline, fleet: tools.fleet, coreDriver: tools.coreDriver, port: await freePort() };
         const result = await runCase(spec);
         fs.appendFileSync(rawPath, `${JSON.stringify({ name, run, ...spec, result })}\n`);
-        if (result.error || result.failures) failures++;
+        // v1 not finishing a case is a result; ours not finishing is a failure.
+        if (impl !== 'v1' && (result.error || result.failures)) failures++;
         log(`run ${run}/${runs}  ${name}  ${impl}: ${result.error ?? JSON.stringify(result)}`);
         const key = `${name}\u0000${impl}`;
         results.set(key, [...(results.get(key) ?? []), result]);
@@ -183,7 +184,10 @@ async function main() {
   ];
   for (const [name, , metrics] of list) {
     for (const metric of metrics) {
-      const of = (impl) => summary((results.get(`${name}\u0000${impl}`) ?? []).map((r) => r[metric]));
+      const of = (impl) => {
+        const rs = results.get(`${name}\u0000${impl}`) ?? [];
+        return summary(rs.map((r) => r[metric]), rs.some((r) => r.error));
+      };
       const [ours, v1, core] = [of('ours'), of('v1'), of('core')];
       const ratio = ours.median !== undefined && v1.median ? fmt(ours.median / v1.median) : '–';
       const jsCore = metric === 'callsPerSec' && ours.median && core.median ? fmt(ours.median / core.median) : '–';

@@ -2,12 +2,11 @@
 //! the tokio runtime, and carries the core's deliveries to JavaScript in batches
 //! through one long-lived threadsafe function (the "pump").
 
+use std::net::IpAddr;
+use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-
-use std::net::IpAddr;
-use std::os::fd::{BorrowedFd, IntoRawFd};
 
 use napi::bindgen_prelude::{Buffer, Function, JsValue, Promise, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
