@@ -284,10 +284,7 @@ async function attachedSetup(t, options = {}) {
   return ctx;
 }
 
-/**
- * FakeExtension with ws client options (TLS trust, extra headers). Its frames are
- * handled like the harness's own, which keeps that part private.
- */
+/** FakeExtension with ws client options (TLS trust, extra headers). */
 class Extension extends FakeExtension {
   constructor(url, { wsOptions, ...rest } = {}) {
     super(url, rest);
@@ -319,16 +316,6 @@ class Extension extends FakeExtension {
     });
   }
 
-  handleFrame(text) {
-    const frame = JSON.parse(text);
-    this.frames.push({ frame, consumed: false });
-    if (frame.type === 'ping') this.send({ type: 'heartbeat', timestamp: Date.now() });
-    if (typeof frame.type === 'string' && frame.type.startsWith('send-')) {
-      this.commands.push(frame);
-      const answer = this.respond(frame);
-      if (answer) this.result(frame.requestId, answer);
-    }
-  }
 }
 
 /**

@@ -65,7 +65,7 @@ class FakeExtension {
   /** Opens the socket; resolves on open, rejects if the upgrade is refused. */
   open() {
     this.ws = new WebSocket(this.url, this.origin ? { origin: this.origin } : undefined);
-    this.ws.on('message', (data) => this.#onFrame(data.toString()));
+    this.ws.on('message', (data) => this.handleFrame(data.toString()));
     const closed = new Promise((resolve) => {
       this.ws.on('close', (code, reason) => {
         this.closed = { code, reason: reason.toString() };
@@ -140,7 +140,8 @@ class FakeExtension {
     return this.whenClosed;
   }
 
-  #onFrame(text) {
+  /** Records a frame from the gateway, answers pings and (per `respond`) commands. */
+  handleFrame(text) {
     const frame = JSON.parse(text);
     this.frames.push({ frame, consumed: false });
     if (frame.type === 'ping') this.send({ type: 'heartbeat', timestamp: Date.now() });

@@ -232,11 +232,21 @@ test('the three dialects work end to end with the default config', async (t) => 
   await waitFor(() => gateway.getActiveSessions(keys.guide)[0]?.deviceActive, 3000, 'guide session active');
   await sendEveryKind(gateway, guide, keys.guide);
   // The guide client got only the reply it knows, whatever came after it.
-  assert.deepEqual(
-    guide.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated'),
-    ['authenticated'],
-  );
+  assert.deepEqual(authReplies(guide), ['authenticated']);
 });
+
+/** The auth replies an extension received, in order. */
+function authReplies(ext) {
+  return ext.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated');
+}
+
+/** Whatever the configured dialect, a guide client (`authenticate`) gets only `authenticated`. */
+async function assertGuideGetsOnlyAuthenticated(t, gateway, url) {
+  const guide = newExtension(t, url, { dialect: 'guide', apiKey: OTHER_KEY });
+  await guide.connectReady(gateway);
+  await gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'x' });
+  assert.deepEqual(authReplies(guide), ['authenticated']);
+}
 
 test("dialect: 'v1' sends only auth-success and only <kind>DataUrl", async (t) => {
   const { gateway, url } = await startGateway({ dialect: 'v1' });
@@ -246,16 +256,8 @@ test("dialect: 'v1' sends only auth-success and only <kind>DataUrl", async (t) =
   const commands = await sendEveryKind(gateway, ext, GOOD_KEY);
   assertMediaFields(commands, { kindField: true, plainField: false });
   // Commands came after the auth replies on the same socket, so all replies are in.
-  const replies = ext.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated');
-  assert.deepEqual(replies, ['auth-success']);
-
-  const guide = newExtension(t, url, { dialect: 'guide', apiKey: OTHER_KEY });
-  await guide.connectReady(gateway);
-  await gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'x' });
-  assert.deepEqual(
-    guide.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated'),
-    ['authenticated'],
-  );
+  assert.deepEqual(authReplies(ext), ['auth-success']);
+  await assertGuideGetsOnlyAuthenticated(t, gateway, url);
 });
 
 test("dialect: 'doc' sends only authenticated and only dataUrl", async (t) => {
@@ -265,16 +267,8 @@ test("dialect: 'doc' sends only authenticated and only dataUrl", async (t) => {
   await ext.connectReady(gateway);
   const commands = await sendEveryKind(gateway, ext, GOOD_KEY);
   assertMediaFields(commands, { kindField: false, plainField: true });
-  const replies = ext.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated');
-  assert.deepEqual(replies, ['authenticated']);
-
-  const guide = newExtension(t, url, { dialect: 'guide', apiKey: OTHER_KEY });
-  await guide.connectReady(gateway);
-  await gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'x' });
-  assert.deepEqual(
-    guide.frames.map((f) => f.frame.type).filter((type) => type === 'auth-success' || type === 'authenticated'),
-    ['authenticated'],
-  );
+  assert.deepEqual(authReplies(ext), ['authenticated']);
+  await assertGuideGetsOnlyAuthenticated(t, gateway, url);
 });
 
 test('with the default config an auth client gets auth-success and authenticated, a guide client only authenticated', async (t) => {
