@@ -1,20 +1,19 @@
 //! An authenticated session's task: writes queued commands, reads statuses and
 //! results, and on the way out settles everything the session still owed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
-use std::collections::VecDeque;
-
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use uuid::Uuid;
 
 use crate::connection::{close, Admitted};
-use crate::handshake::Socket;
 use crate::events::LogEvent;
 use crate::gateway::{connection_lost, shutdown_error, Shared};
+use crate::handshake::Socket;
 use crate::link::{lock, CloseRequest, SessionLink};
 use crate::protocol::{self, push_text_frame_header, Frame, Inbound};
 use crate::registry::SessionKey;
