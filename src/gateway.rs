@@ -261,10 +261,6 @@ impl Gateway {
             port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
     }
-
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        lock(&self.shared.run).as_ref().and_then(|r| r.addr)
-    }
 }
 
 /// When the session that gets a command is woken to write it.
