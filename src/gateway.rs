@@ -176,9 +176,7 @@ impl Gateway {
     /// The Node server the gateway is attached to is closing: its sessions end with
     /// it, and their pending sends fail with `CONNECTION_LOST`.
     pub fn close_sessions(&self) {
-        for (_, link) in lock(&self.shared.registry).links() {
-            link.request_close(CloseRequest::ServerClosing);
-        }
+        lock(&self.shared.registry).close_all(CloseRequest::ServerClosing);
     }
 
     /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
@@ -209,7 +207,8 @@ impl Gateway {
             return;
         };
         let shared = self.shared.clone();
-        let shutdown = lock(&shared.run).as_ref().map(|r| (r.shutdown.clone(), r.tasks.clone()));
+        let running = lock(&shared.run).as_ref().map(|r| (r.shutdown.clone(), r.tasks.clone()));
+        let shutdown = running.as_ref().map(|(token, _)| token.clone());
         let kind = match request.kind {
             SendKind::Video => MediaKind::Video,
             SendKind::Document => MediaKind::Document,
@@ -218,7 +217,7 @@ impl Gateway {
         let load = async move {
             let cancelled = async {
                 match &shutdown {
-                    Some((token, _)) => token.cancelled().await,
+                    Some(token) => token.cancelled().await,
                     None => std::future::pending().await,
                 }
             };
@@ -230,8 +229,8 @@ impl Gateway {
                 _ = cancelled => shared.host.deliver(Delivery::Rejected { id: call, e: shutdown_error("", "") }),
             }
         };
-        match lock(&self.shared.run).as_ref() {
-            Some(run) => drop(run.tasks.spawn_on(load, &self.shared.rt)),
+        match running {
+            Some((_, tasks)) => drop(tasks.spawn_on(load, &self.shared.rt)),
             None => drop(self.shared.rt.spawn(load)),
         }
     }

@@ -29,7 +29,7 @@ fn sweep(shared: &Shared) {
     let now = now_ms();
     let ping = Utf8Bytes::from_static(PING);
     let registry = lock(&shared.registry);
-    for (_, link) in registry.links() {
+    for link in registry.links() {
         if now.saturating_sub(link.last_seen_ms()) > silence_limit {
             link.request_close(CloseRequest::HeartbeatTimeout);
         } else if link.stalled(now, silence_limit) {

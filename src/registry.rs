@@ -262,9 +262,7 @@ impl Registry {
     /// in flight.
     pub fn shut_down(&mut self) -> Vec<Settled> {
         self.closing = true;
-        for session in self.sessions.values() {
-            session.link.request_close(CloseRequest::Shutdown);
-        }
+        self.close_all(CloseRequest::Shutdown);
         self.take_all_pending()
     }
 
@@ -291,8 +289,15 @@ impl Registry {
             .unwrap_or_default()
     }
 
-    pub fn links(&self) -> impl Iterator<Item = (SessionKey, &Arc<SessionLink>)> {
-        self.sessions.iter().map(|(k, s)| (*k, &s.link))
+    pub fn links(&self) -> impl Iterator<Item = &Arc<SessionLink>> {
+        self.sessions.values().map(|s| &s.link)
+    }
+
+    /// Asks every session to close.
+    pub fn close_all(&self, why: CloseRequest) {
+        for link in self.links() {
+            link.request_close(why);
+        }
     }
 
     pub fn session_count(&self) -> usize {
