@@ -315,6 +315,12 @@ const validateApiKey = (apiKey) => ({ valid: apiKey === 'child-key-0123456789', 
 const fail = (e) => { console.error(e && e.stack || e); process.exit(2); };
 `;
 
+/** The child ended on its own (not killed by runScript's time limit), with code 0. */
+function assertExitedByItself(run) {
+  assert.equal(run.killed, false, `the process did not exit by itself; stdout: ${run.stdout} stderr: ${run.stderr}`);
+  assert.equal(run.code, 0, run.stderr);
+}
+
 test('a process that started, used and stopped a gateway exits by itself with code 0', async () => {
   const script = `${PRELUDE}
 (async () => {
@@ -348,8 +354,7 @@ test('a process that started, used and stopped a gateway exits by itself with co
 })().catch(fail);
 `;
   const run = await runScript(script);
-  assert.equal(run.killed, false, `the process did not exit by itself; stdout: ${run.stdout} stderr: ${run.stderr}`);
-  assert.equal(run.code, 0, run.stderr);
+  assertExitedByItself(run);
   assert.match(run.stdout, /SENT child-msg/);
   assert.match(run.stdout, /STOPPED/);
 });
@@ -360,8 +365,7 @@ const gateway = new WhatsAppGateway({ port: 0, validateApiKey });
 console.log('CONSTRUCTED ' + gateway.getHealth().status);
 `;
   const run = await runScript(script);
-  assert.equal(run.killed, false, `the process did not exit by itself; stderr: ${run.stderr}`);
-  assert.equal(run.code, 0, run.stderr);
+  assertExitedByItself(run);
   assert.match(run.stdout, /CONSTRUCTED stopped/);
 });
 
@@ -375,8 +379,7 @@ test('a process that starts and stops a gateway without clients exits by itself'
 })().catch(fail);
 `;
   const run = await runScript(script);
-  assert.equal(run.killed, false, `the process did not exit by itself; stderr: ${run.stderr}`);
-  assert.equal(run.code, 0, run.stderr);
+  assertExitedByItself(run);
   assert.match(run.stdout, /STOPPED stopped/);
 });
 
