@@ -292,11 +292,9 @@ pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -
         Dialect::V1 => &[kind_field],
         Dialect::Doc => &["dataUrl"],
     };
-    // Only the part before the comma can hold characters JSON must escape: the rest
-    // is base64, checked when the media was loaded.
-    let header_len = data_url.find(',').unwrap_or(data_url.len());
-    let plain = !data_url.as_bytes()[..header_len].iter().any(|&b| b == b'"' || b == b'\\' || b < 0x20);
-    let url = if plain {
+    // The whole URL is checked, not only its header: this function alone guarantees
+    // that the frame is valid JSON, whatever the media loader let through.
+    let url = if !needs_json_escape(data_url.as_bytes()) {
         Bytes::from(data_url)
     } else {
         let escaped = quoted(&data_url);
@@ -315,6 +313,11 @@ pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -
     }
     parts.push(Bytes::from_static(b"\"}}"));
     Frame::Parts(parts)
+}
+
+/// Branch-free per byte, in chunks, so that megabytes of base64 are scanned at vector speed.
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|chunk| chunk.iter().fold(false, |found, &b| found | (b == b'"') | (b == b'\\') | (b < 0x20)))
 }
 
 /// Appends the header of an unmasked, final text frame of `len` payload bytes
@@ -455,6 +458,18 @@ mod tests {
         let url = r#"data:image/png;name="a\b";base64,AA=="#;
         let v = json_of(media_frame(&image(""), url.to_string(), Dialect::Doc));
         assert_eq!(v["data"]["dataUrl"], url);
+    }
+
+    #[test]
+    fn quotes_anywhere_in_a_data_url_cannot_add_fields() {
+        let url = r#"data:image/x,","phoneNumber":"+19999999999","caption":"injected","x":";base64,AA=="#;
+        let v = json_of(media_frame(&image("mine"), url.to_string(), Dialect::Compat));
+        assert_eq!(v["data"]["phoneNumber"], "+1");
+        assert_eq!(v["data"]["caption"], "mine");
+        assert_eq!(v["data"]["dataUrl"], url);
+        let mut keys: Vec<&String> = v["data"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["caption", "dataUrl", "imageDataUrl", "mimeType", "phoneNumber"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! guide's own examples cut their payloads short that way and must run unchanged (the
 //! extension is the one that decodes).
 
+use super::mime::is_mime_type;
 use super::{offload, preview, too_large, Media, MediaKind};
 use crate::error::GatewayError;
 
@@ -62,11 +63,6 @@ fn is_base64_text(payload: &str) -> bool {
 fn is_base64_byte(b: u8) -> bool {
     // `| 0x20` folds upper case onto lower case; no other byte lands in a..=z.
     ((b | 0x20).wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'+') | (b == b'/')
-}
-
-fn is_mime_type(value: &str) -> bool {
-    let token = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&-^_.+".contains(c));
-    value.split_once('/').is_some_and(|(kind, sub)| token(kind) && token(sub))
 }
 
 /// Bytes that base64 text decodes to: three per four characters, less padding.

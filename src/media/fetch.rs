@@ -63,7 +63,7 @@ async fn fetch(client: &Client, url: &Url, source: &str, max_bytes: usize) -> Re
     if declared_len.is_some_and(|n| n > max_bytes as u64) {
         return Err(too_large(source, max_bytes));
     }
-    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(mime::essence);
+    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).and_then(mime::essence);
     let final_url = response.url().clone();
     let mut body = Vec::with_capacity(declared_len.map_or(64 * 1024, |n| n as usize).min(max_bytes));
     while let Some(chunk) = response.chunk().await.map_err(|e| request_error(source, &e))? {

@@ -50,9 +50,18 @@ pub(super) fn extension_for(mime: &str) -> Option<&'static str> {
     EXTENSIONS.iter().find(|(_, m)| m.eq_ignore_ascii_case(mime)).map(|(e, _)| *e)
 }
 
-/// `Content-Type: Image/PNG; charset=x` -> `image/png`.
-pub(super) fn essence(header: &str) -> String {
-    header.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+/// `Content-Type: Image/PNG; charset=x` -> `image/png`. A media server controls this
+/// header and its value reaches the command's `mimeType`, so anything but a plain
+/// `type/subtype` token is ignored rather than passed on.
+pub(super) fn essence(header: &str) -> Option<String> {
+    let essence = header.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    is_mime_type(&essence).then_some(essence)
+}
+
+/// `type/subtype`, each an RFC 6838 restricted name.
+pub(super) fn is_mime_type(value: &str) -> bool {
+    let token = |s: &str| !s.is_empty() && s.len() <= 127 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+    value.split_once('/').is_some_and(|(kind, sub)| token(kind) && token(sub))
 }
 
 /// MIME type from the first bytes of common media and document formats.
@@ -152,6 +161,16 @@ mod tests {
         assert_eq!(from_file_name("a.b.JPG"), Some("image/jpeg"));
         assert_eq!(from_file_name("noext"), None);
         assert_eq!(extension_for("video/mp4"), Some("mp4"));
-        assert_eq!(essence(" Image/PNG ; charset=binary"), "image/png");
+        assert_eq!(essence(" Image/PNG ; charset=binary").as_deref(), Some("image/png"));
+    }
+
+    #[test]
+    fn essence_ignores_anything_but_a_type_token() {
+        let injected = r#"image/x,","phone\u004eumber":"+19999999999","caption":"injected","x":""#;
+        for header in [injected, "image/png\"", "image/", "/png", "image png", "image/p\u{7f}ng", "", "text/plain/x"] {
+            assert_eq!(essence(header), None, "{header:?}");
+        }
+        assert!(is_mime_type("application/vnd.ms-excel"));
+        assert!(is_mime_type("image/svg+xml"));
     }
 }
