@@ -22,7 +22,11 @@ export type ErrorCode =
   | 'GATEWAY_SHUTDOWN'
   | 'MEDIA_NOT_ALLOWED'
   | 'CALLBACK_ERROR'
-  | 'SERVER_ERROR';
+  | 'SERVER_ERROR'
+  | 'ALREADY_RUNNING'
+  | 'EADDRINUSE'
+  | 'EADDRNOTAVAIL'
+  | 'EACCES';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
 export interface ApiKeyValidation {

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
-const { WhatsAppGateway } = require('..');
+const { WhatsAppGateway, ERROR_CODES } = require('..');
 const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('./helpers');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -123,6 +123,8 @@ test('start() twice rejects as already running and the first server keeps workin
   const error = await rejection(gateway.start());
   assert.ok(error instanceof Error);
   assert.match(error.message, /already running/i);
+  assert.equal(error.code, 'ALREADY_RUNNING');
+  assert.equal(ERROR_CODES[error.code], error.code, 'every code the API shows is in ERROR_CODES');
   assert.equal(gateway.getHealth().status, 'running');
   assert.equal(gateway.address().port, port);
 

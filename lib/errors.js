@@ -18,6 +18,11 @@ const ERROR_CODES = Object.freeze({
   MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
   CALLBACK_ERROR: 'CALLBACK_ERROR',
   SERVER_ERROR: 'SERVER_ERROR',
+  // start(): already running, or the port cannot be bound (errno names, as Node's servers).
+  ALREADY_RUNNING: 'ALREADY_RUNNING',
+  EADDRINUSE: 'EADDRINUSE',
+  EADDRNOTAVAIL: 'EADDRNOTAVAIL',
+  EACCES: 'EACCES',
 });
 
 /** Frame types the gateway sends to extensions. */
