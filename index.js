@@ -12,6 +12,7 @@ const {
 const { attach } = require('./lib/attach');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
+const { IdempotencyKeys } = require('./lib/idempotency');
 
 function loadNative() {
   try {
@@ -88,6 +89,8 @@ class WhatsAppGateway {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
+  /** `idempotencyKey`s in use (SPEC 5.2). */
+  #idempotency;
 
   constructor(config) {
     const { native, callbacks, server } = normalizeConfig(config);
@@ -95,6 +98,7 @@ class WhatsAppGateway {
     this.#server = server;
     this.#path = native.path;
     this.#port = native.port;
+    this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
     this.#native = new NativeGateway(native, wrapValidator(callbacks.validateApiKey), (batch) =>
       this.#onBatch(batch),
     );
@@ -157,6 +161,12 @@ class WhatsAppGateway {
     return this.#native.sessions(apiKey);
   }
 
+  /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
+  getMessageStatus(requestId) {
+    if (typeof requestId !== 'string') return null;
+    return this.#native.messageStatus(requestId) ?? null;
+  }
+
   getHealth() {
     return this.#native.health();
   }
@@ -176,14 +186,21 @@ class WhatsAppGateway {
       this.#reportError(error);
       return Promise.reject(error);
     }
+    if (args.idempotencyKey !== undefined) {
+      return this.#idempotency.run(apiKey, args.idempotencyKey, () => this.#dispatch(kind, apiKey, args));
+    }
+    return this.#dispatch(kind, apiKey, args);
+  }
+
+  #dispatch(kind, apiKey, args) {
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
     return new Promise((resolve, reject) => {
       // What the `*-sent` event needs besides what the core reports.
       this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout });
+        const { phoneNumber, text, media, documentName, strategy, timeout, waitFor } = args;
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, waitFor });
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -229,14 +246,19 @@ class WhatsAppGateway {
   }
 
   #resolved(items, at) {
-    const call = this.#settle(items[at + AT.call]);
+    // Stage (src/deliveries.rs): 0 result, 1 result while waiting for an ack, 2 that ack.
+    const stage = items[at + AT.stage];
+    const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
     if (!call) return;
     const requestId = items[at + AT.requestId];
     const messageId = items[at + AT.messageId];
     const sessionId = items[at + AT.sessionId];
-    const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
-    call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo });
-    if (this.#callbacks.onMessageLog) {
+    if (stage !== 1) {
+      const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
+      const ack = items[at + AT.ack];
+      call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+    }
+    if (stage !== 2 && this.#callbacks.onMessageLog) {
       this.#log({
         type: SENT_EVENTS[call.kind],
         apiKey: call.apiKey,

@@ -2,8 +2,9 @@
 // Checks the constructor's config and fills in defaults (SPEC 2.1). Every mistake
 // is a TypeError that names the option.
 const path = require('node:path');
+const { deliveryOptions } = require('./delivery');
 
-const STRATEGIES = ['round-robin', 'random'];
+const STRATEGIES = ['round-robin', 'random', 'least-busy'];
 const DIALECTS = ['compat', 'v1', 'doc'];
 
 function fail(option, expected, value) {
@@ -103,6 +104,8 @@ function normalizeConfig(config) {
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
     logEvents: callbacks.onMessageLog !== undefined,
     trustProxy: config.trustProxy ?? false,
+    // SPEC 5.2 delivery options (lib/delivery.js).
+    ...deliveryOptions(config),
   };
   return { native, callbacks, server: server(config.server) };
 }

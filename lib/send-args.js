@@ -3,6 +3,7 @@
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
+const { waitForArg, idempotencyKeyArg } = require('./delivery');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 
@@ -67,6 +68,9 @@ function sendArgs(kind, apiKey, data) {
     documentName,
     strategy: strategy ?? undefined,
     timeout: timeout ?? undefined,
+    // SPEC 5.2 (lib/delivery.js): a branch each when absent.
+    waitFor: data.waitFor == null ? undefined : waitForArg(data.waitFor, invalid),
+    idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
   };
 }
 

@@ -12,7 +12,9 @@ use tokio::runtime::Runtime;
 use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError, Upgrade};
 
 use crate::deliveries::{Batch, NodeHost};
-use crate::types::{AuthReply, Health, NativeConfig, SendOptions, SessionInfo, UpgradeRequest};
+use crate::types::{
+    AuthReply, Health, MessageStatus, NativeConfig, SendOptions, SessionInfo, UpgradeRequest,
+};
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -138,6 +140,14 @@ impl NativeGateway {
             .into_iter()
             .map(SessionInfo::from)
             .collect()
+    }
+
+    /// `getMessageStatus(requestId)`, or `null`.
+    #[napi]
+    pub fn message_status(&self, request_id: String) -> Option<MessageStatus> {
+        self.core
+            .message_status(&request_id)
+            .map(MessageStatus::from)
     }
 
     #[napi]

@@ -31,6 +31,7 @@ impl From<SendKind> for core::SendKind {
 pub enum DeviceSelectionStrategy {
     RoundRobin,
     Random,
+    LeastBusy,
 }
 
 impl From<DeviceSelectionStrategy> for core::Strategy {
@@ -38,6 +39,7 @@ impl From<DeviceSelectionStrategy> for core::Strategy {
         match strategy {
             DeviceSelectionStrategy::RoundRobin => Self::RoundRobin,
             DeviceSelectionStrategy::Random => Self::Random,
+            DeviceSelectionStrategy::LeastBusy => Self::LeastBusy,
         }
     }
 }
@@ -80,6 +82,8 @@ pub struct NativeConfig {
     pub dialect: Dialect,
     pub log_events: bool,
     pub trust_proxy: bool,
+    /// 5.2: ms a send's status (and idempotency key) is remembered.
+    pub idempotency_ttl: Option<f64>,
 }
 
 pub fn ms(value: f64) -> Duration {
@@ -113,6 +117,9 @@ impl TryFrom<NativeConfig> for core::Config {
             dialect: c.dialect.into(),
             log_events: c.log_events,
             trust_proxy: c.trust_proxy,
+            idempotency_ttl: c
+                .idempotency_ttl
+                .map_or(core::Config::default().idempotency_ttl, ms),
         })
     }
 }
@@ -129,6 +136,59 @@ pub struct SendOptions {
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
+    /// 5.2 `waitFor`: `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
+    pub wait_for: Option<AckLevel>,
+}
+
+#[napi(string_enum = "lowercase")]
+pub enum AckLevel {
+    Sent,
+    Server,
+    Delivered,
+    Read,
+    Played,
+}
+
+impl From<AckLevel> for core::Ack {
+    fn from(ack: AckLevel) -> Self {
+        match ack {
+            AckLevel::Sent => Self::Sent,
+            AckLevel::Server => Self::Server,
+            AckLevel::Delivered => Self::Delivered,
+            AckLevel::Read => Self::Read,
+            AckLevel::Played => Self::Played,
+        }
+    }
+}
+
+/// `getMessageStatus(requestId)`.
+#[napi(object)]
+pub struct MessageStatus {
+    pub request_id: String,
+    /// `'queued'`, `'in-flight'`, `'sent'` or `'failed'`.
+    pub state: String,
+    /// `null` until the extension's result.
+    pub ack: Value,
+    pub session_id: String,
+    /// Milliseconds since the epoch.
+    pub updated_at: f64,
+}
+
+impl From<core::MessageStatus> for MessageStatus {
+    fn from(s: core::MessageStatus) -> Self {
+        Self {
+            request_id: uuid_text(s.request_id),
+            state: s.state.as_str().to_string(),
+            ack: s.ack.map_or(Value::Null, |a| Value::from(a.as_str())),
+            session_id: s.session_id.to_string(),
+            updated_at: s.updated_at as f64,
+        }
+    }
+}
+
+fn uuid_text(id: u128) -> String {
+    let mut buf = [0u8; 36];
+    core::request_id_text(id, &mut buf).to_string()
 }
 
 impl From<SendOptions> for core::SendRequest {
@@ -142,6 +202,7 @@ impl From<SendOptions> for core::SendRequest {
             document_name: o.document_name,
             strategy: o.strategy.map(Into::into),
             timeout: o.timeout.map(ms),
+            wait_for: o.wait_for.map(Into::into),
         }
     }
 }

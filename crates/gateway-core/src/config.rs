@@ -9,6 +9,8 @@ use crate::media::MediaPolicy;
 pub enum Strategy {
     RoundRobin,
     Random,
+    /// Fewest sends queued plus written and unanswered (5.2).
+    LeastBusy,
 }
 
 impl Strategy {
@@ -16,6 +18,7 @@ impl Strategy {
         match name {
             "round-robin" => Some(Self::RoundRobin),
             "random" => Some(Self::Random),
+            "least-busy" => Some(Self::LeastBusy),
             _ => None,
         }
     }
@@ -65,6 +68,8 @@ pub struct Config {
     pub log_events: bool,
     /// Take the client's IP from `X-Forwarded-For` / `X-Real-IP`.
     pub trust_proxy: bool,
+    /// How long `getMessageStatus` remembers a send (5.2 `idempotencyTtl`).
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for Config {
@@ -90,6 +95,7 @@ impl Default for Config {
             dialect: Dialect::Compat,
             log_events: true,
             trust_proxy: false,
+            idempotency_ttl: Duration::from_secs(86_400),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::net::handshake::Upgrade;
 use crate::net::{connection, listener, Transport};
 use crate::protocol::SendKind;
 use crate::state::link::{lock, CloseRequest};
+use crate::state::message_status::MessageStatus;
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
@@ -188,6 +189,7 @@ impl Gateway {
         for settled in owed {
             shared.fail(settled, shutdown_error);
         }
+        shared.abandon_ack_waits();
         run.tasks.close();
         self.rt.spawn(async move {
             let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
@@ -243,6 +245,13 @@ impl Gateway {
 
     pub fn sessions(&self, api_key: &str) -> Vec<SessionInfo> {
         lock(&self.shared.registry).sessions_of(api_key)
+    }
+
+    /// `getMessageStatus(requestId)`: `None` for an id that is not a request id
+    /// this gateway issued within `idempotencyTtl` (or was forgotten).
+    pub fn message_status(&self, request_id: &str) -> Option<MessageStatus> {
+        let id = uuid::Uuid::try_parse(request_id).ok()?;
+        lock(&self.shared.registry).message_status(id.as_u128())
     }
 
     pub fn health(&self) -> Health {
@@ -378,6 +387,7 @@ mod tests {
             document_name: None,
             strategy: None,
             timeout: None,
+            wait_for: None,
         }
     }
 

@@ -2,7 +2,10 @@
 //! media loader and the counters. Plain data and synchronous methods; the tasks that
 //! use it live in `net` and `timers`.
 
+pub mod acks;
+pub mod incoming;
 pub mod link;
+pub mod message_status;
 pub mod registry;
 pub mod requests;
 
@@ -31,19 +34,24 @@ pub struct Shared {
     /// Sessions with commands queued by `send` but not yet woken: `flush()` wakes them
     /// all at once, so that one write carries every command of a JavaScript tick.
     pub corked: Mutex<Vec<Arc<SessionLink>>>,
+    /// Incoming message ids seen lately, per API key (5.2).
+    pub incoming: Mutex<incoming::SeenIncoming>,
 }
 
 impl Shared {
     pub fn new(config: Config, host: Arc<dyn Host>) -> Result<Self, GatewayError> {
         let media = MediaLoader::new(config.media.clone())?;
+        let mut registry = Registry::default();
+        registry.statuses.set_ttl(config.idempotency_ttl);
         Ok(Self {
             config,
-            registry: Mutex::default(),
+            registry: Mutex::new(registry),
             host,
             media,
             deadline_changed: Notify::new(),
             connections: AtomicUsize::new(0),
             corked: Mutex::default(),
+            incoming: Mutex::default(),
         })
     }
 

@@ -12,9 +12,11 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::link::{CloseRequest, SessionLink};
+use super::message_status::{MessageStatus, MessageStatuses, State};
 use crate::clock::now_ms;
 use crate::config::Strategy;
 use crate::identity::{CallId, Identity};
+use crate::protocol::delivery::Ack;
 use crate::protocol::StatusFrame;
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
@@ -87,7 +89,9 @@ pub struct Pending {
     pub call: CallId,
     pub phone_number: String,
     pub timeout_ms: u64,
-    deadline: Instant,
+    pub deadline: Instant,
+    /// The ack the caller waits for (5.2 `waitFor`).
+    pub wait_for: Ack,
 }
 
 impl Pending {
@@ -97,6 +101,7 @@ impl Pending {
             phone_number,
             timeout_ms: timeout.as_millis() as u64,
             deadline: Instant::now() + timeout,
+            wait_for: Ack::Sent,
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct Registry {
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
     next_key: SessionKey,
+    /// Settled sends and the callers waiting for their acks (5.2).
+    pub statuses: MessageStatuses,
 }
 
 impl Registry {
@@ -218,6 +225,14 @@ impl Registry {
                 group.cursor = group.cursor.wrapping_add(1);
                 (group.cursor - 1) % active
             }
+            Strategy::LeastBusy => {
+                let busy = group
+                    .members
+                    .iter()
+                    .filter(|k| is_active(k))
+                    .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
+                least_busy(busy, &mut group.cursor, active)
+            }
         };
         let key = *group.members.iter().filter(|k| is_active(k)).nth(nth)?;
         let session = sessions.get(&key)?;
@@ -272,7 +287,34 @@ impl Registry {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first_key_value().map(|((d, _), _)| *d)
+        let requests = self.deadlines.first_key_value().map(|((d, _), _)| *d);
+        let acks = self.statuses.next_deadline();
+        requests.into_iter().chain(acks).min()
+    }
+
+    /// `getMessageStatus`: a settled send, else one still owed by a session.
+    pub fn message_status(&self, request_id: u128) -> Option<MessageStatus> {
+        if let Some(status) = self.statuses.get(request_id) {
+            return Some(status);
+        }
+        self.sessions.values().find_map(|s| {
+            s.pending.get(&request_id).map(|_| MessageStatus {
+                request_id,
+                state: State::InFlight,
+                ack: None,
+                session_id: s.identity.session_id.clone(),
+                updated_at: now_ms(),
+            })
+        })
+    }
+
+    /// The API key of a session, for acks accepted from any session of that key.
+    pub fn api_key_of(&self, key: SessionKey) -> Option<Arc<str>> {
+        self.sessions.get(&key).map(|s| s.identity.api_key.clone())
+    }
+
+    pub fn identity_of(&self, key: SessionKey) -> Option<Arc<Identity>> {
+        self.sessions.get(&key).map(|s| s.identity.clone())
     }
 
     /// Stops admitting sessions, asks every session to close, and takes every request
@@ -334,6 +376,19 @@ impl Registry {
     pub fn pending_count(&self) -> usize {
         self.deadlines.len()
     }
+}
+
+/// The position, among `active` candidates with these loads, of the least busy one;
+/// ties go to the first at or after the cursor, which then moves past it.
+fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active: usize) -> usize {
+    let start = *cursor % active;
+    let loads: Vec<usize> = loads.collect();
+    let best = (0..active)
+        .map(|i| (start + i) % active)
+        .min_by_key(|&i| loads.get(i).copied().unwrap_or(usize::MAX))
+        .unwrap_or(0);
+    *cursor = best + 1;
+    best
 }
 
 #[cfg(test)]

@@ -8,15 +8,16 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::link::{lock, Enqueued};
+use super::message_status::Record;
 use super::registry::{Pending, Settled};
 use super::Shared;
-use crate::clock::now_ms;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::{Delivery, Resolved};
+use crate::host::Delivery;
 use crate::identity::CallId;
 use crate::media::{default_document_name, Media};
+use crate::protocol::delivery::Ack;
 use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
 
 /// One send call, validated by the JavaScript side.
@@ -31,6 +32,8 @@ pub struct SendRequest {
     pub document_name: Option<String>,
     pub strategy: Option<Strategy>,
     pub timeout: Option<Duration>,
+    /// 5.2 `waitFor`; `None` is `'sent'`.
+    pub wait_for: Option<Ack>,
 }
 
 /// When the session that gets a command is woken to write it.
@@ -81,12 +84,16 @@ impl Shared {
             }
         };
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
-        let pending = Pending::new(call, request.phone_number, timeout);
+        let mut pending = Pending::new(call, request.phone_number, timeout);
+        if let Some(wait_for) = request.wait_for {
+            pending.wait_for = wait_for;
+        }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
         match inserted {
             // The session closed between choosing it and recording the request.
             None => {
-                let error = connection_lost(request_id_text, &identity.session_id);
+                let mut error = connection_lost(request_id_text, &identity.session_id);
+                error.details["sent"] = false.into();
                 self.host.deliver(Delivery::Rejected { call, error });
             }
             Some(earliest) => {
@@ -117,13 +124,7 @@ impl Shared {
             );
             return self.fail_with(settled, request_id, error);
         }
-        self.host.deliver(Delivery::Resolved(Resolved {
-            id: settled.pending.call,
-            request_id: settled.request_id,
-            message_id: result.message_id,
-            timestamp: result.timestamp.unwrap_or(now_ms() as f64),
-            session: settled.identity,
-        }));
+        self.succeed(lock(&self.registry), settled, result);
     }
 
     /// Fails a request that had been sent to a device; `error` gets the request and
@@ -135,6 +136,13 @@ impl Shared {
     }
 
     fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+        let record = Record::failed(
+            settled.identity.clone(),
+            settled.pending.phone_number.clone(),
+        );
+        lock(&self.registry)
+            .statuses
+            .record(settled.request_id, record);
         if self.config.log_events {
             let event = LogEvent::send_failed(
                 &settled.identity,
@@ -168,7 +176,7 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
         GatewayError::new(
             ErrorCode::RequestTimeout,
             format!("Request timed out after {timeout_ms} ms without a result from the extension"),
-            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms }),
+            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms, "sent": true }),
         )
     }
 }
@@ -177,15 +185,17 @@ pub fn connection_lost(request_id: &str, session_id: &str) -> GatewayError {
     GatewayError::new(
         ErrorCode::ConnectionLost,
         "The extension's connection closed before it reported a result",
-        json!({ "requestId": request_id, "sessionId": session_id }),
+        // Every command that reaches a session is handed to its socket at once.
+        json!({ "requestId": request_id, "sessionId": session_id, "sent": true }),
     )
 }
 
 pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
+    // Without a request id the send never reached a session (its media was loading).
     let details = if request_id.is_empty() {
-        json!({})
+        json!({ "sent": false })
     } else {
-        json!({ "requestId": request_id, "sessionId": session_id })
+        json!({ "requestId": request_id, "sessionId": session_id, "sent": true })
     };
     GatewayError::new(
         ErrorCode::GatewayShutdown,

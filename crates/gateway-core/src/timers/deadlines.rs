@@ -21,6 +21,7 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             let timeout_ms = settled.pending.timeout_ms;
             shared.fail(settled, timeout_error(timeout_ms));
         }
+        shared.expire_ack_waits(Instant::now());
         let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => return,
