@@ -237,3 +237,145 @@ test("'least-busy' picks the device with the fewest unanswered sends; ties go ro
   ack(holder, holder.commands.find((cmd) => cmd.data.message === 'w').requestId, 'read');
   assert.equal((await waiting).ack, 'read');
 });
+
+// ---- idempotency keys ----
+
+const http = require('node:http');
+const { PNG_1x1 } = require('./helpers');
+
+/** A media server whose one route answers only when the test says so. */
+async function heldMediaServer(t) {
+  let release;
+  const released = new Promise((resolve) => (release = resolve));
+  let requests = 0;
+  const server = http.createServer(async (req, res) => {
+    requests += 1;
+    const status = await released;
+    if (status === 200) {
+      const png = Buffer.from(PNG_1x1.split(',')[1], 'base64');
+      res.writeHead(200, { 'content-type': 'image/png' }).end(png);
+    } else {
+      res.writeHead(status).end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/img.png`,
+    answer: release,
+    requests: () => requests,
+  };
+}
+
+test('a duplicate idempotencyKey settles like the first: same ids, duplicate: true, sent once, events once', async (t) => {
+  const { gateway, url, events } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await silent(url).connectReady(gateway);
+
+  const first = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'pay 10', idempotencyKey: 'order-1' });
+  const command = await nthCommand(ext, 1);
+  // In flight (written, unanswered): the duplicate waits for the first, whatever its payload.
+  const inFlightDuplicate = gateway.sendMessage(GOOD_KEY, { phoneNumber: '+19999999', message: 'other', idempotencyKey: 'order-1' });
+  ext.result(command.requestId, { success: true, messageId: 'wa-9' });
+  const result = await first;
+  assert.equal(result.duplicate, undefined, 'the first is no duplicate');
+  const dup = await inFlightDuplicate;
+  assert.deepEqual(dup, { ...result, duplicate: true });
+  const later = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'pay 10', idempotencyKey: 'order-1' });
+  assert.equal(later.requestId, result.requestId);
+  assert.equal(later.messageId, 'wa-9');
+  assert.equal(later.duplicate, true);
+  await barrier(ext);
+  assert.equal(ext.commands.length, 1, 'the message went out once');
+  assert.equal(events.filter((e) => e.type === 'message-sent').length, 1);
+
+  // Another API key has its own keys.
+  const other = await new FakeExtension(url, { apiKey: OTHER_KEY }).connectReady(gateway);
+  const own = await gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: 'order-1' });
+  assert.notEqual(own.requestId, result.requestId);
+  assert.equal(other.commands.length, 1);
+});
+
+test('a duplicate of a failed send rejects like it with details.duplicate, and fires no second send-failed', async (t) => {
+  const { gateway, url, events, errors } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url, { respond: () => ({ success: false, error: 'blocked' }) }).connectReady(gateway);
+  const first = await gateway
+    .sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: 'k-fail' })
+    .catch((e) => e);
+  assert.equal(first.code, 'EXTENSION_ERROR');
+  const dup = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: 'k-fail' }).catch((e) => e);
+  assert.equal(dup.code, 'EXTENSION_ERROR');
+  assert.equal(dup.message, first.message);
+  assert.deepEqual(dup.details, { ...first.details, duplicate: true });
+  assert.equal(first.details.duplicate, undefined);
+  await barrier(ext);
+  assert.equal(ext.commands.length, 1);
+  assert.equal(events.filter((e) => e.type === 'send-failed').length, 1);
+  assert.equal(errors.filter((e) => e.code === 'EXTENSION_ERROR').length, 1);
+});
+
+test('a key whose first send failed before being written is free again: the retry sends', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  await assert.rejects(gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: 'retry-1' }), {
+    code: 'NO_ACTIVE_DEVICE',
+  });
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const retried = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: 'retry-1' });
+  assert.equal(retried.duplicate, undefined);
+  assert.equal(ext.commands.length, 1);
+});
+
+test('a duplicate waiting for an unwritten first is sent as a new call if the first fails before being written', async (t) => {
+  const { gateway, url } = await startGateway({ mediaAllowPrivateHosts: true });
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const media = await heldMediaServer(t);
+
+  const first = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-1' }).catch((e) => e);
+  await waitFor(() => media.requests() === 1, 3000, 'the fetch to start');
+  const waiting = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'instead', idempotencyKey: 'img-1' });
+  await barrier(ext);
+  assert.equal(ext.commands.length, 0, 'the duplicate waits for the first');
+  media.answer(404);
+  assert.equal((await first).code, 'FETCH_ERROR');
+  const sent = await waiting;
+  assert.equal(sent.duplicate, undefined, 'sent as a new call');
+  assert.equal(ext.commands.length, 1);
+  assert.equal(ext.commands[0].data.message, 'instead');
+});
+
+test('a duplicate waiting for an unwritten first settles like it once the first is written', async (t) => {
+  const { gateway, url } = await startGateway({ mediaAllowPrivateHosts: true });
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const media = await heldMediaServer(t);
+
+  const first = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-2' });
+  await waitFor(() => media.requests() === 1, 3000, 'the fetch to start');
+  const waiting = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'instead', idempotencyKey: 'img-2' });
+  media.answer(200);
+  const result = await first;
+  assert.deepEqual(await waiting, { ...result, duplicate: true });
+  await barrier(ext);
+  assert.deepEqual(
+    ext.commands.map((c) => c.type),
+    ['send-image'],
+  );
+});
+
+test('idempotencyKey is validated (1 to 200 characters)', async (t) => {
+  const { gateway } = await startGateway();
+  t.after(() => gateway.stop());
+  for (const bad of ['', 'x'.repeat(201), 42]) {
+    await assert.rejects(gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x', idempotencyKey: bad }), {
+      code: 'VALIDATION_ERROR',
+      details: { field: 'idempotencyKey', value: bad },
+    });
+  }
+  assert.throws(() => new (require('..').WhatsAppGateway)({ validateApiKey: () => ({ valid: true }), idempotencyTtl: 0 }), {
+    name: 'TypeError',
+    message: /idempotencyTtl/,
+  });
+});
