@@ -379,3 +379,88 @@ test('idempotencyKey is validated (1 to 200 characters)', async (t) => {
     message: /idempotencyTtl/,
   });
 });
+
+// ---- incoming messages ----
+
+test('incoming-message: event message-received with data as sent, incoming-ack, repeats acked but not emitted', async (t) => {
+  const { gateway, url, events } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const other = await new FakeExtension(url, { apiKey: OTHER_KEY }).connectReady(gateway);
+  const data = {
+    messageId: 'in-1',
+    from: '+15550001',
+    chatId: '15550001@c.us',
+    body: 'hello',
+    timestamp: 1700000000000,
+    media: { mimeType: 'image/png', dataUrl: PNG_1x1, fileName: 'a.png' },
+    custom: { nested: [1, 2] },
+  };
+  ext.send({ type: 'incoming-message', data });
+  assert.deepEqual(await ext.next((f) => f.type === 'incoming-ack'), { type: 'incoming-ack', messageId: 'in-1' });
+  ext.send({ type: 'incoming-message', data }); // a retry
+  assert.deepEqual(await ext.next((f) => f.type === 'incoming-ack'), { type: 'incoming-ack', messageId: 'in-1' });
+  other.send({ type: 'incoming-message', data }); // the same id on another key is another message
+  await other.next((f) => f.type === 'incoming-ack');
+
+  const received = events.filter((e) => e.type === 'message-received');
+  assert.equal(received.length, 2);
+  assert.deepEqual(received[0].data, data);
+  assert.equal(received[0].apiKey, GOOD_KEY);
+  assert.equal(received[0].sessionId, ext.sessionId);
+  assert.equal(received[0].userId, 'user-test');
+  assert.equal(typeof received[0].timestamp, 'number');
+  assert.equal(received[1].apiKey, OTHER_KEY);
+
+  // A reconnected extension retrying on a new session is still a repeat.
+  await ext.close();
+  const again = await new FakeExtension(url).connectReady(gateway);
+  again.send({ type: 'incoming-message', data });
+  await again.next((f) => f.type === 'incoming-ack');
+  assert.equal(events.filter((e) => e.type === 'message-received').length, 2);
+});
+
+test('an invalid or oversized incoming-message gets INVALID_MESSAGE with its messageId, and no event', async (t) => {
+  const { gateway, url, events } = await startGateway({ maxMediaBytes: 1000 });
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const invalid = () => ext.next((f) => f.type === 'error');
+
+  ext.send({ type: 'incoming-message', data: { messageId: 'in-2', timestamp: 1 } });
+  let error = await invalid();
+  assert.equal(error.code, 'INVALID_MESSAGE');
+  assert.equal(error.error.code, 'INVALID_MESSAGE');
+  assert.equal(error.messageId, 'in-2');
+  assert.match(error.message, /from/);
+
+  const big = `data:image/png;base64,${'A'.repeat(4000)}`;
+  ext.send({ type: 'incoming-message', data: { messageId: 'in-3', from: 'x', timestamp: 1, media: { mimeType: 'image/png', dataUrl: big } } });
+  error = await invalid();
+  assert.equal(error.messageId, 'in-3');
+  assert.match(error.message, /maxMediaBytes/);
+
+  ext.send({ type: 'incoming-message' });
+  error = await invalid();
+  assert.equal(error.code, 'INVALID_MESSAGE');
+  assert.equal(error.messageId, undefined);
+
+  await barrier(ext);
+  assert.equal(events.filter((e) => e.type === 'message-received').length, 0);
+  assert.equal(ext.frames.filter((f) => f.frame.type === 'incoming-ack').length, 0);
+  // Still open and serving.
+  ext.send({ type: 'incoming-message', data: { messageId: 'in-4', from: 'x', timestamp: 1 } });
+  await ext.next((f) => f.type === 'incoming-ack' && f.messageId === 'in-4');
+});
+
+test('before auth, the new frames get NOT_AUTHENTICATED like any other', async (t) => {
+  const { gateway, url, events } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = new FakeExtension(url);
+  await ext.open();
+  ext.send({ type: 'incoming-message', data: { messageId: 'in-1', from: 'x', timestamp: 1 } });
+  assert.equal((await ext.next((f) => f.type === 'error')).code, 'NOT_AUTHENTICATED');
+  ext.send({ type: 'message-ack', requestId: 'r', ack: 'read' });
+  assert.equal((await ext.next((f) => f.type === 'error')).code, 'NOT_AUTHENTICATED');
+  assert.equal(events.length, 0);
+  await ext.close();
+});
