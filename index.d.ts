@@ -91,6 +91,24 @@ export interface GatewayConfig {
   dialect?: ExtensionDialect;
   /** ms an idempotencyKey, and a send's getMessageStatus, is remembered (default 86400000). */
   idempotencyTtl?: number;
+  /**
+   * Space out sends per device (default off: commands leave at once). The first send to an
+   * idle device leaves at once; the others wait their turn in that device's queue.
+   */
+  pacing?: PacingOptions;
+  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  maxQueuedSends?: number;
+  /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
+  waitForDevice?: number;
+}
+
+export interface PacingOptions {
+  /** At least this many ms between two departures to one device. */
+  minIntervalMs: number;
+  /** Plus a random 0..jitterMs ms (default 0). */
+  jitterMs?: number;
+  /** At most this many departures to one device in any 60 s (default Infinity). */
+  maxPerMinute?: number;
 }
 
 interface SendOptions {
@@ -105,6 +123,8 @@ interface SendOptions {
   idempotencyKey?: string;
   /** Resolve on this ack or a higher one (default 'sent': the extension's result). */
   waitFor?: AckLevel;
+  /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
+  waitForDevice?: number;
 }
 
 export interface SendMessageData extends SendOptions {
@@ -165,7 +185,8 @@ export interface MessageStatus {
   state: 'queued' | 'in-flight' | 'sent' | 'failed';
   /** null until the extension's result. */
   ack: AckLevel | null;
-  sessionId: string;
+  /** null while it waits for a device. */
+  sessionId: string | null;
   /** ms since the epoch. */
   updatedAt: number;
 }

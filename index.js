@@ -199,8 +199,8 @@ class WhatsAppGateway {
       this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout, waitFor } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, waitFor });
+        const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, delivery });
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;

@@ -11,13 +11,46 @@ function typeError(option, expected, value) {
   return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
 }
 
+function duration(value, option, { zeroAllowed }) {
+  const min = zeroAllowed ? 0 : 1;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw typeError(option, `a finite number of at least ${min} (ms)`, value);
+  }
+  return value;
+}
+
+function pacing(value) {
+  if (value == null) return undefined;
+  if (typeof value !== 'object') throw typeError('pacing', 'an object { minIntervalMs, jitterMs?, maxPerMinute? }', value);
+  const minIntervalMs = duration(value.minIntervalMs ?? 0, 'pacing.minIntervalMs', { zeroAllowed: true });
+  const jitterMs = duration(value.jitterMs ?? 0, 'pacing.jitterMs', { zeroAllowed: true });
+  const max = value.maxPerMinute ?? Infinity;
+  if (max !== Infinity && (!Number.isInteger(max) || max < 1 || max > 0xffffffff)) {
+    throw typeError('pacing.maxPerMinute', 'a positive integer or Infinity', max);
+  }
+  return { minIntervalMs, jitterMs, maxPerMinute: max === Infinity ? undefined : max };
+}
+
 /** The 5.2 config options, with their defaults. */
 function deliveryOptions(config) {
-  const ttl = config.idempotencyTtl;
-  if (ttl != null && (typeof ttl !== 'number' || !Number.isFinite(ttl) || ttl < 1)) {
-    throw typeError('idempotencyTtl', 'a finite number of at least 1 (ms)', ttl);
+  const maxQueued = config.maxQueuedSends;
+  if (maxQueued != null && (!Number.isInteger(maxQueued) || maxQueued < 1 || maxQueued > 0xffffffff)) {
+    throw typeError('maxQueuedSends', 'a positive integer', maxQueued);
   }
-  return { idempotencyTtl: ttl ?? DAY };
+  return {
+    idempotencyTtl: config.idempotencyTtl == null ? DAY : duration(config.idempotencyTtl, 'idempotencyTtl', { zeroAllowed: false }),
+    pacing: pacing(config.pacing),
+    maxQueuedSends: maxQueued ?? 1000,
+    waitForDevice: config.waitForDevice == null ? 0 : duration(config.waitForDevice, 'waitForDevice', { zeroAllowed: true }),
+  };
+}
+
+/** A call's `waitForDevice` (ms; 0 turns the config's off). */
+function waitForDeviceArg(value, invalid) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw invalid('waitForDevice', value, 'waitForDevice must be a finite number of milliseconds, at least 0');
+  }
+  return value;
 }
 
 /** A call's `waitFor`, checked; `'sent'` is the default and needs nothing. */
@@ -36,4 +69,4 @@ function idempotencyKeyArg(key, invalid) {
   return key;
 }
 
-module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg };
+module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg };

@@ -3,7 +3,7 @@
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
-const { waitForArg, idempotencyKeyArg } = require('./delivery');
+const { waitForArg, idempotencyKeyArg, waitForDeviceArg } = require('./delivery');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 
@@ -69,8 +69,16 @@ function sendArgs(kind, apiKey, data) {
     strategy: strategy ?? undefined,
     timeout: timeout ?? undefined,
     // SPEC 5.2 (lib/delivery.js): a branch each when absent.
-    waitFor: data.waitFor == null ? undefined : waitForArg(data.waitFor, invalid),
+    delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
     idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
+  };
+}
+
+/** The native `delivery` field: `waitFor` and `waitForDevice`. */
+function deliveryArg(data) {
+  return {
+    waitFor: data.waitFor == null ? undefined : waitForArg(data.waitFor, invalid),
+    waitForDevice: data.waitForDevice == null ? undefined : waitForDeviceArg(data.waitForDevice, invalid),
   };
 }
 

@@ -84,6 +84,28 @@ pub struct NativeConfig {
     pub trust_proxy: bool,
     /// 5.2: ms a send's status (and idempotency key) is remembered.
     pub idempotency_ttl: Option<f64>,
+    /// 5.2 `pacing`, checked by lib/delivery.js.
+    pub pacing: Option<NativePacing>,
+    pub max_queued_sends: Option<u32>,
+    pub wait_for_device: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativePacing {
+    pub min_interval_ms: f64,
+    pub jitter_ms: f64,
+    /// Absent: no limit.
+    pub max_per_minute: Option<u32>,
+}
+
+impl From<NativePacing> for core::Pacing {
+    fn from(p: NativePacing) -> Self {
+        Self {
+            min_interval: ms(p.min_interval_ms),
+            jitter: ms(p.jitter_ms),
+            max_per_minute: p.max_per_minute.map(|n| n as usize),
+        }
+    }
 }
 
 pub fn ms(value: f64) -> Duration {
@@ -120,6 +142,11 @@ impl TryFrom<NativeConfig> for core::Config {
             idempotency_ttl: c
                 .idempotency_ttl
                 .map_or(core::Config::default().idempotency_ttl, ms),
+            pacing: c.pacing.map(Into::into),
+            max_queued_sends: c
+                .max_queued_sends
+                .map_or(core::Config::default().max_queued_sends, |n| n as usize),
+            wait_for_device: c.wait_for_device.map_or(Duration::ZERO, ms),
         })
     }
 }
@@ -136,11 +163,21 @@ pub struct SendOptions {
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
-    /// 5.2 `waitFor`: `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
+    /// 5.2 options of the call; absent on a plain send, which then reads one field
+    /// less than it would read with each of them.
+    pub delivery: Option<SendDelivery>,
+}
+
+#[napi(object)]
+pub struct SendDelivery {
+    /// `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
     pub wait_for: Option<AckLevel>,
+    /// ms; 0 turns the config's off.
+    pub wait_for_device: Option<f64>,
 }
 
 #[napi(string_enum = "lowercase")]
+#[derive(Clone, Copy)]
 pub enum AckLevel {
     Sent,
     Server,
@@ -169,7 +206,8 @@ pub struct MessageStatus {
     pub state: String,
     /// `null` until the extension's result.
     pub ack: Value,
-    pub session_id: String,
+    /// `null` while it waits for a device.
+    pub session_id: Value,
     /// Milliseconds since the epoch.
     pub updated_at: f64,
 }
@@ -180,7 +218,11 @@ impl From<core::MessageStatus> for MessageStatus {
             request_id: uuid_text(s.request_id),
             state: s.state.as_str().to_string(),
             ack: s.ack.map_or(Value::Null, |a| Value::from(a.as_str())),
-            session_id: s.session_id.to_string(),
+            session_id: if s.session_id.is_empty() {
+                Value::Null
+            } else {
+                Value::from(s.session_id.to_string())
+            },
             updated_at: s.updated_at as f64,
         }
     }
@@ -202,7 +244,9 @@ impl From<SendOptions> for core::SendRequest {
             document_name: o.document_name,
             strategy: o.strategy.map(Into::into),
             timeout: o.timeout.map(ms),
-            wait_for: o.wait_for.map(Into::into),
+            wait_for: o.delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
+            wait_for_device: o.delivery.as_ref().and_then(|d| d.wait_for_device).map(ms),
+            called_at: None,
         }
     }
 }

@@ -47,6 +47,15 @@ impl Dialect {
     }
 }
 
+/// 5.2 `pacing`: how sends to one device are spaced out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    pub min_interval: Duration,
+    pub jitter: Duration,
+    /// `None` is no limit.
+    pub max_per_minute: Option<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
@@ -70,6 +79,13 @@ pub struct Config {
     pub trust_proxy: bool,
     /// How long `getMessageStatus` remembers a send (5.2 `idempotencyTtl`).
     pub idempotency_ttl: Duration,
+    /// `None`: commands leave at once.
+    pub pacing: Option<Pacing>,
+    /// Sends waiting in one device's pacing queue, and sends of one API key waiting
+    /// for a device.
+    pub max_queued_sends: usize,
+    /// How long a send waits for an active device of its key (zero: not at all).
+    pub wait_for_device: Duration,
 }
 
 impl Default for Config {
@@ -96,6 +112,9 @@ impl Default for Config {
             log_events: true,
             trust_proxy: false,
             idempotency_ttl: Duration::from_secs(86_400),
+            pacing: None,
+            max_queued_sends: 1000,
+            wait_for_device: Duration::ZERO,
         }
     }
 }

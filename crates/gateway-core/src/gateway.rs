@@ -29,7 +29,7 @@ use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
 use crate::state::Shared;
-use crate::timers::{deadlines, heartbeat};
+use crate::timers::{deadlines, delivery, heartbeat};
 
 /// How long `stop()` waits for connections to finish their close handshake.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -118,6 +118,7 @@ impl Gateway {
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
         tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(delivery::run(shared.clone(), shutdown.clone()));
         Run {
             shutdown,
             tasks,
@@ -190,6 +191,7 @@ impl Gateway {
             shared.fail(settled, shutdown_error);
         }
         shared.abandon_ack_waits();
+        shared.abandon_parked();
         run.tasks.close();
         self.rt.spawn(async move {
             let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
@@ -204,6 +206,9 @@ impl Gateway {
             self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
+        request
+            .called_at
+            .get_or_insert_with(std::time::Instant::now);
         let shared = self.shared.clone();
         let running = lock(&self.run)
             .as_ref()
@@ -388,6 +393,8 @@ mod tests {
             strategy: None,
             timeout: None,
             wait_for: None,
+            wait_for_device: None,
+            called_at: None,
         }
     }
 

@@ -25,7 +25,7 @@ mod runtime;
 mod state;
 mod timers;
 
-pub use config::{Config, Dialect, Strategy};
+pub use config::{Config, Dialect, Pacing, Strategy};
 pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};

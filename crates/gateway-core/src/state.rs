@@ -6,6 +6,9 @@ pub mod acks;
 pub mod incoming;
 pub mod link;
 pub mod message_status;
+pub mod pacing;
+pub mod parking;
+pub mod queued_sends;
 pub mod registry;
 pub mod requests;
 
@@ -43,6 +46,8 @@ impl Shared {
         let media = MediaLoader::new(config.media.clone())?;
         let mut registry = Registry::default();
         registry.statuses.set_ttl(config.idempotency_ttl);
+        registry.pacing = config.pacing;
+        registry.max_queued = config.max_queued_sends;
         Ok(Self {
             config,
             registry: Mutex::new(registry),

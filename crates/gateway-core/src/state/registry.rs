@@ -9,15 +9,18 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{CloseRequest, SessionLink};
 use super::message_status::{MessageStatus, MessageStatuses, State};
+use super::pacing::DeviceQueue;
+use super::parking::{Parked, Parking};
 use crate::clock::now_ms;
-use crate::config::Strategy;
+use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
 use crate::protocol::delivery::Ack;
-use crate::protocol::StatusFrame;
+use crate::protocol::{Frame, StatusFrame};
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
 pub type SessionKey = u64;
@@ -46,6 +49,8 @@ pub struct Session {
     status: Option<StatusFrame>,
     last_status_update: Option<u64>,
     pending: HashMap<u128, Pending>,
+    /// Commands waiting for their turn under 5.2 pacing.
+    queue: DeviceQueue,
 }
 
 impl Session {
@@ -92,6 +97,10 @@ pub struct Pending {
     pub deadline: Instant,
     /// The ack the caller waits for (5.2 `waitFor`).
     pub wait_for: Ack,
+    /// Its command waits in the device's pacing queue: not written yet.
+    pub queued: bool,
+    /// Until when it may wait for a device if its own leaves before it is written.
+    pub park_until: Option<Instant>,
 }
 
 impl Pending {
@@ -102,6 +111,8 @@ impl Pending {
             timeout_ms: timeout.as_millis() as u64,
             deadline: Instant::now() + timeout,
             wait_for: Ack::Sent,
+            queued: false,
+            park_until: None,
         }
     }
 }
@@ -138,6 +149,32 @@ pub struct Registry {
     next_key: SessionKey,
     /// Settled sends and the callers waiting for their acks (5.2).
     pub statuses: MessageStatuses,
+    /// 5.2 delivery: `None` lets commands leave at once.
+    pub pacing: Option<Pacing>,
+    /// `maxQueuedSends`.
+    pub max_queued: usize,
+    /// Sends waiting for a device (`waitForDevice`).
+    pub parking: Parking<Pending>,
+    /// Whether sends may wait for a device: only while the gateway runs.
+    parking_open: bool,
+    /// Wakes the delivery timer: a paced command was queued, or a send parked, or a
+    /// key with parked sends got an active device.
+    pub wake_delivery: Arc<Notify>,
+}
+
+/// Why `place` could not record a request; the request and command come back.
+pub enum NotPlaced {
+    Gone(Pending, Frame),
+    QueueFull(Pending, Frame, usize),
+}
+
+/// What the delivery timer found to do besides letting commands leave.
+#[derive(Default)]
+pub struct Unparked {
+    /// Sends that found a device whose queue was full: (device, request id, request, queued).
+    pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Whether a placed request now has the earliest deadline.
+    pub earliest: bool,
 }
 
 impl Registry {
@@ -169,6 +206,7 @@ impl Registry {
             status: None,
             last_status_update: None,
             pending: HashMap::new(),
+            queue: DeviceQueue::default(),
         };
         self.sessions.insert(key, session);
         Ok((key, identity))
@@ -176,7 +214,7 @@ impl Registry {
 
     /// Removes a session and hands back the requests it still owed.
     pub fn remove(&mut self, key: SessionKey) -> Option<(Arc<Identity>, Vec<Settled>)> {
-        let session = self.sessions.remove(&key)?;
+        let mut session = self.sessions.remove(&key)?;
         let api_key = &session.identity.api_key;
         if let Some(group) = self.by_api_key.get_mut(api_key) {
             group.members.retain(|k| *k != key);
@@ -184,7 +222,23 @@ impl Registry {
                 self.by_api_key.remove(api_key);
             }
         }
-        let owed = session
+        // 5.2: commands never written go back to selection, in their order.
+        let mut unplaced = Vec::new();
+        let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+        for (request_id, frame) in unwritten {
+            let Some(pending) = session.pending.remove(&request_id) else {
+                continue;
+            };
+            self.deadlines.remove(&(pending.deadline, request_id));
+            if let Some(pending) = self.reselect(&session.identity, request_id, pending, frame) {
+                unplaced.push(Settled {
+                    identity: session.identity.clone(),
+                    request_id,
+                    pending,
+                });
+            }
+        }
+        let mut owed: Vec<Settled> = session
             .pending
             .into_iter()
             .map(|(request_id, pending)| {
@@ -196,6 +250,7 @@ impl Registry {
                 }
             })
             .collect();
+        owed.extend(unplaced);
         Some((session.identity, owed))
     }
 
@@ -203,6 +258,9 @@ impl Registry {
         let session = self.sessions.get_mut(&key)?;
         session.status = Some(status);
         session.last_status_update = Some(now_ms());
+        if session.device_active() && self.parking.has(&session.identity.api_key) {
+            self.wake_delivery.notify_one();
+        }
         Some(session.identity.clone())
     }
 
@@ -262,6 +320,9 @@ impl Registry {
     pub fn settle(&mut self, key: SessionKey, request_id: u128) -> Option<Settled> {
         let session = self.sessions.get_mut(&key)?;
         let pending = session.pending.remove(&request_id)?;
+        if pending.queued {
+            session.queue.remove(request_id);
+        }
         self.deadlines.remove(&(pending.deadline, request_id));
         Some(Settled {
             identity: session.identity.clone(),
@@ -297,10 +358,23 @@ impl Registry {
         if let Some(status) = self.statuses.get(request_id) {
             return Some(status);
         }
-        self.sessions.values().find_map(|s| {
-            s.pending.get(&request_id).map(|_| MessageStatus {
+        if self.parking.contains(request_id) {
+            return Some(MessageStatus {
                 request_id,
-                state: State::InFlight,
+                state: State::Queued,
+                ack: None,
+                session_id: "".into(),
+                updated_at: now_ms(),
+            });
+        }
+        self.sessions.values().find_map(|s| {
+            s.pending.get(&request_id).map(|p| MessageStatus {
+                request_id,
+                state: if p.queued {
+                    State::Queued
+                } else {
+                    State::InFlight
+                },
                 ack: None,
                 session_id: s.identity.session_id.clone(),
                 updated_at: now_ms(),
@@ -317,16 +391,194 @@ impl Registry {
         self.sessions.get(&key).map(|s| s.identity.clone())
     }
 
+    pub fn parking_open(&self) -> bool {
+        self.parking_open
+    }
+
+    /// Why no device of `api_key` can take a send: `'no-sessions'` or `'none-ready'`.
+    pub fn why_no_device(&self, api_key: &str) -> &'static str {
+        if self.by_api_key.contains_key(api_key) {
+            "none-ready"
+        } else {
+            "no-sessions"
+        }
+    }
+
+    /// Records a request sent to `key` (paced, or sent where it waited for a device)
+    /// and lets its command leave now, or queues it behind the device's pacing.
+    /// `Ok` says whether its deadline is now the earliest.
+    pub fn place(
+        &mut self,
+        key: SessionKey,
+        request_id: u128,
+        mut pending: Pending,
+        frame: Frame,
+    ) -> Result<bool, NotPlaced> {
+        let pacing = self.pacing;
+        let max_queued = self.max_queued;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            pending.queued = true;
+            return Err(NotPlaced::Gone(pending, frame));
+        };
+        let now = Instant::now();
+        let leave_now = match &pacing {
+            None => true,
+            Some(p) => session.queue.is_empty() && session.queue.may_leave(now, p),
+        };
+        if !leave_now && session.queue.len() >= max_queued {
+            let queued = session.queue.len();
+            pending.queued = true;
+            return Err(NotPlaced::QueueFull(pending, frame, queued));
+        }
+        pending.queued = !leave_now;
+        let deadline = pending.deadline;
+        session.pending.insert(request_id, pending);
+        if leave_now {
+            if let Some(p) = &pacing {
+                session.queue.departed(now, p);
+            }
+            session.link.push(frame);
+        } else {
+            session.queue.push(request_id, frame);
+            self.wake_delivery.notify_one();
+        }
+        let earliest = self
+            .deadlines
+            .first_key_value()
+            .is_none_or(|((d, _), _)| deadline < *d);
+        self.deadlines.insert((deadline, request_id), key);
+        Ok(earliest)
+    }
+
+    /// Lets every paced command that is due leave; returns when the next one is due.
+    pub fn release_due(&mut self, now: Instant) -> Option<Instant> {
+        let pacing = self.pacing?;
+        let mut next: Option<Instant> = None;
+        for session in self.sessions.values_mut() {
+            while let Some(request_id) = session.queue.front_id() {
+                let live = session.pending.get(&request_id).is_some_and(|p| p.queued);
+                if !live {
+                    session.queue.pop();
+                    continue;
+                }
+                if !session.queue.may_leave(now, &pacing) {
+                    let at = session.queue.ready_at(&pacing);
+                    next = next.into_iter().chain(at).min();
+                    break;
+                }
+                let Some((_, frame)) = session.queue.pop() else {
+                    break;
+                };
+                if let Some(pending) = session.pending.get_mut(&request_id) {
+                    pending.queued = false;
+                }
+                session.queue.departed(now, &pacing);
+                session.link.push(frame);
+            }
+        }
+        next
+    }
+
+    /// An unwritten command whose device left: to another active device of the key,
+    /// else to wait for one while its `waitForDevice` lasts. Returns the request if
+    /// neither is possible.
+    fn reselect(
+        &mut self,
+        origin: &Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        frame: Frame,
+    ) -> Option<Pending> {
+        let (mut pending, frame) = match self.select(&origin.api_key, Strategy::LeastBusy) {
+            Some((key, _, _)) => match self.place(key, request_id, pending, frame) {
+                Ok(_) => return None,
+                Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
+            },
+            None => (pending, frame),
+        };
+        pending.queued = true;
+        let until = match pending.park_until {
+            Some(until) if self.parking_open && until > Instant::now() => until,
+            _ => return Some(pending),
+        };
+        let parked = Parked {
+            request_id,
+            frame,
+            pending,
+            strategy: Strategy::LeastBusy,
+            until,
+            origin: Some(origin.clone()),
+        };
+        self.parking.park(origin.api_key.clone(), parked);
+        self.wake_delivery.notify_one();
+        None
+    }
+
+    /// Sends waiting for a device go to the keys' active devices, in order.
+    pub fn unpark(&mut self) -> Unparked {
+        let mut out = Unparked::default();
+        let sessions = &self.sessions;
+        let ready: Vec<Arc<str>> = self
+            .parking
+            .keys()
+            .filter(|k| {
+                self.by_api_key.get(&***k).is_some_and(|g| {
+                    g.members
+                        .iter()
+                        .any(|m| sessions.get(m).is_some_and(Session::device_active))
+                })
+            })
+            .cloned()
+            .collect();
+        for api_key in ready {
+            let mut parked = self.parking.take(&api_key);
+            let mut stuck = std::collections::VecDeque::new();
+            while let Some(p) = parked.pop_front() {
+                let Some((key, identity, _)) = self.select(&api_key, p.strategy) else {
+                    stuck.push_back(p);
+                    break;
+                };
+                let Parked {
+                    request_id,
+                    frame,
+                    pending,
+                    strategy,
+                    until,
+                    origin,
+                } = p;
+                match self.place(key, request_id, pending, frame) {
+                    Ok(earliest) => out.earliest |= earliest,
+                    Err(NotPlaced::QueueFull(pending, _, queued)) => {
+                        out.queue_full.push((identity, request_id, pending, queued));
+                    }
+                    Err(NotPlaced::Gone(pending, frame)) => stuck.push_back(Parked {
+                        request_id,
+                        frame,
+                        pending,
+                        strategy,
+                        until,
+                        origin,
+                    }),
+                }
+            }
+            stuck.extend(parked);
+            self.parking.restore(api_key, stuck);
+        }
+        out
+    }
+
     /// Stops admitting sessions, asks every session to close, and takes every request
     /// in flight.
     pub fn shut_down(&mut self) -> Vec<Settled> {
         self.closing = true;
+        self.parking_open = false;
         self.close_all(CloseRequest::Shutdown);
         self.take_all_pending()
     }
 
     pub fn reopen(&mut self) {
         self.closing = false;
+        self.parking_open = true;
     }
 
     /// Takes every request in flight.

@@ -11,14 +11,14 @@ use super::link::{lock, Enqueued};
 use super::message_status::Record;
 use super::registry::{Pending, Settled};
 use super::Shared;
-use crate::config::Strategy;
+use crate::config::{Dialect, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
 use crate::identity::CallId;
 use crate::media::{default_document_name, Media};
 use crate::protocol::delivery::Ack;
-use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
+use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
 
 /// One send call, validated by the JavaScript side.
 #[derive(Debug)]
@@ -34,6 +34,43 @@ pub struct SendRequest {
     pub timeout: Option<Duration>,
     /// 5.2 `waitFor`; `None` is `'sent'`.
     pub wait_for: Option<Ack>,
+    /// 5.2 `waitForDevice`; `None` is the config's.
+    pub wait_for_device: Option<Duration>,
+    /// When the call was made, for sends dispatched later (media): timeouts count
+    /// from it. `Gateway::send` sets it.
+    pub called_at: Option<std::time::Instant>,
+}
+
+/// The command for a request, in the gateway's dialect.
+pub(super) fn command_frame(
+    request: &SendRequest,
+    media: Option<Media>,
+    request_id_text: &str,
+    dialect: Dialect,
+) -> Frame {
+    match media {
+        None => message_frame(request_id_text, &request.phone_number, &request.text),
+        Some(media) => {
+            let document_name = match request.kind {
+                SendKind::Document => Some(
+                    request
+                        .document_name
+                        .clone()
+                        .unwrap_or_else(|| default_document_name(&media)),
+                ),
+                _ => None,
+            };
+            let command = MediaCommand {
+                kind: request.kind,
+                request_id: request_id_text,
+                phone_number: &request.phone_number,
+                caption: &request.text,
+                mime_type: &media.mime_type,
+                document_name: document_name.as_deref(),
+            };
+            media_frame(&command, media.data_url, dialect)
+        }
+    }
 }
 
 /// When the session that gets a command is woken to write it.
@@ -50,6 +87,12 @@ impl Shared {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
         let selected = lock(&self.registry).select(&request.api_key, strategy);
         let Some((key, identity, link)) = selected else {
+            let wait = request
+                .wait_for_device
+                .unwrap_or(self.config.wait_for_device);
+            if !wait.is_zero() {
+                return self.park(call, request, media, strategy);
+            }
             let error = GatewayError::new(
                 ErrorCode::NoActiveDevice,
                 "No active WhatsApp device connected for this API key",
@@ -60,33 +103,10 @@ impl Shared {
         let request_id = Uuid::new_v4();
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-        let frame = match media {
-            None => message_frame(request_id_text, &request.phone_number, &request.text),
-            Some(media) => {
-                let document_name = match request.kind {
-                    SendKind::Document => Some(
-                        request
-                            .document_name
-                            .clone()
-                            .unwrap_or_else(|| default_document_name(&media)),
-                    ),
-                    _ => None,
-                };
-                let command = MediaCommand {
-                    kind: request.kind,
-                    request_id: request_id_text,
-                    phone_number: &request.phone_number,
-                    caption: &request.text,
-                    mime_type: &media.mime_type,
-                    document_name: document_name.as_deref(),
-                };
-                media_frame(&command, media.data_url, identity.dialect)
-            }
-        };
-        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
-        let mut pending = Pending::new(call, request.phone_number, timeout);
-        if let Some(wait_for) = request.wait_for {
-            pending.wait_for = wait_for;
+        let frame = command_frame(&request, media, request_id_text, identity.dialect);
+        let pending = self.pending_for(call, request);
+        if self.config.pacing.is_some() {
+            return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
         match inserted {
@@ -113,6 +133,27 @@ impl Shared {
         }
     }
 
+    /// The record of a request in flight; its timeout counts from the call.
+    pub(super) fn pending_for(&self, call: CallId, request: SendRequest) -> Pending {
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let mut pending = Pending::new(call, request.phone_number, timeout);
+        if let Some(wait_for) = request.wait_for {
+            pending.wait_for = wait_for;
+        }
+        // Media sends are dispatched once their media is loaded; text sends at once.
+        if let Some(called_at) = request.called_at {
+            pending.deadline = tokio::time::Instant::from_std(called_at) + timeout;
+        }
+        let wait = request
+            .wait_for_device
+            .unwrap_or(self.config.wait_for_device);
+        if !wait.is_zero() {
+            let called_at = pending.deadline - timeout;
+            pending.park_until = Some((called_at + wait).min(pending.deadline));
+        }
+        pending
+    }
+
     /// Settles a request with the extension's answer.
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
         if !result.success {
@@ -131,11 +172,14 @@ impl Shared {
     /// session ids.
     pub fn fail(&self, settled: Settled, error: impl FnOnce(&str, &str) -> GatewayError) {
         let request_id = Uuid::from_u128(settled.request_id).to_string();
-        let error = error(&request_id, &settled.identity.session_id);
+        let mut error = error(&request_id, &settled.identity.session_id);
+        if settled.pending.queued && error.details.is_object() {
+            error.details["sent"] = false.into();
+        }
         self.fail_with(settled, request_id, error);
     }
 
-    fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+    pub(super) fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
         let record = Record::failed(
             settled.identity.clone(),
             settled.pending.phone_number.clone(),
