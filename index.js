@@ -19,7 +19,7 @@ function loadNative() {
   } catch (error) {
     throw new Error(
       `whatsapp-ws-extension-gateway: the native addon is missing or broken (${error.message}). ` +
-        'Build it with `npm run build` (needs a Rust toolchain).',
+        'Reinstall it with `npm rebuild whatsapp-ws-extension-gateway` (in a clone of the repository: `npm run build`).',
     );
   }
 }
