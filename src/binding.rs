@@ -319,6 +319,18 @@ impl NativeGateway {
         serde_json::to_string(&self.core.sessions(&api_key)).unwrap_or_else(|_| "[]".into())
     }
 
+    /// `getAllSessions` as JSON text: `[[apiKey, session], ...]`.
+    #[napi]
+    pub fn all_sessions(&self) -> String {
+        serde_json::to_string(&self.core.all_sessions()).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// What only the core counts, for `metrics()`, as JSON text (see `metrics::Snapshot`).
+    #[napi]
+    pub fn core_metrics(&self) -> String {
+        serde_json::to_string(&crate::metrics::snapshot()).unwrap_or_else(|_| "{}".into())
+    }
+
     /// `getHealth` as JSON text.
     #[napi]
     pub fn health(&self) -> String {

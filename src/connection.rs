@@ -21,8 +21,8 @@ use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::gateway::Shared;
 use crate::handshake::{self, Socket, Upgrade};
-use crate::host::AuthAnswer;
 use crate::link::{lock, SessionLink};
+use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::registry::{Identity, Refusal, SessionKey};
 use crate::session;
@@ -58,7 +58,10 @@ pub async fn serve(
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
-            outcome.unwrap_or_else(|_| Err(Refused::close(1008, "Authentication timeout")))
+            outcome.unwrap_or_else(|_| {
+                metrics::auth_failed(AuthFailure::AuthTimeout);
+                Err(Refused::close(1008, "Authentication timeout"))
+            })
         }
     };
     match outcome {
@@ -78,6 +81,9 @@ pub struct Admitted {
     pub link: Arc<SessionLink>,
     pub identity: Arc<Identity>,
 }
+
+/// What the extension is told when `validateApiKey` throws, rejects, or does not answer.
+const VALIDATOR_FAILED: &str = "Authentication is unavailable (the server's key check failed); try again later";
 
 struct Refused {
     close: Option<(u16, &'static str)>,
@@ -123,15 +129,29 @@ async fn admit(ws: &mut Socket, shared: &Shared, auth: AuthFrame, ip: String, de
             shared.config.auth_timeout.as_millis()
         )),
     };
-    let answer = answer.unwrap_or_else(|problem| {
-        shared.report(GatewayError::new(
-            ErrorCode::CallbackError,
-            format!("validateApiKey failed: {problem}"),
-            json!({ "callback": "validateApiKey", "error": problem }),
-        ));
-        AuthAnswer { valid: false, reason: Some("API key validation failed".into()), ..AuthAnswer::default() }
-    });
+    let answer = match answer {
+        Ok(answer) => answer,
+        // The key may well be valid: tell the extension to try again later rather
+        // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
+        Err(problem) => {
+            metrics::auth_failed(AuthFailure::ValidatorError);
+            let message = VALIDATOR_FAILED;
+            let _ = ws.send(Message::text(protocol::error_frame("AUTHENTICATION_FAILED", message))).await;
+            shared.report(GatewayError::new(
+                ErrorCode::CallbackError,
+                format!("validateApiKey failed: {problem}"),
+                json!({ "callback": "validateApiKey", "error": problem }),
+            ));
+            shared.report(GatewayError::new(
+                ErrorCode::AuthenticationFailed,
+                message,
+                json!({ "apiKey": mask_api_key(&auth.api_key), "reason": "validator_error", "ip": ip }),
+            ));
+            return Err(Refused::close(1008, "Authentication unavailable"));
+        }
+    };
     if !answer.valid {
+        metrics::auth_failed(AuthFailure::InvalidKey);
         let message = match &answer.reason {
             Some(reason) => format!("Invalid API key: {reason}"),
             None => "Invalid API key".to_string(),
@@ -162,6 +182,7 @@ async fn admit(ws: &mut Socket, shared: &Shared, auth: AuthFrame, ip: String, de
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => {
+            metrics::auth_failed(AuthFailure::MaxSessions);
             let message = format!("Maximum {limit} sessions allowed per API key");
             let _ = ws.send(Message::text(protocol::error_frame("MAX_SESSIONS_EXCEEDED", &message))).await;
             shared.report(GatewayError::new(

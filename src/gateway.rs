@@ -247,6 +247,10 @@ impl Gateway {
         lock(&self.shared.registry).sessions_of(api_key)
     }
 
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        lock(&self.shared.registry).all_sessions()
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.shared.run);
         let registry = lock(&self.shared.registry);

@@ -15,6 +15,7 @@ pub mod host;
 pub mod link;
 pub mod listener;
 pub mod media;
+pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod session;

@@ -95,7 +95,12 @@ impl MediaLoader {
             invalid_url(kind, source, format!("Media source is neither a data: URL nor a valid URL ({e})"))
         })?;
         match url.scheme() {
-            "http" | "https" => fetch::load(&self.client, &self.policy, kind, &url, source).await,
+            "http" | "https" => {
+                let started = std::time::Instant::now();
+                let fetched = fetch::load(&self.client, &self.policy, kind, &url, source).await;
+                crate::metrics::media_fetched(started.elapsed());
+                fetched
+            }
             "file" => file::load(&self.policy, kind, &url, source).await,
             other => Err(invalid_url(
                 kind,

@@ -161,14 +161,17 @@ pub async fn write_frames(ws: &mut Socket, frames: VecDeque<Frame>) -> Result<()
             Frame::Parts(parts) => {
                 push_text_frame_header(&mut gathered, parts.iter().map(Bytes::len).sum());
                 socket.write_all(&gathered).await?;
+                crate::metrics::bytes_written(gathered.len());
                 gathered.clear();
                 for part in &parts {
                     socket.write_all(part).await?;
+                    crate::metrics::bytes_written(part.len());
                 }
             }
         }
     }
     socket.write_all(&gathered).await?;
+    crate::metrics::bytes_written(gathered.len());
     Ok(socket.flush().await?)
 }
 
