@@ -34,7 +34,7 @@ export interface ApiKeyValidation {
 }
 
 export interface GatewayConfig {
-  /** Port of the standalone server (default 3000; 0 picks a free port). Ignored with `server`. */
+  /** Port of the standalone server (default 3000; '0' picks a free port, while 0, NaN and '' mean 3000 as in v1). Ignored with `server`. */
   port?: number | string;
   /** Address to bind (default: every interface). */
   host?: string;

@@ -118,7 +118,7 @@ class WhatsAppGateway extends EventEmitter {
         this.#native.start();
       }
     } catch (error) {
-      throw new GatewayError(error.code ?? 'SERVER_ERROR', `Cannot start the gateway: ${error.message}`, {
+      throw new GatewayError(error.code ?? 'SERVER_ERROR', this.#startFailure(error), {
         port: this.#server ? undefined : this.#port,
       });
     }
@@ -126,6 +126,21 @@ class WhatsAppGateway extends EventEmitter {
     this.#updateHold();
     if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
     else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
+  }
+
+  /** Why start() failed, naming the port and the fix where there is one. */
+  #startFailure(error) {
+    const where = `port ${this.#port}`;
+    switch (error.code) {
+      case 'EADDRINUSE':
+        return `Cannot start the gateway: ${where} is already in use (EADDRINUSE); stop whatever listens there or pass another 'port'`;
+      case 'EACCES':
+        return `Cannot start the gateway: no permission to listen on ${where} (EACCES); ports below 1024 need privileges, pick a higher 'port'`;
+      case 'EADDRNOTAVAIL':
+        return `Cannot start the gateway on ${where}: the 'host' address is not on this machine (EADDRNOTAVAIL)`;
+      default:
+        return `Cannot start the gateway: ${error.message}`;
+    }
   }
 
   stop() {

@@ -23,7 +23,7 @@ function newExtension(t, url, options) {
 /** A gateway on loopback with no callbacks but the validator. */
 async function bareGateway(t, extra = {}) {
   const gateway = new WhatsAppGateway({
-    port: 0,
+    port: '0',
     host: '127.0.0.1',
     validateApiKey: (apiKey) => ({ valid: [GOOD_KEY, OTHER_KEY].includes(apiKey), userId: 'u-1' }),
     ...extra,
@@ -339,7 +339,7 @@ const SCRIPT_PRELUDE = `
 test('NODE_DEBUG=wa-gateway logs connections, auth results, closes and errors with masked keys', async () => {
   const script = `${SCRIPT_PRELUDE}
     (async () => {
-      const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1',
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1',
         validateApiKey: (k) => k === KEY ? { valid: true } : { valid: false, reason: 'revoked' } });
       await gateway.start();
       const url = 'ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws';
@@ -390,7 +390,7 @@ test('an unknown option is a process warning once per name, naming a close known
 test('without onError a failing validator is a process warning, at most once a minute per code; with a gateway-error listener none', async () => {
   const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
     (async () => {
-      const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', authTimeout: 200,
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', authTimeout: 200,
         validateApiKey: (k) => { if (k === KEY) throw new Error('db down'); return new Promise(() => {}); } });
       await gateway.start();
       const url = 'ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws';
@@ -401,7 +401,7 @@ test('without onError a failing validator is a process warning, at most once a m
       const unhandled = warnings.length;
       await gateway.stop();
 
-      const listened = new WhatsAppGateway({ port: 0, host: '127.0.0.1',
+      const listened = new WhatsAppGateway({ port: '0', host: '127.0.0.1',
         validateApiKey: () => { throw new Error('db down again'); } });
       const seen = [];
       listened.on('gateway-error', (e) => seen.push(e.code));

@@ -83,7 +83,7 @@ test('the tarball installs without Rust into a fresh app and sends', { timeout: 
     const { WhatsAppGateway, ERROR_CODES } = require('whatsapp-ws-extension-gateway');
     const WebSocket = require(${JSON.stringify(wsPath)});
     (async () => {
-      const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
       await gateway.start();
       const ws = new WebSocket('ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws');
       ws.on('message', (raw) => {
