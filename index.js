@@ -13,7 +13,7 @@ const {
 const { attach } = require('./lib/attach');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
-const { debug, debugEvent, debugError } = require('./lib/debug');
+const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
 
@@ -98,7 +98,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#path = native.path;
     this.#port = native.port;
     // Listeners may be added at any time, and the debug log wants session events too.
-    const settings = { ...native, logEvents: true };
+    const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
       this.#onBatch(batch),
     );
@@ -306,6 +306,9 @@ class WhatsAppGateway extends EventEmitter {
         break;
       case 'error':
         this.#reportError(fromNative(item.e));
+        break;
+      case 'debug':
+        debug('%s', item.line);
         break;
       case 'stopped':
         debug('stopped');

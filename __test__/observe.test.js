@@ -286,6 +286,27 @@ test('metrics() is Prometheus text 0.0.4 that a parser reads, with the SPEC 5.4 
   assert.ok(ready.sessionId);
 });
 
+test('auth failures are counted by reason: origin, auth_timeout, max_sessions', async (t) => {
+  const origin = 'chrome-extension://allowed';
+  const { gateway, url } = await bareGateway(t, { allowedOrigins: [origin], authTimeout: 300, maxSessionsPerKey: 1 });
+  const count = (reason) =>
+    Number(sample(parsePrometheus(gateway.metrics()), 'wa_gateway_auth_failures_total', { reason }).value);
+  const before = Object.fromEntries(['origin', 'auth_timeout', 'max_sessions'].map((r) => [r, count(r)]));
+
+  await assert.rejects(newExtension(t, url, { origin: 'https://evil.example' }).open(), /403/);
+  const silent = newExtension(t, url, { origin });
+  await silent.open();
+  assert.equal((await silent.whenClosed).code, 1008);
+  await newExtension(t, url, { origin }).connectReady(gateway);
+  const second = newExtension(t, url, { origin });
+  await second.open();
+  await assert.rejects(second.authenticate(), (e) => e.frame?.code === 'MAX_SESSIONS_EXCEEDED');
+
+  assert.equal(count('origin') - before.origin, 1);
+  assert.equal(count('auth_timeout') - before.auth_timeout, 1);
+  assert.equal(count('max_sessions') - before.max_sessions, 1);
+});
+
 test('metrics() can be served after another exposition (prom-client style) and still parses', async (t) => {
   const { gateway } = await bareGateway(t);
   const other = '# HELP process_cpu_seconds_total CPU time.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 1.5\n';
@@ -339,11 +360,13 @@ const SCRIPT_PRELUDE = `
 test('NODE_DEBUG=wa-gateway logs connections, auth results, closes and errors with masked keys', async () => {
   const script = `${SCRIPT_PRELUDE}
     (async () => {
-      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1',
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', authTimeout: 300,
         validateApiKey: (k) => k === KEY ? { valid: true } : { valid: false, reason: 'revoked' } });
       await gateway.start();
       const url = 'ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws';
       await connect(url, 'wrong-key-0123456789', () => {});
+      const silent = new WebSocket(url);
+      await new Promise((resolve) => silent.on('close', resolve));
       await connect(url, KEY, (ws, f) => { if (f.type === 'auth-success') ws.close(4000, 'bye'); });
       await gateway.stop();
     })();`;
@@ -352,6 +375,9 @@ test('NODE_DEBUG=wa-gateway logs connections, auth results, closes and errors wi
   const lines = stderr.trim().split('\n');
   assert.ok(lines.every((l) => /^WA-GATEWAY \d+: /.test(l)), stderr);
   assert.match(stderr, /listening on port \d+/);
+  assert.match(stderr, /connection from 127\.0\.0\.1\n/);
+  assert.match(stderr, /connection from 127\.0\.0\.1 closed before a session: code 1008, Authentication failed/);
+  assert.match(stderr, /connection from 127\.0\.0\.1 closed before a session: code 1008, Authentication timeout/);
   assert.match(stderr, /auth refused from 127\.0\.0\.1 \(key wrong-ke\*\*\*\): .*revoked/);
   assert.match(stderr, /session [0-9a-f-]{36} \(key secret-k\*\*\*\) authenticated from 127\.0\.0\.1/);
   assert.match(stderr, /closed: code 4000, bye/);

@@ -45,6 +45,7 @@ pub struct NativeConfig {
     pub dialect: String,
     pub log_events: bool,
     pub trust_proxy: bool,
+    pub debug_log: Option<bool>,
 }
 
 /// An upgrade request as Node's `http.Server` parsed it.
@@ -197,6 +198,7 @@ fn core_config(c: NativeConfig) -> napi::Result<Config> {
         dialect: Dialect::parse(&c.dialect).ok_or_else(|| invalid("dialect"))?,
         log_events: c.log_events,
         trust_proxy: c.trust_proxy,
+        debug_log: c.debug_log.unwrap_or(false),
     })
 }
 

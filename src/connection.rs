@@ -55,6 +55,8 @@ pub async fn serve(
             _ => return,
         },
     };
+    shared.debug(|| format!("connection from {ip}"));
+    let debug_ip = shared.config.debug_log.then(|| ip.clone());
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
@@ -70,8 +72,13 @@ pub async fn serve(
             std::mem::forget(open);
             tasks.spawn(session::run(ws, admitted, shared.clone()));
         }
-        Err(Refused { close: Some((code, reason)) }) => close(&mut ws, code, reason).await,
-        Err(Refused { close: None }) => {}
+        Err(Refused { close: Some((code, reason)) }) => {
+            shared.debug(|| format!("connection from {} closed before a session: code {code}, {reason}", debug_ip.unwrap_or_default()));
+            close(&mut ws, code, reason).await
+        }
+        Err(Refused { close: None }) => {
+            shared.debug(|| format!("connection from {} ended by the client before a session", debug_ip.unwrap_or_default()));
+        }
     }
 }
 

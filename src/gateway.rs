@@ -406,6 +406,12 @@ impl Shared {
     pub fn report(&self, error: GatewayError) {
         self.host.deliver(Delivery::Error { e: error });
     }
+
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.config.debug_log {
+            self.host.deliver(Delivery::Debug { line: line() });
+        }
+    }
 }
 
 fn describe(error: &Value) -> String {

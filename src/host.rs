@@ -44,6 +44,9 @@ pub enum Delivery {
     Log { e: LogEvent },
     #[serde(rename = "error")]
     Error { e: GatewayError },
+    /// A line for the debug log; only with `Config::debug_log`.
+    #[serde(rename = "debug")]
+    Debug { line: String },
     /// `stop()` has finished: sessions closed, port free.
     #[serde(rename = "stopped")]
     Stopped,
