@@ -38,7 +38,7 @@ export interface ApiKeyValidation {
 }
 
 export interface GatewayConfig {
-  /** Port of the standalone server (default 3000; 0 picks a free port). Ignored with `server`. */
+  /** Port of the standalone server (default 3000; '0' picks a free port, while 0, NaN and '' mean 3000 as in v1). Ignored with `server`. */
   port?: number | string;
   /** Address to bind (default: every interface). */
   host?: string;
@@ -203,8 +203,48 @@ export declare class GatewayError extends Error {
   details: any;
 }
 
+/** Names the gateway emits (SPEC 5.4); never 'error'. */
+export type GatewayEventName =
+  | 'event'
+  | 'session-connected'
+  | 'session-status'
+  | 'session-disconnected'
+  | 'heartbeat-timeout'
+  | 'message-sent'
+  | 'image-sent'
+  | 'video-sent'
+  | 'document-sent'
+  | 'send-failed'
+  | 'message-ack'
+  | 'message-received';
+
+/** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
+export interface SessionWithKey extends SessionInfo {
+  apiKey: string;
+}
+
+/**
+ * Also an EventEmitter: every onMessageLog event under its `type` and under 'event',
+ * every error under 'gateway-error'. A listener that throws is reported as
+ * CALLBACK_ERROR; a throw in a 'gateway-error' listener is swallowed.
+ */
+// The EventEmitter methods are declared here rather than inherited from
+// 'node:events' so that the types need no @types/node.
 export declare class WhatsAppGateway {
   constructor(config: GatewayConfig);
+  on(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  on(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  once(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  once(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  addListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  off(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
+  listenerCount(event: GatewayEventName | 'gateway-error'): number;
+  /** Every session of every key, with its full apiKey. */
+  getAllSessions(): SessionWithKey[];
+  /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
+  metrics(): string;
   readonly isRunning: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;

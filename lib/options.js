@@ -6,9 +6,17 @@ const path = require('node:path');
 const STRATEGIES = ['round-robin', 'random'];
 const DIALECTS = ['compat', 'v1', 'doc'];
 
-function fail(option, expected, value) {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
-  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
+function fail(option, expected, value, fix = '') {
+  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${describeValue(value)}${fix}`);
+}
+
+/** A value as an error message shows it: never a function's source, never a whole object. */
+function describeValue(value) {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value);
+  if (typeof value === 'function') return 'a function';
+  if (Array.isArray(value)) return 'an array';
+  if (value !== null && typeof value === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`;
+  return String(value);
 }
 
 function optionalFunction(config, name) {
@@ -53,17 +61,47 @@ function stringList(config, name) {
 
 function server(value) {
   if (value == null) return undefined;
+  if (typeof value === 'function' && typeof value.listen === 'function') {
+    // An Express, Koa or Connect app is a request handler, not a server.
+    throw fail(
+      'server',
+      'an http.Server or https.Server',
+      value,
+      ' (an Express-style app?): pass `http.createServer(app)`, or the server that `app.listen()` returns',
+    );
+  }
   if (typeof value !== 'object' || typeof value.on !== 'function') {
     throw fail('server', 'an http.Server or https.Server', value);
   }
   return value;
 }
 
+/** The options v1 read as `config.x || default` (SPEC 2.1). */
+const V1_OR_DEFAULT = ['port', 'path', 'server', 'heartbeatInterval', 'requestTimeout', 'maxSessionsPerKey', 'deviceSelectionStrategy'];
+
+/**
+ * v1 code keeps starting: for the options v1 had, any value v1's `||` skipped (0,
+ * NaN, '', null, undefined, false) means the default, as it did there. So
+ * `requestTimeout: Number(process.env.UNSET)` is 30000, and `port: 0` is 3000 (a
+ * free port is `port: '0'`, as in v1).
+ */
+function withV1Defaults(config) {
+  let copy = null;
+  for (const name of V1_OR_DEFAULT) {
+    if (name in config && !config[name]) {
+      copy ??= { ...config };
+      delete copy[name];
+    }
+  }
+  return copy ?? config;
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
-function normalizeConfig(config) {
-  if (config === null || typeof config !== 'object') {
+function normalizeConfig(userConfig) {
+  if (userConfig === null || typeof userConfig !== 'object') {
     throw new TypeError('WhatsAppGateway needs a config object with at least validateApiKey');
   }
+  const config = withV1Defaults(userConfig);
   if (typeof config.validateApiKey !== 'function') {
     throw fail('validateApiKey', 'a function', typeof config.validateApiKey);
   }

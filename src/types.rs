@@ -80,6 +80,8 @@ pub struct NativeConfig {
     pub dialect: Dialect,
     pub log_events: bool,
     pub trust_proxy: bool,
+    /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
+    pub debug_log: Option<bool>,
 }
 
 pub fn ms(value: f64) -> Duration {
@@ -113,6 +115,7 @@ impl TryFrom<NativeConfig> for core::Config {
             dialect: c.dialect.into(),
             log_events: c.log_events,
             trust_proxy: c.trust_proxy,
+            debug_log: c.debug_log.unwrap_or(false),
         })
     }
 }
@@ -229,6 +232,60 @@ impl From<core::SessionInfo> for SessionInfo {
             browser: s.browser,
             ip: s.ip,
             user_id: s.user_id,
+        }
+    }
+}
+
+/// One entry of `getAllSessions()`: a session and its API key.
+#[napi(object)]
+pub struct KeyedSession {
+    pub api_key: String,
+    pub session: SessionInfo,
+}
+
+/// What only the core counts, for `metrics()`.
+#[napi(object)]
+pub struct CoreMetrics {
+    pub auth_failures: Vec<AuthFailureCount>,
+    pub bytes_written: f64,
+    pub media_fetch: FetchHistogram,
+}
+
+#[napi(object)]
+pub struct AuthFailureCount {
+    pub reason: String,
+    pub count: f64,
+}
+
+/// Upper bounds in seconds and the count in each bucket (not cumulative, `+Inf`
+/// excluded), with the total count and sum.
+#[napi(object)]
+pub struct FetchHistogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<f64>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+impl From<core::MetricsSnapshot> for CoreMetrics {
+    fn from(m: core::MetricsSnapshot) -> Self {
+        let h = m.media_fetch;
+        Self {
+            auth_failures: m
+                .auth_failures
+                .into_iter()
+                .map(|(reason, count)| AuthFailureCount {
+                    reason: reason.to_string(),
+                    count: count as f64,
+                })
+                .collect(),
+            bytes_written: m.bytes_written as f64,
+            media_fetch: FetchHistogram {
+                bounds: h.bounds,
+                counts: h.counts.into_iter().map(|c| c as f64).collect(),
+                count: h.count as f64,
+                sum: h.sum,
+            },
         }
     }
 }

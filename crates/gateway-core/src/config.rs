@@ -65,6 +65,8 @@ pub struct Config {
     pub log_events: bool,
     /// Take the client's IP from `X-Forwarded-For` / `X-Real-IP`.
     pub trust_proxy: bool,
+    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
+    pub debug_log: bool,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             dialect: Dialect::Compat,
             log_events: true,
             trust_proxy: false,
+            debug_log: false,
         }
     }
 }

@@ -245,6 +245,11 @@ impl Gateway {
         lock(&self.shared.registry).sessions_of(api_key)
     }
 
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        lock(&self.shared.registry).all_sessions()
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.run);
         let registry = lock(&self.shared.registry);

@@ -56,4 +56,11 @@ impl Shared {
     pub fn report(&self, error: GatewayError) {
         self.host.deliver(Delivery::Error(error));
     }
+
+    /// A line for the host's debug log; built only when the log is on.
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.config.debug_log {
+            self.host.deliver(Delivery::Debug(line()));
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &[
         "clock", "config", "error", "identity", "protocol", "runtime", "media", "events", "host",
+        "metrics",
     ],
     &["state"],
     &["net", "timers"],

@@ -21,8 +21,8 @@ use super::session::{self, Admitted};
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::AuthAnswer;
 use crate::identity::Identity;
+use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
 use crate::state::registry::Refusal;
@@ -55,10 +55,15 @@ pub async fn serve(
             _ => return,
         },
     };
+    shared.debug(|| format!("connection from {ip}"));
+    let debug_ip = shared.config.debug_log.then(|| ip.clone());
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
-            outcome.unwrap_or_else(|_| Err(Refused::close(1008, "Authentication timeout")))
+            outcome.unwrap_or_else(|_| {
+                metrics::auth_failed(AuthFailure::AuthTimeout);
+                Err(Refused::close(1008, "Authentication timeout"))
+            })
         }
     };
     match outcome {
@@ -69,10 +74,29 @@ pub async fn serve(
         }
         Err(Refused {
             close: Some((code, reason)),
-        }) => close(&mut ws, code, reason).await,
-        Err(Refused { close: None }) => {}
+        }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} closed before a session: code {code}, {reason}",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+            close(&mut ws, code, reason).await
+        }
+        Err(Refused { close: None }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} ended by the client before a session",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+        }
     }
 }
+
+/// What the extension is told when `validateApiKey` throws, rejects, or does not answer.
+const VALIDATOR_FAILED: &str =
+    "Authentication is unavailable (the server's key check failed); try again later";
 
 struct Refused {
     close: Option<(u16, &'static str)>,
@@ -137,19 +161,34 @@ async fn admit(
             shared.config.auth_timeout.as_millis()
         )),
     };
-    let answer = answer.unwrap_or_else(|problem| {
-        shared.report(GatewayError::new(
-            ErrorCode::CallbackError,
-            format!("validateApiKey failed: {problem}"),
-            json!({ "callback": "validateApiKey", "error": problem }),
-        ));
-        AuthAnswer {
-            valid: false,
-            reason: Some("API key validation failed".into()),
-            ..AuthAnswer::default()
+    let answer = match answer {
+        Ok(answer) => answer,
+        // The key may well be valid: tell the extension to try again later rather
+        // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
+        Err(problem) => {
+            metrics::auth_failed(AuthFailure::ValidatorError);
+            let message = VALIDATOR_FAILED;
+            let _ = ws
+                .send(Message::text(protocol::error_frame(
+                    "AUTHENTICATION_FAILED",
+                    message,
+                )))
+                .await;
+            shared.report(GatewayError::new(
+                ErrorCode::CallbackError,
+                format!("validateApiKey failed: {problem}"),
+                json!({ "callback": "validateApiKey", "error": problem }),
+            ));
+            shared.report(GatewayError::new(
+                ErrorCode::AuthenticationFailed,
+                message,
+                json!({ "apiKey": mask_api_key(&auth.api_key), "reason": "validator_error", "ip": ip }),
+            ));
+            return Err(Refused::close(1008, "Authentication unavailable"));
         }
-    });
+    };
     if !answer.valid {
+        metrics::auth_failed(AuthFailure::InvalidKey);
         let message = match &answer.reason {
             Some(reason) => format!("Invalid API key: {reason}"),
             None => "Invalid API key".to_string(),
@@ -186,6 +225,7 @@ async fn admit(
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => {
+            metrics::auth_failed(AuthFailure::MaxSessions);
             let message = format!("Maximum {limit} sessions allowed per API key");
             let _ = ws
                 .send(Message::text(protocol::error_frame(

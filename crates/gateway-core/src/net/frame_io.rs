@@ -11,6 +11,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::handshake::Socket;
+use crate::metrics;
 use crate::protocol::{push_text_frame_header, Frame};
 
 /// Writes frames straight to the socket: small ones gathered into one buffer that
@@ -30,14 +31,17 @@ pub async fn write_frames(ws: &mut Socket, frames: VecDeque<Frame>) -> Result<()
             Frame::Parts(parts) => {
                 push_text_frame_header(&mut gathered, parts.iter().map(Bytes::len).sum());
                 socket.write_all(&gathered).await?;
+                metrics::bytes_written(gathered.len());
                 gathered.clear();
                 for part in &parts {
                     socket.write_all(part).await?;
+                    metrics::bytes_written(part.len());
                 }
             }
         }
     }
     socket.write_all(&gathered).await?;
+    metrics::bytes_written(gathered.len());
     Ok(socket.flush().await?)
 }
 

@@ -111,6 +111,7 @@ fn check(config: &Config, request: &Request) -> Result<(), StatusCode> {
             .get("origin")
             .and_then(|o| o.to_str().ok());
         if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::Origin);
             return Err(StatusCode::FORBIDDEN);
         }
     }

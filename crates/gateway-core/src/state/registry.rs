@@ -316,6 +316,14 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        self.sessions
+            .values()
+            .map(|s| (s.identity.api_key.clone(), s.info()))
+            .collect()
+    }
+
     pub fn links(&self) -> impl Iterator<Item = &Arc<SessionLink>> {
         self.sessions.values().map(|s| &s.link)
     }
