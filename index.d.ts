@@ -48,6 +48,8 @@ export interface GatewayConfig {
   server?: unknown;
   /** Take the client IP from X-Forwarded-For / X-Real-IP (default false). */
   trustProxy?: boolean;
+  /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
+  reusePort?: boolean;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
   validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
   /** Every event of the gateway; may be async. */

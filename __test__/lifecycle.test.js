@@ -633,3 +633,39 @@ test('getActiveSessions of a key without sessions, or of a non-string, is []', a
   assert.deepEqual(await gateway.getActiveSessions(OTHER_KEY), []);
   assert.equal((await gateway.getActiveSessions(GOOD_KEY)).length, 1);
 });
+
+test('reusePort: two gateways serve one port, each keeps serving when the other stops; without it the second is EADDRINUSE', async (t) => {
+  const port = await freePort();
+  const make = (reusePort) => new WhatsAppGateway({ port, host: '127.0.0.1', reusePort, validateApiKey });
+  const first = make(true);
+  const second = make(true);
+  t.after(() => Promise.all([first.stop(), second.stop()]));
+  await first.start();
+  await second.start();
+
+  const lone = make(false);
+  t.after(() => lone.stop());
+  assert.equal((await rejection(lone.start())).code, 'EADDRINUSE');
+
+  // The kernel picks a gateway per connection: each extension's sends go through the one that took it.
+  const url = `ws://127.0.0.1:${port}/wa-ext-ws`;
+  const holderOf = async (ext) => {
+    await waitFor(() => [first, second].some((g) => g.getActiveSessions(GOOD_KEY).some((s) => s.deviceActive)));
+    return [first, second].find((g) => g.getActiveSessions(GOOD_KEY).some((s) => s.sessionId === ext.sessionId));
+  };
+  const ext = new FakeExtension(url);
+  await ext.open();
+  await ext.authenticate();
+  ext.sendStatus(true);
+  const holder = await holderOf(ext);
+  assert.ok(holder, 'one of the two gateways holds the session');
+  const other = holder === first ? second : first;
+  await other.stop();
+  const result = await holder.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'one port, two gateways' });
+  assert.equal(result.deviceInfo.sessionId, ext.sessionId);
+  ext.close();
+});
+
+test('reusePort must be a boolean', () => {
+  assert.throws(() => new WhatsAppGateway({ validateApiKey, reusePort: 'yes' }), /reusePort/);
+});

@@ -118,8 +118,11 @@ function normalizeConfig(userConfig) {
   if (maxSessions != null && (!Number.isInteger(maxSessions) || maxSessions < 1)) {
     throw fail('maxSessionsPerKey', 'a positive integer', maxSessions);
   }
-  for (const flag of ['mediaAllowPrivateHosts', 'trustProxy']) {
+  for (const flag of ['mediaAllowPrivateHosts', 'trustProxy', 'reusePort']) {
     if (config[flag] != null && typeof config[flag] !== 'boolean') throw fail(flag, 'a boolean', config[flag]);
+  }
+  if (config.reusePort && process.platform === 'win32') {
+    throw fail('reusePort', 'false on this platform (it has no SO_REUSEPORT)', config.reusePort);
   }
   const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', 30000);
   const native = {
@@ -141,6 +144,7 @@ function normalizeConfig(userConfig) {
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
     logEvents: callbacks.onMessageLog !== undefined,
     trustProxy: config.trustProxy ?? false,
+    reusePort: config.reusePort ?? false,
   };
   return { native, callbacks, server: server(config.server) };
 }

@@ -82,6 +82,7 @@ pub struct NativeConfig {
     pub trust_proxy: bool,
     /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
     pub debug_log: Option<bool>,
+    pub reuse_port: bool,
 }
 
 pub fn ms(value: f64) -> Duration {
@@ -116,6 +117,7 @@ impl TryFrom<NativeConfig> for core::Config {
             log_events: c.log_events,
             trust_proxy: c.trust_proxy,
             debug_log: c.debug_log.unwrap_or(false),
+            reuse_port: c.reuse_port,
         })
     }
 }

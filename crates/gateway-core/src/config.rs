@@ -67,6 +67,8 @@ pub struct Config {
     pub trust_proxy: bool,
     /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
     pub debug_log: bool,
+    /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -93,6 +95,7 @@ impl Default for Config {
             log_events: true,
             trust_proxy: false,
             debug_log: false,
+            reuse_port: false,
         }
     }
 }

@@ -82,8 +82,12 @@ impl Gateway {
         }
         let _runtime = self.rt.enter();
         let port = shared.config.port;
-        let listener = bind(shared.config.host.as_deref(), port)
-            .map_err(|source| StartError::Bind { port, source })?;
+        let listener = bind(
+            shared.config.host.as_deref(),
+            port,
+            shared.config.reuse_port,
+        )
+        .map_err(|source| StartError::Bind { port, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { port, source })?;
@@ -268,7 +272,7 @@ impl Gateway {
 }
 
 /// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.
-fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
+fn bind(host: Option<&str>, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
     let candidates: Vec<SocketAddr> = match host {
         Some(h) => std::net::ToSocketAddrs::to_socket_addrs(&(h, port))?.collect(),
         None => vec![
@@ -288,6 +292,9 @@ fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
         };
         let attempt = socket.and_then(|s| {
             s.set_reuseaddr(true)?;
+            if reuse_port {
+                s.set_reuseport(true)?;
+            }
             s.bind(addr)?;
             s.listen(1024)
         });
