@@ -42,7 +42,10 @@ export interface GatewayConfig {
   path?: string;
   /** An existing http.Server or https.Server to attach to (README: "Attaching"). */
   server?: unknown;
-  /** Take the client IP from X-Forwarded-For / X-Real-IP (default false). */
+  /**
+   * Take the client IP from X-Real-IP, else the right-most X-Forwarded-For entry; values
+   * that are not IP addresses are skipped (default false). Only behind a proxy you trust.
+   */
   trustProxy?: boolean;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
   validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
