@@ -23,7 +23,7 @@ function loadNative() {
     );
   }
 }
-const { NativeGateway } = loadNative();
+const { NativeGateway, batchLayout } = loadNative();
 
 /** Makes whatever validateApiKey returns (value or promise) into what Rust reads. */
 function wrapValidator(validateApiKey) {
@@ -31,16 +31,8 @@ function wrapValidator(validateApiKey) {
     if (answer === null || typeof answer !== 'object') {
       throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
     }
-    let userIdJson;
-    if (answer.userId !== undefined) {
-      try {
-        userIdJson = JSON.stringify(answer.userId);
-      } catch {
-        userIdJson = JSON.stringify(String(answer.userId));
-      }
-    }
     const reason = answer.reason == null ? undefined : String(answer.reason);
-    return { valid: Boolean(answer.valid), userIdJson, reason };
+    return { valid: Boolean(answer.valid), userId: jsonSafe(answer.userId), reason };
   };
   return (apiKey) => {
     try {
@@ -51,8 +43,26 @@ function wrapValidator(validateApiKey) {
   };
 }
 
-/** Tag of a success in a delivered batch (src/binding.rs). */
-const RESOLVED = 1;
+/**
+ * `userId` may be any JSON value; anything JSON cannot hold (a BigInt, a function, a
+ * cycle) is kept as its string form rather than failing the authentication.
+ */
+function jsonSafe(value) {
+  if (value === undefined || value === null) return undefined;
+  const type = typeof value;
+  if (type === 'string' || type === 'boolean' || (type === 'number' && Number.isFinite(value))) return value;
+  try {
+    const text = JSON.stringify(value);
+    return text === undefined ? String(value) : JSON.parse(text);
+  } catch {
+    return String(value);
+  }
+}
+
+/** How a delivered batch is laid out: tags, and the slots of a success (src/deliveries.rs). */
+const BATCH = batchLayout();
+const RESOLVED_SLOTS = BATCH.resolvedFields.length;
+const AT = Object.fromEntries(BATCH.resolvedFields.map((name, i) => [name, i + 1]));
 
 const SENT_EVENTS = { message: 'message-sent', image: 'image-sent', video: 'video-sent', document: 'document-sent' };
 
@@ -144,13 +154,11 @@ class WhatsAppGateway {
 
   getActiveSessions(apiKey) {
     if (typeof apiKey !== 'string') return [];
-    return JSON.parse(this.#native.sessions(apiKey));
+    return this.#native.sessions(apiKey);
   }
 
   getHealth() {
-    const health = JSON.parse(this.#native.health());
-    health.port = health.port ?? undefined;
-    return health;
+    return this.#native.health();
   }
 
   /** `{ port }` while listening on its own port; attached, the server's address(). */
@@ -175,7 +183,7 @@ class WhatsAppGateway {
       this.#updateHold();
       try {
         const { phoneNumber, text, media, documentName, strategy, timeout } = args;
-        this.#native.send(id, kind, apiKey, phoneNumber, text, media, documentName, strategy, timeout);
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout });
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -192,69 +200,54 @@ class WhatsAppGateway {
     });
   }
 
-  /**
-   * What the core delivered since the last call, in order, as one flat array (see
-   * src/binding.rs): `1, id, requestId, messageId, timestamp, sessionId,
-   * extensionVersion, browser, userId` for a success, `2, json` for anything else.
-   */
+  /** What the core delivered since the last call, in order, as one flat array (BATCH). */
   #onBatch(items) {
     for (let i = 0; i < items.length; ) {
-      if (items[i] === RESOLVED) {
-        this.#resolved(items[i + 1], items[i + 2], items[i + 3], items[i + 4], items[i + 5], items[i + 6], items[i + 7], items[i + 8]);
-        i += 9;
-      } else {
-        this.#delivered(items[i + 1]);
+      const tag = items[i];
+      if (tag === BATCH.resolved) {
+        this.#resolved(items, i);
+        i += 1 + RESOLVED_SLOTS;
+      } else if (tag === BATCH.rejected) {
+        const error = fromNative(items[i + 2]);
+        this.#reportError(error);
+        this.#settle(items[i + 1])?.reject(error);
+        i += 3;
+      } else if (tag === BATCH.log) {
+        this.#log(items[i + 1]);
         i += 2;
+      } else if (tag === BATCH.error) {
+        this.#reportError(fromNative(items[i + 1]));
+        i += 2;
+      } else {
+        this.#stopping = null;
+        this.#stopped?.();
+        this.#stopped = null;
+        i += 1;
       }
     }
     this.#updateHold();
   }
 
-  #resolved(id, requestId, messageId, timestamp, sessionId, extensionVersion, browser, userId) {
-    const call = this.#settle(id);
+  #resolved(items, at) {
+    const call = this.#settle(items[at + AT.call]);
     if (!call) return;
-    call.resolve({ success: true, requestId, messageId, timestamp, deviceInfo: { sessionId, extensionVersion, browser } });
+    const requestId = items[at + AT.requestId];
+    const messageId = items[at + AT.messageId];
+    const sessionId = items[at + AT.sessionId];
+    const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
+    call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo });
     if (this.#callbacks.onMessageLog) {
       this.#log({
         type: SENT_EVENTS[call.kind],
         apiKey: call.apiKey,
         sessionId,
-        userId,
+        userId: items[at + AT.userId],
         timestamp: Date.now(),
         phoneNumber: call.phoneNumber,
         requestId,
         messageId,
         status: 'success',
       });
-    }
-  }
-
-  #delivered(json) {
-    let item;
-    try {
-      item = JSON.parse(json);
-    } catch (error) {
-      this.#reportError(new GatewayError('SERVER_ERROR', `Unreadable delivery from the core: ${describe(error)}`));
-      return;
-    }
-    switch (item.k) {
-      case 'fail': {
-        const error = fromNative(item.e);
-        this.#reportError(error);
-        this.#settle(item.id)?.reject(error);
-        break;
-      }
-      case 'log':
-        this.#log(item.e);
-        break;
-      case 'error':
-        this.#reportError(fromNative(item.e));
-        break;
-      case 'stopped':
-        this.#stopping = null;
-        this.#stopped?.();
-        this.#stopped = null;
-        break;
     }
   }
 

@@ -285,6 +285,20 @@ test('http media: Content-Type is used, else the bytes are sniffed; bytes arrive
   }
 });
 
+test('http media: a Content-Type that is not a plain type token cannot change the command', async (t) => {
+  const injected = 'image/x,","phone\\u004eumber":"+19999999999","caption":"injected","x":"';
+  const { base } = await mediaServer(t, (req, res) => serve(res, 200, { 'Content-Type': injected }, PNG_LONG));
+  const { gateway, ext } = await setup(t, { mediaAllowPrivateHosts: true });
+  const command = await commandFor(ext, () =>
+    gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: `${base}/a.png`, caption: 'mine' }),
+  );
+  assert.deepEqual(Object.keys(command.data).sort(), ['caption', 'dataUrl', 'imageDataUrl', 'mimeType', 'phoneNumber']);
+  assert.equal(command.data.phoneNumber, PHONE);
+  assert.equal(command.data.caption, 'mine');
+  assert.equal(command.data.mimeType, 'image/png', 'the header is ignored, the bytes are sniffed');
+  assert.equal(mediaOf(command, 'image'), dataUrlOf('image/png', PNG_LONG));
+});
+
 test('http media: 404 is FETCH_ERROR with url and statusCode', async (t) => {
   const { base } = await mediaServer(t, (req, res) => serve(res, 404, { 'Content-Type': 'text/plain' }, 'not found'));
   const { gateway, ext, errors } = await setup(t, { mediaAllowPrivateHosts: true });

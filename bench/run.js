@@ -32,9 +32,10 @@ function log(message) {
 
 function buildTools() {
   log('building the Rust fleet and core driver (release)...');
-  // A build directory of their own: the addon's build uses other settings.
-  const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target', 'bench-tools');
-  execFileSync('cargo', ['build', '--release', '--locked', '--manifest-path', path.join(root, 'bench/fleet/Cargo.toml')], {
+  // A member of the workspace: it shares the addon's target directory and dependencies.
+  const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+  execFileSync('cargo', ['build', '--release', '--locked', '-p', 'gateway-bench'], {
+    cwd: root,
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, CARGO_TARGET_DIR: targetDir },
   });

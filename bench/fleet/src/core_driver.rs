@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use whatsapp_ws_extension_gateway::host::{AuthAnswer, Validation};
-use whatsapp_ws_extension_gateway::protocol::SendKind;
-use whatsapp_ws_extension_gateway::{Config, Delivery, Gateway, Host, SendRequest};
+use wa_gateway_core::{
+    build_runtime, AuthAnswer, Config, Delivery, Gateway, Host, SendKind, SendRequest, Validation,
+};
 
 struct ChannelHost(std::sync::Mutex<mpsc::Sender<(u32, bool)>>);
 
@@ -23,25 +23,37 @@ impl Host for ChannelHost {
     fn deliver(&self, delivery: Delivery) {
         let outcome = match delivery {
             Delivery::Resolved(r) => (r.id, true),
-            Delivery::Rejected { id, .. } => (id, false),
+            Delivery::Rejected { call, .. } => (call, false),
             _ => return,
         };
         let _ = self.0.lock().map(|tx| tx.send(outcome));
     }
     fn validate(&self, _api_key: String) -> Validation {
-        Box::pin(async { Ok(AuthAnswer { valid: true, ..AuthAnswer::default() }) })
+        Box::pin(async {
+            Ok(AuthAnswer {
+                valid: true,
+                ..AuthAnswer::default()
+            })
+        })
     }
 }
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_string())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
 }
 
 fn cpu_ms() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<f64> = after.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
     (fields.get(11).unwrap_or(&0.0) + fields.get(12).unwrap_or(&0.0)) * 10.0
 }
 
@@ -53,17 +65,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let idle: usize = arg("--idle", "0").parse()?;
     let key = "bench-key-000001";
 
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let threads = std::env::var("WA_GATEWAY_THREADS").ok().and_then(|t| t.parse().ok()).unwrap_or((cores / 2).clamp(1, 4));
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
+    let rt = build_runtime()?;
     let (tx, rx) = mpsc::channel();
-    let config = Config { port: 0, host: Some("127.0.0.1".into()), max_sessions_per_key: devices.max(10), ..Config::default() };
-    let gateway = Gateway::new(config, Arc::new(ChannelHost(std::sync::Mutex::new(tx))), rt.handle().clone())?;
+    let config = Config {
+        port: 0,
+        host: Some("127.0.0.1".into()),
+        max_sessions_per_key: devices.max(10),
+        ..Config::default()
+    };
+    let gateway = Gateway::new(
+        config,
+        Arc::new(ChannelHost(std::sync::Mutex::new(tx))),
+        rt.handle().clone(),
+    )?;
     let addr = gateway.start()?;
 
     let mut fleet = Command::new(&fleet_path)
         .args(["--url", &format!("ws://{addr}/wa-ext-ws"), "--key", key])
-        .args(["--devices", &devices.to_string(), "--idle", &idle.to_string()])
+        .args([
+            "--devices",
+            &devices.to_string(),
+            "--idle",
+            &idle.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
@@ -74,7 +98,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("fleet did not get ready: {line}").into());
     }
     // The status frames may still be in flight when the fleet says ready.
-    while gateway.sessions(key).iter().filter(|s| s.device_active).count() < devices {
+    while gateway
+        .sessions(key)
+        .iter()
+        .filter(|s| s.device_active)
+        .count()
+        < devices
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
 
@@ -93,8 +123,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut failures = 0;
     let (cpu0, t0) = (cpu_ms(), Instant::now());
     let mut submitted = 0;
-    for slot in 0..concurrency.min(calls) {
-        sent_at[slot] = Instant::now();
+    for (slot, sent) in sent_at.iter_mut().enumerate().take(calls) {
+        *sent = Instant::now();
         gateway.send(slot as u32, request());
         submitted += 1;
     }
@@ -122,7 +152,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let wall = t0.elapsed();
     let cpu = cpu_ms() - cpu0;
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e6);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
 
     let mut stdin = fleet.stdin.take().ok_or("no fleet stdin")?;
     writeln!(stdin, "exit")?;
@@ -135,7 +169,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let _ = fleet.wait();
     gateway.stop();
-    let fleet_cpu = fleet_stats["cpuUserMs"].as_f64().unwrap_or(0.0) + fleet_stats["cpuSysMs"].as_f64().unwrap_or(0.0);
+    let fleet_cpu = fleet_stats["cpuUserMs"].as_f64().unwrap_or(0.0)
+        + fleet_stats["cpuSysMs"].as_f64().unwrap_or(0.0);
     println!(
         "{}",
         json!({

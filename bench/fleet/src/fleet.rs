@@ -32,7 +32,13 @@ struct Options {
 }
 
 fn options() -> Options {
-    let mut o = Options { url: String::new(), key: "bench-key-000001".into(), devices: 1, idle: 0, dialect: "v1".into() };
+    let mut o = Options {
+        url: String::new(),
+        key: "bench-key-000001".into(),
+        devices: 1,
+        idle: 0,
+        dialect: "v1".into(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
@@ -62,25 +68,43 @@ struct Counters {
 }
 
 /// Connects, authenticates and reports ready; then answers until told to close.
-async fn session(url: Arc<str>, key: String, dialect: Arc<str>, counters: Arc<Counters>, mut close: watch::Receiver<bool>, up: tokio::sync::mpsc::Sender<()>) {
-    let Some((host, _)) = url.trim_start_matches("ws://").split_once('/') else { return };
+async fn session(
+    url: Arc<str>,
+    key: String,
+    dialect: Arc<str>,
+    counters: Arc<Counters>,
+    mut close: watch::Receiver<bool>,
+    up: tokio::sync::mpsc::Sender<()>,
+) {
+    let Some((host, _)) = url.trim_start_matches("ws://").split_once('/') else {
+        return;
+    };
     let Ok(tcp) = TcpStream::connect(host).await else {
         eprintln!("fleet: connect failed");
         return;
     };
     let _ = tcp.set_nodelay(true);
     // Small reads keep 20k idle sessions cheap; media frames grow the buffer.
-    let config = WebSocketConfig::default().read_buffer_size(4096).max_message_size(Some(64 << 20)).max_frame_size(Some(64 << 20));
-    let Ok((mut ws, _)) = tokio_tungstenite::client_async_with_config(&*url, tcp, Some(config)).await else {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let Ok((mut ws, _)) =
+        tokio_tungstenite::client_async_with_config(&*url, tcp, Some(config)).await
+    else {
         eprintln!("fleet: handshake failed");
         return;
     };
     let auth = match &*dialect {
         "guide" => json!({ "type": "authenticate", "apiKey": key }),
-        _ => json!({ "type": "auth", "apiKey": key, "data": { "extensionVersion": "bench", "browser": "fleet" } }),
+        _ => {
+            json!({ "type": "auth", "apiKey": key, "data": { "extensionVersion": "bench", "browser": "fleet" } })
+        }
     };
     let status = match &*dialect {
-        "guide" => json!({ "type": "status", "status": "WhatsApp Web is logged in", "ready": true }),
+        "guide" => {
+            json!({ "type": "status", "status": "WhatsApp Web is logged in", "ready": true })
+        }
         _ => json!({ "type": "status", "data": { "whatsappLoggedIn": true, "ready": true } }),
     };
     if ws.send(Message::text(auth.to_string())).await.is_err() {
@@ -89,7 +113,11 @@ async fn session(url: Arc<str>, key: String, dialect: Arc<str>, counters: Arc<Co
     // Wait for the auth reply before reporting ready.
     loop {
         match ws.next().await {
-            Some(Ok(Message::Text(t))) if t.contains("\"auth-success\"") || t.contains("\"authenticated\"") => break,
+            Some(Ok(Message::Text(t)))
+                if t.contains("\"auth-success\"") || t.contains("\"authenticated\"") =>
+            {
+                break
+            }
             Some(Ok(Message::Text(t))) if t.contains("\"error\"") => {
                 eprintln!("fleet: auth refused: {t}");
                 return;
@@ -146,13 +174,22 @@ fn cpu_ms() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0) * 10.0;
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            * 10.0
+    };
     (tick(11), tick(12))
 }
 
 fn main() {
     let opts = options();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fleet: {e}");
@@ -173,10 +210,18 @@ async fn run(opts: Options) {
     // kernel's SYN backlog.
     let gate = Arc::new(Semaphore::new(256));
     let started = Instant::now();
-    let keys = (0..opts.idle).map(|i| format!("idle-key-{i:08}")).chain(std::iter::repeat_n(opts.key.clone(), opts.devices));
+    let keys = (0..opts.idle)
+        .map(|i| format!("idle-key-{i:08}"))
+        .chain(std::iter::repeat_n(opts.key.clone(), opts.devices));
     for key in keys {
-        let (url, dialect, counters, close, up, gate) =
-            (url.clone(), dialect.clone(), counters.clone(), close_rx.clone(), up_tx.clone(), gate.clone());
+        let (url, dialect, counters, close, up, gate) = (
+            url.clone(),
+            dialect.clone(),
+            counters.clone(),
+            close_rx.clone(),
+            up_tx.clone(),
+            gate.clone(),
+        );
         tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
             let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(1);
@@ -194,7 +239,10 @@ async fn run(opts: Options) {
         ready += 1;
     }
     let connect_ms = started.elapsed().as_secs_f64() * 1000.0;
-    println!("ready {}", json!({ "sessions": ready, "connectMs": connect_ms }));
+    println!(
+        "ready {}",
+        json!({ "sessions": ready, "connectMs": connect_ms })
+    );
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -203,7 +251,10 @@ async fn run(opts: Options) {
                 let t = Instant::now();
                 let _ = close_tx.send(true);
                 tokio::time::sleep(Duration::from_millis(1)).await;
-                println!("closed {}", json!({ "ms": t.elapsed().as_secs_f64() * 1000.0 }));
+                println!(
+                    "closed {}",
+                    json!({ "ms": t.elapsed().as_secs_f64() * 1000.0 })
+                );
             }
             "cpu" => {
                 let (user, sys) = cpu_ms();

@@ -1,0 +1,42 @@
+'use strict';
+// The boundary between index.js and the addon: how a batch of deliveries is laid out
+// is defined once in Rust (src/deliveries.rs) and read by index.js; this pins it, so
+// that a change on one side cannot silently shift the fields of every result.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+
+const native = require(path.join(__dirname, '..', 'gateway.node'));
+
+test('a success is delivered as these slots, in this order', () => {
+  const layout = native.batchLayout();
+  assert.deepEqual(layout.resolvedFields, [
+    'call',
+    'requestId',
+    'messageId',
+    'timestamp',
+    'sessionId',
+    'extensionVersion',
+    'browser',
+    'userId',
+  ]);
+  const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped];
+  assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');
+  assert.ok(tags.every((tag) => Number.isInteger(tag) && !layout.resolvedFields.includes(tag)));
+});
+
+test('kinds and strategies are typed: an unknown one is refused, not turned into a text message', () => {
+  const config = {
+    port: 0, path: '/wa-ext-ws', heartbeatInterval: 30000, heartbeatTimeout: 60000, requestTimeout: 30000,
+    maxSessionsPerKey: 10, deviceSelectionStrategy: 'round-robin', authTimeout: 10000, maxPayload: 1048576,
+    maxMediaBytes: 10485760, mediaFileRoots: [], mediaAllowPrivateHosts: false, mediaFetchTimeout: 30000,
+    dialect: 'compat', logEvents: false, trustProxy: false,
+  };
+  const core = new native.NativeGateway(config, async () => ({ valid: false }), () => {});
+  assert.throws(() => core.send(1, { kind: 'sticker', apiKey: 'k', phoneNumber: '+1234567', text: 'x' }), /sticker|kind|enum/i);
+  assert.throws(
+    () => core.send(2, { kind: 'message', apiKey: 'k', phoneNumber: '+1234567', text: 'x', strategy: 'fastest' }),
+    /fastest|strategy|enum/i,
+  );
+  assert.throws(() => new native.NativeGateway({ ...config, dialect: 'v9' }, async () => ({ valid: false }), () => {}), /v9|dialect|enum/i);
+});

@@ -1,0 +1,45 @@
+//! Two clocks: wall-clock milliseconds for every timestamp the API shows, and a
+//! monotonic one for liveness and stalls, so that moving the wall clock changes nothing.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Milliseconds since the first reading in this process, on tokio's monotonic clock
+/// (which tests can pause and advance).
+pub fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    Instant::now().saturating_duration_since(start).as_millis() as u64
+}
+
+/// The wall-clock time at which `monotonic_ms()` read `reading`, for display.
+pub fn wall_ms_at(reading: u64) -> u64 {
+    now_ms().saturating_sub(monotonic_ms().saturating_sub(reading))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn monotonic_readings_follow_tokio_time_and_map_to_wall_time() {
+        let before = monotonic_ms();
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        let after = monotonic_ms();
+        assert!(after - before >= 5_000);
+        let wall = wall_ms_at(before);
+        assert!(
+            now_ms() - wall >= 5_000,
+            "a reading 5 s old shows as 5 s ago"
+        );
+    }
+}

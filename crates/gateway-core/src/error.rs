@@ -1,0 +1,111 @@
+//! Errors as the JavaScript side sees them: a stable `code`, a human message and
+//! structured `details`. The binding turns these into `Error` instances.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+/// Every code of SPEC 2.5 that the Rust core can produce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    ValidationError,
+    NoActiveDevice,
+    RequestTimeout,
+    ConnectionLost,
+    ExtensionError,
+    GatewayShutdown,
+    FetchError,
+    FileTooLarge,
+    MediaNotAllowed,
+    AuthenticationFailed,
+    MaxSessionsExceeded,
+    CallbackError,
+    ServerError,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GatewayError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Value,
+}
+
+impl GatewayError {
+    pub fn new(code: ErrorCode, message: impl Into<String>, details: Value) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn validation(field: &str, value: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            ErrorCode::ValidationError,
+            message,
+            json!({ "field": field, "value": value }),
+        )
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+/// Why `start()` failed; the host shows `code()` as the error's `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("Gateway is already running")]
+    AlreadyRunning,
+    #[error("cannot listen on port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+}
+
+impl StartError {
+    /// The errno name for a failed bind (`EADDRINUSE`, `EACCES`...), as Node's own
+    /// servers report it.
+    pub fn code(&self) -> &'static str {
+        use std::io::ErrorKind::*;
+        match self {
+            Self::AlreadyRunning => "ALREADY_RUNNING",
+            Self::Bind { source, .. } => match source.kind() {
+                AddrInUse => "EADDRINUSE",
+                AddrNotAvailable => "EADDRNOTAVAIL",
+                PermissionDenied => "EACCES",
+                _ => "SERVER_ERROR",
+            },
+        }
+    }
+}
+
+/// API keys are secrets: anything the gateway puts in an error shows at most the
+/// first 8 characters.
+pub fn mask_api_key(api_key: &str) -> String {
+    match api_key.char_indices().nth(8) {
+        Some((cut, _)) => format!("{}***", &api_key[..cut]),
+        None => "***".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_serialize_as_spec_names() {
+        let e = GatewayError::new(ErrorCode::MediaNotAllowed, "no", Value::Null);
+        let s = serde_json::to_string(&e).unwrap();
+        assert!(s.contains("\"MEDIA_NOT_ALLOWED\""), "{s}");
+    }
+
+    #[test]
+    fn masking_keeps_at_most_eight_chars() {
+        assert_eq!(mask_api_key("key-abc123456"), "key-abc1***");
+        assert_eq!(mask_api_key("short"), "***");
+        assert_eq!(mask_api_key("12345678"), "***");
+    }
+}

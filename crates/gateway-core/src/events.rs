@@ -1,0 +1,107 @@
+//! `onMessageLog` events (SPEC 2.4).
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock::now_ms;
+use crate::error::GatewayError;
+use crate::identity::Identity;
+use crate::protocol::StatusFrame;
+
+#[derive(Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct LogEvent {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub api_key: String,
+    pub session_id: String,
+    pub user_id: Value,
+    pub timestamp: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl LogEvent {
+    fn about(kind: &'static str, who: &Identity) -> Self {
+        Self {
+            kind,
+            api_key: who.api_key.to_string(),
+            session_id: who.session_id.to_string(),
+            user_id: who.user_id.clone(),
+            timestamp: now_ms(),
+            phone_number: None,
+            request_id: None,
+            message_id: None,
+            status: None,
+            error: None,
+            details: None,
+        }
+    }
+
+    pub fn session_connected(who: &Identity) -> Self {
+        let details = json!({ "ip": who.ip, "extensionVersion": who.extension_version, "browser": who.browser });
+        Self {
+            details: Some(details),
+            ..Self::about("session-connected", who)
+        }
+    }
+
+    pub fn session_status(who: &Identity, status: &StatusFrame) -> Self {
+        let text = status.text.clone().unwrap_or_else(|| {
+            if status.whatsapp_logged_in {
+                "WhatsApp Web logged in"
+            } else {
+                "WhatsApp Web not logged in"
+            }
+            .to_string()
+        });
+        let details = json!({ "status": text, "ready": status.ready, "whatsappLoggedIn": status.whatsapp_logged_in });
+        Self {
+            details: Some(details),
+            ..Self::about("session-status", who)
+        }
+    }
+
+    pub fn session_disconnected(who: &Identity, reason: &str, code: u16) -> Self {
+        let details = json!({ "reason": reason, "code": code });
+        Self {
+            details: Some(details),
+            ..Self::about("session-disconnected", who)
+        }
+    }
+
+    pub fn heartbeat_timeout(who: &Identity, last_heartbeat: u64) -> Self {
+        let details = json!({ "lastHeartbeat": last_heartbeat });
+        Self {
+            details: Some(details),
+            ..Self::about("heartbeat-timeout", who)
+        }
+    }
+
+    pub fn send_failed(
+        who: &Identity,
+        phone_number: &str,
+        request_id: &str,
+        error: &GatewayError,
+    ) -> Self {
+        let details = json!({ "error": error.message, "code": error.code });
+        Self {
+            phone_number: Some(phone_number.to_string()),
+            request_id: Some(request_id.to_string()),
+            status: Some("failure"),
+            error: Some(error.message.clone()),
+            details: Some(details),
+            ..Self::about("send-failed", who)
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! The facade: starts and stops the server and its timer tasks, and takes send calls,
+//! handed-over connections and queries from the host. No napi types here.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
+use tokio::runtime::Handle;
+use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::error::{GatewayError, StartError};
+use crate::host::{Delivery, Host};
+use crate::identity::CallId;
+use crate::media::MediaKind;
+use crate::net::handshake::Upgrade;
+use crate::net::{connection, listener, Transport};
+use crate::protocol::SendKind;
+use crate::state::link::{lock, CloseRequest};
+use crate::state::registry::SessionInfo;
+pub use crate::state::requests::SendRequest;
+use crate::state::requests::{shutdown_error, Wake};
+use crate::state::Shared;
+use crate::timers::{deadlines, heartbeat};
+
+/// How long `stop()` waits for connections to finish their close handshake.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What `getHealth()` reports.
+#[derive(Debug, Clone)]
+pub struct Health {
+    pub running: bool,
+    pub active_sessions: usize,
+    /// Milliseconds since `start()`, 0 while stopped.
+    pub uptime_ms: u64,
+    pub timestamp_ms: u64,
+    pub connections: usize,
+    pub pending_requests: usize,
+    /// The standalone server's port while it listens.
+    pub port: Option<u16>,
+}
+
+struct Run {
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    started_at: u64,
+    /// Where the standalone server listens; `None` when attached to a Node server.
+    addr: Option<SocketAddr>,
+}
+
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    run: Arc<Mutex<Option<Run>>>,
+    rt: Handle,
+}
+
+impl Gateway {
+    pub fn new(config: Config, host: Arc<dyn Host>, rt: Handle) -> Result<Self, GatewayError> {
+        let shared = Arc::new(Shared::new(config, host)?);
+        Ok(Self {
+            shared,
+            run: Arc::default(),
+            rt,
+        })
+    }
+
+    /// Binds and starts serving. Synchronous so that a taken port is reported to
+    /// the caller of `start()` directly.
+    pub fn start(&self) -> Result<SocketAddr, StartError> {
+        let shared = &self.shared;
+        let mut run = lock(&self.run);
+        if run.is_some() {
+            return Err(StartError::AlreadyRunning);
+        }
+        let _runtime = self.rt.enter();
+        let port = shared.config.port;
+        let listener = bind(shared.config.host.as_deref(), port)
+            .map_err(|source| StartError::Bind { port, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { port, source })?;
+        let started = self.begin(Some(addr));
+        started.tasks.spawn(listener::run(
+            listener,
+            shared.clone(),
+            started.shutdown.clone(),
+            started.tasks.clone(),
+        ));
+        *run = Some(started);
+        Ok(addr)
+    }
+
+    /// Starts serving connections that a Node server hands over (`adopt_*`).
+    pub fn start_attached(&self) -> Result<(), StartError> {
+        let mut run = lock(&self.run);
+        if run.is_some() {
+            return Err(StartError::AlreadyRunning);
+        }
+        let _runtime = self.rt.enter();
+        *run = Some(self.begin(None));
+        Ok(())
+    }
+
+    /// The timer tasks every running gateway has.
+    fn begin(&self, addr: Option<SocketAddr>) -> Run {
+        let shared = &self.shared;
+        lock(&shared.registry).reopen();
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
+        Run {
+            shutdown,
+            tasks,
+            started_at: now_ms(),
+            addr,
+        }
+    }
+
+    /// Serves a TCP connection whose upgrade request Node has parsed.
+    pub fn adopt_tcp(
+        &self,
+        stream: std::net::TcpStream,
+        upgrade: Upgrade,
+        peer: IpAddr,
+    ) -> io::Result<()> {
+        let _runtime = self.rt.enter();
+        stream.set_nonblocking(true)?;
+        let _ = stream.set_nodelay(true);
+        let transport = Either::Left(TcpStream::from_std(stream)?);
+        self.adopt(transport, upgrade, peer)
+    }
+
+    /// Serves a connection whose bytes Node relays (it terminates TLS): returns the
+    /// socket Node writes the decrypted bytes to and reads the replies from.
+    pub fn adopt_relayed(&self, upgrade: Upgrade, peer: IpAddr) -> io::Result<OwnedFd> {
+        let _runtime = self.rt.enter();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        self.adopt(Either::Right(UnixStream::from_std(ours)?), upgrade, peer)?;
+        Ok(theirs.into())
+    }
+
+    fn adopt(&self, transport: Transport, upgrade: Upgrade, peer: IpAddr) -> io::Result<()> {
+        let run = lock(&self.run);
+        let Some(run) = run.as_ref() else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "Gateway is not running",
+            ));
+        };
+        let shared = self.shared.clone();
+        run.tasks.spawn(connection::serve(
+            transport,
+            upgrade,
+            peer,
+            shared,
+            run.shutdown.clone(),
+            run.tasks.clone(),
+        ));
+        Ok(())
+    }
+
+    /// The Node server the gateway is attached to is closing: its sessions end with
+    /// it, and their pending sends fail with `CONNECTION_LOST`.
+    pub fn close_sessions(&self) {
+        lock(&self.shared.registry).close_all(CloseRequest::ServerClosing);
+    }
+
+    /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
+    /// every session has closed. Every pending send fails with `GATEWAY_SHUTDOWN`.
+    pub fn stop(&self) {
+        let shared = self.shared.clone();
+        let Some(run) = lock(&self.run).take() else {
+            shared.host.deliver(Delivery::Stopped);
+            return;
+        };
+        run.shutdown.cancel();
+        let owed = lock(&shared.registry).shut_down();
+        for settled in owed {
+            shared.fail(settled, shutdown_error);
+        }
+        run.tasks.close();
+        self.rt.spawn(async move {
+            let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
+            shared.host.deliver(Delivery::Stopped);
+        });
+    }
+
+    /// Accepts a send call; its outcome is delivered to the host later, exactly once.
+    /// A text command goes out at the next `flush()`.
+    pub fn send(&self, call: CallId, mut request: SendRequest) {
+        let Some(source) = request.media_source.take() else {
+            self.shared.dispatch(call, request, None, Wake::Later);
+            return;
+        };
+        let shared = self.shared.clone();
+        let running = lock(&self.run)
+            .as_ref()
+            .map(|r| (r.shutdown.clone(), r.tasks.clone()));
+        let shutdown = running.as_ref().map(|(token, _)| token.clone());
+        let kind = match request.kind {
+            SendKind::Video => MediaKind::Video,
+            SendKind::Document => MediaKind::Document,
+            _ => MediaKind::Image,
+        };
+        let load = async move {
+            let cancelled = async {
+                match &shutdown {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                loaded = shared.media.load(kind, source) => match loaded {
+                    Ok(media) => shared.dispatch(call, request, Some(media), Wake::Now),
+                    Err(error) => shared.host.deliver(Delivery::Rejected { call, error }),
+                },
+                _ = cancelled => shared.host.deliver(Delivery::Rejected { call, error: shutdown_error("", "") }),
+            }
+        };
+        match running {
+            Some((_, tasks)) => drop(tasks.spawn_on(load, &self.rt)),
+            None => drop(self.rt.spawn(load)),
+        }
+    }
+
+    /// Wakes the sessions that `send` queued commands for.
+    pub fn flush(&self) {
+        let corked = std::mem::take(&mut *lock(&self.shared.corked));
+        for link in corked {
+            link.wake();
+        }
+    }
+
+    pub fn sessions(&self, api_key: &str) -> Vec<SessionInfo> {
+        lock(&self.shared.registry).sessions_of(api_key)
+    }
+
+    pub fn health(&self) -> Health {
+        let run = lock(&self.run);
+        let registry = lock(&self.shared.registry);
+        Health {
+            running: run.is_some(),
+            active_sessions: registry.session_count(),
+            uptime_ms: run
+                .as_ref()
+                .map_or(0, |r| now_ms().saturating_sub(r.started_at)),
+            timestamp_ms: now_ms(),
+            connections: self.shared.connections.load(Ordering::Relaxed),
+            pending_requests: registry.pending_count(),
+            port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
+        }
+    }
+}
+
+/// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.
+fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
+    let candidates: Vec<SocketAddr> = match host {
+        Some(h) => std::net::ToSocketAddrs::to_socket_addrs(&(h, port))?.collect(),
+        None => vec![
+            SocketAddr::from(([0u16; 8], port)),
+            SocketAddr::from(([0u8; 4], port)),
+        ],
+    };
+    let mut last_error = io::Error::new(
+        io::ErrorKind::AddrNotAvailable,
+        "host resolved to no address",
+    );
+    for addr in candidates {
+        let socket = if addr.is_ipv6() {
+            TcpSocket::new_v6()
+        } else {
+            TcpSocket::new_v4()
+        };
+        let attempt = socket.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        });
+        match attempt {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(last_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use crate::host::{AuthAnswer, Validation};
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio::net::TcpStream;
+    use tokio::sync::mpsc;
+    use tokio_tungstenite::tungstenite::Message;
+    use uuid::Uuid;
+
+    /// A host that accepts one key and hands every delivery to the test.
+    struct TestHost(mpsc::UnboundedSender<Delivery>);
+
+    impl Host for TestHost {
+        fn deliver(&self, delivery: Delivery) {
+            let _ = self.0.send(delivery);
+        }
+        fn validate(&self, api_key: String) -> Validation {
+            Box::pin(async move {
+                Ok(AuthAnswer {
+                    valid: api_key == "good-key-123",
+                    ..AuthAnswer::default()
+                })
+            })
+        }
+    }
+
+    async fn started() -> (Gateway, SocketAddr, mpsc::UnboundedReceiver<Delivery>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(TestHost(tx)), Handle::current()).unwrap();
+        let addr = gateway.start().unwrap();
+        (gateway, addr, rx)
+    }
+
+    type Client = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+    async fn ready_client(addr: SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+            .await
+            .unwrap();
+        ws.send(Message::text(r#"{"type":"auth","apiKey":"good-key-123"}"#))
+            .await
+            .unwrap();
+        ws.send(Message::text(
+            r#"{"type":"status","data":{"whatsappLoggedIn":true,"ready":true}}"#,
+        ))
+        .await
+        .unwrap();
+        next_of(&mut ws, "authenticated").await;
+        ws
+    }
+
+    async fn next_of(ws: &mut Client, kind: &str) -> Value {
+        loop {
+            let Some(Ok(Message::Text(text))) = ws.next().await else {
+                panic!("socket ended before {kind}")
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    fn text(api_key: &str) -> SendRequest {
+        SendRequest {
+            kind: SendKind::Message,
+            api_key: api_key.into(),
+            phone_number: "+1234567890".into(),
+            text: "hi".into(),
+            media_source: None,
+            document_name: None,
+            strategy: None,
+            timeout: None,
+        }
+    }
+
+    /// Sends until the status frame has made the device active.
+    async fn send_when_active(
+        gateway: &Gateway,
+        rx: &mut mpsc::UnboundedReceiver<Delivery>,
+        call: CallId,
+    ) {
+        for _ in 0..100 {
+            if gateway
+                .sessions("good-key-123")
+                .iter()
+                .any(|s| s.device_active)
+            {
+                gateway.send(call, text("good-key-123"));
+                return gateway.flush();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("device never became active: {:?}", rx.try_recv());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_send_round_trips_through_an_extension() {
+        let (gateway, addr, mut rx) = started().await;
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 7).await;
+        let command = next_of(&mut ws, "send-message").await;
+        let request_id = command["requestId"].as_str().unwrap();
+        let result = json!({ "type": "message-result", "requestId": request_id, "success": true, "messageId": "m1" });
+        ws.send(Message::text(result.to_string())).await.unwrap();
+        match rx.recv().await.unwrap() {
+            Delivery::Resolved(r) => {
+                assert_eq!(r.id, 7);
+                assert_eq!(Uuid::from_u128(r.request_id).to_string(), request_id);
+                assert_eq!(r.message_id, json!("m1"));
+                assert_eq!(r.session.api_key.as_ref(), "good-key-123");
+            }
+            other => panic!("{other:?}"),
+        }
+        gateway.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_device_and_lost_connection_fail_the_call() {
+        let (gateway, addr, mut rx) = started().await;
+        gateway.send(1, text("nobody-key-123"));
+        assert!(
+            matches!(rx.recv().await, Some(Delivery::Rejected { call: 1, error: e }) if e.code == ErrorCode::NoActiveDevice)
+        );
+
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 2).await;
+        next_of(&mut ws, "send-message").await;
+        drop(ws);
+        assert!(
+            matches!(rx.recv().await, Some(Delivery::Rejected { call: 2, error: e }) if e.code == ErrorCode::ConnectionLost)
+        );
+        gateway.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_fails_pending_sends_and_frees_the_port() {
+        let (gateway, addr, mut rx) = started().await;
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 3).await;
+        next_of(&mut ws, "send-message").await;
+        gateway.stop();
+        assert!(
+            matches!(rx.recv().await, Some(Delivery::Rejected { call: 3, error: e }) if e.code == ErrorCode::GatewayShutdown)
+        );
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        assert!(matches!(rx.recv().await, Some(Delivery::Stopped)));
+        std::net::TcpListener::bind(addr).expect("port is free after stop");
+        assert!(!gateway.health().running);
+    }
+}

@@ -1,0 +1,29 @@
+//! Who is on the other end of a session and of a send call: plain data that events,
+//! deliveries and the registry all name.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::Dialect;
+
+/// The number the host gave a send call, echoed back when it settles.
+pub type CallId = u32;
+
+/// Who a session is; fixed at auth.
+#[derive(Debug)]
+pub struct Identity {
+    pub session_id: Arc<str>,
+    pub api_key: Arc<str>,
+    pub user_id: Value,
+    pub ip: String,
+    pub extension_version: String,
+    pub browser: String,
+    pub dialect: Dialect,
+}
+
+/// The text form of a request id (a lowercase UUID), written into `buf` so that the
+/// hot path allocates nothing.
+pub fn request_id_text(id: u128, buf: &mut [u8; 36]) -> &str {
+    uuid::Uuid::from_u128(id).hyphenated().encode_lower(buf)
+}

@@ -1,0 +1,39 @@
+//! The WhatsApp extension gateway without Node: a WebSocket server on a tokio runtime
+//! that authenticates extensions, keeps their sessions, turns send calls into commands
+//! and results into deliveries for its [`Host`]. The napi binding at the repository's
+//! root is one host; tests and the benchmark's core driver are others.
+//!
+//! Modules depend one way, top to bottom:
+//! - [`Gateway`] (`gateway`): the facade: start, stop, send, adopt, health.
+//! - `net` (listener, handshake, connection, session, frame I/O) and `timers`
+//!   (heartbeat sweep, request deadlines): tasks on the runtime.
+//! - `state`: what those tasks share: the session registry, each session's link,
+//!   the request lifecycle.
+//! - leaves: `protocol`, `media`, `events`, `error`, `config`, `identity`, `host`, `clock`.
+
+mod clock;
+mod config;
+mod error;
+mod events;
+mod gateway;
+mod host;
+mod identity;
+mod media;
+mod net;
+mod protocol;
+mod runtime;
+mod state;
+mod supervise;
+mod timers;
+
+pub use config::{Config, Dialect, Strategy};
+pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
+pub use events::LogEvent;
+pub use gateway::{Gateway, Health, SendRequest};
+pub use host::{AuthAnswer, Delivery, Host, Resolved, Validation};
+pub use identity::{request_id_text, CallId, Identity};
+pub use media::MediaPolicy;
+pub use net::handshake::{parsed_request, Upgrade};
+pub use protocol::SendKind;
+pub use runtime::build_runtime;
+pub use state::registry::SessionInfo;

@@ -1,0 +1,578 @@
+//! Frames between the gateway and extensions: parsing what extensions send in any
+//! of the three dialects, and writing what the gateway sends.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::Dialect;
+
+/// What an extension sent, reduced to what the gateway acts on.
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    Auth(AuthFrame),
+    Status(StatusFrame),
+    Heartbeat,
+    Result(ResultFrame),
+    /// Valid JSON object with a `type` the gateway does not know.
+    Unknown(String),
+    /// Not a JSON object with a string `type`, or a known type with unusable fields.
+    Invalid(&'static str),
+}
+
+#[derive(Debug, PartialEq)]
+pub struct AuthFrame {
+    pub api_key: String,
+    pub extension_version: String,
+    pub browser: String,
+    /// `authenticate` (the guide's dialect) rather than `auth`.
+    pub guide_dialect: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusFrame {
+    /// The extension's own status text, if it sent one.
+    pub text: Option<String>,
+    pub ready: bool,
+    pub whatsapp_logged_in: bool,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct ResultFrame {
+    pub request_id: String,
+    pub success: bool,
+    pub message_id: Value,
+    pub error: Value,
+    pub timestamp: Option<f64>,
+}
+
+/// Every field any dialect uses; unknown fields are ignored.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(rename = "apiKey", default)]
+    api_key: Option<Value>,
+    #[serde(rename = "requestId", default, borrow)]
+    request_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    success: Option<Value>,
+    #[serde(rename = "messageId", default)]
+    message_id: Option<Value>,
+    #[serde(default)]
+    error: Option<Value>,
+    #[serde(default)]
+    timestamp: Option<Value>,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    status: Option<Value>,
+    #[serde(default)]
+    ready: Option<Value>,
+    #[serde(rename = "whatsappLoggedIn", default)]
+    whatsapp_logged_in: Option<Value>,
+}
+
+pub fn parse(text: &str) -> Inbound {
+    let wire: Wire = match serde_json::from_str(text) {
+        Ok(w) => w,
+        Err(_) => return Inbound::Invalid("Invalid message format: expected a JSON object"),
+    };
+    let Some(kind) = wire.kind.as_deref() else {
+        return Inbound::Invalid("Invalid message format: missing string field 'type'");
+    };
+    match kind {
+        "auth" | "authenticate" => parse_auth(&wire, kind == "authenticate"),
+        "status" => Inbound::Status(parse_status(&wire)),
+        "heartbeat" => Inbound::Heartbeat,
+        "message-result" => parse_result(wire),
+        other => Inbound::Unknown(other.to_string()),
+    }
+}
+
+fn parse_auth(wire: &Wire, guide_dialect: bool) -> Inbound {
+    let api_key = match &wire.api_key {
+        Some(Value::String(k)) if !k.is_empty() => k.clone(),
+        _ => return Inbound::Invalid("Missing or invalid apiKey"),
+    };
+    let field = |name: &str| {
+        wire.data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string()
+    };
+    Inbound::Auth(AuthFrame {
+        api_key,
+        extension_version: field("extensionVersion"),
+        browser: field("browser"),
+        guide_dialect,
+    })
+}
+
+/// v1 and its doc put `whatsappLoggedIn`/`ready` under `data`; the guide sends a
+/// status text and `ready` at the top level. Explicit flags win over the text.
+fn parse_status(wire: &Wire) -> StatusFrame {
+    let pick = |name: &str, top: &Option<Value>| -> Option<Value> {
+        wire.data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .cloned()
+            .or_else(|| top.clone())
+    };
+    let text = match pick("status", &wire.status) {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let ready = pick("ready", &wire.ready).as_ref().is_some_and(truthy);
+    let whatsapp_logged_in = match pick("whatsappLoggedIn", &wire.whatsapp_logged_in) {
+        Some(flag) => truthy(&flag),
+        None => match &text {
+            Some(t) => text_says_logged_in(t),
+            None => ready,
+        },
+    };
+    StatusFrame {
+        text,
+        ready,
+        whatsapp_logged_in,
+    }
+}
+
+fn text_says_logged_in(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    t.contains("logged in") && !t.contains("not logged in")
+}
+
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Null => false,
+        Value::Array(_) | Value::Object(_) => true,
+    }
+}
+
+fn parse_result(wire: Wire) -> Inbound {
+    let Some(request_id) = wire.request_id else {
+        return Inbound::Invalid("message-result needs a string requestId");
+    };
+    let success = match wire.success {
+        Some(Value::Bool(b)) => b,
+        _ => return Inbound::Invalid("message-result needs a boolean success"),
+    };
+    Inbound::Result(ResultFrame {
+        request_id: request_id.into_owned(),
+        success,
+        message_id: wire.message_id.unwrap_or(Value::Null),
+        error: wire.error.unwrap_or(Value::Null),
+        timestamp: wire.timestamp.as_ref().and_then(Value::as_f64),
+    })
+}
+
+// ---- gateway to extension ----
+
+pub const PING: &str = r#"{"type":"ping"}"#;
+
+/// The replies to a successful auth, in the order they are sent.
+pub fn auth_replies(dialect: Dialect, guide_client: bool, session_id: &str) -> Vec<String> {
+    let reply =
+        |kind: &str| serde_json::json!({ "type": kind, "sessionId": session_id }).to_string();
+    match (dialect, guide_client) {
+        (_, true) | (Dialect::Doc, _) => vec![reply("authenticated")],
+        (Dialect::V1, false) => vec![reply("auth-success")],
+        (Dialect::Compat, false) => vec![reply("auth-success"), reply("authenticated")],
+    }
+}
+
+/// Error frames carry both shapes: `code`/`message` at the top (integration doc)
+/// and `error: {code, message}` (v1 package).
+pub fn error_frame(code: &str, message: &str) -> String {
+    serde_json::json!({
+        "type": "error",
+        "code": code,
+        "message": message,
+        "error": { "code": code, "message": message },
+    })
+    .to_string()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendKind {
+    Message,
+    Image,
+    Video,
+    Document,
+}
+
+impl SendKind {
+    pub fn command(self) -> &'static str {
+        match self {
+            Self::Message => "send-message",
+            Self::Image => "send-image",
+            Self::Video => "send-video",
+            Self::Document => "send-document",
+        }
+    }
+}
+
+/// A frame on its way to an extension.
+#[derive(Debug)]
+pub enum Frame {
+    Text(Utf8Bytes),
+    /// A text frame written as consecutive parts, so that a data URL of megabytes goes
+    /// out from the buffer it arrived in: never copied, and shared when the compat
+    /// dialect names it twice.
+    Parts(Vec<Bytes>),
+}
+
+#[derive(Serialize)]
+struct Command<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "requestId")]
+    request_id: &'a str,
+    data: TextData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TextData<'a> {
+    phone_number: &'a str,
+    message: &'a str,
+}
+
+/// A `send-message` command.
+pub fn message_frame(request_id: &str, phone_number: &str, message: &str) -> Frame {
+    let command = Command {
+        kind: SendKind::Message.command(),
+        request_id,
+        data: TextData {
+            phone_number,
+            message,
+        },
+    };
+    // Serializing borrowed strings into a String cannot fail.
+    Frame::Text(serde_json::to_string(&command).unwrap_or_default().into())
+}
+
+/// What a media command says besides its data URL.
+pub struct MediaCommand<'a> {
+    pub kind: SendKind,
+    pub request_id: &'a str,
+    pub phone_number: &'a str,
+    pub caption: &'a str,
+    pub mime_type: &'a str,
+    pub document_name: Option<&'a str>,
+}
+
+/// A `send-image|video|document` command carrying `data_url` in the field(s) the
+/// dialect reads.
+pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -> Frame {
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let mut head = format!(
+        r#"{{"type":"{}","requestId":{},"data":{{"phoneNumber":{},"caption":{},"mimeType":{}"#,
+        command.kind.command(),
+        quoted(command.request_id),
+        quoted(command.phone_number),
+        quoted(command.caption),
+        quoted(command.mime_type),
+    );
+    if let Some(name) = command.document_name {
+        head.push_str(&format!(r#","documentName":{}"#, quoted(name)));
+    }
+    let kind_field = match command.kind {
+        SendKind::Video => "videoDataUrl",
+        SendKind::Document => "documentDataUrl",
+        _ => "imageDataUrl",
+    };
+    let fields: &[&str] = match dialect {
+        Dialect::Compat => &[kind_field, "dataUrl"],
+        Dialect::V1 => &[kind_field],
+        Dialect::Doc => &["dataUrl"],
+    };
+    // The whole URL is checked, not only its header: this function alone guarantees
+    // that the frame is valid JSON, whatever the media loader let through.
+    let url = if !needs_json_escape(data_url.as_bytes()) {
+        Bytes::from(data_url)
+    } else {
+        let escaped = quoted(&data_url);
+        Bytes::copy_from_slice(&escaped.as_bytes()[1..escaped.len() - 1])
+    };
+    let mut parts = Vec::with_capacity(2 * fields.len() + 1);
+    for (i, field) in fields.iter().enumerate() {
+        let opening = format!(r#"{}"{field}":""#, if i == 0 { "," } else { "\"," });
+        if i == 0 {
+            head.push_str(&opening);
+            parts.push(Bytes::from(std::mem::take(&mut head)));
+        } else {
+            parts.push(Bytes::from(opening));
+        }
+        parts.push(url.clone());
+    }
+    parts.push(Bytes::from_static(b"\"}}"));
+    Frame::Parts(parts)
+}
+
+/// Branch-free per byte, in chunks, so that megabytes of base64 are scanned at vector speed.
+fn needs_json_escape(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|chunk| {
+        chunk.iter().fold(false, |found, &b| {
+            found | (b == b'"') | (b == b'\\') | (b < 0x20)
+        })
+    })
+}
+
+/// Appends the header of an unmasked, final text frame of `len` payload bytes
+/// (RFC 6455 5.2), as a server writes it.
+pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
+    out.push(0x81);
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_auth_of_each_dialect() {
+        let v1 = parse(
+            r#"{"type":"auth","apiKey":"k1","data":{"extensionVersion":"1.2","browser":"Chrome"}}"#,
+        );
+        assert_eq!(
+            v1,
+            Inbound::Auth(AuthFrame {
+                api_key: "k1".into(),
+                extension_version: "1.2".into(),
+                browser: "Chrome".into(),
+                guide_dialect: false
+            })
+        );
+        match parse(r#"{"type":"authenticate","apiKey":"k2"}"#) {
+            Inbound::Auth(a) => {
+                assert!(a.guide_dialect);
+                assert_eq!(a.extension_version, "unknown");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(parse(r#"{"type":"auth"}"#), Inbound::Invalid(_)));
+        assert!(matches!(
+            parse(r#"{"type":"auth","apiKey":""}"#),
+            Inbound::Invalid(_)
+        ));
+    }
+
+    #[test]
+    fn parses_status_of_each_dialect() {
+        let s = |t: &str| match parse(t) {
+            Inbound::Status(s) => s,
+            other => panic!("{other:?}"),
+        };
+        let v1 = s(r#"{"type":"status","data":{"whatsappLoggedIn":true,"ready":true}}"#);
+        assert!(v1.ready && v1.whatsapp_logged_in && v1.text.is_none());
+        let guide = s(r#"{"type":"status","status":"WhatsApp Web is logged in","ready":true}"#);
+        assert!(guide.ready && guide.whatsapp_logged_in);
+        assert_eq!(guide.text.as_deref(), Some("WhatsApp Web is logged in"));
+        let out = s(r#"{"type":"status","status":"WhatsApp Web is not logged in","ready":false}"#);
+        assert!(!out.ready && !out.whatsapp_logged_in);
+        let flag_wins = s(r#"{"type":"status","data":{"whatsappLoggedIn":false,"ready":true}}"#);
+        assert!(!flag_wins.whatsapp_logged_in && flag_wins.ready);
+    }
+
+    #[test]
+    fn parses_results_and_rejects_garbage() {
+        match parse(
+            r#"{"type":"message-result","requestId":"r1","success":false,"error":"nope","timestamp":5}"#,
+        ) {
+            Inbound::Result(r) => {
+                assert_eq!(r.request_id, "r1");
+                assert!(!r.success);
+                assert_eq!(r.error, json!("nope"));
+                assert_eq!(r.timestamp, Some(5.0));
+                assert_eq!(r.message_id, Value::Null);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(r#"{"type":"message-result","requestId":"r1"}"#),
+            Inbound::Invalid(_)
+        ));
+        assert!(matches!(parse("not json"), Inbound::Invalid(_)));
+        assert!(matches!(parse("[1,2]"), Inbound::Invalid(_)));
+        assert!(matches!(parse(r#"{"no":"type"}"#), Inbound::Invalid(_)));
+        assert!(matches!(parse(r#"{"type":7}"#), Inbound::Invalid(_)));
+        assert_eq!(
+            parse(r#"{"type":"dance"}"#),
+            Inbound::Unknown("dance".into())
+        );
+        assert_eq!(
+            parse(r#"{"type":"heartbeat","timestamp":"x"}"#),
+            Inbound::Heartbeat
+        );
+    }
+
+    #[test]
+    fn auth_replies_follow_the_dialect() {
+        let kinds = |d, g| -> Vec<String> {
+            auth_replies(d, g, "s1")
+                .iter()
+                .map(|f| {
+                    serde_json::from_str::<Value>(f).unwrap()["type"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(
+            kinds(Dialect::Compat, false),
+            ["auth-success", "authenticated"]
+        );
+        assert_eq!(kinds(Dialect::Compat, true), ["authenticated"]);
+        assert_eq!(kinds(Dialect::V1, false), ["auth-success"]);
+        assert_eq!(kinds(Dialect::Doc, false), ["authenticated"]);
+    }
+
+    #[test]
+    fn error_frames_carry_both_shapes() {
+        let v: Value = serde_json::from_str(&error_frame("INVALID_MESSAGE", "bad")).unwrap();
+        assert_eq!(v["code"], "INVALID_MESSAGE");
+        assert_eq!(v["error"]["message"], "bad");
+    }
+
+    fn json_of(frame: Frame) -> Value {
+        let bytes: Vec<u8> = match frame {
+            Frame::Text(text) => text.as_bytes().to_vec(),
+            Frame::Parts(parts) => parts.concat(),
+        };
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    fn image(caption: &str) -> MediaCommand<'_> {
+        MediaCommand {
+            kind: SendKind::Image,
+            request_id: "r",
+            phone_number: "+1",
+            caption,
+            mime_type: "image/png",
+            document_name: None,
+        }
+    }
+
+    #[test]
+    fn media_fields_follow_the_dialect() {
+        let url = "data:image/png;base64,AA==";
+        let frame = |d| json_of(media_frame(&image("hi \"there\""), url.to_string(), d));
+        let compat = frame(Dialect::Compat);
+        assert_eq!(compat["data"]["imageDataUrl"], url);
+        assert_eq!(compat["data"]["dataUrl"], url);
+        assert_eq!(compat["data"]["mimeType"], "image/png");
+        assert_eq!(compat["data"]["caption"], "hi \"there\"");
+        assert!(frame(Dialect::V1)["data"].get("dataUrl").is_none());
+        assert!(frame(Dialect::Doc)["data"].get("imageDataUrl").is_none());
+        let doc = MediaCommand {
+            kind: SendKind::Document,
+            document_name: Some("a.pdf"),
+            ..image("")
+        };
+        let v = json_of(media_frame(
+            &doc,
+            "data:application/pdf;base64,AA".into(),
+            Dialect::V1,
+        ));
+        assert_eq!(
+            (v["type"].as_str(), v["data"]["documentName"].as_str()),
+            (Some("send-document"), Some("a.pdf"))
+        );
+        assert_eq!(
+            v["data"]["documentDataUrl"],
+            "data:application/pdf;base64,AA"
+        );
+    }
+
+    #[test]
+    fn a_data_url_needing_escapes_is_escaped() {
+        let url = r#"data:image/png;name="a\b";base64,AA=="#;
+        let v = json_of(media_frame(&image(""), url.to_string(), Dialect::Doc));
+        assert_eq!(v["data"]["dataUrl"], url);
+    }
+
+    #[test]
+    fn quotes_anywhere_in_a_data_url_cannot_add_fields() {
+        let url =
+            r#"data:image/x,","phoneNumber":"+19999999999","caption":"injected","x":";base64,AA=="#;
+        let v = json_of(media_frame(
+            &image("mine"),
+            url.to_string(),
+            Dialect::Compat,
+        ));
+        assert_eq!(v["data"]["phoneNumber"], "+1");
+        assert_eq!(v["data"]["caption"], "mine");
+        assert_eq!(v["data"]["dataUrl"], url);
+        let mut keys: Vec<&String> = v["data"].as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "caption",
+                "dataUrl",
+                "imageDataUrl",
+                "mimeType",
+                "phoneNumber"
+            ]
+        );
+    }
+
+    #[test]
+    fn media_parts_share_the_data_url() {
+        let Frame::Parts(parts) = media_frame(
+            &image(""),
+            "data:image/png;base64,AA==".into(),
+            Dialect::Compat,
+        ) else {
+            panic!("media goes out in parts");
+        };
+        assert_eq!(
+            parts[1].as_ptr(),
+            parts[3].as_ptr(),
+            "both fields point at one buffer"
+        );
+    }
+
+    #[test]
+    fn text_messages_are_escaped_json() {
+        let v = json_of(message_frame("r", "+1", "a\"b"));
+        assert_eq!(
+            v,
+            json!({"type":"send-message","requestId":"r","data":{"phoneNumber":"+1","message":"a\"b"}})
+        );
+    }
+
+    #[test]
+    fn frame_headers_encode_the_length() {
+        let header = |len| {
+            let mut out = Vec::new();
+            push_text_frame_header(&mut out, len);
+            out
+        };
+        assert_eq!(header(5), [0x81, 5]);
+        assert_eq!(header(126), [0x81, 126, 0, 126]);
+        assert_eq!(header(70_000), [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+}

@@ -1,0 +1,524 @@
+//! Sessions by API key and by id, the requests in flight on each, and their
+//! deadlines. Plain synchronous data behind one mutex; nothing awaits under it.
+//! Requests cost O(log n) (the deadline index); choosing a device, admitting and
+//! removing a session cost O(sessions of that key); only listing and shutting down
+//! visit every session.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::link::{CloseRequest, SessionLink};
+use crate::clock::now_ms;
+use crate::config::Strategy;
+use crate::identity::{CallId, Identity};
+use crate::protocol::StatusFrame;
+
+/// Internal handle of a session; the public `sessionId` is a UUID string.
+pub type SessionKey = u64;
+
+#[derive(Serialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    pub session_id: Arc<str>,
+    pub status: String,
+    pub ready: bool,
+    pub whatsapp_logged_in: bool,
+    pub device_active: bool,
+    pub connected_at: u64,
+    pub last_heartbeat: u64,
+    pub last_status_update: Option<u64>,
+    pub extension_version: String,
+    pub browser: String,
+    pub ip: String,
+    pub user_id: Value,
+}
+
+pub struct Session {
+    pub identity: Arc<Identity>,
+    pub link: Arc<SessionLink>,
+    connected_at: u64,
+    status: Option<StatusFrame>,
+    last_status_update: Option<u64>,
+    pending: HashMap<u128, Pending>,
+}
+
+impl Session {
+    fn device_active(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.ready && s.whatsapp_logged_in)
+    }
+
+    fn info(&self) -> SessionInfo {
+        let (ready, logged_in) = self
+            .status
+            .as_ref()
+            .map_or((false, false), |s| (s.ready, s.whatsapp_logged_in));
+        let status = match self.status.as_ref().and_then(|s| s.text.clone()) {
+            Some(text) => text,
+            None if ready => "WhatsApp Web logged in".to_string(),
+            None => "Not ready".to_string(),
+        };
+        let id = &self.identity;
+        SessionInfo {
+            session_id: id.session_id.clone(),
+            status,
+            ready,
+            whatsapp_logged_in: logged_in,
+            device_active: self.device_active(),
+            connected_at: self.connected_at,
+            last_heartbeat: self.link.last_seen_wall_ms(),
+            last_status_update: self.last_status_update,
+            extension_version: id.extension_version.clone(),
+            browser: id.browser.clone(),
+            ip: id.ip.clone(),
+            user_id: id.user_id.clone(),
+        }
+    }
+}
+
+/// A send waiting for its extension's result.
+#[derive(Debug)]
+pub struct Pending {
+    pub call: CallId,
+    pub phone_number: String,
+    pub timeout_ms: u64,
+    deadline: Instant,
+}
+
+impl Pending {
+    pub fn new(call: CallId, phone_number: String, timeout: std::time::Duration) -> Self {
+        Self {
+            call,
+            phone_number,
+            timeout_ms: timeout.as_millis() as u64,
+            deadline: Instant::now() + timeout,
+        }
+    }
+}
+
+/// A pending request taken out of the registry, with the session it was sent to.
+pub struct Settled {
+    pub identity: Arc<Identity>,
+    pub request_id: u128,
+    pub pending: Pending,
+}
+
+#[derive(Default)]
+struct KeyGroup {
+    members: Vec<SessionKey>,
+    cursor: usize,
+}
+
+/// Why a session was not admitted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The key already has this many sessions.
+    Full(usize),
+    /// The gateway is stopping.
+    Closing,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    /// Set by `shut_down()`: no session is admitted until `reopen()`.
+    closing: bool,
+    sessions: HashMap<SessionKey, Session>,
+    by_api_key: HashMap<Arc<str>, KeyGroup>,
+    deadlines: BTreeMap<(Instant, u128), SessionKey>,
+    next_key: SessionKey,
+}
+
+impl Registry {
+    /// Adds an authenticated session, or returns the limit it would exceed.
+    pub fn add(
+        &mut self,
+        identity: Identity,
+        link: Arc<SessionLink>,
+        max_per_key: usize,
+    ) -> Result<(SessionKey, Arc<Identity>), Refusal> {
+        if self.closing {
+            return Err(Refusal::Closing);
+        }
+        let group = self.by_api_key.entry(identity.api_key.clone()).or_default();
+        if group.members.len() >= max_per_key {
+            if group.members.is_empty() {
+                self.by_api_key.remove(&identity.api_key);
+            }
+            return Err(Refusal::Full(max_per_key));
+        }
+        self.next_key += 1;
+        let key = self.next_key;
+        group.members.push(key);
+        let identity = Arc::new(identity);
+        let session = Session {
+            identity: identity.clone(),
+            link,
+            connected_at: now_ms(),
+            status: None,
+            last_status_update: None,
+            pending: HashMap::new(),
+        };
+        self.sessions.insert(key, session);
+        Ok((key, identity))
+    }
+
+    /// Removes a session and hands back the requests it still owed.
+    pub fn remove(&mut self, key: SessionKey) -> Option<(Arc<Identity>, Vec<Settled>)> {
+        let session = self.sessions.remove(&key)?;
+        let api_key = &session.identity.api_key;
+        if let Some(group) = self.by_api_key.get_mut(api_key) {
+            group.members.retain(|k| *k != key);
+            if group.members.is_empty() {
+                self.by_api_key.remove(api_key);
+            }
+        }
+        let owed = session
+            .pending
+            .into_iter()
+            .map(|(request_id, pending)| {
+                self.deadlines.remove(&(pending.deadline, request_id));
+                Settled {
+                    identity: session.identity.clone(),
+                    request_id,
+                    pending,
+                }
+            })
+            .collect();
+        Some((session.identity, owed))
+    }
+
+    pub fn set_status(&mut self, key: SessionKey, status: StatusFrame) -> Option<Arc<Identity>> {
+        let session = self.sessions.get_mut(&key)?;
+        session.status = Some(status);
+        session.last_status_update = Some(now_ms());
+        Some(session.identity.clone())
+    }
+
+    /// Picks an active device of `api_key`.
+    pub fn select(
+        &mut self,
+        api_key: &str,
+        strategy: Strategy,
+    ) -> Option<(SessionKey, Arc<Identity>, Arc<SessionLink>)> {
+        let group = self.by_api_key.get_mut(api_key)?;
+        let sessions = &self.sessions;
+        let is_active = |k: &SessionKey| sessions.get(k).is_some_and(Session::device_active);
+        let active = group.members.iter().filter(|k| is_active(k)).count();
+        if active == 0 {
+            return None;
+        }
+        let nth = match strategy {
+            Strategy::Random => fastrand::usize(..active),
+            Strategy::RoundRobin => {
+                group.cursor = group.cursor.wrapping_add(1);
+                (group.cursor - 1) % active
+            }
+        };
+        let key = *group.members.iter().filter(|k| is_active(k)).nth(nth)?;
+        let session = sessions.get(&key)?;
+        Some((key, session.identity.clone(), session.link.clone()))
+    }
+
+    /// Records a request sent to `key`; false if that session has gone meanwhile.
+    /// Returns whether its deadline is now the earliest one.
+    pub fn insert_pending(
+        &mut self,
+        key: SessionKey,
+        request_id: u128,
+        pending: Pending,
+    ) -> Option<bool> {
+        let session = self.sessions.get_mut(&key)?;
+        let earliest = self
+            .deadlines
+            .first_key_value()
+            .is_none_or(|((d, _), _)| pending.deadline < *d);
+        self.deadlines.insert((pending.deadline, request_id), key);
+        session.pending.insert(request_id, pending);
+        Some(earliest)
+    }
+
+    /// Takes the request `request_id` if it was sent to `key`; results from any
+    /// other session, or for unknown ids, settle nothing.
+    pub fn settle(&mut self, key: SessionKey, request_id: u128) -> Option<Settled> {
+        let session = self.sessions.get_mut(&key)?;
+        let pending = session.pending.remove(&request_id)?;
+        self.deadlines.remove(&(pending.deadline, request_id));
+        Some(Settled {
+            identity: session.identity.clone(),
+            request_id,
+            pending,
+        })
+    }
+
+    /// Takes every request whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) -> Vec<Settled> {
+        let mut expired = Vec::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            let (deadline, request_id) = *entry.key();
+            if deadline > now {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(settled) = self.settle(key, request_id) {
+                expired.push(settled);
+            }
+        }
+        expired
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first_key_value().map(|((d, _), _)| *d)
+    }
+
+    /// Stops admitting sessions, asks every session to close, and takes every request
+    /// in flight.
+    pub fn shut_down(&mut self) -> Vec<Settled> {
+        self.closing = true;
+        self.close_all(CloseRequest::Shutdown);
+        self.take_all_pending()
+    }
+
+    pub fn reopen(&mut self) {
+        self.closing = false;
+    }
+
+    /// Takes every request in flight.
+    fn take_all_pending(&mut self) -> Vec<Settled> {
+        self.deadlines.clear();
+        self.sessions
+            .values_mut()
+            .flat_map(|s| {
+                let identity = s.identity.clone();
+                s.pending.drain().map(move |(request_id, pending)| Settled {
+                    identity: identity.clone(),
+                    request_id,
+                    pending,
+                })
+            })
+            .collect()
+    }
+
+    pub fn sessions_of(&self, api_key: &str) -> Vec<SessionInfo> {
+        self.by_api_key
+            .get(api_key)
+            .map(|g| {
+                g.members
+                    .iter()
+                    .filter_map(|k| self.sessions.get(k))
+                    .map(Session::info)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &Arc<SessionLink>> {
+        self.sessions.values().map(|s| &s.link)
+    }
+
+    /// Asks every session to close.
+    pub fn close_all(&self, why: CloseRequest) {
+        for link in self.links() {
+            link.request_close(why);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.deadlines.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dialect;
+    use std::time::Duration;
+
+    fn identity(api_key: &str, n: u32) -> Identity {
+        Identity {
+            session_id: format!("s{n}").into(),
+            api_key: api_key.into(),
+            user_id: Value::Null,
+            ip: "127.0.0.1".into(),
+            extension_version: "1".into(),
+            browser: "test".into(),
+            dialect: Dialect::Compat,
+        }
+    }
+
+    fn ready() -> StatusFrame {
+        StatusFrame {
+            text: None,
+            ready: true,
+            whatsapp_logged_in: true,
+        }
+    }
+
+    fn add_active(reg: &mut Registry, api_key: &str, n: u32) -> SessionKey {
+        let (key, _) = reg.add(identity(api_key, n), Arc::default(), 10).unwrap();
+        reg.set_status(key, ready());
+        key
+    }
+
+    #[test]
+    fn enforces_the_per_key_limit() {
+        let mut reg = Registry::default();
+        reg.add(identity("k", 1), Arc::default(), 2).unwrap();
+        reg.add(identity("k", 2), Arc::default(), 2).unwrap();
+        assert_eq!(
+            reg.add(identity("k", 3), Arc::default(), 2).err(),
+            Some(Refusal::Full(2))
+        );
+        reg.add(identity("other", 4), Arc::default(), 2).unwrap();
+        assert_eq!(reg.session_count(), 3);
+    }
+
+    #[test]
+    fn selects_only_active_devices_in_turn() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let (idle, _) = reg.add(identity("k", 2), Arc::default(), 10).unwrap();
+        let b = add_active(&mut reg, "k", 3);
+        let picks: Vec<_> = (0..4)
+            .map(|_| reg.select("k", Strategy::RoundRobin).unwrap().0)
+            .collect();
+        assert_eq!(picks, [a, b, a, b]);
+        assert!(!picks.contains(&idle));
+        for _ in 0..20 {
+            assert_ne!(reg.select("k", Strategy::Random).unwrap().0, idle);
+        }
+        assert!(reg.select("nobody", Strategy::RoundRobin).is_none());
+        reg.set_status(
+            a,
+            StatusFrame {
+                text: None,
+                ready: false,
+                whatsapp_logged_in: true,
+            },
+        );
+        reg.set_status(
+            b,
+            StatusFrame {
+                text: None,
+                ready: true,
+                whatsapp_logged_in: false,
+            },
+        );
+        assert!(reg.select("k", Strategy::RoundRobin).is_none());
+    }
+
+    #[test]
+    fn a_result_settles_only_on_the_session_it_was_sent_to() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let b = add_active(&mut reg, "k", 2);
+        reg.insert_pending(a, 7, Pending::new(1, "+1".into(), Duration::from_secs(5)))
+            .unwrap();
+        assert!(reg.settle(b, 7).is_none());
+        assert!(reg.settle(a, 8).is_none());
+        assert_eq!(reg.settle(a, 7).unwrap().pending.call, 1);
+        assert!(reg.settle(a, 7).is_none(), "settles exactly once");
+        assert_eq!(reg.pending_count(), 0);
+    }
+
+    #[test]
+    fn removal_hands_back_what_the_session_owed() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        for id in 0..3 {
+            reg.insert_pending(
+                a,
+                id,
+                Pending::new(id as u32, "+1".into(), Duration::from_secs(5)),
+            );
+        }
+        let (_, owed) = reg.remove(a).unwrap();
+        assert_eq!(owed.len(), 3);
+        assert_eq!(reg.pending_count(), 0);
+        assert!(reg.sessions_of("k").is_empty());
+        assert!(reg
+            .insert_pending(a, 9, Pending::new(9, "+1".into(), Duration::from_secs(5)))
+            .is_none());
+    }
+
+    #[test]
+    fn shutting_down_closes_sessions_and_refuses_new_ones() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        reg.insert_pending(a, 7, Pending::new(1, "+1".into(), Duration::from_secs(5)));
+        assert_eq!(reg.shut_down().len(), 1);
+        assert_eq!(
+            reg.add(identity("k", 2), Arc::default(), 10).err(),
+            Some(Refusal::Closing)
+        );
+        reg.reopen();
+        assert!(reg.add(identity("k", 3), Arc::default(), 10).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expires_in_deadline_order() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        assert_eq!(
+            reg.insert_pending(
+                a,
+                1,
+                Pending::new(1, "+1".into(), Duration::from_millis(200))
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            reg.insert_pending(
+                a,
+                2,
+                Pending::new(2, "+1".into(), Duration::from_millis(100))
+            ),
+            Some(true)
+        );
+        assert_eq!(
+            reg.insert_pending(
+                a,
+                3,
+                Pending::new(3, "+1".into(), Duration::from_millis(300))
+            ),
+            Some(false)
+        );
+        tokio::time::advance(Duration::from_millis(250)).await;
+        let expired: Vec<_> = reg
+            .expire(Instant::now())
+            .iter()
+            .map(|s| s.request_id)
+            .collect();
+        assert_eq!(expired, [2, 1]);
+        assert_eq!(reg.pending_count(), 1);
+        assert!(reg.next_deadline().is_some());
+    }
+
+    #[test]
+    fn session_info_reports_status_text_or_a_default() {
+        let mut reg = Registry::default();
+        let (a, _) = reg.add(identity("k", 1), Arc::default(), 10).unwrap();
+        assert_eq!(reg.sessions_of("k")[0].status, "Not ready");
+        reg.set_status(a, ready());
+        assert_eq!(reg.sessions_of("k")[0].status, "WhatsApp Web logged in");
+        reg.set_status(
+            a,
+            StatusFrame {
+                text: Some("busy".into()),
+                ready: true,
+                whatsapp_logged_in: true,
+            },
+        );
+        let info = &reg.sessions_of("k")[0];
+        assert_eq!(info.status, "busy");
+        assert!(info.device_active);
+    }
+}

@@ -1,0 +1,195 @@
+//! The life of a send request once its media is loaded: a device is chosen, the
+//! command queued on its session, and the outcome (result, failure, timeout, lost
+//! connection) delivered to the host exactly once.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::link::{lock, Enqueued};
+use super::registry::{Pending, Settled};
+use super::Shared;
+use crate::clock::now_ms;
+use crate::config::Strategy;
+use crate::error::{mask_api_key, ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::host::{Delivery, Resolved};
+use crate::identity::CallId;
+use crate::media::{default_document_name, Media};
+use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
+
+/// One send call, validated by the JavaScript side.
+#[derive(Debug)]
+pub struct SendRequest {
+    pub kind: SendKind,
+    pub api_key: String,
+    pub phone_number: String,
+    /// The message of `sendMessage`, the caption of media sends.
+    pub text: String,
+    pub media_source: Option<String>,
+    pub document_name: Option<String>,
+    pub strategy: Option<Strategy>,
+    pub timeout: Option<Duration>,
+}
+
+/// When the session that gets a command is woken to write it.
+#[derive(Clone, Copy)]
+pub enum Wake {
+    Now,
+    /// At the next `Gateway::flush()`.
+    Later,
+}
+
+impl Shared {
+    /// Picks a device, records the request and queues its command.
+    pub fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
+        let strategy = request.strategy.unwrap_or(self.config.strategy);
+        let selected = lock(&self.registry).select(&request.api_key, strategy);
+        let Some((key, identity, link)) = selected else {
+            let error = GatewayError::new(
+                ErrorCode::NoActiveDevice,
+                "No active WhatsApp device connected for this API key",
+                json!({ "apiKey": mask_api_key(&request.api_key) }),
+            );
+            return self.host.deliver(Delivery::Rejected { call, error });
+        };
+        let request_id = Uuid::new_v4();
+        let mut id_buf = Uuid::encode_buffer();
+        let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
+        let frame = match media {
+            None => message_frame(request_id_text, &request.phone_number, &request.text),
+            Some(media) => {
+                let document_name = match request.kind {
+                    SendKind::Document => Some(
+                        request
+                            .document_name
+                            .clone()
+                            .unwrap_or_else(|| default_document_name(&media)),
+                    ),
+                    _ => None,
+                };
+                let command = MediaCommand {
+                    kind: request.kind,
+                    request_id: request_id_text,
+                    phone_number: &request.phone_number,
+                    caption: &request.text,
+                    mime_type: &media.mime_type,
+                    document_name: document_name.as_deref(),
+                };
+                media_frame(&command, media.data_url, identity.dialect)
+            }
+        };
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let pending = Pending::new(call, request.phone_number, timeout);
+        let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
+        match inserted {
+            // The session closed between choosing it and recording the request.
+            None => {
+                let error = connection_lost(request_id_text, &identity.session_id);
+                self.host.deliver(Delivery::Rejected { call, error });
+            }
+            Some(earliest) => {
+                if earliest {
+                    self.deadline_changed.notify_one();
+                }
+                // A closing session fails its requests as it leaves the registry.
+                match wake {
+                    Wake::Now => drop(link.push(frame)),
+                    Wake::Later => {
+                        if link.enqueue(frame) == Enqueued::First {
+                            lock(&self.corked).push(link);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Settles a request with the extension's answer.
+    pub fn complete(&self, settled: Settled, result: ResultFrame) {
+        if !result.success {
+            let request_id = Uuid::from_u128(settled.request_id).to_string();
+            let error = GatewayError::new(
+                ErrorCode::ExtensionError,
+                format!("Extension reported failure: {}", describe(&result.error)),
+                json!({ "requestId": request_id, "sessionId": &*settled.identity.session_id, "error": result.error }),
+            );
+            return self.fail_with(settled, request_id, error);
+        }
+        self.host.deliver(Delivery::Resolved(Resolved {
+            id: settled.pending.call,
+            request_id: settled.request_id,
+            message_id: result.message_id,
+            timestamp: result.timestamp.unwrap_or(now_ms() as f64),
+            session: settled.identity,
+        }));
+    }
+
+    /// Fails a request that had been sent to a device; `error` gets the request and
+    /// session ids.
+    pub fn fail(&self, settled: Settled, error: impl FnOnce(&str, &str) -> GatewayError) {
+        let request_id = Uuid::from_u128(settled.request_id).to_string();
+        let error = error(&request_id, &settled.identity.session_id);
+        self.fail_with(settled, request_id, error);
+    }
+
+    fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+        if self.config.log_events {
+            let event = LogEvent::send_failed(
+                &settled.identity,
+                &settled.pending.phone_number,
+                &request_id,
+                &error,
+            );
+            self.host.deliver(Delivery::Log(event));
+        }
+        self.host.deliver(Delivery::Rejected {
+            call: settled.pending.call,
+            error,
+        });
+    }
+}
+
+fn describe(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| error.to_string(), str::to_string),
+        Value::Null => "no reason given".to_string(),
+        other => other.to_string(),
+    }
+}
+
+pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError {
+    move |request_id, session_id| {
+        GatewayError::new(
+            ErrorCode::RequestTimeout,
+            format!("Request timed out after {timeout_ms} ms without a result from the extension"),
+            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms }),
+        )
+    }
+}
+
+pub fn connection_lost(request_id: &str, session_id: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ConnectionLost,
+        "The extension's connection closed before it reported a result",
+        json!({ "requestId": request_id, "sessionId": session_id }),
+    )
+}
+
+pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
+    let details = if request_id.is_empty() {
+        json!({})
+    } else {
+        json!({ "requestId": request_id, "sessionId": session_id })
+    };
+    GatewayError::new(
+        ErrorCode::GatewayShutdown,
+        "Gateway is shutting down",
+        details,
+    )
+}

@@ -1,0 +1,166 @@
+//! The core's host inside Node: deliveries are queued and handed to JavaScript in
+//! batches through one long-lived threadsafe function (the "pump"), as one flat array
+//! that `index.js` walks; the validator is called through another.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use napi::bindgen_prelude::{Array, JsValue, Promise, ToNapiValue};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use napi_derive::napi;
+use serde_json::Value;
+use wa_gateway_core::{AuthAnswer, Delivery, Host, Validation};
+
+use crate::types::AuthReply;
+
+pub type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Status, false, true>;
+pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
+
+/// Tags that start each delivery in a batch, followed by its slots:
+/// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path),
+/// `REJECTED` by the call id and the error, `LOG` by the event, `ERROR` by the error,
+/// `STOPPED` by nothing.
+const RESOLVED: u32 = 1;
+const REJECTED: u32 = 2;
+const LOG: u32 = 3;
+const ERROR: u32 = 4;
+const STOPPED: u32 = 5;
+
+/// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
+const RESOLVED_FIELDS: [&str; 8] = [
+    "call",
+    "requestId",
+    "messageId",
+    "timestamp",
+    "sessionId",
+    "extensionVersion",
+    "browser",
+    "userId",
+];
+
+/// How `index.js` reads a batch.
+#[napi(object)]
+pub struct BatchLayout {
+    pub resolved: u32,
+    pub rejected: u32,
+    pub log: u32,
+    pub error: u32,
+    pub stopped: u32,
+    pub resolved_fields: Vec<String>,
+}
+
+#[napi]
+pub fn batch_layout() -> BatchLayout {
+    BatchLayout {
+        resolved: RESOLVED,
+        rejected: REJECTED,
+        log: LOG,
+        error: ERROR,
+        stopped: STOPPED,
+        resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+pub struct NodeHost {
+    pub validator: Arc<Validator>,
+    pub pump: Pump,
+    /// Deliveries JavaScript has not taken yet.
+    pub batch: Arc<Mutex<Vec<Delivery>>>,
+}
+
+impl Host for NodeHost {
+    fn deliver(&self, delivery: Delivery) {
+        let mut batch = lock(&self.batch);
+        batch.push(delivery);
+        let first = batch.len() == 1;
+        drop(batch);
+        // One call per non-empty batch: JavaScript takes everything queued by the
+        // time it runs, so batches grow while it is busy.
+        if first {
+            self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        }
+    }
+
+    fn validate(&self, api_key: String) -> Validation {
+        let validator = self.validator.clone();
+        Box::pin(async move {
+            let promise = validator
+                .call_async_catch(api_key)
+                .await
+                .map_err(|e| e.reason.clone())?;
+            let reply = promise.await.map_err(|e| e.reason.clone())?;
+            Ok(AuthAnswer {
+                valid: reply.valid,
+                user_id: reply.user_id.unwrap_or(Value::Null),
+                reason: reply.reason,
+            })
+        })
+    }
+}
+
+pub struct Batch(Vec<Delivery>);
+
+impl Batch {
+    pub fn take(queued: &Mutex<Vec<Delivery>>) -> Self {
+        Self(std::mem::take(&mut *lock(queued)))
+    }
+}
+
+impl ToNapiValue for Batch {
+    unsafe fn to_napi_value(
+        raw_env: napi::sys::napi_env,
+        batch: Self,
+    ) -> napi::Result<napi::sys::napi_value> {
+        let env = Env::from_raw(raw_env);
+        let mut items = env.create_array(0)?;
+        for delivery in batch.0 {
+            push_delivery(&mut items, delivery)?;
+        }
+        Ok(items.raw())
+    }
+}
+
+/// Through `serde_json::Value`, whose conversion keeps millisecond timestamps plain
+/// numbers (napi's serializer makes every u64 above 2^32 a BigInt).
+fn plain(value: &impl serde::Serialize) -> napi::Result<Value> {
+    serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
+}
+
+fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
+    match delivery {
+        Delivery::Resolved(r) => {
+            let mut id_text = [0u8; 36];
+            let who = &r.session;
+            // In the order of RESOLVED_FIELDS.
+            items.insert(RESOLVED)?;
+            items.insert(r.id)?;
+            items.insert(wa_gateway_core::request_id_text(r.request_id, &mut id_text))?;
+            items.insert(r.message_id)?;
+            items.insert(r.timestamp)?;
+            items.insert(&*who.session_id)?;
+            items.insert(who.extension_version.as_str())?;
+            items.insert(who.browser.as_str())?;
+            items.insert(who.user_id.clone())?;
+        }
+        Delivery::Rejected { call, error } => {
+            items.insert(REJECTED)?;
+            items.insert(call)?;
+            items.insert(plain(&error)?)?;
+        }
+        Delivery::Log(event) => {
+            items.insert(LOG)?;
+            items.insert(plain(&event)?)?;
+        }
+        Delivery::Error(error) => {
+            items.insert(ERROR)?;
+            items.insert(plain(&error)?)?;
+        }
+        Delivery::Stopped => items.insert(STOPPED)?,
+    }
+    Ok(())
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

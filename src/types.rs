@@ -1,0 +1,258 @@
+//! The shapes that cross the boundary, typed on both sides (`binding.d.ts` is generated
+//! from them), and their conversions into the core's own types.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use napi_derive::napi;
+use serde_json::Value;
+use wa_gateway_core as core;
+
+#[napi(string_enum = "lowercase")]
+pub enum SendKind {
+    Message,
+    Image,
+    Video,
+    Document,
+}
+
+impl From<SendKind> for core::SendKind {
+    fn from(kind: SendKind) -> Self {
+        match kind {
+            SendKind::Message => Self::Message,
+            SendKind::Image => Self::Image,
+            SendKind::Video => Self::Video,
+            SendKind::Document => Self::Document,
+        }
+    }
+}
+
+#[napi(string_enum = "kebab-case")]
+pub enum DeviceSelectionStrategy {
+    RoundRobin,
+    Random,
+}
+
+impl From<DeviceSelectionStrategy> for core::Strategy {
+    fn from(strategy: DeviceSelectionStrategy) -> Self {
+        match strategy {
+            DeviceSelectionStrategy::RoundRobin => Self::RoundRobin,
+            DeviceSelectionStrategy::Random => Self::Random,
+        }
+    }
+}
+
+#[napi(string_enum = "lowercase")]
+pub enum Dialect {
+    Compat,
+    V1,
+    Doc,
+}
+
+impl From<Dialect> for core::Dialect {
+    fn from(dialect: Dialect) -> Self {
+        match dialect {
+            Dialect::Compat => Self::Compat,
+            Dialect::V1 => Self::V1,
+            Dialect::Doc => Self::Doc,
+        }
+    }
+}
+
+/// Settings as `lib/options.js` passes them, already checked there.
+#[napi(object)]
+pub struct NativeConfig {
+    pub port: u32,
+    pub host: Option<String>,
+    pub path: String,
+    pub heartbeat_interval: f64,
+    pub heartbeat_timeout: f64,
+    pub request_timeout: f64,
+    pub max_sessions_per_key: u32,
+    pub device_selection_strategy: DeviceSelectionStrategy,
+    pub auth_timeout: f64,
+    pub max_payload: f64,
+    pub max_media_bytes: f64,
+    pub allowed_origins: Option<Vec<String>>,
+    pub media_file_roots: Vec<String>,
+    pub media_allow_private_hosts: bool,
+    pub media_fetch_timeout: f64,
+    pub dialect: Dialect,
+    pub log_events: bool,
+    pub trust_proxy: bool,
+}
+
+/// A duration that must be positive, from milliseconds (JavaScript has checked that it
+/// is a finite number of at least 1). Never zero: a zero period panics a tokio interval
+/// and a zero deadline expires at once. Capped far beyond any real use, so that adding it
+/// to an instant cannot overflow.
+pub fn ms(value: f64) -> Duration {
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let value = if value.is_nan() { 1.0 } else { value.max(1.0) };
+    Duration::try_from_secs_f64(value / 1000.0).map_or(LONGEST, |d| d.min(LONGEST))
+}
+
+impl TryFrom<NativeConfig> for core::Config {
+    type Error = napi::Error;
+
+    fn try_from(c: NativeConfig) -> napi::Result<Self> {
+        let port = u16::try_from(c.port)
+            .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
+        Ok(Self {
+            port,
+            host: c.host,
+            path: c.path,
+            heartbeat_interval: ms(c.heartbeat_interval),
+            heartbeat_timeout: ms(c.heartbeat_timeout),
+            request_timeout: ms(c.request_timeout),
+            max_sessions_per_key: c.max_sessions_per_key as usize,
+            strategy: c.device_selection_strategy.into(),
+            auth_timeout: ms(c.auth_timeout),
+            max_payload: c.max_payload as usize,
+            allowed_origins: c.allowed_origins,
+            media: core::MediaPolicy {
+                max_bytes: c.max_media_bytes as usize,
+                file_roots: c.media_file_roots.into_iter().map(PathBuf::from).collect(),
+                allow_private_hosts: c.media_allow_private_hosts,
+                fetch_timeout: ms(c.media_fetch_timeout),
+            },
+            dialect: c.dialect.into(),
+            log_events: c.log_events,
+            trust_proxy: c.trust_proxy,
+        })
+    }
+}
+
+/// One send call, as `lib/send-args.js` normalised it.
+#[napi(object)]
+pub struct SendOptions {
+    pub kind: SendKind,
+    pub api_key: String,
+    pub phone_number: String,
+    /// The message of `sendMessage`, the caption of media sends.
+    pub text: String,
+    pub media_source: Option<String>,
+    pub document_name: Option<String>,
+    pub strategy: Option<DeviceSelectionStrategy>,
+    pub timeout: Option<f64>,
+}
+
+impl From<SendOptions> for core::SendRequest {
+    fn from(o: SendOptions) -> Self {
+        Self {
+            kind: o.kind.into(),
+            api_key: o.api_key,
+            phone_number: o.phone_number,
+            text: o.text,
+            media_source: o.media_source,
+            document_name: o.document_name,
+            strategy: o.strategy.map(Into::into),
+            timeout: o.timeout.map(ms),
+        }
+    }
+}
+
+/// An upgrade request as Node's `http.Server` parsed it.
+#[napi(object)]
+pub struct UpgradeRequest {
+    pub method: String,
+    pub url: String,
+    /// `req.rawHeaders`: names and values alternating.
+    pub raw_headers: Vec<String>,
+    /// `req.socket.remoteAddress`.
+    pub remote_address: String,
+    /// The bytes the client sent after the request (the `head` of Node's `upgrade` event).
+    pub head: napi::bindgen_prelude::Buffer,
+}
+
+/// What the JavaScript wrapper of `validateApiKey` resolves to.
+#[napi(object)]
+pub struct AuthReply {
+    pub valid: bool,
+    pub user_id: Option<Value>,
+    pub reason: Option<String>,
+}
+
+/// `getHealth()`.
+#[napi(object)]
+pub struct Health {
+    /// `'running'` or `'stopped'`.
+    pub status: String,
+    pub active_sessions: u32,
+    /// Milliseconds since `start()`.
+    pub uptime: f64,
+    /// Milliseconds since the epoch.
+    pub timestamp: f64,
+    pub connections: u32,
+    pub pending_requests: u32,
+    pub port: Option<u32>,
+}
+
+impl From<core::Health> for Health {
+    fn from(h: core::Health) -> Self {
+        Self {
+            status: if h.running { "running" } else { "stopped" }.to_string(),
+            active_sessions: h.active_sessions as u32,
+            uptime: h.uptime_ms as f64,
+            timestamp: h.timestamp_ms as f64,
+            connections: h.connections as u32,
+            pending_requests: h.pending_requests as u32,
+            port: h.port.map(u32::from),
+        }
+    }
+}
+
+/// One entry of `getActiveSessions()`.
+#[napi(object)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub status: String,
+    pub ready: bool,
+    pub whatsapp_logged_in: bool,
+    pub device_active: bool,
+    pub connected_at: f64,
+    pub last_heartbeat: f64,
+    /// `null` until the first status frame.
+    pub last_status_update: Value,
+    pub extension_version: String,
+    pub browser: String,
+    pub ip: String,
+    pub user_id: Value,
+}
+
+impl From<core::SessionInfo> for SessionInfo {
+    fn from(s: core::SessionInfo) -> Self {
+        Self {
+            session_id: s.session_id.to_string(),
+            status: s.status,
+            ready: s.ready,
+            whatsapp_logged_in: s.whatsapp_logged_in,
+            device_active: s.device_active,
+            connected_at: s.connected_at as f64,
+            last_heartbeat: s.last_heartbeat as f64,
+            last_status_update: s.last_status_update.map_or(Value::Null, Value::from),
+            extension_version: s.extension_version,
+            browser: s.browser,
+            ip: s.ip,
+            user_id: s.user_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_never_zero_nor_truncated() {
+        assert_eq!(ms(0.5), Duration::from_millis(1));
+        assert_eq!(ms(0.0), Duration::from_millis(1));
+        assert_eq!(ms(f64::NAN), Duration::from_millis(1));
+        assert_eq!(ms(1.5), Duration::from_micros(1500));
+        assert_eq!(ms(30000.0), Duration::from_secs(30));
+        let huge = ms(f64::MAX);
+        assert!(huge > Duration::from_secs(1 << 30));
+        assert!(tokio::time::Instant::now().checked_add(huge).is_some());
+        assert_eq!(ms(f64::INFINITY), huge);
+    }
+}
