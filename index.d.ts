@@ -46,7 +46,10 @@ export interface GatewayConfig {
   path?: string;
   /** An existing http.Server or https.Server to attach to (README: "Attaching"). */
   server?: unknown;
-  /** Take the client IP from X-Forwarded-For / X-Real-IP (default false). */
+  /**
+   * Take the client IP from X-Real-IP, else the right-most X-Forwarded-For entry; values
+   * that are not IP addresses are skipped (default false). Only behind a proxy you trust.
+   */
   trustProxy?: boolean;
   /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
   reusePort?: boolean;

@@ -96,6 +96,22 @@ function withV1Defaults(config) {
   return copy ?? config;
 }
 
+/** Durations that must be positive (SPEC 5.1); durations where 0 means "off" are not here. */
+const POSITIVE_DURATIONS = ['heartbeatInterval', 'heartbeatTimeout', 'requestTimeout', 'authTimeout', 'mediaFetchTimeout'];
+
+/**
+ * Every positive duration, after defaults, is a finite number of at least 1 ms: below
+ * that the core would round to a timer period of zero.
+ */
+function checkPositiveDurations(settings) {
+  for (const name of POSITIVE_DURATIONS) {
+    const value = settings[name];
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 1) {
+      throw fail(name, 'a positive, finite number of milliseconds (at least 1)', value);
+    }
+  }
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
 function normalizeConfig(userConfig) {
   if (userConfig === null || typeof userConfig !== 'object') {
@@ -146,6 +162,7 @@ function normalizeConfig(userConfig) {
     trustProxy: config.trustProxy ?? false,
     reusePort: config.reusePort ?? false,
   };
+  checkPositiveDurations(native);
   return { native, callbacks, server: server(config.server) };
 }
 

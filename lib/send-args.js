@@ -69,18 +69,24 @@ function sendArgs(kind, apiKey, data) {
   if (strategy != null && !STRATEGIES.includes(strategy)) {
     throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
   }
-  const timeout = data.timeout;
-  if (timeout != null && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout <= 0)) {
-    throw invalid('timeout', timeout, 'timeout must be a positive number of milliseconds');
-  }
+  const timeout = callTimeout(data.timeout);
   return {
     phoneNumber: data.phoneNumber,
     text,
     media,
     documentName,
     strategy: strategy ?? undefined,
-    timeout: timeout ?? undefined,
+    timeout,
   };
+}
+
+/** A call's own `timeout`: a finite number of milliseconds, at least 1 (SPEC 5.1). */
+function callTimeout(timeout) {
+  if (timeout == null) return undefined;
+  if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 1) {
+    throw invalid('timeout', timeout, 'timeout must be a positive, finite number of milliseconds (at least 1)');
+  }
+  return timeout;
 }
 
 /** The media source: `dataUrl`, then `<kind>DataUrl`, then `<kind>Url`. */

@@ -85,8 +85,14 @@ pub struct NativeConfig {
     pub reuse_port: bool,
 }
 
+/// A duration that must be positive, from milliseconds (JavaScript has checked that it
+/// is a finite number of at least 1). Never zero: a zero period panics a tokio interval
+/// and a zero deadline expires at once. Capped far beyond any real use, so that adding it
+/// to an instant cannot overflow.
 pub fn ms(value: f64) -> Duration {
-    Duration::from_millis(value.max(0.0) as u64)
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let value = if value.is_nan() { 1.0 } else { value.max(1.0) };
+    Duration::try_from_secs_f64(value / 1000.0).map_or(LONGEST, |d| d.min(LONGEST))
 }
 
 impl TryFrom<NativeConfig> for core::Config {
@@ -289,5 +295,23 @@ impl From<core::MetricsSnapshot> for CoreMetrics {
                 sum: h.sum,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_never_zero_nor_truncated() {
+        assert_eq!(ms(0.5), Duration::from_millis(1));
+        assert_eq!(ms(0.0), Duration::from_millis(1));
+        assert_eq!(ms(f64::NAN), Duration::from_millis(1));
+        assert_eq!(ms(1.5), Duration::from_micros(1500));
+        assert_eq!(ms(30000.0), Duration::from_secs(30));
+        let huge = ms(f64::MAX);
+        assert!(huge > Duration::from_secs(1 << 30));
+        assert!(tokio::time::Instant::now().checked_add(huge).is_some());
+        assert_eq!(ms(f64::INFINITY), huge);
     }
 }

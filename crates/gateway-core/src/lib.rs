@@ -25,6 +25,7 @@ mod net;
 mod protocol;
 mod runtime;
 mod state;
+mod supervise;
 mod timers;
 
 pub use config::{Config, Dialect, Strategy};

@@ -3,6 +3,7 @@
 //! use it live in `net` and `timers`.
 
 pub mod link;
+pub mod pending_auth;
 pub mod registry;
 pub mod requests;
 
