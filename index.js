@@ -3,6 +3,8 @@
 // arguments, keeps one promise per send call, and dispatches what the core
 // delivers (results, events, errors) in batches, to the callbacks and to listeners.
 const EventEmitter = require('node:events');
+const fs = require('node:fs');
+const path = require('node:path');
 const {
   ERROR_CODES,
   SERVER_MESSAGE_TYPES,
@@ -11,21 +13,32 @@ const {
   fromNative,
 } = require('./lib/errors');
 const { attach } = require('./lib/attach');
+const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
 
+/**
+ * The addon the install put next to this file, else the one the tarball carries for
+ * this platform (when install scripts did not run).
+ */
 function loadNative() {
-  try {
-    return require('./gateway.node');
-  } catch (error) {
-    throw new Error(
-      `whatsapp-ws-extension-gateway: the native addon is missing or broken (${error.message}). ` +
-        'Reinstall it with `npm rebuild whatsapp-ws-extension-gateway` (in a clone of the repository: `npm run build`).',
-    );
+  let problem = 'gateway.node is not there';
+  for (const file of [path.join(__dirname, 'gateway.node'), prebuiltPath()]) {
+    if (!fs.existsSync(file)) continue;
+    try {
+      return require(file);
+    } catch (error) {
+      problem = error.message;
+    }
   }
+  throw new Error(
+    `whatsapp-ws-extension-gateway: the native addon is missing or broken (${problem}). ` +
+      'Reinstall it with `npm rebuild whatsapp-ws-extension-gateway` (its install script must be allowed to run); ' +
+      'in a clone of the repository, `npm run build`.',
+  );
 }
 const { NativeGateway, batchLayout } = loadNative();
 

@@ -112,6 +112,31 @@ test('the tarball installs without Rust into a fresh app and sends', { timeout: 
   assert.deepEqual(esm, ['function', 'GATEWAY_SHUTDOWN', 'ping', 'auth', 'stopped']);
 });
 
+test('installed with install scripts skipped (npm --ignore-scripts, pnpm), the carried binary still loads', { timeout: 120_000 }, () => {
+  const app = path.join(work, 'app-no-scripts');
+  fs.mkdirSync(app);
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app2', version: '1.0.0', private: true }));
+  run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', '--ignore-scripts', tarball], app, noRust);
+  const installed = path.join(app, 'node_modules', 'whatsapp-ws-extension-gateway');
+  assert.ok(!fs.existsSync(path.join(installed, 'gateway.node')), 'the install script did not run');
+  const script = `
+    const { WhatsAppGateway } = require('whatsapp-ws-extension-gateway');
+    const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+    gateway.start().then(() => {
+      const running = gateway.getHealth().status;
+      return gateway.stop().then(() => console.log(running));
+    });
+  `;
+  assert.equal(run(process.execPath, ['-e', script], app, noRust).trim(), 'running');
+
+  // With neither binary, the error names the fix.
+  fs.rmSync(path.join(installed, 'prebuilds'), { recursive: true });
+  const missing = attempt(process.execPath, ['-e', "require('whatsapp-ws-extension-gateway')"], app, noRust);
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /native addon is missing or broken/);
+  assert.match(missing.stderr, /npm rebuild whatsapp-ws-extension-gateway/);
+});
+
 test('without a usable prebuilt binary the install says why and what building needs', () => {
   const unpacked = path.join(work, 'unpacked');
   fs.mkdirSync(unpacked);

@@ -1,22 +1,3 @@
 'use strict';
-// Where a packed tarball carries the addon built on the machine that packed it
-// (SPEC 5.6): prebuilds/<platform tag>/gateway.node. Shared by the pack and install
-// scripts so that both agree on the tag.
-const path = require('node:path');
-
-const root = path.resolve(__dirname, '..');
-
-/** linux-x64-gnu, linux-x64-musl, darwin-arm64, ...: what a binary needs to load. */
-function platformTag() {
-  const base = `${process.platform}-${process.arch}`;
-  if (process.platform !== 'linux') return base;
-  // Node built against glibc reports its version; on musl the field is absent.
-  const header = process.report?.getReport?.().header ?? {};
-  return `${base}-${header.glibcVersionRuntime ? 'gnu' : 'musl'}`;
-}
-
-function prebuiltPath(tag = platformTag()) {
-  return path.join(root, 'prebuilds', tag, 'gateway.node');
-}
-
-module.exports = { root, platformTag, prebuiltPath };
+// The pack and install scripts agree with index.js on where the carried binary lives.
+module.exports = require('../lib/prebuilt');
