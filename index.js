@@ -238,7 +238,7 @@ class WhatsAppGateway extends EventEmitter {
       return Promise.reject(error);
     }
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
-    const startedAt = process.hrtime.bigint();
+    const startedAt = performance.now();
     return new Promise((resolve, reject) => {
       // What the `*-sent` event and the metrics need besides what the core reports.
       this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt });

@@ -16,8 +16,10 @@ class Histogram {
   }
 
   observe(seconds) {
-    const bucket = this.bounds.findIndex((bound) => seconds <= bound);
-    if (bucket >= 0) this.counts[bucket]++;
+    const { bounds } = this;
+    let bucket = 0;
+    while (bucket < bounds.length && seconds > bounds[bucket]) bucket++;
+    if (bucket < bounds.length) this.counts[bucket]++;
     this.count++;
     this.sum += seconds;
   }
@@ -25,26 +27,24 @@ class Histogram {
 
 /** Counters kept by one gateway across start() and stop(). */
 class SendMetrics {
-  /** `${kind}\0${outcome}` -> count. */
+  /** kind -> outcome -> count (no string built per send: this runs on every one). */
   #sends = new Map();
   /** kind -> Histogram. */
   #durations = new Map();
 
-  /** A send call settled: `outcome` is 'success' or the error code. */
+  /** A send call settled: `outcome` is 'success' or the error code; `startedAt` is its `performance.now()`. */
   settled(kind, outcome, startedAt) {
-    const key = `${kind}\0${outcome}`;
-    this.#sends.set(key, (this.#sends.get(key) ?? 0) + 1);
+    let outcomes = this.#sends.get(kind);
+    if (!outcomes) this.#sends.set(kind, (outcomes = new Map()));
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
     if (startedAt === undefined) return;
     let histogram = this.#durations.get(kind);
     if (!histogram) this.#durations.set(kind, (histogram = new Histogram(SEND_BUCKETS)));
-    histogram.observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
+    histogram.observe((performance.now() - startedAt) / 1000);
   }
 
   sends() {
-    return [...this.#sends].map(([key, count]) => {
-      const [kind, outcome] = key.split('\0');
-      return [{ kind, outcome }, count];
-    });
+    return [...this.#sends].flatMap(([kind, outcomes]) => [...outcomes].map(([outcome, count]) => [{ kind, outcome }, count]));
   }
 
   durations() {
