@@ -310,6 +310,17 @@ test('close(): code 1000, no reconnection, also from the backoff wait', async (t
   assert.equal(log.open.length, 1, 'no new connection after close()');
   assert.equal(gateway.getActiveSessions(GOOD_KEY).length, 0);
 
+  // connect() again, even before the previous close() has finished.
+  client.connect();
+  await waitFor(() => log.authenticated.length === 2, 3000, 'authenticated again');
+  const closing = client.close();
+  client.connect();
+  await closing;
+  await waitFor(() => log.authenticated.length === 3, 3000, 'authenticated a third time');
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).length === 1, 3000, 'one session left');
+  assert.equal(gateway.getActiveSessions(GOOD_KEY)[0].sessionId, client.sessionId);
+  await client.close();
+
   // Closed while waiting to reconnect (nothing listens on this port any more).
   const { port } = gateway.address();
   await gateway.stop();

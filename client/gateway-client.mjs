@@ -56,7 +56,7 @@ export class GatewayClient {
   #queuedAcks = [];
   #pendingReceives = new Map();
   #seenCommands = new Set();
-  #closeWaiters = [];
+  #closeWaiters = new Map(); // socket -> resolvers of close() calls waiting for it
 
   /**
    * @param {object} options
@@ -135,6 +135,7 @@ export class GatewayClient {
     this.#running = false;
     clearTimeout(this.#reconnectTimer);
     this.#reconnectTimer = null;
+    this.#endSession();
     for (const [messageId, pending] of this.#pendingReceives) {
       clearTimeout(pending.timer);
       pending.reject(codedError('CLIENT_CLOSED', `receive(${messageId}): the client was closed before the gateway acknowledged it`));
@@ -142,7 +143,9 @@ export class GatewayClient {
     this.#pendingReceives.clear();
     const ws = this.#ws;
     if (!ws) return Promise.resolve();
-    const closed = new Promise((resolve) => this.#closeWaiters.push(resolve));
+    const closed = new Promise((resolve) => {
+      this.#closeWaiters.set(ws, [...(this.#closeWaiters.get(ws) ?? []), resolve]);
+    });
     try {
       ws.close(NORMAL_CLOSURE, 'Client closed');
     } catch {
@@ -257,12 +260,13 @@ export class GatewayClient {
   }
 
   #onClose(ws, event) {
+    const waiters = this.#closeWaiters.get(ws) ?? [];
+    this.#closeWaiters.delete(ws);
+    for (const resolve of waiters) resolve();
+    // A socket replaced by connect() after close() has nothing more to report.
     if (this.#ws !== ws) return;
     this.#ws = null;
-    this.#sessionId = null;
-    clearInterval(this.#heartbeatTimer);
-    this.#heartbeatTimer = null;
-    for (const pending of this.#pendingReceives.values()) clearTimeout(pending.timer);
+    this.#endSession();
     const code = event?.code ?? 1006;
     const reason = event?.reason ?? '';
     const willReconnect = this.#running;
@@ -285,9 +289,13 @@ export class GatewayClient {
       );
     }
     if (willReconnect) this.#scheduleReconnect(reconnectDelay);
-    const waiters = this.#closeWaiters;
-    this.#closeWaiters = [];
-    for (const resolve of waiters) resolve();
+  }
+
+  #endSession() {
+    this.#sessionId = null;
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = null;
+    for (const pending of this.#pendingReceives.values()) clearTimeout(pending.timer);
   }
 
   // Full jitter: uniform in [0, min(max, base * 2^attempt)), no floor.
@@ -377,15 +385,13 @@ export class GatewayClient {
       ? new Promise((resolve) => resolve(handler(data, { requestId, type })))
       : Promise.reject(new Error(`This extension has no handler for '${type}'`));
     work
-      .then(
-        (outcome) => {
-          if (outcome && outcome.success === false) {
-            return { success: false, error: describe(outcome.error, 'The extension reported a failure') };
-          }
-          return { success: true, messageId: outcome?.messageId ?? null };
-        },
-        (error) => ({ success: false, error: describe(error, 'The handler failed') }),
-      )
+      .then((outcome) => {
+        if (outcome && outcome.success === false) {
+          return { success: false, error: describe(outcome.error, 'The extension reported a failure') };
+        }
+        return { success: true, messageId: outcome?.messageId ?? null };
+      })
+      .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
       .then((result) => {
         // A result can settle the request only on the session it came from; after a
         // reconnect the gateway has already failed it (CONNECTION_LOST).
