@@ -75,6 +75,25 @@ function checkPositiveDurations(settings) {
   }
 }
 
+function positiveInteger(config, name, fallback) {
+  const value = config[name];
+  if (value == null) return fallback;
+  if (!Number.isSafeInteger(value) || value < 1 || value > 2 ** 32 - 1) {
+    throw fail(name, 'a positive integer', value);
+  }
+  return value;
+}
+
+/** The limits that keep hostile, slow and broken peers in check (SPEC 5.1). */
+function peerLimits(config) {
+  return {
+    maxPendingAuth: positiveInteger(config, 'maxPendingAuth', 1024),
+    maxPendingAuthPerIp: positiveInteger(config, 'maxPendingAuthPerIp', 64),
+    maxPreAuthPayload: positiveInteger(config, 'maxPreAuthPayload', 16 * 1024),
+    maxQueuedBytes: positiveNumber(config, 'maxQueuedBytes', 64 * 1024 * 1024),
+  };
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
 function normalizeConfig(config) {
   if (config === null || typeof config !== 'object') {
@@ -119,6 +138,7 @@ function normalizeConfig(config) {
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
     logEvents: callbacks.onMessageLog !== undefined,
     trustProxy: config.trustProxy ?? false,
+    ...peerLimits(config),
   };
   checkPositiveDurations(native);
   return { native, callbacks, server: server(config.server) };

@@ -27,11 +27,15 @@ use crate::state::link::{lock, CloseRequest};
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
-use crate::state::Shared;
+use crate::state::{Lifecycle, Shared};
+use crate::supervise::{catch_panic, panic_error};
 use crate::timers::{deadlines, heartbeat};
 
-/// How long `stop()` waits for connections to finish their close handshake.
+/// How long `stop()` waits for connections to finish their close handshake; sessions
+/// still there then are dropped, which takes at most `STOP_ABORT`. Together well
+/// within the 5 s `stop()` may take whatever the peers do.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+const STOP_ABORT: Duration = Duration::from_secs(1);
 
 /// What `getHealth()` reports.
 #[derive(Debug, Clone)]
@@ -113,6 +117,7 @@ impl Gateway {
     fn begin(&self, addr: Option<SocketAddr>) -> Run {
         let shared = &self.shared;
         lock(&shared.registry).reopen();
+        shared.set_lifecycle(Lifecycle::Running);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
@@ -183,6 +188,7 @@ impl Gateway {
             shared.host.deliver(Delivery::Stopped);
             return;
         };
+        shared.set_lifecycle(Lifecycle::Stopping);
         run.shutdown.cancel();
         let owed = lock(&shared.registry).shut_down();
         for settled in owed {
@@ -190,7 +196,17 @@ impl Gateway {
         }
         run.tasks.close();
         self.rt.spawn(async move {
-            let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
+            if tokio::time::timeout(STOP_GRACE, run.tasks.wait())
+                .await
+                .is_err()
+            {
+                let links: Vec<_> = lock(&shared.registry).links().cloned().collect();
+                for link in links {
+                    link.abort();
+                }
+                let _ = tokio::time::timeout(STOP_ABORT, run.tasks.wait()).await;
+            }
+            shared.set_lifecycle(Lifecycle::Stopped);
             shared.host.deliver(Delivery::Stopped);
         });
     }
@@ -198,7 +214,9 @@ impl Gateway {
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
     /// A text command goes out at the next `flush()`.
     pub fn send(&self, call: CallId, mut request: SendRequest) {
-        let Some(source) = request.media_source.take() else {
+        let source = request.media_source.take();
+        // Not running: refused at once, before any media is loaded.
+        let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
             self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
@@ -219,12 +237,25 @@ impl Gateway {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                loaded = shared.media.load(kind, source) => match loaded {
-                    Ok(media) => shared.dispatch(call, request, Some(media), Wake::Now),
-                    Err(error) => shared.host.deliver(Delivery::Rejected { call, error }),
-                },
-                _ = cancelled => shared.host.deliver(Delivery::Rejected { call, error: shutdown_error("", "") }),
+            let loading = async {
+                tokio::select! {
+                    loaded = shared.media.load(kind, source) => loaded.map_err(Some),
+                    _ = cancelled => Err(None),
+                }
+            };
+            // A panic while loading still settles the call, as SERVER_ERROR.
+            match catch_panic(loading).await {
+                Ok(Ok(media)) => shared.dispatch(call, request, Some(media), Wake::Now),
+                Ok(Err(Some(error))) => shared.host.deliver(Delivery::Rejected { call, error }),
+                Ok(Err(None)) => shared.host.deliver(Delivery::Rejected {
+                    call,
+                    error: shutdown_error("", ""),
+                }),
+                Err(panic) => {
+                    let error = panic_error("media loader", &panic);
+                    shared.report(error.clone());
+                    shared.host.deliver(Delivery::Rejected { call, error });
+                }
             }
         };
         match running {
