@@ -471,6 +471,72 @@ mod tests {
         gateway.stop();
     }
 
+    /// A host whose validator has a bug: it panics for one key.
+    struct PanickyHost(mpsc::UnboundedSender<Delivery>);
+
+    impl Host for PanickyHost {
+        fn deliver(&self, delivery: Delivery) {
+            let _ = self.0.send(delivery);
+        }
+        fn validate(&self, api_key: String) -> Validation {
+            Box::pin(async move {
+                assert_ne!(api_key, "panic-key", "validator bug");
+                Ok(AuthAnswer {
+                    valid: api_key == "good-key-123",
+                    ..AuthAnswer::default()
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_connection_is_reported_and_the_gateway_keeps_serving() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(PanickyHost(tx)), Handle::current()).unwrap();
+        let addr = gateway.start().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut doomed, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                .await
+                .unwrap();
+        doomed
+            .send(Message::text(r#"{"type":"auth","apiKey":"panic-key"}"#))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Delivery::Error(e))) => {
+                assert_eq!(e.code, ErrorCode::ServerError);
+                assert!(e.message.contains("validator bug"), "{}", e.message);
+            }
+            other => panic!("expected SERVER_ERROR, got {other:?}"),
+        }
+        assert!(matches!(
+            doomed.next().await,
+            None | Some(Err(_)) | Some(Ok(Message::Close(_)))
+        ));
+        for _ in 0..100 {
+            if gateway.health().connections == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            gateway.health().connections,
+            0,
+            "the panicked connection is not counted"
+        );
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 9).await;
+        next_of(&mut ws, "send-message").await;
+        gateway.stop();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stop_fails_pending_sends_and_frees_the_port() {
         let (gateway, addr, mut rx) = started().await;

@@ -224,6 +224,129 @@ mod tests {
         }
     }
 
+    /// Property: whatever strings the caller (or a media server, for the MIME type and
+    /// the data URL) supplies, every command frame on the wire is one text frame whose
+    /// JSON holds exactly the caller's fields, no more, no fewer.
+    #[test]
+    fn any_command_frame_parses_back_to_exactly_the_callers_fields() {
+        use crate::config::Dialect;
+        use crate::protocol::{media_frame, message_frame, MediaCommand, SendKind};
+        use serde_json::{json, Value};
+
+        const ALPHABET: &[&str] = &[
+            "a",
+            "Z",
+            "0",
+            " ",
+            "\"",
+            "\\",
+            ",",
+            ":",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\n",
+            "\r",
+            "\t",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f}",
+            "é",
+            "漢",
+            "😀",
+            "\u{2028}",
+            "\u{feff}",
+            "\",\"x\":\"",
+            "data:",
+            ";base64,",
+        ];
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        let mut text = |rng: &mut fastrand::Rng| -> String {
+            (0..rng.usize(0..24))
+                .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
+                .collect()
+        };
+        for _ in 0..3000 {
+            let (request_id, phone, caption, mime, url, name) = (
+                text(&mut rng),
+                text(&mut rng),
+                text(&mut rng),
+                text(&mut rng),
+                text(&mut rng),
+                text(&mut rng),
+            );
+            let kind = [
+                SendKind::Message,
+                SendKind::Image,
+                SendKind::Video,
+                SendKind::Document,
+            ][rng.usize(..4)];
+            let dialect = [Dialect::Compat, Dialect::V1, Dialect::Doc][rng.usize(..3)];
+            let (frame, expected) = if kind == SendKind::Message {
+                let frame = message_frame(&request_id, &phone, &caption);
+                let data = json!({ "phoneNumber": phone, "message": caption });
+                (frame, data)
+            } else {
+                let document_name = (kind == SendKind::Document).then_some(name.as_str());
+                let command = MediaCommand {
+                    kind,
+                    request_id: &request_id,
+                    phone_number: &phone,
+                    caption: &caption,
+                    mime_type: &mime,
+                    document_name,
+                };
+                let mut data =
+                    json!({ "phoneNumber": phone, "caption": caption, "mimeType": mime });
+                if let Some(name) = document_name {
+                    data["documentName"] = json!(name);
+                }
+                let kind_field = match kind {
+                    SendKind::Video => "videoDataUrl",
+                    SendKind::Document => "documentDataUrl",
+                    _ => "imageDataUrl",
+                };
+                if dialect != Dialect::Doc {
+                    data[kind_field] = json!(url);
+                }
+                if dialect != Dialect::V1 {
+                    data["dataUrl"] = json!(url);
+                }
+                (media_frame(&command, url.clone(), dialect), data)
+            };
+            let mut out = Outgoing::default();
+            out.extend([frame]);
+            let mut socket = Trickle {
+                taken: Vec::new(),
+                per_write: rng.usize(1..64),
+            };
+            let mut cx = Context::from_waker(Waker::noop());
+            while !out.is_empty() {
+                let _ = out.poll_write(&mut socket, &mut cx);
+            }
+            let wire = socket.taken;
+            assert_eq!(wire[0], 0x81, "one final text frame");
+            let (len, start) = match wire[1] {
+                126 => (u16::from_be_bytes([wire[2], wire[3]]) as usize, 4),
+                127 => (
+                    u64::from_be_bytes(wire[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (n as usize, 2),
+            };
+            assert_eq!(
+                wire.len(),
+                start + len,
+                "the frame is exactly as long as it says"
+            );
+            let parsed: Value = serde_json::from_slice(&wire[start..]).expect("valid JSON");
+            let expected =
+                json!({ "type": kind.command(), "requestId": request_id, "data": expected });
+            assert_eq!(parsed, expected, "mime {mime:?} url {url:?}");
+        }
+    }
+
     #[test]
     fn closing_keeps_only_the_frame_being_written() {
         let mut out = Outgoing::default();
