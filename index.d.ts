@@ -26,7 +26,13 @@ export type ErrorCode =
   | 'ALREADY_RUNNING'
   | 'EADDRINUSE'
   | 'EADDRNOTAVAIL'
-  | 'EACCES';
+  | 'EACCES'
+  | 'BACKPRESSURE'
+  | 'QUEUE_FULL'
+  | 'CLUSTER_UNAVAILABLE'
+  | 'INVALID_MESSAGE'
+  | 'UNKNOWN_MESSAGE_TYPE'
+  | 'NOT_AUTHENTICATED';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
 export interface ApiKeyValidation {
@@ -53,6 +59,20 @@ export interface GatewayConfig {
   trustProxy?: boolean;
   /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
   reusePort?: boolean;
+  /** Connections upgraded but not yet authenticated, in all; one more gets HTTP 503 (default 1024). */
+  maxPendingAuth?: number;
+  /**
+   * The same per client address, after trustProxy (default 64). Without trustProxy,
+   * loopback peers (a local reverse proxy) count only in maxPendingAuth.
+   */
+  maxPendingAuthPerIp?: number;
+  /** Largest frame accepted before auth succeeds, in bytes; more closes with 1009 (default 16384). */
+  maxPreAuthPayload?: number;
+  /**
+   * Bytes of commands waiting to be written to one session's socket; a send that would pass
+   * it rejects with BACKPRESSURE (default 64 MiB).
+   */
+  maxQueuedBytes?: number;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
   validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
   /** Every event of the gateway; may be async. */

@@ -95,3 +95,248 @@ test("a call's timeout below 1 ms, or not finite, is a VALIDATION_ERROR; 1 ms is
   assert.equal(late.code, 'REQUEST_TIMEOUT');
   await ext.close();
 });
+
+// ---------------------------------------------------------------------------
+// Sessions that stop reading, read slowly, or flood.
+
+const WebSocket = require('ws');
+
+/** A raw extension: authenticates (v1 dialect) and reports ready; nothing else. */
+async function rawExtension(url, gateway, apiKey = GOOD_KEY) {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  ws.on('error', () => {});
+  ws.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => {
+    ws.once('open', resolve);
+    ws.once('error', reject);
+  });
+  const authed = new Promise((resolve) => {
+    ws.on('message', function onAuth(data) {
+      if (JSON.parse(data.toString()).type === 'auth-success') {
+        ws.off('message', onAuth);
+        resolve();
+      }
+    });
+  });
+  ws.send(JSON.stringify({ type: 'auth', apiKey, data: { extensionVersion: '1', browser: 'test' } }));
+  await authed;
+  ws.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true } }));
+  await waitFor(() => gateway.getActiveSessions(apiKey).some((s) => s.deviceActive), 3000, 'an active session');
+  return ws;
+}
+
+const pngDataUrl = (bytes) =>
+  `data:image/png;base64,${Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), Buffer.alloc(bytes, 7)]).toString('base64')}`;
+
+test('a session that stops reading and floods unknown frames is closed; stop() ends it within 5 s and leaves nothing', { timeout: 30_000 }, async (t) => {
+  const { gateway, url } = await startGateway({ heartbeatInterval: 200, heartbeatTimeout: 1500 });
+  t.after(() => gateway.stop());
+  const ws = await rawExtension(url, gateway);
+  ws._socket.pause();
+  // Each unknown type is echoed in its error reply: replies as large as the flood.
+  const flood = JSON.stringify({ type: `x${'y'.repeat(500 * 1024)}` });
+  let stop = false;
+  (async () => {
+    while (!stop && ws.readyState === WebSocket.OPEN) {
+      if (ws.bufferedAmount < 4 * 1024 * 1024) ws.send(flood);
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  })();
+  t.after(() => {
+    stop = true;
+    ws.terminate();
+  });
+  // The gateway notices the replies make no progress and drops the session.
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).length === 0, 10_000, 'the stalled session to be dropped');
+  // A second one, then stop() with it still flooding.
+  const second = await rawExtension(url, gateway);
+  second._socket.pause();
+  const floodSecond = setInterval(() => second.bufferedAmount < 4 * 1024 * 1024 && second.send(flood), 2);
+  t.after(() => {
+    clearInterval(floodSecond);
+    second.terminate();
+  });
+  await new Promise((r) => setTimeout(r, 300));
+  const stopped = await Promise.race([
+    gateway.stop().then(() => 'stopped'),
+    new Promise((r) => setTimeout(() => r('still stopping after 5 s'), 5000)),
+  ]);
+  assert.equal(stopped, 'stopped');
+  const health = gateway.getHealth();
+  assert.equal(health.activeSessions, 0);
+  assert.equal(health.connections, 0);
+  // A send while stopped settles at once.
+  const error = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e);
+  assert.equal(error.code, 'NO_ACTIVE_DEVICE');
+  assert.equal(error.details.reason, 'not-running');
+});
+
+test('an extension on a slow line that keeps heartbeating receives a large command whole and is not dropped', { timeout: 40_000 }, async (t) => {
+  const { gateway, url } = await startGateway({ heartbeatInterval: 200, heartbeatTimeout: 1000, requestTimeout: 30_000 });
+  t.after(() => gateway.stop());
+  const ws = await rawExtension(url, gateway);
+  const beat = setInterval(() => ws.send(JSON.stringify({ type: 'heartbeat' })), 150);
+  t.after(() => clearInterval(beat));
+  // Reads about 4 MB/s: the ~17 MB command (two copies of ~8.5 MB) takes seconds to write.
+  const socket = ws._socket;
+  let allowance = 0;
+  socket.on('data', (chunk) => {
+    allowance -= chunk.length;
+    if (allowance <= 0) socket.pause();
+  });
+  const pace = setInterval(() => {
+    allowance = 200 * 1024;
+    socket.resume();
+  }, 50);
+  t.after(() => clearInterval(pace));
+  ws.on('message', (data) => {
+    const frame = JSON.parse(data.toString());
+    if (frame.type === 'send-image') {
+      ws.send(JSON.stringify({ type: 'message-result', requestId: frame.requestId, success: true, messageId: 'slow-ok' }));
+    }
+  });
+  const result = await gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', dataUrl: pngDataUrl(6 * 1024 * 1024) });
+  assert.equal(result.messageId, 'slow-ok');
+  assert.equal(gateway.getActiveSessions(GOOD_KEY).length, 1, 'still connected');
+  ws.terminate();
+});
+
+test('maxQueuedBytes: sends to a session that reads nothing reject with BACKPRESSURE once its queue is full', { timeout: 30_000 }, async (t) => {
+  const maxQueuedBytes = 2 * 1024 * 1024;
+  const { gateway, url, events } = await startGateway({ maxQueuedBytes, heartbeatTimeout: 30_000, requestTimeout: 20_000 });
+  t.after(() => gateway.stop());
+  const ws = await rawExtension(url, gateway);
+  ws._socket.pause();
+  t.after(() => ws.terminate());
+  const image = pngDataUrl(512 * 1024);
+  let backpressure = null;
+  const pending = [];
+  for (let i = 0; i < 200 && !backpressure; i++) {
+    const sent = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', dataUrl: image });
+    pending.push(sent.catch(() => {}));
+    backpressure = await Promise.race([sent.then(() => null, (e) => (e.code === 'BACKPRESSURE' ? e : null)), new Promise((r) => setTimeout(() => r(null), 20))]);
+  }
+  assert.ok(backpressure, 'a send was refused with BACKPRESSURE');
+  const { sessionId, queuedBytes, maxQueuedBytes: limit } = backpressure.details;
+  assert.equal(sessionId, gateway.getActiveSessions(GOOD_KEY)[0].sessionId);
+  assert.equal(limit, maxQueuedBytes);
+  assert.ok(queuedBytes > 0 && queuedBytes <= maxQueuedBytes, `queuedBytes ${queuedBytes}`);
+  assert.ok(events.some((e) => e.type === 'send-failed' && e.details.code === 'BACKPRESSURE'));
+  await gateway.stop();
+  await Promise.all(pending);
+});
+
+// ---------------------------------------------------------------------------
+// Connections before auth.
+
+function upgrade(url, headers = {}) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url, { headers, perMessageDeflate: false });
+    ws.on('error', () => {});
+    ws.once('open', () => resolve({ ws, status: 101 }));
+    ws.once('unexpected-response', (req, res) => {
+      res.resume();
+      req.destroy();
+      resolve({ ws, status: res.statusCode });
+    });
+  });
+}
+
+test('maxPendingAuth: one connection more than the cap gets HTTP 503; a slot is free again once one authenticates', async (t) => {
+  const { gateway, url } = await startGateway({ maxPendingAuth: 3 });
+  t.after(() => gateway.stop());
+  const open = [];
+  t.after(() => open.forEach((ws) => ws.terminate()));
+  for (let i = 0; i < 3; i++) {
+    const { ws, status } = await upgrade(url);
+    open.push(ws);
+    assert.equal(status, 101);
+  }
+  assert.equal((await upgrade(url)).status, 503);
+  open[0].send(JSON.stringify({ type: 'auth', apiKey: GOOD_KEY }));
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).length === 1, 3000, 'the session');
+  const { ws, status } = await upgrade(url);
+  open.push(ws);
+  assert.equal(status, 101);
+});
+
+test('maxPendingAuthPerIp counts the client address; loopback peers are exempt without trustProxy', async (t) => {
+  const open = [];
+  t.after(() => open.forEach((ws) => ws.terminate()));
+  const local = await startGateway({ maxPendingAuthPerIp: 2 });
+  t.after(() => local.gateway.stop());
+  for (let i = 0; i < 4; i++) {
+    const { ws, status } = await upgrade(local.url);
+    open.push(ws);
+    assert.equal(status, 101, 'loopback is not capped per address');
+  }
+  const proxied = await startGateway({ maxPendingAuthPerIp: 2, trustProxy: true });
+  t.after(() => proxied.gateway.stop());
+  for (let i = 0; i < 2; i++) {
+    const { ws, status } = await upgrade(proxied.url, { 'X-Real-IP': '203.0.113.5' });
+    open.push(ws);
+    assert.equal(status, 101);
+  }
+  assert.equal((await upgrade(proxied.url, { 'X-Real-IP': '203.0.113.5' })).status, 503);
+  const other = await upgrade(proxied.url, { 'X-Real-IP': '203.0.113.6' });
+  open.push(other.ws);
+  assert.equal(other.status, 101, 'another address has its own count');
+});
+
+test('maxPreAuthPayload: a larger frame before auth closes with 1009, refused from its header; after auth maxPayload applies', async (t) => {
+  const { gateway, url } = await startGateway({ maxPreAuthPayload: 4096, authTimeout: 5000 });
+  t.after(() => gateway.stop());
+  const big = (await upgrade(url)).ws;
+  const bigClosed = new Promise((resolve) => big.on('close', resolve));
+  big.send(JSON.stringify({ type: 'auth', apiKey: GOOD_KEY, pad: 'x'.repeat(8192) }));
+  assert.equal(await bigClosed, 1009);
+
+  // Only the header of a 1 MiB frame: the gateway does not wait for the body.
+  const headerOnly = (await upgrade(url)).ws;
+  const headerClosed = new Promise((resolve) => headerOnly.on('close', resolve));
+  const header = Buffer.from([0x81, 0xff, 0, 0, 0, 0, 0, 0x10, 0, 0, 1, 2, 3, 4]);
+  headerOnly._socket.write(header);
+  const outcome = await Promise.race([headerClosed, new Promise((r) => setTimeout(() => r('no close before authTimeout'), 4000))]);
+  headerOnly.terminate();
+  assert.equal(outcome, 1009);
+
+  const ext = new FakeExtension(url);
+  await ext.connectReady(gateway);
+  ext.send({ type: 'status', data: { whatsappLoggedIn: true, ready: true }, pad: 'z'.repeat(64 * 1024) });
+  const sent = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'after a large status' });
+  assert.equal(sent.success, true);
+  await ext.close();
+});
+
+// ---------------------------------------------------------------------------
+// NO_ACTIVE_DEVICE says why.
+
+test("NO_ACTIVE_DEVICE carries details.reason 'not-running', 'no-sessions' or 'none-ready', each with its own message", async (t) => {
+  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+  const data = { phoneNumber: '+1234567890', message: 'x' };
+  const reasons = {};
+  const before = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
+  reasons[before.details.reason] = before.message;
+  // Media is not even fetched while stopped.
+  const media = await gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', imageUrl: 'http://192.0.2.1/never.png' }).catch((e) => e);
+  assert.deepEqual([media.code, media.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
+  await gateway.start();
+  t.after(() => gateway.stop());
+  const none = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
+  reasons[none.details.reason] = none.message;
+  const ext = new FakeExtension(`ws://127.0.0.1:${gateway.address().port}/wa-ext-ws`);
+  await ext.open();
+  await ext.authenticate();
+  ext.sendStatus(false);
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).length === 1, 3000, 'the session');
+  const notReady = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
+  reasons[notReady.details.reason] = notReady.message;
+  for (const error of [before, none, notReady]) assert.equal(error.code, 'NO_ACTIVE_DEVICE');
+  assert.deepEqual(Object.keys(reasons).sort(), ['no-sessions', 'none-ready', 'not-running']);
+  assert.equal(new Set(Object.values(reasons)).size, 3, 'three different messages');
+  assert.match(reasons['not-running'], /not running/);
+  await ext.close();
+  await gateway.stop();
+  const after = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
+  assert.deepEqual([after.code, after.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
+});

@@ -286,12 +286,12 @@ test('metrics() is Prometheus text 0.0.4 that a parser reads, with the SPEC 5.4 
   assert.ok(ready.sessionId);
 });
 
-test('auth failures are counted by reason: origin, auth_timeout, max_sessions', async (t) => {
+test('auth failures are counted by reason: origin, auth_timeout, max_sessions, pre_auth_limit', async (t) => {
   const origin = 'chrome-extension://allowed';
   const { gateway, url } = await bareGateway(t, { allowedOrigins: [origin], authTimeout: 300, maxSessionsPerKey: 1 });
   const count = (reason) =>
     Number(sample(parsePrometheus(gateway.metrics()), 'wa_gateway_auth_failures_total', { reason }).value);
-  const before = Object.fromEntries(['origin', 'auth_timeout', 'max_sessions'].map((r) => [r, count(r)]));
+  const before = Object.fromEntries(['origin', 'auth_timeout', 'max_sessions', 'pre_auth_limit'].map((r) => [r, count(r)]));
 
   await assert.rejects(newExtension(t, url, { origin: 'https://evil.example' }).open(), /403/);
   const silent = newExtension(t, url, { origin });
@@ -305,6 +305,13 @@ test('auth failures are counted by reason: origin, auth_timeout, max_sessions', 
   assert.equal(count('origin') - before.origin, 1);
   assert.equal(count('auth_timeout') - before.auth_timeout, 1);
   assert.equal(count('max_sessions') - before.max_sessions, 1);
+
+  // A frame over maxPreAuthPayload (16 KiB by default) before auth.
+  const big = newExtension(t, url, { origin });
+  await big.open();
+  big.send({ type: 'auth', apiKey: 'x'.repeat(20_000) });
+  assert.equal((await big.whenClosed).code, 1009);
+  assert.equal(count('pre_auth_limit') - before.pre_auth_limit, 1);
 });
 
 test('metrics() can be served after another exposition (prom-client style) and still parses', async (t) => {

@@ -112,6 +112,25 @@ function checkPositiveDurations(settings) {
   }
 }
 
+function positiveInteger(config, name, fallback) {
+  const value = config[name];
+  if (value == null) return fallback;
+  if (!Number.isSafeInteger(value) || value < 1 || value > 2 ** 32 - 1) {
+    throw fail(name, 'a positive integer', value);
+  }
+  return value;
+}
+
+/** The limits that keep hostile, slow and broken peers in check (SPEC 5.1). */
+function peerLimits(config) {
+  return {
+    maxPendingAuth: positiveInteger(config, 'maxPendingAuth', 1024),
+    maxPendingAuthPerIp: positiveInteger(config, 'maxPendingAuthPerIp', 64),
+    maxPreAuthPayload: positiveInteger(config, 'maxPreAuthPayload', 16 * 1024),
+    maxQueuedBytes: positiveNumber(config, 'maxQueuedBytes', 64 * 1024 * 1024),
+  };
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
 function normalizeConfig(userConfig) {
   if (userConfig === null || typeof userConfig !== 'object') {
@@ -161,6 +180,7 @@ function normalizeConfig(userConfig) {
     logEvents: callbacks.onMessageLog !== undefined,
     trustProxy: config.trustProxy ?? false,
     reusePort: config.reusePort ?? false,
+    ...peerLimits(config),
   };
   checkPositiveDurations(native);
   return { native, callbacks, server: server(config.server) };

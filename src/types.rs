@@ -83,6 +83,11 @@ pub struct NativeConfig {
     /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
     pub debug_log: Option<bool>,
     pub reuse_port: bool,
+    /// The limits of SPEC 5.1; the core's defaults when absent.
+    pub max_pending_auth: Option<u32>,
+    pub max_pending_auth_per_ip: Option<u32>,
+    pub max_pre_auth_payload: Option<f64>,
+    pub max_queued_bytes: Option<f64>,
 }
 
 /// A duration that must be positive, from milliseconds (JavaScript has checked that it
@@ -99,6 +104,7 @@ impl TryFrom<NativeConfig> for core::Config {
     type Error = napi::Error;
 
     fn try_from(c: NativeConfig) -> napi::Result<Self> {
+        let defaults = core::Config::default();
         let port = u16::try_from(c.port)
             .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
         Ok(Self {
@@ -124,6 +130,18 @@ impl TryFrom<NativeConfig> for core::Config {
             trust_proxy: c.trust_proxy,
             debug_log: c.debug_log.unwrap_or(false),
             reuse_port: c.reuse_port,
+            max_pending_auth: c
+                .max_pending_auth
+                .map_or(defaults.max_pending_auth, |n| n as usize),
+            max_pending_auth_per_ip: c
+                .max_pending_auth_per_ip
+                .map_or(defaults.max_pending_auth_per_ip, |n| n as usize),
+            max_pre_auth_payload: c
+                .max_pre_auth_payload
+                .map_or(defaults.max_pre_auth_payload, |n| n as usize),
+            max_queued_bytes: c
+                .max_queued_bytes
+                .map_or(defaults.max_queued_bytes, |n| n as usize),
         })
     }
 }

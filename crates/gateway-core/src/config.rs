@@ -63,12 +63,20 @@ pub struct Config {
     pub dialect: Dialect,
     /// Whether the host wants `onMessageLog` events; building them costs time per call.
     pub log_events: bool,
-    /// Take the client's IP from `X-Forwarded-For` / `X-Real-IP`.
+    /// Take the client's IP from `X-Real-IP` / `X-Forwarded-For`.
     pub trust_proxy: bool,
     /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
     pub debug_log: bool,
     /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
     pub reuse_port: bool,
+    /// Connections upgraded but not yet authenticated, in all.
+    pub max_pending_auth: usize,
+    /// The same per client address (loopback exempt without `trust_proxy`).
+    pub max_pending_auth_per_ip: usize,
+    /// Largest message before auth; `max_payload` applies after.
+    pub max_pre_auth_payload: usize,
+    /// Bytes of frames waiting for one session's socket.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Config {
@@ -96,6 +104,10 @@ impl Default for Config {
             trust_proxy: false,
             debug_log: false,
             reuse_port: false,
+            max_pending_auth: 1024,
+            max_pending_auth_per_ip: 64,
+            max_pre_auth_payload: 16 << 10,
+            max_queued_bytes: 64 << 20,
         }
     }
 }

@@ -21,6 +21,7 @@ pub enum ErrorCode {
     MaxSessionsExceeded,
     CallbackError,
     ServerError,
+    Backpressure,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -27,11 +27,15 @@ use crate::state::link::{lock, CloseRequest};
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
-use crate::state::Shared;
+use crate::state::{Lifecycle, Shared};
+use crate::supervise::{catch_panic, panic_error};
 use crate::timers::{deadlines, heartbeat};
 
-/// How long `stop()` waits for connections to finish their close handshake.
+/// How long `stop()` waits for connections to finish their close handshake; sessions
+/// still there then are dropped, which takes at most `STOP_ABORT`. Together well
+/// within the 5 s `stop()` may take whatever the peers do.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+const STOP_ABORT: Duration = Duration::from_secs(1);
 
 /// What `getHealth()` reports.
 #[derive(Debug, Clone)]
@@ -117,6 +121,7 @@ impl Gateway {
     fn begin(&self, addr: Option<SocketAddr>) -> Run {
         let shared = &self.shared;
         lock(&shared.registry).reopen();
+        shared.set_lifecycle(Lifecycle::Running);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
@@ -187,6 +192,7 @@ impl Gateway {
             shared.host.deliver(Delivery::Stopped);
             return;
         };
+        shared.set_lifecycle(Lifecycle::Stopping);
         run.shutdown.cancel();
         let owed = lock(&shared.registry).shut_down();
         for settled in owed {
@@ -194,7 +200,17 @@ impl Gateway {
         }
         run.tasks.close();
         self.rt.spawn(async move {
-            let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
+            if tokio::time::timeout(STOP_GRACE, run.tasks.wait())
+                .await
+                .is_err()
+            {
+                let links: Vec<_> = lock(&shared.registry).links().cloned().collect();
+                for link in links {
+                    link.abort();
+                }
+                let _ = tokio::time::timeout(STOP_ABORT, run.tasks.wait()).await;
+            }
+            shared.set_lifecycle(Lifecycle::Stopped);
             shared.host.deliver(Delivery::Stopped);
         });
     }
@@ -202,7 +218,9 @@ impl Gateway {
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
     /// A text command goes out at the next `flush()`.
     pub fn send(&self, call: CallId, mut request: SendRequest) {
-        let Some(source) = request.media_source.take() else {
+        let source = request.media_source.take();
+        // Not running: refused at once, before any media is loaded.
+        let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
             self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
@@ -223,12 +241,25 @@ impl Gateway {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                loaded = shared.media.load(kind, source) => match loaded {
-                    Ok(media) => shared.dispatch(call, request, Some(media), Wake::Now),
-                    Err(error) => shared.host.deliver(Delivery::Rejected { call, error }),
-                },
-                _ = cancelled => shared.host.deliver(Delivery::Rejected { call, error: shutdown_error("", "") }),
+            let loading = async {
+                tokio::select! {
+                    loaded = shared.media.load(kind, source) => loaded.map_err(Some),
+                    _ = cancelled => Err(None),
+                }
+            };
+            // A panic while loading still settles the call, as SERVER_ERROR.
+            match catch_panic(loading).await {
+                Ok(Ok(media)) => shared.dispatch(call, request, Some(media), Wake::Now),
+                Ok(Err(Some(error))) => shared.host.deliver(Delivery::Rejected { call, error }),
+                Ok(Err(None)) => shared.host.deliver(Delivery::Rejected {
+                    call,
+                    error: shutdown_error("", ""),
+                }),
+                Err(panic) => {
+                    let error = panic_error("media loader", &panic);
+                    shared.report(error.clone());
+                    shared.host.deliver(Delivery::Rejected { call, error });
+                }
             }
         };
         match running {
@@ -449,6 +480,72 @@ mod tests {
         assert!(
             matches!(rx.recv().await, Some(Delivery::Rejected { call: 2, error: e }) if e.code == ErrorCode::ConnectionLost)
         );
+        gateway.stop();
+    }
+
+    /// A host whose validator has a bug: it panics for one key.
+    struct PanickyHost(mpsc::UnboundedSender<Delivery>);
+
+    impl Host for PanickyHost {
+        fn deliver(&self, delivery: Delivery) {
+            let _ = self.0.send(delivery);
+        }
+        fn validate(&self, api_key: String) -> Validation {
+            Box::pin(async move {
+                assert_ne!(api_key, "panic-key", "validator bug");
+                Ok(AuthAnswer {
+                    valid: api_key == "good-key-123",
+                    ..AuthAnswer::default()
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_connection_is_reported_and_the_gateway_keeps_serving() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(PanickyHost(tx)), Handle::current()).unwrap();
+        let addr = gateway.start().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut doomed, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                .await
+                .unwrap();
+        doomed
+            .send(Message::text(r#"{"type":"auth","apiKey":"panic-key"}"#))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Delivery::Error(e))) => {
+                assert_eq!(e.code, ErrorCode::ServerError);
+                assert!(e.message.contains("validator bug"), "{}", e.message);
+            }
+            other => panic!("expected SERVER_ERROR, got {other:?}"),
+        }
+        assert!(matches!(
+            doomed.next().await,
+            None | Some(Err(_)) | Some(Ok(Message::Close(_)))
+        ));
+        for _ in 0..100 {
+            if gateway.health().connections == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            gateway.health().connections,
+            0,
+            "the panicked connection is not counted"
+        );
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 9).await;
+        next_of(&mut ws, "send-message").await;
         gateway.stop();
     }
 

@@ -17,7 +17,6 @@ pub enum AuthFailure {
     AuthTimeout,
     MaxSessions,
     Origin,
-    #[allow(dead_code)] // counted once the pre-auth limits of SPEC 5.1 land
     PreAuthLimit,
 }
 

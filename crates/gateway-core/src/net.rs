@@ -6,6 +6,7 @@ pub mod frame_io;
 pub mod frame_meter;
 pub mod handshake;
 pub mod listener;
+pub mod outgoing;
 pub mod session;
 pub mod wire;
 

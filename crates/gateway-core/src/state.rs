@@ -7,7 +7,7 @@ pub mod pending_auth;
 pub mod registry;
 pub mod requests;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -18,7 +18,16 @@ use crate::events::LogEvent;
 use crate::host::{Delivery, Host};
 use crate::media::MediaLoader;
 use link::SessionLink;
+use pending_auth::PendingAuth;
 use registry::Registry;
+
+/// Where the gateway is between `start()` and `stop()`; sends are refused differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    Stopped = 0,
+    Running = 1,
+    Stopping = 2,
+}
 
 pub struct Shared {
     pub config: Config,
@@ -32,19 +41,24 @@ pub struct Shared {
     /// Sessions with commands queued by `send` but not yet woken: `flush()` wakes them
     /// all at once, so that one write carries every command of a JavaScript tick.
     pub corked: Mutex<Vec<Arc<SessionLink>>>,
+    /// Slots of connections upgraded but not yet authenticated.
+    pub pending_auth: Arc<PendingAuth>,
+    lifecycle: AtomicU8,
 }
 
 impl Shared {
     pub fn new(config: Config, host: Arc<dyn Host>) -> Result<Self, GatewayError> {
         let media = MediaLoader::new(config.media.clone())?;
         Ok(Self {
-            config,
             registry: Mutex::default(),
             host,
             media,
             deadline_changed: Notify::new(),
             connections: AtomicUsize::new(0),
             corked: Mutex::default(),
+            pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
+            lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
+            config,
         })
     }
 
@@ -52,6 +66,18 @@ impl Shared {
         if self.config.log_events {
             self.host.deliver(Delivery::Log(event()));
         }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Acquire) {
+            1 => Lifecycle::Running,
+            2 => Lifecycle::Stopping,
+            _ => Lifecycle::Stopped,
+        }
+    }
+
+    pub fn set_lifecycle(&self, now: Lifecycle) {
+        self.lifecycle.store(now as u8, Ordering::Release);
     }
 
     pub fn report(&self, error: GatewayError) {

@@ -22,14 +22,21 @@ pub async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
     AssertUnwindSafe(future)
         .catch_unwind()
         .await
-        .map_err(|payload| {
-            let at = LAST_PANIC_AT.with(|last| last.borrow_mut().take());
-            let message = panic_message(payload.as_ref());
-            match at {
-                Some(at) => format!("{message} (at {at})"),
-                None => message,
-            }
-        })
+        .map_err(|payload| describe(payload.as_ref()))
+}
+
+fn describe(payload: &(dyn Any + Send)) -> String {
+    let at = LAST_PANIC_AT.with(|last| last.borrow_mut().take());
+    let message = panic_message(payload);
+    match at {
+        Some(at) => format!("{message} (at {at})"),
+        None => message,
+    }
+}
+
+/// Runs `job`; a panic inside it comes back as a description instead of unwinding.
+pub fn catch_panic_sync<T>(job: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|payload| describe(payload.as_ref()))
 }
 
 /// The error a caught panic is reported as.

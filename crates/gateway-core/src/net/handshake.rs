@@ -4,6 +4,7 @@
 //! parsed it already.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
@@ -11,10 +12,12 @@ use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Version};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::wire::Wire;
 use super::Transport;
 use crate::config::Config;
+use crate::state::pending_auth::{AuthSlot, PendingAuth};
 
-pub type Socket = WebSocketStream<Transport>;
+pub type Socket = WebSocketStream<Wire>;
 
 /// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
 const READ_BUFFER: usize = 256;
@@ -40,14 +43,24 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
 /// Largest request head the standalone server reads; browsers send well under 2 KiB.
 const MAX_REQUEST_HEAD: usize = 8 * 1024;
 
-/// Completes the upgrade; returns the WebSocket and the client's IP, or None when
-/// the request was refused (already answered) or the connection failed.
+/// An upgraded connection, not yet authenticated.
+pub struct Accepted {
+    pub ws: Socket,
+    /// The client's address as the API shows it (after `trustProxy`).
+    pub ip: String,
+    /// Its place among the connections pending auth, held until auth ends.
+    pub slot: AuthSlot,
+}
+
+/// Completes the upgrade, or answers the request with a refusal (and returns None);
+/// also None when the connection failed.
 pub async fn accept(
     transport: Transport,
     upgrade: Upgrade,
     peer: IpAddr,
     config: &Config,
-) -> Option<(Socket, String)> {
+    pending: &Arc<PendingAuth>,
+) -> Option<Accepted> {
     let mut transport = transport;
     let (request, head) = match upgrade {
         Upgrade::Parsed { request, head } => (request, head),
@@ -67,18 +80,33 @@ pub async fn accept(
         Ok(response) => response,
         Err(status) => return refuse(transport, status).await,
     };
+    let addr = client_addr(request.headers(), peer, config.trust_proxy);
+    // Without trustProxy a loopback peer is usually a local reverse proxy speaking for
+    // every extension: only the total cap applies to it.
+    let per_ip = config.trust_proxy || !addr.is_loopback();
+    let slot = match pending.admit(addr, per_ip) {
+        Ok(slot) => slot,
+        Err(_) => {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::PreAuthLimit);
+            return refuse(transport, StatusCode::SERVICE_UNAVAILABLE).await;
+        }
+    };
     let mut bytes = Vec::with_capacity(256);
     write_response(&mut bytes, &response).ok()?;
     transport.write_all(&bytes).await.ok()?;
-    let ip = client_ip(request.headers(), peer, config.trust_proxy);
+    let wire = Wire::new(transport, config.max_pre_auth_payload, &head);
     let ws = WebSocketStream::from_partially_read(
-        transport,
+        wire,
         head,
         Role::Server,
         Some(websocket_config(config)),
     )
     .await;
-    Some((ws, ip))
+    Some(Accepted {
+        ws,
+        ip: addr.to_string(),
+        slot,
+    })
 }
 
 /// Answers a request the gateway does not take, and closes.
@@ -188,10 +216,6 @@ fn check(config: &Config, request: &Request) -> Result<(), StatusCode> {
 /// itself; of `X-Forwarded-For` only the right-most entry was added by the proxy, the
 /// ones before it are whatever the client sent. A value that is not an IP address is
 /// skipped for the next source.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> String {
-    client_addr(headers, peer, trust_proxy).to_string()
-}
-
 pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> IpAddr {
     let peer = peer.to_canonical();
     if !trust_proxy {
@@ -223,6 +247,10 @@ fn ip_of(value: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> String {
+        client_addr(headers, peer, trust_proxy).to_string()
+    }
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
     #[test]

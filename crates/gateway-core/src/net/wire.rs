@@ -67,10 +67,6 @@ impl Wire {
         }
     }
 
-    pub fn is_held(&self) -> bool {
-        self.held
-    }
-
     fn gate(&mut self, cx: &Context<'_>) -> Poll<()> {
         if self.held {
             self.waiting = Some(cx.waker().clone());

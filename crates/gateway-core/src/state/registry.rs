@@ -114,6 +114,15 @@ struct KeyGroup {
     cursor: usize,
 }
 
+/// Why no device could be chosen for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The key has no session at all.
+    NoSessions,
+    /// It has sessions, but none is logged in and ready (or all are closing).
+    NoneReady,
+}
+
 /// Why a session was not admitted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -199,18 +208,25 @@ impl Registry {
         Some(session.identity.clone())
     }
 
-    /// Picks an active device of `api_key`.
+    /// Picks an active device of `api_key` that has not been asked to close.
     pub fn select(
         &mut self,
         api_key: &str,
         strategy: Strategy,
-    ) -> Option<(SessionKey, Arc<Identity>, Arc<SessionLink>)> {
-        let group = self.by_api_key.get_mut(api_key)?;
+    ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        let group = self
+            .by_api_key
+            .get_mut(api_key)
+            .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
-        let is_active = |k: &SessionKey| sessions.get(k).is_some_and(Session::device_active);
+        let is_active = |k: &SessionKey| {
+            sessions
+                .get(k)
+                .is_some_and(|s| s.device_active() && !s.link.closing())
+        };
         let active = group.members.iter().filter(|k| is_active(k)).count();
         if active == 0 {
-            return None;
+            return Err(Unavailable::NoneReady);
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
@@ -219,9 +235,15 @@ impl Registry {
                 (group.cursor - 1) % active
             }
         };
-        let key = *group.members.iter().filter(|k| is_active(k)).nth(nth)?;
-        let session = sessions.get(&key)?;
-        Some((key, session.identity.clone(), session.link.clone()))
+        let key = group
+            .members
+            .iter()
+            .filter(|k| is_active(k))
+            .nth(nth)
+            .copied()
+            .ok_or(Unavailable::NoneReady)?;
+        let session = sessions.get(&key).ok_or(Unavailable::NoneReady)?;
+        Ok((key, session.identity.clone(), session.link.clone()))
     }
 
     /// Records a request sent to `key`; false if that session has gone meanwhile.
@@ -403,7 +425,10 @@ mod tests {
         for _ in 0..20 {
             assert_ne!(reg.select("k", Strategy::Random).unwrap().0, idle);
         }
-        assert!(reg.select("nobody", Strategy::RoundRobin).is_none());
+        assert_eq!(
+            reg.select("nobody", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoSessions)
+        );
         reg.set_status(
             a,
             StatusFrame {
@@ -420,7 +445,30 @@ mod tests {
                 whatsapp_logged_in: false,
             },
         );
-        assert!(reg.select("k", Strategy::RoundRobin).is_none());
+        assert_eq!(
+            reg.select("k", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoneReady)
+        );
+    }
+
+    #[test]
+    fn a_session_asked_to_close_is_never_chosen() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let b = add_active(&mut reg, "k", 2);
+        reg.sessions[&a].link.request_close(CloseRequest::Stalled);
+        for strategy in [Strategy::RoundRobin, Strategy::Random] {
+            for _ in 0..10 {
+                assert_eq!(reg.select("k", strategy).unwrap().0, b);
+            }
+        }
+        reg.sessions[&b]
+            .link
+            .request_close(CloseRequest::HeartbeatTimeout);
+        assert_eq!(
+            reg.select("k", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoneReady)
+        );
     }
 
     #[test]
