@@ -30,8 +30,8 @@ export type ErrorCode =
   | 'EADDRINUSE'
   | 'EADDRNOTAVAIL'
   | 'EACCES'
-  | 'QUEUE_FULL'
   | 'BACKPRESSURE'
+  | 'QUEUE_FULL'
   | 'CLUSTER_UNAVAILABLE'
   | 'INVALID_MESSAGE'
   | 'UNKNOWN_MESSAGE_TYPE'
@@ -47,7 +47,7 @@ export interface ApiKeyValidation {
 }
 
 export interface GatewayConfig {
-  /** Port of the standalone server (default 3000; 0 picks a free port). Ignored with `server`. */
+  /** Port of the standalone server (default 3000; '0' picks a free port, while 0, NaN and '' mean 3000 as in v1). Ignored with `server`. */
   port?: number | string;
   /** Address to bind (default: every interface). */
   host?: string;
@@ -55,8 +55,27 @@ export interface GatewayConfig {
   path?: string;
   /** An existing http.Server or https.Server to attach to (README: "Attaching"). */
   server?: unknown;
-  /** Take the client IP from X-Forwarded-For / X-Real-IP (default false). */
+  /**
+   * Take the client IP from X-Real-IP, else the right-most X-Forwarded-For entry; values
+   * that are not IP addresses are skipped (default false). Only behind a proxy you trust.
+   */
   trustProxy?: boolean;
+  /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
+  reusePort?: boolean;
+  /** Connections upgraded but not yet authenticated, in all; one more gets HTTP 503 (default 1024). */
+  maxPendingAuth?: number;
+  /**
+   * The same per client address, after trustProxy (default 64). Without trustProxy,
+   * loopback peers (a local reverse proxy) count only in maxPendingAuth.
+   */
+  maxPendingAuthPerIp?: number;
+  /** Largest frame accepted before auth succeeds, in bytes; more closes with 1009 (default 16384). */
+  maxPreAuthPayload?: number;
+  /**
+   * Bytes of commands waiting to be written to one session's socket; a send that would pass
+   * it rejects with BACKPRESSURE (default 64 MiB).
+   */
+  maxQueuedBytes?: number;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
   validateApiKey(apiKey: string): ApiKeyValidation | Promise<ApiKeyValidation>;
   /** Every event of the gateway; may be async. */
@@ -264,6 +283,8 @@ export interface HealthCheckResponse {
   connections: number;
   /** Sends waiting for their result. */
   pendingRequests: number;
+  /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
+  queuedSends: number;
   /** The port listened on, while running. */
   port?: number;
 }
@@ -274,8 +295,48 @@ export declare class GatewayError extends Error {
   details: any;
 }
 
+/** Names the gateway emits (SPEC 5.4); never 'error'. */
+export type GatewayEventName =
+  | 'event'
+  | 'session-connected'
+  | 'session-status'
+  | 'session-disconnected'
+  | 'heartbeat-timeout'
+  | 'message-sent'
+  | 'image-sent'
+  | 'video-sent'
+  | 'document-sent'
+  | 'send-failed'
+  | 'message-ack'
+  | 'message-received';
+
+/** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
+export interface SessionWithKey extends SessionInfo {
+  apiKey: string;
+}
+
+/**
+ * Also an EventEmitter: every onMessageLog event under its `type` and under 'event',
+ * every error under 'gateway-error'. A listener that throws is reported as
+ * CALLBACK_ERROR; a throw in a 'gateway-error' listener is swallowed.
+ */
+// The EventEmitter methods are declared here rather than inherited from
+// 'node:events' so that the types need no @types/node.
 export declare class WhatsAppGateway {
   constructor(config: GatewayConfig);
+  on(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  on(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  once(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  once(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  addListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  off(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
+  listenerCount(event: GatewayEventName | 'gateway-error'): number;
+  /** Every session of every key, with its full apiKey. */
+  getAllSessions(): SessionWithKey[];
+  /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
+  metrics(): string;
   readonly isRunning: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;

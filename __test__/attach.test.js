@@ -785,8 +785,13 @@ test('start() before and after server.listen(); stop() detaches and leaves the s
 
 const proxyCases = [
   { headers: { 'X-Forwarded-For': '203.0.113.9' }, trusted: '203.0.113.9' },
-  { headers: { 'X-Forwarded-For': '203.0.113.9, 10.0.0.1' }, trusted: '203.0.113.9' },
+  // Only the right-most entry was written by the proxy; the client wrote the rest.
+  { headers: { 'X-Forwarded-For': '203.0.113.9, 10.0.0.1' }, trusted: '10.0.0.1' },
   { headers: { 'X-Real-IP': '198.51.100.7' }, trusted: '198.51.100.7' },
+  { headers: { 'X-Real-IP': '198.51.100.7', 'X-Forwarded-For': '203.0.113.9' }, trusted: '198.51.100.7' },
+  // A value that is not an address is skipped for the next source.
+  { headers: { 'X-Real-IP': '<img src=x onerror=alert(1)>', 'X-Forwarded-For': '203.0.113.9' }, trusted: '203.0.113.9' },
+  { headers: { 'X-Forwarded-For': '198.51.100.1, <script>' }, trusted: '127.0.0.1' },
 ];
 
 async function ipSeen(url, gateway, headers, add, apiKey) {
@@ -809,7 +814,7 @@ test('trustProxy: attached, the IP comes from X-Forwarded-For / X-Real-IP only w
   assert.equal(await ipSeen(trusting.wsUrl, trusting.gateway, {}, trusting.add, GOOD_KEY), '127.0.0.1', 'no header');
   // The session-connected event carries the same IP.
   const connected = trusting.events.filter((e) => e.type === 'session-connected').map((e) => e.details.ip);
-  assert.deepEqual(connected, ['203.0.113.9', '203.0.113.9', '198.51.100.7', '127.0.0.1']);
+  assert.deepEqual(connected, [...proxyCases.map((c) => c.trusted), '127.0.0.1']);
 });
 
 test('trustProxy: https attached and standalone servers', { timeout: 15_000 }, async (t) => {
@@ -872,6 +877,23 @@ test('http: an upgrade without Sec-WebSocket-Key gets HTTP 400 and the connectio
   // The gateway and the server keep serving.
   const ext = await ctx.extension().connectReady(ctx.gateway);
   await restSendWorks(ctx, ext);
+});
+
+test('http: an upgrade on another path, with no other upgrade listener, gets 404 and is closed; server.close() is not held', { timeout: 15_000 }, async (t) => {
+  const ctx = await attachedSetup(t);
+  const raw = rawClient(
+    ctx.port,
+    'GET /elsewhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+      'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+    ctx.add,
+  );
+  await waitFor(() => raw.closed, 5000, 'the connection to close');
+  assert.match(raw.data, /^HTTP\/1\.1 404 /);
+  // The gateway keeps serving its own path.
+  const ext = await ctx.extension().connectReady(ctx.gateway);
+  await restSendWorks(ctx, ext);
+  await ctx.gateway.stop();
+  await new Promise((resolve, reject) => ctx.server.close((error) => (error ? reject(error) : resolve())));
 });
 
 test('http: a plain GET on the gateway path (no upgrade) is left to the user app', { timeout: 15_000 }, async (t) => {

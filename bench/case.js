@@ -1,6 +1,6 @@
 'use strict';
-// One benchmark case in a fresh process: starts a gateway (ours, or v1 from
-// --baseline), loads it with the Rust fleet, measures, and writes one JSON result
+// One benchmark case in a fresh process: starts a gateway (ours, v1 from --baseline,
+// or the uWebSockets.js peer), loads it with the Rust fleet, measures, and writes one JSON result
 // to file descriptor 3. Run by bench/run.js; see there for the cases.
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -15,6 +15,7 @@ const PHONE = '+1234567890';
 
 function loadGateway() {
   if (spec.impl === 'v1') return require(path.join(spec.baseline, 'src/index.js')).WhatsAppGateway;
+  if (spec.impl === 'peer') return require(path.join(spec.peer, 'index.js')).WhatsAppGateway;
   return require('..').WhatsAppGateway;
 }
 

@@ -5,6 +5,7 @@
 const net = require('node:net');
 
 const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
+const NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
 
 function pathnameOf(url) {
   const query = url.indexOf('?');
@@ -55,7 +56,12 @@ function relay(socket, fd) {
  */
 function attach(server, native, path, onClosing) {
   const onUpgrade = (req, socket, head) => {
-    if (pathnameOf(req.url) !== path) return;
+    if (pathnameOf(req.url) !== path) {
+      // Without us Node would close it; with only us listening, nobody would answer,
+      // and the open socket would also hold up server.close().
+      if (server.listenerCount('upgrade') === 1) socket.end(NOT_FOUND, () => socket.destroy());
+      return;
+    }
     const request = {
       method: req.method,
       url: req.url,

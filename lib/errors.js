@@ -30,6 +30,14 @@ const ERROR_CODES = Object.freeze({
   EADDRINUSE: 'EADDRINUSE',
   EADDRNOTAVAIL: 'EADDRNOTAVAIL',
   EACCES: 'EACCES',
+  // Section 5 of the spec.
+  BACKPRESSURE: 'BACKPRESSURE',
+  QUEUE_FULL: 'QUEUE_FULL',
+  CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
+  // Codes of error frames sent to extensions.
+  INVALID_MESSAGE: 'INVALID_MESSAGE',
+  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
+  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
 });
 
 /** Frame types the gateway sends to extensions. */
@@ -72,9 +80,16 @@ function fromNative({ code, message, details }) {
   return new GatewayError(code, message, details ?? null);
 }
 
-/** API keys are secrets: errors show at most their first 8 characters. */
+/**
+ * API keys are secrets: errors and the debug log show the first min(8, half its
+ * length) characters, so that a short key keeps most of itself hidden (a
+ * 9-character key shows 4). The core (src/error.rs) masks the same way.
+ */
 function maskApiKey(apiKey) {
-  return typeof apiKey === 'string' && apiKey.length > 8 ? `${apiKey.slice(0, 8)}***` : '***';
+  if (typeof apiKey !== 'string') return '***';
+  const chars = [...apiKey];
+  const shown = Math.min(8, Math.floor(chars.length / 2));
+  return shown > 0 ? `${chars.slice(0, shown).join('')}***` : '***';
 }
 
 module.exports = {

@@ -19,12 +19,13 @@ pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path),
 /// `REJECTED` by the call id and the error, `LOG` by the event, `ERROR` by the error,
-/// `STOPPED` by nothing.
+/// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
 const LOG: u32 = 3;
 const ERROR: u32 = 4;
 const STOPPED: u32 = 5;
+const DEBUG: u32 = 6;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 10] = [
@@ -50,6 +51,7 @@ pub struct BatchLayout {
     pub log: u32,
     pub error: u32,
     pub stopped: u32,
+    pub debug: u32,
     pub resolved_fields: Vec<String>,
 }
 
@@ -61,6 +63,7 @@ pub fn batch_layout() -> BatchLayout {
         log: LOG,
         error: ERROR,
         stopped: STOPPED,
+        debug: DEBUG,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
     }
 }
@@ -160,6 +163,10 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
         Delivery::Error(error) => {
             items.insert(ERROR)?;
             items.insert(plain(&error)?)?;
+        }
+        Delivery::Debug(line) => {
+            items.insert(DEBUG)?;
+            items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
     }

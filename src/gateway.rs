@@ -13,7 +13,8 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::deliveries::{Batch, NodeHost};
 use crate::types::{
-    AuthReply, Health, MessageStatus, NativeConfig, SendOptions, SessionInfo, UpgradeRequest,
+    AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendOptions,
+    SessionInfo, UpgradeRequest,
 };
 
 fn runtime() -> napi::Result<&'static Runtime> {
@@ -148,6 +149,22 @@ impl NativeGateway {
         self.core
             .message_status(&request_id)
             .map(MessageStatus::from)
+    }
+
+    #[napi]
+    pub fn all_sessions(&self) -> Vec<KeyedSession> {
+        let all = self.core.all_sessions().into_iter();
+        all.map(|(api_key, session)| KeyedSession {
+            api_key: api_key.to_string(),
+            session: session.into(),
+        })
+        .collect()
+    }
+
+    /// What only the core counts (process-wide), for `metrics()`.
+    #[napi]
+    pub fn core_metrics(&self) -> CoreMetrics {
+        wa_gateway_core::metrics_snapshot().into()
     }
 
     #[napi]

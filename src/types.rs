@@ -82,6 +82,14 @@ pub struct NativeConfig {
     pub dialect: Dialect,
     pub log_events: bool,
     pub trust_proxy: bool,
+    /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
+    pub debug_log: Option<bool>,
+    pub reuse_port: bool,
+    /// The limits of SPEC 5.1; the core's defaults when absent.
+    pub max_pending_auth: Option<u32>,
+    pub max_pending_auth_per_ip: Option<u32>,
+    pub max_pre_auth_payload: Option<f64>,
+    pub max_queued_bytes: Option<f64>,
     /// 5.2: ms a send's status (and idempotency key) is remembered.
     pub idempotency_ttl: Option<f64>,
     /// 5.2 `pacing`, checked by lib/delivery.js.
@@ -101,21 +109,37 @@ pub struct NativePacing {
 impl From<NativePacing> for core::Pacing {
     fn from(p: NativePacing) -> Self {
         Self {
-            min_interval: ms(p.min_interval_ms),
-            jitter: ms(p.jitter_ms),
+            min_interval: ms_or_zero(p.min_interval_ms),
+            jitter: ms_or_zero(p.jitter_ms),
             max_per_minute: p.max_per_minute.map(|n| n as usize),
         }
     }
 }
 
+/// A duration that must be positive, from milliseconds (JavaScript has checked that it
+/// is a finite number of at least 1). Never zero: a zero period panics a tokio interval
+/// and a zero deadline expires at once. Capped far beyond any real use, so that adding it
+/// to an instant cannot overflow.
 pub fn ms(value: f64) -> Duration {
-    Duration::from_millis(value.max(0.0) as u64)
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let value = if value.is_nan() { 1.0 } else { value.max(1.0) };
+    Duration::try_from_secs_f64(value / 1000.0).map_or(LONGEST, |d| d.min(LONGEST))
+}
+
+/// A duration where 0 means "off" (SPEC 5.1: `minIntervalMs`, `jitterMs`, `waitForDevice`).
+pub fn ms_or_zero(value: f64) -> Duration {
+    if value > 0.0 {
+        ms(value)
+    } else {
+        Duration::ZERO
+    }
 }
 
 impl TryFrom<NativeConfig> for core::Config {
     type Error = napi::Error;
 
     fn try_from(c: NativeConfig) -> napi::Result<Self> {
+        let defaults = core::Config::default();
         let port = u16::try_from(c.port)
             .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
         Ok(Self {
@@ -146,7 +170,21 @@ impl TryFrom<NativeConfig> for core::Config {
             max_queued_sends: c
                 .max_queued_sends
                 .map_or(core::Config::default().max_queued_sends, |n| n as usize),
-            wait_for_device: c.wait_for_device.map_or(Duration::ZERO, ms),
+            wait_for_device: c.wait_for_device.map_or(Duration::ZERO, ms_or_zero),
+            debug_log: c.debug_log.unwrap_or(false),
+            reuse_port: c.reuse_port,
+            max_pending_auth: c
+                .max_pending_auth
+                .map_or(defaults.max_pending_auth, |n| n as usize),
+            max_pending_auth_per_ip: c
+                .max_pending_auth_per_ip
+                .map_or(defaults.max_pending_auth_per_ip, |n| n as usize),
+            max_pre_auth_payload: c
+                .max_pre_auth_payload
+                .map_or(defaults.max_pre_auth_payload, |n| n as usize),
+            max_queued_bytes: c
+                .max_queued_bytes
+                .map_or(defaults.max_queued_bytes, |n| n as usize),
         })
     }
 }
@@ -245,7 +283,11 @@ impl From<SendOptions> for core::SendRequest {
             strategy: o.strategy.map(Into::into),
             timeout: o.timeout.map(ms),
             wait_for: o.delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
-            wait_for_device: o.delivery.as_ref().and_then(|d| d.wait_for_device).map(ms),
+            wait_for_device: o
+                .delivery
+                .as_ref()
+                .and_then(|d| d.wait_for_device)
+                .map(ms_or_zero),
             called_at: None,
         }
     }
@@ -284,6 +326,8 @@ pub struct Health {
     pub timestamp: f64,
     pub connections: u32,
     pub pending_requests: u32,
+    /// Sends in pacing queues or waiting for a device.
+    pub queued_sends: u32,
     pub port: Option<u32>,
 }
 
@@ -296,6 +340,7 @@ impl From<core::Health> for Health {
             timestamp: h.timestamp_ms as f64,
             connections: h.connections as u32,
             pending_requests: h.pending_requests as u32,
+            queued_sends: h.queued_sends as u32,
             port: h.port.map(u32::from),
         }
     }
@@ -335,5 +380,77 @@ impl From<core::SessionInfo> for SessionInfo {
             ip: s.ip,
             user_id: s.user_id,
         }
+    }
+}
+
+/// One entry of `getAllSessions()`: a session and its API key.
+#[napi(object)]
+pub struct KeyedSession {
+    pub api_key: String,
+    pub session: SessionInfo,
+}
+
+/// What only the core counts, for `metrics()`.
+#[napi(object)]
+pub struct CoreMetrics {
+    pub auth_failures: Vec<AuthFailureCount>,
+    pub bytes_written: f64,
+    pub media_fetch: FetchHistogram,
+}
+
+#[napi(object)]
+pub struct AuthFailureCount {
+    pub reason: String,
+    pub count: f64,
+}
+
+/// Upper bounds in seconds and the count in each bucket (not cumulative, `+Inf`
+/// excluded), with the total count and sum.
+#[napi(object)]
+pub struct FetchHistogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<f64>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+impl From<core::MetricsSnapshot> for CoreMetrics {
+    fn from(m: core::MetricsSnapshot) -> Self {
+        let h = m.media_fetch;
+        Self {
+            auth_failures: m
+                .auth_failures
+                .into_iter()
+                .map(|(reason, count)| AuthFailureCount {
+                    reason: reason.to_string(),
+                    count: count as f64,
+                })
+                .collect(),
+            bytes_written: m.bytes_written as f64,
+            media_fetch: FetchHistogram {
+                bounds: h.bounds,
+                counts: h.counts.into_iter().map(|c| c as f64).collect(),
+                count: h.count as f64,
+                sum: h.sum,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_never_zero_nor_truncated() {
+        assert_eq!(ms(0.5), Duration::from_millis(1));
+        assert_eq!(ms(0.0), Duration::from_millis(1));
+        assert_eq!(ms(f64::NAN), Duration::from_millis(1));
+        assert_eq!(ms(1.5), Duration::from_micros(1500));
+        assert_eq!(ms(30000.0), Duration::from_secs(30));
+        let huge = ms(f64::MAX);
+        assert!(huge > Duration::from_secs(1 << 30));
+        assert!(tokio::time::Instant::now().checked_add(huge).is_some());
+        assert_eq!(ms(f64::INFINITY), huge);
     }
 }

@@ -75,7 +75,7 @@ pub struct Config {
     pub dialect: Dialect,
     /// Whether the host wants `onMessageLog` events; building them costs time per call.
     pub log_events: bool,
-    /// Take the client's IP from `X-Forwarded-For` / `X-Real-IP`.
+    /// Take the client's IP from `X-Real-IP` / `X-Forwarded-For`.
     pub trust_proxy: bool,
     /// How long `getMessageStatus` remembers a send (5.2 `idempotencyTtl`).
     pub idempotency_ttl: Duration,
@@ -86,6 +86,18 @@ pub struct Config {
     pub max_queued_sends: usize,
     /// How long a send waits for an active device of its key (zero: not at all).
     pub wait_for_device: Duration,
+    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
+    pub debug_log: bool,
+    /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
+    pub reuse_port: bool,
+    /// Connections upgraded but not yet authenticated, in all.
+    pub max_pending_auth: usize,
+    /// The same per client address (loopback exempt without `trust_proxy`).
+    pub max_pending_auth_per_ip: usize,
+    /// Largest message before auth; `max_payload` applies after.
+    pub max_pre_auth_payload: usize,
+    /// Bytes of frames waiting for one session's socket.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for Config {
@@ -115,6 +127,12 @@ impl Default for Config {
             pacing: None,
             max_queued_sends: 1000,
             wait_for_device: Duration::ZERO,
+            debug_log: false,
+            reuse_port: false,
+            max_pending_auth: 1024,
+            max_pending_auth_per_ip: 64,
+            max_pre_auth_payload: 16 << 10,
+            max_queued_bytes: 64 << 20,
         }
     }
 }

@@ -28,11 +28,15 @@ use crate::state::message_status::MessageStatus;
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
-use crate::state::Shared;
+use crate::state::{Lifecycle, Shared};
+use crate::supervise::{catch_panic, panic_error};
 use crate::timers::{deadlines, delivery, heartbeat};
 
-/// How long `stop()` waits for connections to finish their close handshake.
+/// How long `stop()` waits for connections to finish their close handshake; sessions
+/// still there then are dropped, which takes at most `STOP_ABORT`. Together well
+/// within the 5 s `stop()` may take whatever the peers do.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+const STOP_ABORT: Duration = Duration::from_secs(1);
 
 /// What `getHealth()` reports.
 #[derive(Debug, Clone)]
@@ -44,6 +48,8 @@ pub struct Health {
     pub timestamp_ms: u64,
     pub connections: usize,
     pub pending_requests: usize,
+    /// Sends in pacing queues or waiting for a device (5.2).
+    pub queued_sends: usize,
     /// The standalone server's port while it listens.
     pub port: Option<u16>,
 }
@@ -83,8 +89,12 @@ impl Gateway {
         }
         let _runtime = self.rt.enter();
         let port = shared.config.port;
-        let listener = bind(shared.config.host.as_deref(), port)
-            .map_err(|source| StartError::Bind { port, source })?;
+        let listener = bind(
+            shared.config.host.as_deref(),
+            port,
+            shared.config.reuse_port,
+        )
+        .map_err(|source| StartError::Bind { port, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { port, source })?;
@@ -114,6 +124,7 @@ impl Gateway {
     fn begin(&self, addr: Option<SocketAddr>) -> Run {
         let shared = &self.shared;
         lock(&shared.registry).reopen();
+        shared.set_lifecycle(Lifecycle::Running);
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
@@ -185,6 +196,7 @@ impl Gateway {
             shared.host.deliver(Delivery::Stopped);
             return;
         };
+        shared.set_lifecycle(Lifecycle::Stopping);
         run.shutdown.cancel();
         let owed = lock(&shared.registry).shut_down();
         for settled in owed {
@@ -194,7 +206,17 @@ impl Gateway {
         shared.abandon_parked();
         run.tasks.close();
         self.rt.spawn(async move {
-            let _ = tokio::time::timeout(STOP_GRACE, run.tasks.wait()).await;
+            if tokio::time::timeout(STOP_GRACE, run.tasks.wait())
+                .await
+                .is_err()
+            {
+                let links: Vec<_> = lock(&shared.registry).links().cloned().collect();
+                for link in links {
+                    link.abort();
+                }
+                let _ = tokio::time::timeout(STOP_ABORT, run.tasks.wait()).await;
+            }
+            shared.set_lifecycle(Lifecycle::Stopped);
             shared.host.deliver(Delivery::Stopped);
         });
     }
@@ -202,7 +224,9 @@ impl Gateway {
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
     /// A text command goes out at the next `flush()`.
     pub fn send(&self, call: CallId, mut request: SendRequest) {
-        let Some(source) = request.media_source.take() else {
+        let source = request.media_source.take();
+        // Not running: refused at once, before any media is loaded.
+        let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
             self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
@@ -226,12 +250,25 @@ impl Gateway {
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                loaded = shared.media.load(kind, source) => match loaded {
-                    Ok(media) => shared.dispatch(call, request, Some(media), Wake::Now),
-                    Err(error) => shared.host.deliver(Delivery::Rejected { call, error }),
-                },
-                _ = cancelled => shared.host.deliver(Delivery::Rejected { call, error: shutdown_error("", "") }),
+            let loading = async {
+                tokio::select! {
+                    loaded = shared.media.load(kind, source) => loaded.map_err(Some),
+                    _ = cancelled => Err(None),
+                }
+            };
+            // A panic while loading still settles the call, as SERVER_ERROR.
+            match catch_panic(loading).await {
+                Ok(Ok(media)) => shared.dispatch(call, request, Some(media), Wake::Now),
+                Ok(Err(Some(error))) => shared.host.deliver(Delivery::Rejected { call, error }),
+                Ok(Err(None)) => shared.host.deliver(Delivery::Rejected {
+                    call,
+                    error: shutdown_error("", ""),
+                }),
+                Err(panic) => {
+                    let error = panic_error("media loader", &panic);
+                    shared.report(error.clone());
+                    shared.host.deliver(Delivery::Rejected { call, error });
+                }
             }
         };
         match running {
@@ -259,6 +296,11 @@ impl Gateway {
         lock(&self.shared.registry).message_status(id.as_u128())
     }
 
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        lock(&self.shared.registry).all_sessions()
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.run);
         let registry = lock(&self.shared.registry);
@@ -271,13 +313,14 @@ impl Gateway {
             timestamp_ms: now_ms(),
             connections: self.shared.connections.load(Ordering::Relaxed),
             pending_requests: registry.pending_count(),
+            queued_sends: registry.queued_count(),
             port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
     }
 }
 
 /// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.
-fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
+fn bind(host: Option<&str>, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
     let candidates: Vec<SocketAddr> = match host {
         Some(h) => std::net::ToSocketAddrs::to_socket_addrs(&(h, port))?.collect(),
         None => vec![
@@ -297,6 +340,9 @@ fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
         };
         let attempt = socket.and_then(|s| {
             s.set_reuseaddr(true)?;
+            if reuse_port {
+                s.set_reuseport(true)?;
+            }
             s.bind(addr)?;
             s.listen(1024)
         });
@@ -454,6 +500,72 @@ mod tests {
         assert!(
             matches!(rx.recv().await, Some(Delivery::Rejected { call: 2, error: e }) if e.code == ErrorCode::ConnectionLost)
         );
+        gateway.stop();
+    }
+
+    /// A host whose validator has a bug: it panics for one key.
+    struct PanickyHost(mpsc::UnboundedSender<Delivery>);
+
+    impl Host for PanickyHost {
+        fn deliver(&self, delivery: Delivery) {
+            let _ = self.0.send(delivery);
+        }
+        fn validate(&self, api_key: String) -> Validation {
+            Box::pin(async move {
+                assert_ne!(api_key, "panic-key", "validator bug");
+                Ok(AuthAnswer {
+                    valid: api_key == "good-key-123",
+                    ..AuthAnswer::default()
+                })
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_a_connection_is_reported_and_the_gateway_keeps_serving() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(PanickyHost(tx)), Handle::current()).unwrap();
+        let addr = gateway.start().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut doomed, _) =
+            tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                .await
+                .unwrap();
+        doomed
+            .send(Message::text(r#"{"type":"auth","apiKey":"panic-key"}"#))
+            .await
+            .unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            Ok(Some(Delivery::Error(e))) => {
+                assert_eq!(e.code, ErrorCode::ServerError);
+                assert!(e.message.contains("validator bug"), "{}", e.message);
+            }
+            other => panic!("expected SERVER_ERROR, got {other:?}"),
+        }
+        assert!(matches!(
+            doomed.next().await,
+            None | Some(Err(_)) | Some(Ok(Message::Close(_)))
+        ));
+        for _ in 0..100 {
+            if gateway.health().connections == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            gateway.health().connections,
+            0,
+            "the panicked connection is not counted"
+        );
+        let mut ws = ready_client(addr).await;
+        send_when_active(&gateway, &mut rx, 9).await;
+        next_of(&mut ws, "send-message").await;
         gateway.stop();
     }
 

@@ -42,6 +42,8 @@ pub enum Delivery {
     },
     Log(LogEvent),
     Error(GatewayError),
+    /// A line for the debug log; only with `Config::debug_log`.
+    Debug(String),
     /// `stop()` has finished: sessions closed, port free.
     Stopped,
 }

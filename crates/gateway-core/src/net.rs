@@ -3,9 +3,12 @@
 
 pub mod connection;
 pub mod frame_io;
+pub mod frame_meter;
 pub mod handshake;
 pub mod listener;
+pub mod outgoing;
 pub mod session;
+pub mod wire;
 
 /// The byte stream under a WebSocket: a TCP socket the gateway accepted or was handed
 /// by Node (plain `http.Server`), or one end of a socket pair whose other end Node

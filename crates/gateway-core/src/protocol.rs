@@ -346,6 +346,20 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
 
 /// Appends the header of an unmasked, final text frame of `len` payload bytes
 /// (RFC 6455 5.2), as a server writes it.
+/// Bytes `frame` takes on the wire, header included.
+pub fn frame_len(frame: &Frame) -> usize {
+    let payload = match frame {
+        Frame::Text(text) => text.len(),
+        Frame::Parts(parts) => parts.iter().map(Bytes::len).sum(),
+    };
+    let header = match payload {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    };
+    header + payload
+}
+
 pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
     out.push(0x81);
     match len {

@@ -8,11 +8,12 @@ pub mod link;
 pub mod message_status;
 pub mod pacing;
 pub mod parking;
+pub mod pending_auth;
 pub mod queued_sends;
 pub mod registry;
 pub mod requests;
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -23,7 +24,16 @@ use crate::events::LogEvent;
 use crate::host::{Delivery, Host};
 use crate::media::MediaLoader;
 use link::SessionLink;
+use pending_auth::PendingAuth;
 use registry::Registry;
+
+/// Where the gateway is between `start()` and `stop()`; sends are refused differently.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifecycle {
+    Stopped = 0,
+    Running = 1,
+    Stopping = 2,
+}
 
 pub struct Shared {
     pub config: Config,
@@ -39,6 +49,9 @@ pub struct Shared {
     pub corked: Mutex<Vec<Arc<SessionLink>>>,
     /// Incoming message ids seen lately, per API key (5.2).
     pub incoming: Mutex<incoming::SeenIncoming>,
+    /// Slots of connections upgraded but not yet authenticated.
+    pub pending_auth: Arc<PendingAuth>,
+    lifecycle: AtomicU8,
 }
 
 impl Shared {
@@ -48,8 +61,8 @@ impl Shared {
         registry.statuses.set_ttl(config.idempotency_ttl);
         registry.pacing = config.pacing;
         registry.max_queued = config.max_queued_sends;
+        registry.max_queued_bytes = config.max_queued_bytes;
         Ok(Self {
-            config,
             registry: Mutex::new(registry),
             host,
             media,
@@ -57,6 +70,9 @@ impl Shared {
             connections: AtomicUsize::new(0),
             corked: Mutex::default(),
             incoming: Mutex::default(),
+            pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
+            lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
+            config,
         })
     }
 
@@ -66,7 +82,26 @@ impl Shared {
         }
     }
 
+    pub fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Acquire) {
+            1 => Lifecycle::Running,
+            2 => Lifecycle::Stopping,
+            _ => Lifecycle::Stopped,
+        }
+    }
+
+    pub fn set_lifecycle(&self, now: Lifecycle) {
+        self.lifecycle.store(now as u8, Ordering::Release);
+    }
+
     pub fn report(&self, error: GatewayError) {
         self.host.deliver(Delivery::Error(error));
+    }
+
+    /// A line for the host's debug log; built only when the log is on.
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.config.debug_log {
+            self.host.deliver(Delivery::Debug(line()));
+        }
     }
 }

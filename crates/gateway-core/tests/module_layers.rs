@@ -9,7 +9,17 @@ use std::path::Path;
 /// Lower layers first; a module may use only modules of its own layer or below.
 const LAYERS: &[&[&str]] = &[
     &[
-        "clock", "config", "error", "identity", "protocol", "runtime", "media", "events", "host",
+        "clock",
+        "config",
+        "error",
+        "identity",
+        "protocol",
+        "runtime",
+        "media",
+        "events",
+        "host",
+        "metrics",
+        "supervise",
     ],
     &["state"],
     &["net", "timers"],

@@ -1,16 +1,31 @@
 //! `file://` media, readable only inside `mediaFileRoots`.
+//!
+//! The check that counts is made on the file actually opened: the path is resolved and
+//! checked first (so that nothing outside the roots is opened in the ordinary case),
+//! then opened without following into a FIFO or terminal, and then the kernel is asked
+//! where the opened descriptor really lives (`/proc/self/fd`). A symlink swapped between
+//! the first check and the open therefore cannot smuggle in an outside file. Where
+//! `/proc` is missing, the opened file must be the very inode (device and number) found
+//! at a path inside the roots after opening.
+//!
+//! A path outside the roots is refused the same way whether or not it exists: a missing
+//! file is reported as missing only when its nearest existing directory is inside a root.
 
-use std::io;
+use std::fs::{File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use reqwest::Url;
-use tokio::io::AsyncReadExt;
+use serde_json::json;
 
 use super::{
     encode_media, fetch_error, invalid_url, mime, not_allowed, not_media, too_large, Media,
     MediaKind, MediaPolicy,
 };
-use crate::error::GatewayError;
+use crate::error::{ErrorCode, GatewayError};
+
+const OUTSIDE: &str = "the file is outside mediaFileRoots";
 
 pub(super) async fn load(
     policy: &MediaPolicy,
@@ -26,27 +41,37 @@ pub(super) async fn load(
             "A file:// URL must have no host (or localhost), e.g. file:///path/to/file".into(),
         )
     })?;
-    let path = resolve_inside_roots(&policy.file_roots, &path, source).await?;
-    let meta = tokio::fs::metadata(&path)
-        .await
-        .map_err(|e| read_error(source, &e))?;
-    if !meta.is_file() {
-        return Err(fetch_error(
+    if policy.file_roots.is_empty() {
+        return Err(refuse(
             source,
-            format!("Failed to read {source}: not a regular file"),
-            None,
+            "mediaFileRoots is empty, so no file:// media may be read",
         ));
     }
-    if meta.len() > policy.max_bytes as u64 {
-        return Err(too_large(source, policy.max_bytes));
-    }
-    let body = read_bounded(&path, policy.max_bytes, meta.len())
-        .await
-        .map_err(|e| read_error(source, &e))?;
-    // The file may have grown since its metadata was read.
-    if body.len() > policy.max_bytes {
-        return Err(too_large(source, policy.max_bytes));
-    }
+    let roots = policy.file_roots.clone();
+    let max_bytes = policy.max_bytes;
+    let read =
+        tokio::task::spawn_blocking(move || read_inside_roots(&roots, &path, max_bytes)).await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(Refusal::Outside)) => return Err(refuse(source, OUTSIDE)),
+        Ok(Err(Refusal::NotAFile)) => {
+            return Err(fetch_error(
+                source,
+                format!("Failed to read {source}: not a regular file"),
+                None,
+            ))
+        }
+        Ok(Err(Refusal::TooLarge)) => return Err(too_large(source, max_bytes)),
+        Ok(Err(Refusal::Unreadable(e))) => return Err(read_error(source, &e)),
+        Err(e) => {
+            let message = format!("Reading {source} failed: {e}");
+            return Err(GatewayError::new(
+                ErrorCode::ServerError,
+                message,
+                json!({ "url": source }),
+            ));
+        }
+    };
     let file_name = super::file_name_from_url(url);
     let candidates = [
         file_name.as_deref().and_then(mime::from_file_name),
@@ -56,53 +81,92 @@ pub(super) async fn load(
     encode_media(body, mime_type, file_name).await
 }
 
-/// The canonical path of `path` if it lies inside a canonical root (symlinks resolved,
-/// compared component-wise so `/data/rootX` is not inside `/data/root`).
-async fn resolve_inside_roots(
-    roots: &[PathBuf],
-    path: &Path,
-    source: &str,
-) -> Result<PathBuf, GatewayError> {
-    let refuse = |reason: &str| {
-        let message = format!(
-            "Refusing to read {source}: {reason}; add its directory to mediaFileRoots to allow it"
-        );
-        not_allowed(source, message, reason)
-    };
-    if roots.is_empty() {
-        return Err(refuse(
-            "mediaFileRoots is empty, so no file:// media may be read",
-        ));
-    }
-    let mut canonical_roots = Vec::with_capacity(roots.len());
-    for root in roots {
-        if let Ok(canonical) = tokio::fs::canonicalize(root).await {
-            canonical_roots.push(canonical);
-        }
-    }
-    let outside = "the file is outside mediaFileRoots";
-    match tokio::fs::canonicalize(path).await {
-        Ok(target) if canonical_roots.iter().any(|root| target.starts_with(root)) => Ok(target),
-        Ok(_) => Err(refuse(outside)),
-        // Report a missing file only inside a root, so callers cannot probe the rest of the disk.
-        Err(e)
-            if roots
-                .iter()
-                .chain(&canonical_roots)
-                .any(|root| path.starts_with(root)) =>
-        {
-            Err(read_error(source, &e))
-        }
-        Err(_) => Err(refuse(outside)),
-    }
+fn refuse(source: &str, reason: &str) -> GatewayError {
+    let message = format!(
+        "Refusing to read {source}: {reason}; add its directory to mediaFileRoots to allow it"
+    );
+    not_allowed(source, message, reason)
 }
 
-async fn read_bounded(path: &Path, max_bytes: usize, expected_len: u64) -> io::Result<Vec<u8>> {
-    let file = tokio::fs::File::open(path).await?;
+#[derive(Debug)]
+enum Refusal {
+    Outside,
+    NotAFile,
+    TooLarge,
+    Unreadable(io::Error),
+}
+
+/// Blocking: reads `path` if the file it opens is inside one of `roots`.
+fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result<Vec<u8>, Refusal> {
+    let roots: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|root| std::fs::canonicalize(root).ok())
+        .collect();
+    let inside = |p: &Path| roots.iter().any(|root| p.starts_with(root));
+    let missing_or_outside = |e: io::Error| {
+        // Only a directory inside the roots may say what it does not contain.
+        let parent = path
+            .ancestors()
+            .skip(1)
+            .find_map(|dir| std::fs::canonicalize(dir).ok());
+        if parent.is_some_and(|dir| inside(&dir)) {
+            Refusal::Unreadable(e)
+        } else {
+            Refusal::Outside
+        }
+    };
+    match std::fs::canonicalize(path) {
+        Ok(target) if inside(&target) => {}
+        Ok(_) => return Err(Refusal::Outside),
+        Err(e) => return Err(missing_or_outside(e)),
+    }
+    // Non-blocking and no controlling terminal: if a swap makes this open a FIFO or a
+    // device, the open itself must neither hang nor have effects.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(missing_or_outside)?;
+    let meta = file.metadata().map_err(Refusal::Unreadable)?;
+    if !opened_inside(&file, &meta, path, inside) {
+        return Err(Refusal::Outside);
+    }
+    if !meta.is_file() {
+        return Err(Refusal::NotAFile);
+    }
+    if meta.len() > max_bytes as u64 {
+        return Err(Refusal::TooLarge);
+    }
     let limit = max_bytes as u64 + 1;
-    let mut body = Vec::with_capacity(expected_len.min(limit) as usize);
-    file.take(limit).read_to_end(&mut body).await?;
+    let mut body = Vec::with_capacity(meta.len().min(limit) as usize);
+    file.take(limit)
+        .read_to_end(&mut body)
+        .map_err(Refusal::Unreadable)?;
+    // The file may have grown since it was measured.
+    if body.len() > max_bytes {
+        return Err(Refusal::TooLarge);
+    }
     Ok(body)
+}
+
+/// Whether the open file `file` lives inside the roots, by where the kernel says the
+/// descriptor points, else by its identity with what `path` resolves to now.
+fn opened_inside(
+    file: &File,
+    meta: &Metadata,
+    path: &Path,
+    inside: impl Fn(&Path) -> bool,
+) -> bool {
+    use std::os::fd::AsRawFd;
+    if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+        return real.is_absolute() && inside(&real);
+    }
+    let Ok(target) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let same = std::fs::metadata(&target)
+        .is_ok_and(|now| now.dev() == meta.dev() && now.ino() == meta.ino());
+    same && inside(&target)
 }
 
 fn read_error(source: &str, err: &io::Error) -> GatewayError {
@@ -202,6 +266,9 @@ mod tests {
             sb.url("root/link/secret.png"),
             sb.write("rootX/secret.png", PNG),
             sb.url("outside/missing.png"),
+            // Missing behind a symlink that leads out: refused like an existing file there.
+            sb.url("root/link/missing.png"),
+            sb.url("root/link/no/such/dir/x.png"),
             "file:///etc/passwd".to_owned(),
         ];
         for url in escapes {
@@ -224,6 +291,70 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("mediaFileRoots is empty"));
+    }
+
+    /// Issue 9: with the check made before the open, a directory swapped for a symlink
+    /// in between let the outside file through a few times in a thousand.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_directory_swapped_for_a_symlink_never_leaks_the_outside_file() {
+        const TRIES: usize = 10000;
+        let sb = Sandbox::new();
+        let loader = test_loader(false, 1024, vec![sb.0.join("root")]);
+        std::fs::create_dir(sb.0.join("root/d")).unwrap();
+        sb.write("root/d/photo.png", &[PNG, b"inside"].concat());
+        sb.write("outside/photo.png", &[PNG, b"SECRET"].concat());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = {
+            let (stop, dir) = (stop.clone(), sb.0.clone());
+            // Flips root/d between the real directory and a symlink to outside/.
+            std::thread::spawn(move || {
+                let (d, parked, staged) = (
+                    dir.join("root/d"),
+                    dir.join("root/parked"),
+                    dir.join("root/staged"),
+                );
+                // Each state held for a varying while, so that some loads straddle a flip.
+                let hold = |i: u64| {
+                    let until =
+                        std::time::Instant::now() + std::time::Duration::from_micros(i * 7 % 97);
+                    while std::time::Instant::now() < until {}
+                };
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(&d, &parked).unwrap();
+                    std::os::unix::fs::symlink(dir.join("outside"), &staged).unwrap();
+                    std::fs::rename(&staged, &d).unwrap();
+                    hold(i);
+                    std::fs::remove_file(&d).unwrap();
+                    std::fs::rename(&parked, &d).unwrap();
+                    hold(i + 5);
+                    i += 1;
+                }
+            })
+        };
+        let url = sb.url("root/d/photo.png");
+        let secret = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            [PNG, b"SECRET"].concat(),
+        );
+        let mut leaked = 0;
+        for _ in 0..TRIES {
+            match loader.load(MediaKind::Image, &url).await {
+                Ok(media) => leaked += usize::from(media.data_url.contains(&secret)),
+                Err(err) => assert!(
+                    [ErrorCode::MediaNotAllowed, ErrorCode::FetchError].contains(&err.code),
+                    "{:?}: {}",
+                    err.code,
+                    err.message
+                ),
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flipper.join().unwrap();
+        assert_eq!(
+            leaked, 0,
+            "the outside file was read {leaked} times in {TRIES}"
+        );
     }
 
     #[tokio::test]

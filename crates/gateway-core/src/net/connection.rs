@@ -16,17 +16,18 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::frame_io::{close, write_frames};
-use super::handshake::{self, Socket, Upgrade};
+use super::handshake::{self, Accepted, Socket, Upgrade};
 use super::session::{self, Admitted};
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::AuthAnswer;
 use crate::identity::Identity;
+use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
 use crate::state::registry::Refusal;
 use crate::state::Shared;
+use crate::supervise::{catch_panic, panic_error};
 
 /// Counts open sockets for `getHealth()`.
 struct Open<'a>(&'a Shared);
@@ -45,33 +46,85 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let reporter = shared.clone();
+    let served = catch_panic(serve_connection(
+        transport, upgrade, peer, shared, shutdown, tasks,
+    ))
+    .await;
+    if let Err(panic) = served {
+        reporter.report(panic_error("connection", &panic));
+    }
+}
+
+async fn serve_connection(
+    transport: Transport,
+    upgrade: Upgrade,
+    peer: IpAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
     let open = Open(&shared);
     let deadline = Instant::now() + shared.config.auth_timeout;
-    let (mut ws, ip) = tokio::select! {
+    let accepted = tokio::select! {
         _ = shutdown.cancelled() => return,
-        done = timeout_at(deadline, handshake::accept(transport, upgrade, peer, &shared.config)) => match done {
+        done = timeout_at(deadline, handshake::accept(transport, upgrade, peer, &shared.config, &shared.pending_auth)) => match done {
             Ok(Some(accepted)) => accepted,
             _ => return,
         },
     };
+    let Accepted { mut ws, ip, slot } = accepted;
+    shared.debug(|| format!("connection from {ip}"));
+    let debug_ip = shared.config.debug_log.then(|| ip.clone());
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
-            outcome.unwrap_or_else(|_| Err(Refused::close(1008, "Authentication timeout")))
+            outcome.unwrap_or_else(|_| {
+                metrics::auth_failed(AuthFailure::AuthTimeout);
+                Err(Refused::close(1008, "Authentication timeout"))
+            })
         }
     };
+    drop(slot);
     match outcome {
         Ok(admitted) => {
             // The session task owns the count from here.
             std::mem::forget(open);
-            tasks.spawn(session::run(ws, admitted, shared.clone()));
+            ws.get_mut().authenticated();
+            let link = admitted.link.clone();
+            let task = tasks.spawn(session::run(ws, admitted, shared.clone()));
+            link.set_abort(task.abort_handle());
         }
         Err(Refused {
             close: Some((code, reason)),
-        }) => close(&mut ws, code, reason).await,
-        Err(Refused { close: None }) => {}
+        }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} closed before a session: code {code}, {reason}",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+            close(&mut ws, code, reason).await
+        }
+        Err(Refused { close: None }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} ended by the client before a session",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+        }
     }
+}
+
+/// What the extension is told when `validateApiKey` throws, rejects, or does not answer.
+const VALIDATOR_FAILED: &str =
+    "Authentication is unavailable (the server's key check failed); try again later";
+
+fn pre_auth_too_big() -> Refused {
+    metrics::auth_failed(AuthFailure::PreAuthLimit);
+    Refused::close(1009, "Message too big")
 }
 
 struct Refused {
@@ -102,7 +155,9 @@ async fn authenticate(
             Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
             Some(Ok(Message::Close(_))) | None => return Err(Refused::gone()),
             Some(Ok(_)) => continue,
-            Some(Err(WsError::Capacity(_))) => return Err(Refused::close(1009, "Message too big")),
+            // Refused from its frame header, before its body was buffered.
+            Some(Err(WsError::Capacity(_))) => return Err(pre_auth_too_big()),
+            Some(Err(_)) if ws.get_ref().pre_auth_too_big() => return Err(pre_auth_too_big()),
             Some(Err(_)) => return Err(Refused::gone()),
         };
         let reply = match protocol::parse(&text) {
@@ -137,19 +192,34 @@ async fn admit(
             shared.config.auth_timeout.as_millis()
         )),
     };
-    let answer = answer.unwrap_or_else(|problem| {
-        shared.report(GatewayError::new(
-            ErrorCode::CallbackError,
-            format!("validateApiKey failed: {problem}"),
-            json!({ "callback": "validateApiKey", "error": problem }),
-        ));
-        AuthAnswer {
-            valid: false,
-            reason: Some("API key validation failed".into()),
-            ..AuthAnswer::default()
+    let answer = match answer {
+        Ok(answer) => answer,
+        // The key may well be valid: tell the extension to try again later rather
+        // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
+        Err(problem) => {
+            metrics::auth_failed(AuthFailure::ValidatorError);
+            let message = VALIDATOR_FAILED;
+            let _ = ws
+                .send(Message::text(protocol::error_frame(
+                    "AUTHENTICATION_FAILED",
+                    message,
+                )))
+                .await;
+            shared.report(GatewayError::new(
+                ErrorCode::CallbackError,
+                format!("validateApiKey failed: {problem}"),
+                json!({ "callback": "validateApiKey", "error": problem }),
+            ));
+            shared.report(GatewayError::new(
+                ErrorCode::AuthenticationFailed,
+                message,
+                json!({ "apiKey": mask_api_key(&auth.api_key), "reason": "validator_error", "ip": ip }),
+            ));
+            return Err(Refused::close(1008, "Authentication unavailable"));
         }
-    });
+    };
     if !answer.valid {
+        metrics::auth_failed(AuthFailure::InvalidKey);
         let message = match &answer.reason {
             Some(reason) => format!("Invalid API key: {reason}"),
             None => "Invalid API key".to_string(),
@@ -186,6 +256,7 @@ async fn admit(
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => {
+            metrics::auth_failed(AuthFailure::MaxSessions);
             let message = format!("Maximum {limit} sessions allowed per API key");
             let _ = ws
                 .send(Message::text(protocol::error_frame(
@@ -204,11 +275,7 @@ async fn admit(
     shared.log(|| LogEvent::session_connected(&identity));
     let replies = protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id);
     // A failed write shows up as a closed socket in the session loop, which cleans up.
-    let _ = write_frames(
-        ws,
-        replies.into_iter().map(|r| Frame::Text(r.into())).collect(),
-    )
-    .await;
+    let _ = write_frames(ws, replies.into_iter().map(|r| Frame::Text(r.into()))).await;
     Ok(Admitted {
         key,
         link,

@@ -1,21 +1,23 @@
 //! The HTTP upgrade that turns a connection into a WebSocket: path and `Origin`
 //! checks, the client's IP, and the 101 answer. The standalone server reads the
-//! request itself; attached to a Node server, Node has parsed it already.
+//! request itself (a plain HTTP request gets 426); attached to a Node server, Node has
+//! parsed it already.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::handshake::server::{
-    create_response, write_response, ErrorResponse, Request, Response,
-};
-use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
+use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Version};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
+use super::wire::Wire;
 use super::Transport;
 use crate::config::Config;
+use crate::state::pending_auth::{AuthSlot, PendingAuth};
 
-pub type Socket = WebSocketStream<Transport>;
+pub type Socket = WebSocketStream<Wire>;
 
 /// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
 const READ_BUFFER: usize = 256;
@@ -38,55 +40,146 @@ pub fn websocket_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(config.max_payload))
 }
 
-/// Completes the upgrade; returns the WebSocket and the client's IP, or None when
-/// the request was refused (already answered) or the connection failed.
-#[allow(clippy::result_large_err)] // the upgrade callback's error type is tungstenite's
+/// Largest request head the standalone server reads; browsers send well under 2 KiB.
+const MAX_REQUEST_HEAD: usize = 8 * 1024;
+
+/// An upgraded connection, not yet authenticated.
+pub struct Accepted {
+    pub ws: Socket,
+    /// The client's address as the API shows it (after `trustProxy`).
+    pub ip: String,
+    /// Its place among the connections pending auth, held until auth ends.
+    pub slot: AuthSlot,
+}
+
+/// Completes the upgrade, or answers the request with a refusal (and returns None);
+/// also None when the connection failed.
 pub async fn accept(
     transport: Transport,
     upgrade: Upgrade,
     peer: IpAddr,
     config: &Config,
-) -> Option<(Socket, String)> {
-    let mut ip = peer.to_canonical().to_string();
-    let ws_config = Some(websocket_config(config));
-    match upgrade {
-        Upgrade::Unread => {
-            let gate = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-                check(config, request).map_err(refusal)?;
-                ip = client_ip(request.headers(), peer, config.trust_proxy);
-                Ok(response)
-            };
-            let ws = tokio_tungstenite::accept_hdr_async_with_config(transport, gate, ws_config)
-                .await
-                .ok()?;
-            Some((ws, ip))
+    pending: &Arc<PendingAuth>,
+) -> Option<Accepted> {
+    let mut transport = transport;
+    let (request, head) = match upgrade {
+        Upgrade::Parsed { request, head } => (request, head),
+        Upgrade::Unread => match read_request(&mut transport).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return None,
+            Err(status) => return refuse(transport, status).await,
+        },
+    };
+    let answer = if wants_websocket(&request) {
+        check(config, &request)
+            .and_then(|()| create_response(&request).map_err(|_| StatusCode::BAD_REQUEST))
+    } else {
+        Err(StatusCode::UPGRADE_REQUIRED)
+    };
+    let response = match answer {
+        Ok(response) => response,
+        Err(status) => return refuse(transport, status).await,
+    };
+    let addr = client_addr(request.headers(), peer, config.trust_proxy);
+    // Without trustProxy a loopback peer is usually a local reverse proxy speaking for
+    // every extension: only the total cap applies to it.
+    let per_ip = config.trust_proxy || !addr.is_loopback();
+    let slot = match pending.admit(addr, per_ip) {
+        Ok(slot) => slot,
+        Err(_) => {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::PreAuthLimit);
+            return refuse(transport, StatusCode::SERVICE_UNAVAILABLE).await;
         }
-        Upgrade::Parsed { request, head } => {
-            let mut transport = transport;
-            let answer = check(config, &request)
-                .and_then(|()| create_response(&request).map_err(|_| StatusCode::BAD_REQUEST));
-            let response = match answer {
-                Ok(response) => response,
-                Err(status) => {
-                    let reply = format!(
-                        "HTTP/1.1 {} {}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-                        status.as_u16(),
-                        status.canonical_reason().unwrap_or("")
-                    );
-                    let _ = transport.write_all(reply.as_bytes()).await;
-                    let _ = transport.shutdown().await;
-                    return None;
-                }
-            };
-            let mut bytes = Vec::with_capacity(256);
-            write_response(&mut bytes, &response).ok()?;
-            transport.write_all(&bytes).await.ok()?;
-            ip = client_ip(request.headers(), peer, config.trust_proxy);
-            let ws = WebSocketStream::from_partially_read(transport, head, Role::Server, ws_config)
-                .await;
-            Some((ws, ip))
+    };
+    let mut bytes = Vec::with_capacity(256);
+    write_response(&mut bytes, &response).ok()?;
+    transport.write_all(&bytes).await.ok()?;
+    let wire = Wire::new(transport, config.max_pre_auth_payload, &head);
+    let ws = WebSocketStream::from_partially_read(
+        wire,
+        head,
+        Role::Server,
+        Some(websocket_config(config)),
+    )
+    .await;
+    Some(Accepted {
+        ws,
+        ip: addr.to_string(),
+        slot,
+    })
+}
+
+/// Answers a request the gateway does not take, and closes.
+async fn refuse<T>(mut transport: Transport, status: StatusCode) -> Option<T> {
+    let upgrade = if status == StatusCode::UPGRADE_REQUIRED {
+        "Upgrade: websocket\r\n"
+    } else {
+        ""
+    };
+    let reply = format!(
+        "HTTP/1.1 {} {}\r\n{upgrade}Connection: close\r\nContent-Length: 0\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let _ = transport.write_all(reply.as_bytes()).await;
+    let _ = transport.shutdown().await;
+    None
+}
+
+/// A plain HTTP request (no `Upgrade: websocket`) is told to upgrade rather than dropped.
+fn wants_websocket(request: &Request) -> bool {
+    let upgrade = request.headers().get_all("upgrade");
+    upgrade.iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
+    })
+}
+
+/// Reads the standalone server's request head; `None` when the client leaves first.
+/// The bytes after the head belong to the WebSocket.
+async fn read_request(
+    transport: &mut Transport,
+) -> Result<Option<(Box<Request>, Vec<u8>)>, StatusCode> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let read = transport.read(&mut chunk).await;
+        match read {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let request = request_of(&parsed).ok_or(StatusCode::BAD_REQUEST)?;
+                return Ok(Some((request, buf[len..].to_vec())));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => {}
+            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+                return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            }
+            Err(_) => return Err(StatusCode::BAD_REQUEST),
         }
     }
+}
+
+fn request_of(parsed: &httparse::Request<'_, '_>) -> Option<Box<Request>> {
+    let version = if parsed.version? >= 1 {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let mut builder = Request::builder()
+        .method(parsed.method?)
+        .uri(parsed.path?)
+        .version(version);
+    for header in parsed.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    builder.body(()).ok().map(Box::new)
 }
 
 /// Rebuilds an upgrade request Node parsed, from its method, URL and raw header list
@@ -111,37 +204,53 @@ fn check(config: &Config, request: &Request) -> Result<(), StatusCode> {
             .get("origin")
             .and_then(|o| o.to_str().ok());
         if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::Origin);
             return Err(StatusCode::FORBIDDEN);
         }
     }
     Ok(())
 }
 
-fn refusal(status: StatusCode) -> ErrorResponse {
-    let mut reply = ErrorResponse::new(None);
-    *reply.status_mut() = status;
-    reply
+/// Proxy headers name the client only when the operator says a trusted proxy sets
+/// them; otherwise anyone could claim any address. `X-Real-IP` is set by the proxy
+/// itself; of `X-Forwarded-For` only the right-most entry was added by the proxy, the
+/// ones before it are whatever the client sent. A value that is not an IP address is
+/// skipped for the next source.
+pub fn client_addr(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> IpAddr {
+    let peer = peer.to_canonical();
+    if !trust_proxy {
+        return peer;
+    }
+    let real_ip = headers.get("x-real-ip").and_then(|v| v.to_str().ok());
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok());
+    let forwarded_last = forwarded.and_then(|list| list.rsplit(',').next());
+    [real_ip, forwarded_last]
+        .into_iter()
+        .flatten()
+        .find_map(ip_of)
+        .map_or(peer, |ip| ip.to_canonical())
 }
 
-/// Proxy headers name the client only when the operator says a trusted proxy sets
-/// them; otherwise anyone could claim any address.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> String {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let forwarded = trust_proxy
-        .then(|| {
-            header("x-forwarded-for")
-                .and_then(|list| list.split(',').next())
-                .or_else(|| header("x-real-ip"))
-                .map(str::trim)
-                .filter(|ip| !ip.is_empty())
-        })
-        .flatten();
-    forwarded.map_or_else(|| peer.to_canonical().to_string(), str::to_string)
+/// An address as proxies write it: bare, or with a port (`203.0.113.9:4711`, `[2001:db8::1]:443`).
+fn ip_of(value: &str) -> Option<IpAddr> {
+    let value = value.trim();
+    value
+        .parse()
+        .ok()
+        .or_else(|| value.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn client_ip(headers: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> String {
+        client_addr(headers, peer, trust_proxy).to_string()
+    }
     use tokio_tungstenite::tungstenite::http::HeaderValue;
 
     #[test]
@@ -149,14 +258,58 @@ mod tests {
         let peer: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
         let mut headers = HeaderMap::new();
         assert_eq!(client_ip(&headers, peer, true), "10.0.0.2");
-        headers.insert("x-real-ip", HeaderValue::from_static("198.51.100.7"));
-        assert_eq!(client_ip(&headers, peer, true), "198.51.100.7");
         headers.insert(
             "x-forwarded-for",
             HeaderValue::from_static(" 203.0.113.9 , 10.0.0.1"),
         );
-        assert_eq!(client_ip(&headers, peer, true), "203.0.113.9");
+        assert_eq!(
+            client_ip(&headers, peer, true),
+            "10.0.0.1",
+            "the right-most entry is the proxy's"
+        );
+        headers.insert("x-real-ip", HeaderValue::from_static("198.51.100.7"));
+        assert_eq!(
+            client_ip(&headers, peer, true),
+            "198.51.100.7",
+            "X-Real-IP first"
+        );
         assert_eq!(client_ip(&headers, peer, false), "10.0.0.2");
+    }
+
+    #[test]
+    fn proxy_values_that_are_not_addresses_fall_through() {
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let headers = |real: Option<&'static str>, forwarded: &[&'static str]| {
+            let mut map = HeaderMap::new();
+            if let Some(real) = real {
+                map.insert("x-real-ip", HeaderValue::from_static(real));
+            }
+            for value in forwarded {
+                map.append("x-forwarded-for", HeaderValue::from_static(value));
+            }
+            map
+        };
+        let ip = |h: HeaderMap| client_ip(&h, peer, true);
+        assert_eq!(
+            ip(headers(
+                Some("<img src=x onerror=alert(1)>"),
+                &["203.0.113.9"]
+            )),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            ip(headers(Some("unknown"), &["198.51.100.1, <script>"])),
+            "10.0.0.2"
+        );
+        assert_eq!(
+            ip(headers(None, &["1.1.1.1", "2.2.2.2, 3.3.3.3"])),
+            "3.3.3.3",
+            "the last header's last entry"
+        );
+        assert_eq!(ip(headers(None, &["203.0.113.9:4711"])), "203.0.113.9");
+        assert_eq!(ip(headers(Some("[2001:db8::1]:443"), &[])), "2001:db8::1");
+        assert_eq!(ip(headers(Some("::ffff:192.0.2.1"), &[])), "192.0.2.1");
+        assert_eq!(ip(headers(Some(""), &[""])), "10.0.0.2");
     }
 
     #[test]

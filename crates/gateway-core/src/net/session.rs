@@ -1,14 +1,25 @@
 //! An authenticated session's task: writes queued commands, reads statuses and
 //! results, and on the way out settles everything the session still owed.
+//!
+//! Reading, writing and close requests never wait for each other: one loop polls all
+//! three, writes a command a little at a time as the socket takes it, and reads in
+//! between. Error replies go through the same bounded queue as commands. A close
+//! request ends the loop at once; the frame being written, if any, gets a short while
+//! to complete so that the close frame never cuts it.
 
-use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Future, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::frame_io::{close, write_frames};
+use super::frame_io::close;
 use super::handshake::Socket;
+use super::outgoing::Outgoing;
 use crate::events::LogEvent;
 use crate::identity::Identity;
 use crate::protocol::{self, Frame, Inbound};
@@ -16,6 +27,10 @@ use crate::state::link::{lock, CloseRequest, SessionLink};
 use crate::state::registry::SessionKey;
 use crate::state::requests::{connection_lost, shutdown_error};
 use crate::state::Shared;
+use crate::supervise::{catch_panic, panic_error};
+
+/// How long a closing session may take to finish the frame it is writing.
+const FINISH_FRAME: Duration = Duration::from_secs(1);
 
 /// An authenticated session handed to `session::run`.
 pub struct Admitted {
@@ -34,130 +49,220 @@ enum End {
     Lost,
 }
 
-pub async fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>) {
-    let Admitted {
-        key,
-        link,
-        identity,
-    } = admitted;
+/// What one turn of the loop found.
+enum Event {
+    Woken,
+    Wrote,
+    WriteFailed,
+    Inbound(Option<Result<Message, WsError>>),
+}
+
+pub async fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) {
+    let mut leaving = Leaving {
+        shared: shared.clone(),
+        key: admitted.key,
+        link: admitted.link.clone(),
+        identity: admitted.identity.clone(),
+        end: None,
+    };
+    let served = catch_panic(serve_and_close(ws, &admitted, &shared)).await;
+    match served {
+        Ok(end) => leaving.end = Some(end),
+        Err(panic) => shared.report(panic_error("session", &panic)),
+    }
+}
+
+async fn serve_and_close(mut ws: Socket, admitted: &Admitted, shared: &Shared) -> (u16, String) {
+    let mut out = Outgoing::default();
     // The socket still holds the waker of the task that authenticated it, and with it
     // that task's whole (finished) allocation, until something is written: a flush
     // registers this task's waker instead.
     let end = match ws.flush().await {
-        Ok(()) => serve(&mut ws, key, &link, &shared).await,
+        Ok(()) => serve(&mut ws, &mut out, admitted.key, &admitted.link, shared).await,
         Err(_) => End::Lost,
     };
-    let timed_out = matches!(end, End::Requested(CloseRequest::HeartbeatTimeout));
-    let stopping = matches!(end, End::Requested(CloseRequest::Shutdown));
-    let (code, reason) = Box::pin(finish(&mut ws, end)).await;
-    drop(ws);
+    Box::pin(finish(&mut ws, &mut out, &admitted.link, end)).await
+}
 
-    let removed = lock(&shared.registry).remove(key);
-    if let Some((_, owed)) = removed {
-        for settled in owed {
-            if stopping {
-                shared.fail(settled, shutdown_error);
-            } else {
-                shared.fail(settled, connection_lost);
+/// Everything a session owes on the way out, done on drop: also when the task is
+/// dropped by a `stop()` that could not wait any longer, or unwinds from a panic.
+struct Leaving {
+    shared: Arc<Shared>,
+    key: SessionKey,
+    link: Arc<SessionLink>,
+    identity: Arc<Identity>,
+    /// The close code and reason, once known.
+    end: Option<(u16, String)>,
+}
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        let request = self.link.close_requested();
+        let (code, reason) = self.end.take().unwrap_or_else(|| match request {
+            Some(request) => {
+                let (code, reason) = request.code_and_reason();
+                (code, reason.to_string())
+            }
+            None => (1006, "Connection lost".to_string()),
+        });
+        let removed = lock(&shared.registry).remove(self.key);
+        if let Some((_, owed)) = removed {
+            let stopping = request == Some(CloseRequest::Shutdown);
+            for settled in owed {
+                shared.fail(
+                    settled,
+                    if stopping {
+                        shutdown_error
+                    } else {
+                        connection_lost
+                    },
+                );
             }
         }
+        if request == Some(CloseRequest::HeartbeatTimeout) {
+            let last_seen = self.link.last_seen_wall_ms();
+            shared.log(|| LogEvent::heartbeat_timeout(&self.identity, last_seen));
+        }
+        shared.log(|| LogEvent::session_disconnected(&self.identity, &reason, code));
+        shared.connections.fetch_sub(1, Ordering::Relaxed);
     }
-    if timed_out {
-        shared.log(|| LogEvent::heartbeat_timeout(&identity, link.last_seen_wall_ms()));
-    }
-    shared.log(|| LogEvent::session_disconnected(&identity, &reason, code));
-    shared
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Carries commands out and statuses and results in until the session ends.
-async fn serve(ws: &mut Socket, key: SessionKey, link: &SessionLink, shared: &Shared) -> End {
+async fn serve(
+    ws: &mut Socket,
+    out: &mut Outgoing,
+    key: SessionKey,
+    link: &SessionLink,
+    shared: &Shared,
+) -> End {
+    let mut woken = pin!(link.woken());
     loop {
-        tokio::select! {
-            biased;
-            _ = link.woken() => {
+        let event = poll_fn(|cx| {
+            if woken.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Woken);
+            }
+            if !out.is_empty() {
+                match poll_write(ws, out, cx) {
+                    Poll::Ready(Ok(n)) => {
+                        link.wrote(n);
+                        return Poll::Ready(Event::Wrote);
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                    Poll::Pending => {}
+                }
+            }
+            ws.poll_next_unpin(cx).map(Event::Inbound)
+        })
+        .await;
+        match event {
+            Event::Woken => {
+                woken.set(link.woken());
                 let (frames, close_request) = link.take();
                 if let Some(request) = close_request {
                     return End::Requested(request);
                 }
-                if !frames.is_empty() {
-                    if let Some(end) = Box::pin(write_all(ws, frames, link)).await {
-                        return end;
-                    }
-                    link.drained();
-                }
+                out.extend(frames);
             }
-            inbound = ws.next() => {
+            Event::Wrote => {}
+            Event::WriteFailed => return End::Lost,
+            Event::Inbound(inbound) => {
                 link.touch();
                 let reply = match inbound {
                     Some(Ok(Message::Text(text))) => on_frame(shared, key, &text),
-                    Some(Ok(Message::Binary(bytes))) => on_frame(shared, key, &String::from_utf8_lossy(&bytes)),
+                    Some(Ok(Message::Binary(bytes))) => {
+                        on_frame(shared, key, &String::from_utf8_lossy(&bytes))
+                    }
                     Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame.map_or((1005, String::new()), |f| (u16::from(f.code), f.reason.to_string()));
+                        let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                            (u16::from(f.code), f.reason.to_string())
+                        });
                         return End::ByPeer(code, reason);
                     }
                     Some(Ok(_)) => None,
                     Some(Err(WsError::Capacity(_))) => return End::Close(1009, "Message too big"),
                     Some(Err(_)) | None => return End::Lost,
                 };
-                // Boxed, like every rare await here: an idle session's task is sized
-                // by the largest state its loop can be in.
+                // Through the same bounded queue as commands: an extension that sends
+                // junk and reads nothing gets no more replies once the queue is full.
                 if let Some(reply) = reply {
-                    let _ = Box::pin(ws.send(Message::text(reply))).await;
+                    link.push(Frame::Text(reply.into()), shared.config.max_queued_bytes);
                 }
             }
         }
     }
+}
+
+/// Writes some of `out`: first what tungstenite has buffered (a pong, a close reply)
+/// when between frames, then raw bytes with tungstenite's writes held back until the
+/// frame is complete.
+fn poll_write(
+    ws: &mut Socket,
+    out: &mut Outgoing,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if !out.mid_frame() {
+        ws.get_mut().release();
+        match ws.poll_flush_unpin(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(std::io::Error::other(e))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    let wire = ws.get_mut();
+    wire.hold();
+    let written = std::task::ready!(out.poll_write(wire.raw(), cx));
+    if !out.mid_frame() {
+        wire.release();
+    }
+    Poll::Ready(written)
 }
 
 /// Sends the closing frame where the gateway ends the session; returns the code
 /// and reason that `session-disconnected` reports.
-async fn finish(ws: &mut Socket, end: End) -> (u16, String) {
-    match end {
-        End::Close(code, reason) => {
-            close(ws, code, reason).await;
-            (code, reason.to_string())
-        }
+async fn finish(
+    ws: &mut Socket,
+    out: &mut Outgoing,
+    link: &SessionLink,
+    end: End,
+) -> (u16, String) {
+    let (code, reason) = match &end {
+        End::Close(code, reason) => (*code, reason.to_string()),
         End::Requested(request) => {
             let (code, reason) = request.code_and_reason();
-            close(ws, code, reason).await;
             (code, reason.to_string())
         }
-        End::ByPeer(code, reason) => {
-            // Lets tungstenite send the reply to the extension's close frame.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.flush()).await;
-            let reason = if reason.is_empty() {
-                "Closed by extension".to_string()
-            } else {
-                reason
-            };
-            (code, reason)
+        End::ByPeer(code, reason) if reason.is_empty() => {
+            (*code, "Closed by extension".to_string())
         }
-        End::Lost => (1006, "Connection lost".to_string()),
-    }
-}
-
-/// Writes the frames, or says how the session ends instead: it gives up early if
-/// the session is asked to close meanwhile (an extension that stopped reading would
-/// otherwise hold the task here for good).
-async fn write_all(ws: &mut Socket, frames: VecDeque<Frame>, link: &SessionLink) -> Option<End> {
-    let write = write_frames(ws, frames);
-    tokio::pin!(write);
-    loop {
-        tokio::select! {
-            written = &mut write => {
-                // Wake-ups spent while writing may have announced new frames.
-                link.wake();
-                return written.err().map(|_| End::Lost);
+        End::ByPeer(code, reason) => (*code, reason.clone()),
+        End::Lost => return (1006, "Connection lost".to_string()),
+    };
+    // A close frame must not cut a command in half: the one under way may finish.
+    out.drop_unstarted();
+    let finished = tokio::time::timeout(FINISH_FRAME, async {
+        poll_fn(|cx| {
+            while out.mid_frame() {
+                let n = std::task::ready!(poll_write(ws, out, cx))?;
+                link.wrote(n);
             }
-            _ = link.woken() => {
-                if let Some(request) = link.close_requested() {
-                    return Some(End::Requested(request));
-                }
-            }
-        }
+            Poll::Ready(Ok::<(), std::io::Error>(()))
+        })
+        .await
+    })
+    .await;
+    if !matches!(finished, Ok(Ok(()))) {
+        // Without its close frame: the socket is dropped.
+        return (code, reason);
     }
+    ws.get_mut().release();
+    match end {
+        // Lets tungstenite send the reply to the extension's close frame.
+        End::ByPeer(..) => drop(tokio::time::timeout(Duration::from_secs(1), ws.flush()).await),
+        _ => close(ws, code, &reason).await,
+    }
+    (code, reason)
 }
 
 /// Acts on one frame from the extension; returns the error frame to answer with, if any.

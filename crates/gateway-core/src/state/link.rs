@@ -1,21 +1,23 @@
 //! The part of a session shared between the registry (any thread) and the task
-//! that owns its socket: frames waiting to be written, a wake-up, a sign of life.
+//! that owns its socket: frames waiting to be written and their size in bytes, a
+//! wake-up, a sign of life, and when the socket last took bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 use crate::clock::{monotonic_ms, wall_ms_at};
-use crate::protocol::Frame;
+use crate::protocol::{frame_len, Frame};
 
 /// Why the gateway asks a connection to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseRequest {
     HeartbeatTimeout,
-    /// Its queued frames could not be written for a whole heartbeat timeout: the
-    /// extension stopped reading.
+    /// Writing to it made no progress for a whole heartbeat timeout: the extension
+    /// stopped reading.
     Stalled,
     /// The Node server the gateway is attached to is closing.
     ServerClosing,
@@ -41,12 +43,19 @@ pub enum Enqueued {
     /// A wake-up is already due for the frames ahead.
     Behind,
     Closing,
+    /// The frame would take the bytes waiting for this socket past the limit; they
+    /// are `queued` now.
+    Full {
+        queued: usize,
+    },
 }
 
 #[derive(Default)]
 struct Outbound {
     frames: VecDeque<Frame>,
     close: Option<CloseRequest>,
+    /// Ends the session's task without waiting for it (a `stop()` out of patience).
+    abort: Option<AbortHandle>,
 }
 
 pub struct SessionLink {
@@ -54,9 +63,11 @@ pub struct SessionLink {
     wake: Notify,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
-    /// `monotonic_ms()` of when the connection task last finished writing everything
-    /// it had taken.
-    last_drained: AtomicU64,
+    /// Bytes of frames queued or being written and not yet taken by the socket.
+    queued_bytes: AtomicUsize,
+    /// `monotonic_ms()` of the last time the socket took bytes, or of when bytes
+    /// started waiting after none did.
+    last_progress: AtomicU64,
 }
 
 impl Default for SessionLink {
@@ -66,32 +77,45 @@ impl Default for SessionLink {
             outbound: Mutex::default(),
             wake: Notify::new(),
             last_seen: AtomicU64::new(now),
-            last_drained: AtomicU64::new(now),
+            queued_bytes: AtomicUsize::new(0),
+            last_progress: AtomicU64::new(now),
         }
     }
 }
 
 impl SessionLink {
     /// Queues a frame for the connection task and wakes it; false if the session is
-    /// closing.
-    pub fn push(&self, frame: Frame) -> bool {
-        match self.enqueue(frame) {
+    /// closing or `max_bytes` would be passed (a ping, an error reply: the extension
+    /// is not reading them anyway).
+    pub fn push(&self, frame: Frame, max_bytes: usize) -> bool {
+        match self.enqueue(frame, max_bytes) {
             Enqueued::First => {
                 self.wake();
                 true
             }
             Enqueued::Behind => true,
-            Enqueued::Closing => false,
+            Enqueued::Closing | Enqueued::Full { .. } => false,
         }
     }
 
     /// Queues a frame without waking the connection task: with `Enqueued::First` the
     /// caller owes a `wake()`, which it may save up to send several frames at once.
-    pub fn enqueue(&self, frame: Frame) -> Enqueued {
+    /// Refused when the bytes waiting for the socket would pass `max_bytes`.
+    pub fn enqueue(&self, frame: Frame, max_bytes: usize) -> Enqueued {
+        let len = frame_len(&frame);
         let mut out = lock(&self.outbound);
         if out.close.is_some() {
             return Enqueued::Closing;
         }
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued.saturating_add(len) > max_bytes {
+            return Enqueued::Full { queued };
+        }
+        if queued == 0 {
+            // The stall clock starts when bytes start waiting, not at the last write.
+            self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
         out.frames.push_back(frame);
         if out.frames.len() == 1 {
             Enqueued::First
@@ -123,14 +147,43 @@ impl SessionLink {
         lock(&self.outbound).close
     }
 
-    pub fn drained(&self) {
-        self.last_drained.store(monotonic_ms(), Ordering::Relaxed);
+    pub fn set_abort(&self, handle: AbortHandle) {
+        lock(&self.outbound).abort = Some(handle);
     }
 
-    /// Frames have waited, unwritten, for longer than `limit_ms` at monotonic time `now`.
+    /// Drops the session's task wherever it is; it cleans up as it is dropped.
+    pub fn abort(&self) {
+        if let Some(handle) = lock(&self.outbound).abort.take() {
+            handle.abort();
+        }
+    }
+
+    /// Whether the session has been asked to close: it is chosen for nothing more.
+    pub fn closing(&self) -> bool {
+        lock(&self.outbound).close.is_some()
+    }
+
+    /// The socket took `n` bytes of what was queued.
+    pub fn wrote(&self, n: usize) {
+        self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
+        self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes have waited and the socket has taken none for longer than `limit_ms`, at
+    /// monotonic time `now`.
     pub fn stalled(&self, now: u64, limit_ms: u64) -> bool {
-        let waited = now.saturating_sub(self.last_drained.load(Ordering::Relaxed));
-        waited > limit_ms && !lock(&self.outbound).frames.is_empty()
+        self.queued_bytes() > 0
+            && now.saturating_sub(self.last_progress.load(Ordering::Relaxed)) > limit_ms
+    }
+
+    /// Something is being written and the socket took bytes within `limit_ms`: a
+    /// slow line, not a dead one, even if the extension's own frames are late.
+    pub fn writing(&self, now: u64, limit_ms: u64) -> bool {
+        self.queued_bytes() > 0 && !self.stalled(now, limit_ms)
     }
 
     pub fn touch(&self) {
@@ -162,26 +215,50 @@ mod tests {
         Frame::Text(s.into())
     }
 
+    const MAX: usize = 1 << 20;
+
     #[test]
     fn a_close_request_stops_the_queue() {
         let link = SessionLink::default();
-        assert!(link.push(text("x")));
+        assert!(link.push(text("x"), MAX));
         link.request_close(CloseRequest::Stalled);
-        assert!(!link.push(text("after close")));
+        assert!(link.closing());
+        assert!(!link.push(text("after close"), MAX));
         let (frames, close) = link.take();
         assert_eq!(frames.len(), 1);
         assert_eq!(close, Some(CloseRequest::Stalled));
     }
 
     #[test]
-    fn only_undrained_frames_count_as_stalled() {
+    fn bytes_waiting_are_bounded_and_count_down_as_written() {
+        let link = SessionLink::default();
+        let len = frame_len(&text("hello"));
+        assert_eq!(link.enqueue(text("hello"), 2 * len), Enqueued::First);
+        assert_eq!(link.enqueue(text("hello"), 2 * len), Enqueued::Behind);
+        assert_eq!(
+            link.enqueue(text("hello"), 2 * len),
+            Enqueued::Full { queued: 2 * len }
+        );
+        assert_eq!(link.queued_bytes(), 2 * len);
+        link.wrote(len + 1);
+        assert_eq!(link.queued_bytes(), len - 1);
+        assert_eq!(link.enqueue(text("hello"), 2 * len), Enqueued::Behind);
+    }
+
+    #[test]
+    fn stalled_means_waiting_bytes_and_no_progress() {
         let link = SessionLink::default();
         let later = monotonic_ms() + 10_000;
         assert!(!link.stalled(later, 5_000), "nothing queued");
-        link.push(text("x"));
+        link.push(text("x"), MAX);
         assert!(link.stalled(later, 5_000));
         assert!(!link.stalled(later, 20_000));
+        assert!(link.writing(later, 20_000));
+        // Taken but not written still counts; written does not.
         link.take();
+        assert!(link.stalled(later, 5_000));
+        link.wrote(link.queued_bytes());
         assert!(!link.stalled(later, 5_000));
+        assert!(!link.writing(later, 5_000));
     }
 }

@@ -41,6 +41,11 @@ impl<P> Default for Parking<P> {
 }
 
 impl<P> Parking<P> {
+    /// Sends waiting, of every key.
+    pub fn len(&self) -> usize {
+        self.key_of.len()
+    }
+
     pub fn count(&self, api_key: &str) -> usize {
         self.by_key.get(api_key).map_or(0, VecDeque::len)
     }

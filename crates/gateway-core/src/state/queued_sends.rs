@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::link::lock;
 use super::parking::Parked;
-use super::registry::{NotPlaced, Pending, SessionKey, Settled};
-use super::requests::{command_frame, connection_lost, SendRequest};
+use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
+use super::requests::{backpressure, command_frame, connection_lost, no_device, SendRequest};
 use super::Shared;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
@@ -49,7 +49,26 @@ impl Shared {
             Err(NotPlaced::QueueFull(pending, _, queued)) => {
                 self.queue_full(identity, request_id, pending, queued)
             }
+            Err(NotPlaced::Backpressure(pending, queued)) => {
+                self.refuse_bytes(identity, request_id, pending, queued)
+            }
         }
+    }
+
+    /// `BACKPRESSURE` for a paced or waiting send whose device's socket is behind.
+    fn refuse_bytes(
+        &self,
+        identity: Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        queued: usize,
+    ) {
+        let settled = Settled {
+            identity,
+            request_id,
+            pending,
+        };
+        self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
     }
 
     /// `QUEUE_FULL` for a send whose device's pacing queue is full (`send-failed` fires:
@@ -96,7 +115,7 @@ impl Shared {
         let mut registry = lock(&self.registry);
         if !registry.parking_open() {
             drop(registry);
-            let error = no_device(&api_key, "not-running", "the gateway is not running");
+            let error = no_device(&api_key, None);
             return self.host.deliver(Delivery::Rejected { call, error });
         }
         let queued = registry.parking.count(&api_key);
@@ -130,11 +149,11 @@ impl Shared {
         let mut registry = lock(&self.registry);
         let unparked = registry.unpark();
         let expired = registry.parking.expire(now);
-        let reasons: Vec<&'static str> = expired
+        let reasons: Vec<Unavailable> = expired
             .iter()
             .map(|(api_key, _)| registry.why_no_device(api_key))
             .collect();
-        let next_paced = registry.release_due(now);
+        let (next_paced, refused) = registry.release_due(now);
         let next = next_paced
             .into_iter()
             .chain(registry.parking.next_deadline())
@@ -147,6 +166,12 @@ impl Shared {
         for (identity, request_id, pending, queued) in unparked.queue_full {
             self.queue_full(identity, request_id, pending, queued);
         }
+        for (identity, request_id, pending, queued) in unparked.backpressure {
+            self.refuse_bytes(identity, request_id, pending, queued);
+        }
+        for (settled, queued) in refused {
+            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
+        }
         for ((api_key, parked), reason) in expired.into_iter().zip(reasons) {
             self.end_wait(&api_key, parked, reason);
         }
@@ -154,7 +179,7 @@ impl Shared {
     }
 
     /// A send's wait for a device is up.
-    fn end_wait(&self, api_key: &str, parked: Parked<Pending>, reason: &'static str) {
+    fn end_wait(&self, api_key: &str, parked: Parked<Pending>, why: Unavailable) {
         let Parked {
             request_id,
             pending,
@@ -172,13 +197,9 @@ impl Shared {
                 self.fail(settled, connection_lost);
             }
             None => {
-                let why = if reason == "none-ready" {
-                    "no session of this API key became ready"
-                } else {
-                    "no extension connected with this API key"
-                };
-                let mut error = no_device(api_key, reason, why);
+                let mut error = no_device(api_key, Some(why));
                 error.details["requestId"] = Uuid::from_u128(request_id).to_string().into();
+                error.details["sent"] = false.into();
                 self.host.deliver(Delivery::Rejected {
                     call: pending.call,
                     error,
@@ -202,12 +223,4 @@ impl Shared {
             });
         }
     }
-}
-
-fn no_device(api_key: &str, reason: &'static str, why: &str) -> GatewayError {
-    GatewayError::new(
-        ErrorCode::NoActiveDevice,
-        format!("No active WhatsApp device connected for this API key: {why}"),
-        json!({ "apiKey": mask_api_key(api_key), "reason": reason, "sent": false }),
-    )
 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::link::{CloseRequest, SessionLink};
+use super::link::{CloseRequest, Enqueued, SessionLink};
 use super::message_status::{MessageStatus, MessageStatuses, State};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
@@ -130,6 +130,15 @@ struct KeyGroup {
     cursor: usize,
 }
 
+/// Why no device could be chosen for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The key has no session at all.
+    NoSessions,
+    /// It has sessions, but none is logged in and ready (or all are closing).
+    NoneReady,
+}
+
 /// Why a session was not admitted.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -153,6 +162,8 @@ pub struct Registry {
     pub pacing: Option<Pacing>,
     /// `maxQueuedSends`.
     pub max_queued: usize,
+    /// `maxQueuedBytes`, for the commands paced or waiting sends write.
+    pub max_queued_bytes: usize,
     /// Sends waiting for a device (`waitForDevice`).
     pub parking: Parking<Pending>,
     /// Whether sends may wait for a device: only while the gateway runs.
@@ -166,6 +177,8 @@ pub struct Registry {
 pub enum NotPlaced {
     Gone(Pending, Frame),
     QueueFull(Pending, Frame, usize),
+    /// The session's socket already has this many bytes waiting (`BACKPRESSURE`).
+    Backpressure(Pending, usize),
 }
 
 /// What the delivery timer found to do besides letting commands leave.
@@ -173,6 +186,8 @@ pub enum NotPlaced {
 pub struct Unparked {
     /// Sends that found a device whose queue was full: (device, request id, request, queued).
     pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Sends that found a device whose socket had too many bytes waiting.
+    pub backpressure: Vec<(Arc<Identity>, u128, Pending, usize)>,
     /// Whether a placed request now has the earliest deadline.
     pub earliest: bool,
 }
@@ -264,18 +279,25 @@ impl Registry {
         Some(session.identity.clone())
     }
 
-    /// Picks an active device of `api_key`.
+    /// Picks an active device of `api_key` that has not been asked to close.
     pub fn select(
         &mut self,
         api_key: &str,
         strategy: Strategy,
-    ) -> Option<(SessionKey, Arc<Identity>, Arc<SessionLink>)> {
-        let group = self.by_api_key.get_mut(api_key)?;
+    ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        let group = self
+            .by_api_key
+            .get_mut(api_key)
+            .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
-        let is_active = |k: &SessionKey| sessions.get(k).is_some_and(Session::device_active);
+        let is_active = |k: &SessionKey| {
+            sessions
+                .get(k)
+                .is_some_and(|s| s.device_active() && !s.link.closing())
+        };
         let active = group.members.iter().filter(|k| is_active(k)).count();
         if active == 0 {
-            return None;
+            return Err(Unavailable::NoneReady);
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
@@ -292,9 +314,15 @@ impl Registry {
                 least_busy(busy, &mut group.cursor, active)
             }
         };
-        let key = *group.members.iter().filter(|k| is_active(k)).nth(nth)?;
-        let session = sessions.get(&key)?;
-        Some((key, session.identity.clone(), session.link.clone()))
+        let key = group
+            .members
+            .iter()
+            .filter(|k| is_active(k))
+            .nth(nth)
+            .copied()
+            .ok_or(Unavailable::NoneReady)?;
+        let session = sessions.get(&key).ok_or(Unavailable::NoneReady)?;
+        Ok((key, session.identity.clone(), session.link.clone()))
     }
 
     /// Records a request sent to `key`; false if that session has gone meanwhile.
@@ -391,16 +419,22 @@ impl Registry {
         self.sessions.get(&key).map(|s| s.identity.clone())
     }
 
+    /// Sends in pacing queues or waiting for a device (`wa_gateway_queued_sends`).
+    pub fn queued_count(&self) -> usize {
+        let paced: usize = self.sessions.values().map(|s| s.queue.len()).sum();
+        paced + self.parking.len()
+    }
+
     pub fn parking_open(&self) -> bool {
         self.parking_open
     }
 
-    /// Why no device of `api_key` can take a send: `'no-sessions'` or `'none-ready'`.
-    pub fn why_no_device(&self, api_key: &str) -> &'static str {
+    /// Why no device of `api_key` can take a send.
+    pub fn why_no_device(&self, api_key: &str) -> Unavailable {
         if self.by_api_key.contains_key(api_key) {
-            "none-ready"
+            Unavailable::NoneReady
         } else {
-            "no-sessions"
+            Unavailable::NoSessions
         }
     }
 
@@ -430,18 +464,25 @@ impl Registry {
             pending.queued = true;
             return Err(NotPlaced::QueueFull(pending, frame, queued));
         }
-        pending.queued = !leave_now;
-        let deadline = pending.deadline;
-        session.pending.insert(request_id, pending);
         if leave_now {
             if let Some(p) = &pacing {
                 session.queue.departed(now, p);
             }
-            session.link.push(frame);
+            match session.link.enqueue(frame, self.max_queued_bytes) {
+                Enqueued::First => session.link.wake(),
+                Enqueued::Behind | Enqueued::Closing => {}
+                Enqueued::Full { queued } => {
+                    pending.queued = true;
+                    return Err(NotPlaced::Backpressure(pending, queued));
+                }
+            }
         } else {
             session.queue.push(request_id, frame);
             self.wake_delivery.notify_one();
         }
+        pending.queued = !leave_now;
+        let deadline = pending.deadline;
+        session.pending.insert(request_id, pending);
         let earliest = self
             .deadlines
             .first_key_value()
@@ -450,9 +491,14 @@ impl Registry {
         Ok(earliest)
     }
 
-    /// Lets every paced command that is due leave; returns when the next one is due.
-    pub fn release_due(&mut self, now: Instant) -> Option<Instant> {
-        let pacing = self.pacing?;
+    /// Lets every paced command that is due leave; returns when the next one is due,
+    /// and the requests whose session had too many bytes waiting (`BACKPRESSURE`).
+    pub fn release_due(&mut self, now: Instant) -> (Option<Instant>, Vec<(Settled, usize)>) {
+        let mut refused = Vec::new();
+        let Some(pacing) = self.pacing else {
+            return (None, refused);
+        };
+        let max_bytes = self.max_queued_bytes;
         let mut next: Option<Instant> = None;
         for session in self.sessions.values_mut() {
             while let Some(request_id) = session.queue.front_id() {
@@ -469,14 +515,30 @@ impl Registry {
                 let Some((_, frame)) = session.queue.pop() else {
                     break;
                 };
+                // Every departure counts against the pace, refused or not.
+                session.queue.departed(now, &pacing);
+                match session.link.enqueue(frame, max_bytes) {
+                    Enqueued::First => session.link.wake(),
+                    Enqueued::Behind | Enqueued::Closing => {}
+                    Enqueued::Full { queued } => {
+                        if let Some(pending) = session.pending.remove(&request_id) {
+                            self.deadlines.remove(&(pending.deadline, request_id));
+                            let settled = Settled {
+                                identity: session.identity.clone(),
+                                request_id,
+                                pending,
+                            };
+                            refused.push((settled, queued));
+                        }
+                        continue;
+                    }
+                }
                 if let Some(pending) = session.pending.get_mut(&request_id) {
                     pending.queued = false;
                 }
-                session.queue.departed(now, &pacing);
-                session.link.push(frame);
             }
         }
-        next
+        (next, refused)
     }
 
     /// An unwritten command whose device left: to another active device of the key,
@@ -490,11 +552,13 @@ impl Registry {
         frame: Frame,
     ) -> Option<Pending> {
         let (mut pending, frame) = match self.select(&origin.api_key, Strategy::LeastBusy) {
-            Some((key, _, _)) => match self.place(key, request_id, pending, frame) {
+            Ok((key, _, _)) => match self.place(key, request_id, pending, frame) {
                 Ok(_) => return None,
                 Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
+                // Its command is gone with the refusal: it fails as never written.
+                Err(NotPlaced::Backpressure(p, _)) => return Some(p),
             },
-            None => (pending, frame),
+            Err(_) => (pending, frame),
         };
         pending.queued = true;
         let until = match pending.park_until {
@@ -534,7 +598,7 @@ impl Registry {
             let mut parked = self.parking.take(&api_key);
             let mut stuck = std::collections::VecDeque::new();
             while let Some(p) = parked.pop_front() {
-                let Some((key, identity, _)) = self.select(&api_key, p.strategy) else {
+                let Ok((key, identity, _)) = self.select(&api_key, p.strategy) else {
                     stuck.push_back(p);
                     break;
                 };
@@ -550,6 +614,10 @@ impl Registry {
                     Ok(earliest) => out.earliest |= earliest,
                     Err(NotPlaced::QueueFull(pending, _, queued)) => {
                         out.queue_full.push((identity, request_id, pending, queued));
+                    }
+                    Err(NotPlaced::Backpressure(pending, queued)) => {
+                        out.backpressure
+                            .push((identity, request_id, pending, queued));
                     }
                     Err(NotPlaced::Gone(pending, frame)) => stuck.push_back(Parked {
                         request_id,
@@ -608,6 +676,14 @@ impl Registry {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        self.sessions
+            .values()
+            .map(|s| (s.identity.api_key.clone(), s.info()))
+            .collect()
     }
 
     pub fn links(&self) -> impl Iterator<Item = &Arc<SessionLink>> {
@@ -702,7 +778,10 @@ mod tests {
         for _ in 0..20 {
             assert_ne!(reg.select("k", Strategy::Random).unwrap().0, idle);
         }
-        assert!(reg.select("nobody", Strategy::RoundRobin).is_none());
+        assert_eq!(
+            reg.select("nobody", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoSessions)
+        );
         reg.set_status(
             a,
             StatusFrame {
@@ -719,7 +798,30 @@ mod tests {
                 whatsapp_logged_in: false,
             },
         );
-        assert!(reg.select("k", Strategy::RoundRobin).is_none());
+        assert_eq!(
+            reg.select("k", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoneReady)
+        );
+    }
+
+    #[test]
+    fn a_session_asked_to_close_is_never_chosen() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let b = add_active(&mut reg, "k", 2);
+        reg.sessions[&a].link.request_close(CloseRequest::Stalled);
+        for strategy in [Strategy::RoundRobin, Strategy::Random] {
+            for _ in 0..10 {
+                assert_eq!(reg.select("k", strategy).unwrap().0, b);
+            }
+        }
+        reg.sessions[&b]
+            .link
+            .request_close(CloseRequest::HeartbeatTimeout);
+        assert_eq!(
+            reg.select("k", Strategy::RoundRobin).err(),
+            Some(Unavailable::NoneReady)
+        );
     }
 
     #[test]

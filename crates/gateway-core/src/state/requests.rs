@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use super::link::{lock, Enqueued};
 use super::message_status::Record;
-use super::registry::{Pending, Settled};
-use super::Shared;
+use super::registry::{Pending, Settled, Unavailable};
+use super::{Lifecycle, Shared};
 use crate::config::{Dialect, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
@@ -85,20 +85,29 @@ impl Shared {
     /// Picks a device, records the request and queues its command.
     pub fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
-        let selected = lock(&self.registry).select(&request.api_key, strategy);
-        let Some((key, identity, link)) = selected else {
-            let wait = request
-                .wait_for_device
-                .unwrap_or(self.config.wait_for_device);
-            if !wait.is_zero() {
-                return self.park(call, request, media, strategy);
+        let selected = match self.lifecycle() {
+            Lifecycle::Running => lock(&self.registry)
+                .select(&request.api_key, strategy)
+                .map_err(Some),
+            Lifecycle::Stopping => {
+                let error = shutdown_error("", "");
+                return self.host.deliver(Delivery::Rejected { call, error });
             }
-            let error = GatewayError::new(
-                ErrorCode::NoActiveDevice,
-                "No active WhatsApp device connected for this API key",
-                json!({ "apiKey": mask_api_key(&request.api_key) }),
-            );
-            return self.host.deliver(Delivery::Rejected { call, error });
+            Lifecycle::Stopped => Err(None),
+        };
+        let (key, identity, link) = match selected {
+            Ok(selected) => selected,
+            Err(why) => {
+                // 5.2 `waitForDevice`, only while running.
+                let wait = request
+                    .wait_for_device
+                    .unwrap_or(self.config.wait_for_device);
+                if why.is_some() && !wait.is_zero() {
+                    return self.park(call, request, media, strategy);
+                }
+                let error = no_device(&request.api_key, why);
+                return self.host.deliver(Delivery::Rejected { call, error });
+            }
         };
         let request_id = Uuid::new_v4();
         let mut id_buf = Uuid::encode_buffer();
@@ -121,11 +130,17 @@ impl Shared {
                     self.deadline_changed.notify_one();
                 }
                 // A closing session fails its requests as it leaves the registry.
-                match wake {
-                    Wake::Now => drop(link.push(frame)),
-                    Wake::Later => {
-                        if link.enqueue(frame) == Enqueued::First {
-                            lock(&self.corked).push(link);
+                match link.enqueue(frame, self.config.max_queued_bytes) {
+                    Enqueued::First => match wake {
+                        Wake::Now => link.wake(),
+                        Wake::Later => lock(&self.corked).push(link),
+                    },
+                    Enqueued::Behind | Enqueued::Closing => {}
+                    Enqueued::Full { queued } => {
+                        // Taken back, unless a close settled it meanwhile.
+                        let taken = lock(&self.registry).settle(key, request_id.as_u128());
+                        if let Some(settled) = taken {
+                            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
                         }
                     }
                 }
@@ -221,6 +236,42 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
             ErrorCode::RequestTimeout,
             format!("Request timed out after {timeout_ms} ms without a result from the extension"),
             json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms, "sent": true }),
+        )
+    }
+}
+
+/// `NO_ACTIVE_DEVICE`, saying why: `why` is `None` when the gateway is not running.
+pub(super) fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
+    let (reason, message) = match why {
+        None => (
+            "not-running",
+            "No active WhatsApp device: the gateway is not running (call start() first)",
+        ),
+        Some(Unavailable::NoSessions) => (
+            "no-sessions",
+            "No active WhatsApp device: no extension is connected with this API key",
+        ),
+        Some(Unavailable::NoneReady) => (
+            "none-ready",
+            "No active WhatsApp device: extensions are connected with this API key, but none reports WhatsApp Web logged in and ready",
+        ),
+    };
+    GatewayError::new(
+        ErrorCode::NoActiveDevice,
+        message,
+        json!({ "apiKey": mask_api_key(api_key), "reason": reason }),
+    )
+}
+
+/// `BACKPRESSURE`: the chosen session already has `queued` bytes waiting for its socket.
+pub(super) fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
+    move |request_id, session_id| {
+        GatewayError::new(
+            ErrorCode::Backpressure,
+            format!(
+                "The extension's connection has {queued} bytes of commands waiting to be written; one more would pass maxQueuedBytes ({max})"
+            ),
+            json!({ "requestId": request_id, "sessionId": session_id, "queuedBytes": queued, "maxQueuedBytes": max }),
         )
     }
 }

@@ -10,18 +10,15 @@ use tokio_util::sync::CancellationToken;
 use crate::state::link::lock;
 use crate::state::requests::timeout_error;
 use crate::state::Shared;
+use crate::supervise::{catch_panic_sync, panic_error};
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
-        let (expired, next) = {
-            let mut registry = lock(&shared.registry);
-            (registry.expire(Instant::now()), registry.next_deadline())
-        };
-        for settled in expired {
-            let timeout_ms = settled.pending.timeout_ms;
-            shared.fail(settled, timeout_error(timeout_ms));
-        }
-        shared.expire_ack_waits(Instant::now());
+        // A panic in one round is reported; the timer keeps running.
+        let next = catch_panic_sync(|| expire(&shared)).unwrap_or_else(|panic| {
+            shared.report(panic_error("request deadline timer", &panic));
+            None
+        });
         let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -29,4 +26,18 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = sleep_until(next) => {}
         }
     }
+}
+
+/// Fails the requests whose deadline has passed; returns the next deadline.
+fn expire(shared: &Shared) -> Option<Instant> {
+    let (expired, next) = {
+        let mut registry = lock(&shared.registry);
+        (registry.expire(Instant::now()), registry.next_deadline())
+    };
+    for settled in expired {
+        let timeout_ms = settled.pending.timeout_ms;
+        shared.fail(settled, timeout_error(timeout_ms));
+    }
+    shared.expire_ack_waits(Instant::now());
+    next
 }

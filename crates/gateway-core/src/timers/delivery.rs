@@ -10,11 +10,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::link::lock;
 use crate::state::Shared;
+use crate::supervise::{catch_panic_sync, panic_error};
 
 pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let wake = lock(&shared.registry).wake_delivery.clone();
     loop {
-        let next = shared.delivery_tick(Instant::now());
+        // A panic in one round is reported; the timer keeps running.
+        let next =
+            catch_panic_sync(|| shared.delivery_tick(Instant::now())).unwrap_or_else(|panic| {
+                shared.report(panic_error("delivery timer", &panic));
+                None
+            });
         let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => return,

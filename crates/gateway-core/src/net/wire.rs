@@ -1,0 +1,143 @@
+//! The byte stream under a WebSocket as the gateway uses it: a [`Transport`] with two
+//! additions.
+//!
+//! - A write gate. Commands are written straight to the socket, in parts, while the
+//!   WebSocket keeps reading; reading can make tungstenite write too (a pong, the reply
+//!   to a close). While a command is half written the gate holds tungstenite's writes
+//!   back (they see a socket that is not ready), so no frame is ever cut by another.
+//! - A meter on what is read before auth: a message over `maxPreAuthPayload` is
+//!   refused from its frame header, before its body is buffered.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::frame_meter::FrameMeter;
+use super::Transport;
+
+pub struct Wire {
+    inner: Transport,
+    meter: Option<FrameMeter>,
+    too_big: bool,
+    held: bool,
+    /// Whoever found the gate held, to wake when it opens.
+    waiting: Option<Waker>,
+}
+
+impl Wire {
+    /// `pre_auth_limit` meters messages until `authenticated()`; `head` is what the
+    /// client sent after its upgrade request, already read.
+    pub fn new(inner: Transport, pre_auth_limit: usize, head: &[u8]) -> Self {
+        let mut meter = FrameMeter::new(pre_auth_limit);
+        let too_big = meter.feed(head).is_err();
+        Self {
+            inner,
+            meter: Some(meter),
+            too_big,
+            held: false,
+            waiting: None,
+        }
+    }
+
+    /// From now on only the WebSocket's own limit (`maxPayload`) applies.
+    pub fn authenticated(&mut self) {
+        self.meter = None;
+    }
+
+    /// Whether reading stopped because a message before auth was too big.
+    pub fn pre_auth_too_big(&self) -> bool {
+        self.too_big
+    }
+
+    /// The socket itself, for writing a command in parts; `hold()` first.
+    pub fn raw(&mut self) -> &mut Transport {
+        &mut self.inner
+    }
+
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    pub fn release(&mut self) {
+        self.held = false;
+        if let Some(waker) = self.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    fn gate(&mut self, cx: &Context<'_>) -> Poll<()> {
+        if self.held {
+            self.waiting = Some(cx.waker().clone());
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    }
+}
+
+fn too_big() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "message over maxPreAuthPayload")
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.too_big {
+            return Poll::Ready(Err(too_big()));
+        }
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(meter)) = (&polled, this.meter.as_mut()) {
+            if meter.feed(&buf.filled()[before..]).is_err() {
+                this.too_big = true;
+                buf.set_filled(before);
+                return Poll::Ready(Err(too_big()));
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.gate(cx));
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.gate(cx));
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.gate(cx));
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        std::task::ready!(this.gate(cx));
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

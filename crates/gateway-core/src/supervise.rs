@@ -1,0 +1,95 @@
+//! A panic inside the core never ends the process and never silently stops a task:
+//! tasks run under [`catch_panic`], and their owners report what it returns as
+//! `SERVER_ERROR` and carry on (a timer loop starts its next round).
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use serde_json::json;
+
+use crate::error::{ErrorCode, GatewayError};
+
+thread_local! {
+    /// Where the last panic on this thread happened, noted by the quiet hook.
+    static LAST_PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `future`; a panic inside it comes back as a description instead of unwinding.
+pub async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|payload| describe(payload.as_ref()))
+}
+
+fn describe(payload: &(dyn Any + Send)) -> String {
+    let at = LAST_PANIC_AT.with(|last| last.borrow_mut().take());
+    let message = panic_message(payload);
+    match at {
+        Some(at) => format!("{message} (at {at})"),
+        None => message,
+    }
+}
+
+/// Runs `job`; a panic inside it comes back as a description instead of unwinding.
+pub fn catch_panic_sync<T>(job: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(AssertUnwindSafe(job)).map_err(|payload| describe(payload.as_ref()))
+}
+
+/// The error a caught panic is reported as.
+pub fn panic_error(task: &str, description: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ServerError,
+        format!("Internal error in the gateway's {task}: {description}; the gateway keeps serving"),
+        json!({ "task": task, "panic": description }),
+    )
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "panic without a message".to_string()
+    }
+}
+
+/// Keeps panics on the gateway's own threads (named `thread_prefix...`) off stderr:
+/// they are caught and reported to `onError` instead. Panics elsewhere print as before.
+pub fn install_quiet_hook(thread_prefix: &'static str) {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let ours = std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with(thread_prefix));
+        if ours {
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            LAST_PANIC_AT.with(|last| *last.borrow_mut() = at);
+        } else {
+            previous(info);
+        }
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
+        let caught = catch_panic(async { panic!("boom {}", 42) })
+            .await
+            .unwrap_err();
+        assert!(caught.starts_with("boom 42"), "{caught}");
+        let error = panic_error("heartbeat timer", &caught);
+        assert_eq!(error.code, ErrorCode::ServerError);
+        assert!(error.message.contains("heartbeat timer"));
+    }
+}
