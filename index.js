@@ -262,7 +262,7 @@ class WhatsAppGateway extends EventEmitter {
       this.#updateHold();
       try {
         const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, delivery });
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout }, delivery);
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -317,8 +317,9 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #resolved(items, at) {
-    // Stage (src/deliveries.rs): 0 result, 1 result while waiting for an ack, 2 that ack.
-    const stage = items[at + AT.stage];
+    // src/deliveries.rs: ack index * 4 + stage (0 result, 1 result while waiting for an ack, 2 that ack).
+    const ackStage = items[at + AT.ackStage];
+    const stage = ackStage & 3;
     const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
     if (!call) return;
     const requestId = items[at + AT.requestId];
@@ -327,7 +328,7 @@ class WhatsAppGateway extends EventEmitter {
     if (stage !== 1) {
       const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
       this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-      const ack = items[at + AT.ack];
+      const ack = BATCH.acks[ackStage >> 2];
       call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
     }
     if (stage === 2) return;

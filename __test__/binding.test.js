@@ -20,9 +20,9 @@ test('a success is delivered as these slots, in this order', () => {
     'extensionVersion',
     'browser',
     'userId',
-    'ack',
-    'stage',
+    'ackStage',
   ]);
+  assert.deepEqual(layout.acks, ['sent', 'server', 'delivered', 'read', 'played']);
   const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped, layout.debug];
   assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');
   assert.ok(tags.every((tag) => Number.isInteger(tag) && !layout.resolvedFields.includes(tag)));

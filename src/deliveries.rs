@@ -28,7 +28,7 @@ const STOPPED: u32 = 5;
 const DEBUG: u32 = 6;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
-const RESOLVED_FIELDS: [&str; 10] = [
+const RESOLVED_FIELDS: [&str; 9] = [
     "call",
     "requestId",
     "messageId",
@@ -37,10 +37,10 @@ const RESOLVED_FIELDS: [&str; 10] = [
     "extensionVersion",
     "browser",
     "userId",
-    "ack",
-    // 0: the extension's result (event, resolve); 1: its result while the caller
-    // waits for an ack (event only); 2: that ack (resolve only).
-    "stage",
+    // One integer: `ACKS` index * 4 + stage. Stage 0: the extension's result (event,
+    // resolve); 1: its result while the caller waits for an ack (event only); 2: that
+    // ack (resolve only).
+    "ackStage",
 ];
 
 /// How `index.js` reads a batch.
@@ -53,6 +53,8 @@ pub struct BatchLayout {
     pub stopped: u32,
     pub debug: u32,
     pub resolved_fields: Vec<String>,
+    /// Ack names by index, for `ackStage`.
+    pub acks: Vec<String>,
 }
 
 #[napi]
@@ -65,6 +67,10 @@ pub fn batch_layout() -> BatchLayout {
         stopped: STOPPED,
         debug: DEBUG,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
+        acks: wa_gateway_core::Ack::ALL
+            .iter()
+            .map(|a| a.as_str().to_string())
+            .collect(),
     }
 }
 
@@ -148,8 +154,7 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
             items.insert(who.extension_version.as_str())?;
             items.insert(who.browser.as_str())?;
             items.insert(who.user_id.clone())?;
-            items.insert(r.ack.as_str())?;
-            items.insert(r.stage.code())?;
+            items.insert(r.ack.index() * 4 + r.stage.code())?;
         }
         Delivery::Rejected { call, error } => {
             items.insert(REJECTED)?;

@@ -201,11 +201,9 @@ pub struct SendOptions {
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
-    /// 5.2 options of the call; absent on a plain send, which then reads one field
-    /// less than it would read with each of them.
-    pub delivery: Option<SendDelivery>,
 }
 
+/// 5.2 options of a call: a separate argument of `send`, absent on a plain send.
 #[napi(object)]
 pub struct SendDelivery {
     /// `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
@@ -271,9 +269,11 @@ fn uuid_text(id: u128) -> String {
     core::request_id_text(id, &mut buf).to_string()
 }
 
-impl From<SendOptions> for core::SendRequest {
-    fn from(o: SendOptions) -> Self {
-        Self {
+impl SendOptions {
+    /// The core's request, with the call's 5.2 options if it had any.
+    pub fn into_request(self, delivery: Option<SendDelivery>) -> core::SendRequest {
+        let o = self;
+        core::SendRequest {
             kind: o.kind.into(),
             api_key: o.api_key,
             phone_number: o.phone_number,
@@ -282,9 +282,8 @@ impl From<SendOptions> for core::SendRequest {
             document_name: o.document_name,
             strategy: o.strategy.map(Into::into),
             timeout: o.timeout.map(ms),
-            wait_for: o.delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
-            wait_for_device: o
-                .delivery
+            wait_for: delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
+            wait_for_device: delivery
                 .as_ref()
                 .and_then(|d| d.wait_for_device)
                 .map(ms_or_zero),

@@ -16,6 +16,19 @@ pub enum Ack {
 }
 
 impl Ack {
+    /// Every ack, in order: `ALL[a.index()] == a`.
+    pub const ALL: [Ack; 5] = [
+        Self::Sent,
+        Self::Server,
+        Self::Delivered,
+        Self::Read,
+        Self::Played,
+    ];
+
+    pub fn index(self) -> u32 {
+        self as u32
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "sent" => Some(Self::Sent),

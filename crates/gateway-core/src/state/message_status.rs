@@ -3,18 +3,43 @@
 //! registry, so that recording a settled send takes no lock of its own.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use crate::clock::{monotonic_ms, now_ms};
+use crate::clock::{monotonic_ms, wall_ms_at};
 use crate::identity::{CallId, Identity};
 use crate::protocol::delivery::Ack;
 
 /// At most this many settled sends are remembered; the oldest go first.
-pub const MAX_REMEMBERED: usize = 100_000;
+pub const MAX_REMEMBERED: usize = 20_000;
+
+/// Request ids are random UUIDs the gateway made itself (an extension can only look
+/// one up, never add one): mixing their halves is hash enough, and much cheaper on
+/// the send path than SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = ((n as u64) ^ ((n >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type ById<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -48,7 +73,8 @@ pub struct Record {
     pub state: State,
     /// `None` unless the extension reported success.
     pub ack: Option<Ack>,
-    pub updated_at: u64,
+    /// `monotonic_ms()` of the last change; shown as wall-clock time.
+    updated: u64,
     settled_at: u64,
 }
 
@@ -88,6 +114,8 @@ impl Record {
         state: State,
         ack: Option<Ack>,
     ) -> Self {
+        // One clock reading per send.
+        let now = monotonic_ms();
         Self {
             identity,
             phone_number,
@@ -95,8 +123,8 @@ impl Record {
             timestamp,
             state,
             ack,
-            updated_at: now_ms(),
-            settled_at: monotonic_ms(),
+            updated: now,
+            settled_at: now,
         }
     }
 }
@@ -128,10 +156,11 @@ pub struct Advanced<'a> {
 }
 
 pub struct MessageStatuses {
-    records: HashMap<u128, Record>,
-    /// Request ids in the order they settled.
-    order: VecDeque<u128>,
-    waiters: HashMap<u128, Waiter>,
+    records: ById<Record>,
+    /// Request ids in the order they settled, with when: checking age and capacity
+    /// touches no record.
+    order: VecDeque<(u128, u64)>,
+    waiters: ById<Waiter>,
     deadlines: BTreeSet<(Instant, u128)>,
     ttl_ms: u64,
     capacity: usize,
@@ -146,9 +175,9 @@ impl Default for MessageStatuses {
 impl MessageStatuses {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         Self {
-            records: HashMap::new(),
+            records: ById::default(),
             order: VecDeque::new(),
-            waiters: HashMap::new(),
+            waiters: ById::default(),
             deadlines: BTreeSet::new(),
             ttl_ms: ttl.as_millis() as u64,
             capacity: capacity.max(1),
@@ -160,32 +189,29 @@ impl MessageStatuses {
     }
 
     pub fn record(&mut self, request_id: u128, record: Record) {
+        let settled_at = record.settled_at;
         if self.records.insert(request_id, record).is_none() {
-            self.order.push_back(request_id);
+            self.order.push_back((request_id, settled_at));
         }
-        self.forget_old();
+        self.forget_old(settled_at);
     }
 
     /// Drops records past the TTL or over capacity, oldest first; a record whose
     /// caller still waits for an ack is kept (there are never more of those than
     /// sends in flight).
-    fn forget_old(&mut self) {
-        let now = monotonic_ms();
+    fn forget_old(&mut self, now: u64) {
         let mut skipped = 0;
-        while let Some(&oldest) = self.order.front() {
+        while let Some(&(oldest, settled_at)) = self.order.front() {
             if skipped >= self.order.len() {
                 break;
             }
-            let expired = self
-                .records
-                .get(&oldest)
-                .is_none_or(|r| now.saturating_sub(r.settled_at) > self.ttl_ms);
+            let expired = now.saturating_sub(settled_at) > self.ttl_ms;
             if !expired && self.order.len() <= self.capacity {
                 break;
             }
             self.order.pop_front();
-            if self.waiters.contains_key(&oldest) {
-                self.order.push_back(oldest);
+            if !self.waiters.is_empty() && self.waiters.contains_key(&oldest) {
+                self.order.push_back((oldest, settled_at));
                 skipped += 1;
             } else {
                 self.records.remove(&oldest);
@@ -203,7 +229,7 @@ impl MessageStatuses {
             state: record.state,
             ack: record.ack,
             session_id: record.identity.session_id.clone(),
-            updated_at: record.updated_at,
+            updated_at: wall_ms_at(record.updated),
         })
     }
 
@@ -230,7 +256,7 @@ impl MessageStatuses {
             return None;
         }
         record.ack = Some(ack);
-        record.updated_at = now_ms();
+        record.updated = monotonic_ms();
         if !message_id.is_null() {
             record.message_id = message_id;
         }
