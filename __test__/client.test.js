@@ -6,7 +6,7 @@
 const nodeTest = require('node:test');
 const assert = require('node:assert/strict');
 const { once } = require('node:events');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -348,6 +348,37 @@ test('close(): code 1000, no reconnection, also from the backoff wait', async (t
   const tries = waiting.log.close.length;
   await new Promise((resolve) => setTimeout(resolve, 2 * MAX));
   assert.equal(waiting.log.close.length, tries, 'no tries after close()');
+});
+
+test('in Node with its own global WebSocket, and close() leaves nothing that keeps the process alive', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const script = `
+    import { GatewayClient } from 'whatsapp-ws-extension-gateway/client';
+    const client = new GatewayClient({ url: process.env.GATEWAY_URL, apiKey: process.env.API_KEY, browser: 'node' });
+    client.handle('send-message', () => {
+      setTimeout(() => client.close(), 50);
+      return { messageId: 'from-global-websocket' };
+    });
+    client.setStatus({ whatsappLoggedIn: true, ready: true });
+    client.connect();
+  `;
+  // Node 22+ has a global WebSocket; Node 20 has it behind a flag.
+  const flags = typeof globalThis.WebSocket === 'function' ? [] : ['--experimental-websocket'];
+  const child = spawn(process.execPath, [...flags, '--input-type=module', '-e', script], {
+    cwd: root,
+    env: { ...process.env, GATEWAY_URL: url, API_KEY: GOOD_KEY },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = once(child, 'exit');
+  t.after(() => child.exitCode === null && child.kill());
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).some((s) => s.deviceActive), 5000, 'the child to connect');
+  const result = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'hi' });
+  assert.equal(result.messageId, 'from-global-websocket');
+  const [code] = await exited;
+  assert.equal(code, 0, stderr);
 });
 
 // ---- the 5.2 frames, against a fake gateway ----

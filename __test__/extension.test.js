@@ -46,10 +46,13 @@ test(
     const cleanups = [];
     t.after(async () => {
       const failures = [];
-      for (const cleanup of cleanups.reverse())
-        await Promise.resolve()
-          .then(cleanup)
-          .catch((error) => failures.push(error));
+      for (const cleanup of cleanups.reverse()) {
+        try {
+          await cleanup();
+        } catch (error) {
+          failures.push(error);
+        }
+      }
       if (failures.length) throw failures[0];
     });
 
