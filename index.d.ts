@@ -1,7 +1,10 @@
 // Types of whatsapp-ws-extension-gateway v2. The runtime is index.js over the Rust
 // addon; these declarations describe the JavaScript API only.
 
-export type DeviceSelectionStrategy = 'round-robin' | 'random';
+export type DeviceSelectionStrategy = 'round-robin' | 'random' | 'least-busy';
+
+/** How far a sent message got, lowest first (SPEC 5.2). `'sent'` is the extension's result. */
+export type AckLevel = 'sent' | 'server' | 'delivered' | 'read' | 'played';
 
 /** Which reply frames and media fields the gateway writes to extensions (README: "Dialects"). */
 export type ExtensionDialect = 'compat' | 'v1' | 'doc';
@@ -105,13 +108,42 @@ export interface GatewayConfig {
   mediaFetchTimeout?: number;
   /** Frames written to extensions (default 'compat': every dialect at once). */
   dialect?: ExtensionDialect;
+  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered (default 86400000). */
+  idempotencyTtl?: number;
+  /**
+   * Space out sends per device (default off: commands leave at once). The first send to an
+   * idle device leaves at once; the others wait their turn in that device's queue.
+   */
+  pacing?: PacingOptions;
+  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  maxQueuedSends?: number;
+  /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
+  waitForDevice?: number;
+}
+
+export interface PacingOptions {
+  /** At least this many ms between two departures to one device. */
+  minIntervalMs: number;
+  /** Plus a random 0..jitterMs ms (default 0). */
+  jitterMs?: number;
+  /** At most this many departures to one device in any 60 s (default Infinity). */
+  maxPerMinute?: number;
 }
 
 interface SendOptions {
   /** Overrides the config's deviceSelectionStrategy for this call. */
   deviceSelectionStrategy?: DeviceSelectionStrategy;
-  /** ms to wait for this call's result (default: config requestTimeout). */
+  /** ms to wait for this call's result (default: config requestTimeout), counted from the call. */
   timeout?: number;
+  /**
+   * 1 to 200 characters. A later call with the same API key and key within
+   * idempotencyTtl sends nothing and settles like the first, with `duplicate: true`.
+   */
+  idempotencyKey?: string;
+  /** Resolve on this ack or a higher one (default 'sent': the extension's result). */
+  waitFor?: AckLevel;
+  /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
+  waitForDevice?: number;
 }
 
 export interface SendMessageData extends SendOptions {
@@ -160,6 +192,33 @@ export interface MessageResult {
   messageId: string | number | null;
   timestamp: number;
   deviceInfo: DeviceInfo;
+  /** The highest ack known when it resolved ('sent' on the extension's result). */
+  ack: AckLevel;
+  /** Present (true) when an earlier call with the same idempotencyKey settled this one. */
+  duplicate?: true;
+}
+
+/** `getMessageStatus(requestId)`. */
+export interface MessageStatus {
+  requestId: string;
+  state: 'queued' | 'in-flight' | 'sent' | 'failed';
+  /** null until the extension's result. */
+  ack: AckLevel | null;
+  /** null while it waits for a device. */
+  sessionId: string | null;
+  /** ms since the epoch. */
+  updatedAt: number;
+}
+
+/** What an extension forwards in an `incoming-message` frame; passed through as sent. */
+export interface IncomingMessage {
+  messageId: string;
+  from: string;
+  chatId?: string;
+  body?: string;
+  timestamp: number;
+  media?: { mimeType: string; dataUrl?: string; fileName?: string };
+  [key: string]: unknown;
 }
 
 export interface SessionInfo {
@@ -190,7 +249,9 @@ export type MessageLogType =
   | 'image-sent'
   | 'video-sent'
   | 'document-sent'
-  | 'send-failed';
+  | 'send-failed'
+  | 'message-ack'
+  | 'message-received';
 
 export interface MessageLogData {
   type: MessageLogType;
@@ -205,6 +266,10 @@ export interface MessageLogData {
   status?: 'success' | 'failure';
   error?: string;
   details?: any;
+  /** `message-ack`: the ack that arrived. */
+  ack?: Exclude<AckLevel, 'sent'>;
+  /** `message-received`: the incoming message. */
+  data?: IncomingMessage;
 }
 
 export interface HealthCheckResponse {
@@ -218,6 +283,8 @@ export interface HealthCheckResponse {
   connections: number;
   /** Sends waiting for their result. */
   pendingRequests: number;
+  /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
+  queuedSends: number;
   /** The port listened on, while running. */
   port?: number;
 }
@@ -279,6 +346,8 @@ export declare class WhatsAppGateway {
   sendDocument(apiKey: string, data: SendDocumentData): Promise<MessageResult>;
   getActiveSessions(apiKey: string): SessionInfo[];
   getHealth(): HealthCheckResponse;
+  /** What became of a send of the last idempotencyTtl, or null (the oldest are forgotten first). */
+  getMessageStatus(requestId: string): MessageStatus | null;
   /** `{ port }` while listening, else null. */
   address(): { port: number } | null;
 }
@@ -294,6 +363,7 @@ export declare const SERVER_MESSAGE_TYPES: {
   readonly AUTH_SUCCESS: 'auth-success';
   readonly AUTHENTICATED: 'authenticated';
   readonly ERROR: 'error';
+  readonly INCOMING_ACK: 'incoming-ack';
 };
 
 export declare const EXTENSION_MESSAGE_TYPES: {
@@ -302,4 +372,6 @@ export declare const EXTENSION_MESSAGE_TYPES: {
   readonly STATUS: 'status';
   readonly MESSAGE_RESULT: 'message-result';
   readonly HEARTBEAT: 'heartbeat';
+  readonly MESSAGE_ACK: 'message-ack';
+  readonly INCOMING_MESSAGE: 'incoming-message';
 };

@@ -16,6 +16,7 @@ const { attach } = require('./lib/attach');
 const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
+const { IdempotencyKeys } = require('./lib/idempotency');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
@@ -110,6 +111,8 @@ class WhatsAppGateway extends EventEmitter {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
+  /** `idempotencyKey`s in use (SPEC 5.2). */
+  #idempotency;
   #sendMetrics = new SendMetrics();
 
   constructor(config) {
@@ -120,6 +123,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#server = server;
     this.#path = native.path;
     this.#port = native.port;
+    this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
@@ -201,6 +205,12 @@ class WhatsAppGateway extends EventEmitter {
     return this.#native.sessions(apiKey);
   }
 
+  /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
+  getMessageStatus(requestId) {
+    if (typeof requestId !== 'string') return null;
+    return this.#native.messageStatus(requestId) ?? null;
+  }
+
   /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
   getAllSessions() {
     return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
@@ -237,6 +247,13 @@ class WhatsAppGateway extends EventEmitter {
       this.#reportError(error);
       return Promise.reject(error);
     }
+    if (args.idempotencyKey !== undefined) {
+      return this.#idempotency.run(apiKey, args.idempotencyKey, () => this.#dispatch(kind, apiKey, args));
+    }
+    return this.#dispatch(kind, apiKey, args);
+  }
+
+  #dispatch(kind, apiKey, args) {
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
     const startedAt = performance.now();
     return new Promise((resolve, reject) => {
@@ -244,8 +261,8 @@ class WhatsAppGateway extends EventEmitter {
       this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout });
+        const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, delivery });
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -300,14 +317,20 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #resolved(items, at) {
-    const call = this.#settle(items[at + AT.call]);
+    // Stage (src/deliveries.rs): 0 result, 1 result while waiting for an ack, 2 that ack.
+    const stage = items[at + AT.stage];
+    const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
     if (!call) return;
     const requestId = items[at + AT.requestId];
     const messageId = items[at + AT.messageId];
     const sessionId = items[at + AT.sessionId];
-    const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
-    this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-    call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo });
+    if (stage !== 1) {
+      const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
+      this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+      const ack = items[at + AT.ack];
+      call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+    }
+    if (stage === 2) return;
     const type = SENT_EVENTS[call.kind];
     // Built only when someone takes it: this is the hot path.
     if (this.#callbacks.onMessageLog || this.listenerCount(type) > 0 || this.listenerCount('event') > 0) {

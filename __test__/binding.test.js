@@ -20,6 +20,8 @@ test('a success is delivered as these slots, in this order', () => {
     'extensionVersion',
     'browser',
     'userId',
+    'ack',
+    'stage',
   ]);
   const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped, layout.debug];
   assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');

@@ -117,7 +117,7 @@ test('no result within the timeout rejects with REQUEST_TIMEOUT', async (t) => {
     .catch((e) => e);
   assert.equal(error.code, 'REQUEST_TIMEOUT');
   assert.match(error.message, /timed out/);
-  assert.deepEqual(error.details, { requestId: ext.commands[0].requestId, sessionId: ext.sessionId, timeout: 150 });
+  assert.deepEqual(error.details, { requestId: ext.commands[0].requestId, sessionId: ext.sessionId, timeout: 150, sent: true });
   await waitFor(() => events.find((e) => e.type === 'send-failed' && e.details.code === 'REQUEST_TIMEOUT'));
   // A late result settles nothing and breaks nothing.
   ext.result(ext.commands[0].requestId, { success: true });

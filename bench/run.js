@@ -126,6 +126,18 @@ function cases(maxSessions) {
     const spec = { scenario: 'idle', idle, heartbeatInterval: 5000, idleSeconds: quick ? 1 : 10 };
     list.push([`idle sessions ${idle}`, spec, idleMetrics, ['ours', 'v1', 'peer']]);
   }
+  // SPEC 5.2 delivery: the cost of pacing (interval 0: every send through a device
+  // queue) and of idempotency keys when they are on; then 10k sends queued on one device.
+  const deliveryMetrics = ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall'];
+  for (const [label, extra] of [
+    ['pacing on', { options: { pacing: { minIntervalMs: 0 }, maxQueuedSends: 100_000 } }],
+    ['idempotency keys', { idempotency: true }],
+  ]) {
+    const spec = { scenario: 'roundtrip', devices: 1, concurrency: quick ? 16 : 64, idle: 0, seconds, calls: 200_000, ...extra };
+    list.push([`round trips D=1 C=${spec.concurrency} (${label})`, spec, deliveryMetrics, ['ours']]);
+  }
+  const queuedSpec = { scenario: 'queued', devices: 1, queued: quick ? 500 : 10_000, options: { pacing: { minIntervalMs: 60_000 }, maxQueuedSends: 100_000 } };
+  list.push([`${queuedSpec.queued} sends queued on one paced device`, queuedSpec, ['rssPerQueuedSendB', 'heapPerQueuedSendB', 'enqueueUsPerSend', 'stopMs'], ['ours']]);
   for (const concurrency of quick ? [2] : [1, 8]) {
     const spec = { scenario: 'media', devices: 1, concurrency, imageBytes: 4 << 20 };
     list.push([`media 4 MiB C=${concurrency}`, { ...spec, dialect: 'v1' }, ['mbPerSec', 'peakRssGrowthMB'], ['ours', 'v1', 'peer']]);

@@ -18,6 +18,13 @@ const ERROR_CODES = Object.freeze({
   MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
   CALLBACK_ERROR: 'CALLBACK_ERROR',
   SERVER_ERROR: 'SERVER_ERROR',
+  // SPEC 5: delivery (5.2), hostile peers (5.1), cluster (5.3), and the wire codes.
+  QUEUE_FULL: 'QUEUE_FULL',
+  BACKPRESSURE: 'BACKPRESSURE',
+  CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
+  INVALID_MESSAGE: 'INVALID_MESSAGE',
+  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
+  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
   // start(): already running, or the port cannot be bound (errno names, as Node's servers).
   ALREADY_RUNNING: 'ALREADY_RUNNING',
   EADDRINUSE: 'EADDRINUSE',
@@ -43,6 +50,8 @@ const SERVER_MESSAGE_TYPES = Object.freeze({
   AUTH_SUCCESS: 'auth-success',
   AUTHENTICATED: 'authenticated',
   ERROR: 'error',
+  // SPEC 5.2: the answer to an incoming-message.
+  INCOMING_ACK: 'incoming-ack',
 });
 
 /** Frame types extensions send to the gateway. */
@@ -52,6 +61,9 @@ const EXTENSION_MESSAGE_TYPES = Object.freeze({
   STATUS: 'status',
   MESSAGE_RESULT: 'message-result',
   HEARTBEAT: 'heartbeat',
+  // SPEC 5.2: delivery acks and incoming messages.
+  MESSAGE_ACK: 'message-ack',
+  INCOMING_MESSAGE: 'incoming-message',
 });
 
 class GatewayError extends Error {

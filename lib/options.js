@@ -2,8 +2,9 @@
 // Checks the constructor's config and fills in defaults (SPEC 2.1). Every mistake
 // is a TypeError that names the option.
 const path = require('node:path');
+const { deliveryOptions } = require('./delivery');
 
-const STRATEGIES = ['round-robin', 'random'];
+const STRATEGIES = ['round-robin', 'random', 'least-busy'];
 const DIALECTS = ['compat', 'v1', 'doc'];
 
 function fail(option, expected, value, fix = '') {
@@ -179,6 +180,8 @@ function normalizeConfig(userConfig) {
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
     logEvents: callbacks.onMessageLog !== undefined,
     trustProxy: config.trustProxy ?? false,
+    // SPEC 5.2 delivery options (lib/delivery.js).
+    ...deliveryOptions(config),
     reusePort: config.reusePort ?? false,
     ...peerLimits(config),
   };

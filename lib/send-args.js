@@ -3,6 +3,7 @@
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
+const { waitForArg, idempotencyKeyArg, waitForDeviceArg } = require('./delivery');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 
@@ -77,6 +78,17 @@ function sendArgs(kind, apiKey, data) {
     documentName,
     strategy: strategy ?? undefined,
     timeout,
+    // SPEC 5.2 (lib/delivery.js): a branch each when absent.
+    delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
+    idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
+  };
+}
+
+/** The native `delivery` field: `waitFor` and `waitForDevice`. */
+function deliveryArg(data) {
+  return {
+    waitFor: data.waitFor == null ? undefined : waitForArg(data.waitFor, invalid),
+    waitForDevice: data.waitForDevice == null ? undefined : waitForDeviceArg(data.waitForDevice, invalid),
   };
 }
 

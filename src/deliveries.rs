@@ -28,7 +28,7 @@ const STOPPED: u32 = 5;
 const DEBUG: u32 = 6;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
-const RESOLVED_FIELDS: [&str; 8] = [
+const RESOLVED_FIELDS: [&str; 10] = [
     "call",
     "requestId",
     "messageId",
@@ -37,6 +37,10 @@ const RESOLVED_FIELDS: [&str; 8] = [
     "extensionVersion",
     "browser",
     "userId",
+    "ack",
+    // 0: the extension's result (event, resolve); 1: its result while the caller
+    // waits for an ack (event only); 2: that ack (resolve only).
+    "stage",
 ];
 
 /// How `index.js` reads a batch.
@@ -144,6 +148,8 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
             items.insert(who.extension_version.as_str())?;
             items.insert(who.browser.as_str())?;
             items.insert(who.user_id.clone())?;
+            items.insert(r.ack.as_str())?;
+            items.insert(r.stage.code())?;
         }
         Delivery::Rejected { call, error } => {
             items.insert(REJECTED)?;

@@ -13,8 +13,8 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::deliveries::{Batch, NodeHost};
 use crate::types::{
-    AuthReply, CoreMetrics, Health, KeyedSession, NativeConfig, SendOptions, SessionInfo,
-    UpgradeRequest,
+    AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendOptions,
+    SessionInfo, UpgradeRequest,
 };
 
 fn runtime() -> napi::Result<&'static Runtime> {
@@ -141,6 +141,14 @@ impl NativeGateway {
             .into_iter()
             .map(SessionInfo::from)
             .collect()
+    }
+
+    /// `getMessageStatus(requestId)`, or `null`.
+    #[napi]
+    pub fn message_status(&self, request_id: String) -> Option<MessageStatus> {
+        self.core
+            .message_status(&request_id)
+            .map(MessageStatus::from)
     }
 
     #[napi]

@@ -21,6 +21,8 @@ pub enum ErrorCode {
     MaxSessionsExceeded,
     CallbackError,
     ServerError,
+    /// 5.2: a pacing queue, or the sends waiting for a device, are full.
+    QueueFull,
     Backpressure,
 }
 
