@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["state"],
     &["net", "timers"],
-    &["gateway"],
+    &["gateway", "fuzzing"],
     &[""],
 ];
 
