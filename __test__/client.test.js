@@ -6,7 +6,7 @@
 const nodeTest = require('node:test');
 const assert = require('node:assert/strict');
 const { once } = require('node:events');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -125,7 +125,11 @@ for (const dialect of ['compat', 'v1', 'doc']) {
     client.connect();
 
     await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
-    assert.deepEqual(sent[0], { type: 'auth', apiKey: GOOD_KEY, data: { extensionVersion: '3.1.4', browser: 'Chromium' } });
+    assert.deepEqual(sent[0], {
+      type: 'auth',
+      apiKey: GOOD_KEY,
+      data: { extensionVersion: '3.1.4', browser: 'Chromium' },
+    });
     const { sessionId } = log.authenticated[0];
     assert.equal(client.sessionId, sessionId);
     assert.equal(client.connected, true);
@@ -151,7 +155,9 @@ for (const dialect of ['compat', 'v1', 'doc']) {
     const thrown = await gateway.sendDocument(GOOD_KEY, { phoneNumber: PHONE, dataUrl: PNG_1x1 }).catch((e) => e);
     assert.equal(thrown.code, 'EXTENSION_ERROR');
     assert.equal(thrown.details.error, 'chat not found');
-    const refused = await gateway.sendVideo(GOOD_KEY, { phoneNumber: PHONE, dataUrl: 'data:video/mp4;base64,AAAA' }).catch((e) => e);
+    const refused = await gateway
+      .sendVideo(GOOD_KEY, { phoneNumber: PHONE, dataUrl: 'data:video/mp4;base64,AAAA' })
+      .catch((e) => e);
     assert.equal(refused.code, 'EXTENSION_ERROR');
     assert.equal(refused.details.error, 'video too long');
 
@@ -230,7 +236,10 @@ test('answers pings while a long handler runs, and sends heartbeats of its own',
   assert.equal(log.authenticated.length, 1, 'the session was never dropped');
   assert.equal(events.filter((e) => e.type === 'heartbeat-timeout').length, 0);
   assert.ok(sent.filter((f) => f.type === 'heartbeat').length >= 3);
-  assert.deepEqual(sent.find((f) => f.type === 'heartbeat'), { type: 'heartbeat' });
+  assert.deepEqual(
+    sent.find((f) => f.type === 'heartbeat'),
+    { type: 'heartbeat' },
+  );
 
   // A gateway that pings once a minute hears from the client every heartbeatInterval.
   const quiet = await startGateway({ heartbeatInterval: 60_000 });
@@ -240,7 +249,11 @@ test('answers pings while a long handler runs, and sends heartbeats of its own',
   await waitFor(() => other.log.authenticated.length, 3000, 'authenticated');
   const [{ lastHeartbeat }] = quiet.gateway.getActiveSessions(GOOD_KEY);
   await waitFor(() => other.sent.filter((f) => f.type === 'heartbeat').length >= 3, 3000, 'unprompted heartbeats');
-  await waitFor(() => quiet.gateway.getActiveSessions(GOOD_KEY)[0].lastHeartbeat > lastHeartbeat, 3000, 'gateway saw them');
+  await waitFor(
+    () => quiet.gateway.getActiveSessions(GOOD_KEY)[0].lastHeartbeat > lastHeartbeat,
+    3000,
+    'gateway saw them',
+  );
 });
 
 test('a refused key: error AUTHENTICATION_FAILED, close 1008, and the full maximum delay between tries', async (t) => {
@@ -304,7 +317,11 @@ test('close(): code 1000, no reconnection, also from the backoff wait', async (t
   await client.close();
   assert.deepEqual(log.close, [{ code: 1000, reason: 'Client closed', willReconnect: false, reconnectDelay: null }]);
   assert.equal(client.connected, false);
-  const gone = await waitFor(() => events.find((e) => e.type === 'session-disconnected'), 3000, 'gateway saw the close');
+  const gone = await waitFor(
+    () => events.find((e) => e.type === 'session-disconnected'),
+    3000,
+    'gateway saw the close',
+  );
   assert.equal(gone.details.code, 1000);
   await new Promise((resolve) => setTimeout(resolve, 2 * MAX));
   assert.equal(log.open.length, 1, 'no new connection after close()');
@@ -331,6 +348,37 @@ test('close(): code 1000, no reconnection, also from the backoff wait', async (t
   const tries = waiting.log.close.length;
   await new Promise((resolve) => setTimeout(resolve, 2 * MAX));
   assert.equal(waiting.log.close.length, tries, 'no tries after close()');
+});
+
+test('in Node with its own global WebSocket, and close() leaves nothing that keeps the process alive', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const script = `
+    import { GatewayClient } from 'whatsapp-ws-extension-gateway/client';
+    const client = new GatewayClient({ url: process.env.GATEWAY_URL, apiKey: process.env.API_KEY, browser: 'node' });
+    client.handle('send-message', () => {
+      setTimeout(() => client.close(), 50);
+      return { messageId: 'from-global-websocket' };
+    });
+    client.setStatus({ whatsappLoggedIn: true, ready: true });
+    client.connect();
+  `;
+  // Node 22+ has a global WebSocket; Node 20 has it behind a flag.
+  const flags = typeof globalThis.WebSocket === 'function' ? [] : ['--experimental-websocket'];
+  const child = spawn(process.execPath, [...flags, '--input-type=module', '-e', script], {
+    cwd: root,
+    env: { ...process.env, GATEWAY_URL: url, API_KEY: GOOD_KEY },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = once(child, 'exit');
+  t.after(() => child.exitCode === null && child.kill());
+  await waitFor(() => gateway.getActiveSessions(GOOD_KEY).some((s) => s.deviceActive), 5000, 'the child to connect');
+  const result = await gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'hi' });
+  assert.equal(result.messageId, 'from-global-websocket');
+  const [code] = await exited;
+  assert.equal(code, 0, stderr);
 });
 
 // ---- the 5.2 frames, against a fake gateway ----
@@ -380,8 +428,12 @@ test('receive(): re-sent every interval and after a reconnect until incoming-ack
   assert.deepEqual(await received, { messageId: 'in-1' });
   assert.equal(fake.connections.length, 2);
   assert.equal(log.close[0].code, 1011);
-  assert.ok(fake.connections[1].frames.some((f) => f.type === 'incoming-message'), 're-sent after reconnecting');
-  for (const frame of fake.frames('incoming-message')) assert.deepEqual(frame, { type: 'incoming-message', data: message });
+  assert.ok(
+    fake.connections[1].frames.some((f) => f.type === 'incoming-message'),
+    're-sent after reconnecting',
+  );
+  for (const frame of fake.frames('incoming-message'))
+    assert.deepEqual(frame, { type: 'incoming-message', data: message });
   const sentSoFar = fake.frames('incoming-message').length;
   await new Promise((resolve) => setTimeout(resolve, 200));
   assert.equal(fake.frames('incoming-message').length, sentSoFar, 'no re-sends after the ack');
@@ -390,9 +442,19 @@ test('receive(): re-sent every interval and after a reconnect until incoming-ack
 test('receive(): INVALID_MESSAGE with its messageId rejects and stops retries; other error frames are error events', async (t) => {
   const fake = await startFakeGateway(t, (conn, frame) => {
     if (frame.type === 'incoming-message') {
-      conn.send({ type: 'error', code: 'INVALID_MESSAGE', message: 'media too large', error: { code: 'INVALID_MESSAGE', message: 'media too large' }, messageId: frame.data.messageId });
+      conn.send({
+        type: 'error',
+        code: 'INVALID_MESSAGE',
+        message: 'media too large',
+        error: { code: 'INVALID_MESSAGE', message: 'media too large' },
+        messageId: frame.data.messageId,
+      });
     }
-    if (frame.type === 'message-ack') conn.send({ type: 'error', error: { code: 'UNKNOWN_MESSAGE_TYPE', message: 'Unknown message type: message-ack' } });
+    if (frame.type === 'message-ack')
+      conn.send({
+        type: 'error',
+        error: { code: 'UNKNOWN_MESSAGE_TYPE', message: 'Unknown message type: message-ack' },
+      });
   });
   const { client, log } = newClient(t, fake.url, { receiveRetryInterval: 50 });
   client.connect();
@@ -462,7 +524,11 @@ test('each command is answered at most once, and never on a later connection', a
   fake.connections[0].send({ type: 'send-message', requestId: 'req-2', data: { phoneNumber: PHONE, message: 'slow' } });
   await waitFor(() => calls.length === 2, 3000, 'second command taken');
   fake.connections[0].ws.close(1011);
-  await waitFor(() => fake.connections[1]?.frames.some((f) => f.type === 'heartbeat'), 3000, 'reconnected, ping answered');
+  await waitFor(
+    () => fake.connections[1]?.frames.some((f) => f.type === 'heartbeat'),
+    3000,
+    'reconnected, ping answered',
+  );
   release();
   await slow;
   client.setStatus({ whatsappLoggedIn: true, ready: true }); // a frame after the handler's settlement
@@ -493,7 +559,10 @@ test('options are checked; without a WebSocket class it says to pass one', () =>
   assert.throws(() => new GatewayClient({ apiKey: 'k', WebSocket }), /'url'/);
   assert.throws(() => new GatewayClient({ url: 'http://x', apiKey: 'k', WebSocket }), /ws:\/\/ or wss:\/\//);
   assert.throws(() => new GatewayClient({ url: 'ws://x', WebSocket }), /'apiKey'/);
-  assert.throws(() => new GatewayClient({ url: 'ws://x', apiKey: 'k', WebSocket, heartbeatInterval: 0 }), /'heartbeatInterval'/);
+  assert.throws(
+    () => new GatewayClient({ url: 'ws://x', apiKey: 'k', WebSocket, heartbeatInterval: 0 }),
+    /'heartbeatInterval'/,
+  );
   const client = new GatewayClient({ url: 'ws://x', apiKey: 'k', WebSocket });
   assert.throws(() => client.handle('send-mesage', () => {}), TypeError);
   assert.throws(() => client.on('opne', () => {}), TypeError);
@@ -511,7 +580,9 @@ test('one file with no imports and no Node APIs, shipped with its types', () => 
   const source = fs.readFileSync(path.join(root, 'client/gateway-client.mjs'), 'utf8');
   assert.doesNotMatch(source, /^\s*import[\s{(]/m);
   assert.doesNotMatch(source, /\bimport\(|\brequire\(|\bprocess\.|\bBuffer\b/);
-  const packed = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' }));
+  const packed = JSON.parse(
+    execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8' }),
+  );
   const files = packed[0].files.map((f) => f.path);
   assert.ok(files.includes('client/gateway-client.mjs'));
   assert.ok(files.includes('client/gateway-client.d.mts'));
@@ -543,7 +614,16 @@ test('types: a TypeScript extension compiles against the ./client export', { tim
       `,
     );
     const tsc = require.resolve('typescript/bin/tsc');
-    const flags = ['--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022'];
+    const flags = [
+      '--noEmit',
+      '--strict',
+      '--module',
+      'nodenext',
+      '--moduleResolution',
+      'nodenext',
+      '--target',
+      'es2022',
+    ];
     try {
       execFileSync(process.execPath, [tsc, ...flags, 'extension.mts'], { cwd: dir, encoding: 'utf8' });
     } catch (error) {

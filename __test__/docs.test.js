@@ -18,7 +18,7 @@ const documents = ['README.md', ...fs.readdirSync(path.join(root, 'docs')).filte
 function jsBlocks(file) {
   const text = fs.readFileSync(path.join(root, file), 'utf8');
   const blocks = [];
-  const fence = /^```(js|javascript|mjs|cjs)[^\n]*\n([\s\S]*?)^```/gm;
+  const fence = /^```(js|javascript|mjs|cjs)\b[^\n]*\n([\s\S]*?)^```/gm;
   for (let m; (m = fence.exec(text)); ) {
     blocks.push({ file, line: text.slice(0, m.index).split('\n').length, code: m[2], esm: m[1] === 'mjs' || /^\s*(import|export)\s/m.test(m[2]) });
   }

@@ -24,9 +24,7 @@ export interface CommandContext {
 
 /** What a handler returns: success (with WhatsApp's id of the message, if known) or a failure. */
 export type CommandOutcome =
-  | { success?: true; messageId?: string | null }
-  | { success: false; error?: string | Error }
-  | void;
+  { success?: true; messageId?: string | null } | { success: false; error?: string | Error } | void;
 
 export type CommandHandler = (data: CommandData, context: CommandContext) => CommandOutcome | Promise<CommandOutcome>;
 

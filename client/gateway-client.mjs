@@ -76,7 +76,9 @@ export class GatewayClient {
     }
     const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
     if (typeof WebSocketClass !== 'function') {
-      throw new TypeError("GatewayClient: no global WebSocket here; pass a WebSocket class as option 'WebSocket' (e.g. from the 'ws' package)");
+      throw new TypeError(
+        "GatewayClient: no global WebSocket here; pass a WebSocket class as option 'WebSocket' (e.g. from the 'ws' package)",
+      );
     }
     if (typeof random !== 'function') throw new TypeError("GatewayClient: option 'random' must be a function");
     this.#url = url;
@@ -138,7 +140,9 @@ export class GatewayClient {
     this.#endSession();
     for (const [messageId, pending] of this.#pendingReceives) {
       clearTimeout(pending.timer);
-      pending.reject(codedError('CLIENT_CLOSED', `receive(${messageId}): the client was closed before the gateway acknowledged it`));
+      pending.reject(
+        codedError('CLIENT_CLOSED', `receive(${messageId}): the client was closed before the gateway acknowledged it`),
+      );
     }
     this.#pendingReceives.clear();
     const ws = this.#ws;
@@ -185,7 +189,10 @@ export class GatewayClient {
     if (existing) return existing.promise;
     if (this.#pendingReceives.size >= this.#timing.maxPendingReceives) {
       return Promise.reject(
-        codedError('QUEUE_FULL', `GatewayClient.receive: ${this.#pendingReceives.size} messages already wait for the gateway`),
+        codedError(
+          'QUEUE_FULL',
+          `GatewayClient.receive: ${this.#pendingReceives.size} messages already wait for the gateway`,
+        ),
       );
     }
     const pending = { frame: { type: 'incoming-message', data: message }, timer: null };
@@ -415,7 +422,12 @@ export class GatewayClient {
       } catch (error) {
         // A listener's bug must not break the connection; report it, but never in a loop.
         if (name !== 'error') {
-          this.#emit('error', codedError('LISTENER_ERROR', `A '${name}' listener threw: ${describe(error, 'unknown error')}`, { cause: error }));
+          this.#emit(
+            'error',
+            codedError('LISTENER_ERROR', `A '${name}' listener threw: ${describe(error, 'unknown error')}`, {
+              cause: error,
+            }),
+          );
         }
       }
     }

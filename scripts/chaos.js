@@ -145,6 +145,8 @@ async function runHost(port) {
     maxPayload: MAX_PAYLOAD,
     maxSessionsPerKey: 10,
     maxQueuedBytes: 4 * 1024 * 1024,
+    // Low enough that reconnect storms and stalled handshakes meet it.
+    maxPendingAuth: 32,
     onMessageLog: (event) => {
       if (!OUTCOME_EVENTS.has(event.type)) return;
       const seen = outcomesByRequest.get(event.requestId);

@@ -25,14 +25,11 @@ const fakeWhatsAppDriver = {
     form.elements.attachmentName.value = documentName ?? '';
     form.elements.kind.value = kind;
     form.elements.send.click();
-    const outcome = await waitForChange(
-      () => {
-        if (sent.children.length > before) return { item: sent.children[sent.children.length - 1] };
-        if (error.textContent) return { error: error.textContent };
-        return null;
-      },
-      [sent, error],
-    );
+    const outcome = await waitForChange(() => {
+      if (sent.children.length > before) return { item: sent.children[sent.children.length - 1] };
+      if (error.textContent) return { error: error.textContent };
+      return null;
+    }, [sent, error]);
     if (outcome.error) throw new Error(outcome.error);
     return { messageId: outcome.item.dataset.messageId };
   },

@@ -73,7 +73,10 @@ async function start() {
   next.on('open', () => showConnection('authenticating'));
   next.on('authenticated', ({ sessionId }) => showConnection('connected', `session ${sessionId}`));
   next.on('close', ({ code, willReconnect, reconnectDelay }) =>
-    showConnection(willReconnect ? 'reconnecting' : 'closed', willReconnect ? `closed (${code}), next try in ${Math.round(reconnectDelay / 1000)} s` : ''),
+    showConnection(
+      willReconnect ? 'reconnecting' : 'closed',
+      willReconnect ? `closed (${code}), next try in ${Math.round(reconnectDelay / 1000)} s` : '',
+    ),
   );
   next.on('error', (error) => showConnection('error', `${error.code}: ${error.message}`));
   const { pageStatus } = await chrome.storage.session.get('pageStatus');

@@ -16,6 +16,8 @@ mod clock;
 mod config;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gateway;
 mod host;
 mod identity;

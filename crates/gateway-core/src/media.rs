@@ -9,6 +9,9 @@ mod fetch;
 mod file;
 mod mime;
 
+#[cfg(feature = "fuzzing")]
+pub use address_policy::is_public_ip;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -122,6 +125,23 @@ impl MediaLoader {
             )),
         }
     }
+}
+
+/// The literal-host and redirect rules on one URL, for the fuzz targets: a host that is
+/// a literal address is refused by policy exactly when it is not public.
+#[cfg(feature = "fuzzing")]
+pub fn check_url_for_fuzzing(url: &reqwest::Url) {
+    assert!(address_policy::check_literal_host(url, true).is_ok());
+    let strict = address_policy::check_literal_host(url, false);
+    let literal = url
+        .host_str()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if let Ok(ip) = literal.parse::<std::net::IpAddr>() {
+        assert_eq!(strict.is_ok(), address_policy::is_public_ip(ip), "{url}");
+    }
+    let _ = address_policy::check_redirect(url, 1, false);
 }
 
 /// `documentName` default: the URL's file name, else `document.<ext>` from the MIME type.

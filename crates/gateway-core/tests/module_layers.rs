@@ -23,7 +23,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["state"],
     &["net", "timers"],
-    &["gateway"],
+    &["gateway", "fuzzing"],
     &[""],
 ];
 

@@ -150,20 +150,40 @@ async fn read_request(
             Ok(0) | Err(_) => return Ok(None),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Request::new(&mut headers);
-        match parsed.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let request = request_of(&parsed).ok_or(StatusCode::BAD_REQUEST)?;
-                return Ok(Some((request, buf[len..].to_vec())));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => {}
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-            }
-            Err(_) => return Err(StatusCode::BAD_REQUEST),
+        if let Some((request, len)) = parse_request_head(&buf)? {
+            return Ok(Some((request, buf[len..].to_vec())));
         }
     }
+}
+
+/// The request in `buf` and the length of its head, or None while it is incomplete.
+pub fn parse_request_head(buf: &[u8]) -> Result<Option<(Box<Request>, usize)>, StatusCode> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Request::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => {
+            let request = request_of(&parsed).ok_or(StatusCode::BAD_REQUEST)?;
+            Ok(Some((request, len)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_REQUEST_HEAD => Ok(None),
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Err(_) => Err(StatusCode::BAD_REQUEST),
+    }
+}
+
+/// What the gateway would answer to an upgrade request, short of writing it: used by
+/// the fuzz targets, which must find no request that makes it panic.
+#[cfg(feature = "fuzzing")]
+pub fn answer(request: &Request, config: &Config) -> Result<(), StatusCode> {
+    if !wants_websocket(request) {
+        return Err(StatusCode::UPGRADE_REQUIRED);
+    }
+    check(config, request)?;
+    create_response(request)
+        .map(drop)
+        .map_err(|_| StatusCode::BAD_REQUEST)
 }
 
 fn request_of(parsed: &httparse::Request<'_, '_>) -> Option<Box<Request>> {

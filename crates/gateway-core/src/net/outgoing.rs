@@ -118,6 +118,16 @@ impl Outgoing {
         Poll::Ready(Ok(written))
     }
 
+    /// Everything queued, as the socket would receive it.
+    #[cfg(feature = "fuzzing")]
+    pub fn collect_for_fuzzing(mut self) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while let Some(chunk) = self.chunks.pop_front() {
+            wire.extend_from_slice(&chunk.bytes[std::mem::take(&mut self.offset)..]);
+        }
+        wire
+    }
+
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
             let Some(front) = self.chunks.front() else {
