@@ -88,6 +88,22 @@ test('pacing: queued sends report queued, count against maxQueuedSends, and QUEU
   assert.equal(ext.commands.length, 1);
 });
 
+test('maxQueuedBytes counts the pacing queue: one more command over it is BACKPRESSURE, never written', async (t) => {
+  const { gateway, url, events } = await startGateway({ pacing: { minIntervalMs: LONG }, maxQueuedBytes: 2000 });
+  t.after(() => gateway.stop());
+  const ext = await silent(url).connectReady(gateway);
+  // Each command is about 700 bytes: one leaves, two fit in the queue, the fourth does not.
+  const message = 'x'.repeat(600);
+  const sends = Array.from({ length: 4 }, () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message }).catch((e) => e));
+  const refused = await sends[3];
+  assert.equal(refused.code, 'BACKPRESSURE');
+  assert.equal(refused.details.sent, false);
+  assert.ok(refused.details.queuedBytes > 1000 && refused.details.queuedBytes <= 2000, `${refused.details.queuedBytes}`);
+  await barrier(ext);
+  assert.equal(ext.commands.length, 1, 'only the first left');
+  assert.ok(events.some((e) => e.type === 'send-failed' && e.details.code === 'BACKPRESSURE'));
+});
+
 test('pacing: maxPerMinute lets that many leave at once, the next waits', async (t) => {
   const { gateway, url } = await startGateway({ pacing: { minIntervalMs: 0, maxPerMinute: 2 } });
   t.after(() => gateway.stop());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Pacing;
-use crate::protocol::Frame;
+use crate::protocol::{frame_len, Frame};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -18,6 +18,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct DeviceQueue {
     waiting: VecDeque<(u128, Frame)>,
+    /// Bytes of the commands waiting: they count against `maxQueuedBytes` too.
+    bytes: usize,
     /// Earliest time of the next departure by `minIntervalMs + jitter`.
     next_allowed: Option<Instant>,
     /// Departures of the last minute, when `maxPerMinute` is set.
@@ -33,7 +35,12 @@ impl DeviceQueue {
         self.waiting.is_empty()
     }
 
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn push(&mut self, request_id: u128, frame: Frame) {
+        self.bytes += frame_len(&frame);
         self.waiting.push_back((request_id, frame));
     }
 
@@ -42,16 +49,25 @@ impl DeviceQueue {
     }
 
     pub fn pop(&mut self) -> Option<(u128, Frame)> {
-        self.waiting.pop_front()
+        let popped = self.waiting.pop_front();
+        if let Some((_, frame)) = &popped {
+            self.bytes = self.bytes.saturating_sub(frame_len(frame));
+        }
+        popped
     }
 
     /// Takes a command out of the queue (its send settled before leaving).
     pub fn remove(&mut self, request_id: u128) {
-        self.waiting.retain(|(id, _)| *id != request_id);
+        if let Some(at) = self.waiting.iter().position(|(id, _)| *id == request_id) {
+            if let Some((_, frame)) = self.waiting.remove(at) {
+                self.bytes = self.bytes.saturating_sub(frame_len(&frame));
+            }
+        }
     }
 
     /// Everything still waiting, in order.
     pub fn drain(&mut self) -> impl Iterator<Item = (u128, Frame)> + '_ {
+        self.bytes = 0;
         self.waiting.drain(..)
     }
 
@@ -111,6 +127,22 @@ mod tests {
         queue.departed(t0, &p);
         assert!(!queue.may_leave(t0 + Duration::from_millis(999), &p));
         assert!(queue.may_leave(t0 + Duration::from_millis(1000), &p));
+    }
+
+    #[test]
+    fn waiting_bytes_follow_the_queue() {
+        let mut queue = DeviceQueue::default();
+        queue.push(1, Frame::Text("abcd".into()));
+        queue.push(2, Frame::Text("efghij".into()));
+        // On the wire: payload plus a 2-byte header each.
+        assert_eq!(queue.bytes(), 14);
+        queue.remove(1);
+        assert_eq!(queue.bytes(), 8);
+        assert_eq!(queue.pop().map(|(id, _)| id), Some(2));
+        assert_eq!(queue.bytes(), 0);
+        queue.push(3, Frame::Text("xy".into()));
+        assert_eq!(queue.drain().count(), 1);
+        assert_eq!(queue.bytes(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::clock::now_ms;
 use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
 use crate::protocol::delivery::Ack;
-use crate::protocol::{Frame, StatusFrame};
+use crate::protocol::{frame_len, Frame, StatusFrame};
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
 pub type SessionKey = u64;
@@ -463,6 +463,12 @@ impl Registry {
             let queued = session.queue.len();
             pending.queued = true;
             return Err(NotPlaced::QueueFull(pending, frame, queued));
+        }
+        // SPEC 5.1: `maxQueuedBytes` counts a pacing queue too.
+        let waiting = session.link.queued_bytes() + session.queue.bytes();
+        if !leave_now && waiting.saturating_add(frame_len(&frame)) > self.max_queued_bytes {
+            pending.queued = true;
+            return Err(NotPlaced::Backpressure(pending, waiting));
         }
         if leave_now {
             if let Some(p) = &pacing {

@@ -190,6 +190,9 @@ impl Shared {
         let mut error = error(&request_id, &settled.identity.session_id);
         if settled.pending.queued && error.details.is_object() {
             error.details["sent"] = false.into();
+            error
+                .message
+                .push_str(" (its command was never written: it was still waiting to be sent)");
         }
         self.fail_with(settled, request_id, error);
     }
