@@ -25,7 +25,10 @@ function neverWritten(error) {
 const MAX_KEYS = 100_000;
 
 class IdempotencyKeys {
-  /** API key + '\0' + idempotency key -> { expiresAt, settled, freed, promise }, oldest first. */
+  /**
+   * API key + '\0' + idempotency key -> { expiresAt, settled, freed, promise, result, error },
+   * oldest first. Once settled an entry keeps the outcome, not the promise.
+   */
   #entries = new Map();
   #ttl;
   #capacity;
@@ -42,6 +45,9 @@ class IdempotencyKeys {
     const id = `${apiKey}\u0000${key}`;
     const first = this.#live(id);
     if (!first) return this.#reserve(id, send);
+    if (first.settled) {
+      return first.error ? Promise.reject(duplicateOf(first.error)) : Promise.resolve({ ...first.result, duplicate: true });
+    }
     return first.promise.then(
       (result) => ({ ...result, duplicate: true }),
       (error) => (first.freed ? this.run(apiKey, key, send) : Promise.reject(duplicateOf(error))),
@@ -63,29 +69,38 @@ class IdempotencyKeys {
   }
 
   #reserve(id, send) {
-    const entry = { expiresAt: this.#now() + this.#ttl, settled: false, freed: false, promise: null };
+    const entry = { expiresAt: this.#now() + this.#ttl, settled: false, freed: false, promise: null, result: null, error: null };
     this.#entries.set(id, entry);
     this.#trim();
-    entry.promise = send().then(
+    const promise = send().then(
       (result) => {
         entry.settled = true;
+        entry.result = result;
+        entry.promise = null;
         return result;
       },
       (error) => {
         entry.settled = true;
+        entry.promise = null;
         if (neverWritten(error)) {
           entry.freed = true;
           if (this.#entries.get(id) === entry) this.#entries.delete(id);
+        } else {
+          entry.error = error;
         }
         throw error;
       },
     );
-    return entry.promise;
+    entry.promise = promise;
+    return promise;
   }
 
-  /** Forgets the oldest settled keys over capacity; keys in flight are kept. */
+  /**
+   * Forgets the oldest settled keys over capacity; keys in flight are kept. Runs once
+   * the store is a tenth over capacity, so that its walk from the oldest is paid rarely.
+   */
   #trim() {
-    if (this.#entries.size <= this.#capacity) return;
+    if (this.#entries.size <= this.#capacity + Math.ceil(this.#capacity / 10)) return;
     for (const [id, entry] of this.#entries) {
       if (this.#entries.size <= this.#capacity) break;
       if (entry.settled) this.#entries.delete(id);
