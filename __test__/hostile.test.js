@@ -312,7 +312,7 @@ test('maxPreAuthPayload: a larger frame before auth closes with 1009, refused fr
 // NO_ACTIVE_DEVICE says why.
 
 test("NO_ACTIVE_DEVICE carries details.reason 'not-running', 'no-sessions' or 'none-ready', each with its own message", async (t) => {
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
   const data = { phoneNumber: '+1234567890', message: 'x' };
   const reasons = {};
   const before = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
