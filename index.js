@@ -262,7 +262,12 @@ class WhatsAppGateway extends EventEmitter {
       this.#updateHold();
       try {
         const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout }, delivery);
+        // A plain text send passes no options object: each of its properties is a napi read.
+        const options =
+          media === undefined && documentName === undefined && strategy === undefined && timeout === undefined && delivery === undefined
+            ? undefined
+            : { mediaSource: media, documentName, strategy, timeout, waitFor: delivery?.waitFor, waitForDevice: delivery?.waitForDevice };
+        this.#native.send(id, kind, apiKey, phoneNumber, text, options);
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;

@@ -31,10 +31,7 @@ test('a success is delivered as these slots, in this order', () => {
 test('kinds and strategies are typed: an unknown one is refused, not turned into a text message', () => {
   const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
   const core = new native.NativeGateway(config, async () => ({ valid: false }), () => {});
-  assert.throws(() => core.send(1, { kind: 'sticker', apiKey: 'k', phoneNumber: '+1234567', text: 'x' }), /sticker|kind|enum/i);
-  assert.throws(
-    () => core.send(2, { kind: 'message', apiKey: 'k', phoneNumber: '+1234567', text: 'x', strategy: 'fastest' }),
-    /fastest|strategy|enum/i,
-  );
+  assert.throws(() => core.send(1, 'sticker', 'k', '+1234567', 'x'), /sticker|kind|enum/i);
+  assert.throws(() => core.send(2, 'message', 'k', '+1234567', 'x', { strategy: 'fastest' }), /fastest|strategy|enum/i);
   assert.throws(() => new native.NativeGateway({ ...config, dialect: 'v9' }, async () => ({ valid: false }), () => {}), /v9|dialect|enum/i);
 });

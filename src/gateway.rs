@@ -13,8 +13,8 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::deliveries::{Batch, NodeHost};
 use crate::types::{
-    AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendDelivery,
-    SendOptions, SessionInfo, UpgradeRequest,
+    send_request, AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig,
+    SendKind, SendOptions, SessionInfo, UpgradeRequest,
 };
 
 fn runtime() -> napi::Result<&'static Runtime> {
@@ -124,8 +124,17 @@ impl NativeGateway {
 
     /// Queues a send; its outcome arrives in a batch under the number `call`.
     #[napi]
-    pub fn send(&self, call: u32, options: SendOptions, delivery: Option<SendDelivery>) {
-        self.core.send(call, options.into_request(delivery));
+    pub fn send(
+        &self,
+        call: u32,
+        kind: SendKind,
+        api_key: String,
+        phone_number: String,
+        text: String,
+        options: Option<SendOptions>,
+    ) {
+        let request = send_request(kind, api_key, phone_number, text, options);
+        self.core.send(call, request);
     }
 
     /// Sends the commands queued by `send` since the last flush.

@@ -189,26 +189,17 @@ impl TryFrom<NativeConfig> for core::Config {
     }
 }
 
-/// One send call, as `lib/send-args.js` normalised it.
+/// The optional parts of a send call, absent on a plain text send: the hot path
+/// passes only positional values, since every property read is a napi call.
 #[napi(object)]
 pub struct SendOptions {
-    pub kind: SendKind,
-    pub api_key: String,
-    pub phone_number: String,
-    /// The message of `sendMessage`, the caption of media sends.
-    pub text: String,
     pub media_source: Option<String>,
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
-}
-
-/// 5.2 options of a call: a separate argument of `send`, absent on a plain send.
-#[napi(object)]
-pub struct SendDelivery {
-    /// `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
+    /// 5.2: `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
     pub wait_for: Option<AckLevel>,
-    /// ms; 0 turns the config's off.
+    /// 5.2: ms; 0 turns the config's off.
     pub wait_for_device: Option<f64>,
 }
 
@@ -269,26 +260,34 @@ fn uuid_text(id: u128) -> String {
     core::request_id_text(id, &mut buf).to_string()
 }
 
-impl SendOptions {
-    /// The core's request, with the call's 5.2 options if it had any.
-    pub fn into_request(self, delivery: Option<SendDelivery>) -> core::SendRequest {
-        let o = self;
-        core::SendRequest {
-            kind: o.kind.into(),
-            api_key: o.api_key,
-            phone_number: o.phone_number,
-            text: o.text,
-            media_source: o.media_source,
-            document_name: o.document_name,
-            strategy: o.strategy.map(Into::into),
-            timeout: o.timeout.map(ms),
-            wait_for: delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
-            wait_for_device: delivery
-                .as_ref()
-                .and_then(|d| d.wait_for_device)
-                .map(ms_or_zero),
-            called_at: None,
-        }
+/// The core's request for one call.
+pub fn send_request(
+    kind: SendKind,
+    api_key: String,
+    phone_number: String,
+    text: String,
+    options: Option<SendOptions>,
+) -> core::SendRequest {
+    let o = options.unwrap_or(SendOptions {
+        media_source: None,
+        document_name: None,
+        strategy: None,
+        timeout: None,
+        wait_for: None,
+        wait_for_device: None,
+    });
+    core::SendRequest {
+        kind: kind.into(),
+        api_key,
+        phone_number,
+        text,
+        media_source: o.media_source,
+        document_name: o.document_name,
+        strategy: o.strategy.map(Into::into),
+        timeout: o.timeout.map(ms),
+        wait_for: o.wait_for.map(Into::into),
+        wait_for_device: o.wait_for_device.map(ms_or_zero),
+        called_at: None,
     }
 }
 

@@ -122,6 +122,26 @@ async fn serve_connection(
 const VALIDATOR_FAILED: &str =
     "Authentication is unavailable (the server's key check failed); try again later";
 
+/// Turns an extension away after its auth frame: the error frame tells it why, the
+/// host hears of it, and the socket closes with 1008.
+async fn refuse(
+    ws: &mut Socket,
+    shared: &Shared,
+    why: AuthFailure,
+    error: GatewayError,
+    close_reason: &'static str,
+) -> Refused {
+    metrics::auth_failed(why);
+    let code = match error.code {
+        ErrorCode::MaxSessionsExceeded => "MAX_SESSIONS_EXCEEDED",
+        _ => "AUTHENTICATION_FAILED",
+    };
+    let frame = protocol::error_frame(code, &error.message);
+    let _ = ws.send(Message::text(frame)).await;
+    shared.report(error);
+    Refused::close(1008, close_reason)
+}
+
 fn pre_auth_too_big() -> Refused {
     metrics::auth_failed(AuthFailure::PreAuthLimit);
     Refused::close(1009, "Message too big")
@@ -197,45 +217,44 @@ async fn admit(
         // The key may well be valid: tell the extension to try again later rather
         // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
         Err(problem) => {
-            metrics::auth_failed(AuthFailure::ValidatorError);
-            let message = VALIDATOR_FAILED;
-            let _ = ws
-                .send(Message::text(protocol::error_frame(
-                    "AUTHENTICATION_FAILED",
-                    message,
-                )))
-                .await;
             shared.report(GatewayError::new(
                 ErrorCode::CallbackError,
                 format!("validateApiKey failed: {problem}"),
                 json!({ "callback": "validateApiKey", "error": problem }),
             ));
-            shared.report(GatewayError::new(
+            let error = GatewayError::new(
                 ErrorCode::AuthenticationFailed,
-                message,
+                VALIDATOR_FAILED,
                 json!({ "apiKey": mask_api_key(&auth.api_key), "reason": "validator_error", "ip": ip }),
-            ));
-            return Err(Refused::close(1008, "Authentication unavailable"));
+            );
+            return Err(refuse(
+                ws,
+                shared,
+                AuthFailure::ValidatorError,
+                error,
+                "Authentication unavailable",
+            )
+            .await);
         }
     };
     if !answer.valid {
-        metrics::auth_failed(AuthFailure::InvalidKey);
         let message = match &answer.reason {
             Some(reason) => format!("Invalid API key: {reason}"),
             None => "Invalid API key".to_string(),
         };
-        let _ = ws
-            .send(Message::text(protocol::error_frame(
-                "AUTHENTICATION_FAILED",
-                &message,
-            )))
-            .await;
-        shared.report(GatewayError::new(
+        let error = GatewayError::new(
             ErrorCode::AuthenticationFailed,
             message,
             json!({ "apiKey": mask_api_key(&auth.api_key), "reason": answer.reason, "ip": ip }),
-        ));
-        return Err(Refused::close(1008, "Authentication failed"));
+        );
+        return Err(refuse(
+            ws,
+            shared,
+            AuthFailure::InvalidKey,
+            error,
+            "Authentication failed",
+        )
+        .await);
     }
 
     let identity = Identity {
@@ -256,20 +275,19 @@ async fn admit(
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => {
-            metrics::auth_failed(AuthFailure::MaxSessions);
-            let message = format!("Maximum {limit} sessions allowed per API key");
-            let _ = ws
-                .send(Message::text(protocol::error_frame(
-                    "MAX_SESSIONS_EXCEEDED",
-                    &message,
-                )))
-                .await;
-            shared.report(GatewayError::new(
+            let error = GatewayError::new(
                 ErrorCode::MaxSessionsExceeded,
-                message,
+                format!("Maximum {limit} sessions allowed per API key"),
                 json!({ "apiKey": mask_api_key(&api_key), "maxSessionsPerKey": limit }),
-            ));
-            return Err(Refused::close(1008, "Max sessions exceeded"));
+            );
+            return Err(refuse(
+                ws,
+                shared,
+                AuthFailure::MaxSessions,
+                error,
+                "Max sessions exceeded",
+            )
+            .await);
         }
     };
     shared.log(|| LogEvent::session_connected(&identity));
