@@ -18,11 +18,12 @@ thread_local! {
 }
 
 /// Runs `future`; a panic inside it comes back as a description instead of unwinding.
-pub async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
+/// A plain function, not an `async fn`: the latter would keep `future` twice in its
+/// state (the argument, then the combinator), doubling every idle session's task.
+pub fn catch_panic<F: Future>(future: F) -> impl Future<Output = Result<F::Output, String>> {
     AssertUnwindSafe(future)
         .catch_unwind()
-        .await
-        .map_err(|payload| describe(payload.as_ref()))
+        .map(|caught| caught.map_err(|payload| describe(payload.as_ref())))
 }
 
 fn describe(payload: &(dyn Any + Send)) -> String {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Future, FutureExt, SinkExt, StreamExt};
 use serde_json::json;
 use tokio::time::{sleep_until, timeout_at, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -38,22 +38,23 @@ impl Drop for Open<'_> {
     }
 }
 
-pub async fn serve(
+/// The connection's task; a combinator rather than an `async fn`, which would keep the
+/// future it awaits twice in its state (see `session::run`).
+pub fn serve(
     transport: Transport,
     upgrade: Upgrade,
     peer: IpAddr,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
-) {
+) -> impl Future<Output = ()> {
     let reporter = shared.clone();
-    let served = catch_panic(serve_connection(
-        transport, upgrade, peer, shared, shutdown, tasks,
-    ))
-    .await;
-    if let Err(panic) = served {
-        reporter.report(panic_error("connection", &panic));
-    }
+    let connection = serve_connection(transport, upgrade, peer, shared, shutdown, tasks);
+    catch_panic(connection).map(move |served| {
+        if let Err(panic) = served {
+            reporter.report(panic_error("connection", &panic));
+        }
+    })
 }
 
 async fn serve_connection(

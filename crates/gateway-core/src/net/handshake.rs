@@ -142,13 +142,16 @@ fn wants_websocket(request: &Request) -> bool {
 async fn read_request(
     transport: &mut Transport,
 ) -> Result<Option<(Box<Request>, Vec<u8>)>, StatusCode> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
+    // Read straight into the Vec (no stack chunk held across the await, which would
+    // size every connection's task by it during a connect storm).
+    let mut buf = Vec::with_capacity(READ_BUFFER * 2);
     loop {
-        let read = transport.read(&mut chunk).await;
-        match read {
+        if buf.len() == buf.capacity() {
+            buf.reserve(READ_BUFFER * 2);
+        }
+        match transport.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return Ok(None),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => {}
         }
         if let Some((request, len)) = parse_request_head(&buf)? {
             return Ok(Some((request, buf[len..].to_vec())));

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{Future, SinkExt, StreamExt};
+use futures_util::{Future, FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::frame_io::close;
@@ -57,7 +57,11 @@ enum Event {
     Inbound(Option<Result<Message, WsError>>),
 }
 
-pub async fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) {
+/// The session's task. Plain functions building combinators and `async move` blocks
+/// that use their captures in place: an `async fn` (or an awaited capture) keeps a
+/// second copy of its arguments in its state, and every idle session pays for the
+/// task's size.
+pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<Output = ()> {
     let mut leaving = Leaving {
         shared: shared.clone(),
         key: admitted.key,
@@ -65,23 +69,34 @@ pub async fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) {
         identity: admitted.identity.clone(),
         end: None,
     };
-    let served = catch_panic(serve_and_close(ws, &admitted, &shared)).await;
-    match served {
-        Ok(end) => leaving.end = Some(end),
-        Err(panic) => shared.report(panic_error("session", &panic)),
-    }
+    catch_panic(serve_and_close(ws, admitted, shared)).map(move |served| {
+        match served {
+            Ok(end) => leaving.end = Some(end),
+            Err(panic) => leaving.shared.report(panic_error("session", &panic)),
+        }
+        // Settles what the session still owed (see `Leaving`).
+        drop(leaving);
+    })
 }
 
-async fn serve_and_close(mut ws: Socket, admitted: &Admitted, shared: &Shared) -> (u16, String) {
-    let mut out = Outgoing::default();
-    // The socket still holds the waker of the task that authenticated it, and with it
-    // that task's whole (finished) allocation, until something is written: a flush
-    // registers this task's waker instead.
-    let end = match ws.flush().await {
-        Ok(()) => serve(&mut ws, &mut out, admitted.key, &admitted.link, shared).await,
-        Err(_) => End::Lost,
-    };
-    Box::pin(finish(&mut ws, &mut out, &admitted.link, end)).await
+// Not an `async fn`: see `run`.
+#[allow(clippy::manual_async_fn)]
+fn serve_and_close(
+    mut ws: Socket,
+    admitted: Admitted,
+    shared: Arc<Shared>,
+) -> impl Future<Output = (u16, String)> {
+    async move {
+        let mut out = Outgoing::default();
+        // The socket still holds the waker of the task that authenticated it, and with it
+        // that task's whole (finished) allocation, until something is written: a flush
+        // registers this task's waker instead.
+        let end = match ws.flush().await {
+            Ok(()) => serve(&mut ws, &mut out, admitted.key, &admitted.link, &shared).await,
+            Err(_) => End::Lost,
+        };
+        Box::pin(finish(&mut ws, &mut out, &admitted.link, end)).await
+    }
 }
 
 /// Everything a session owes on the way out, done on drop: also when the task is
