@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const { WhatsAppGateway } = require('..');
-const { startGateway, FakeExtension, waitFor, GOOD_KEY } = require('./helpers');
+const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('./helpers');
 
 /** Sends raw bytes to the port; resolves with everything read once the server closes. */
 function rawExchange(port, text, ms = 5000) {
@@ -299,6 +299,16 @@ test('maxPreAuthPayload: a larger frame before auth closes with 1009, refused fr
   const outcome = await Promise.race([headerClosed, new Promise((r) => setTimeout(() => r('no close before authTimeout'), 4000))]);
   headerOnly.terminate();
   assert.equal(outcome, 1009);
+
+  // Auth followed at once by a large frame, in one burst: the large one is after auth.
+  const eager = (await upgrade(url)).ws;
+  const replies = [];
+  eager.on('message', (data) => replies.push(JSON.parse(data.toString()).type));
+  eager.send(JSON.stringify({ type: 'auth', apiKey: OTHER_KEY }));
+  eager.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true }, pad: 'p'.repeat(64 * 1024) }));
+  await waitFor(() => gateway.getActiveSessions(OTHER_KEY).some((s) => s.deviceActive), 3000, 'the eager session to be ready');
+  assert.ok(replies.includes('auth-success'));
+  eager.terminate();
 
   const ext = new FakeExtension(url);
   await ext.connectReady(gateway);
