@@ -1,7 +1,10 @@
 // Types of whatsapp-ws-extension-gateway v2. The runtime is index.js over the Rust
 // addon; these declarations describe the JavaScript API only.
 
-export type DeviceSelectionStrategy = 'round-robin' | 'random';
+export type DeviceSelectionStrategy = 'round-robin' | 'random' | 'least-busy';
+
+/** How far a sent message got, lowest first (SPEC 5.2). `'sent'` is the extension's result. */
+export type AckLevel = 'sent' | 'server' | 'delivered' | 'read' | 'played';
 
 /** Which reply frames and media fields the gateway writes to extensions (README: "Dialects"). */
 export type ExtensionDialect = 'compat' | 'v1' | 'doc';
@@ -23,6 +26,10 @@ export type ErrorCode =
   | 'MEDIA_NOT_ALLOWED'
   | 'CALLBACK_ERROR'
   | 'SERVER_ERROR'
+  | 'ALREADY_RUNNING'
+  | 'EADDRINUSE'
+  | 'EADDRNOTAVAIL'
+  | 'EACCES'
   | 'BACKPRESSURE'
   | 'QUEUE_FULL'
   | 'CLUSTER_UNAVAILABLE'
@@ -40,7 +47,7 @@ export interface ApiKeyValidation {
 }
 
 export interface GatewayConfig {
-  /** Port of the standalone server (default 3000; 0 picks a free port). Ignored with `server`. */
+  /** Port of the standalone server (default 3000; '0' picks a free port, while 0, NaN and '' mean 3000 as in v1). Ignored with `server`. */
   port?: number | string;
   /** Address to bind (default: every interface). */
   host?: string;
@@ -53,6 +60,8 @@ export interface GatewayConfig {
    * that are not IP addresses are skipped (default false). Only behind a proxy you trust.
    */
   trustProxy?: boolean;
+  /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
+  reusePort?: boolean;
   /** Connections upgraded but not yet authenticated, in all; one more gets HTTP 503 (default 1024). */
   maxPendingAuth?: number;
   /**
@@ -99,13 +108,42 @@ export interface GatewayConfig {
   mediaFetchTimeout?: number;
   /** Frames written to extensions (default 'compat': every dialect at once). */
   dialect?: ExtensionDialect;
+  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered (default 86400000). */
+  idempotencyTtl?: number;
+  /**
+   * Space out sends per device (default off: commands leave at once). The first send to an
+   * idle device leaves at once; the others wait their turn in that device's queue.
+   */
+  pacing?: PacingOptions;
+  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  maxQueuedSends?: number;
+  /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
+  waitForDevice?: number;
+}
+
+export interface PacingOptions {
+  /** At least this many ms between two departures to one device. */
+  minIntervalMs: number;
+  /** Plus a random 0..jitterMs ms (default 0). */
+  jitterMs?: number;
+  /** At most this many departures to one device in any 60 s (default Infinity). */
+  maxPerMinute?: number;
 }
 
 interface SendOptions {
   /** Overrides the config's deviceSelectionStrategy for this call. */
   deviceSelectionStrategy?: DeviceSelectionStrategy;
-  /** ms to wait for this call's result (default: config requestTimeout). */
+  /** ms to wait for this call's result (default: config requestTimeout), counted from the call. */
   timeout?: number;
+  /**
+   * 1 to 200 characters. A later call with the same API key and key within
+   * idempotencyTtl sends nothing and settles like the first, with `duplicate: true`.
+   */
+  idempotencyKey?: string;
+  /** Resolve on this ack or a higher one (default 'sent': the extension's result). */
+  waitFor?: AckLevel;
+  /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
+  waitForDevice?: number;
 }
 
 export interface SendMessageData extends SendOptions {
@@ -154,6 +192,33 @@ export interface MessageResult {
   messageId: string | number | null;
   timestamp: number;
   deviceInfo: DeviceInfo;
+  /** The highest ack known when it resolved ('sent' on the extension's result). */
+  ack: AckLevel;
+  /** Present (true) when an earlier call with the same idempotencyKey settled this one. */
+  duplicate?: true;
+}
+
+/** `getMessageStatus(requestId)`. */
+export interface MessageStatus {
+  requestId: string;
+  state: 'queued' | 'in-flight' | 'sent' | 'failed';
+  /** null until the extension's result. */
+  ack: AckLevel | null;
+  /** null while it waits for a device. */
+  sessionId: string | null;
+  /** ms since the epoch. */
+  updatedAt: number;
+}
+
+/** What an extension forwards in an `incoming-message` frame; passed through as sent. */
+export interface IncomingMessage {
+  messageId: string;
+  from: string;
+  chatId?: string;
+  body?: string;
+  timestamp: number;
+  media?: { mimeType: string; dataUrl?: string; fileName?: string };
+  [key: string]: unknown;
 }
 
 export interface SessionInfo {
@@ -184,7 +249,9 @@ export type MessageLogType =
   | 'image-sent'
   | 'video-sent'
   | 'document-sent'
-  | 'send-failed';
+  | 'send-failed'
+  | 'message-ack'
+  | 'message-received';
 
 export interface MessageLogData {
   type: MessageLogType;
@@ -199,6 +266,10 @@ export interface MessageLogData {
   status?: 'success' | 'failure';
   error?: string;
   details?: any;
+  /** `message-ack`: the ack that arrived. */
+  ack?: Exclude<AckLevel, 'sent'>;
+  /** `message-received`: the incoming message. */
+  data?: IncomingMessage;
 }
 
 export interface HealthCheckResponse {
@@ -212,6 +283,8 @@ export interface HealthCheckResponse {
   connections: number;
   /** Sends waiting for their result. */
   pendingRequests: number;
+  /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
+  queuedSends: number;
   /** The port listened on, while running. */
   port?: number;
 }
@@ -222,8 +295,48 @@ export declare class GatewayError extends Error {
   details: any;
 }
 
+/** Names the gateway emits (SPEC 5.4); never 'error'. */
+export type GatewayEventName =
+  | 'event'
+  | 'session-connected'
+  | 'session-status'
+  | 'session-disconnected'
+  | 'heartbeat-timeout'
+  | 'message-sent'
+  | 'image-sent'
+  | 'video-sent'
+  | 'document-sent'
+  | 'send-failed'
+  | 'message-ack'
+  | 'message-received';
+
+/** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
+export interface SessionWithKey extends SessionInfo {
+  apiKey: string;
+}
+
+/**
+ * Also an EventEmitter: every onMessageLog event under its `type` and under 'event',
+ * every error under 'gateway-error'. A listener that throws is reported as
+ * CALLBACK_ERROR; a throw in a 'gateway-error' listener is swallowed.
+ */
+// The EventEmitter methods are declared here rather than inherited from
+// 'node:events' so that the types need no @types/node.
 export declare class WhatsAppGateway {
   constructor(config: GatewayConfig);
+  on(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  on(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  once(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
+  once(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
+  addListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  off(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
+  removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
+  listenerCount(event: GatewayEventName | 'gateway-error'): number;
+  /** Every session of every key, with its full apiKey. */
+  getAllSessions(): SessionWithKey[];
+  /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
+  metrics(): string;
   readonly isRunning: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;
@@ -233,6 +346,8 @@ export declare class WhatsAppGateway {
   sendDocument(apiKey: string, data: SendDocumentData): Promise<MessageResult>;
   getActiveSessions(apiKey: string): SessionInfo[];
   getHealth(): HealthCheckResponse;
+  /** What became of a send of the last idempotencyTtl, or null (the oldest are forgotten first). */
+  getMessageStatus(requestId: string): MessageStatus | null;
   /** `{ port }` while listening, else null. */
   address(): { port: number } | null;
 }
@@ -248,6 +363,7 @@ export declare const SERVER_MESSAGE_TYPES: {
   readonly AUTH_SUCCESS: 'auth-success';
   readonly AUTHENTICATED: 'authenticated';
   readonly ERROR: 'error';
+  readonly INCOMING_ACK: 'incoming-ack';
 };
 
 export declare const EXTENSION_MESSAGE_TYPES: {
@@ -256,4 +372,6 @@ export declare const EXTENSION_MESSAGE_TYPES: {
   readonly STATUS: 'status';
   readonly MESSAGE_RESULT: 'message-result';
   readonly HEARTBEAT: 'heartbeat';
+  readonly MESSAGE_ACK: 'message-ack';
+  readonly INCOMING_MESSAGE: 'incoming-message';
 };

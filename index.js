@@ -1,7 +1,10 @@
 'use strict';
 // The JavaScript face of the gateway: the v1 API on top of the Rust core. It checks
 // arguments, keeps one promise per send call, and dispatches what the core
-// delivers (results, events, errors) in batches.
+// delivers (results, events, errors) in batches, to the callbacks and to listeners.
+const EventEmitter = require('node:events');
+const fs = require('node:fs');
+const path = require('node:path');
 const {
   ERROR_CODES,
   SERVER_MESSAGE_TYPES,
@@ -10,18 +13,33 @@ const {
   fromNative,
 } = require('./lib/errors');
 const { attach } = require('./lib/attach');
+const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
+const { IdempotencyKeys } = require('./lib/idempotency');
+const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
+const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
+const { SendMetrics, render } = require('./lib/metrics');
 
+/**
+ * The addon the install put next to this file, else the one the tarball carries for
+ * this platform (when install scripts did not run).
+ */
 function loadNative() {
-  try {
-    return require('./gateway.node');
-  } catch (error) {
-    throw new Error(
-      `whatsapp-ws-extension-gateway: the native addon is missing or broken (${error.message}). ` +
-        'Build it with `npm run build` (needs a Rust toolchain).',
-    );
+  let problem = 'gateway.node is not there';
+  for (const file of [path.join(__dirname, 'gateway.node'), prebuiltPath()]) {
+    if (!fs.existsSync(file)) continue;
+    try {
+      return require(file);
+    } catch (error) {
+      problem = error.message;
+    }
   }
+  throw new Error(
+    `whatsapp-ws-extension-gateway: the native addon is missing or broken (${problem}). ` +
+      'Reinstall it with `npm rebuild whatsapp-ws-extension-gateway` (its install script must be allowed to run); ' +
+      'in a clone of the repository, `npm run build`.',
+  );
 }
 const { NativeGateway, batchLayout } = loadNative();
 
@@ -70,7 +88,12 @@ function describe(error) {
   return error instanceof Error ? error.message : String(error);
 }
 
-class WhatsAppGateway {
+/**
+ * Also an EventEmitter (SPEC 5.4): every event under its `type` and under 'event',
+ * every error under 'gateway-error' (never 'error', which would crash an app that
+ * does not listen).
+ */
+class WhatsAppGateway extends EventEmitter {
   #native;
   #callbacks;
   #server;
@@ -88,14 +111,22 @@ class WhatsAppGateway {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
+  /** `idempotencyKey`s in use (SPEC 5.2). */
+  #idempotency;
+  #sendMetrics = new SendMetrics();
 
   constructor(config) {
+    super();
     const { native, callbacks, server } = normalizeConfig(config);
+    warnUnknownOptions(config);
     this.#callbacks = callbacks;
     this.#server = server;
     this.#path = native.path;
     this.#port = native.port;
-    this.#native = new NativeGateway(native, wrapValidator(callbacks.validateApiKey), (batch) =>
+    this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
+    // Listeners may be added at any time, and the debug log wants session events too.
+    const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
+    this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
       this.#onBatch(batch),
     );
   }
@@ -114,12 +145,29 @@ class WhatsAppGateway {
         this.#native.start();
       }
     } catch (error) {
-      throw new GatewayError(error.code ?? 'SERVER_ERROR', `Cannot start the gateway: ${error.message}`, {
+      throw new GatewayError(error.code ?? 'SERVER_ERROR', this.#startFailure(error), {
         port: this.#server ? undefined : this.#port,
       });
     }
     this.#running = true;
     this.#updateHold();
+    if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
+    else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
+  }
+
+  /** Why start() failed, naming the port and the fix where there is one. */
+  #startFailure(error) {
+    const where = `port ${this.#port}`;
+    switch (error.code) {
+      case 'EADDRINUSE':
+        return `Cannot start the gateway: ${where} is already in use (EADDRINUSE); stop whatever listens there or pass another 'port'`;
+      case 'EACCES':
+        return `Cannot start the gateway: no permission to listen on ${where} (EACCES); ports below 1024 need privileges, pick a higher 'port'`;
+      case 'EADDRNOTAVAIL':
+        return `Cannot start the gateway on ${where}: the 'host' address is not on this machine (EADDRNOTAVAIL)`;
+      default:
+        return `Cannot start the gateway: ${error.message}`;
+    }
   }
 
   stop() {
@@ -157,6 +205,28 @@ class WhatsAppGateway {
     return this.#native.sessions(apiKey);
   }
 
+  /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
+  getMessageStatus(requestId) {
+    if (typeof requestId !== 'string') return null;
+    return this.#native.messageStatus(requestId) ?? null;
+  }
+
+  /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
+  getAllSessions() {
+    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
+  }
+
+  /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (SPEC 5.4). */
+  metrics() {
+    return render({
+      sessions: this.getAllSessions(),
+      health: this.getHealth(),
+      pendingSends: this.#calls.size,
+      sends: this.#sendMetrics,
+      core: this.#native.coreMetrics(),
+    });
+  }
+
   getHealth() {
     return this.#native.health();
   }
@@ -173,17 +243,26 @@ class WhatsAppGateway {
     try {
       args = sendArgs(kind, apiKey, data);
     } catch (error) {
+      this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR');
       this.#reportError(error);
       return Promise.reject(error);
     }
+    if (args.idempotencyKey !== undefined) {
+      return this.#idempotency.run(apiKey, args.idempotencyKey, () => this.#dispatch(kind, apiKey, args));
+    }
+    return this.#dispatch(kind, apiKey, args);
+  }
+
+  #dispatch(kind, apiKey, args) {
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
+    const startedAt = performance.now();
     return new Promise((resolve, reject) => {
-      // What the `*-sent` event needs besides what the core reports.
-      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber });
+      // What the `*-sent` event and the metrics need besides what the core reports.
+      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout } = args;
-        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout });
+        const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
+        this.#native.send(id, { kind, apiKey, phoneNumber, text, mediaSource: media, documentName, strategy, timeout, delivery });
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -195,6 +274,7 @@ class WhatsAppGateway {
       } catch (error) {
         this.#calls.delete(id);
         this.#updateHold();
+        this.#sendMetrics.settled(kind, 'SERVER_ERROR', startedAt);
         reject(new GatewayError('SERVER_ERROR', describe(error), null));
       }
     });
@@ -210,7 +290,11 @@ class WhatsAppGateway {
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
         this.#reportError(error);
-        this.#settle(items[i + 1])?.reject(error);
+        const call = this.#settle(items[i + 1]);
+        if (call) {
+          this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
+          call.reject(error);
+        }
         i += 3;
       } else if (tag === BATCH.log) {
         this.#log(items[i + 1]);
@@ -218,7 +302,11 @@ class WhatsAppGateway {
       } else if (tag === BATCH.error) {
         this.#reportError(fromNative(items[i + 1]));
         i += 2;
+      } else if (tag === BATCH.debug) {
+        debug('%s', items[i + 1]);
+        i += 2;
       } else {
+        debug('stopped');
         this.#stopping = null;
         this.#stopped?.();
         this.#stopped = null;
@@ -229,16 +317,25 @@ class WhatsAppGateway {
   }
 
   #resolved(items, at) {
-    const call = this.#settle(items[at + AT.call]);
+    // Stage (src/deliveries.rs): 0 result, 1 result while waiting for an ack, 2 that ack.
+    const stage = items[at + AT.stage];
+    const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
     if (!call) return;
     const requestId = items[at + AT.requestId];
     const messageId = items[at + AT.messageId];
     const sessionId = items[at + AT.sessionId];
-    const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
-    call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo });
-    if (this.#callbacks.onMessageLog) {
+    if (stage !== 1) {
+      const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
+      this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+      const ack = items[at + AT.ack];
+      call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+    }
+    if (stage === 2) return;
+    const type = SENT_EVENTS[call.kind];
+    // Built only when someone takes it: this is the hot path.
+    if (this.#callbacks.onMessageLog || this.listenerCount(type) > 0 || this.listenerCount('event') > 0) {
       this.#log({
-        type: SENT_EVENTS[call.kind],
+        type,
         apiKey: call.apiKey,
         sessionId,
         userId: items[at + AT.userId],
@@ -271,15 +368,21 @@ class WhatsAppGateway {
   }
 
   #log(event) {
+    debugEvent(event);
     const { onMessageLog } = this.#callbacks;
-    if (!onMessageLog) return;
-    try {
-      const returned = onMessageLog(event);
-      if (returned && typeof returned.then === 'function') {
-        returned.then(undefined, (error) => this.#callbackFailed('onMessageLog', error));
-      }
-    } catch (error) {
-      this.#callbackFailed('onMessageLog', error);
+    if (onMessageLog) call(onMessageLog, this, event, (error) => this.#callbackFailed('onMessageLog', error));
+    this.#emitSafely(event.type, event);
+    this.#emitSafely('event', event);
+  }
+
+  /**
+   * `emit`, except that a listener that throws or rejects is a CALLBACK_ERROR and
+   * the listeners after it still run.
+   */
+  #emitSafely(name, value) {
+    if (this.listenerCount(name) === 0) return;
+    for (const listener of this.rawListeners(name)) {
+      call(listener, this, value, (error) => this.#callbackFailed(`'${name}' listener`, error));
     }
   }
 
@@ -292,16 +395,32 @@ class WhatsAppGateway {
     );
   }
 
-  /** onError never breaks the gateway: what it throws is swallowed. */
+  /**
+   * To onError and 'gateway-error' listeners; what they throw is swallowed (reporting
+   * a failure of the error handler to itself would recurse). With neither, failures
+   * the host would want to know about become process warnings.
+   */
   #reportError(error) {
+    debugError(error);
     const { onError } = this.#callbacks;
-    if (!onError) return;
-    try {
-      const returned = onError(error);
-      if (returned && typeof returned.then === 'function') returned.then(undefined, () => {});
-    } catch {
-      // Reporting a failure of the error handler to itself would recurse.
+    const listening = this.listenerCount('gateway-error') > 0;
+    if (onError) call(onError, this, error, ignore);
+    if (listening) {
+      for (const listener of this.rawListeners('gateway-error')) call(listener, this, error, ignore);
     }
+    if (!onError && !listening) warnUnhandled(error);
+  }
+}
+
+function ignore() {}
+
+/** Calls a user's function; a throw or a rejected promise goes to `failed`. */
+function call(fn, self, value, failed) {
+  try {
+    const returned = fn.call(self, value);
+    if (returned && typeof returned.then === 'function') returned.then(undefined, failed);
+  } catch (error) {
+    failed(error);
   }
 }
 

@@ -19,29 +19,15 @@ const { WebSocketServer } = WebSocket;
 const gatewayPackage = require('..');
 const { WhatsAppGateway } = gatewayPackage;
 const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY, PNG_1x1 } = require('./helpers');
+const { guideBlock } = require('./guide-source');
 
 const PHONE = '+1234567890';
 const WS_PATH = '/wa-ext-ws';
 const root = path.resolve(__dirname, '..');
-const guidePath = process.env.GUIDE_MD || path.resolve(root, '../shared/seed/GUIDE.md');
-const guide = fs.existsSync(guidePath) ? fs.readFileSync(guidePath, 'utf8') : null;
-const noGuide = guide ? false : `guide not found at ${guidePath}`;
 const AsyncFunction = (async () => {}).constructor;
 
 // ---------------------------------------------------------------------------
-// Guide extraction
-
-const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-
-/** The first fenced block after the heading `## title` / `### title` (any level). */
-function guideBlock(title, language = 'javascript') {
-  const heading = new RegExp(`^#{1,6} ${escapeRe(title)}\\s*$`, 'm').exec(guide);
-  assert.ok(heading, `guide has a section "${title}"`);
-  const fence = guide.indexOf('```' + language, heading.index);
-  assert.ok(fence > heading.index, `section "${title}" has a ${language} block`);
-  const start = guide.indexOf('\n', fence) + 1;
-  return guide.slice(start, guide.indexOf('\n```', start));
-}
+// Guide extraction: ./guide-source.js
 
 /**
  * Runs a guide block unchanged as the body of an async function. Names in `provided`
@@ -406,7 +392,7 @@ async function restSendWorks(ctx, ext, apiKey = ext.apiKey, message = `hello ${e
 // ---------------------------------------------------------------------------
 // 1. The guide's Complete REST API Example
 
-test('guide "Complete REST API Example" runs unchanged on port 3000 (its validateApiKey is a stub)', { skip: noGuide, timeout: 15_000 }, async (t) => {
+test('guide "Complete REST API Example" runs unchanged on port 3000 (its validateApiKey is a stub)', { timeout: 15_000 }, async (t) => {
   if (!(await portIsFree(3000))) {
     t.skip('port 3000 is in use');
     return;
@@ -558,7 +544,7 @@ function productionFakes(knownKeys) {
   return { fakes: { winston, pg: { Pool }, dotenv }, logged, queries, pools };
 }
 
-test('guide "Complete Production Example" runs unchanged with fake winston/pg/dotenv; SIGTERM shuts down', { skip: noGuide, timeout: 15_000 }, async (t) => {
+test('guide "Complete Production Example" runs unchanged with fake winston/pg/dotenv; SIGTERM shuts down', { timeout: 15_000 }, async (t) => {
   const add = cleanups(t);
   const PROD_KEY = 'prod-key-0123456789';
   const { fakes, logged, queries, pools } = productionFakes([PROD_KEY]);

@@ -7,6 +7,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 
 const native = require(path.join(__dirname, '..', 'gateway.node'));
+const { normalizeConfig } = require('../lib/options');
 
 test('a success is delivered as these slots, in this order', () => {
   const layout = native.batchLayout();
@@ -19,19 +20,16 @@ test('a success is delivered as these slots, in this order', () => {
     'extensionVersion',
     'browser',
     'userId',
+    'ack',
+    'stage',
   ]);
-  const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped];
+  const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped, layout.debug];
   assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');
   assert.ok(tags.every((tag) => Number.isInteger(tag) && !layout.resolvedFields.includes(tag)));
 });
 
 test('kinds and strategies are typed: an unknown one is refused, not turned into a text message', () => {
-  const config = {
-    port: 0, path: '/wa-ext-ws', heartbeatInterval: 30000, heartbeatTimeout: 60000, requestTimeout: 30000,
-    maxSessionsPerKey: 10, deviceSelectionStrategy: 'round-robin', authTimeout: 10000, maxPayload: 1048576,
-    maxMediaBytes: 10485760, mediaFileRoots: [], mediaAllowPrivateHosts: false, mediaFetchTimeout: 30000,
-    dialect: 'compat', logEvents: false, trustProxy: false,
-  };
+  const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
   const core = new native.NativeGateway(config, async () => ({ valid: false }), () => {});
   assert.throws(() => core.send(1, { kind: 'sticker', apiKey: 'k', phoneNumber: '+1234567', text: 'x' }), /sticker|kind|enum/i);
   assert.throws(

@@ -12,18 +12,7 @@ const { WhatsAppGateway } = require('..');
 const { startGateway, FakeExtension } = require('./helpers');
 
 const root = path.resolve(__dirname, '..');
-const guidePath = process.env.GUIDE_MD || path.resolve(root, '../shared/seed/GUIDE.md');
-const guide = fs.existsSync(guidePath) ? fs.readFileSync(guidePath, 'utf8') : null;
-const skip = guide ? false : `guide not found at ${guidePath}`;
-
-/** The first fenced block after the heading `### <title>` (a heading may go on, as in "(Default)"). */
-function block(title, language) {
-  const at = guide.indexOf(`\n### ${title}`);
-  assert.ok(at >= 0, `guide has a section "${title}"`);
-  const fence = guide.indexOf('```' + language, at);
-  const start = guide.indexOf('\n', fence) + 1;
-  return guide.slice(start, guide.indexOf('\n```', start));
-}
+const { guideBlock: block } = require('./guide-source');
 
 const AsyncFunction = (async () => {}).constructor;
 const API_KEY = 'api-key-123';
@@ -58,7 +47,7 @@ async function runExample(title, gateway, log = []) {
   return { result: await fn(...values), log, routes: provided.routes };
 }
 
-test('guide: examples that build their own gateway', { skip }, async () => {
+test('guide: examples that build their own gateway', async () => {
   const { result: basic } = await runExample('Basic Setup');
   try {
     assert.equal(basic.getHealth().status, 'running');
@@ -77,7 +66,7 @@ test('guide: examples that build their own gateway', { skip }, async () => {
   }
 });
 
-test('guide: sending, media, sessions, device selection and errors', { skip, timeout: 60_000 }, async (t) => {
+test('guide: sending, media, sessions, device selection and errors', { timeout: 60_000 }, async (t) => {
   const { gateway, url } = await startGateway({ validKeys: [API_KEY] });
   t.after(() => gateway.stop());
   const devices = [];
@@ -127,7 +116,7 @@ test('guide: sending, media, sessions, device selection and errors', { skip, tim
   await runExample('Retry Logic with Exponential Backoff', gateway);
 });
 
-test('guide: no active device and request timeout paths', { skip, timeout: 60_000 }, async (t) => {
+test('guide: no active device and request timeout paths', { timeout: 60_000 }, async (t) => {
   const { gateway, url } = await startGateway({ validKeys: [API_KEY] });
   t.after(() => gateway.stop());
   const { log } = await runExample('No Active Device', gateway);
@@ -151,7 +140,7 @@ test('guide: no active device and request timeout paths', { skip, timeout: 60_00
   assert.equal(timeoutLog[1][1], silent.commands[0].requestId);
 });
 
-test('guide: TypeScript examples type-check against index.d.ts', { skip, timeout: 120_000 }, () => {
+test('guide: TypeScript examples type-check against index.d.ts', { timeout: 120_000 }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-ts-'));
   try {
     fs.mkdirSync(path.join(dir, 'node_modules'));

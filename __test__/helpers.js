@@ -17,7 +17,7 @@ async function startGateway(options = {}) {
   const validKeys = options.validKeys ?? [GOOD_KEY, OTHER_KEY];
   const { validKeys: _ignored, ...rest } = options;
   const gateway = new WhatsAppGateway({
-    port: 0,
+    port: '0',
     host: '127.0.0.1',
     validateApiKey: async (apiKey) =>
       validKeys.includes(apiKey) ? { valid: true, userId: `user-${apiKey.slice(0, 4)}` } : { valid: false },

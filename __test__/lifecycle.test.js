@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
-const { WhatsAppGateway } = require('..');
+const { WhatsAppGateway, ERROR_CODES } = require('..');
 const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('./helpers');
 
 const ROOT = path.resolve(__dirname, '..');
@@ -52,7 +52,7 @@ const tick = (ms = 50) => new Promise((r) => setTimeout(r, ms));
 // 1. start / getHealth / stop
 
 test('start() resolves, getHealth() reports running then stopped (sync and awaited)', async (t) => {
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   t.after(() => gateway.stop());
 
   const before = gateway.getHealth();
@@ -123,6 +123,8 @@ test('start() twice rejects as already running and the first server keeps workin
   const error = await rejection(gateway.start());
   assert.ok(error instanceof Error);
   assert.match(error.message, /already running/i);
+  assert.equal(error.code, 'ALREADY_RUNNING');
+  assert.equal(ERROR_CODES[error.code], error.code, 'every code the API shows is in ERROR_CODES');
   assert.equal(gateway.getHealth().status, 'running');
   assert.equal(gateway.address().port, port);
 
@@ -136,12 +138,12 @@ test('start() twice rejects as already running and the first server keeps workin
 // 3. stop(): idempotent, frees the port, restartable
 
 test('stop() is idempotent, also on a gateway that was never started', async () => {
-  const never = new WhatsAppGateway({ port: 0, validateApiKey });
+  const never = new WhatsAppGateway({ port: '0', validateApiKey });
   assert.equal(await never.stop(), undefined);
   assert.equal(await never.stop(), undefined);
   assert.equal(never.getHealth().status, 'stopped');
 
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   await gateway.start();
   // Concurrent and sequential calls all resolve.
   await Promise.all([gateway.stop(), gateway.stop()]);
@@ -324,7 +326,7 @@ function assertExitedByItself(run) {
 test('a process that started, used and stopped a gateway exits by itself with code 0', async () => {
   const script = `${PRELUDE}
 (async () => {
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   await gateway.start();
   const ws = new WebSocket('ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws');
   const frames = [];
@@ -361,7 +363,7 @@ test('a process that started, used and stopped a gateway exits by itself with co
 
 test('a process that only constructs a gateway exits by itself', async () => {
   const script = `${PRELUDE}
-const gateway = new WhatsAppGateway({ port: 0, validateApiKey });
+const gateway = new WhatsAppGateway({ port: '0', validateApiKey });
 console.log('CONSTRUCTED ' + gateway.getHealth().status);
 `;
   const run = await runScript(script);
@@ -372,7 +374,7 @@ console.log('CONSTRUCTED ' + gateway.getHealth().status);
 test('a process that starts and stops a gateway without clients exits by itself', async () => {
   const script = `${PRELUDE}
 (async () => {
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   await gateway.start();
   await gateway.stop();
   console.log('STOPPED ' + gateway.getHealth().status);
@@ -386,7 +388,7 @@ test('a process that starts and stops a gateway without clients exits by itself'
 test('a process with a running gateway stays alive, like a listening net.Server', async () => {
   const script = `${PRELUDE}
 (async () => {
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   await gateway.start();
   console.log('LISTENING ' + gateway.address().port);
 })().catch(fail);
@@ -522,7 +524,7 @@ test('an onError that throws (or rejects) is swallowed and breaks nothing', asyn
 
 test('a gateway without onMessageLog and onError works', async (t) => {
   const seen = watchProcess(t);
-  const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey });
+  const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey });
   t.after(() => gateway.stop());
   await gateway.start();
   const url = `ws://127.0.0.1:${gateway.address().port}/wa-ext-ws`;
@@ -556,7 +558,9 @@ test('bad config throws a TypeError naming the option', () => {
     [{ validateApiKey: fn, port: 70000 }, 'port'],
     [{ validateApiKey: fn, heartbeatInterval: -1 }, 'heartbeatInterval'],
     [{ validateApiKey: fn, heartbeatInterval: '30000' }, 'heartbeatInterval'],
-    [{ validateApiKey: fn, maxSessionsPerKey: 0 }, 'maxSessionsPerKey'],
+    // 0 is v1's "unset" (SPEC 2.1): see first-hour.test.js.
+    [{ validateApiKey: fn, maxSessionsPerKey: -1 }, 'maxSessionsPerKey'],
+    [{ validateApiKey: fn, maxSessionsPerKey: 2.5 }, 'maxSessionsPerKey'],
     [{ validateApiKey: fn, deviceSelectionStrategy: 'fastest' }, 'deviceSelectionStrategy'],
     [{ validateApiKey: fn, allowedOrigins: 'x' }, 'allowedOrigins'],
     [{ validateApiKey: fn, mediaFileRoots: [1] }, 'mediaFileRoots'],
@@ -595,7 +599,7 @@ test('omitted (or undefined) options take their defaults: all interfaces, path /
       'deviceSelectionStrategy', 'authTimeout', 'maxPayload', 'maxMediaBytes', 'allowedOrigins',
       'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'onMessageLog', 'onError'].map((k) => [k, undefined]),
   );
-  const gateway = new WhatsAppGateway({ validateApiKey, port: 0, ...undefinedOptions });
+  const gateway = new WhatsAppGateway({ validateApiKey, port: '0', ...undefinedOptions });
   t.after(() => gateway.stop());
   await gateway.start();
   const { port } = gateway.address();
@@ -628,4 +632,40 @@ test('getActiveSessions of a key without sessions, or of a non-string, is []', a
   }
   assert.deepEqual(await gateway.getActiveSessions(OTHER_KEY), []);
   assert.equal((await gateway.getActiveSessions(GOOD_KEY)).length, 1);
+});
+
+test('reusePort: two gateways serve one port, each keeps serving when the other stops; without it the second is EADDRINUSE', async (t) => {
+  const port = await freePort();
+  const make = (reusePort) => new WhatsAppGateway({ port, host: '127.0.0.1', reusePort, validateApiKey });
+  const first = make(true);
+  const second = make(true);
+  t.after(() => Promise.all([first.stop(), second.stop()]));
+  await first.start();
+  await second.start();
+
+  const lone = make(false);
+  t.after(() => lone.stop());
+  assert.equal((await rejection(lone.start())).code, 'EADDRINUSE');
+
+  // The kernel picks a gateway per connection: each extension's sends go through the one that took it.
+  const url = `ws://127.0.0.1:${port}/wa-ext-ws`;
+  const holderOf = async (ext) => {
+    await waitFor(() => [first, second].some((g) => g.getActiveSessions(GOOD_KEY).some((s) => s.deviceActive)));
+    return [first, second].find((g) => g.getActiveSessions(GOOD_KEY).some((s) => s.sessionId === ext.sessionId));
+  };
+  const ext = new FakeExtension(url);
+  await ext.open();
+  await ext.authenticate();
+  ext.sendStatus(true);
+  const holder = await holderOf(ext);
+  assert.ok(holder, 'one of the two gateways holds the session');
+  const other = holder === first ? second : first;
+  await other.stop();
+  const result = await holder.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'one port, two gateways' });
+  assert.equal(result.deviceInfo.sessionId, ext.sessionId);
+  ext.close();
+});
+
+test('reusePort must be a boolean', () => {
+  assert.throws(() => new WhatsAppGateway({ validateApiKey, reusePort: 'yes' }), /reusePort/);
 });

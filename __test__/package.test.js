@@ -1,15 +1,23 @@
 'use strict';
-// The path users take: `npm pack`, then `npm install <tarball>` into a fresh app with
-// production dependencies only, which must build the addon and work from CommonJS,
-// ESM and TypeScript.
+// The path users take (SPEC 5.6): `npm pack` in this checkout, then `npm install
+// <tarball>` into a fresh app with production dependencies only, on a PATH without
+// cargo: the carried prebuilt binary must load, and the package must work from
+// CommonJS and ESM. When the carried binary cannot be used, the install says why.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { platformTag } = require('../scripts/prebuilt');
 
 const root = path.resolve(__dirname, '..');
+
+/** This machine's PATH without the directories that hold cargo: a machine without Rust. */
+const PATH_WITHOUT_CARGO = process.env.PATH.split(path.delimiter)
+  .filter((dir) => dir && !fs.existsSync(path.join(dir, 'cargo')))
+  .join(path.delimiter);
+const noRust = { PATH: PATH_WITHOUT_CARGO };
 
 function run(cmd, args, cwd, extraEnv = {}) {
   return execFileSync(cmd, args, {
@@ -21,20 +29,52 @@ function run(cmd, args, cwd, extraEnv = {}) {
   });
 }
 
-test('the packed tarball installs into a fresh app, builds, and sends', { timeout: 900_000 }, async (t) => {
-  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-pack-'));
-  t.after(() => fs.rmSync(work, { recursive: true, force: true }));
-  const tarball = run('npm', ['pack', '--silent', '--pack-destination', work], root).trim().split('\n').pop();
+/** Runs and returns { status, stdout, stderr } whatever the exit status. */
+function attempt(cmd, args, cwd, extraEnv = {}) {
+  return spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, ...extraEnv }, timeout: 120_000 });
+}
+
+const work = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-pack-'));
+let tarball;
+
+test.before(() => {
+  // prepack rebuilds the addon; cargo's target directory of this checkout keeps it incremental.
+  const name = run('npm', ['pack', '--silent', '--pack-destination', work], root, {
+    CARGO_TARGET_DIR: path.join(root, 'target'),
+  });
+  tarball = path.join(work, name.trim().split('\n').pop());
+});
+test.after(() => fs.rmSync(work, { recursive: true, force: true }));
+
+test('the machine for these tests has no cargo on the reduced PATH', () => {
+  const probe = attempt('cargo', ['--version'], work, noRust);
+  assert.equal(probe.error?.code, 'ENOENT');
+});
+
+test('npm pack carries a prebuilt binary for this platform and leaves no copy in the checkout', () => {
+  const listing = run('tar', ['-tzf', tarball], work).split('\n');
+  assert.ok(listing.includes(`package/prebuilds/${platformTag()}/gateway.node`), listing.join('\n'));
+  assert.ok(!listing.includes('package/gateway.node'), 'the loose addon is not packed');
+  assert.ok(!fs.existsSync(path.join(root, 'prebuilds')), 'postpack removed prebuilds/');
+  const manifest = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
+  assert.equal(manifest.optionalDependencies, undefined);
+});
+
+test('the tarball installs without Rust into a fresh app and sends', { timeout: 300_000 }, async () => {
   const app = path.join(work, 'app');
   fs.mkdirSync(app);
   fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
-  // Reusing this checkout's cargo build directory only saves compile time: the
-  // tarball's own install script still runs cargo and copies the addon.
-  run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', path.join(work, tarball)], app, {
-    CARGO_TARGET_DIR: path.join(root, 'target'),
-  });
+  const install = attempt(
+    'npm',
+    ['install', '--omit=dev', '--no-audit', '--no-fund', '--foreground-scripts', tarball],
+    app,
+    noRust,
+  );
+  assert.equal(install.status, 0, install.stderr);
+  assert.match(install.stderr, new RegExp(`using the prebuilt binary for ${platformTag()}`));
+  assert.doesNotMatch(install.stderr, /building the addon from source/);
   const installed = path.join(app, 'node_modules', 'whatsapp-ws-extension-gateway');
-  assert.ok(fs.existsSync(path.join(installed, 'gateway.node')), 'install built gateway.node');
+  assert.ok(fs.existsSync(path.join(installed, 'gateway.node')), 'install put gateway.node in place');
   assert.ok(!fs.existsSync(path.join(installed, 'node_modules')), 'no dependencies were installed with it');
 
   // A client to play the extension: `ws` from this checkout, outside the app.
@@ -43,7 +83,7 @@ test('the packed tarball installs into a fresh app, builds, and sends', { timeou
     const { WhatsAppGateway, ERROR_CODES } = require('whatsapp-ws-extension-gateway');
     const WebSocket = require(${JSON.stringify(wsPath)});
     (async () => {
-      const gateway = new WhatsAppGateway({ port: 0, host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
       await gateway.start();
       const ws = new WebSocket('ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws');
       ws.on('message', (raw) => {
@@ -59,7 +99,7 @@ test('the packed tarball installs into a fresh app, builds, and sends', { timeou
       console.log(JSON.stringify({ messageId: result.messageId, code: ERROR_CODES.NO_ACTIVE_DEVICE }));
     })();
   `;
-  const out = JSON.parse(run(process.execPath, ['-e', script], app).trim());
+  const out = JSON.parse(run(process.execPath, ['-e', script], app, noRust).trim());
   assert.deepEqual(out, { messageId: 'm-1', code: 'NO_ACTIVE_DEVICE' });
 
   fs.writeFileSync(
@@ -68,6 +108,53 @@ test('the packed tarball installs into a fresh app, builds, and sends', { timeou
      const g = new WhatsAppGateway({ validateApiKey: () => ({ valid: true }) });
      console.log(JSON.stringify([typeof pkg.WhatsAppGateway, ERROR_CODES.GATEWAY_SHUTDOWN, SERVER_MESSAGE_TYPES.PING, EXTENSION_MESSAGE_TYPES.AUTH, g.getHealth().status]));`,
   );
-  const esm = JSON.parse(run(process.execPath, ['esm.mjs'], app).trim());
+  const esm = JSON.parse(run(process.execPath, ['esm.mjs'], app, noRust).trim());
   assert.deepEqual(esm, ['function', 'GATEWAY_SHUTDOWN', 'ping', 'auth', 'stopped']);
+});
+
+test('installed with install scripts skipped (npm --ignore-scripts, pnpm), the carried binary still loads', { timeout: 120_000 }, () => {
+  const app = path.join(work, 'app-no-scripts');
+  fs.mkdirSync(app);
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app2', version: '1.0.0', private: true }));
+  run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', '--ignore-scripts', tarball], app, noRust);
+  const installed = path.join(app, 'node_modules', 'whatsapp-ws-extension-gateway');
+  assert.ok(!fs.existsSync(path.join(installed, 'gateway.node')), 'the install script did not run');
+  const script = `
+    const { WhatsAppGateway } = require('whatsapp-ws-extension-gateway');
+    const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }) });
+    gateway.start().then(() => {
+      const running = gateway.getHealth().status;
+      return gateway.stop().then(() => console.log(running));
+    });
+  `;
+  assert.equal(run(process.execPath, ['-e', script], app, noRust).trim(), 'running');
+
+  // With neither binary, the error names the fix.
+  fs.rmSync(path.join(installed, 'prebuilds'), { recursive: true });
+  const missing = attempt(process.execPath, ['-e', "require('whatsapp-ws-extension-gateway')"], app, noRust);
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, /native addon is missing or broken/);
+  assert.match(missing.stderr, /npm rebuild whatsapp-ws-extension-gateway/);
+});
+
+test('without a usable prebuilt binary the install says why and what building needs', () => {
+  const unpacked = path.join(work, 'unpacked');
+  fs.mkdirSync(unpacked);
+  run('tar', ['-xzf', tarball, '-C', unpacked], work);
+  const pkg = path.join(unpacked, 'package');
+  const carried = path.join(pkg, 'prebuilds', platformTag(), 'gateway.node');
+
+  fs.writeFileSync(carried, 'not a shared library');
+  const broken = attempt(process.execPath, ['scripts/install.js'], pkg, noRust);
+  assert.notEqual(broken.status, 0);
+  assert.match(broken.stderr, /the prebuilt binary did not load: \S/);
+  assert.match(broken.stderr, /needs Rust\/cargo/);
+  assert.match(broken.stderr, /cargo was not found on PATH/);
+  assert.match(broken.stderr, /npm rebuild whatsapp-ws-extension-gateway/);
+
+  fs.rmSync(path.join(pkg, 'prebuilds'), { recursive: true });
+  const missing = attempt(process.execPath, ['scripts/install.js'], pkg, noRust);
+  assert.notEqual(missing.status, 0);
+  assert.match(missing.stderr, new RegExp(`no prebuilt binary for ${platformTag()}`));
+  assert.ok(!fs.existsSync(path.join(pkg, 'gateway.node')), 'no addon claimed to be installed');
 });

@@ -117,7 +117,7 @@ test('no result within the timeout rejects with REQUEST_TIMEOUT', async (t) => {
     .catch((e) => e);
   assert.equal(error.code, 'REQUEST_TIMEOUT');
   assert.match(error.message, /timed out/);
-  assert.deepEqual(error.details, { requestId: ext.commands[0].requestId, sessionId: ext.sessionId, timeout: 150 });
+  assert.deepEqual(error.details, { requestId: ext.commands[0].requestId, sessionId: ext.sessionId, timeout: 150, sent: true });
   await waitFor(() => events.find((e) => e.type === 'send-failed' && e.details.code === 'REQUEST_TIMEOUT'));
   // A late result settles nothing and breaks nothing.
   ext.result(ext.commands[0].requestId, { success: true });
@@ -167,7 +167,14 @@ test('a result from another session, or for an unknown id, settles nothing', asy
   intruder.result(requestId, { success: true, messageId: 'forged' });
   target.result('00000000-0000-4000-8000-000000000000', { success: true });
   target.result('not-a-uuid', { success: true });
-  await new Promise((r) => setTimeout(r, 100));
+  // A round trip on each socket: its reply comes after the gateway acted on every
+  // frame sent before it, so the forged results have been seen and ignored.
+  for (const ext of [intruder, target]) {
+    const echo = ext.next((frame) => frame.type === 'error' && /barrier/.test(frame.message));
+    ext.send({ type: 'barrier' });
+    await echo;
+  }
+  assert.equal(await Promise.race([promise, 'pending']), 'pending', 'nothing settled the send yet');
   target.result(requestId, { success: true, messageId: 'real' });
   const result = await promise;
   assert.equal(result.messageId, 'real');

@@ -28,7 +28,7 @@ if (process.argv[2] === 'extension') {
 async function measure(mode, pems, image) {
   const server = mode === 'https' ? https.createServer({ cert: pems.cert, key: pems.private }) : http.createServer();
   const options = { validateApiKey: () => ({ valid: true }), maxPayload: 16 << 20, dialect: 'v1' };
-  const gateway = new WhatsAppGateway(mode === 'standalone' ? { ...options, port: 0, host: '127.0.0.1' } : { ...options, server });
+  const gateway = new WhatsAppGateway(mode === 'standalone' ? { ...options, port: '0', host: '127.0.0.1' } : { ...options, server });
   await gateway.start();
   if (mode !== 'standalone') await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const port = mode === 'standalone' ? gateway.address().port : server.address().port;

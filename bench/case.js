@@ -1,6 +1,6 @@
 'use strict';
-// One benchmark case in a fresh process: starts a gateway (ours, or v1 from
-// --baseline), loads it with the Rust fleet, measures, and writes one JSON result
+// One benchmark case in a fresh process: starts a gateway (ours, v1 from --baseline,
+// or the uWebSockets.js peer), loads it with the Rust fleet, measures, and writes one JSON result
 // to file descriptor 3. Run by bench/run.js; see there for the cases.
 const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
@@ -15,6 +15,7 @@ const PHONE = '+1234567890';
 
 function loadGateway() {
   if (spec.impl === 'v1') return require(path.join(spec.baseline, 'src/index.js')).WhatsAppGateway;
+  if (spec.impl === 'peer') return require(path.join(spec.peer, 'index.js')).WhatsAppGateway;
   return require('..').WhatsAppGateway;
 }
 
@@ -96,12 +97,18 @@ async function roundTrips(gateway, fleet) {
   const { concurrency, seconds } = spec;
   const latencies = [];
   let failures = 0;
+  // With spec.idempotency every call carries a fresh key: the cost of the key store.
+  let nextKey = 0;
+  const data = () =>
+    spec.idempotency
+      ? { phoneNumber: PHONE, message: 'benchmark message', idempotencyKey: `k${nextKey++}` }
+      : { phoneNumber: PHONE, message: 'benchmark message' };
   const run = async (until, record) => {
     const worker = async () => {
       while (Date.now() < until) {
         const t = process.hrtime.bigint();
         try {
-          await gateway.sendMessage(KEY, { phoneNumber: PHONE, message: 'benchmark message' });
+          await gateway.sendMessage(KEY, data());
           if (record) latencies.push(Number(process.hrtime.bigint() - t) / 1000);
         } catch {
           failures++;
@@ -158,6 +165,36 @@ async function media(gateway) {
   };
 }
 
+/**
+ * SPEC 5.2: `spec.queued` sends to one paced device whose interval is a minute, so
+ * all but the first wait in its queue: what each waiting send costs, then stop().
+ */
+async function queued(gateway) {
+  gc();
+  const before = { rss: procStatus('VmRSS'), heap: process.memoryUsage().heapUsed };
+  const t0 = process.hrtime.bigint();
+  const sends = [];
+  for (let i = 0; i < spec.queued; i++) {
+    sends.push(gateway.sendMessage(KEY, { phoneNumber: PHONE, message: `queued message ${i}` }).catch((e) => e.code));
+  }
+  const enqueueMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  await sleep(200);
+  gc();
+  const after = { rss: procStatus('VmRSS'), heap: process.memoryUsage().heapUsed };
+  const queuedNow = sends.length - 1;
+  const t1 = Date.now();
+  await gateway.stop();
+  const codes = await Promise.all(sends);
+  return {
+    queued: queuedNow,
+    failures: codes.filter((c) => c !== 'GATEWAY_SHUTDOWN').length,
+    rssPerQueuedSendB: (after.rss - before.rss) / queuedNow,
+    heapPerQueuedSendB: (after.heap - before.heap) / queuedNow,
+    enqueueUsPerSend: (enqueueMs * 1000) / spec.queued,
+    stopMs: Date.now() - t1,
+  };
+}
+
 async function idle(gateway, port) {
   const before = { rss: procStatus('VmRSS'), heap: process.memoryUsage().heapUsed };
   const fleet = startFleet(port, 0, spec.idle);
@@ -205,6 +242,7 @@ async function main() {
     config.host = '127.0.0.1';
     if (spec.dialect) config.dialect = spec.dialect;
     config.maxPayload = 16 << 20;
+    Object.assign(config, spec.options);
   }
   const gateway = new Gateway(config);
   await gateway.start();
@@ -217,6 +255,12 @@ async function main() {
     const fleet = startFleet(spec.port, spec.devices, spec.idle ?? 0);
     await fleet.ready;
     await waitFor(() => gateway.getActiveSessions(KEY).filter((s) => s.deviceActive).length >= spec.devices, 60_000, 'devices');
+    if (spec.scenario === 'queued') {
+      result = await queued(gateway);
+      await fleet.stats();
+      fs.writeSync(3, `${JSON.stringify(result)}\n`);
+      process.exit(0);
+    }
     result = spec.scenario === 'media' ? await media(gateway) : await roundTrips(gateway, fleet);
     await fleet.stats();
   }

@@ -2,7 +2,7 @@
 // `npm run bench`: our gateway against v1, case by case in one run, each case in a
 // fresh Node process, repeated, reported as median [min-max] and ours/v1.
 //
-//   node bench/run.js [--runs 3] [--baseline PATH] [--only REGEX] [--quick] [--out DIR]
+//   node bench/run.js [--runs 3] [--baseline PATH] [--peer PATH] [--only REGEX] [--quick] [--out DIR]
 //
 // v1 comes from ../shared/baseline-v1 (or --baseline), installed once into a temp
 // dir; without it, ours runs alone. The load is the Rust fleet in bench/fleet, built
@@ -43,15 +43,17 @@ function buildTools() {
   return { fleet: path.join(bin, 'fleet'), coreDriver: path.join(bin, 'core-driver') };
 }
 
-/** v1 installed into a temp dir (npm ci from its lockfile), reused across runs. */
-function prepareBaseline() {
-  const given = option('--baseline');
-  const source = given ? path.resolve(given) : path.resolve(root, '../shared/baseline-v1');
+/**
+ * An anchor implementation (v1, or the uWebSockets.js peer) installed into a temp dir
+ * with npm ci from its lockfile, reused across runs; null when it is not there.
+ */
+function prepareAnchor(name, given, defaultSource) {
+  const source = given ? path.resolve(given) : path.resolve(root, defaultSource);
   if (quick || !fs.existsSync(path.join(source, 'package.json'))) return null;
   const lock = fs.readFileSync(path.join(source, 'package-lock.json'));
-  const dir = path.join(os.tmpdir(), `wa-gateway-v1-${crypto.createHash('sha1').update(lock).digest('hex').slice(0, 10)}`);
+  const dir = path.join(os.tmpdir(), `wa-gateway-${name}-${crypto.createHash('sha1').update(lock).digest('hex').slice(0, 10)}`);
   if (!fs.existsSync(path.join(dir, 'node_modules'))) {
-    log(`installing v1 from ${source} into ${dir}...`);
+    log(`installing ${name} from ${source} into ${dir}...`);
     fs.rmSync(dir, { recursive: true, force: true });
     fs.cpSync(source, dir, { recursive: true });
     fs.chmodSync(dir, 0o755);
@@ -114,7 +116,7 @@ function cases(maxSessions) {
         if (idle && concurrency === 1) continue;
         const name = `round trips D=${devices} C=${concurrency}${idle ? ' +10k idle' : ''}`;
         const spec = { scenario: 'roundtrip', devices, concurrency, idle, seconds, calls: 200_000 };
-        list.push([name, spec, ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall', 'fleetCpuUsPerCall'], ['ours', 'v1', 'core']]);
+        list.push([name, spec, ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall', 'fleetCpuUsPerCall'], ['ours', 'v1', 'peer', 'core']]);
       }
     }
   }
@@ -122,11 +124,23 @@ function cases(maxSessions) {
   for (const idle of quick ? [200] : [1000, 10_000, maxSessions]) {
     // Pings every 5 s: each sweep over 10k sessions lands inside the idle window twice.
     const spec = { scenario: 'idle', idle, heartbeatInterval: 5000, idleSeconds: quick ? 1 : 10 };
-    list.push([`idle sessions ${idle}`, spec, idleMetrics, ['ours', 'v1']]);
+    list.push([`idle sessions ${idle}`, spec, idleMetrics, ['ours', 'v1', 'peer']]);
   }
+  // SPEC 5.2 delivery: the cost of pacing (interval 0: every send through a device
+  // queue) and of idempotency keys when they are on; then 10k sends queued on one device.
+  const deliveryMetrics = ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall'];
+  for (const [label, extra] of [
+    ['pacing on', { options: { pacing: { minIntervalMs: 0 }, maxQueuedSends: 100_000 } }],
+    ['idempotency keys', { idempotency: true }],
+  ]) {
+    const spec = { scenario: 'roundtrip', devices: 1, concurrency: quick ? 16 : 64, idle: 0, seconds, calls: 200_000, ...extra };
+    list.push([`round trips D=1 C=${spec.concurrency} (${label})`, spec, deliveryMetrics, ['ours']]);
+  }
+  const queuedSpec = { scenario: 'queued', devices: 1, queued: quick ? 500 : 10_000, options: { pacing: { minIntervalMs: 60_000 }, maxQueuedSends: 100_000 } };
+  list.push([`${queuedSpec.queued} sends queued on one paced device`, queuedSpec, ['rssPerQueuedSendB', 'heapPerQueuedSendB', 'enqueueUsPerSend', 'stopMs'], ['ours']]);
   for (const concurrency of quick ? [2] : [1, 8]) {
     const spec = { scenario: 'media', devices: 1, concurrency, imageBytes: 4 << 20 };
-    list.push([`media 4 MiB C=${concurrency}`, { ...spec, dialect: 'v1' }, ['mbPerSec', 'peakRssGrowthMB'], ['ours', 'v1']]);
+    list.push([`media 4 MiB C=${concurrency}`, { ...spec, dialect: 'v1' }, ['mbPerSec', 'peakRssGrowthMB'], ['ours', 'v1', 'peer']]);
     if (!quick) list.push([`media 4 MiB C=${concurrency} (compat dialect)`, spec, ['mbPerSec', 'peakRssGrowthMB'], ['ours']]);
   }
   return list.filter(([name]) => !only || only.test(name));
@@ -147,10 +161,42 @@ function summary(values, errors) {
   return { median: m, text: xs.length > 1 ? `${fmt(m)} [${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}]` : fmt(m) };
 }
 
+/**
+ * The performance issue's targets, judged on the medians: each names the cases, the
+ * metric, and the check on ours against v1 and the peer.
+ */
+const TARGETS = [
+  ['C=1 calls/s ≥ 1.2× v1 and ≥ 1.0× peer', ['round trips D=1 C=1', 'round trips D=16 C=1'], 'callsPerSec', (m) => m.ours / m.v1 >= 1.2 && m.ours / m.peer >= 1.0],
+  ['C=1 gateway CPU per call ≤ 1.0× v1 and ≤ 1.3× peer', ['round trips D=1 C=1', 'round trips D=16 C=1'], 'cpuUsPerCall', (m) => m.ours / m.v1 <= 1.0 && m.ours / m.peer <= 1.3],
+  ['C=64 calls/s ≥ 2× v1 and ≥ 1.0× peer', ['round trips D=1 C=64', 'round trips D=16 C=64'], 'callsPerSec', (m) => m.ours / m.v1 >= 2 && m.ours / m.peer >= 1.0],
+  ['C=64 p99 ≤ 0.5× v1', ['round trips D=1 C=64', 'round trips D=16 C=64'], 'p99Us', (m) => m.ours / m.v1 <= 0.5],
+  ['C≥64 gateway CPU per call ≤ 1.0× peer', ['round trips D=1 C=64', 'round trips D=16 C=64', 'round trips D=1 C=1024', 'round trips D=16 C=1024'], 'cpuUsPerCall', (m) => m.ours / m.peer <= 1.0],
+  ['C=1024 calls/s ≥ 1.0× peer', ['round trips D=1 C=1024', 'round trips D=16 C=1024'], 'callsPerSec', (m) => m.ours / m.peer >= 1.0],
+  ['idle RSS per session at 10k ≤ 2.5 KB', ['idle sessions 10000'], 'rssPerSessionKB', (m) => m.ours <= 2.5],
+  ['connect+auth storm at 10k ≥ 1.0× peer', ['idle sessions 10000'], 'connectPerSec', (m) => m.ours / m.peer >= 1.0],
+];
+
+function targetLines(medians) {
+  const lines = ['| target | case | ours/v1 | ours/peer | |', '|---|---|---|---|---|'];
+  for (const [label, names, metric, check] of TARGETS) {
+    for (const name of names) {
+      const m = medians.get(`${name}\u0000${metric}`);
+      if (!m || m.ours === undefined) continue;
+      const known = m.v1 !== undefined && m.peer !== undefined;
+      const verdict = known || label.includes('KB') ? (check(m) ? 'MET' : 'MISS') : 'n/a';
+      const ratio = (other) => (other ? fmt(m.ours / other) : '–');
+      lines.push(`| ${label} | ${name} | ${ratio(m.v1)} | ${ratio(m.peer)} | ${verdict} |`);
+    }
+  }
+  return lines;
+}
+
 async function main() {
   const tools = buildTools();
-  const baseline = prepareBaseline();
+  const baseline = prepareAnchor('v1', option('--baseline'), '../shared/baseline-v1');
+  const peer = prepareAnchor('uws-peer', option('--peer'), '../shared/peers/uws-gateway');
   if (!baseline) log(quick ? 'quick smoke: ours only' : 'no v1 baseline found: benchmarking ours alone');
+  if (!peer && !quick) log('no uWebSockets.js peer found: benchmarking without it');
   const maxSessions = Math.max(1000, hardFdLimit() - 200);
   const list = cases(maxSessions);
   fs.mkdirSync(outDir, { recursive: true });
@@ -163,12 +209,13 @@ async function main() {
     for (const [name, base, , impls] of list) {
       for (const impl of impls) {
         if (impl === 'v1' && !baseline) continue;
+        if (impl === 'peer' && !peer) continue;
         if (impl === 'core' && quick) continue;
-        const spec = { ...base, impl, baseline, fleet: tools.fleet, coreDriver: tools.coreDriver, port: await freePort() };
+        const spec = { ...base, impl, baseline, peer, fleet: tools.fleet, coreDriver: tools.coreDriver, port: await freePort() };
         const result = await runCase(spec);
         fs.appendFileSync(rawPath, `${JSON.stringify({ name, run, ...spec, result })}\n`);
-        // v1 not finishing a case is a result; ours not finishing is a failure.
-        if (impl !== 'v1' && (result.error || result.failures)) failures++;
+        // An anchor not finishing a case is a result; ours not finishing is a failure.
+        if ((impl === 'ours' || impl === 'core') && (result.error || result.failures)) failures++;
         log(`run ${run}/${runs}  ${name}  ${impl}: ${result.error ?? JSON.stringify(result)}`);
         const key = `${name}\u0000${impl}`;
         results.set(key, [...(results.get(key) ?? []), result]);
@@ -178,23 +225,28 @@ async function main() {
 
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
   const lines = [
-    `Machine: ${machine}. Command: \`npm run bench\` (${runs} runs, median [min–max]; ratio = ours/v1 of the medians).`,
+    `Machine: ${machine}. Command: \`npm run bench\` (${runs} runs, median [min–max]; ratios of the medians).`,
     '',
-    '| case | metric | ours | v1 | ours/v1 | Rust-driven core | JS/core |',
-    '|---|---|---|---|---|---|---|',
+    '| case | metric | ours | v1 | ours/v1 | uWS peer | ours/peer | Rust-driven core | JS/core |',
+    '|---|---|---|---|---|---|---|---|---|',
   ];
+  const medians = new Map();
   for (const [name, , metrics] of list) {
     for (const metric of metrics) {
       const of = (impl) => {
         const rs = results.get(`${name}\u0000${impl}`) ?? [];
         return summary(rs.map((r) => r[metric]), rs.some((r) => r.error));
       };
-      const [ours, v1, core] = [of('ours'), of('v1'), of('core')];
-      const ratio = ours.median !== undefined && v1.median ? fmt(ours.median / v1.median) : '–';
+      const [ours, v1, peerResult, core] = [of('ours'), of('v1'), of('peer'), of('core')];
+      const ratio = (other) => (ours.median !== undefined && other.median ? fmt(ours.median / other.median) : '–');
       const jsCore = metric === 'callsPerSec' && ours.median && core.median ? fmt(ours.median / core.median) : '–';
-      lines.push(`| ${name} | ${metric} | ${ours.text} | ${v1.text} | ${ratio} | ${core.text} | ${jsCore} |`);
+      medians.set(`${name}\u0000${metric}`, { ours: ours.median, v1: v1.median, peer: peerResult.median });
+      lines.push(
+        `| ${name} | ${metric} | ${ours.text} | ${v1.text} | ${ratio(v1)} | ${peerResult.text} | ${ratio(peerResult)} | ${core.text} | ${jsCore} |`,
+      );
     }
   }
+  lines.push('', ...targetLines(medians));
   const table = lines.join('\n');
   const mdPath = path.join(outDir, `bench-${stamp}.md`);
   fs.writeFileSync(mdPath, `${table}\n`);

@@ -1,11 +1,12 @@
 'use strict';
-// `npm start`: a gateway on port 3000 (PORT to change it), a simulated extension
-// connected to it, a text and an image sent through it. It keeps serving until
-// Ctrl+C, so a real extension can connect with the demo key too.
+// `npm start`: a gateway on port 3000 (PORT to change it; PORT=0 picks a free one),
+// a simulated extension connected to it, a text and an image sent through it. It
+// keeps serving until Ctrl+C (or SIGTERM, as from Docker or systemd), so a real
+// extension can connect with the demo key too.
 const WebSocket = require('ws');
 const { WhatsAppGateway } = require('..');
 
-const PORT = Number(process.env.PORT || 3000);
+const PORT = process.env.PORT || 3000;
 const DEMO_KEY = 'demo-key-123456';
 const RED_DOT_PNG =
   'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==';
@@ -20,8 +21,8 @@ const gateway = new WhatsAppGateway({
 
 /** A pretend browser extension: authenticates, reports WhatsApp Web ready, and
  *  answers every command with a success after a short "typing" delay. */
-function connectSimulatedExtension() {
-  const ws = new WebSocket(`ws://127.0.0.1:${PORT}/wa-ext-ws`);
+function connectSimulatedExtension(port) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/wa-ext-ws`);
   ws.on('open', () => {
     ws.send(JSON.stringify({ type: 'auth', apiKey: DEMO_KEY, data: { extensionVersion: 'demo', browser: 'node' } }));
   });
@@ -46,8 +47,9 @@ function connectSimulatedExtension() {
 
 async function main() {
   await gateway.start();
-  console.log(`Gateway listening on ws://localhost:${PORT}/wa-ext-ws (API key for extensions: ${DEMO_KEY})`);
-  await connectSimulatedExtension();
+  const { port } = gateway.address();
+  console.log(`Gateway listening on ws://localhost:${port}/wa-ext-ws (API key for extensions: ${DEMO_KEY})`);
+  await connectSimulatedExtension(port);
   console.log('Simulated extension connected:', gateway.getActiveSessions(DEMO_KEY).map((s) => s.sessionId));
 
   const text = await gateway.sendMessage(DEMO_KEY, { phoneNumber: '+1234567890', message: 'Hello from the demo!' });
@@ -58,11 +60,13 @@ async function main() {
   console.log('Still serving; connect a real extension or press Ctrl+C to stop.');
 }
 
-process.on('SIGINT', async () => {
-  console.log('\nStopping...');
+async function shutdown(signal) {
+  console.log(`\n${signal}: stopping...`);
   await gateway.stop();
   process.exit(0);
-});
+}
+process.once('SIGINT', shutdown);
+process.once('SIGTERM', shutdown);
 
 main().catch(async (error) => {
   console.error('Demo failed:', error.code ?? '', error.message);

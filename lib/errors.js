@@ -18,6 +18,18 @@ const ERROR_CODES = Object.freeze({
   MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
   CALLBACK_ERROR: 'CALLBACK_ERROR',
   SERVER_ERROR: 'SERVER_ERROR',
+  // SPEC 5: delivery (5.2), hostile peers (5.1), cluster (5.3), and the wire codes.
+  QUEUE_FULL: 'QUEUE_FULL',
+  BACKPRESSURE: 'BACKPRESSURE',
+  CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
+  INVALID_MESSAGE: 'INVALID_MESSAGE',
+  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
+  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
+  // start(): already running, or the port cannot be bound (errno names, as Node's servers).
+  ALREADY_RUNNING: 'ALREADY_RUNNING',
+  EADDRINUSE: 'EADDRINUSE',
+  EADDRNOTAVAIL: 'EADDRNOTAVAIL',
+  EACCES: 'EACCES',
   // Section 5 of the spec.
   BACKPRESSURE: 'BACKPRESSURE',
   QUEUE_FULL: 'QUEUE_FULL',
@@ -38,6 +50,8 @@ const SERVER_MESSAGE_TYPES = Object.freeze({
   AUTH_SUCCESS: 'auth-success',
   AUTHENTICATED: 'authenticated',
   ERROR: 'error',
+  // SPEC 5.2: the answer to an incoming-message.
+  INCOMING_ACK: 'incoming-ack',
 });
 
 /** Frame types extensions send to the gateway. */
@@ -47,6 +61,9 @@ const EXTENSION_MESSAGE_TYPES = Object.freeze({
   STATUS: 'status',
   MESSAGE_RESULT: 'message-result',
   HEARTBEAT: 'heartbeat',
+  // SPEC 5.2: delivery acks and incoming messages.
+  MESSAGE_ACK: 'message-ack',
+  INCOMING_MESSAGE: 'incoming-message',
 });
 
 class GatewayError extends Error {
@@ -63,9 +80,16 @@ function fromNative({ code, message, details }) {
   return new GatewayError(code, message, details ?? null);
 }
 
-/** API keys are secrets: errors show at most their first 8 characters. */
+/**
+ * API keys are secrets: errors and the debug log show the first min(8, half its
+ * length) characters, so that a short key keeps most of itself hidden (a
+ * 9-character key shows 4). The core (src/error.rs) masks the same way.
+ */
 function maskApiKey(apiKey) {
-  return typeof apiKey === 'string' && apiKey.length > 8 ? `${apiKey.slice(0, 8)}***` : '***';
+  if (typeof apiKey !== 'string') return '***';
+  const chars = [...apiKey];
+  const shown = Math.min(8, Math.floor(chars.length / 2));
+  return shown > 0 ? `${chars.slice(0, shown).join('')}***` : '***';
 }
 
 module.exports = {

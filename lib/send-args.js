@@ -3,11 +3,25 @@
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
+const { waitForArg, idempotencyKeyArg, waitForDeviceArg } = require('./delivery');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 
 function invalid(field, value, message) {
-  return new GatewayError('VALIDATION_ERROR', message, { field, value });
+  return new GatewayError('VALIDATION_ERROR', message, { field, value: shownValue(value) });
+}
+
+/**
+ * `details.value` as errors carry it: the caller's value, except that binary data
+ * is described rather than kept and long strings are cut, so that an error (often
+ * logged) never holds a whole file.
+ */
+function shownValue(value) {
+  if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
+    return `<${value.constructor.name} of ${value.byteLength} bytes>`;
+  }
+  if (typeof value === 'string' && value.length > 200) return `${value.slice(0, 100)}... (${value.length} characters)`;
+  return value;
 }
 
 function phoneProblem(phone) {
@@ -64,6 +78,17 @@ function sendArgs(kind, apiKey, data) {
     documentName,
     strategy: strategy ?? undefined,
     timeout,
+    // SPEC 5.2 (lib/delivery.js): a branch each when absent.
+    delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
+    idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
+  };
+}
+
+/** The native `delivery` field: `waitFor` and `waitForDevice`. */
+function deliveryArg(data) {
+  return {
+    waitFor: data.waitFor == null ? undefined : waitForArg(data.waitFor, invalid),
+    waitForDevice: data.waitForDevice == null ? undefined : waitForDeviceArg(data.waitForDevice, invalid),
   };
 }
 
@@ -81,11 +106,35 @@ function findMedia(kind, data) {
   for (const field of ['dataUrl', `${kind}DataUrl`, `${kind}Url`]) {
     const value = data[field];
     if (value == null || value === '') continue;
-    if (typeof value !== 'string') throw invalid(field, value, `${field} must be a string`);
+    if (typeof value !== 'string') {
+      const hint = ArrayBuffer.isView(value) ? ` (for bytes, pass \`data:<mime>;base64,\${buffer.toString('base64')}\`)` : '';
+      throw invalid(field, value, `${field} must be a string${hint}`);
+    }
+    const problem = schemelessProblem(field, value.trim());
+    if (problem) throw invalid(field, value, problem);
     return value;
   }
   const label = kind[0].toUpperCase() + kind.slice(1);
   throw invalid('dataUrl', undefined, `${label} needs one of dataUrl, ${kind}DataUrl or ${kind}Url`);
+}
+
+/**
+ * A media source without a URL scheme cannot be loaded; say what it looks like and
+ * how to pass it instead of "relative URL without a base".
+ */
+function schemelessProblem(field, source) {
+  if (/^[a-z][a-z0-9+.-]*:/i.test(source)) return null;
+  // Before paths: base64 may start with '/' (JPEG's does), but it never has a '.'.
+  if (source.length >= 32 && /^[A-Za-z0-9+/\r\n]+={0,2}$/.test(source)) {
+    return `${field} looks like raw base64: prefix it with its MIME type, as in 'data:image/png;base64,' + data`;
+  }
+  if (/^(\/|\.{1,2}[\\/]|~\/|[a-z]:[\\/])/i.test(source) || /^[\w .-]+([\\/][\w .-]+)*\.[a-z0-9]{1,5}$/i.test(source)) {
+    return (
+      `${field} looks like a file path, not a URL: pass a file:// URL (e.g. url.pathToFileURL(path).href) ` +
+      "and list the file's directory in the 'mediaFileRoots' option"
+    );
+  }
+  return `${field} must be a data: URL or an http://, https:// or file:// URL`;
 }
 
 module.exports = { sendArgs };

@@ -19,15 +19,16 @@ pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path),
 /// `REJECTED` by the call id and the error, `LOG` by the event, `ERROR` by the error,
-/// `STOPPED` by nothing.
+/// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
 const LOG: u32 = 3;
 const ERROR: u32 = 4;
 const STOPPED: u32 = 5;
+const DEBUG: u32 = 6;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
-const RESOLVED_FIELDS: [&str; 8] = [
+const RESOLVED_FIELDS: [&str; 10] = [
     "call",
     "requestId",
     "messageId",
@@ -36,6 +37,10 @@ const RESOLVED_FIELDS: [&str; 8] = [
     "extensionVersion",
     "browser",
     "userId",
+    "ack",
+    // 0: the extension's result (event, resolve); 1: its result while the caller
+    // waits for an ack (event only); 2: that ack (resolve only).
+    "stage",
 ];
 
 /// How `index.js` reads a batch.
@@ -46,6 +51,7 @@ pub struct BatchLayout {
     pub log: u32,
     pub error: u32,
     pub stopped: u32,
+    pub debug: u32,
     pub resolved_fields: Vec<String>,
 }
 
@@ -57,6 +63,7 @@ pub fn batch_layout() -> BatchLayout {
         log: LOG,
         error: ERROR,
         stopped: STOPPED,
+        debug: DEBUG,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
     }
 }
@@ -141,6 +148,8 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
             items.insert(who.extension_version.as_str())?;
             items.insert(who.browser.as_str())?;
             items.insert(who.user_id.clone())?;
+            items.insert(r.ack.as_str())?;
+            items.insert(r.stage.code())?;
         }
         Delivery::Rejected { call, error } => {
             items.insert(REJECTED)?;
@@ -154,6 +163,10 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
         Delivery::Error(error) => {
             items.insert(ERROR)?;
             items.insert(plain(&error)?)?;
+        }
+        Delivery::Debug(line) => {
+            items.insert(DEBUG)?;
+            items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
     }

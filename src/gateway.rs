@@ -12,7 +12,10 @@ use tokio::runtime::Runtime;
 use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError, Upgrade};
 
 use crate::deliveries::{Batch, NodeHost};
-use crate::types::{AuthReply, Health, NativeConfig, SendOptions, SessionInfo, UpgradeRequest};
+use crate::types::{
+    AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendOptions,
+    SessionInfo, UpgradeRequest,
+};
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -138,6 +141,30 @@ impl NativeGateway {
             .into_iter()
             .map(SessionInfo::from)
             .collect()
+    }
+
+    /// `getMessageStatus(requestId)`, or `null`.
+    #[napi]
+    pub fn message_status(&self, request_id: String) -> Option<MessageStatus> {
+        self.core
+            .message_status(&request_id)
+            .map(MessageStatus::from)
+    }
+
+    #[napi]
+    pub fn all_sessions(&self) -> Vec<KeyedSession> {
+        let all = self.core.all_sessions().into_iter();
+        all.map(|(api_key, session)| KeyedSession {
+            api_key: api_key.to_string(),
+            session: session.into(),
+        })
+        .collect()
+    }
+
+    /// What only the core counts (process-wide), for `metrics()`.
+    #[napi]
+    pub fn core_metrics(&self) -> CoreMetrics {
+        wa_gateway_core::metrics_snapshot().into()
     }
 
     #[napi]

@@ -31,6 +31,7 @@ impl From<SendKind> for core::SendKind {
 pub enum DeviceSelectionStrategy {
     RoundRobin,
     Random,
+    LeastBusy,
 }
 
 impl From<DeviceSelectionStrategy> for core::Strategy {
@@ -38,6 +39,7 @@ impl From<DeviceSelectionStrategy> for core::Strategy {
         match strategy {
             DeviceSelectionStrategy::RoundRobin => Self::RoundRobin,
             DeviceSelectionStrategy::Random => Self::Random,
+            DeviceSelectionStrategy::LeastBusy => Self::LeastBusy,
         }
     }
 }
@@ -80,11 +82,38 @@ pub struct NativeConfig {
     pub dialect: Dialect,
     pub log_events: bool,
     pub trust_proxy: bool,
+    /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
+    pub debug_log: Option<bool>,
+    pub reuse_port: bool,
     /// The limits of SPEC 5.1; the core's defaults when absent.
     pub max_pending_auth: Option<u32>,
     pub max_pending_auth_per_ip: Option<u32>,
     pub max_pre_auth_payload: Option<f64>,
     pub max_queued_bytes: Option<f64>,
+    /// 5.2: ms a send's status (and idempotency key) is remembered.
+    pub idempotency_ttl: Option<f64>,
+    /// 5.2 `pacing`, checked by lib/delivery.js.
+    pub pacing: Option<NativePacing>,
+    pub max_queued_sends: Option<u32>,
+    pub wait_for_device: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativePacing {
+    pub min_interval_ms: f64,
+    pub jitter_ms: f64,
+    /// Absent: no limit.
+    pub max_per_minute: Option<u32>,
+}
+
+impl From<NativePacing> for core::Pacing {
+    fn from(p: NativePacing) -> Self {
+        Self {
+            min_interval: ms_or_zero(p.min_interval_ms),
+            jitter: ms_or_zero(p.jitter_ms),
+            max_per_minute: p.max_per_minute.map(|n| n as usize),
+        }
+    }
 }
 
 /// A duration that must be positive, from milliseconds (JavaScript has checked that it
@@ -95,6 +124,15 @@ pub fn ms(value: f64) -> Duration {
     const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     let value = if value.is_nan() { 1.0 } else { value.max(1.0) };
     Duration::try_from_secs_f64(value / 1000.0).map_or(LONGEST, |d| d.min(LONGEST))
+}
+
+/// A duration where 0 means "off" (SPEC 5.1: `minIntervalMs`, `jitterMs`, `waitForDevice`).
+pub fn ms_or_zero(value: f64) -> Duration {
+    if value > 0.0 {
+        ms(value)
+    } else {
+        Duration::ZERO
+    }
 }
 
 impl TryFrom<NativeConfig> for core::Config {
@@ -125,6 +163,16 @@ impl TryFrom<NativeConfig> for core::Config {
             dialect: c.dialect.into(),
             log_events: c.log_events,
             trust_proxy: c.trust_proxy,
+            idempotency_ttl: c
+                .idempotency_ttl
+                .map_or(core::Config::default().idempotency_ttl, ms),
+            pacing: c.pacing.map(Into::into),
+            max_queued_sends: c
+                .max_queued_sends
+                .map_or(core::Config::default().max_queued_sends, |n| n as usize),
+            wait_for_device: c.wait_for_device.map_or(Duration::ZERO, ms_or_zero),
+            debug_log: c.debug_log.unwrap_or(false),
+            reuse_port: c.reuse_port,
             max_pending_auth: c
                 .max_pending_auth
                 .map_or(defaults.max_pending_auth, |n| n as usize),
@@ -153,6 +201,74 @@ pub struct SendOptions {
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
+    /// 5.2 options of the call; absent on a plain send, which then reads one field
+    /// less than it would read with each of them.
+    pub delivery: Option<SendDelivery>,
+}
+
+#[napi(object)]
+pub struct SendDelivery {
+    /// `'sent'` (the default), `'server'`, `'delivered'`, `'read'`, `'played'`.
+    pub wait_for: Option<AckLevel>,
+    /// ms; 0 turns the config's off.
+    pub wait_for_device: Option<f64>,
+}
+
+#[napi(string_enum = "lowercase")]
+#[derive(Clone, Copy)]
+pub enum AckLevel {
+    Sent,
+    Server,
+    Delivered,
+    Read,
+    Played,
+}
+
+impl From<AckLevel> for core::Ack {
+    fn from(ack: AckLevel) -> Self {
+        match ack {
+            AckLevel::Sent => Self::Sent,
+            AckLevel::Server => Self::Server,
+            AckLevel::Delivered => Self::Delivered,
+            AckLevel::Read => Self::Read,
+            AckLevel::Played => Self::Played,
+        }
+    }
+}
+
+/// `getMessageStatus(requestId)`.
+#[napi(object)]
+pub struct MessageStatus {
+    pub request_id: String,
+    /// `'queued'`, `'in-flight'`, `'sent'` or `'failed'`.
+    pub state: String,
+    /// `null` until the extension's result.
+    pub ack: Value,
+    /// `null` while it waits for a device.
+    pub session_id: Value,
+    /// Milliseconds since the epoch.
+    pub updated_at: f64,
+}
+
+impl From<core::MessageStatus> for MessageStatus {
+    fn from(s: core::MessageStatus) -> Self {
+        Self {
+            request_id: uuid_text(s.request_id),
+            state: s.state.as_str().to_string(),
+            ack: s.ack.map_or(Value::Null, |a| Value::from(a.as_str())),
+            session_id: if s.session_id.is_empty() {
+                Value::Null
+            } else {
+                Value::from(s.session_id.to_string())
+            },
+            updated_at: s.updated_at as f64,
+        }
+    }
+}
+
+fn uuid_text(id: u128) -> String {
+    let mut buf = [0u8; 36];
+    core::request_id_text(id, &mut buf).to_string()
 }
 
 impl From<SendOptions> for core::SendRequest {
@@ -166,6 +282,13 @@ impl From<SendOptions> for core::SendRequest {
             document_name: o.document_name,
             strategy: o.strategy.map(Into::into),
             timeout: o.timeout.map(ms),
+            wait_for: o.delivery.as_ref().and_then(|d| d.wait_for).map(Into::into),
+            wait_for_device: o
+                .delivery
+                .as_ref()
+                .and_then(|d| d.wait_for_device)
+                .map(ms_or_zero),
+            called_at: None,
         }
     }
 }
@@ -203,6 +326,8 @@ pub struct Health {
     pub timestamp: f64,
     pub connections: u32,
     pub pending_requests: u32,
+    /// Sends in pacing queues or waiting for a device.
+    pub queued_sends: u32,
     pub port: Option<u32>,
 }
 
@@ -215,6 +340,7 @@ impl From<core::Health> for Health {
             timestamp: h.timestamp_ms as f64,
             connections: h.connections as u32,
             pending_requests: h.pending_requests as u32,
+            queued_sends: h.queued_sends as u32,
             port: h.port.map(u32::from),
         }
     }
@@ -253,6 +379,60 @@ impl From<core::SessionInfo> for SessionInfo {
             browser: s.browser,
             ip: s.ip,
             user_id: s.user_id,
+        }
+    }
+}
+
+/// One entry of `getAllSessions()`: a session and its API key.
+#[napi(object)]
+pub struct KeyedSession {
+    pub api_key: String,
+    pub session: SessionInfo,
+}
+
+/// What only the core counts, for `metrics()`.
+#[napi(object)]
+pub struct CoreMetrics {
+    pub auth_failures: Vec<AuthFailureCount>,
+    pub bytes_written: f64,
+    pub media_fetch: FetchHistogram,
+}
+
+#[napi(object)]
+pub struct AuthFailureCount {
+    pub reason: String,
+    pub count: f64,
+}
+
+/// Upper bounds in seconds and the count in each bucket (not cumulative, `+Inf`
+/// excluded), with the total count and sum.
+#[napi(object)]
+pub struct FetchHistogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<f64>,
+    pub count: f64,
+    pub sum: f64,
+}
+
+impl From<core::MetricsSnapshot> for CoreMetrics {
+    fn from(m: core::MetricsSnapshot) -> Self {
+        let h = m.media_fetch;
+        Self {
+            auth_failures: m
+                .auth_failures
+                .into_iter()
+                .map(|(reason, count)| AuthFailureCount {
+                    reason: reason.to_string(),
+                    count: count as f64,
+                })
+                .collect(),
+            bytes_written: m.bytes_written as f64,
+            media_fetch: FetchHistogram {
+                bounds: h.bounds,
+                counts: h.counts.into_iter().map(|c| c as f64).collect(),
+                count: h.count as f64,
+                sum: h.sum,
+            },
         }
     }
 }

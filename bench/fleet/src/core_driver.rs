@@ -117,6 +117,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         document_name: None,
         strategy: None,
         timeout: None,
+        wait_for: None,
+        wait_for_device: None,
+        called_at: None,
     };
     let mut sent_at = vec![Instant::now(); concurrency];
     let mut latencies = Vec::with_capacity(calls);

@@ -9,6 +9,8 @@ use crate::media::MediaPolicy;
 pub enum Strategy {
     RoundRobin,
     Random,
+    /// Fewest sends queued plus written and unanswered (5.2).
+    LeastBusy,
 }
 
 impl Strategy {
@@ -16,6 +18,7 @@ impl Strategy {
         match name {
             "round-robin" => Some(Self::RoundRobin),
             "random" => Some(Self::Random),
+            "least-busy" => Some(Self::LeastBusy),
             _ => None,
         }
     }
@@ -44,6 +47,15 @@ impl Dialect {
     }
 }
 
+/// 5.2 `pacing`: how sends to one device are spaced out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pacing {
+    pub min_interval: Duration,
+    pub jitter: Duration,
+    /// `None` is no limit.
+    pub max_per_minute: Option<usize>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
@@ -65,6 +77,19 @@ pub struct Config {
     pub log_events: bool,
     /// Take the client's IP from `X-Real-IP` / `X-Forwarded-For`.
     pub trust_proxy: bool,
+    /// How long `getMessageStatus` remembers a send (5.2 `idempotencyTtl`).
+    pub idempotency_ttl: Duration,
+    /// `None`: commands leave at once.
+    pub pacing: Option<Pacing>,
+    /// Sends waiting in one device's pacing queue, and sends of one API key waiting
+    /// for a device.
+    pub max_queued_sends: usize,
+    /// How long a send waits for an active device of its key (zero: not at all).
+    pub wait_for_device: Duration,
+    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
+    pub debug_log: bool,
+    /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
+    pub reuse_port: bool,
     /// Connections upgraded but not yet authenticated, in all.
     pub max_pending_auth: usize,
     /// The same per client address (loopback exempt without `trust_proxy`).
@@ -98,6 +123,12 @@ impl Default for Config {
             dialect: Dialect::Compat,
             log_events: true,
             trust_proxy: false,
+            idempotency_ttl: Duration::from_secs(86_400),
+            pacing: None,
+            max_queued_sends: 1000,
+            wait_for_device: Duration::ZERO,
+            debug_log: false,
+            reuse_port: false,
             max_pending_auth: 1024,
             max_pending_auth_per_ip: 64,
             max_pre_auth_payload: 16 << 10,

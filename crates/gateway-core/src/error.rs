@@ -21,6 +21,8 @@ pub enum ErrorCode {
     MaxSessionsExceeded,
     CallbackError,
     ServerError,
+    /// 5.2: a pacing queue, or the sends waiting for a device, are full.
+    QueueFull,
     Backpressure,
 }
 
@@ -83,12 +85,14 @@ impl StartError {
     }
 }
 
-/// API keys are secrets: anything the gateway puts in an error shows at most the
-/// first 8 characters.
+/// API keys are secrets: anything the gateway puts in an error shows the first
+/// min(8, half its length) characters, so that a short key keeps most of itself
+/// hidden (a 9-character key shows 4). `lib/errors.js` masks the same way.
 pub fn mask_api_key(api_key: &str) -> String {
-    match api_key.char_indices().nth(8) {
-        Some((cut, _)) => format!("{}***", &api_key[..cut]),
-        None => "***".to_string(),
+    let shown = (api_key.chars().count() / 2).min(8);
+    match api_key.char_indices().nth(shown) {
+        Some((cut, _)) if shown > 0 => format!("{}***", &api_key[..cut]),
+        _ => "***".to_string(),
     }
 }
 
@@ -104,9 +108,12 @@ mod tests {
     }
 
     #[test]
-    fn masking_keeps_at_most_eight_chars() {
-        assert_eq!(mask_api_key("key-abc123456"), "key-abc1***");
-        assert_eq!(mask_api_key("short"), "***");
-        assert_eq!(mask_api_key("12345678"), "***");
+    fn masking_shows_at_most_eight_chars_and_at_most_half() {
+        assert_eq!(mask_api_key("key-abc123456789"), "key-abc1***");
+        assert_eq!(mask_api_key("key-abc123456"), "key-ab***");
+        assert_eq!(mask_api_key("123456789"), "1234***");
+        assert_eq!(mask_api_key("ab"), "a***");
+        assert_eq!(mask_api_key("a"), "***");
+        assert_eq!(mask_api_key(""), "***");
     }
 }

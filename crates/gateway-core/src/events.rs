@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::clock::now_ms;
 use crate::error::GatewayError;
 use crate::identity::Identity;
+use crate::protocol::delivery::Ack;
 use crate::protocol::StatusFrame;
 
 #[derive(Serialize, Debug)]
@@ -29,6 +30,18 @@ pub struct LogEvent {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// The fields of 5.2's events, boxed: most events do without them.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Box<DeliveryFields>>,
+}
+
+#[derive(Serialize, Debug, Default)]
+pub struct DeliveryFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<&'static str>,
+    /// An incoming message, as the extension sent it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 impl LogEvent {
@@ -45,6 +58,7 @@ impl LogEvent {
             status: None,
             error: None,
             details: None,
+            delivery: None,
         }
     }
 
@@ -102,6 +116,35 @@ impl LogEvent {
             error: Some(error.message.clone()),
             details: Some(details),
             ..Self::about("send-failed", who)
+        }
+    }
+
+    pub fn message_ack(
+        who: &Identity,
+        request_id: &str,
+        phone_number: &str,
+        message_id: Value,
+        ack: Ack,
+    ) -> Self {
+        Self {
+            phone_number: Some(phone_number.to_string()),
+            request_id: Some(request_id.to_string()),
+            message_id: Some(message_id),
+            delivery: Some(Box::new(DeliveryFields {
+                ack: Some(ack.as_str()),
+                data: None,
+            })),
+            ..Self::about("message-ack", who)
+        }
+    }
+
+    pub fn message_received(who: &Identity, data: Value) -> Self {
+        Self {
+            delivery: Some(Box::new(DeliveryFields {
+                ack: None,
+                data: Some(data),
+            })),
+            ..Self::about("message-received", who)
         }
     }
 }

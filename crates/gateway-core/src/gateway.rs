@@ -24,12 +24,13 @@ use crate::net::handshake::Upgrade;
 use crate::net::{connection, listener, Transport};
 use crate::protocol::SendKind;
 use crate::state::link::{lock, CloseRequest};
+use crate::state::message_status::MessageStatus;
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
 use crate::state::{Lifecycle, Shared};
 use crate::supervise::{catch_panic, panic_error};
-use crate::timers::{deadlines, heartbeat};
+use crate::timers::{deadlines, delivery, heartbeat};
 
 /// How long `stop()` waits for connections to finish their close handshake; sessions
 /// still there then are dropped, which takes at most `STOP_ABORT`. Together well
@@ -47,6 +48,8 @@ pub struct Health {
     pub timestamp_ms: u64,
     pub connections: usize,
     pub pending_requests: usize,
+    /// Sends in pacing queues or waiting for a device (5.2).
+    pub queued_sends: usize,
     /// The standalone server's port while it listens.
     pub port: Option<u16>,
 }
@@ -86,8 +89,12 @@ impl Gateway {
         }
         let _runtime = self.rt.enter();
         let port = shared.config.port;
-        let listener = bind(shared.config.host.as_deref(), port)
-            .map_err(|source| StartError::Bind { port, source })?;
+        let listener = bind(
+            shared.config.host.as_deref(),
+            port,
+            shared.config.reuse_port,
+        )
+        .map_err(|source| StartError::Bind { port, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { port, source })?;
@@ -122,6 +129,7 @@ impl Gateway {
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
         tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
+        tasks.spawn(delivery::run(shared.clone(), shutdown.clone()));
         Run {
             shutdown,
             tasks,
@@ -194,6 +202,8 @@ impl Gateway {
         for settled in owed {
             shared.fail(settled, shutdown_error);
         }
+        shared.abandon_ack_waits();
+        shared.abandon_parked();
         run.tasks.close();
         self.rt.spawn(async move {
             if tokio::time::timeout(STOP_GRACE, run.tasks.wait())
@@ -220,6 +230,9 @@ impl Gateway {
             self.shared.dispatch(call, request, None, Wake::Later);
             return;
         };
+        request
+            .called_at
+            .get_or_insert_with(std::time::Instant::now);
         let shared = self.shared.clone();
         let running = lock(&self.run)
             .as_ref()
@@ -276,6 +289,18 @@ impl Gateway {
         lock(&self.shared.registry).sessions_of(api_key)
     }
 
+    /// `getMessageStatus(requestId)`: `None` for an id that is not a request id
+    /// this gateway issued within `idempotencyTtl` (or was forgotten).
+    pub fn message_status(&self, request_id: &str) -> Option<MessageStatus> {
+        let id = uuid::Uuid::try_parse(request_id).ok()?;
+        lock(&self.shared.registry).message_status(id.as_u128())
+    }
+
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        lock(&self.shared.registry).all_sessions()
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.run);
         let registry = lock(&self.shared.registry);
@@ -288,13 +313,14 @@ impl Gateway {
             timestamp_ms: now_ms(),
             connections: self.shared.connections.load(Ordering::Relaxed),
             pending_requests: registry.pending_count(),
+            queued_sends: registry.queued_count(),
             port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
     }
 }
 
 /// Without a host, listen on IPv6 and IPv4 alike where the machine has IPv6.
-fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
+fn bind(host: Option<&str>, port: u16, reuse_port: bool) -> io::Result<TcpListener> {
     let candidates: Vec<SocketAddr> = match host {
         Some(h) => std::net::ToSocketAddrs::to_socket_addrs(&(h, port))?.collect(),
         None => vec![
@@ -314,6 +340,9 @@ fn bind(host: Option<&str>, port: u16) -> io::Result<TcpListener> {
         };
         let attempt = socket.and_then(|s| {
             s.set_reuseaddr(true)?;
+            if reuse_port {
+                s.set_reuseport(true)?;
+            }
             s.bind(addr)?;
             s.listen(1024)
         });
@@ -409,6 +438,9 @@ mod tests {
             document_name: None,
             strategy: None,
             timeout: None,
+            wait_for: None,
+            wait_for_device: None,
+            called_at: None,
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::error::GatewayError;
 use crate::events::LogEvent;
 use crate::identity::{CallId, Identity};
+use crate::protocol::delivery::Ack;
 
 /// The validator's answer, already normalised by the host.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +42,8 @@ pub enum Delivery {
     },
     Log(LogEvent),
     Error(GatewayError),
+    /// A line for the debug log; only with `Config::debug_log`.
+    Debug(String),
     /// `stop()` has finished: sessions closed, port free.
     Stopped,
 }
@@ -56,4 +59,28 @@ pub struct Resolved {
     /// The extension's timestamp, else when the result arrived (ms since the epoch).
     pub timestamp: f64,
     pub session: Arc<Identity>,
+    /// The highest ack known (`sent` on the extension's result).
+    pub ack: Ack,
+    pub stage: Stage,
+}
+
+/// Which part of a send's success this delivery is (5.2 `waitFor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The extension's result: the `*-sent` event fires and the call resolves.
+    Result,
+    /// The extension's result, but the caller waits for a later ack: only the event.
+    ResultAwaitingAck,
+    /// The ack the caller waited for: it resolves, no event again.
+    Ack,
+}
+
+impl Stage {
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Result => 0,
+            Self::ResultAwaitingAck => 1,
+            Self::Ack => 2,
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //!   (heartbeat sweep, request deadlines): tasks on the runtime.
 //! - `state`: what those tasks share: the session registry, each session's link,
 //!   the request lifecycle.
-//! - leaves: `protocol`, `media`, `events`, `error`, `config`, `identity`, `host`, `clock`.
+//! - leaves: `protocol`, `media`, `events`, `error`, `config`, `identity`, `host`, `clock`,
+//!   `metrics`.
 
 mod clock;
 mod config;
@@ -21,6 +22,7 @@ mod gateway;
 mod host;
 mod identity;
 mod media;
+mod metrics;
 mod net;
 mod protocol;
 mod runtime;
@@ -28,14 +30,17 @@ mod state;
 mod supervise;
 mod timers;
 
-pub use config::{Config, Dialect, Strategy};
+pub use config::{Config, Dialect, Pacing, Strategy};
 pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};
-pub use host::{AuthAnswer, Delivery, Host, Resolved, Validation};
+pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
 pub use identity::{request_id_text, CallId, Identity};
 pub use media::MediaPolicy;
+pub use metrics::{snapshot as metrics_snapshot, Histogram, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};
+pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
 pub use runtime::build_runtime;
+pub use state::message_status::{MessageStatus, State as MessageState};
 pub use state::registry::SessionInfo;

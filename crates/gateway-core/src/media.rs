@@ -111,7 +111,12 @@ impl MediaLoader {
             )
         })?;
         match url.scheme() {
-            "http" | "https" => fetch::load(&self.client, &self.policy, kind, &url, source).await,
+            "http" | "https" => {
+                let started = std::time::Instant::now();
+                let fetched = fetch::load(&self.client, &self.policy, kind, &url, source).await;
+                crate::metrics::media_fetched(started.elapsed());
+                fetched
+            }
             "file" => file::load(&self.policy, kind, &url, source).await,
             other => Err(invalid_url(
                 kind,

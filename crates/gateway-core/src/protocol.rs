@@ -10,6 +10,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Dialect;
 
+pub mod delivery;
+use delivery::{AckFrame, IncomingFrame, RefusedIncoming};
+
 /// What an extension sent, reduced to what the gateway acts on.
 #[derive(Debug, PartialEq)]
 pub enum Inbound {
@@ -17,6 +20,10 @@ pub enum Inbound {
     Status(StatusFrame),
     Heartbeat,
     Result(ResultFrame),
+    /// `message-ack` (5.2); `None` if unusable, which is ignored.
+    Ack(Option<AckFrame>),
+    /// `incoming-message` (5.2), checked.
+    Incoming(Result<IncomingFrame, RefusedIncoming>),
     /// Valid JSON object with a `type` the gateway does not know.
     Unknown(String),
     /// Not a JSON object with a string `type`, or a known type with unusable fields.
@@ -77,6 +84,11 @@ struct Wire<'a> {
 }
 
 pub fn parse(text: &str) -> Inbound {
+    parse_with_limit(text, usize::MAX)
+}
+
+/// `parse`, with the largest media an `incoming-message` may carry.
+pub fn parse_with_limit(text: &str, max_media_bytes: usize) -> Inbound {
     let wire: Wire = match serde_json::from_str(text) {
         Ok(w) => w,
         Err(_) => return Inbound::Invalid("Invalid message format: expected a JSON object"),
@@ -89,6 +101,10 @@ pub fn parse(text: &str) -> Inbound {
         "status" => Inbound::Status(parse_status(&wire)),
         "heartbeat" => Inbound::Heartbeat,
         "message-result" => parse_result(wire),
+        "message-ack" => Inbound::Ack(delivery::parse_ack(text)),
+        "incoming-message" => {
+            Inbound::Incoming(delivery::parse_incoming(wire.data, max_media_bytes))
+        }
         other => Inbound::Unknown(other.to_string()),
     }
 }

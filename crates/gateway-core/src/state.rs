@@ -2,8 +2,14 @@
 //! media loader and the counters. Plain data and synchronous methods; the tasks that
 //! use it live in `net` and `timers`.
 
+pub mod acks;
+pub mod incoming;
 pub mod link;
+pub mod message_status;
+pub mod pacing;
+pub mod parking;
 pub mod pending_auth;
+pub mod queued_sends;
 pub mod registry;
 pub mod requests;
 
@@ -41,6 +47,8 @@ pub struct Shared {
     /// Sessions with commands queued by `send` but not yet woken: `flush()` wakes them
     /// all at once, so that one write carries every command of a JavaScript tick.
     pub corked: Mutex<Vec<Arc<SessionLink>>>,
+    /// Incoming message ids seen lately, per API key (5.2).
+    pub incoming: Mutex<incoming::SeenIncoming>,
     /// Slots of connections upgraded but not yet authenticated.
     pub pending_auth: Arc<PendingAuth>,
     lifecycle: AtomicU8,
@@ -49,13 +57,19 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Config, host: Arc<dyn Host>) -> Result<Self, GatewayError> {
         let media = MediaLoader::new(config.media.clone())?;
+        let mut registry = Registry::default();
+        registry.statuses.set_ttl(config.idempotency_ttl);
+        registry.pacing = config.pacing;
+        registry.max_queued = config.max_queued_sends;
+        registry.max_queued_bytes = config.max_queued_bytes;
         Ok(Self {
-            registry: Mutex::default(),
+            registry: Mutex::new(registry),
             host,
             media,
             deadline_changed: Notify::new(),
             connections: AtomicUsize::new(0),
             corked: Mutex::default(),
+            incoming: Mutex::default(),
             pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
@@ -92,5 +106,12 @@ impl Shared {
 
     pub fn report(&self, error: GatewayError) {
         self.host.deliver(Delivery::Error(error));
+    }
+
+    /// A line for the host's debug log; built only when the log is on.
+    pub fn debug(&self, line: impl FnOnce() -> String) {
+        if self.config.debug_log {
+            self.host.deliver(Delivery::Debug(line()));
+        }
     }
 }

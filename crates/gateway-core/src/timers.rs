@@ -2,4 +2,5 @@
 //! request: cheaper when thousands are idle.
 
 pub mod deadlines;
+pub mod delivery;
 pub mod heartbeat;

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
         "media",
         "events",
         "host",
+        "metrics",
         "supervise",
     ],
     &["state"],

@@ -21,8 +21,8 @@ use super::session::{self, Admitted};
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::AuthAnswer;
 use crate::identity::Identity;
+use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
 use crate::state::registry::Refusal;
@@ -75,10 +75,15 @@ async fn serve_connection(
         },
     };
     let Accepted { mut ws, ip, slot } = accepted;
+    shared.debug(|| format!("connection from {ip}"));
+    let debug_ip = shared.config.debug_log.then(|| ip.clone());
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => Err(Refused::close(1001, "Server shutting down")),
         outcome = timeout_at(deadline, authenticate(&mut ws, &shared, ip, deadline)) => {
-            outcome.unwrap_or_else(|_| Err(Refused::close(1008, "Authentication timeout")))
+            outcome.unwrap_or_else(|_| {
+                metrics::auth_failed(AuthFailure::AuthTimeout);
+                Err(Refused::close(1008, "Authentication timeout"))
+            })
         }
     };
     drop(slot);
@@ -93,9 +98,33 @@ async fn serve_connection(
         }
         Err(Refused {
             close: Some((code, reason)),
-        }) => close(&mut ws, code, reason).await,
-        Err(Refused { close: None }) => {}
+        }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} closed before a session: code {code}, {reason}",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+            close(&mut ws, code, reason).await
+        }
+        Err(Refused { close: None }) => {
+            shared.debug(|| {
+                format!(
+                    "connection from {} ended by the client before a session",
+                    debug_ip.unwrap_or_default()
+                )
+            });
+        }
     }
+}
+
+/// What the extension is told when `validateApiKey` throws, rejects, or does not answer.
+const VALIDATOR_FAILED: &str =
+    "Authentication is unavailable (the server's key check failed); try again later";
+
+fn pre_auth_too_big() -> Refused {
+    metrics::auth_failed(AuthFailure::PreAuthLimit);
+    Refused::close(1009, "Message too big")
 }
 
 struct Refused {
@@ -126,11 +155,9 @@ async fn authenticate(
             Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
             Some(Ok(Message::Close(_))) | None => return Err(Refused::gone()),
             Some(Ok(_)) => continue,
-            Some(Err(WsError::Capacity(_))) => return Err(Refused::close(1009, "Message too big")),
             // Refused from its frame header, before its body was buffered.
-            Some(Err(_)) if ws.get_ref().pre_auth_too_big() => {
-                return Err(Refused::close(1009, "Message too big"))
-            }
+            Some(Err(WsError::Capacity(_))) => return Err(pre_auth_too_big()),
+            Some(Err(_)) if ws.get_ref().pre_auth_too_big() => return Err(pre_auth_too_big()),
             Some(Err(_)) => return Err(Refused::gone()),
         };
         let reply = match protocol::parse(&text) {
@@ -165,19 +192,34 @@ async fn admit(
             shared.config.auth_timeout.as_millis()
         )),
     };
-    let answer = answer.unwrap_or_else(|problem| {
-        shared.report(GatewayError::new(
-            ErrorCode::CallbackError,
-            format!("validateApiKey failed: {problem}"),
-            json!({ "callback": "validateApiKey", "error": problem }),
-        ));
-        AuthAnswer {
-            valid: false,
-            reason: Some("API key validation failed".into()),
-            ..AuthAnswer::default()
+    let answer = match answer {
+        Ok(answer) => answer,
+        // The key may well be valid: tell the extension to try again later rather
+        // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
+        Err(problem) => {
+            metrics::auth_failed(AuthFailure::ValidatorError);
+            let message = VALIDATOR_FAILED;
+            let _ = ws
+                .send(Message::text(protocol::error_frame(
+                    "AUTHENTICATION_FAILED",
+                    message,
+                )))
+                .await;
+            shared.report(GatewayError::new(
+                ErrorCode::CallbackError,
+                format!("validateApiKey failed: {problem}"),
+                json!({ "callback": "validateApiKey", "error": problem }),
+            ));
+            shared.report(GatewayError::new(
+                ErrorCode::AuthenticationFailed,
+                message,
+                json!({ "apiKey": mask_api_key(&auth.api_key), "reason": "validator_error", "ip": ip }),
+            ));
+            return Err(Refused::close(1008, "Authentication unavailable"));
         }
-    });
+    };
     if !answer.valid {
+        metrics::auth_failed(AuthFailure::InvalidKey);
         let message = match &answer.reason {
             Some(reason) => format!("Invalid API key: {reason}"),
             None => "Invalid API key".to_string(),
@@ -214,6 +256,7 @@ async fn admit(
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => {
+            metrics::auth_failed(AuthFailure::MaxSessions);
             let message = format!("Maximum {limit} sessions allowed per API key");
             let _ = ws
                 .send(Message::text(protocol::error_frame(

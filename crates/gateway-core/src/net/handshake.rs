@@ -86,7 +86,10 @@ pub async fn accept(
     let per_ip = config.trust_proxy || !addr.is_loopback();
     let slot = match pending.admit(addr, per_ip) {
         Ok(slot) => slot,
-        Err(_) => return refuse(transport, StatusCode::SERVICE_UNAVAILABLE).await,
+        Err(_) => {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::PreAuthLimit);
+            return refuse(transport, StatusCode::SERVICE_UNAVAILABLE).await;
+        }
     };
     let mut bytes = Vec::with_capacity(256);
     write_response(&mut bytes, &response).ok()?;
@@ -221,6 +224,7 @@ fn check(config: &Config, request: &Request) -> Result<(), StatusCode> {
             .get("origin")
             .and_then(|o| o.to_str().ok());
         if !origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+            crate::metrics::auth_failed(crate::metrics::AuthFailure::Origin);
             return Err(StatusCode::FORBIDDEN);
         }
     }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
+use crate::metrics;
 use crate::protocol::{push_text_frame_header, Frame};
 
 /// Slices handed to one vectored write.
@@ -113,6 +114,7 @@ impl Outgoing {
             return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
         }
         self.advance(written);
+        metrics::bytes_written(written);
         Poll::Ready(Ok(written))
     }
 
@@ -272,7 +274,7 @@ mod tests {
             ";base64,",
         ];
         let mut rng = fastrand::Rng::with_seed(0x5eed);
-        let mut text = |rng: &mut fastrand::Rng| -> String {
+        let text = |rng: &mut fastrand::Rng| -> String {
             (0..rng.usize(0..24))
                 .map(|_| ALPHABET[rng.usize(..ALPHABET.len())])
                 .collect()

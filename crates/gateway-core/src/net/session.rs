@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use futures_util::{Future, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use uuid::Uuid;
 
 use super::frame_io::close;
 use super::handshake::Socket;
@@ -268,15 +267,9 @@ async fn finish(
 
 /// Acts on one frame from the extension; returns the error frame to answer with, if any.
 fn on_frame(shared: &Shared, key: SessionKey, text: &str) -> Option<String> {
-    let reply = match protocol::parse(text) {
+    let reply = match protocol::parse_with_limit(text, shared.config.media.max_bytes) {
         Inbound::Result(result) => {
-            // Ids the gateway never issued, or issued to another session, settle nothing.
-            let settled = Uuid::try_parse(&result.request_id)
-                .ok()
-                .and_then(|id| lock(&shared.registry).settle(key, id.as_u128()));
-            if let Some(settled) = settled {
-                shared.complete(settled, result);
-            }
+            shared.on_result(key, result);
             return None;
         }
         Inbound::Status(status) => {
@@ -287,6 +280,14 @@ fn on_frame(shared: &Shared, key: SessionKey, text: &str) -> Option<String> {
             return None;
         }
         Inbound::Heartbeat => return None,
+        // 5.2 delivery frames (state/acks.rs, state/incoming.rs).
+        Inbound::Ack(ack) => {
+            if let Some(ack) = ack {
+                shared.on_ack(key, ack);
+            }
+            return None;
+        }
+        Inbound::Incoming(incoming) => return shared.on_incoming(key, incoming),
         Inbound::Auth(_) => protocol::error_frame(
             "ALREADY_AUTHENTICATED",
             "This connection is already authenticated",

@@ -9,13 +9,18 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::link::{CloseRequest, SessionLink};
+use super::link::{CloseRequest, Enqueued, SessionLink};
+use super::message_status::{MessageStatus, MessageStatuses, State};
+use super::pacing::DeviceQueue;
+use super::parking::{Parked, Parking};
 use crate::clock::now_ms;
-use crate::config::Strategy;
+use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
-use crate::protocol::StatusFrame;
+use crate::protocol::delivery::Ack;
+use crate::protocol::{Frame, StatusFrame};
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
 pub type SessionKey = u64;
@@ -44,6 +49,8 @@ pub struct Session {
     status: Option<StatusFrame>,
     last_status_update: Option<u64>,
     pending: HashMap<u128, Pending>,
+    /// Commands waiting for their turn under 5.2 pacing.
+    queue: DeviceQueue,
 }
 
 impl Session {
@@ -87,7 +94,13 @@ pub struct Pending {
     pub call: CallId,
     pub phone_number: String,
     pub timeout_ms: u64,
-    deadline: Instant,
+    pub deadline: Instant,
+    /// The ack the caller waits for (5.2 `waitFor`).
+    pub wait_for: Ack,
+    /// Its command waits in the device's pacing queue: not written yet.
+    pub queued: bool,
+    /// Until when it may wait for a device if its own leaves before it is written.
+    pub park_until: Option<Instant>,
 }
 
 impl Pending {
@@ -97,6 +110,9 @@ impl Pending {
             phone_number,
             timeout_ms: timeout.as_millis() as u64,
             deadline: Instant::now() + timeout,
+            wait_for: Ack::Sent,
+            queued: false,
+            park_until: None,
         }
     }
 }
@@ -140,6 +156,40 @@ pub struct Registry {
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
     next_key: SessionKey,
+    /// Settled sends and the callers waiting for their acks (5.2).
+    pub statuses: MessageStatuses,
+    /// 5.2 delivery: `None` lets commands leave at once.
+    pub pacing: Option<Pacing>,
+    /// `maxQueuedSends`.
+    pub max_queued: usize,
+    /// `maxQueuedBytes`, for the commands paced or waiting sends write.
+    pub max_queued_bytes: usize,
+    /// Sends waiting for a device (`waitForDevice`).
+    pub parking: Parking<Pending>,
+    /// Whether sends may wait for a device: only while the gateway runs.
+    parking_open: bool,
+    /// Wakes the delivery timer: a paced command was queued, or a send parked, or a
+    /// key with parked sends got an active device.
+    pub wake_delivery: Arc<Notify>,
+}
+
+/// Why `place` could not record a request; the request and command come back.
+pub enum NotPlaced {
+    Gone(Pending, Frame),
+    QueueFull(Pending, Frame, usize),
+    /// The session's socket already has this many bytes waiting (`BACKPRESSURE`).
+    Backpressure(Pending, usize),
+}
+
+/// What the delivery timer found to do besides letting commands leave.
+#[derive(Default)]
+pub struct Unparked {
+    /// Sends that found a device whose queue was full: (device, request id, request, queued).
+    pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Sends that found a device whose socket had too many bytes waiting.
+    pub backpressure: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Whether a placed request now has the earliest deadline.
+    pub earliest: bool,
 }
 
 impl Registry {
@@ -171,6 +221,7 @@ impl Registry {
             status: None,
             last_status_update: None,
             pending: HashMap::new(),
+            queue: DeviceQueue::default(),
         };
         self.sessions.insert(key, session);
         Ok((key, identity))
@@ -178,7 +229,7 @@ impl Registry {
 
     /// Removes a session and hands back the requests it still owed.
     pub fn remove(&mut self, key: SessionKey) -> Option<(Arc<Identity>, Vec<Settled>)> {
-        let session = self.sessions.remove(&key)?;
+        let mut session = self.sessions.remove(&key)?;
         let api_key = &session.identity.api_key;
         if let Some(group) = self.by_api_key.get_mut(api_key) {
             group.members.retain(|k| *k != key);
@@ -186,7 +237,23 @@ impl Registry {
                 self.by_api_key.remove(api_key);
             }
         }
-        let owed = session
+        // 5.2: commands never written go back to selection, in their order.
+        let mut unplaced = Vec::new();
+        let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+        for (request_id, frame) in unwritten {
+            let Some(pending) = session.pending.remove(&request_id) else {
+                continue;
+            };
+            self.deadlines.remove(&(pending.deadline, request_id));
+            if let Some(pending) = self.reselect(&session.identity, request_id, pending, frame) {
+                unplaced.push(Settled {
+                    identity: session.identity.clone(),
+                    request_id,
+                    pending,
+                });
+            }
+        }
+        let mut owed: Vec<Settled> = session
             .pending
             .into_iter()
             .map(|(request_id, pending)| {
@@ -198,6 +265,7 @@ impl Registry {
                 }
             })
             .collect();
+        owed.extend(unplaced);
         Some((session.identity, owed))
     }
 
@@ -205,6 +273,9 @@ impl Registry {
         let session = self.sessions.get_mut(&key)?;
         session.status = Some(status);
         session.last_status_update = Some(now_ms());
+        if session.device_active() && self.parking.has(&session.identity.api_key) {
+            self.wake_delivery.notify_one();
+        }
         Some(session.identity.clone())
     }
 
@@ -233,6 +304,14 @@ impl Registry {
             Strategy::RoundRobin => {
                 group.cursor = group.cursor.wrapping_add(1);
                 (group.cursor - 1) % active
+            }
+            Strategy::LeastBusy => {
+                let busy = group
+                    .members
+                    .iter()
+                    .filter(|k| is_active(k))
+                    .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
+                least_busy(busy, &mut group.cursor, active)
             }
         };
         let key = group
@@ -269,6 +348,9 @@ impl Registry {
     pub fn settle(&mut self, key: SessionKey, request_id: u128) -> Option<Settled> {
         let session = self.sessions.get_mut(&key)?;
         let pending = session.pending.remove(&request_id)?;
+        if pending.queued {
+            session.queue.remove(request_id);
+        }
         self.deadlines.remove(&(pending.deadline, request_id));
         Some(Settled {
             identity: session.identity.clone(),
@@ -294,19 +376,277 @@ impl Registry {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.first_key_value().map(|((d, _), _)| *d)
+        let requests = self.deadlines.first_key_value().map(|((d, _), _)| *d);
+        let acks = self.statuses.next_deadline();
+        requests.into_iter().chain(acks).min()
+    }
+
+    /// `getMessageStatus`: a settled send, else one still owed by a session.
+    pub fn message_status(&self, request_id: u128) -> Option<MessageStatus> {
+        if let Some(status) = self.statuses.get(request_id) {
+            return Some(status);
+        }
+        if self.parking.contains(request_id) {
+            return Some(MessageStatus {
+                request_id,
+                state: State::Queued,
+                ack: None,
+                session_id: "".into(),
+                updated_at: now_ms(),
+            });
+        }
+        self.sessions.values().find_map(|s| {
+            s.pending.get(&request_id).map(|p| MessageStatus {
+                request_id,
+                state: if p.queued {
+                    State::Queued
+                } else {
+                    State::InFlight
+                },
+                ack: None,
+                session_id: s.identity.session_id.clone(),
+                updated_at: now_ms(),
+            })
+        })
+    }
+
+    /// The API key of a session, for acks accepted from any session of that key.
+    pub fn api_key_of(&self, key: SessionKey) -> Option<Arc<str>> {
+        self.sessions.get(&key).map(|s| s.identity.api_key.clone())
+    }
+
+    pub fn identity_of(&self, key: SessionKey) -> Option<Arc<Identity>> {
+        self.sessions.get(&key).map(|s| s.identity.clone())
+    }
+
+    /// Sends in pacing queues or waiting for a device (`wa_gateway_queued_sends`).
+    pub fn queued_count(&self) -> usize {
+        let paced: usize = self.sessions.values().map(|s| s.queue.len()).sum();
+        paced + self.parking.len()
+    }
+
+    pub fn parking_open(&self) -> bool {
+        self.parking_open
+    }
+
+    /// Why no device of `api_key` can take a send.
+    pub fn why_no_device(&self, api_key: &str) -> Unavailable {
+        if self.by_api_key.contains_key(api_key) {
+            Unavailable::NoneReady
+        } else {
+            Unavailable::NoSessions
+        }
+    }
+
+    /// Records a request sent to `key` (paced, or sent where it waited for a device)
+    /// and lets its command leave now, or queues it behind the device's pacing.
+    /// `Ok` says whether its deadline is now the earliest.
+    pub fn place(
+        &mut self,
+        key: SessionKey,
+        request_id: u128,
+        mut pending: Pending,
+        frame: Frame,
+    ) -> Result<bool, NotPlaced> {
+        let pacing = self.pacing;
+        let max_queued = self.max_queued;
+        let Some(session) = self.sessions.get_mut(&key) else {
+            pending.queued = true;
+            return Err(NotPlaced::Gone(pending, frame));
+        };
+        let now = Instant::now();
+        let leave_now = match &pacing {
+            None => true,
+            Some(p) => session.queue.is_empty() && session.queue.may_leave(now, p),
+        };
+        if !leave_now && session.queue.len() >= max_queued {
+            let queued = session.queue.len();
+            pending.queued = true;
+            return Err(NotPlaced::QueueFull(pending, frame, queued));
+        }
+        if leave_now {
+            if let Some(p) = &pacing {
+                session.queue.departed(now, p);
+            }
+            match session.link.enqueue(frame, self.max_queued_bytes) {
+                Enqueued::First => session.link.wake(),
+                Enqueued::Behind | Enqueued::Closing => {}
+                Enqueued::Full { queued } => {
+                    pending.queued = true;
+                    return Err(NotPlaced::Backpressure(pending, queued));
+                }
+            }
+        } else {
+            session.queue.push(request_id, frame);
+            self.wake_delivery.notify_one();
+        }
+        pending.queued = !leave_now;
+        let deadline = pending.deadline;
+        session.pending.insert(request_id, pending);
+        let earliest = self
+            .deadlines
+            .first_key_value()
+            .is_none_or(|((d, _), _)| deadline < *d);
+        self.deadlines.insert((deadline, request_id), key);
+        Ok(earliest)
+    }
+
+    /// Lets every paced command that is due leave; returns when the next one is due,
+    /// and the requests whose session had too many bytes waiting (`BACKPRESSURE`).
+    pub fn release_due(&mut self, now: Instant) -> (Option<Instant>, Vec<(Settled, usize)>) {
+        let mut refused = Vec::new();
+        let Some(pacing) = self.pacing else {
+            return (None, refused);
+        };
+        let max_bytes = self.max_queued_bytes;
+        let mut next: Option<Instant> = None;
+        for session in self.sessions.values_mut() {
+            while let Some(request_id) = session.queue.front_id() {
+                let live = session.pending.get(&request_id).is_some_and(|p| p.queued);
+                if !live {
+                    session.queue.pop();
+                    continue;
+                }
+                if !session.queue.may_leave(now, &pacing) {
+                    let at = session.queue.ready_at(&pacing);
+                    next = next.into_iter().chain(at).min();
+                    break;
+                }
+                let Some((_, frame)) = session.queue.pop() else {
+                    break;
+                };
+                // Every departure counts against the pace, refused or not.
+                session.queue.departed(now, &pacing);
+                match session.link.enqueue(frame, max_bytes) {
+                    Enqueued::First => session.link.wake(),
+                    Enqueued::Behind | Enqueued::Closing => {}
+                    Enqueued::Full { queued } => {
+                        if let Some(pending) = session.pending.remove(&request_id) {
+                            self.deadlines.remove(&(pending.deadline, request_id));
+                            let settled = Settled {
+                                identity: session.identity.clone(),
+                                request_id,
+                                pending,
+                            };
+                            refused.push((settled, queued));
+                        }
+                        continue;
+                    }
+                }
+                if let Some(pending) = session.pending.get_mut(&request_id) {
+                    pending.queued = false;
+                }
+            }
+        }
+        (next, refused)
+    }
+
+    /// An unwritten command whose device left: to another active device of the key,
+    /// else to wait for one while its `waitForDevice` lasts. Returns the request if
+    /// neither is possible.
+    fn reselect(
+        &mut self,
+        origin: &Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        frame: Frame,
+    ) -> Option<Pending> {
+        let (mut pending, frame) = match self.select(&origin.api_key, Strategy::LeastBusy) {
+            Ok((key, _, _)) => match self.place(key, request_id, pending, frame) {
+                Ok(_) => return None,
+                Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
+                // Its command is gone with the refusal: it fails as never written.
+                Err(NotPlaced::Backpressure(p, _)) => return Some(p),
+            },
+            Err(_) => (pending, frame),
+        };
+        pending.queued = true;
+        let until = match pending.park_until {
+            Some(until) if self.parking_open && until > Instant::now() => until,
+            _ => return Some(pending),
+        };
+        let parked = Parked {
+            request_id,
+            frame,
+            pending,
+            strategy: Strategy::LeastBusy,
+            until,
+            origin: Some(origin.clone()),
+        };
+        self.parking.park(origin.api_key.clone(), parked);
+        self.wake_delivery.notify_one();
+        None
+    }
+
+    /// Sends waiting for a device go to the keys' active devices, in order.
+    pub fn unpark(&mut self) -> Unparked {
+        let mut out = Unparked::default();
+        let sessions = &self.sessions;
+        let ready: Vec<Arc<str>> = self
+            .parking
+            .keys()
+            .filter(|k| {
+                self.by_api_key.get(&***k).is_some_and(|g| {
+                    g.members
+                        .iter()
+                        .any(|m| sessions.get(m).is_some_and(Session::device_active))
+                })
+            })
+            .cloned()
+            .collect();
+        for api_key in ready {
+            let mut parked = self.parking.take(&api_key);
+            let mut stuck = std::collections::VecDeque::new();
+            while let Some(p) = parked.pop_front() {
+                let Ok((key, identity, _)) = self.select(&api_key, p.strategy) else {
+                    stuck.push_back(p);
+                    break;
+                };
+                let Parked {
+                    request_id,
+                    frame,
+                    pending,
+                    strategy,
+                    until,
+                    origin,
+                } = p;
+                match self.place(key, request_id, pending, frame) {
+                    Ok(earliest) => out.earliest |= earliest,
+                    Err(NotPlaced::QueueFull(pending, _, queued)) => {
+                        out.queue_full.push((identity, request_id, pending, queued));
+                    }
+                    Err(NotPlaced::Backpressure(pending, queued)) => {
+                        out.backpressure
+                            .push((identity, request_id, pending, queued));
+                    }
+                    Err(NotPlaced::Gone(pending, frame)) => stuck.push_back(Parked {
+                        request_id,
+                        frame,
+                        pending,
+                        strategy,
+                        until,
+                        origin,
+                    }),
+                }
+            }
+            stuck.extend(parked);
+            self.parking.restore(api_key, stuck);
+        }
+        out
     }
 
     /// Stops admitting sessions, asks every session to close, and takes every request
     /// in flight.
     pub fn shut_down(&mut self) -> Vec<Settled> {
         self.closing = true;
+        self.parking_open = false;
         self.close_all(CloseRequest::Shutdown);
         self.take_all_pending()
     }
 
     pub fn reopen(&mut self) {
         self.closing = false;
+        self.parking_open = true;
     }
 
     /// Takes every request in flight.
@@ -338,6 +678,14 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every session of every key, with its key (`getAllSessions`).
+    pub fn all_sessions(&self) -> Vec<(Arc<str>, SessionInfo)> {
+        self.sessions
+            .values()
+            .map(|s| (s.identity.api_key.clone(), s.info()))
+            .collect()
+    }
+
     pub fn links(&self) -> impl Iterator<Item = &Arc<SessionLink>> {
         self.sessions.values().map(|s| &s.link)
     }
@@ -356,6 +704,19 @@ impl Registry {
     pub fn pending_count(&self) -> usize {
         self.deadlines.len()
     }
+}
+
+/// The position, among `active` candidates with these loads, of the least busy one;
+/// ties go to the first at or after the cursor, which then moves past it.
+fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active: usize) -> usize {
+    let start = *cursor % active;
+    let loads: Vec<usize> = loads.collect();
+    let best = (0..active)
+        .map(|i| (start + i) % active)
+        .min_by_key(|&i| loads.get(i).copied().unwrap_or(usize::MAX))
+        .unwrap_or(0);
+    *cursor = best + 1;
+    best
 }
 
 #[cfg(test)]

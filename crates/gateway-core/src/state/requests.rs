@@ -8,16 +8,17 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::link::{lock, Enqueued};
+use super::message_status::Record;
 use super::registry::{Pending, Settled, Unavailable};
 use super::{Lifecycle, Shared};
-use crate::clock::now_ms;
-use crate::config::Strategy;
+use crate::config::{Dialect, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::host::{Delivery, Resolved};
+use crate::host::Delivery;
 use crate::identity::CallId;
 use crate::media::{default_document_name, Media};
-use crate::protocol::{media_frame, message_frame, MediaCommand, ResultFrame, SendKind};
+use crate::protocol::delivery::Ack;
+use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
 
 /// One send call, validated by the JavaScript side.
 #[derive(Debug)]
@@ -31,6 +32,45 @@ pub struct SendRequest {
     pub document_name: Option<String>,
     pub strategy: Option<Strategy>,
     pub timeout: Option<Duration>,
+    /// 5.2 `waitFor`; `None` is `'sent'`.
+    pub wait_for: Option<Ack>,
+    /// 5.2 `waitForDevice`; `None` is the config's.
+    pub wait_for_device: Option<Duration>,
+    /// When the call was made, for sends dispatched later (media): timeouts count
+    /// from it. `Gateway::send` sets it.
+    pub called_at: Option<std::time::Instant>,
+}
+
+/// The command for a request, in the gateway's dialect.
+pub(super) fn command_frame(
+    request: &SendRequest,
+    media: Option<Media>,
+    request_id_text: &str,
+    dialect: Dialect,
+) -> Frame {
+    match media {
+        None => message_frame(request_id_text, &request.phone_number, &request.text),
+        Some(media) => {
+            let document_name = match request.kind {
+                SendKind::Document => Some(
+                    request
+                        .document_name
+                        .clone()
+                        .unwrap_or_else(|| default_document_name(&media)),
+                ),
+                _ => None,
+            };
+            let command = MediaCommand {
+                kind: request.kind,
+                request_id: request_id_text,
+                phone_number: &request.phone_number,
+                caption: &request.text,
+                mime_type: &media.mime_type,
+                document_name: document_name.as_deref(),
+            };
+            media_frame(&command, media.data_url, dialect)
+        }
+    }
 }
 
 /// When the session that gets a command is woken to write it.
@@ -48,47 +88,41 @@ impl Shared {
         let selected = match self.lifecycle() {
             Lifecycle::Running => lock(&self.registry)
                 .select(&request.api_key, strategy)
-                .map_err(|why| no_device(&request.api_key, Some(why))),
-            Lifecycle::Stopping => Err(shutdown_error("", "")),
-            Lifecycle::Stopped => Err(no_device(&request.api_key, None)),
+                .map_err(Some),
+            Lifecycle::Stopping => {
+                let error = shutdown_error("", "");
+                return self.host.deliver(Delivery::Rejected { call, error });
+            }
+            Lifecycle::Stopped => Err(None),
         };
         let (key, identity, link) = match selected {
             Ok(selected) => selected,
-            Err(error) => return self.host.deliver(Delivery::Rejected { call, error }),
+            Err(why) => {
+                // 5.2 `waitForDevice`, only while running.
+                let wait = request
+                    .wait_for_device
+                    .unwrap_or(self.config.wait_for_device);
+                if why.is_some() && !wait.is_zero() {
+                    return self.park(call, request, media, strategy);
+                }
+                let error = no_device(&request.api_key, why);
+                return self.host.deliver(Delivery::Rejected { call, error });
+            }
         };
         let request_id = Uuid::new_v4();
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
-        let frame = match media {
-            None => message_frame(request_id_text, &request.phone_number, &request.text),
-            Some(media) => {
-                let document_name = match request.kind {
-                    SendKind::Document => Some(
-                        request
-                            .document_name
-                            .clone()
-                            .unwrap_or_else(|| default_document_name(&media)),
-                    ),
-                    _ => None,
-                };
-                let command = MediaCommand {
-                    kind: request.kind,
-                    request_id: request_id_text,
-                    phone_number: &request.phone_number,
-                    caption: &request.text,
-                    mime_type: &media.mime_type,
-                    document_name: document_name.as_deref(),
-                };
-                media_frame(&command, media.data_url, identity.dialect)
-            }
-        };
-        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
-        let pending = Pending::new(call, request.phone_number, timeout);
+        let frame = command_frame(&request, media, request_id_text, identity.dialect);
+        let pending = self.pending_for(call, request);
+        if self.config.pacing.is_some() {
+            return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
+        }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
         match inserted {
             // The session closed between choosing it and recording the request.
             None => {
-                let error = connection_lost(request_id_text, &identity.session_id);
+                let mut error = connection_lost(request_id_text, &identity.session_id);
+                error.details["sent"] = false.into();
                 self.host.deliver(Delivery::Rejected { call, error });
             }
             Some(earliest) => {
@@ -114,6 +148,27 @@ impl Shared {
         }
     }
 
+    /// The record of a request in flight; its timeout counts from the call.
+    pub(super) fn pending_for(&self, call: CallId, request: SendRequest) -> Pending {
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let mut pending = Pending::new(call, request.phone_number, timeout);
+        if let Some(wait_for) = request.wait_for {
+            pending.wait_for = wait_for;
+        }
+        // Media sends are dispatched once their media is loaded; text sends at once.
+        if let Some(called_at) = request.called_at {
+            pending.deadline = tokio::time::Instant::from_std(called_at) + timeout;
+        }
+        let wait = request
+            .wait_for_device
+            .unwrap_or(self.config.wait_for_device);
+        if !wait.is_zero() {
+            let called_at = pending.deadline - timeout;
+            pending.park_until = Some((called_at + wait).min(pending.deadline));
+        }
+        pending
+    }
+
     /// Settles a request with the extension's answer.
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
         if !result.success {
@@ -125,24 +180,28 @@ impl Shared {
             );
             return self.fail_with(settled, request_id, error);
         }
-        self.host.deliver(Delivery::Resolved(Resolved {
-            id: settled.pending.call,
-            request_id: settled.request_id,
-            message_id: result.message_id,
-            timestamp: result.timestamp.unwrap_or(now_ms() as f64),
-            session: settled.identity,
-        }));
+        self.succeed(lock(&self.registry), settled, result);
     }
 
     /// Fails a request that had been sent to a device; `error` gets the request and
     /// session ids.
     pub fn fail(&self, settled: Settled, error: impl FnOnce(&str, &str) -> GatewayError) {
         let request_id = Uuid::from_u128(settled.request_id).to_string();
-        let error = error(&request_id, &settled.identity.session_id);
+        let mut error = error(&request_id, &settled.identity.session_id);
+        if settled.pending.queued && error.details.is_object() {
+            error.details["sent"] = false.into();
+        }
         self.fail_with(settled, request_id, error);
     }
 
-    fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+    pub(super) fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
+        let record = Record::failed(
+            settled.identity.clone(),
+            settled.pending.phone_number.clone(),
+        );
+        lock(&self.registry)
+            .statuses
+            .record(settled.request_id, record);
         if self.config.log_events {
             let event = LogEvent::send_failed(
                 &settled.identity,
@@ -176,13 +235,13 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
         GatewayError::new(
             ErrorCode::RequestTimeout,
             format!("Request timed out after {timeout_ms} ms without a result from the extension"),
-            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms }),
+            json!({ "requestId": request_id, "sessionId": session_id, "timeout": timeout_ms, "sent": true }),
         )
     }
 }
 
 /// `NO_ACTIVE_DEVICE`, saying why: `why` is `None` when the gateway is not running.
-fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
+pub(super) fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
     let (reason, message) = match why {
         None => (
             "not-running",
@@ -205,7 +264,7 @@ fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
 }
 
 /// `BACKPRESSURE`: the chosen session already has `queued` bytes waiting for its socket.
-fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
+pub(super) fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
     move |request_id, session_id| {
         GatewayError::new(
             ErrorCode::Backpressure,
@@ -221,15 +280,17 @@ pub fn connection_lost(request_id: &str, session_id: &str) -> GatewayError {
     GatewayError::new(
         ErrorCode::ConnectionLost,
         "The extension's connection closed before it reported a result",
-        json!({ "requestId": request_id, "sessionId": session_id }),
+        // Every command that reaches a session is handed to its socket at once.
+        json!({ "requestId": request_id, "sessionId": session_id, "sent": true }),
     )
 }
 
 pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
+    // Without a request id the send never reached a session (its media was loading).
     let details = if request_id.is_empty() {
-        json!({})
+        json!({ "sent": false })
     } else {
-        json!({ "requestId": request_id, "sessionId": session_id })
+        json!({ "requestId": request_id, "sessionId": session_id, "sent": true })
     };
     GatewayError::new(
         ErrorCode::GatewayShutdown,

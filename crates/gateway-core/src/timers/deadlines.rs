@@ -38,5 +38,6 @@ fn expire(shared: &Shared) -> Option<Instant> {
         let timeout_ms = settled.pending.timeout_ms;
         shared.fail(settled, timeout_error(timeout_ms));
     }
+    shared.expire_ack_waits(Instant::now());
     next
 }

@@ -1,0 +1,124 @@
+// Types of whatsapp-ws-extension-gateway/client (client/gateway-client.mjs).
+
+export type CommandType = 'send-message' | 'send-image' | 'send-video' | 'send-document';
+export type Ack = 'server' | 'delivered' | 'read' | 'played';
+
+/** What a command handler receives; media, whichever field carried it, is in `dataUrl`. */
+export interface CommandData {
+  phoneNumber: string;
+  /** send-message */
+  message?: string;
+  /** send-image, send-video, send-document: a data: URL */
+  dataUrl?: string;
+  caption?: string;
+  mimeType?: string;
+  /** send-document */
+  documentName?: string;
+  [field: string]: unknown;
+}
+
+export interface CommandContext {
+  requestId: string;
+  type: CommandType;
+}
+
+/** What a handler returns: success (with WhatsApp's id of the message, if known) or a failure. */
+export type CommandOutcome =
+  { success?: true; messageId?: string | null } | { success: false; error?: string | Error } | void;
+
+export type CommandHandler = (data: CommandData, context: CommandContext) => CommandOutcome | Promise<CommandOutcome>;
+
+export interface Status {
+  whatsappLoggedIn: boolean;
+  ready: boolean;
+  /** Free text shown in the gateway's session list. */
+  status?: string;
+}
+
+export interface IncomingMessage {
+  /** WhatsApp's id of the message; the gateway de-duplicates by it. */
+  messageId: string;
+  from: string;
+  chatId?: string;
+  body?: string;
+  /** ms since the epoch */
+  timestamp: number;
+  media?: { mimeType: string; dataUrl?: string; fileName?: string };
+  [field: string]: unknown;
+}
+
+/**
+ * A WebSocket class with the browser's API (`onopen`, `onmessage`, `onclose`, `send`,
+ * `close`, `readyState`): `globalThis.WebSocket`, or `ws`'s default export in Node.
+ */
+export type WebSocketClass = new (url: string) => any;
+
+export interface GatewayClientOptions {
+  /** `ws://host:port/wa-ext-ws` or `wss://...` */
+  url: string;
+  apiKey: string;
+  /** Reported to the gateway and listed by `getActiveSessions()`. */
+  extensionVersion?: string;
+  browser?: string;
+  /** Default: `globalThis.WebSocket`. */
+  WebSocket?: WebSocketClass;
+  /** ms between unprompted heartbeats while authenticated. Default 25000. */
+  heartbeatInterval?: number;
+  /** ms; the reconnect delay is uniform in [0, min(maxReconnectDelay, reconnectBaseDelay × 2^attempt)). Default 1000. */
+  reconnectBaseDelay?: number;
+  /** ms; also the wait after a 1008 close (refused key, session limit, auth timeout). Default 30000. */
+  maxReconnectDelay?: number;
+  /** ms between re-sends of an unacknowledged `receive()`. Default 5000. */
+  receiveRetryInterval?: number;
+  /** Acks kept while disconnected; the oldest are dropped beyond it. Default 1000. */
+  maxQueuedAcks?: number;
+  /** `receive()` calls waiting for the gateway; one more rejects with `QUEUE_FULL`. Default 100. */
+  maxPendingReceives?: number;
+  /** Source of the reconnect jitter, returning a number in [0, 1). Default `Math.random`. */
+  random?: () => number;
+}
+
+/** An `Error` with a `code`: `AUTHENTICATION_FAILED`, `MAX_SESSIONS_EXCEEDED`, `CONNECTION_REFUSED`, any gateway error code, `LISTENER_ERROR`, `CONNECTION_FAILED`... */
+export interface GatewayClientError extends Error {
+  code: string;
+  /** The gateway's error frame, when the error came from one. */
+  frame?: Record<string, unknown>;
+  /** 1008 when the gateway refused the connection. */
+  closeCode?: number;
+}
+
+export interface CloseEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+  /** ms until the next try, or null when not reconnecting. */
+  reconnectDelay: number | null;
+}
+
+export interface GatewayClientEvents {
+  open: () => void;
+  authenticated: (event: { sessionId: string }) => void;
+  close: (event: CloseEvent) => void;
+  error: (error: GatewayClientError) => void;
+}
+
+export class GatewayClient {
+  constructor(options: GatewayClientOptions);
+  /** The gateway's id of the current session; null while not authenticated. */
+  readonly sessionId: string | null;
+  /** True while a session is authenticated. */
+  readonly connected: boolean;
+  on<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
+  off<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
+  handle(type: CommandType, handler: CommandHandler): this;
+  /** Connects and stays connected (reconnecting with backoff) until `close()`. */
+  connect(): this;
+  /** Closes with 1000, stops reconnecting, rejects pending `receive()` calls (`CLIENT_CLOSED`). */
+  close(): Promise<void>;
+  /** Sent now if connected, and again after every authentication. */
+  setStatus(status: Status): void;
+  /** Sent now if connected, else queued until the next authentication. */
+  ack(requestId: string, ack: Ack, messageId?: string): void;
+  /** Resolves when the gateway answers `incoming-ack`; re-sent every `receiveRetryInterval` and after each reconnect. */
+  receive(message: IncomingMessage): Promise<{ messageId: string }>;
+}

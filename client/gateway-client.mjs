@@ -1,0 +1,445 @@
+// whatsapp-ws-extension-gateway/client: the extension's end of the gateway protocol.
+//
+// One file, no imports, no Node APIs: it runs unchanged in a Manifest V3 service worker,
+// in a page, and in Node (22+ has a global WebSocket; older Node passes `ws`).
+// docs/extension-protocol.md describes every frame this file reads and writes.
+
+const COMMANDS = ['send-message', 'send-image', 'send-video', 'send-document'];
+const EVENTS = ['open', 'authenticated', 'close', 'error'];
+const MEDIA_FIELDS = ['imageDataUrl', 'videoDataUrl', 'documentDataUrl'];
+const OPEN = 1; // WebSocket.OPEN, the same in every implementation
+const POLICY_VIOLATION = 1008;
+const NORMAL_CLOSURE = 1000;
+// Request ids of commands already taken on, so a repeated command is never run again.
+const REMEMBERED_COMMANDS = 1000;
+
+const DEFAULTS = {
+  heartbeatInterval: 25_000,
+  reconnectBaseDelay: 1_000,
+  maxReconnectDelay: 30_000,
+  receiveRetryInterval: 5_000,
+  maxQueuedAcks: 1_000,
+  maxPendingReceives: 100,
+};
+
+function codedError(code, message, extra) {
+  return Object.assign(new Error(message), { code }, extra);
+}
+
+function positive(options, name) {
+  const value = options[name] ?? DEFAULTS[name];
+  if (typeof value !== 'number' || !(value > 0) || !Number.isFinite(value)) {
+    throw new TypeError(`GatewayClient: option '${name}' must be a positive number of milliseconds or items`);
+  }
+  return value;
+}
+
+export class GatewayClient {
+  #url;
+  #apiKey;
+  #extensionVersion;
+  #browser;
+  #WebSocket;
+  #random;
+  #timing;
+
+  #listeners = new Map(EVENTS.map((name) => [name, new Set()]));
+  #handlers = new Map();
+  #running = false;
+  #ws = null;
+  #sessionId = null;
+  #attempt = 0;
+  #reconnectTimer = null;
+  #heartbeatTimer = null;
+  #refusal = null; // the error frame that preceded a 1008 close, if any
+  #status = null;
+  #queuedAcks = [];
+  #pendingReceives = new Map();
+  #seenCommands = new Set();
+  #closeWaiters = new Map(); // socket -> resolvers of close() calls waiting for it
+
+  /**
+   * @param {object} options
+   *   url, apiKey (required); extensionVersion, browser (reported to the gateway);
+   *   WebSocket (a class; default globalThis.WebSocket);
+   *   heartbeatInterval, reconnectBaseDelay, maxReconnectDelay, receiveRetryInterval
+   *   (ms; SPEC defaults 25 s, 1 s, 30 s, 5 s); maxQueuedAcks, maxPendingReceives;
+   *   random (a function returning [0, 1), for the reconnect jitter; default Math.random).
+   */
+  constructor(options = {}) {
+    const { url, apiKey, extensionVersion = 'unknown', browser = 'unknown', random = Math.random } = options;
+    if (typeof url !== 'string' || !/^wss?:\/\//i.test(url)) {
+      throw new TypeError("GatewayClient: option 'url' must be a ws:// or wss:// URL");
+    }
+    if (typeof apiKey !== 'string' || apiKey === '') {
+      throw new TypeError("GatewayClient: option 'apiKey' must be a non-empty string");
+    }
+    const WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof WebSocketClass !== 'function') {
+      throw new TypeError(
+        "GatewayClient: no global WebSocket here; pass a WebSocket class as option 'WebSocket' (e.g. from the 'ws' package)",
+      );
+    }
+    if (typeof random !== 'function') throw new TypeError("GatewayClient: option 'random' must be a function");
+    this.#url = url;
+    this.#apiKey = apiKey;
+    this.#extensionVersion = String(extensionVersion);
+    this.#browser = String(browser);
+    this.#WebSocket = WebSocketClass;
+    this.#random = random;
+    this.#timing = Object.fromEntries(Object.keys(DEFAULTS).map((name) => [name, positive(options, name)]));
+  }
+
+  /** The gateway's id for the current session, or null while not authenticated. */
+  get sessionId() {
+    return this.#sessionId;
+  }
+
+  /** True while a session is authenticated. */
+  get connected() {
+    return this.#sessionId !== null;
+  }
+
+  on(name, listener) {
+    this.#listenersOf(name).add(listener);
+    return this;
+  }
+
+  off(name, listener) {
+    this.#listenersOf(name).delete(listener);
+    return this;
+  }
+
+  /** Registers the function that executes one kind of command. */
+  handle(type, handler) {
+    if (!COMMANDS.includes(type)) {
+      throw new TypeError(`GatewayClient.handle: unknown command '${type}' (one of ${COMMANDS.join(', ')})`);
+    }
+    if (typeof handler !== 'function') throw new TypeError('GatewayClient.handle: handler must be a function');
+    this.#handlers.set(type, handler);
+    return this;
+  }
+
+  /** Opens the connection and keeps it up (reconnecting) until close(). */
+  connect() {
+    if (this.#running) return this;
+    this.#running = true;
+    this.#attempt = 0;
+    this.#open();
+    return this;
+  }
+
+  /**
+   * Stops for good: closes the socket with 1000, stops reconnecting, rejects pending
+   * receive() calls. Resolves once the socket is closed.
+   */
+  close() {
+    this.#running = false;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = null;
+    this.#endSession();
+    for (const [messageId, pending] of this.#pendingReceives) {
+      clearTimeout(pending.timer);
+      pending.reject(
+        codedError('CLIENT_CLOSED', `receive(${messageId}): the client was closed before the gateway acknowledged it`),
+      );
+    }
+    this.#pendingReceives.clear();
+    const ws = this.#ws;
+    if (!ws) return Promise.resolve();
+    const closed = new Promise((resolve) => {
+      this.#closeWaiters.set(ws, [...(this.#closeWaiters.get(ws) ?? []), resolve]);
+    });
+    try {
+      ws.close(NORMAL_CLOSURE, 'Client closed');
+    } catch {
+      // Some implementations throw when closing a socket that is still connecting;
+      // its close event follows anyway.
+    }
+    return closed;
+  }
+
+  /** Remembers WhatsApp Web's state and reports it now and after every (re)authentication. */
+  setStatus({ whatsappLoggedIn, ready, status } = {}) {
+    this.#status = { whatsappLoggedIn: Boolean(whatsappLoggedIn), ready: Boolean(ready) };
+    if (typeof status === 'string') this.#status.status = status;
+    if (this.connected) this.#sendStatus();
+  }
+
+  /** Reports a delivery acknowledgement of a sent message ('server', 'delivered', 'read', 'played'). */
+  ack(requestId, ack, messageId) {
+    const frame = { type: 'message-ack', requestId: String(requestId), ack: String(ack) };
+    if (messageId !== undefined && messageId !== null) frame.messageId = String(messageId);
+    if (this.connected && this.#send(frame)) return;
+    this.#queuedAcks.push(frame);
+    if (this.#queuedAcks.length > this.#timing.maxQueuedAcks) this.#queuedAcks.shift();
+  }
+
+  /**
+   * Forwards a message WhatsApp Web received; resolves with { messageId } when the
+   * gateway acknowledges it, re-sending until then (one made while disconnected goes
+   * out after the next authentication). close() rejects it.
+   */
+  receive(message) {
+    const messageId = message?.messageId;
+    if (typeof messageId !== 'string' || messageId === '') {
+      return Promise.reject(new TypeError('GatewayClient.receive: message.messageId must be a non-empty string'));
+    }
+    const existing = this.#pendingReceives.get(messageId);
+    if (existing) return existing.promise;
+    if (this.#pendingReceives.size >= this.#timing.maxPendingReceives) {
+      return Promise.reject(
+        codedError(
+          'QUEUE_FULL',
+          `GatewayClient.receive: ${this.#pendingReceives.size} messages already wait for the gateway`,
+        ),
+      );
+    }
+    const pending = { frame: { type: 'incoming-message', data: message }, timer: null };
+    pending.promise = new Promise((resolve, reject) => {
+      pending.resolve = resolve;
+      pending.reject = reject;
+    });
+    this.#pendingReceives.set(messageId, pending);
+    if (this.connected) this.#sendReceive(pending);
+    return pending.promise;
+  }
+
+  // ---- connection ----
+
+  #open() {
+    this.#reconnectTimer = null;
+    this.#refusal = null;
+    let ws;
+    try {
+      ws = new this.#WebSocket(this.#url);
+    } catch (error) {
+      this.#emit('error', codedError('CONNECTION_FAILED', `Cannot open ${this.#url}: ${error?.message ?? error}`));
+      this.#scheduleReconnect(this.#nextDelay());
+      return;
+    }
+    this.#ws = ws;
+    let authenticated = false;
+    ws.onopen = () => {
+      this.#emit('open');
+      this.#send({
+        type: 'auth',
+        apiKey: this.#apiKey,
+        data: { extensionVersion: this.#extensionVersion, browser: this.#browser },
+      });
+    };
+    ws.onmessage = (event) => {
+      if (this.#ws !== ws || typeof event.data !== 'string') return;
+      let frame;
+      try {
+        frame = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (!frame || typeof frame !== 'object') return;
+      // The gateway may answer `auth` twice (`auth-success`, then `authenticated`); the first counts.
+      if (frame.type === 'auth-success' || frame.type === 'authenticated') {
+        if (!authenticated) {
+          authenticated = true;
+          this.#onAuthenticated(frame.sessionId);
+        }
+        return;
+      }
+      if (authenticated) this.#onFrame(ws, frame);
+      else if (frame.type === 'error') this.#refusal = frame;
+    };
+    ws.onerror = () => {
+      // Always followed by a close event, which carries what can be known.
+    };
+    ws.onclose = (event) => this.#onClose(ws, event);
+  }
+
+  #onAuthenticated(sessionId) {
+    this.#sessionId = typeof sessionId === 'string' ? sessionId : '';
+    this.#attempt = 0;
+    this.#heartbeatTimer = setInterval(() => this.#send({ type: 'heartbeat' }), this.#timing.heartbeatInterval);
+    this.#emit('authenticated', { sessionId: this.#sessionId });
+    if (this.#status) this.#sendStatus();
+    const acks = this.#queuedAcks;
+    this.#queuedAcks = [];
+    for (const frame of acks) this.#send(frame);
+    for (const pending of this.#pendingReceives.values()) this.#sendReceive(pending);
+  }
+
+  #onClose(ws, event) {
+    const waiters = this.#closeWaiters.get(ws) ?? [];
+    this.#closeWaiters.delete(ws);
+    for (const resolve of waiters) resolve();
+    // A socket replaced by connect() after close() has nothing more to report.
+    if (this.#ws !== ws) return;
+    this.#ws = null;
+    this.#endSession();
+    const code = event?.code ?? 1006;
+    const reason = event?.reason ?? '';
+    const willReconnect = this.#running;
+    let reconnectDelay = null;
+    if (willReconnect) {
+      reconnectDelay = code === POLICY_VIOLATION ? this.#timing.maxReconnectDelay : this.#nextDelay();
+    }
+    this.#emit('close', { code, reason, willReconnect, reconnectDelay });
+    if (willReconnect && code === POLICY_VIOLATION) {
+      const refusal = this.#refusal;
+      const errorCode = refusal ? (refusal.code ?? refusal.error?.code) : undefined;
+      const message = refusal ? (refusal.message ?? refusal.error?.message) : undefined;
+      this.#emit(
+        'error',
+        codedError(
+          errorCode ?? 'CONNECTION_REFUSED',
+          `The gateway refused the connection (1008${reason ? ` ${reason}` : ''}${message ? `: ${message}` : ''}); next try in ${reconnectDelay} ms`,
+          { closeCode: code },
+        ),
+      );
+    }
+    if (willReconnect) this.#scheduleReconnect(reconnectDelay);
+  }
+
+  #endSession() {
+    this.#sessionId = null;
+    clearInterval(this.#heartbeatTimer);
+    this.#heartbeatTimer = null;
+    for (const pending of this.#pendingReceives.values()) clearTimeout(pending.timer);
+  }
+
+  // Full jitter: uniform in [0, min(max, base * 2^attempt)), no floor.
+  #nextDelay() {
+    const { reconnectBaseDelay, maxReconnectDelay } = this.#timing;
+    const ceiling = Math.min(maxReconnectDelay, reconnectBaseDelay * 2 ** this.#attempt);
+    this.#attempt = Math.min(this.#attempt + 1, 60);
+    return Math.floor(this.#random() * ceiling);
+  }
+
+  #scheduleReconnect(delay) {
+    this.#reconnectTimer = setTimeout(() => {
+      if (this.#running) this.#open();
+    }, delay);
+  }
+
+  #send(frame) {
+    const ws = this.#ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- frames of an authenticated session ----
+
+  #onFrame(ws, frame) {
+    switch (frame.type) {
+      case 'ping':
+        this.#send({ type: 'heartbeat' });
+        return;
+      case 'incoming-ack':
+        this.#settleReceive(frame.messageId, (pending, messageId) => pending.resolve({ messageId }));
+        return;
+      case 'error':
+        this.#onErrorFrame(frame);
+        return;
+      default:
+        if (COMMANDS.includes(frame.type)) this.#runCommand(ws, frame);
+    }
+  }
+
+  #onErrorFrame(frame) {
+    const code = frame.code ?? frame.error?.code ?? 'SERVER_ERROR';
+    const message = frame.message ?? frame.error?.message ?? 'The gateway reported an error';
+    const messageId = frame.messageId ?? frame.error?.messageId ?? frame.data?.messageId;
+    if (code === 'INVALID_MESSAGE' && this.#pendingReceives.has(messageId)) {
+      this.#settleReceive(messageId, (pending) => pending.reject(codedError(code, message, { messageId })));
+      return;
+    }
+    this.#emit('error', codedError(code, message, { frame }));
+  }
+
+  #settleReceive(messageId, settle) {
+    const pending = this.#pendingReceives.get(messageId);
+    if (!pending) return;
+    clearTimeout(pending.timer);
+    this.#pendingReceives.delete(messageId);
+    settle(pending, messageId);
+  }
+
+  #sendReceive(pending) {
+    clearTimeout(pending.timer);
+    this.#send(pending.frame);
+    pending.timer = setTimeout(() => {
+      if (this.connected) this.#sendReceive(pending);
+    }, this.#timing.receiveRetryInterval);
+  }
+
+  #runCommand(ws, frame) {
+    const requestId = frame.requestId;
+    if (typeof requestId !== 'string' || this.#seenCommands.has(requestId)) return;
+    this.#seenCommands.add(requestId);
+    if (this.#seenCommands.size > REMEMBERED_COMMANDS) {
+      this.#seenCommands.delete(this.#seenCommands.values().next().value);
+    }
+    const type = frame.type;
+    const data = { ...(frame.data ?? {}) };
+    const mediaField = MEDIA_FIELDS.find((field) => typeof data[field] === 'string');
+    if (data.dataUrl === undefined && mediaField) data.dataUrl = data[mediaField];
+    for (const field of MEDIA_FIELDS) delete data[field];
+    const handler = this.#handlers.get(type);
+    const work = handler
+      ? new Promise((resolve) => resolve(handler(data, { requestId, type })))
+      : Promise.reject(new Error(`This extension has no handler for '${type}'`));
+    work
+      .then((outcome) => {
+        if (outcome && outcome.success === false) {
+          return { success: false, error: describe(outcome.error, 'The extension reported a failure') };
+        }
+        return { success: true, messageId: outcome?.messageId ?? null };
+      })
+      .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
+      .then((result) => {
+        // A result can settle the request only on the session it came from; after a
+        // reconnect the gateway has already failed it (CONNECTION_LOST).
+        if (this.#ws !== ws) return;
+        this.#send({ type: 'message-result', requestId, ...result, timestamp: Date.now() });
+      });
+  }
+
+  // ---- events ----
+
+  #listenersOf(name) {
+    const set = this.#listeners.get(name);
+    if (!set) throw new TypeError(`GatewayClient: unknown event '${name}' (one of ${EVENTS.join(', ')})`);
+    return set;
+  }
+
+  #emit(name, payload) {
+    for (const listener of [...this.#listeners.get(name)]) {
+      try {
+        listener(payload);
+      } catch (error) {
+        // A listener's bug must not break the connection; report it, but never in a loop.
+        if (name !== 'error') {
+          this.#emit(
+            'error',
+            codedError('LISTENER_ERROR', `A '${name}' listener threw: ${describe(error, 'unknown error')}`, {
+              cause: error,
+            }),
+          );
+        }
+      }
+    }
+  }
+
+  #sendStatus() {
+    this.#send({ type: 'status', data: { ...this.#status } });
+  }
+}
+
+function describe(error, fallback) {
+  if (typeof error === 'string' && error !== '') return error;
+  if (error && typeof error.message === 'string' && error.message !== '') return error.message;
+  return fallback;
+}

@@ -1,0 +1,192 @@
+//! A send's life after the extension's result (5.2): its status is remembered, a
+//! caller with `waitFor` waits for the ack it asked for, and `message-ack` frames
+//! move the status forward.
+
+use std::sync::{Arc, MutexGuard};
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::link::lock;
+use super::message_status::{Record, Waiter};
+use super::registry::{Registry, SessionKey, Settled};
+use super::Shared;
+use crate::clock::now_ms;
+use crate::error::{ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::host::{Delivery, Resolved, Stage};
+use crate::protocol::delivery::{Ack, AckFrame};
+use crate::protocol::ResultFrame;
+
+impl Shared {
+    /// Settles the request a `message-result` answers, if it was sent to `key`.
+    pub fn on_result(&self, key: SessionKey, result: ResultFrame) {
+        // Ids the gateway never issued, or issued to another session, settle nothing.
+        let Ok(id) = Uuid::try_parse(&result.request_id) else {
+            return;
+        };
+        let mut registry = lock(&self.registry);
+        let Some(settled) = registry.settle(key, id.as_u128()) else {
+            return;
+        };
+        if result.success {
+            self.succeed(registry, settled, result);
+        } else {
+            drop(registry);
+            self.complete(settled, result);
+        }
+    }
+
+    /// Records a successful result under the registry lock the caller holds, then
+    /// resolves the call, or keeps it waiting for the ack it asked for.
+    pub(super) fn succeed(
+        &self,
+        mut registry: MutexGuard<'_, Registry>,
+        settled: Settled,
+        result: ResultFrame,
+    ) {
+        let Settled {
+            identity,
+            request_id,
+            pending,
+        } = settled;
+        let timestamp = result.timestamp.unwrap_or(now_ms() as f64);
+        let record = Record::sent(
+            identity.clone(),
+            pending.phone_number,
+            result.message_id.clone(),
+            timestamp,
+        );
+        registry.statuses.record(request_id, record);
+        let stage = if pending.wait_for > Ack::Sent {
+            let waiter = Waiter {
+                call: pending.call,
+                wait_for: pending.wait_for,
+                timeout_ms: pending.timeout_ms,
+                deadline: pending.deadline,
+            };
+            registry.statuses.wait(request_id, waiter);
+            Stage::ResultAwaitingAck
+        } else {
+            Stage::Result
+        };
+        drop(registry);
+        self.host.deliver(Delivery::Resolved(Resolved {
+            id: pending.call,
+            request_id,
+            message_id: result.message_id,
+            timestamp,
+            session: identity,
+            ack: Ack::Sent,
+            stage,
+        }));
+    }
+
+    /// A `message-ack` from session `key`: accepted for any successful send of the
+    /// same API key, only if it moves that send forward.
+    pub fn on_ack(&self, key: SessionKey, frame: AckFrame) {
+        let Ok(id) = Uuid::try_parse(&frame.request_id) else {
+            return;
+        };
+        let request_id = id.as_u128();
+        let mut registry = lock(&self.registry);
+        let Some(api_key) = registry.api_key_of(key) else {
+            return;
+        };
+        let Some(advanced) =
+            registry
+                .statuses
+                .advance(request_id, &api_key, frame.ack, frame.message_id)
+        else {
+            return;
+        };
+        let record = advanced.record;
+        let event = self.config.log_events.then(|| {
+            LogEvent::message_ack(
+                &record.identity,
+                &frame.request_id,
+                &record.phone_number,
+                record.message_id.clone(),
+                frame.ack,
+            )
+        });
+        let resolved = advanced.waiter.map(|waiter| Resolved {
+            id: waiter.call,
+            request_id,
+            message_id: record.message_id.clone(),
+            timestamp: record.timestamp,
+            session: record.identity.clone(),
+            ack: frame.ack,
+            stage: Stage::Ack,
+        });
+        drop(registry);
+        if let Some(event) = event {
+            self.host.deliver(Delivery::Log(event));
+        }
+        if let Some(resolved) = resolved {
+            self.host.deliver(Delivery::Resolved(resolved));
+        }
+    }
+
+    /// Rejects the callers whose `waitFor` ack did not come in time. The message
+    /// went out, so this is no `send-failed`, and the status stays `'sent'`.
+    pub fn expire_ack_waits(&self, now: Instant) {
+        let expired = lock(&self.registry).statuses.expire(now);
+        for (request_id, waiter, ack, session_id) in expired {
+            let error = ack_timeout(request_id, &waiter, ack, &session_id);
+            self.host.deliver(Delivery::Rejected {
+                call: waiter.call,
+                error,
+            });
+        }
+    }
+
+    /// `stop()`: callers still waiting for an ack reject `GATEWAY_SHUTDOWN`.
+    pub fn abandon_ack_waits(&self) {
+        let waiting = lock(&self.registry).statuses.take_waiters();
+        for (request_id, waiter, session_id) in waiting {
+            let error = GatewayError::new(
+                ErrorCode::GatewayShutdown,
+                "Gateway is shutting down (the message was sent; its ack had not arrived)",
+                json!({ "requestId": request_text(request_id), "sessionId": &*session_id, "sent": true }),
+            );
+            self.host.deliver(Delivery::Rejected {
+                call: waiter.call,
+                error,
+            });
+        }
+    }
+}
+
+fn request_text(request_id: u128) -> String {
+    Uuid::from_u128(request_id).to_string()
+}
+
+fn ack_timeout(
+    request_id: u128,
+    waiter: &Waiter,
+    ack: Option<Ack>,
+    session_id: &Arc<str>,
+) -> GatewayError {
+    let wanted = waiter.wait_for.as_str();
+    let got = match ack {
+        Some(Ack::Sent) | None => "the extension sent no acks".to_string(),
+        Some(other) => format!("the highest ack was '{}'", other.as_str()),
+    };
+    GatewayError::new(
+        ErrorCode::RequestTimeout,
+        format!(
+            "Request timed out after {} ms waiting for '{wanted}': the message did go out (the extension reported it sent), but {got}",
+            waiter.timeout_ms
+        ),
+        json!({
+            "requestId": request_text(request_id),
+            "sessionId": &**session_id,
+            "timeout": waiter.timeout_ms,
+            "waitFor": wanted,
+            "ack": ack.map_or(Value::Null, |a| Value::from(a.as_str())),
+            "sent": true,
+        }),
+    )
+}

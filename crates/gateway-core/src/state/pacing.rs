@@ -1,0 +1,151 @@
+//! 5.2 `pacing`: each device's queue of commands not yet written, and when the next
+//! may leave (`minIntervalMs + random(0..jitterMs)` after the last, at most
+//! `maxPerMinute` in any 60 s). Plain data kept in the registry; the delivery timer
+//! (`timers::delivery`) lets commands leave when they are due.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Pacing;
+use crate::protocol::Frame;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A device's pacing state. Costs nothing until pacing is used: empty queues do not
+/// allocate.
+#[derive(Default)]
+pub struct DeviceQueue {
+    waiting: VecDeque<(u128, Frame)>,
+    /// Earliest time of the next departure by `minIntervalMs + jitter`.
+    next_allowed: Option<Instant>,
+    /// Departures of the last minute, when `maxPerMinute` is set.
+    recent: VecDeque<Instant>,
+}
+
+impl DeviceQueue {
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    pub fn push(&mut self, request_id: u128, frame: Frame) {
+        self.waiting.push_back((request_id, frame));
+    }
+
+    pub fn front_id(&self) -> Option<u128> {
+        self.waiting.front().map(|(id, _)| *id)
+    }
+
+    pub fn pop(&mut self) -> Option<(u128, Frame)> {
+        self.waiting.pop_front()
+    }
+
+    /// Takes a command out of the queue (its send settled before leaving).
+    pub fn remove(&mut self, request_id: u128) {
+        self.waiting.retain(|(id, _)| *id != request_id);
+    }
+
+    /// Everything still waiting, in order.
+    pub fn drain(&mut self) -> impl Iterator<Item = (u128, Frame)> + '_ {
+        self.waiting.drain(..)
+    }
+
+    /// When the next command may leave; `None` or a past instant is now.
+    pub fn ready_at(&self, pacing: &Pacing) -> Option<Instant> {
+        let by_minute = pacing.max_per_minute.and_then(|max| {
+            let n = self.recent.len();
+            (max > 0 && n >= max).then(|| self.recent[n - max] + MINUTE)
+        });
+        self.next_allowed.into_iter().chain(by_minute).max()
+    }
+
+    pub fn may_leave(&mut self, now: Instant, pacing: &Pacing) -> bool {
+        self.forget_before(now);
+        self.ready_at(pacing).is_none_or(|at| at <= now)
+    }
+
+    /// A command left at `now`: the next waits its interval.
+    pub fn departed(&mut self, now: Instant, pacing: &Pacing) {
+        let jitter_ms = pacing.jitter.as_millis() as u64;
+        let jitter = Duration::from_millis(if jitter_ms == 0 {
+            0
+        } else {
+            fastrand::u64(0..=jitter_ms)
+        });
+        self.next_allowed = Some(now + pacing.min_interval + jitter);
+        if pacing.max_per_minute.is_some() {
+            self.recent.push_back(now);
+        }
+    }
+
+    fn forget_before(&mut self, now: Instant) {
+        while self.recent.front().is_some_and(|t| *t + MINUTE <= now) {
+            self.recent.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pacing(min_ms: u64, jitter_ms: u64, max_per_minute: Option<usize>) -> Pacing {
+        Pacing {
+            min_interval: Duration::from_millis(min_ms),
+            jitter: Duration::from_millis(jitter_ms),
+            max_per_minute,
+        }
+    }
+
+    #[test]
+    fn an_idle_device_sends_at_once_then_waits_its_interval() {
+        let p = pacing(1000, 0, None);
+        let mut queue = DeviceQueue::default();
+        let t0 = Instant::now();
+        assert!(queue.may_leave(t0, &p));
+        queue.departed(t0, &p);
+        assert!(!queue.may_leave(t0 + Duration::from_millis(999), &p));
+        assert!(queue.may_leave(t0 + Duration::from_millis(1000), &p));
+    }
+
+    #[test]
+    fn jitter_adds_up_to_its_bound() {
+        let p = pacing(100, 50, None);
+        let t0 = Instant::now();
+        for _ in 0..200 {
+            let mut queue = DeviceQueue::default();
+            queue.departed(t0, &p);
+            let at = queue.ready_at(&p).unwrap() - t0;
+            assert!(
+                at >= Duration::from_millis(100) && at <= Duration::from_millis(150),
+                "{at:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn at_most_max_per_minute_in_any_sixty_seconds() {
+        let p = pacing(0, 0, Some(3));
+        let mut queue = DeviceQueue::default();
+        let t0 = Instant::now();
+        let mut left = Vec::new();
+        // Try every second for two and a half minutes.
+        for s in 0..150u64 {
+            let now = t0 + Duration::from_secs(s);
+            while queue.may_leave(now, &p) {
+                queue.departed(now, &p);
+                left.push(s);
+            }
+        }
+        assert_eq!(left, [0, 0, 0, 60, 60, 60, 120, 120, 120]);
+        for (i, s) in left.iter().enumerate() {
+            let within = left.iter().filter(|t| **t >= *s && **t < s + 60).count();
+            assert!(within <= 3, "departure {i} at {s}s");
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! 5.2 sends that do not leave at once: paced ones (a device's queue) and those
+//! waiting for a device (`waitForDevice`), from the call to their departure or their
+//! failure (`QUEUE_FULL`, `NO_ACTIVE_DEVICE`, `CONNECTION_LOST` with `sent: false`,
+//! `GATEWAY_SHUTDOWN`).
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::link::lock;
+use super::parking::Parked;
+use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
+use super::requests::{backpressure, command_frame, connection_lost, no_device, SendRequest};
+use super::Shared;
+use crate::config::Strategy;
+use crate::error::{mask_api_key, ErrorCode, GatewayError};
+use crate::host::Delivery;
+use crate::identity::{CallId, Identity};
+use crate::media::Media;
+
+impl Shared {
+    /// Records a paced request on its device: it leaves now if the device is idle,
+    /// else waits its turn in the device's queue.
+    pub(super) fn place_paced(
+        &self,
+        key: SessionKey,
+        identity: Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        frame: crate::protocol::Frame,
+    ) {
+        let placed = lock(&self.registry).place(key, request_id, pending, frame);
+        match placed {
+            Ok(earliest) => {
+                if earliest {
+                    self.deadline_changed.notify_one();
+                }
+            }
+            Err(NotPlaced::Gone(pending, _)) => {
+                let settled = Settled {
+                    identity,
+                    request_id,
+                    pending,
+                };
+                self.fail(settled, connection_lost);
+            }
+            Err(NotPlaced::QueueFull(pending, _, queued)) => {
+                self.queue_full(identity, request_id, pending, queued)
+            }
+            Err(NotPlaced::Backpressure(pending, queued)) => {
+                self.refuse_bytes(identity, request_id, pending, queued)
+            }
+        }
+    }
+
+    /// `BACKPRESSURE` for a paced or waiting send whose device's socket is behind.
+    fn refuse_bytes(
+        &self,
+        identity: Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        queued: usize,
+    ) {
+        let settled = Settled {
+            identity,
+            request_id,
+            pending,
+        };
+        self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
+    }
+
+    /// `QUEUE_FULL` for a send whose device's pacing queue is full (`send-failed` fires:
+    /// a device was chosen).
+    fn queue_full(
+        &self,
+        identity: Arc<Identity>,
+        request_id: u128,
+        pending: Pending,
+        queued: usize,
+    ) {
+        let id_text = Uuid::from_u128(request_id).to_string();
+        let error = GatewayError::new(
+            ErrorCode::QueueFull,
+            format!(
+                "The device's pacing queue is full ({queued} sends waiting; see maxQueuedSends)"
+            ),
+            json!({ "requestId": &id_text, "sessionId": &*identity.session_id, "queued": queued, "sent": false }),
+        );
+        let settled = Settled {
+            identity,
+            request_id,
+            pending,
+        };
+        self.fail_with(settled, id_text, error);
+    }
+
+    /// Keeps a send that found no active device until one comes, for up to its
+    /// `waitForDevice` from the call (or its timeout, if shorter).
+    pub(super) fn park(
+        &self,
+        call: CallId,
+        request: SendRequest,
+        media: Option<Media>,
+        strategy: Strategy,
+    ) {
+        let request_id = Uuid::new_v4();
+        let mut id_buf = Uuid::encode_buffer();
+        let id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
+        let frame = command_frame(&request, media, id_text, self.config.dialect);
+        let api_key: Arc<str> = request.api_key.as_str().into();
+        let pending = self.pending_for(call, request);
+        let until = pending.park_until.unwrap_or(pending.deadline);
+        let mut registry = lock(&self.registry);
+        if !registry.parking_open() {
+            drop(registry);
+            let error = no_device(&api_key, None);
+            return self.host.deliver(Delivery::Rejected { call, error });
+        }
+        let queued = registry.parking.count(&api_key);
+        if queued >= self.config.max_queued_sends {
+            drop(registry);
+            let error = GatewayError::new(
+                ErrorCode::QueueFull,
+                format!("Too many sends are waiting for a device of this API key ({queued}; see maxQueuedSends)"),
+                json!({ "sessionId": null, "queued": queued, "apiKey": mask_api_key(&api_key), "sent": false }),
+            );
+            return self.host.deliver(Delivery::Rejected { call, error });
+        }
+        registry.parking.park(
+            api_key,
+            Parked {
+                request_id: request_id.as_u128(),
+                frame,
+                pending,
+                strategy,
+                until,
+                origin: None,
+            },
+        );
+        // The delivery timer sleeps until its next due time: this one may be earlier,
+        // and a device may have become active since the selection above.
+        registry.wake_delivery.notify_one();
+    }
+
+    /// One round of the delivery timer; returns when the next is due.
+    pub fn delivery_tick(&self, now: Instant) -> Option<Instant> {
+        let mut registry = lock(&self.registry);
+        let unparked = registry.unpark();
+        let expired = registry.parking.expire(now);
+        let reasons: Vec<Unavailable> = expired
+            .iter()
+            .map(|(api_key, _)| registry.why_no_device(api_key))
+            .collect();
+        let (next_paced, refused) = registry.release_due(now);
+        let next = next_paced
+            .into_iter()
+            .chain(registry.parking.next_deadline())
+            .min();
+        drop(registry);
+
+        if unparked.earliest {
+            self.deadline_changed.notify_one();
+        }
+        for (identity, request_id, pending, queued) in unparked.queue_full {
+            self.queue_full(identity, request_id, pending, queued);
+        }
+        for (identity, request_id, pending, queued) in unparked.backpressure {
+            self.refuse_bytes(identity, request_id, pending, queued);
+        }
+        for (settled, queued) in refused {
+            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
+        }
+        for ((api_key, parked), reason) in expired.into_iter().zip(reasons) {
+            self.end_wait(&api_key, parked, reason);
+        }
+        next
+    }
+
+    /// A send's wait for a device is up.
+    fn end_wait(&self, api_key: &str, parked: Parked<Pending>, why: Unavailable) {
+        let Parked {
+            request_id,
+            pending,
+            origin,
+            ..
+        } = parked;
+        match origin {
+            // Its device left before the command was written.
+            Some(identity) => {
+                let settled = Settled {
+                    identity,
+                    request_id,
+                    pending,
+                };
+                self.fail(settled, connection_lost);
+            }
+            None => {
+                let mut error = no_device(api_key, Some(why));
+                error.details["requestId"] = Uuid::from_u128(request_id).to_string().into();
+                error.details["sent"] = false.into();
+                self.host.deliver(Delivery::Rejected {
+                    call: pending.call,
+                    error,
+                });
+            }
+        }
+    }
+
+    /// `stop()`: sends waiting for a device reject `GATEWAY_SHUTDOWN`.
+    pub fn abandon_parked(&self) {
+        let parked = lock(&self.registry).parking.take_all();
+        for p in parked {
+            let error = GatewayError::new(
+                ErrorCode::GatewayShutdown,
+                "Gateway is shutting down",
+                json!({ "requestId": Uuid::from_u128(p.request_id).to_string(), "sent": false }),
+            );
+            self.host.deliver(Delivery::Rejected {
+                call: p.pending.call,
+                error,
+            });
+        }
+    }
+}

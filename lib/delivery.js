@@ -1,0 +1,72 @@
+'use strict';
+// SPEC 5.2 (delivery) on the JavaScript side: its options and per-call arguments,
+// checked here so that index.js, options.js and send-args.js each call one function.
+
+/** `waitFor` levels, lowest first. */
+const ACKS = ['sent', 'server', 'delivered', 'read', 'played'];
+const DAY = 24 * 60 * 60 * 1000;
+
+function typeError(option, expected, value) {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
+  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
+}
+
+function duration(value, option, { zeroAllowed }) {
+  const min = zeroAllowed ? 0 : 1;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw typeError(option, `a finite number of at least ${min} (ms)`, value);
+  }
+  return value;
+}
+
+function pacing(value) {
+  if (value == null) return undefined;
+  if (typeof value !== 'object') throw typeError('pacing', 'an object { minIntervalMs, jitterMs?, maxPerMinute? }', value);
+  const minIntervalMs = duration(value.minIntervalMs ?? 0, 'pacing.minIntervalMs', { zeroAllowed: true });
+  const jitterMs = duration(value.jitterMs ?? 0, 'pacing.jitterMs', { zeroAllowed: true });
+  const max = value.maxPerMinute ?? Infinity;
+  if (max !== Infinity && (!Number.isInteger(max) || max < 1 || max > 0xffffffff)) {
+    throw typeError('pacing.maxPerMinute', 'a positive integer or Infinity', max);
+  }
+  return { minIntervalMs, jitterMs, maxPerMinute: max === Infinity ? undefined : max };
+}
+
+/** The 5.2 config options, with their defaults. */
+function deliveryOptions(config) {
+  const maxQueued = config.maxQueuedSends;
+  if (maxQueued != null && (!Number.isInteger(maxQueued) || maxQueued < 1 || maxQueued > 0xffffffff)) {
+    throw typeError('maxQueuedSends', 'a positive integer', maxQueued);
+  }
+  return {
+    idempotencyTtl: config.idempotencyTtl == null ? DAY : duration(config.idempotencyTtl, 'idempotencyTtl', { zeroAllowed: false }),
+    pacing: pacing(config.pacing),
+    maxQueuedSends: maxQueued ?? 1000,
+    waitForDevice: config.waitForDevice == null ? 0 : duration(config.waitForDevice, 'waitForDevice', { zeroAllowed: true }),
+  };
+}
+
+/** A call's `waitForDevice` (ms; 0 turns the config's off). */
+function waitForDeviceArg(value, invalid) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw invalid('waitForDevice', value, 'waitForDevice must be a finite number of milliseconds, at least 0');
+  }
+  return value;
+}
+
+/** A call's `waitFor`, checked; `'sent'` is the default and needs nothing. */
+function waitForArg(waitFor, invalid) {
+  if (!ACKS.includes(waitFor)) {
+    throw invalid('waitFor', waitFor, `waitFor must be one of ${ACKS.map((a) => `'${a}'`).join(', ')}`);
+  }
+  return waitFor === 'sent' ? undefined : waitFor;
+}
+
+/** A call's `idempotencyKey`, checked. */
+function idempotencyKeyArg(key, invalid) {
+  if (typeof key !== 'string' || key.length < 1 || key.length > 200) {
+    throw invalid('idempotencyKey', key, 'idempotencyKey must be a string of 1 to 200 characters');
+  }
+  return key;
+}
+
+module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg };

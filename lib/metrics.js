@@ -1,0 +1,142 @@
+'use strict';
+// `gateway.metrics()` (SPEC 5.4): Prometheus text exposition format 0.0.4. What the
+// JavaScript side sees (send calls, their outcomes and durations) is counted here;
+// what only the core sees (auth failures by reason, bytes written, media fetch
+// durations) comes from src/metrics.rs.
+
+/** Upper bounds (seconds) of the send duration histogram. */
+const SEND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+class Histogram {
+  constructor(bounds) {
+    this.bounds = bounds;
+    this.counts = new Array(bounds.length).fill(0);
+    this.count = 0;
+    this.sum = 0;
+  }
+
+  observe(seconds) {
+    const { bounds } = this;
+    let bucket = 0;
+    while (bucket < bounds.length && seconds > bounds[bucket]) bucket++;
+    if (bucket < bounds.length) this.counts[bucket]++;
+    this.count++;
+    this.sum += seconds;
+  }
+}
+
+/** Counters kept by one gateway across start() and stop(). */
+class SendMetrics {
+  /** kind -> outcome -> count (no string built per send: this runs on every one). */
+  #sends = new Map();
+  /** kind -> Histogram. */
+  #durations = new Map();
+
+  /** A send call settled: `outcome` is 'success' or the error code; `startedAt` is its `performance.now()`. */
+  settled(kind, outcome, startedAt) {
+    let outcomes = this.#sends.get(kind);
+    if (!outcomes) this.#sends.set(kind, (outcomes = new Map()));
+    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
+    if (startedAt === undefined) return;
+    let histogram = this.#durations.get(kind);
+    if (!histogram) this.#durations.set(kind, (histogram = new Histogram(SEND_BUCKETS)));
+    histogram.observe((performance.now() - startedAt) / 1000);
+  }
+
+  sends() {
+    return [...this.#sends].flatMap(([kind, outcomes]) => [...outcomes].map(([outcome, count]) => [{ kind, outcome }, count]));
+  }
+
+  durations() {
+    return [...this.#durations];
+  }
+}
+
+function escapeLabel(value) {
+  return String(value).replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function labels(set) {
+  const entries = Object.entries(set);
+  if (entries.length === 0) return '';
+  return `{${entries.map(([name, value]) => `${name}="${escapeLabel(value)}"`).join(',')}}`;
+}
+
+function number(value) {
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return Number.isNaN(value) ? 'NaN' : String(value);
+}
+
+/** Builds the exposition text, one family at a time. */
+class Exposition {
+  #lines = [];
+
+  family(name, type, help, samples) {
+    this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labelSet, value] of samples) this.#lines.push(`${name}${labels(labelSet)} ${number(value)}`);
+  }
+
+  /** `series`: [labelSet, { bounds, counts (per bucket, not cumulative), count, sum }]. */
+  histogram(name, help, series) {
+    this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`);
+    for (const [labelSet, h] of series) {
+      let cumulative = 0;
+      h.bounds.forEach((bound, i) => {
+        cumulative += h.counts[i];
+        this.#lines.push(`${name}_bucket${labels({ ...labelSet, le: number(bound) })} ${cumulative}`);
+      });
+      this.#lines.push(`${name}_bucket${labels({ ...labelSet, le: '+Inf' })} ${h.count}`);
+      this.#lines.push(`${name}_sum${labels(labelSet)} ${number(h.sum)}`);
+      this.#lines.push(`${name}_count${labels(labelSet)} ${h.count}`);
+    }
+  }
+
+  toString() {
+    return `${this.#lines.join('\n')}\n`;
+  }
+}
+
+/**
+ * The whole text. `state`: { sessions (getAllSessions), health (getHealth),
+ * pendingSends, sends (SendMetrics), core (the core's snapshot) }.
+ */
+function render({ sessions, health, pendingSends, sends, core }) {
+  const out = new Exposition();
+  const ready = sessions.filter((s) => s.deviceActive).length;
+  out.family('wa_gateway_sessions', 'gauge', 'Authenticated extension sessions, by whether they can take sends.', [
+    [{ state: 'ready' }, ready],
+    [{ state: 'not_ready' }, sessions.length - ready],
+  ]);
+  out.family('wa_gateway_connections', 'gauge', 'Open WebSocket connections, authenticated or not.', [
+    [{}, health.connections ?? 0],
+  ]);
+  out.family('wa_gateway_pending_sends', 'gauge', 'Send calls not settled yet.', [[{}, pendingSends]]);
+  out.family('wa_gateway_queued_sends', 'gauge', 'Sends waiting in a pacing queue or for a device.', [
+    [{}, health.queuedSends ?? 0],
+  ]);
+  out.family('wa_gateway_sends_total', 'counter', "Settled send calls, by kind and outcome ('success' or the error code).", sends.sends());
+  out.histogram(
+    'wa_gateway_send_duration_seconds',
+    'Time from a send call to its settlement, by kind.',
+    sends.durations().map(([kind, h]) => [{ kind }, h]),
+  );
+  out.family(
+    'wa_gateway_auth_failures_total',
+    'counter',
+    'Connections that did not become sessions, by reason.',
+    core.authFailures.map(({ reason, count }) => [{ reason }, count]),
+  );
+  out.family('wa_gateway_bytes_written_total', 'counter', 'Bytes of commands written to extensions.', [
+    [{}, core.bytesWritten],
+  ]);
+  out.histogram('wa_gateway_media_fetch_duration_seconds', 'Time to fetch one http(s) media URL, failures included.', [
+    [{}, core.mediaFetch],
+  ]);
+  out.family('wa_gateway_up', 'gauge', 'Whether the gateway is running (1) or stopped (0).', [
+    [{}, health.status === 'stopped' ? 0 : 1],
+  ]);
+  return out.toString();
+}
+
+module.exports = { SendMetrics, render, SEND_BUCKETS };

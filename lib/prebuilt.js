@@ -1,0 +1,23 @@
+'use strict';
+// Where a packed tarball carries the addon built on the machine that packed it
+// (SPEC 5.6): prebuilds/<platform tag>/gateway.node. The install script copies it
+// next to index.js; index.js also loads it from here when the install script did not
+// run (npm --ignore-scripts, package managers that skip dependencies' scripts).
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+
+/** linux-x64-gnu, linux-x64-musl, darwin-arm64, ...: what a binary needs to load. */
+function platformTag() {
+  const base = `${process.platform}-${process.arch}`;
+  if (process.platform !== 'linux') return base;
+  // Node built against glibc reports its version; on musl the field is absent.
+  const header = process.report?.getReport?.().header ?? {};
+  return `${base}-${header.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+}
+
+function prebuiltPath(tag = platformTag()) {
+  return path.join(root, 'prebuilds', tag, 'gateway.node');
+}
+
+module.exports = { root, platformTag, prebuiltPath };
