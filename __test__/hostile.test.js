@@ -350,3 +350,21 @@ test("NO_ACTIVE_DEVICE carries details.reason 'not-running', 'no-sessions' or 'n
   const after = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
   assert.deepEqual([after.code, after.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
 });
+
+test('while stop() runs, a new send rejects GATEWAY_SHUTDOWN; once stopped, NO_ACTIVE_DEVICE with reason not-running', { timeout: 20_000 }, async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ws = await rawExtension(url, gateway);
+  t.after(() => ws.terminate());
+  ws._socket.pause();
+  // A command larger than the socket buffers: stop() waits a little for its frame to end.
+  const big = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', dataUrl: pngDataUrl(8 * 1024 * 1024) }).catch((e) => e);
+  await new Promise((r) => setTimeout(r, 300));
+  const stopping = gateway.stop();
+  const during = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e);
+  assert.equal(during.code, 'GATEWAY_SHUTDOWN');
+  await stopping;
+  assert.equal((await big).code, 'GATEWAY_SHUTDOWN');
+  const after = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e);
+  assert.deepEqual([after.code, after.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
+});
