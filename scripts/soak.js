@@ -3,7 +3,7 @@
 // trickle of sends, for a long while; the gateway's RSS, open file descriptors and CPU
 // are sampled and must stay flat.
 //
-//   node scripts/soak.js [--sessions 10000] [--devices 10] [--minutes 30] [--rate 10]
+//   node --expose-gc scripts/soak.js [--sessions 10000] [--devices 10] [--minutes 30] [--rate 10]
 //                        [--heartbeat 5000] [--every 10]
 //
 // The sessions come from the benchmark's Rust fleet (bench/fleet, built here into
@@ -88,14 +88,17 @@ async function main() {
   const started = Date.now();
   let lastCpu = cpuMs();
   let lastAt = Date.now();
-  process.stdout.write('  min   RSS MB   fds   CPU %   sessions   sends ok   failed\n');
+  process.stdout.write('  min   RSS MB  heap MB   fds   CPU %   sessions   sends ok   failed\n');
   while (Date.now() - started < minutes * 60_000) {
     await sleep(everySeconds * 1000);
+    // With --expose-gc, garbage JavaScript has not collected yet is not counted as growth.
+    global.gc?.();
     const now = Date.now();
     const cpu = cpuMs();
     const sample = {
       minute: (now - started) / 60_000,
       rss: rssMb(),
+      heap: process.memoryUsage().heapUsed / 1048576,
       fds: fdCount(),
       cpu: ((cpu - lastCpu) / (now - lastAt)) * 100,
       sessions: gateway.getHealth().activeSessions,
@@ -104,7 +107,7 @@ async function main() {
     samples.push(sample);
     const failed = Object.values(sends.failed).reduce((a, b) => a + b, 0);
     process.stdout.write(
-      `${sample.minute.toFixed(1).padStart(5)}  ${sample.rss.toFixed(1).padStart(7)}  ${String(sample.fds).padStart(5)}  ` +
+      `${sample.minute.toFixed(1).padStart(5)}  ${sample.rss.toFixed(1).padStart(7)}  ${sample.heap.toFixed(1).padStart(7)}  ${String(sample.fds).padStart(5)}  ` +
         `${sample.cpu.toFixed(1).padStart(6)}  ${String(sample.sessions).padStart(9)}  ${String(sends.ok).padStart(9)}  ${String(failed).padStart(7)}\n`,
     );
   }
