@@ -5,7 +5,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const { WhatsAppGateway } = require('..');
-const { startGateway, FakeExtension, waitFor, GOOD_KEY } = require('./helpers');
+const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('./helpers');
 
 /** Sends raw bytes to the port; resolves with everything read once the server closes. */
 function rawExchange(port, text, ms = 5000) {
@@ -300,6 +300,16 @@ test('maxPreAuthPayload: a larger frame before auth closes with 1009, refused fr
   headerOnly.terminate();
   assert.equal(outcome, 1009);
 
+  // Auth followed at once by a large frame, in one burst: the large one is after auth.
+  const eager = (await upgrade(url)).ws;
+  const replies = [];
+  eager.on('message', (data) => replies.push(JSON.parse(data.toString()).type));
+  eager.send(JSON.stringify({ type: 'auth', apiKey: OTHER_KEY }));
+  eager.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true }, pad: 'p'.repeat(64 * 1024) }));
+  await waitFor(() => gateway.getActiveSessions(OTHER_KEY).some((s) => s.deviceActive), 3000, 'the eager session to be ready');
+  assert.ok(replies.includes('auth-success'));
+  eager.terminate();
+
   const ext = new FakeExtension(url);
   await ext.connectReady(gateway);
   ext.send({ type: 'status', data: { whatsappLoggedIn: true, ready: true }, pad: 'z'.repeat(64 * 1024) });
@@ -338,5 +348,23 @@ test("NO_ACTIVE_DEVICE carries details.reason 'not-running', 'no-sessions' or 'n
   await ext.close();
   await gateway.stop();
   const after = await gateway.sendMessage(GOOD_KEY, data).catch((e) => e);
+  assert.deepEqual([after.code, after.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
+});
+
+test('while stop() runs, a new send rejects GATEWAY_SHUTDOWN; once stopped, NO_ACTIVE_DEVICE with reason not-running', { timeout: 20_000 }, async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ws = await rawExtension(url, gateway);
+  t.after(() => ws.terminate());
+  ws._socket.pause();
+  // A command larger than the socket buffers: stop() waits a little for its frame to end.
+  const big = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', dataUrl: pngDataUrl(8 * 1024 * 1024) }).catch((e) => e);
+  await new Promise((r) => setTimeout(r, 300));
+  const stopping = gateway.stop();
+  const during = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e);
+  assert.equal(during.code, 'GATEWAY_SHUTDOWN');
+  await stopping;
+  assert.equal((await big).code, 'GATEWAY_SHUTDOWN');
+  const after = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e);
   assert.deepEqual([after.code, after.details.reason], ['NO_ACTIVE_DEVICE', 'not-running']);
 });

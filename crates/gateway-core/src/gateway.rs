@@ -216,7 +216,7 @@ impl Gateway {
                 }
                 let _ = tokio::time::timeout(STOP_ABORT, run.tasks.wait()).await;
             }
-            shared.set_lifecycle(Lifecycle::Stopped);
+            shared.stopped();
             shared.host.deliver(Delivery::Stopped);
         });
     }

@@ -94,6 +94,16 @@ impl Shared {
         self.lifecycle.store(now as u8, Ordering::Release);
     }
 
+    /// `stop()` has finished, unless `start()` came first and the gateway runs again.
+    pub fn stopped(&self) {
+        let _ = self.lifecycle.compare_exchange(
+            Lifecycle::Stopping as u8,
+            Lifecycle::Stopped as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     pub fn report(&self, error: GatewayError) {
         self.host.deliver(Delivery::Error(error));
     }

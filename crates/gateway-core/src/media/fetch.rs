@@ -37,7 +37,6 @@ pub(super) fn build_client(allow_private: bool) -> Result<Client, GatewayError> 
 struct Fetched {
     body: Vec<u8>,
     content_type: Option<String>,
-    final_url: Url,
 }
 
 pub(super) async fn load(
@@ -62,8 +61,9 @@ pub(super) async fn load(
             None,
         )
     })??;
-    let file_name =
-        super::file_name_from_url(&fetched.final_url).or_else(|| super::file_name_from_url(url));
+    // The caller's URL names the file, never a redirect target: a media server must not
+    // choose the name the extension saves it under (SPEC 5.1).
+    let file_name = super::file_name_from_url(url);
     let declared = fetched.content_type.as_deref();
     let candidates = [
         declared,
@@ -104,7 +104,6 @@ async fn fetch(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(mime::essence);
-    let final_url = response.url().clone();
     let mut body = Vec::with_capacity(
         declared_len
             .map_or(64 * 1024, |n| n as usize)
@@ -121,11 +120,7 @@ async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Fetched {
-        body,
-        content_type,
-        final_url,
-    })
+    Ok(Fetched { body, content_type })
 }
 
 /// Our own refusals travel inside reqwest's error; find them by walking the chain.
@@ -361,8 +356,8 @@ mod tests {
             .unwrap();
         assert_eq!(
             media.file_name.as_deref(),
-            Some("0"),
-            "file name comes from the final URL"
+            Some("5"),
+            "the file name comes from the caller's URL, not the redirect target"
         );
         let err = loader
             .load(MediaKind::Image, &format!("{base}/r/6"))

@@ -149,6 +149,10 @@ impl Outgoing {
                 self.into_frame + left
             };
         }
+        if self.chunks.is_empty() {
+            // An idle session keeps no buffer from its last write.
+            self.chunks = VecDeque::new();
+        }
     }
 }
 
@@ -357,6 +361,21 @@ mod tests {
                 json!({ "type": kind.command(), "requestId": request_id, "data": expected });
             assert_eq!(parsed, expected, "mime {mime:?} url {url:?}");
         }
+    }
+
+    #[test]
+    fn nothing_is_kept_allocated_once_everything_is_written() {
+        let mut out = Outgoing::default();
+        out.extend(frames());
+        let mut socket = Trickle {
+            taken: Vec::new(),
+            per_write: usize::MAX,
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        while !out.is_empty() {
+            let _ = out.poll_write(&mut socket, &mut cx);
+        }
+        assert_eq!(out.chunks.capacity(), 0);
     }
 
     #[test]

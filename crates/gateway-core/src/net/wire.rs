@@ -44,6 +44,7 @@ impl Wire {
     /// From now on only the WebSocket's own limit (`maxPayload`) applies.
     pub fn authenticated(&mut self) {
         self.meter = None;
+        self.too_big = false;
     }
 
     /// Whether reading stopped because a message before auth was too big.
@@ -88,7 +89,10 @@ impl AsyncRead for Wire {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.too_big {
+        // The bytes that tripped the meter were handed on: they may also hold the auth
+        // frame before the big one. Reading stops at the next read, unless auth has
+        // succeeded meanwhile.
+        if this.too_big && this.meter.is_some() {
             return Poll::Ready(Err(too_big()));
         }
         let before = buf.filled().len();
@@ -96,8 +100,6 @@ impl AsyncRead for Wire {
         if let (Poll::Ready(Ok(())), Some(meter)) = (&polled, this.meter.as_mut()) {
             if meter.feed(&buf.filled()[before..]).is_err() {
                 this.too_big = true;
-                buf.set_filled(before);
-                return Poll::Ready(Err(too_big()));
             }
         }
         polled
