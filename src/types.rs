@@ -268,27 +268,16 @@ pub fn send_request(
     text: String,
     options: Option<SendOptions>,
 ) -> core::SendRequest {
-    let o = options.unwrap_or(SendOptions {
-        media_source: None,
-        document_name: None,
-        strategy: None,
-        timeout: None,
-        wait_for: None,
-        wait_for_device: None,
-    });
-    core::SendRequest {
-        kind: kind.into(),
-        api_key,
-        phone_number,
-        text,
-        media_source: o.media_source,
-        document_name: o.document_name,
-        strategy: o.strategy.map(Into::into),
-        timeout: o.timeout.map(ms),
-        wait_for: o.wait_for.map(Into::into),
-        wait_for_device: o.wait_for_device.map(ms_or_zero),
-        called_at: None,
+    let mut request = core::SendRequest::new(kind.into(), api_key, phone_number, text);
+    if let Some(o) = options {
+        request.media_source = o.media_source;
+        request.document_name = o.document_name;
+        request.strategy = o.strategy.map(Into::into);
+        request.timeout = o.timeout.map(ms);
+        request.wait_for = o.wait_for.map(Into::into);
+        request.wait_for_device = o.wait_for_device.map(ms_or_zero);
     }
+    request
 }
 
 /// An upgrade request as Node's `http.Server` parsed it.

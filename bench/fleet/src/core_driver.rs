@@ -108,18 +108,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::sleep(Duration::from_millis(5));
     }
 
-    let request = || SendRequest {
-        kind: SendKind::Message,
-        api_key: key.into(),
-        phone_number: "+1234567890".into(),
-        text: "benchmark message".into(),
-        media_source: None,
-        document_name: None,
-        strategy: None,
-        timeout: None,
-        wait_for: None,
-        wait_for_device: None,
-        called_at: None,
+    let request = || {
+        let text = "benchmark message".into();
+        SendRequest::new(SendKind::Message, key.into(), "+1234567890".into(), text)
     };
     let mut sent_at = vec![Instant::now(); concurrency];
     let mut latencies = Vec::with_capacity(calls);

@@ -429,19 +429,12 @@ mod tests {
     }
 
     fn text(api_key: &str) -> SendRequest {
-        SendRequest {
-            kind: SendKind::Message,
-            api_key: api_key.into(),
-            phone_number: "+1234567890".into(),
-            text: "hi".into(),
-            media_source: None,
-            document_name: None,
-            strategy: None,
-            timeout: None,
-            wait_for: None,
-            wait_for_device: None,
-            called_at: None,
-        }
+        SendRequest::new(
+            SendKind::Message,
+            api_key.into(),
+            "+1234567890".into(),
+            "hi".into(),
+        )
     }
 
     /// Sends until the status frame has made the device active.

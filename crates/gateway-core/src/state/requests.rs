@@ -41,6 +41,26 @@ pub struct SendRequest {
     pub called_at: Option<std::time::Instant>,
 }
 
+impl SendRequest {
+    /// A send with none of the optional parts: no media, the config's strategy,
+    /// timeout and device wait, resolved on the extension's result.
+    pub fn new(kind: SendKind, api_key: String, phone_number: String, text: String) -> Self {
+        Self {
+            kind,
+            api_key,
+            phone_number,
+            text,
+            media_source: None,
+            document_name: None,
+            strategy: None,
+            timeout: None,
+            wait_for: None,
+            wait_for_device: None,
+            called_at: None,
+        }
+    }
+}
+
 /// The command for a request, in the gateway's dialect.
 pub(super) fn command_frame(
     request: &SendRequest,
