@@ -16,7 +16,8 @@ const PHONE = '+1234567890';
 function loadGateway() {
   if (spec.impl === 'v1') return require(path.join(spec.baseline, 'src/index.js')).WhatsAppGateway;
   if (spec.impl === 'peer') return require(path.join(spec.peer, 'index.js')).WhatsAppGateway;
-  return require('..').WhatsAppGateway;
+  // spec.oursRoot: another build of ours (bench/ab.js compares builds side by side).
+  return require(spec.oursRoot ?? '..').WhatsAppGateway;
 }
 
 function gc() {
