@@ -2,6 +2,8 @@
 //! batches through one long-lived threadsafe function (the "pump"), as one flat array
 //! that `index.js` walks; the validator is called through another.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, JsValue, Promise, ToNapiValue};
@@ -79,6 +81,14 @@ pub struct NodeHost {
     pub pump: Pump,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
+    /// The batch became non-empty while a thread held deliveries: the pump call is
+    /// owed, made when that thread releases them.
+    pub owed: AtomicBool,
+}
+
+thread_local! {
+    /// Whether a session task on this thread holds deliveries (`Host::hold_deliveries`).
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Host for NodeHost {
@@ -88,8 +98,24 @@ impl Host for NodeHost {
         let first = batch.len() == 1;
         drop(batch);
         // One call per non-empty batch: JavaScript takes everything queued by the
-        // time it runs, so batches grow while it is busy.
+        // time it runs, so batches grow while it is busy. A thread holding deliveries
+        // makes the call when it releases them, before its task yields.
         if first {
+            if HOLDING.get() {
+                self.owed.store(true, Ordering::Release);
+            } else {
+                self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+    }
+
+    fn hold_deliveries(&self) {
+        HOLDING.set(true);
+    }
+
+    fn release_deliveries(&self) {
+        HOLDING.set(false);
+        if self.owed.swap(false, Ordering::AcqRel) {
             self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
