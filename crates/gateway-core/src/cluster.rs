@@ -42,7 +42,7 @@ use crate::state::requests::{SendRequest, Wake};
 use crate::state::{Lifecycle, Shared};
 use calls::{RemoteCall, RemoteCalls};
 use envelope::{CarriedMedia, Command, Envelope, Listing, Outcome};
-use redis_io::Redis;
+use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
 use view::{Choice, RemoteDevice, View};
 
@@ -168,13 +168,21 @@ impl Cluster {
         )
     }
 
-    fn seen_nodes(&self, nodes: Vec<(String, usize)>) {
-        let total = nodes.iter().map(|(_, n)| n).sum();
+    fn seen_nodes(&self, nodes: Vec<LiveNode>) {
+        let total = nodes.iter().map(|n| n.sessions).sum();
         self.cluster_sessions.store(total, Ordering::Relaxed);
-        let ids: Vec<Arc<str>> = nodes.into_iter().map(|(id, _)| id.into()).collect();
+        self.set_live(nodes);
+    }
+
+    fn set_live(&self, nodes: Vec<LiveNode>) {
+        let now = Instant::now();
         let mut view = lock(&self.view);
-        view.set_live(ids);
-        lock(&self.calls).seen_alive(view.live(), Instant::now());
+        view.set_live(
+            nodes
+                .into_iter()
+                .map(|n| (Arc::from(n.id), now + n.lease_left)),
+        );
+        lock(&self.calls).seen_alive(view.live());
     }
 
     pub fn health(&self) -> ClusterHealth {
@@ -235,13 +243,12 @@ impl Cluster {
     /// The other processes' active devices of a key, read now (and kept a while when
     /// there are local devices to fall back on).
     async fn read_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
-        let listings = self.redis.listings(api_key).await.ok()?;
+        let (listings, live) = self.redis.listings(api_key).await.ok()?;
+        self.set_live(live);
         let view = &mut *lock(&self.view);
         let devices: Vec<RemoteDevice> = listings
             .into_iter()
-            .filter(|l| {
-                l.info.device_active && *l.node_id != *self.node_id && view.is_live(&l.node_id)
-            })
+            .filter(|l| l.info.device_active && *l.node_id != *self.node_id)
             .map(remote_device)
             .collect();
         view.store(api_key, devices.clone(), Instant::now());
@@ -329,7 +336,10 @@ impl Cluster {
             phone_number: request.phone_number,
             routed: false,
         };
-        lock(&self.calls).insert(call, remote, now);
+        let lease_until = lock(&self.view)
+            .lease_until(&remote.holder)
+            .unwrap_or(now + self.lease);
+        lock(&self.calls).insert(call, remote, lease_until);
         self.relay.send(Outgoing::Envelope {
             to: device.node_id,
             envelope: Envelope::Send(Box::new(command)),
@@ -451,7 +461,7 @@ impl Cluster {
             .map(|s| self.with_node(&self.node_id, s, None))
             .collect();
         if self.usable() {
-            if let Ok(listings) = self.redis.listings(api_key).await {
+            if let Ok((listings, _)) = self.redis.listings(api_key).await {
                 all.extend(self.remote_listings(listings, false));
             }
         }
@@ -474,10 +484,9 @@ impl Cluster {
     }
 
     fn remote_listings(&self, listings: Vec<Listing>, with_key: bool) -> Vec<Value> {
-        let view = lock(&self.view);
         listings
             .into_iter()
-            .filter(|l| *l.node_id != *self.node_id && view.is_live(&l.node_id))
+            .filter(|l| *l.node_id != *self.node_id)
             .map(|l| {
                 let key = with_key.then_some(l.api_key.as_str());
                 self.with_node(&l.node_id, l.info.clone(), key)
