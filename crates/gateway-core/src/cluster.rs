@@ -440,10 +440,35 @@ impl Cluster {
         }
     }
 
+    /// A `message-ack` for a send called here and carried out elsewhere.
+    fn on_ack(&self, ack: envelope::AckEvent) {
+        let (Some(level), true) = (Ack::parse(&ack.ack), self.shared.config.log_events) else {
+            return;
+        };
+        let device = Identity {
+            session_id: ack.session_id.into(),
+            api_key: ack.api_key.into(),
+            user_id: ack.user_id,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: self.shared.config.dialect,
+        };
+        let event = LogEvent::message_ack(
+            &device,
+            &ack.request_id,
+            &ack.phone_number,
+            ack.message_id,
+            level,
+        );
+        self.shared.host.deliver(Delivery::Log(event));
+    }
+
     fn on_envelope(&self, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(Envelope::Send(command)) => self.on_command(*command),
             Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
+            Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
             Err(e) => self.shared.report(GatewayError::new(
                 ErrorCode::ServerError,
                 format!("Unreadable message from another gateway process: {e}"),
@@ -501,6 +526,68 @@ impl Cluster {
             value["apiKey"] = api_key.into();
         }
         value
+    }
+
+    /// 5.2 `idempotencyKey` across the cluster: answers `{ state: 'first' }` when this
+    /// call takes the key (it then reports its outcome with `remember_once` or
+    /// `forget_once`), or `{ state: 'done', result | error }` once the call that took it
+    /// has settled (waiting while it is in flight).
+    pub async fn take_once(&self, api_key: &str, key: &str) -> Result<Value, GatewayError> {
+        let redis_key = self.redis.keys.idempotency(api_key, key);
+        let config = &self.shared.config;
+        // The longest a first call may stay in flight; then its record lapses.
+        let hold = config.request_timeout + self.lease + Duration::from_secs(2);
+        let pending = json!({ "state": "pending", "nodeId": &*self.node_id }).to_string();
+        let give_up = Instant::now() + hold;
+        loop {
+            if !self.usable() {
+                let mut error = unavailable(api_key);
+                error.message = "An idempotencyKey cannot be checked across the cluster while Redis is unreachable".into();
+                error.details["sent"] = false.into();
+                return Err(error);
+            }
+            let held = match self.redis.take_once(&redis_key, &pending, hold).await {
+                Ok(held) => held,
+                Err(_) => {
+                    self.connected.store(false, Ordering::Release);
+                    continue;
+                }
+            };
+            let Some(held) = held else {
+                return Ok(json!({ "state": "first" }));
+            };
+            let record: Value = serde_json::from_str(&held).unwrap_or(Value::Null);
+            if record["state"] == "done" {
+                return Ok(record);
+            }
+            let holder_alive = record["nodeId"]
+                .as_str()
+                .is_some_and(|n| lock(&self.view).lease_until(n).is_some());
+            if !holder_alive || Instant::now() >= give_up {
+                return Err(GatewayError::new(
+                    ErrorCode::ConnectionLost,
+                    "The call that first used this idempotencyKey was on a gateway process that is gone; it may or may not have been sent",
+                    json!({ "duplicate": true }),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The outcome of the call that took an `idempotencyKey`, kept `idempotencyTtl`.
+    pub fn remember_once(&self, api_key: &str, key: &str, outcome: String) {
+        self.relay.send(Outgoing::Remember {
+            key: self.redis.keys.idempotency(api_key, key),
+            outcome,
+            ttl: self.shared.config.idempotency_ttl,
+        });
+    }
+
+    /// The call that took an `idempotencyKey` failed before it was written.
+    pub fn forget_once(&self, api_key: &str, key: &str) {
+        self.relay.send(Outgoing::Forget {
+            key: self.redis.keys.idempotency(api_key, key),
+        });
     }
 
     fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {

@@ -8,6 +8,8 @@
 //! - `sessions:<apiKey>`: hash session id -> the session's listing (JSON, with `nodeId`).
 //! - `keys`: set of API keys with listed sessions, for `getAllSessions`.
 //! - `inbox:<nodeId>`: stream of commands and outcomes for one process.
+//! - `once:<length of apiKey>:<apiKey><idempotencyKey>`: the call that took an
+//!   `idempotencyKey` (pending, with its node) and then its outcome, for `idempotencyTtl`.
 
 use redis::Script;
 
@@ -40,6 +42,10 @@ impl Keys {
 
     pub fn api_keys(&self) -> String {
         format!("{}keys", self.prefix)
+    }
+
+    pub fn idempotency(&self, api_key: &str, key: &str) -> String {
+        format!("{}once:{}:{api_key}{key}", self.prefix, api_key.len())
     }
 
     pub fn inbox(&self, node_id: &str) -> String {

@@ -202,6 +202,12 @@ impl Redis {
                         .sadd(self.keys.api_keys(), &**api_key)
                         .ignore();
                 }
+                Outgoing::Remember { key, outcome, ttl } => {
+                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64).ignore();
+                }
+                Outgoing::Forget { key } => {
+                    pipe.del(key).ignore();
+                }
                 Outgoing::Unlist {
                     api_key,
                     session_id,
@@ -212,6 +218,25 @@ impl Redis {
             }
         }
         pipe.query_async::<()>(&mut self.commands.clone()).await
+    }
+
+    /// Takes `key` for this call (`pending`, for `hold`) unless another call has it:
+    /// then its record, pending or settled.
+    pub async fn take_once(
+        &self,
+        key: &str,
+        pending: &str,
+        hold: Duration,
+    ) -> RedisResult<Option<String>> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(pending)
+            .arg("NX")
+            .arg("PX")
+            .arg(hold.as_millis() as u64)
+            .arg("GET")
+            .query_async(&mut self.commands.clone())
+            .await
     }
 
     /// Entries of this process's inbox after `after`, waiting a while for some.
