@@ -47,6 +47,9 @@ use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
 use view::{Choice, RemoteDevice, View};
 
+/// How long an incoming message id is remembered across the cluster (5.2: 10 minutes).
+const INCOMING_WINDOW: Duration = Duration::from_secs(600);
+
 /// What `getHealth().cluster` reports.
 #[derive(Clone, Debug)]
 pub struct ClusterHealth {
@@ -709,6 +712,21 @@ impl Directory for Arc<Cluster> {
             session_id: who.session_id.clone(),
             listing,
         });
+    }
+
+    fn first_incoming(&self, api_key: &str, message_id: &str) -> Admission {
+        let cluster = self.clone();
+        let key = self.redis.keys.seen_incoming(api_key, message_id);
+        Box::pin(async move {
+            if !cluster.usable() {
+                return true;
+            }
+            cluster
+                .redis
+                .first_sighting(&key, INCOMING_WINDOW)
+                .await
+                .unwrap_or(true)
+        })
     }
 
     fn remove(&self, who: &Arc<Identity>) {
