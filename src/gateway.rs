@@ -135,7 +135,7 @@ impl NativeGateway {
         options: Option<SendOptions>,
     ) {
         let request = send_request(kind, api_key, phone_number, text, options);
-        self.core.send(call, request);
+        self.core.send(u64::from(call), request);
     }
 
     /// Sends the commands queued by `send` since the last flush.
@@ -159,6 +159,44 @@ impl NativeGateway {
         self.core
             .message_status(&request_id)
             .map(MessageStatus::from)
+    }
+
+    /// Cluster mode: takes this process's lease; the answer (null or an error) comes
+    /// in a batch under `token`.
+    #[napi]
+    pub fn join_cluster(&self, token: u32) {
+        self.core.join_cluster(token);
+    }
+
+    /// Cluster mode: `getActiveSessions` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_sessions(&self, token: u32, api_key: String) {
+        self.core.cluster_sessions(token, api_key);
+    }
+
+    /// Cluster mode: `getAllSessions` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_all_sessions(&self, token: u32) {
+        self.core.cluster_all_sessions(token);
+    }
+
+    /// Cluster mode: `getMessageStatus` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_message_status(&self, token: u32, request_id: String) {
+        self.core.cluster_message_status(token, request_id);
+    }
+
+    /// Cluster mode: takes an `idempotencyKey` across processes, answered under `token`.
+    #[napi]
+    pub fn take_once(&self, token: u32, api_key: String, key: String) {
+        self.core.take_once(token, api_key, key);
+    }
+
+    /// Cluster mode: the outcome (JSON text) of the call that took `key`, or nothing if
+    /// it was never written (the key is free again).
+    #[napi]
+    pub fn settle_once(&self, api_key: String, key: String, outcome: Option<String>) {
+        self.core.settle_once(&api_key, &key, outcome);
     }
 
     #[napi]
