@@ -4,6 +4,9 @@
 //
 //   node bench/ab.js [--runs 3] [--cases 'D=1 C=1,D=1 C=64,D=1 C=1024'] LABEL=PATH ... [v1]
 //
+// A case is `D=<devices> C=<in flight>` (round trips), with ` +10k` for 10k idle sessions
+// connected beside them; `media C=<n>` (4 MiB images, v1 dialect); `idle <sessions>`.
+//
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
 // package from ../shared/baseline-v1 (installed by `npm run bench` into a temp dir).
 const { execFileSync, spawn } = require('node:child_process');
@@ -69,15 +72,23 @@ function runCase(spec) {
   });
 }
 
+function caseSpec(name) {
+  const media = name.match(/^media C=(\d+)/);
+  if (media) return { scenario: 'media', devices: 1, concurrency: Number(media[1]), imageBytes: 4 << 20, dialect: 'v1' };
+  const idle = name.match(/^idle (\d+)/);
+  if (idle) return { scenario: 'idle', idle: Number(idle[1]), heartbeatInterval: 5000, idleSeconds: 10 };
+  const [, devices, concurrency] = name.match(/D=(\d+) C=(\d+)/).map(Number);
+  return { scenario: 'roundtrip', devices, concurrency, idle: name.includes('+10k') ? 10_000 : 0, seconds, calls: 200_000 };
+}
+
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main() {
   const results = new Map();
   for (let run = 1; run <= runs; run++) {
     for (const name of caseNames) {
-      const [, devices, concurrency] = name.match(/D=(\d+) C=(\d+)/).map(Number);
       for (const build of builds) {
-        const spec = { scenario: 'roundtrip', devices, concurrency, idle: 0, seconds, calls: 200_000, fleet, port: await freePort(), ...build };
+        const spec = { ...caseSpec(name), fleet, port: await freePort(), ...build };
         const result = await runCase(spec);
         process.stderr.write(`run ${run} ${name} ${build.label}: ${JSON.stringify(result)}\n`);
         const key = `${name}\u0000${build.label}`;
@@ -85,12 +96,16 @@ async function main() {
       }
     }
   }
-  const lines = ['| case | build | calls/s | CPU µs/call | p50 µs | p99 µs |', '|---|---|---|---|---|---|'];
+  const lines = [];
   for (const name of caseNames) {
+    const first = results.get(`${name}\u0000${builds[0].label}`).find((r) => !r.error) ?? {};
+    const keys = Object.keys(first).filter((k) => typeof first[k] === 'number' && !['calls', 'failures', 'sessions', 'sends'].includes(k));
+    lines.push('', `| ${name} | ${keys.join(' | ')} |`, `|---|${keys.map(() => '---|').join('')}`);
     for (const { label } of builds) {
       const rs = results.get(`${name}\u0000${label}`).filter((r) => !r.error);
       const m = (k) => (rs.length ? median(rs.map((r) => r[k])) : NaN);
-      lines.push(`| ${name} | ${label} | ${Math.round(m('callsPerSec'))} | ${m('cpuUsPerCall').toFixed(2)} | ${Math.round(m('p50Us'))} | ${Math.round(m('p99Us'))} |`);
+      const show = (x) => (Math.abs(x) >= 100 ? String(Math.round(x)) : x.toFixed(2));
+      lines.push(`| ${label} | ${keys.map((k) => show(m(k))).join(' | ')} |`);
     }
   }
   console.log(lines.join('\n'));
