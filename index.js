@@ -114,6 +114,10 @@ class WhatsAppGateway extends EventEmitter {
   /** `idempotencyKey`s in use (SPEC 5.2). */
   #idempotency;
   #sendMetrics = new SendMetrics();
+  /** 5.3 cluster mode: queries answered by the core later, token -> { resolve, reject }. */
+  #cluster;
+  #answers = new Map();
+  #nextAnswer = 0;
 
   constructor(config) {
     super();
@@ -124,6 +128,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#path = native.path;
     this.#port = native.port;
     this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
+    this.#cluster = native.cluster !== undefined;
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
@@ -151,6 +156,14 @@ class WhatsAppGateway extends EventEmitter {
     }
     this.#running = true;
     this.#updateHold();
+    if (this.#cluster) {
+      try {
+        await this.#ask((token) => this.#native.joinCluster(token));
+      } catch (error) {
+        await this.stop();
+        throw error;
+      }
+    }
     if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
     else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
   }
@@ -200,26 +213,47 @@ class WhatsAppGateway extends EventEmitter {
     return this.#send('document', apiKey, data);
   }
 
+  /** With `cluster`, a promise of every process's sessions, each with its `nodeId` (5.3). */
   getActiveSessions(apiKey) {
+    if (this.#cluster) {
+      if (typeof apiKey !== 'string') return Promise.resolve([]);
+      return this.#ask((token) => this.#native.clusterSessions(token, apiKey));
+    }
     if (typeof apiKey !== 'string') return [];
     return this.#native.sessions(apiKey);
   }
 
   /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
   getMessageStatus(requestId) {
-    if (typeof requestId !== 'string') return null;
-    return this.#native.messageStatus(requestId) ?? null;
+    const status = typeof requestId === 'string' ? (this.#native.messageStatus(requestId) ?? null) : null;
+    return this.#cluster ? Promise.resolve(status) : status;
   }
 
   /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
   getAllSessions() {
+    if (this.#cluster) return this.#ask((token) => this.#native.clusterAllSessions(token));
+    return this.#localSessions();
+  }
+
+  #localSessions() {
     return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
+  }
+
+  /** Asks the core something it answers later (cluster queries need Redis). */
+  #ask(request) {
+    const token = (this.#nextAnswer = (this.#nextAnswer + 1) >>> 0);
+    return new Promise((resolve, reject) => {
+      this.#answers.set(token, { resolve, reject });
+      this.#updateHold();
+      request(token);
+    });
   }
 
   /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (SPEC 5.4). */
   metrics() {
     return render({
-      sessions: this.getAllSessions(),
+      // Per process, also in cluster mode (5.3).
+      sessions: this.#localSessions(),
       health: this.getHealth(),
       pendingSends: this.#calls.size,
       sends: this.#sendMetrics,
@@ -310,6 +344,12 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.debug) {
         debug('%s', items[i + 1]);
         i += 2;
+      } else if (tag === BATCH.answer) {
+        const waiting = this.#answers.get(items[i + 1]);
+        this.#answers.delete(items[i + 1]);
+        if (items[i + 2]) waiting?.resolve(items[i + 3]);
+        else waiting?.reject(fromNative(items[i + 3]));
+        i += 4;
       } else {
         debug('stopped');
         this.#stopping = null;
@@ -366,7 +406,7 @@ class WhatsAppGateway extends EventEmitter {
    */
   #updateHold() {
     const listening = this.#running && !this.#server;
-    const wanted = listening || this.#stopping !== null || this.#calls.size > 0;
+    const wanted = listening || this.#stopping !== null || this.#calls.size > 0 || this.#answers.size > 0;
     if (wanted !== this.#held) {
       this.#native.keepAlive(wanted);
       this.#held = wanted;

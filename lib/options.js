@@ -132,6 +132,27 @@ function peerLimits(config) {
   };
 }
 
+/**
+ * 5.3 `cluster: { redis, nodeId?, keyPrefix?, leaseMs? }`. The URL is never echoed
+ * in an error: it may carry a password.
+ */
+function clusterOptions(cluster) {
+  if (cluster == null) return undefined;
+  if (typeof cluster !== 'object') throw fail('cluster', 'an object like { redis: "redis://host:6379" }', typeof cluster);
+  const { redis, nodeId, keyPrefix, leaseMs } = cluster;
+  if (typeof redis !== 'string' || !/^rediss?:\/\/./.test(redis)) {
+    throw fail('cluster.redis', 'a redis:// or rediss:// URL', typeof redis === 'string' ? '(not a Redis URL)' : typeof redis);
+  }
+  if (nodeId != null && (typeof nodeId !== 'string' || nodeId === '' || nodeId.length > 200)) {
+    throw fail('cluster.nodeId', 'a non-empty string', nodeId);
+  }
+  if (keyPrefix != null && typeof keyPrefix !== 'string') throw fail('cluster.keyPrefix', 'a string', keyPrefix);
+  if (leaseMs != null && (typeof leaseMs !== 'number' || !Number.isFinite(leaseMs) || leaseMs < 300)) {
+    throw fail('cluster.leaseMs', 'a finite number of milliseconds, at least 300', leaseMs);
+  }
+  return { redis, nodeId: nodeId ?? undefined, keyPrefix: keyPrefix ?? 'wa-gw:', leaseMs: leaseMs ?? 10000 };
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
 function normalizeConfig(userConfig) {
   if (userConfig === null || typeof userConfig !== 'object') {
@@ -184,6 +205,7 @@ function normalizeConfig(userConfig) {
     ...deliveryOptions(config),
     reusePort: config.reusePort ?? false,
     ...peerLimits(config),
+    cluster: clusterOptions(config.cluster),
   };
   checkPositiveDurations(native);
   return { native, callbacks, server: server(config.server) };

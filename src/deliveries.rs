@@ -26,6 +26,8 @@ const LOG: u32 = 3;
 const ERROR: u32 = 4;
 const STOPPED: u32 = 5;
 const DEBUG: u32 = 6;
+/// Followed by the query's token, whether it succeeded, and its value or error.
+const ANSWER: u32 = 7;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 9] = [
@@ -52,6 +54,7 @@ pub struct BatchLayout {
     pub error: u32,
     pub stopped: u32,
     pub debug: u32,
+    pub answer: u32,
     pub resolved_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
     pub acks: Vec<String>,
@@ -66,6 +69,7 @@ pub fn batch_layout() -> BatchLayout {
         error: ERROR,
         stopped: STOPPED,
         debug: DEBUG,
+        answer: ANSWER,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
             .iter()
@@ -146,7 +150,7 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
             let who = &r.session;
             // In the order of RESOLVED_FIELDS.
             items.insert(RESOLVED)?;
-            items.insert(r.id)?;
+            items.insert(host_call(r.id))?;
             items.insert(wa_gateway_core::request_id_text(r.request_id, &mut id_text))?;
             items.insert(r.message_id)?;
             items.insert(r.timestamp)?;
@@ -158,7 +162,7 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
         }
         Delivery::Rejected { call, error } => {
             items.insert(REJECTED)?;
-            items.insert(call)?;
+            items.insert(host_call(call))?;
             items.insert(plain(&error)?)?;
         }
         Delivery::Log(event) => {
@@ -174,8 +178,28 @@ fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
             items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Answer { token, result } => {
+            items.insert(ANSWER)?;
+            items.insert(token)?;
+            match result {
+                Ok(value) => {
+                    items.insert(true)?;
+                    items.insert(value)?;
+                }
+                Err(error) => {
+                    items.insert(false)?;
+                    items.insert(plain(&error)?)?;
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The number JavaScript gave a call: calls reaching this host are its own (calls run
+/// for other cluster processes never get here), numbered by a u32.
+fn host_call(call: wa_gateway_core::CallId) -> u32 {
+    call as u32
 }
 
 /// A poisoned lock only means another thread panicked mid-update of plain data.

@@ -134,7 +134,7 @@ impl NativeGateway {
         options: Option<SendOptions>,
     ) {
         let request = send_request(kind, api_key, phone_number, text, options);
-        self.core.send(call, request);
+        self.core.send(u64::from(call), request);
     }
 
     /// Sends the commands queued by `send` since the last flush.
@@ -158,6 +158,25 @@ impl NativeGateway {
         self.core
             .message_status(&request_id)
             .map(MessageStatus::from)
+    }
+
+    /// Cluster mode: takes this process's lease; the answer (null or an error) comes
+    /// in a batch under `token`.
+    #[napi]
+    pub fn join_cluster(&self, token: u32) {
+        self.core.join_cluster(token);
+    }
+
+    /// Cluster mode: `getActiveSessions` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_sessions(&self, token: u32, api_key: String) {
+        self.core.cluster_sessions(token, api_key);
+    }
+
+    /// Cluster mode: `getAllSessions` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_all_sessions(&self, token: u32) {
+        self.core.cluster_all_sessions(token);
     }
 
     #[napi]

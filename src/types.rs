@@ -96,6 +96,27 @@ pub struct NativeConfig {
     pub pacing: Option<NativePacing>,
     pub max_queued_sends: Option<u32>,
     pub wait_for_device: Option<f64>,
+    /// 5.3 cluster mode, checked by lib/options.js.
+    pub cluster: Option<NativeCluster>,
+}
+
+#[napi(object)]
+pub struct NativeCluster {
+    pub redis: String,
+    pub node_id: Option<String>,
+    pub key_prefix: String,
+    pub lease_ms: f64,
+}
+
+impl From<NativeCluster> for core::ClusterConfig {
+    fn from(c: NativeCluster) -> Self {
+        Self {
+            redis_url: c.redis,
+            node_id: c.node_id,
+            key_prefix: c.key_prefix,
+            lease: ms(c.lease_ms),
+        }
+    }
 }
 
 #[napi(object)]
@@ -185,6 +206,7 @@ impl TryFrom<NativeConfig> for core::Config {
             max_queued_bytes: c
                 .max_queued_bytes
                 .map_or(defaults.max_queued_bytes, |n| n as usize),
+            cluster: c.cluster.map(Into::into),
         })
     }
 }
@@ -316,6 +338,19 @@ pub struct Health {
     /// Sends in pacing queues or waiting for a device.
     pub queued_sends: u32,
     pub port: Option<u32>,
+    /// Sessions of this process (5.3; equal to `active_sessions` without a cluster).
+    pub local_sessions: u32,
+    pub cluster: Option<ClusterHealth>,
+}
+
+/// `getHealth().cluster` (5.3).
+#[napi(object)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    /// Live processes, this one included.
+    pub nodes: u32,
+    /// `'connected'` or `'reconnecting'`.
+    pub redis: String,
 }
 
 impl From<core::Health> for Health {
@@ -329,6 +364,17 @@ impl From<core::Health> for Health {
             pending_requests: h.pending_requests as u32,
             queued_sends: h.queued_sends as u32,
             port: h.port.map(u32::from),
+            local_sessions: h.local_sessions as u32,
+            cluster: h.cluster.map(|c| ClusterHealth {
+                node_id: c.node_id,
+                nodes: c.nodes as u32,
+                redis: if c.connected {
+                    "connected"
+                } else {
+                    "reconnecting"
+                }
+                .to_string(),
+            }),
         }
     }
 }

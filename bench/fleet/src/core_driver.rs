@@ -17,7 +17,7 @@ use wa_gateway_core::{
     build_runtime, AuthAnswer, Config, Delivery, Gateway, Host, SendKind, SendRequest, Validation,
 };
 
-struct ChannelHost(std::sync::Mutex<mpsc::Sender<(u32, bool)>>);
+struct ChannelHost(std::sync::Mutex<mpsc::Sender<(u64, bool)>>);
 
 impl Host for ChannelHost {
     fn deliver(&self, delivery: Delivery) {
@@ -119,7 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut submitted = 0;
     for (slot, sent) in sent_at.iter_mut().enumerate().take(calls) {
         *sent = Instant::now();
-        gateway.send(slot as u32, request());
+        gateway.send(slot as u64, request());
         submitted += 1;
     }
     while latencies.len() + failures < calls {
@@ -139,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if submitted < calls {
             sent_at[slot] = Instant::now();
-            gateway.send(slot as u32, request());
+            gateway.send(slot as u64, request());
             submitted += 1;
         }
     }

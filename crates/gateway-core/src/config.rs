@@ -56,6 +56,18 @@ pub struct Pacing {
     pub max_per_minute: Option<usize>,
 }
 
+/// 5.3 `cluster`: several processes sharing one Redis act as one gateway.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://` or `rediss://`, with user, password and db.
+    pub redis_url: String,
+    /// `None`: unique per process (host, pid, random).
+    pub node_id: Option<String>,
+    pub key_prefix: String,
+    /// How long a process that stops renewing its lease stays in the registry.
+    pub lease: Duration,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
@@ -98,6 +110,8 @@ pub struct Config {
     pub max_pre_auth_payload: usize,
     /// Bytes of frames waiting for one session's socket.
     pub max_queued_bytes: usize,
+    /// 5.3 cluster mode; `None` is one process on its own, with no Redis.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for Config {
@@ -133,6 +147,7 @@ impl Default for Config {
             max_pending_auth_per_ip: 64,
             max_pre_auth_payload: 16 << 10,
             max_queued_bytes: 64 << 20,
+            cluster: None,
         }
     }
 }

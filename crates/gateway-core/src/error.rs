@@ -1,11 +1,11 @@
 //! Errors as the JavaScript side sees them: a stable `code`, a human message and
 //! structured `details`. The binding turns these into `Error` instances.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Every code of SPEC 2.5 that the Rust core can produce.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
     ValidationError,
@@ -24,9 +24,11 @@ pub enum ErrorCode {
     /// 5.2: a pacing queue, or the sends waiting for a device, are full.
     QueueFull,
     Backpressure,
+    /// 5.3: the send needs another process and Redis cannot be reached.
+    ClusterUnavailable,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GatewayError {
     pub code: ErrorCode,
     pub message: String,

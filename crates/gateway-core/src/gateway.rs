@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
+use crate::cluster::{self, Cluster, ClusterHealth};
 use crate::config::Config;
 use crate::error::{GatewayError, StartError};
 use crate::host::{Delivery, Host};
@@ -52,10 +53,15 @@ pub struct Health {
     pub queued_sends: usize,
     /// The standalone server's port while it listens.
     pub port: Option<u16>,
+    /// Sessions of this process (`active_sessions` counts the cluster's in cluster mode).
+    pub local_sessions: usize,
+    pub cluster: Option<ClusterHealth>,
 }
 
 struct Run {
     shutdown: CancellationToken,
+    /// Cancelled first when a cluster member drains: no new connections.
+    accepting: CancellationToken,
     tasks: TaskTracker,
     started_at: u64,
     /// Where the standalone server listens; `None` when attached to a Node server.
@@ -65,15 +71,30 @@ struct Run {
 #[derive(Clone)]
 pub struct Gateway {
     shared: Arc<Shared>,
+    cluster: Option<Arc<Cluster>>,
     run: Arc<Mutex<Option<Run>>>,
     rt: Handle,
 }
 
 impl Gateway {
     pub fn new(config: Config, host: Arc<dyn Host>, rt: Handle) -> Result<Self, GatewayError> {
+        let (prepared, host) = match config.cluster.clone() {
+            Some(settings) => {
+                let (prepared, host) = cluster::prepare(settings, host);
+                (Some(prepared), host)
+            }
+            None => (None, host),
+        };
         let shared = Arc::new(Shared::new(config, host)?);
+        let cluster = prepared
+            .map(|p| Cluster::new(p, shared.clone(), rt.clone()))
+            .transpose()?;
+        if let Some(cluster) = &cluster {
+            let _ = shared.directory.set(Arc::new(cluster.clone()));
+        }
         Ok(Self {
             shared,
+            cluster,
             run: Arc::default(),
             rt,
         })
@@ -103,6 +124,7 @@ impl Gateway {
             listener,
             shared.clone(),
             started.shutdown.clone(),
+            started.accepting.clone(),
             started.tasks.clone(),
         ));
         *run = Some(started);
@@ -130,7 +152,11 @@ impl Gateway {
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
         tasks.spawn(deadlines::run(shared.clone(), shutdown.clone()));
         tasks.spawn(delivery::run(shared.clone(), shutdown.clone()));
+        if let Some(cluster) = &self.cluster {
+            tasks.spawn(cluster.clone().run(shutdown.clone()));
+        }
         Run {
+            accepting: shutdown.child_token(),
             shutdown,
             tasks,
             started_at: now_ms(),
@@ -164,7 +190,8 @@ impl Gateway {
 
     fn adopt(&self, transport: Transport, upgrade: Upgrade, peer: IpAddr) -> io::Result<()> {
         let run = lock(&self.run);
-        let Some(run) = run.as_ref() else {
+        let accepting = self.shared.lifecycle() == Lifecycle::Running;
+        let Some(run) = run.as_ref().filter(|_| accepting) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotConnected,
                 "Gateway is not running",
@@ -189,8 +216,41 @@ impl Gateway {
     }
 
     /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
-    /// every session has closed. Every pending send fails with `GATEWAY_SHUTDOWN`.
+    /// every session has closed. Every pending send fails with `GATEWAY_SHUTDOWN`,
+    /// except in cluster mode, which first drains (5.3): no new connections or sends,
+    /// its sessions leave the cluster's registry, and sends under way get up to
+    /// `requestTimeout` to finish.
     pub fn stop(&self) {
+        let Some(cluster) = self.cluster.clone() else {
+            return self.finish_stop();
+        };
+        let run = lock(&self.run);
+        let Some(accepting) = run.as_ref().map(|r| r.accepting.clone()) else {
+            drop(run);
+            return self.finish_stop();
+        };
+        drop(run);
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return; // Already draining: its `Stopped` comes once.
+        }
+        self.shared.set_lifecycle(Lifecycle::Stopping);
+        accepting.cancel();
+        cluster.unlist_all();
+        let gateway = self.clone();
+        self.rt.spawn(async move {
+            let until = tokio::time::Instant::now() + gateway.shared.config.request_timeout;
+            while tokio::time::Instant::now() < until {
+                let busy = lock(&gateway.shared.registry).pending_count() + cluster.in_flight();
+                if busy == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            gateway.finish_stop();
+        });
+    }
+
+    fn finish_stop(&self) {
         let shared = self.shared.clone();
         let Some(run) = lock(&self.run).take() else {
             shared.host.deliver(Delivery::Stopped);
@@ -227,9 +287,13 @@ impl Gateway {
         let source = request.media_source.take();
         // Not running: refused at once, before any media is loaded.
         let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
-            self.shared.dispatch(call, request, None, Wake::Later);
+            match &self.cluster {
+                Some(cluster) => cluster.dispatch(call, request, None, Wake::Later),
+                None => self.shared.dispatch(call, request, None, Wake::Later),
+            }
             return;
         };
+        let cluster = self.cluster.clone();
         request
             .called_at
             .get_or_insert_with(std::time::Instant::now);
@@ -258,7 +322,10 @@ impl Gateway {
             };
             // A panic while loading still settles the call, as SERVER_ERROR.
             match catch_panic(loading).await {
-                Ok(Ok(media)) => shared.dispatch(call, request, Some(media), Wake::Now),
+                Ok(Ok(media)) => match &cluster {
+                    Some(cluster) => cluster.dispatch(call, request, Some(media), Wake::Now),
+                    None => shared.dispatch(call, request, Some(media), Wake::Now),
+                },
                 Ok(Err(Some(error))) => shared.host.deliver(Delivery::Rejected { call, error }),
                 Ok(Err(None)) => shared.host.deliver(Delivery::Rejected {
                     call,
@@ -301,12 +368,65 @@ impl Gateway {
         lock(&self.shared.registry).all_sessions()
     }
 
+    /// Answers `token` with what `query` finds (5.3: queries that need Redis).
+    fn answer<F>(&self, token: u32, query: F)
+    where
+        F: std::future::Future<Output = Result<serde_json::Value, crate::error::GatewayError>>
+            + Send
+            + 'static,
+    {
+        let shared = self.shared.clone();
+        self.rt.spawn(async move {
+            let result = query.await;
+            shared.host.deliver(Delivery::Answer { token, result });
+        });
+    }
+
+    /// Cluster mode: takes this process's lease (after `start`); answered with null,
+    /// or `CLUSTER_UNAVAILABLE` if another live process uses the same node id.
+    pub fn join_cluster(&self, token: u32) {
+        let cluster = self.cluster.clone();
+        self.answer(token, async move {
+            match cluster {
+                Some(cluster) => cluster.join().await.map(|()| serde_json::Value::Null),
+                None => Ok(serde_json::Value::Null),
+            }
+        });
+    }
+
+    /// `getActiveSessions` across the cluster (each session with `nodeId`).
+    pub fn cluster_sessions(&self, token: u32, api_key: String) {
+        let cluster = self.cluster.clone();
+        self.answer(token, async move {
+            match cluster {
+                Some(cluster) => Ok(cluster.sessions(&api_key).await),
+                None => Ok(serde_json::Value::Array(Vec::new())),
+            }
+        });
+    }
+
+    /// `getAllSessions` across the cluster (each session with `apiKey` and `nodeId`).
+    pub fn cluster_all_sessions(&self, token: u32) {
+        let cluster = self.cluster.clone();
+        self.answer(token, async move {
+            match cluster {
+                Some(cluster) => Ok(cluster.all_sessions().await),
+                None => Ok(serde_json::Value::Array(Vec::new())),
+            }
+        });
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.run);
+        let cluster = self.cluster.as_ref().map(|c| c.health());
         let registry = lock(&self.shared.registry);
         Health {
             running: run.is_some(),
-            active_sessions: registry.session_count(),
+            active_sessions: cluster
+                .as_ref()
+                .map_or(registry.session_count(), |c| c.sessions),
+            local_sessions: registry.session_count(),
+            cluster,
             uptime_ms: run
                 .as_ref()
                 .map_or(0, |r| now_ms().saturating_sub(r.started_at)),

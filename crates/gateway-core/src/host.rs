@@ -46,6 +46,12 @@ pub enum Delivery {
     Debug(String),
     /// `stop()` has finished: sessions closed, port free.
     Stopped,
+    /// The answer to a query the host made with this token (5.3: cluster-wide queries
+    /// and joining the cluster, which need Redis).
+    Answer {
+        token: u32,
+        result: Result<Value, GatewayError>,
+    },
 }
 
 /// The extension reported success: what the host needs to build the send's result
@@ -81,6 +87,14 @@ impl Stage {
             Self::Result => 0,
             Self::ResultAwaitingAck => 1,
             Self::Ack => 2,
+        }
+    }
+
+    pub fn from_code(code: u32) -> Self {
+        match code {
+            1 => Self::ResultAwaitingAck,
+            2 => Self::Ack,
+            _ => Self::Result,
         }
     }
 }

@@ -8,7 +8,11 @@ use serde_json::Value;
 use crate::config::Dialect;
 
 /// The number the host gave a send call, echoed back when it settles.
-pub type CallId = u32;
+pub type CallId = u64;
+
+/// Calls a process runs for another process of its cluster (5.3) carry this bit: their
+/// outcomes go back to the caller's process, not to this one's host.
+pub const CLUSTER_CALL: CallId = 1 << 63;
 
 /// Who a session is; fixed at auth.
 #[derive(Debug)]

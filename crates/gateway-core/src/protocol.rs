@@ -218,7 +218,8 @@ pub fn error_frame(code: &str, message: &str) -> String {
     .to_string()
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum SendKind {
     Message,
     Image,

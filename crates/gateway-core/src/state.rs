@@ -3,6 +3,7 @@
 //! use it live in `net` and `timers`.
 
 pub mod acks;
+pub mod directory;
 pub mod incoming;
 pub mod link;
 pub mod message_status;
@@ -14,7 +15,7 @@ pub mod registry;
 pub mod requests;
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
 
@@ -51,6 +52,8 @@ pub struct Shared {
     pub incoming: Mutex<incoming::SeenIncoming>,
     /// Slots of connections upgraded but not yet authenticated.
     pub pending_auth: Arc<PendingAuth>,
+    /// The cluster-wide directory of sessions, in cluster mode (5.3).
+    pub directory: OnceLock<Arc<dyn directory::Directory>>,
     lifecycle: AtomicU8,
 }
 
@@ -71,6 +74,7 @@ impl Shared {
             corked: Mutex::default(),
             incoming: Mutex::default(),
             pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
+            directory: OnceLock::new(),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
         })

@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "supervise",
     ],
     &["state"],
-    &["net", "timers"],
+    &["net", "timers", "cluster"],
     &["gateway", "fuzzing"],
     &[""],
 ];

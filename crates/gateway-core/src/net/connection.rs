@@ -291,6 +291,31 @@ async fn admit(
             .await);
         }
     };
+    // 5.3: the limit also holds across the cluster's processes.
+    if let Some(directory) = shared.directory.get() {
+        let info = lock(&shared.registry).info_of(key);
+        let max = shared.config.max_sessions_per_key;
+        let admitted = match info {
+            Some(info) => directory.admit(&identity, info, max).await,
+            None => false,
+        };
+        if !admitted {
+            lock(&shared.registry).remove(key);
+            let error = GatewayError::new(
+                ErrorCode::MaxSessionsExceeded,
+                format!("Maximum {max} sessions allowed per API key (across the cluster)"),
+                json!({ "apiKey": mask_api_key(&api_key), "maxSessionsPerKey": max }),
+            );
+            return Err(refuse(
+                ws,
+                shared,
+                AuthFailure::MaxSessions,
+                error,
+                "Max sessions exceeded",
+            )
+            .await);
+        }
+    }
     shared.log(|| LogEvent::session_connected(&identity));
     let replies = protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id);
     // A failed write shows up as a closed socket in the session loop, which cleans up.

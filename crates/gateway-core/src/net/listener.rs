@@ -19,12 +19,13 @@ pub async fn run(
     listener: TcpListener,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
+    accepting: CancellationToken,
     tasks: TaskTracker,
 ) {
     let mut reported = false;
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = accepting.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {

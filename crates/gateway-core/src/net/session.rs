@@ -122,6 +122,9 @@ impl Drop for Leaving {
             None => (1006, "Connection lost".to_string()),
         });
         let removed = lock(&shared.registry).remove(self.key);
+        if let Some(directory) = shared.directory.get() {
+            directory.remove(&self.identity);
+        }
         if let Some((_, owed)) = removed {
             let stopping = request == Some(CloseRequest::Shutdown);
             for settled in owed {
@@ -288,7 +291,15 @@ fn on_frame(shared: &Shared, key: SessionKey, text: &str) -> Option<String> {
             return None;
         }
         Inbound::Status(status) => {
-            let identity = lock(&shared.registry).set_status(key, status.clone());
+            let mut registry = lock(&shared.registry);
+            let identity = registry.set_status(key, status.clone());
+            let info = shared.directory.get().and_then(|_| registry.info_of(key));
+            drop(registry);
+            if let (Some(directory), Some(identity), Some(info)) =
+                (shared.directory.get(), &identity, info)
+            {
+                directory.update(identity, info);
+            }
             if let Some(identity) = identity {
                 shared.log(|| LogEvent::session_status(&identity, &status));
             }

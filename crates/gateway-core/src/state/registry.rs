@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ use crate::protocol::{frame_len, Frame, StatusFrame};
 /// Internal handle of a session; the public `sessionId` is a UUID string.
 pub type SessionKey = u64;
 
-#[derive(Serialize, Clone, Debug)]
+#[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionInfo {
     pub session_id: Arc<str>,
@@ -323,6 +323,50 @@ impl Registry {
             .ok_or(Unavailable::NoneReady)?;
         let session = sessions.get(&key).ok_or(Unavailable::NoneReady)?;
         Ok((key, session.identity.clone(), session.link.clone()))
+    }
+
+    /// The session `session_id` of `api_key`, if it is an active device (5.3: a send
+    /// another process routed to it); else any active device of the key.
+    pub fn select_session(
+        &mut self,
+        api_key: &str,
+        session_id: &str,
+        strategy: Strategy,
+    ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        let group = self
+            .by_api_key
+            .get(api_key)
+            .ok_or(Unavailable::NoSessions)?;
+        let found = group.members.iter().find_map(|k| {
+            let s = self.sessions.get(k)?;
+            let usable =
+                &*s.identity.session_id == session_id && s.device_active() && !s.link.closing();
+            usable.then(|| (*k, s.identity.clone(), s.link.clone()))
+        });
+        match found {
+            Some(found) => Ok(found),
+            None => self.select(api_key, strategy),
+        }
+    }
+
+    /// The active devices of `api_key` with their sends in flight (5.3: the calling
+    /// process chooses among these and the other processes' devices).
+    pub fn active_devices(&self, api_key: &str) -> Vec<(Arc<Identity>, usize)> {
+        let Some(group) = self.by_api_key.get(api_key) else {
+            return Vec::new();
+        };
+        group
+            .members
+            .iter()
+            .filter_map(|k| self.sessions.get(k))
+            .filter(|s| s.device_active() && !s.link.closing())
+            .map(|s| (s.identity.clone(), s.pending.len()))
+            .collect()
+    }
+
+    /// What `getActiveSessions` lists for one session.
+    pub fn info_of(&self, key: SessionKey) -> Option<SessionInfo> {
+        self.sessions.get(&key).map(Session::info)
     }
 
     /// Records a request sent to `key`; false if that session has gone meanwhile.
@@ -714,7 +758,7 @@ impl Registry {
 
 /// The position, among `active` candidates with these loads, of the least busy one;
 /// ties go to the first at or after the cursor, which then moves past it.
-fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active: usize) -> usize {
+pub fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active: usize) -> usize {
     let start = *cursor % active;
     let loads: Vec<usize> = loads.collect();
     let best = (0..active)
@@ -852,7 +896,7 @@ mod tests {
             reg.insert_pending(
                 a,
                 id,
-                Pending::new(id as u32, "+1".into(), Duration::from_secs(5)),
+                Pending::new(id as u64, "+1".into(), Duration::from_secs(5)),
             );
         }
         let (_, owed) = reg.remove(a).unwrap();

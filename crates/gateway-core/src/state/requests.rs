@@ -15,7 +15,7 @@ use crate::config::{Dialect, Strategy};
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
-use crate::identity::CallId;
+use crate::identity::{CallId, CLUSTER_CALL};
 use crate::media::{default_document_name, Media};
 use crate::protocol::delivery::Ack;
 use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
@@ -39,6 +39,8 @@ pub struct SendRequest {
     /// When the call was made, for sends dispatched later (media): timeouts count
     /// from it. `Gateway::send` sets it.
     pub called_at: Option<std::time::Instant>,
+    /// 5.3: the session another process chose for this send.
+    pub target: Option<std::sync::Arc<str>>,
 }
 
 impl SendRequest {
@@ -57,6 +59,7 @@ impl SendRequest {
             wait_for: None,
             wait_for_device: None,
             called_at: None,
+            target: None,
         }
     }
 }
@@ -106,9 +109,14 @@ impl Shared {
     pub fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
         let selected = match self.lifecycle() {
-            Lifecycle::Running => lock(&self.registry)
-                .select(&request.api_key, strategy)
-                .map_err(Some),
+            Lifecycle::Running => {
+                let mut registry = lock(&self.registry);
+                match &request.target {
+                    Some(target) => registry.select_session(&request.api_key, target, strategy),
+                    None => registry.select(&request.api_key, strategy),
+                }
+                .map_err(Some)
+            }
             Lifecycle::Stopping => {
                 let error = shutdown_error("", "");
                 return self.host.deliver(Delivery::Rejected { call, error });
@@ -225,7 +233,8 @@ impl Shared {
         lock(&self.registry)
             .statuses
             .record(settled.request_id, record);
-        if self.config.log_events {
+        // A call run for another process: that process reports it (5.3).
+        if self.config.log_events && settled.pending.call & CLUSTER_CALL == 0 {
             let event = LogEvent::send_failed(
                 &settled.identity,
                 &settled.pending.phone_number,

@@ -1,0 +1,580 @@
+//! 5.3 cluster mode: several processes sharing one Redis act as one gateway. Each
+//! process lists its sessions in Redis under a lease, chooses devices over the whole
+//! cluster, routes a send for another process's device through that process's inbox
+//! stream, and gets the outcome back through its own.
+//!
+//! - `keys`: where the state lives in Redis, and its scripts;
+//! - `redis_io`: the commands; `envelope`: what processes tell each other;
+//! - `view`: other processes' devices as last read, and device choice;
+//! - `calls`: this process's sends carried out elsewhere;
+//! - `relay`: the outcomes of sends carried out here for others;
+//! - `run`: the tasks (lease, outbox, inbox).
+
+mod calls;
+mod envelope;
+mod keys;
+mod redis_io;
+mod relay;
+mod run;
+mod view;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::clock::now_ms;
+use crate::config::ClusterConfig;
+use crate::error::{mask_api_key, ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::host::{Delivery, Host, Resolved, Stage};
+use crate::identity::{CallId, Identity};
+use crate::media::Media;
+use crate::protocol::delivery::Ack;
+use crate::state::directory::{Admission, Directory};
+use crate::state::link::lock;
+use crate::state::registry::SessionInfo;
+use crate::state::requests::{SendRequest, Wake};
+use crate::state::{Lifecycle, Shared};
+use calls::{RemoteCall, RemoteCalls};
+use envelope::{CarriedMedia, Command, Envelope, Listing, Outcome};
+use redis_io::Redis;
+use relay::{ClusterHost, Outgoing, Relay};
+use view::{Choice, RemoteDevice, View};
+
+/// What `getHealth().cluster` reports.
+#[derive(Clone, Debug)]
+pub struct ClusterHealth {
+    pub node_id: String,
+    pub nodes: usize,
+    pub connected: bool,
+    /// Sessions on every live node, as of the last lease round.
+    pub sessions: usize,
+}
+
+/// The parts made before the gateway's shared state, which takes the wrapped host.
+pub struct Prepared {
+    config: ClusterConfig,
+    relay: Arc<Relay>,
+    outbox: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+pub fn prepare(config: ClusterConfig, host: Arc<dyn Host>) -> (Prepared, Arc<dyn Host>) {
+    let (relay, outbox) = Relay::new();
+    let host = Arc::new(ClusterHost {
+        inner: host,
+        relay: relay.clone(),
+    });
+    let prepared = Prepared {
+        config,
+        relay,
+        outbox,
+    };
+    (prepared, host)
+}
+
+pub struct Cluster {
+    shared: Arc<Shared>,
+    rt: Handle,
+    node_id: Arc<str>,
+    /// Proves the lease is this process's, not another's with the same id.
+    token: String,
+    lease: Duration,
+    redis: Redis,
+    relay: Arc<Relay>,
+    outbox: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
+    view: Mutex<View>,
+    calls: Mutex<RemoteCalls>,
+    connected: AtomicBool,
+    /// Another live process took this node id while Redis was away: local only.
+    duplicate: AtomicBool,
+    cluster_sessions: AtomicUsize,
+}
+
+impl Cluster {
+    pub fn new(
+        prepared: Prepared,
+        shared: Arc<Shared>,
+        rt: Handle,
+    ) -> Result<Arc<Self>, GatewayError> {
+        let Prepared {
+            config,
+            relay,
+            outbox,
+        } = prepared;
+        let _runtime = rt.enter();
+        // The URL may hold a password: neither it nor the parser's message is repeated.
+        let redis = Redis::open(&config.redis_url, &config.key_prefix, config.lease).map_err(|_| {
+            GatewayError::validation(
+                "cluster.redis",
+                "",
+                "cluster.redis must be a Redis URL: redis://[user:password@]host:port[/db] or rediss://...",
+            )
+        })?;
+        let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+        Ok(Arc::new(Self {
+            shared,
+            rt: rt.clone(),
+            node_id: node_id.into(),
+            token: format!("{:032x}", fastrand::u128(..)),
+            lease: config.lease,
+            redis,
+            relay,
+            outbox: Mutex::new(Some(outbox)),
+            view: Mutex::default(),
+            calls: Mutex::default(),
+            connected: AtomicBool::new(false),
+            duplicate: AtomicBool::new(false),
+            cluster_sessions: AtomicUsize::new(0),
+        }))
+    }
+
+    /// Whether sends may use other processes' devices right now.
+    fn usable(&self) -> bool {
+        self.connected.load(Ordering::Acquire) && !self.duplicate.load(Ordering::Acquire)
+    }
+
+    /// Takes the lease for `start()`: fails only if another live process holds this
+    /// node id; with Redis unreachable the process starts local-only and keeps trying.
+    pub async fn join(&self) -> Result<(), GatewayError> {
+        let sessions = lock(&self.shared.registry).session_count();
+        let claimed = self
+            .redis
+            .claim(&self.token, self.lease, &self.node_id, sessions)
+            .await;
+        match claimed {
+            Ok((-1, _)) => Err(self.duplicate_error()),
+            Ok((_, nodes)) => {
+                self.seen_nodes(nodes);
+                self.connected.store(true, Ordering::Release);
+                Ok(())
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn duplicate_error(&self) -> GatewayError {
+        GatewayError::new(
+            ErrorCode::ClusterUnavailable,
+            format!(
+                "Another live gateway process already uses the cluster nodeId '{}'",
+                self.node_id
+            ),
+            json!({ "nodeId": &*self.node_id }),
+        )
+    }
+
+    fn seen_nodes(&self, nodes: Vec<(String, usize)>) {
+        let total = nodes.iter().map(|(_, n)| n).sum();
+        self.cluster_sessions.store(total, Ordering::Relaxed);
+        let ids: Vec<Arc<str>> = nodes.into_iter().map(|(id, _)| id.into()).collect();
+        let mut view = lock(&self.view);
+        view.set_live(ids);
+        lock(&self.calls).seen_alive(view.live(), Instant::now());
+    }
+
+    pub fn health(&self) -> ClusterHealth {
+        let connected = self.usable();
+        let local = lock(&self.shared.registry).session_count();
+        let nodes = lock(&self.view).live_count();
+        ClusterHealth {
+            node_id: self.node_id.to_string(),
+            nodes: if connected { nodes.max(1) } else { 1 },
+            connected: self.connected.load(Ordering::Acquire),
+            sessions: if connected {
+                self.cluster_sessions.load(Ordering::Relaxed).max(local)
+            } else {
+                local
+            },
+        }
+    }
+
+    /// Sends in flight that `stop()` lets finish: run here for others, or called here
+    /// and run elsewhere.
+    pub fn in_flight(&self) -> usize {
+        self.relay.in_flight() + lock(&self.calls).len()
+    }
+
+    /// Chooses a device across the cluster and sends there.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        call: CallId,
+        request: SendRequest,
+        media: Option<Media>,
+        wake: Wake,
+    ) {
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        if !self.usable() {
+            let local = lock(&self.shared.registry).active_devices(&request.api_key);
+            if local.is_empty() {
+                return self.reject(call, unavailable(&request.api_key));
+            }
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        let cached = lock(&self.view).remote_devices(&request.api_key, Instant::now());
+        match cached {
+            Some(remote) => self.route(call, request, media, wake, remote),
+            None => {
+                let cluster = self.clone();
+                self.rt.spawn(async move {
+                    match cluster.read_devices(&request.api_key).await {
+                        Some(remote) => cluster.route(call, request, media, Wake::Now, remote),
+                        None => cluster.reject(call, unavailable(&request.api_key)),
+                    }
+                });
+            }
+        }
+    }
+
+    /// The other processes' active devices of a key, read now (and kept a while when
+    /// there are local devices to fall back on).
+    async fn read_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+        let listings = self.redis.listings(api_key).await.ok()?;
+        let view = &mut *lock(&self.view);
+        let devices: Vec<RemoteDevice> = listings
+            .into_iter()
+            .filter(|l| {
+                l.info.device_active && *l.node_id != *self.node_id && view.is_live(&l.node_id)
+            })
+            .map(remote_device)
+            .collect();
+        view.store(api_key, devices.clone(), Instant::now());
+        Some(devices)
+    }
+
+    fn route(
+        &self,
+        call: CallId,
+        mut request: SendRequest,
+        media: Option<Media>,
+        wake: Wake,
+        remote: Vec<RemoteDevice>,
+    ) {
+        let local = lock(&self.shared.registry).active_devices(&request.api_key);
+        if remote.is_empty() {
+            if local.is_empty() {
+                // A device that connects elsewhere meanwhile is seen at the next read.
+                lock(&self.view).forget(&request.api_key);
+            }
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        let strategy = request.strategy.unwrap_or(self.shared.config.strategy);
+        let remote: Vec<(RemoteDevice, usize)> = {
+            let calls = lock(&self.calls);
+            remote
+                .into_iter()
+                .map(|d| {
+                    let load = calls.load_of(&d.identity.session_id);
+                    (d, load)
+                })
+                .collect()
+        };
+        let choice = lock(&self.view).choose(&request.api_key, strategy, local, remote);
+        match choice {
+            Some(Choice::Remote(device)) => self.forward(call, request, media, device),
+            Some(Choice::Local(session_id)) => {
+                request.target = Some(session_id);
+                self.shared.dispatch(call, request, media, wake)
+            }
+            None => self.shared.dispatch(call, request, media, wake),
+        }
+    }
+
+    /// Hands a send to the process holding its device.
+    fn forward(
+        &self,
+        call: CallId,
+        request: SendRequest,
+        media: Option<Media>,
+        device: RemoteDevice,
+    ) {
+        let timeout = request
+            .timeout
+            .unwrap_or(self.shared.config.request_timeout);
+        let called_at = request
+            .called_at
+            .map_or_else(Instant::now, Instant::from_std);
+        let now = Instant::now();
+        let deadline = called_at + timeout;
+        let left = deadline.saturating_duration_since(now);
+        let command = Command {
+            from: self.node_id.to_string(),
+            call,
+            api_key: request.api_key,
+            session_id: device.identity.session_id.to_string(),
+            kind: request.kind,
+            phone_number: request.phone_number.clone(),
+            text: request.text,
+            media: media.map(|m| CarriedMedia {
+                data_url: m.data_url,
+                mime_type: m.mime_type,
+                file_name: m.file_name,
+            }),
+            document_name: request.document_name,
+            wait_for: request.wait_for.map(|a| a.as_str().to_string()),
+            timeout_ms: left.as_millis() as u64,
+            expires_at: now_ms() + left.as_millis() as u64,
+        };
+        let remote = RemoteCall {
+            holder: device.node_id.clone(),
+            deadline,
+            timeout_ms: timeout.as_millis() as u64,
+            device: device.identity,
+            phone_number: request.phone_number,
+            routed: false,
+        };
+        lock(&self.calls).insert(call, remote, now);
+        self.relay.send(Outgoing::Envelope {
+            to: device.node_id,
+            envelope: Envelope::Send(Box::new(command)),
+            call: Some(call),
+        });
+    }
+
+    fn reject(&self, call: CallId, error: GatewayError) {
+        self.shared.host.deliver(Delivery::Rejected { call, error });
+    }
+
+    /// Settles a call carried out elsewhere with `error`, with its `send-failed` event.
+    fn fail_remote(&self, call: CallId, remote: &RemoteCall, error: GatewayError) {
+        if self.shared.config.log_events {
+            let request_id = error.details["requestId"].as_str().unwrap_or_default();
+            let event =
+                LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error);
+            self.shared.host.deliver(Delivery::Log(event));
+        }
+        self.reject(call, error);
+    }
+
+    /// A send another process routed here.
+    fn on_command(&self, command: Command) {
+        if now_ms() >= command.expires_at {
+            return;
+        }
+        let call = self.relay.adopt(relay::Origin {
+            node: command.from.into(),
+            call: command.call,
+        });
+        let mut request = SendRequest::new(
+            command.kind,
+            command.api_key,
+            command.phone_number,
+            command.text,
+        );
+        request.timeout = Some(Duration::from_millis(command.timeout_ms.max(1)));
+        request.wait_for = command.wait_for.as_deref().and_then(Ack::parse);
+        request.document_name = command.document_name;
+        request.target = Some(command.session_id.into());
+        let media = command.media.map(|m| Media {
+            data_url: m.data_url,
+            mime_type: m.mime_type,
+            file_name: m.file_name,
+        });
+        self.shared.dispatch(call, request, media, Wake::Now);
+    }
+
+    /// The outcome of a send this process routed elsewhere.
+    fn on_outcome(&self, outcome: Outcome) {
+        let call = outcome.call;
+        match outcome.result {
+            Ok(success) => {
+                let stage = Stage::from_code(success.stage);
+                let remote = {
+                    let mut calls = lock(&self.calls);
+                    if stage == Stage::ResultAwaitingAck {
+                        calls.get(call).map(|c| c.device.clone())
+                    } else {
+                        calls.take(call).map(|c| c.device)
+                    }
+                };
+                if remote.is_none() {
+                    return;
+                }
+                let d = success.device;
+                let session = Arc::new(Identity {
+                    session_id: d.session_id.into(),
+                    api_key: d.api_key.into(),
+                    user_id: d.user_id,
+                    ip: d.ip,
+                    extension_version: d.extension_version,
+                    browser: d.browser,
+                    dialect: self.shared.config.dialect,
+                });
+                let request_id =
+                    uuid::Uuid::try_parse(&success.request_id).map_or(0, |u| u.as_u128());
+                self.shared.host.deliver(Delivery::Resolved(Resolved {
+                    id: call,
+                    request_id,
+                    message_id: success.message_id,
+                    timestamp: success.timestamp,
+                    session,
+                    ack: Ack::parse(&success.ack).unwrap_or(Ack::Sent),
+                    stage,
+                }));
+            }
+            Err(error) => {
+                let Some(remote) = lock(&self.calls).take(call) else {
+                    return;
+                };
+                if error.code == ErrorCode::NoActiveDevice {
+                    lock(&self.view).forget(&remote.device.api_key);
+                }
+                self.fail_remote(call, &remote, error);
+            }
+        }
+    }
+
+    fn on_envelope(&self, payload: &[u8]) {
+        match serde_json::from_slice::<Envelope>(payload) {
+            Ok(Envelope::Send(command)) => self.on_command(*command),
+            Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
+            Err(e) => self.shared.report(GatewayError::new(
+                ErrorCode::ServerError,
+                format!("Unreadable message from another gateway process: {e}"),
+                Value::Null,
+            )),
+        }
+    }
+
+    /// `getActiveSessions` across the cluster: this process's sessions and the others'
+    /// as listed in Redis (local only while Redis is unreachable).
+    pub async fn sessions(&self, api_key: &str) -> Value {
+        let local = lock(&self.shared.registry).sessions_of(api_key);
+        let mut all: Vec<Value> = local
+            .into_iter()
+            .map(|s| self.with_node(&self.node_id, s, None))
+            .collect();
+        if self.usable() {
+            if let Ok(listings) = self.redis.listings(api_key).await {
+                all.extend(self.remote_listings(listings, false));
+            }
+        }
+        Value::Array(all)
+    }
+
+    /// `getAllSessions` across the cluster, each session with its `apiKey`.
+    pub async fn all_sessions(&self) -> Value {
+        let local = lock(&self.shared.registry).all_sessions();
+        let mut all: Vec<Value> = local
+            .into_iter()
+            .map(|(key, s)| self.with_node(&self.node_id, s, Some(&key)))
+            .collect();
+        if self.usable() {
+            if let Ok(listings) = self.redis.all_listings().await {
+                all.extend(self.remote_listings(listings, true));
+            }
+        }
+        Value::Array(all)
+    }
+
+    fn remote_listings(&self, listings: Vec<Listing>, with_key: bool) -> Vec<Value> {
+        let view = lock(&self.view);
+        listings
+            .into_iter()
+            .filter(|l| *l.node_id != *self.node_id && view.is_live(&l.node_id))
+            .map(|l| {
+                let key = with_key.then_some(l.api_key.as_str());
+                self.with_node(&l.node_id, l.info.clone(), key)
+            })
+            .collect()
+    }
+
+    fn with_node(&self, node_id: &str, info: SessionInfo, api_key: Option<&str>) -> Value {
+        let mut value = serde_json::to_value(info).unwrap_or(Value::Null);
+        value["nodeId"] = node_id.into();
+        if let Some(api_key) = api_key {
+            value["apiKey"] = api_key.into();
+        }
+        value
+    }
+
+    fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {
+        Listing {
+            node_id: self.node_id.to_string(),
+            api_key: who.api_key.to_string(),
+            info,
+        }
+    }
+}
+
+impl Directory for Arc<Cluster> {
+    fn admit(&self, who: &Arc<Identity>, info: SessionInfo, max_per_key: usize) -> Admission {
+        let cluster = self.clone();
+        let listing = self.listing(who, info);
+        Box::pin(async move {
+            if !cluster.usable() {
+                // Counted locally; listed when Redis is back (republish).
+                return true;
+            }
+            // Unreachable mid-way: counted locally, like while it is away.
+            cluster
+                .redis
+                .admit(&listing, max_per_key)
+                .await
+                .unwrap_or(true)
+        })
+    }
+
+    fn update(&self, who: &Arc<Identity>, info: SessionInfo) {
+        // A draining process has taken its sessions off the registry.
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return;
+        }
+        let listing = serde_json::to_string(&self.listing(who, info)).unwrap_or_default();
+        self.relay.send(Outgoing::List {
+            api_key: who.api_key.clone(),
+            session_id: who.session_id.clone(),
+            listing,
+        });
+    }
+
+    fn remove(&self, who: &Arc<Identity>) {
+        self.relay.send(Outgoing::Unlist {
+            api_key: who.api_key.clone(),
+            session_id: who.session_id.clone(),
+        });
+    }
+}
+
+fn remote_device(listing: Listing) -> RemoteDevice {
+    let info = listing.info;
+    RemoteDevice {
+        node_id: listing.node_id.into(),
+        identity: Arc::new(Identity {
+            session_id: info.session_id,
+            api_key: listing.api_key.into(),
+            user_id: info.user_id,
+            ip: info.ip,
+            extension_version: info.extension_version,
+            browser: info.browser,
+            dialect: crate::config::Dialect::Compat,
+        }),
+    }
+}
+
+/// `CLUSTER_UNAVAILABLE` for a send that needs another process while Redis is away.
+fn unavailable(api_key: &str) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ClusterUnavailable,
+        "No device of this API key is connected to this process, and the cluster (Redis) cannot be reached to use another process's",
+        json!({ "apiKey": mask_api_key(api_key) }),
+    )
+}
+
+/// Unique per process: host name, pid and a random part.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".to_string());
+    format!(
+        "{host}-{}-{:06x}",
+        std::process::id(),
+        fastrand::u32(..0x100_0000)
+    )
+}

@@ -1,0 +1,90 @@
+//! What processes of a cluster send each other through their inbox streams: a send
+//! for a device another process holds, and the outcome of such a send.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::GatewayError;
+use crate::identity::CallId;
+use crate::protocol::SendKind;
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(tag = "t", rename_all = "lowercase")]
+pub enum Envelope {
+    Send(Box<Command>),
+    Outcome(Box<Outcome>),
+}
+
+/// A send routed to the process holding its device. Media travels loaded: the calling
+/// process fetched it under its own policy.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    /// The calling process, where the outcome goes.
+    pub from: String,
+    /// The call's number on the calling process.
+    pub call: CallId,
+    pub api_key: String,
+    pub session_id: String,
+    pub kind: SendKind,
+    pub phone_number: String,
+    pub text: String,
+    pub media: Option<CarriedMedia>,
+    pub document_name: Option<String>,
+    /// 5.2 `waitFor`, by name.
+    pub wait_for: Option<String>,
+    /// What is left of the call's timeout when it was routed.
+    pub timeout_ms: u64,
+    /// Past this (ms since the epoch) the caller has given up: not worth sending.
+    pub expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct CarriedMedia {
+    pub data_url: String,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Outcome {
+    pub call: CallId,
+    pub result: Result<Success, GatewayError>,
+}
+
+/// What the calling process needs to resolve the call and fire its `*-sent` event.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Success {
+    pub request_id: String,
+    pub message_id: Value,
+    pub timestamp: f64,
+    pub ack: String,
+    /// `host::Stage` as its code.
+    pub stage: u32,
+    pub device: Device,
+}
+
+/// The device that answered, as events and results name it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    pub session_id: String,
+    pub api_key: String,
+    pub user_id: Value,
+    pub ip: String,
+    pub extension_version: String,
+    pub browser: String,
+}
+
+/// A session as the cluster's registry lists it (`sessions:<apiKey>` in Redis).
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing {
+    pub node_id: String,
+    pub api_key: String,
+    #[serde(flatten)]
+    pub info: crate::state::registry::SessionInfo,
+}

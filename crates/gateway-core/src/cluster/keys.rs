@@ -1,0 +1,119 @@
+//! Where the cluster keeps its state in Redis, and the scripts that change it in one
+//! step. Every key starts with the `keyPrefix`, so clusters can share one server.
+//!
+//! - `node:<id>`: a process's lease (its random token, expiring after `leaseMs`); a
+//!   second live process with the same id cannot take it.
+//! - `nodes`: sorted set of node ids by lease expiry (Redis's clock): who is alive.
+//! - `counts`: hash node id -> its session count, for `getHealth().activeSessions`.
+//! - `sessions:<apiKey>`: hash session id -> the session's listing (JSON, with `nodeId`).
+//! - `keys`: set of API keys with listed sessions, for `getAllSessions`.
+//! - `inbox:<nodeId>`: stream of commands and outcomes for one process.
+
+use redis::Script;
+
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}node:{node_id}", self.prefix)
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
+
+    pub fn counts(&self) -> String {
+        format!("{}counts", self.prefix)
+    }
+
+    pub fn sessions(&self, api_key: &str) -> String {
+        format!("{}sessions:{api_key}", self.prefix)
+    }
+
+    pub fn api_keys(&self) -> String {
+        format!("{}keys", self.prefix)
+    }
+
+    pub fn inbox(&self, node_id: &str) -> String {
+        format!("{}inbox:{node_id}", self.prefix)
+    }
+}
+
+/// Takes or renews this process's lease and lists the live nodes.
+/// KEYS: node, nodes, counts. ARGV: token, lease ms, node id, session count.
+/// Returns `{claim, node ids...}`: claim 1 renewed, 0 taken afresh (Redis lost it:
+/// republish), -1 held by another live process with the same id.
+pub fn claim_lease() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local held = redis.call('GET', KEYS[1])
+local claim = 1
+if held and held ~= ARGV[1] then
+  claim = -1
+else
+  if not held then claim = 0 end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[3], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local out = { claim }
+for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = id end
+return out
+",
+    )
+}
+
+/// Lists a session unless its key already has `max` sessions on live nodes; forgets
+/// the listings of dead nodes on the way. KEYS: sessions of the key, nodes, keys.
+/// ARGV: session id, listing, max, API key. Returns 1 if listed, 0 if full.
+pub fn admit_session() -> Script {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local listed = redis.call('HGETALL', KEYS[1])
+local count = 0
+for i = 1, #listed, 2 do
+  local ok, entry = pcall(cjson.decode, listed[i + 1])
+  local expiry = ok and redis.call('ZSCORE', KEYS[2], entry.nodeId)
+  if not expiry or tonumber(expiry) < now then
+    redis.call('HDEL', KEYS[1], listed[i])
+  elseif listed[i] ~= ARGV[1] then
+    count = count + 1
+  end
+end
+if count >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return 1
+",
+    )
+}
+
+/// Leaves the cluster: drops the lease if it is still this process's.
+/// KEYS: node, nodes, counts. ARGV: token, node id.
+pub fn release_lease() -> Script {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
+return 1
+",
+    )
+}

@@ -1,0 +1,246 @@
+//! Every Redis command the cluster sends, over two multiplexed connections on the
+//! core's runtime that reconnect by themselves: one for commands, one for the
+//! blocking read of this process's inbox (which would hold up the other).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::{StreamReadOptions, StreamReadReply};
+use redis::{AsyncCommands, RedisResult, Script, Value};
+
+use super::envelope::Listing;
+use super::keys::{self, Keys};
+use super::relay::Outgoing;
+
+/// How long one read of the inbox waits for entries.
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Inbox entries kept at most (roughly): a process that is gone does not read its inbox.
+const INBOX_MAX: usize = 10_000;
+
+pub struct Redis {
+    commands: ConnectionManager,
+    reader: ConnectionManager,
+    pub keys: Keys,
+    claim: Script,
+    admit: Script,
+    release: Script,
+}
+
+impl Redis {
+    /// Connects lazily (on first use), so a Redis that is down does not stop `start()`.
+    /// Needs the runtime's context. Reconnect backoff is capped at half the lease.
+    pub fn open(url: &str, prefix: &str, lease: Duration) -> RedisResult<Self> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_max_delay(lease / 2)
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+        let reader = ConnectionManager::new_lazy_with_config(
+            client,
+            config.set_response_timeout(Some(READ_BLOCK + Duration::from_secs(2))),
+        )?;
+        Ok(Self {
+            commands,
+            reader,
+            keys: Keys::new(prefix),
+            claim: keys::claim_lease(),
+            admit: keys::admit_session(),
+            release: keys::release_lease(),
+        })
+    }
+
+    /// Takes or renews the lease; returns the claim (1, 0 or -1, see `keys`) and the
+    /// live nodes with their session counts.
+    pub async fn claim(
+        &self,
+        token: &str,
+        lease: Duration,
+        node_id: &str,
+        sessions: usize,
+    ) -> RedisResult<(i64, Vec<(String, usize)>)> {
+        let keys = &self.keys;
+        let reply: Vec<Value> = self
+            .claim
+            .key(keys.node(node_id))
+            .key(keys.nodes())
+            .key(keys.counts())
+            .arg(token)
+            .arg(lease.as_millis() as u64)
+            .arg(node_id)
+            .arg(sessions)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        let mut items = reply.into_iter();
+        let claim: i64 = match items.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => -1,
+        };
+        let mut nodes = Vec::new();
+        for id in items {
+            nodes.push((redis::from_redis_value::<String>(id)?, 0));
+        }
+        let counts: Vec<Option<usize>> = if nodes.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
+            redis::cmd("HMGET")
+                .arg(keys.counts())
+                .arg(ids)
+                .query_async(&mut self.commands.clone())
+                .await?
+        };
+        for ((_, count), known) in nodes.iter_mut().zip(counts) {
+            *count = known.unwrap_or(0);
+        }
+        Ok((claim, nodes))
+    }
+
+    pub async fn release(&self, token: &str, node_id: &str) -> RedisResult<()> {
+        let keys = &self.keys;
+        self.release
+            .key(keys.node(node_id))
+            .key(keys.nodes())
+            .key(keys.counts())
+            .arg(token)
+            .arg(node_id)
+            .invoke_async::<Value>(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Lists a session unless its key is full cluster-wide.
+    pub async fn admit(&self, listing: &Listing, max: usize) -> RedisResult<bool> {
+        let keys = &self.keys;
+        let text = serde_json::to_string(listing).unwrap_or_default();
+        let listed: i64 = self
+            .admit
+            .key(keys.sessions(&listing.api_key))
+            .key(keys.nodes())
+            .key(keys.api_keys())
+            .arg(&*listing.info.session_id)
+            .arg(text)
+            .arg(max)
+            .arg(&listing.api_key)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(listed == 1)
+    }
+
+    /// The listings of one API key (every node's; the caller filters).
+    pub async fn listings(&self, api_key: &str) -> RedisResult<Vec<Listing>> {
+        let raw: Vec<String> = self
+            .commands
+            .clone()
+            .hvals(self.keys.sessions(api_key))
+            .await?;
+        Ok(parse_listings(raw))
+    }
+
+    /// Every listing of every key.
+    pub async fn all_listings(&self) -> RedisResult<Vec<Listing>> {
+        let mut con = self.commands.clone();
+        let api_keys: Vec<String> = con.smembers(self.keys.api_keys()).await?;
+        if api_keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for api_key in &api_keys {
+            pipe.hvals(self.keys.sessions(api_key));
+        }
+        let per_key: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+        let empty: Vec<&String> = api_keys
+            .iter()
+            .zip(&per_key)
+            .filter(|(_, l)| l.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        if !empty.is_empty() {
+            let _: RedisResult<Value> = con.srem(self.keys.api_keys(), empty).await;
+        }
+        Ok(per_key.into_iter().flat_map(parse_listings).collect())
+    }
+
+    /// Writes a batch of outgoing items in one round trip.
+    pub async fn write(&self, batch: &[Outgoing]) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for item in batch {
+            match item {
+                Outgoing::Envelope { to, envelope, .. } => {
+                    let payload = serde_json::to_vec(envelope).unwrap_or_default();
+                    pipe.cmd("XADD")
+                        .arg(self.keys.inbox(to))
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(INBOX_MAX)
+                        .arg("*")
+                        .arg("m")
+                        .arg(payload)
+                        .ignore();
+                }
+                Outgoing::List {
+                    api_key,
+                    session_id,
+                    listing,
+                } => {
+                    pipe.hset(self.keys.sessions(api_key), &**session_id, listing)
+                        .ignore()
+                        .sadd(self.keys.api_keys(), &**api_key)
+                        .ignore();
+                }
+                Outgoing::Unlist {
+                    api_key,
+                    session_id,
+                } => {
+                    pipe.hdel(self.keys.sessions(api_key), &**session_id)
+                        .ignore();
+                }
+            }
+        }
+        pipe.query_async::<()>(&mut self.commands.clone()).await
+    }
+
+    /// Entries of this process's inbox after `after`, waiting a while for some.
+    pub async fn read_inbox(
+        &self,
+        node_id: &str,
+        after: &str,
+    ) -> RedisResult<Vec<(String, Vec<u8>)>> {
+        let options = StreamReadOptions::default()
+            .block(READ_BLOCK.as_millis() as usize)
+            .count(256);
+        let reply: Option<StreamReadReply> = self
+            .reader
+            .clone()
+            .xread_options(&[self.keys.inbox(node_id)], &[after], &options)
+            .await?;
+        let mut entries = Vec::new();
+        for key in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in key.ids {
+                let payload = match entry.map.get("m") {
+                    Some(Value::BulkString(bytes)) => bytes.clone(),
+                    _ => Vec::new(),
+                };
+                entries.push((entry.id, payload));
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Forgets inbox entries before `upto` (read already).
+    pub async fn trim_inbox(&self, node_id: &str, upto: &str) -> RedisResult<()> {
+        redis::cmd("XTRIM")
+            .arg(self.keys.inbox(node_id))
+            .arg("MINID")
+            .arg(upto)
+            .query_async::<Value>(&mut self.commands.clone())
+            .await?;
+        Ok(())
+    }
+}
+
+fn parse_listings(raw: Vec<String>) -> Vec<Listing> {
+    raw.iter()
+        .filter_map(|text| serde_json::from_str(text).ok())
+        .collect()
+}

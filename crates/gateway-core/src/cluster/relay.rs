@@ -1,0 +1,152 @@
+//! The holding process's side of a routed send: the host wrapper that catches the
+//! outcomes of calls run for other processes and queues them for the caller's inbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::envelope::{Device, Envelope, Outcome, Success};
+use crate::error::GatewayError;
+use crate::host::{Delivery, Host, Resolved, Stage, Validation};
+use crate::identity::{request_id_text, CallId, Identity, CLUSTER_CALL};
+use crate::state::link::lock;
+
+/// What the cluster task writes to Redis, in order.
+pub enum Outgoing {
+    /// To another process's inbox; `call` is this process's call to fail if it
+    /// cannot be written.
+    Envelope {
+        to: Arc<str>,
+        envelope: Envelope,
+        call: Option<CallId>,
+    },
+    /// A local session's listing changed.
+    List {
+        api_key: Arc<str>,
+        session_id: Arc<str>,
+        listing: String,
+    },
+    /// A local session left.
+    Unlist {
+        api_key: Arc<str>,
+        session_id: Arc<str>,
+    },
+}
+
+/// Where the outcome of a call run for another process goes.
+#[derive(Clone)]
+pub struct Origin {
+    pub node: Arc<str>,
+    pub call: CallId,
+}
+
+pub struct Relay {
+    origins: Mutex<HashMap<CallId, Origin>>,
+    pub outbox: mpsc::UnboundedSender<Outgoing>,
+    next_call: AtomicU64,
+}
+
+impl Relay {
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+        let (outbox, rx) = mpsc::unbounded_channel();
+        let relay = Self {
+            origins: Mutex::default(),
+            outbox,
+            next_call: AtomicU64::new(0),
+        };
+        (Arc::new(relay), rx)
+    }
+
+    /// A number for a call run for `origin`.
+    pub fn adopt(&self, origin: Origin) -> CallId {
+        let call = CLUSTER_CALL | self.next_call.fetch_add(1, Ordering::Relaxed);
+        lock(&self.origins).insert(call, origin);
+        call
+    }
+
+    pub fn in_flight(&self) -> usize {
+        lock(&self.origins).len()
+    }
+
+    pub fn send(&self, outgoing: Outgoing) {
+        // Only fails once the cluster task has ended, when nothing is listening anyway.
+        let _ = self.outbox.send(outgoing);
+    }
+
+    fn resolved(&self, r: Resolved) {
+        let origin = {
+            let mut origins = lock(&self.origins);
+            if r.stage == Stage::ResultAwaitingAck {
+                origins.get(&r.id).cloned()
+            } else {
+                origins.remove(&r.id)
+            }
+        };
+        let Some(origin) = origin else { return };
+        let mut buf = [0u8; 36];
+        let success = Success {
+            request_id: request_id_text(r.request_id, &mut buf).to_string(),
+            message_id: r.message_id,
+            timestamp: r.timestamp,
+            ack: r.ack.as_str().to_string(),
+            stage: r.stage.code(),
+            device: device_of(&r.session),
+        };
+        self.reply(origin, Ok(success));
+    }
+
+    fn rejected(&self, call: CallId, error: GatewayError) {
+        let origin = lock(&self.origins).remove(&call);
+        if let Some(origin) = origin {
+            self.reply(origin, Err(error));
+        }
+    }
+
+    fn reply(&self, origin: Origin, result: Result<Success, GatewayError>) {
+        let outcome = Outcome {
+            call: origin.call,
+            result,
+        };
+        self.send(Outgoing::Envelope {
+            to: origin.node,
+            envelope: Envelope::Outcome(Box::new(outcome)),
+            call: None,
+        });
+    }
+}
+
+pub fn device_of(who: &Identity) -> Device {
+    Device {
+        session_id: who.session_id.to_string(),
+        api_key: who.api_key.to_string(),
+        user_id: who.user_id.clone(),
+        ip: who.ip.clone(),
+        extension_version: who.extension_version.clone(),
+        browser: who.browser.clone(),
+    }
+}
+
+/// The host of a gateway in cluster mode: outcomes of calls run for other processes
+/// go to them; everything else to the embedding host.
+pub struct ClusterHost {
+    pub inner: Arc<dyn Host>,
+    pub relay: Arc<Relay>,
+}
+
+impl Host for ClusterHost {
+    fn deliver(&self, delivery: Delivery) {
+        match delivery {
+            Delivery::Resolved(r) if r.id & CLUSTER_CALL != 0 => self.relay.resolved(r),
+            Delivery::Rejected { call, error } if call & CLUSTER_CALL != 0 => {
+                self.relay.rejected(call, error)
+            }
+            other => self.inner.deliver(other),
+        }
+    }
+
+    fn validate(&self, api_key: String) -> Validation {
+        self.inner.validate(api_key)
+    }
+}

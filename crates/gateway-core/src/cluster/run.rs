@@ -1,0 +1,276 @@
+//! The cluster's tasks while the gateway runs: a round every `SWEEP` (lease renewal
+//! at its own pace, republishing, deadlines), the outbox writer, and the inbox reader.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use super::relay::Outgoing;
+use super::{unavailable, Cluster};
+use crate::state::link::lock;
+use crate::state::requests::{connection_lost, shutdown_error, timeout_error};
+use crate::state::Lifecycle;
+
+/// How often deadlines and lost holders are checked.
+const SWEEP: Duration = Duration::from_millis(100);
+/// How often every local listing is written again (keeps `lastHeartbeat` fresh).
+const REFRESH: Duration = Duration::from_secs(5);
+/// A routed send's own deadline passes on the holder first, which reports it with its
+/// request id; the caller waits this much longer before it times the call out itself.
+const HOLDER_FIRST: Duration = Duration::from_millis(250);
+/// Outcomes that could not be written are retried this long.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// A bound on any one Redis round trip of these tasks.
+const ROUND_TRIP: Duration = Duration::from_secs(2);
+
+impl Cluster {
+    /// Runs until `shutdown`, then leaves the cluster.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let Some(mut outbox) = lock(&self.outbox).take() else {
+            return;
+        };
+        let inbox = tokio::spawn(self.clone().read_inbox(shutdown.clone()));
+        let beat = (self.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut sweep = tokio::time::interval(SWEEP);
+        let mut next_beat = Instant::now();
+        let mut next_refresh = Instant::now() + REFRESH;
+        let mut retry: Vec<(Instant, Outgoing)> = Vec::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = sweep.tick() => {
+                    let now = Instant::now();
+                    if now >= next_beat {
+                        next_beat = now + beat;
+                        if self.beat().await {
+                            next_refresh = now;
+                        }
+                    }
+                    if now >= next_refresh && self.usable() {
+                        next_refresh = now + REFRESH;
+                        self.republish().await;
+                    }
+                    if !retry.is_empty() && self.usable() {
+                        retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
+                        let batch = retry.drain(..).map(|(_, o)| o).collect();
+                        let again = self.write(batch).await;
+                        retry.extend(again.into_iter().map(|o| (now, o)));
+                    }
+                    self.sweep(now);
+                }
+                Some(first) = outbox.recv() => {
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match outbox.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    let failed = self.write(batch).await;
+                    let now = Instant::now();
+                    retry.extend(failed.into_iter().map(|o| (now, o)));
+                }
+            }
+        }
+        self.leave(&mut outbox).await;
+        inbox.abort();
+        *lock(&self.outbox) = Some(outbox);
+    }
+
+    /// Renews the lease; returns whether Redis had lost it (listings must be written again).
+    async fn beat(&self) -> bool {
+        let sessions = lock(&self.shared.registry).session_count();
+        let claimed = timeout(
+            ROUND_TRIP,
+            self.redis
+                .claim(&self.token, self.lease, &self.node_id, sessions),
+        )
+        .await;
+        match claimed {
+            Ok(Ok((claim, nodes))) => {
+                self.connected.store(true, Ordering::Release);
+                if claim == -1 {
+                    if !self.duplicate.swap(true, Ordering::AcqRel) {
+                        let mut error = self.duplicate_error();
+                        error
+                            .message
+                            .push_str(": this process serves its own devices only");
+                        self.shared.report(error);
+                    }
+                    return false;
+                }
+                self.seen_nodes(nodes);
+                claim == 0 && !self.duplicate.load(Ordering::Acquire)
+            }
+            _ => {
+                self.connected.store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+
+    /// Writes every local session's listing.
+    async fn republish(&self) {
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return;
+        }
+        let all = lock(&self.shared.registry).all_sessions();
+        if all.is_empty() {
+            return;
+        }
+        let batch: Vec<Outgoing> = all
+            .into_iter()
+            .map(|(api_key, info)| {
+                let session_id = info.session_id.clone();
+                let listing = super::Listing {
+                    node_id: self.node_id.to_string(),
+                    api_key: api_key.to_string(),
+                    info,
+                };
+                Outgoing::List {
+                    api_key,
+                    session_id,
+                    listing: serde_json::to_string(&listing).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let _ = timeout(ROUND_TRIP, self.redis.write(&batch)).await;
+    }
+
+    /// Writes a batch; returns the outcomes to retry. A send that cannot be routed
+    /// fails `CLUSTER_UNAVAILABLE` on its caller at once.
+    async fn write(&self, batch: Vec<Outgoing>) -> Vec<Outgoing> {
+        if batch.is_empty() {
+            return batch;
+        }
+        let written = matches!(
+            timeout(ROUND_TRIP, self.redis.write(&batch)).await,
+            Ok(Ok(()))
+        );
+        let mut retry = Vec::new();
+        for item in batch {
+            match item {
+                Outgoing::Envelope {
+                    call: Some(call), ..
+                } => {
+                    if written {
+                        lock(&self.calls).mark_routed(call);
+                        continue;
+                    }
+                    let remote = lock(&self.calls).take(call);
+                    if let Some(remote) = remote {
+                        let mut error = unavailable(&remote.device.api_key);
+                        error.details["sent"] = false.into();
+                        self.fail_remote(call, &remote, error);
+                    }
+                }
+                outcome @ Outgoing::Envelope { call: None, .. } if !written => retry.push(outcome),
+                // Listings are written again at the next refresh.
+                _ => {}
+            }
+        }
+        if !written {
+            self.connected.store(false, Ordering::Release);
+        }
+        retry
+    }
+
+    /// Times out routed sends, and fails those whose holder has been unreachable for
+    /// longer than the lease plus a second.
+    fn sweep(&self, now: Instant) {
+        let (expired, lost) = {
+            let mut calls = lock(&self.calls);
+            let expired = calls.expired(now, HOLDER_FIRST);
+            let lost = calls.lost(now, self.lease + Duration::from_secs(1));
+            (expired, lost)
+        };
+        for (call, remote) in expired {
+            let error = timeout_error(remote.timeout_ms)("", &remote.device.session_id);
+            self.fail_remote(call, &remote, error);
+        }
+        for (call, remote) in lost {
+            let mut error = connection_lost("", &remote.device.session_id);
+            error.message = format!(
+                "The gateway process holding the device ({}) could not be reached for longer than its lease",
+                remote.holder
+            );
+            error.details["sent"] = remote.routed.into();
+            error.details["nodeId"] = (*remote.holder).into();
+            self.fail_remote(call, &remote, error);
+        }
+    }
+
+    /// Reads this process's inbox: sends routed here and outcomes of sends routed away.
+    async fn read_inbox(self: Arc<Self>, shutdown: CancellationToken) {
+        // From the start: entries written before this process read (its own node id
+        // restarted) are filtered by their expiry.
+        let mut after = "0-0".to_string();
+        let mut trimmed_at = Instant::now();
+        loop {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = self.redis.read_inbox(&self.node_id, &after) => read,
+            };
+            match read {
+                Ok(entries) => {
+                    let Some((last, _)) = entries.last() else {
+                        continue;
+                    };
+                    after = last.clone();
+                    for (_, payload) in &entries {
+                        self.on_envelope(payload);
+                    }
+                    if trimmed_at.elapsed() > Duration::from_millis(500) {
+                        trimmed_at = Instant::now();
+                        let _ = self.redis.trim_inbox(&self.node_id, &after).await;
+                    }
+                }
+                Err(_) => {
+                    let pause = (self.lease / 4).min(Duration::from_millis(500));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued (last unlistings, outcomes), gives up the lease and fails
+    /// the sends still out on other processes.
+    async fn leave(&self, outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
+        let mut batch = Vec::new();
+        while let Ok(item) = outbox.try_recv() {
+            batch.push(item);
+        }
+        let _ = self.write(batch).await;
+        let _ = timeout(ROUND_TRIP, self.redis.release(&self.token, &self.node_id)).await;
+        self.connected.store(false, Ordering::Release);
+        let calls: Vec<_> = {
+            let mut calls = lock(&self.calls);
+            calls.expired(
+                Instant::now() + Duration::from_secs(86_400 * 365),
+                Duration::ZERO,
+            )
+        };
+        for (call, remote) in calls {
+            let error = shutdown_error("", &remote.device.session_id);
+            self.fail_remote(call, &remote, error);
+        }
+    }
+
+    /// `stop()` drains: every local session leaves the cluster's registry first, so no
+    /// process routes a new send here.
+    pub fn unlist_all(&self) {
+        let all = lock(&self.shared.registry).all_sessions();
+        for (api_key, info) in all {
+            self.relay.send(Outgoing::Unlist {
+                api_key,
+                session_id: info.session_id,
+            });
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What the calling process knows of the other processes' devices: listings read
+//! from Redis per API key, kept briefly, and the nodes alive at the last lease round.
+//! Choosing a device runs here, over the local and the remote devices of a key.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::Strategy;
+use crate::identity::Identity;
+use crate::state::registry::least_busy;
+
+/// How long a key's listing is used before it is read again.
+pub const FRESH_FOR: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct RemoteDevice {
+    pub node_id: Arc<str>,
+    pub identity: Arc<Identity>,
+}
+
+struct Listing {
+    devices: Vec<RemoteDevice>,
+    read_at: Instant,
+}
+
+#[derive(Default)]
+pub struct View {
+    live: HashSet<Arc<str>>,
+    listings: HashMap<Arc<str>, Listing>,
+    cursors: HashMap<Arc<str>, usize>,
+}
+
+/// Where a send goes.
+#[derive(Debug)]
+pub enum Choice {
+    Local(Arc<str>),
+    Remote(RemoteDevice),
+}
+
+impl View {
+    pub fn set_live(&mut self, nodes: impl IntoIterator<Item = Arc<str>>) {
+        self.live = nodes.into_iter().collect();
+    }
+
+    pub fn live(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.live.iter()
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+
+    pub fn is_live(&self, node: &str) -> bool {
+        self.live.contains(node)
+    }
+
+    /// The other processes' active devices of `api_key`, if read lately.
+    pub fn remote_devices(&self, api_key: &str, now: Instant) -> Option<Vec<RemoteDevice>> {
+        let listing = self.listings.get(api_key)?;
+        if listing.read_at + FRESH_FOR <= now {
+            return None;
+        }
+        Some(
+            listing
+                .devices
+                .iter()
+                .filter(|d| self.live.contains(&d.node_id))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    pub fn store(&mut self, api_key: &str, devices: Vec<RemoteDevice>, now: Instant) {
+        if self.listings.len() > 10_000 {
+            self.listings.retain(|_, l| l.read_at + FRESH_FOR > now);
+        }
+        self.listings.insert(
+            api_key.into(),
+            Listing {
+                devices,
+                read_at: now,
+            },
+        );
+    }
+
+    pub fn forget(&mut self, api_key: &str) {
+        self.listings.remove(api_key);
+    }
+
+    /// Picks among local devices (with their sends in flight) and remote ones (with
+    /// this process's sends in flight to them), locals first in a stable order.
+    pub fn choose(
+        &mut self,
+        api_key: &str,
+        strategy: Strategy,
+        local: Vec<(Arc<Identity>, usize)>,
+        remote: Vec<(RemoteDevice, usize)>,
+    ) -> Option<Choice> {
+        let total = local.len() + remote.len();
+        if total == 0 {
+            return None;
+        }
+        let cursor = match self.cursors.get_mut(api_key) {
+            Some(cursor) => cursor,
+            None => self.cursors.entry(api_key.into()).or_default(),
+        };
+        let nth = match strategy {
+            Strategy::Random => fastrand::usize(..total),
+            Strategy::RoundRobin => {
+                *cursor = cursor.wrapping_add(1);
+                (*cursor - 1) % total
+            }
+            Strategy::LeastBusy => {
+                let loads = local.iter().map(|l| l.1).chain(remote.iter().map(|r| r.1));
+                least_busy(loads, cursor, total)
+            }
+        };
+        if nth < local.len() {
+            return Some(Choice::Local(local[nth].0.session_id.clone()));
+        }
+        remote
+            .into_iter()
+            .nth(nth - local.len())
+            .map(|(device, _)| Choice::Remote(device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dialect;
+    use serde_json::Value;
+
+    fn identity(session_id: &str) -> Arc<Identity> {
+        Arc::new(Identity {
+            session_id: session_id.into(),
+            api_key: "k".into(),
+            user_id: Value::Null,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: Dialect::Compat,
+        })
+    }
+
+    fn remote(node: &str, session_id: &str) -> RemoteDevice {
+        RemoteDevice {
+            node_id: node.into(),
+            identity: identity(session_id),
+        }
+    }
+
+    #[test]
+    fn round_robin_alternates_between_local_and_remote_devices() {
+        let mut view = View::default();
+        let picks: Vec<String> = (0..4)
+            .map(|_| {
+                let local = vec![(identity("l"), 0)];
+                let remote = vec![(remote("b", "r"), 0)];
+                match view.choose("k", Strategy::RoundRobin, local, remote) {
+                    Some(Choice::Local(id)) => id.to_string(),
+                    Some(Choice::Remote(d)) => d.identity.session_id.to_string(),
+                    None => String::new(),
+                }
+            })
+            .collect();
+        assert_eq!(picks, ["l", "r", "l", "r"]);
+    }
+
+    #[test]
+    fn a_listing_of_a_dead_node_or_too_old_is_not_used() {
+        let now = Instant::now();
+        let mut view = View::default();
+        view.set_live(["a".into()]);
+        view.store("k", vec![remote("a", "1"), remote("b", "2")], now);
+        let devices = view.remote_devices("k", now).unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(&*devices[0].node_id, "a");
+        assert!(view.remote_devices("k", now + FRESH_FOR).is_none());
+    }
+
+    #[test]
+    fn least_busy_prefers_the_idle_remote_device() {
+        let mut view = View::default();
+        let choice = view.choose(
+            "k",
+            Strategy::LeastBusy,
+            vec![(identity("l"), 3)],
+            vec![(remote("b", "r"), 0)],
+        );
+        assert!(matches!(choice, Some(Choice::Remote(_))));
+    }
+}

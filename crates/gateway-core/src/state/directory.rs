@@ -1,0 +1,22 @@
+//! What the session tasks tell a cluster-wide directory of sessions (SPEC 5.3), when
+//! the gateway runs in cluster mode. The `cluster` module implements it; `net` only
+//! sees this trait, so that neither depends on the other.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::registry::SessionInfo;
+use crate::identity::Identity;
+
+pub type Admission = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+pub trait Directory: Send + Sync + 'static {
+    /// Whether a session the local registry has admitted also fits the cluster-wide
+    /// `maxSessionsPerKey`; it is listed if so.
+    fn admit(&self, who: &Arc<Identity>, info: SessionInfo, max_per_key: usize) -> Admission;
+    /// A listed session's status changed.
+    fn update(&self, who: &Arc<Identity>, info: SessionInfo);
+    /// A session left this process.
+    fn remove(&self, who: &Arc<Identity>);
+}
