@@ -107,6 +107,8 @@ test('examples/cluster-app.js: an extension on one worker gets a send requested 
 
   // SIGTERM: the workers drain and leave, then the primary.
   child.kill('SIGTERM');
-  const exit = await Promise.race([exited, new Promise((r) => setTimeout(() => r('hung'), 20_000))]);
+  let timer;
+  const exit = await Promise.race([exited, new Promise((r) => (timer = setTimeout(() => r('hung'), 20_000)))]);
+  clearTimeout(timer);
   assert.deepEqual(exit, { code: 0, signal: null }, out);
 });

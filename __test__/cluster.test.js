@@ -62,7 +62,7 @@ async function setUp(t) {
   const cleanups = [];
   t.after(async () => {
     for (const cleanup of cleanups.reverse()) {
-      await Promise.race([Promise.resolve().then(cleanup).catch(() => {}), sleep(10_000)]);
+      await settle(Promise.resolve().then(cleanup), 10_000, 'a cleanup').catch(() => {});
     }
   });
   const redis = await startRedis();
@@ -172,6 +172,17 @@ test('a send called on one process reaches a device on another and resolves ther
   assert.equal(outcomes(b.events, failedCommand.requestId)[0].type, 'send-failed');
   assert.deepEqual(outcomes(a.events, failedCommand.requestId), []);
   assert.deepEqual(outcomes(a.events, result.requestId), []);
+
+  // No answer within the call's timeout: REQUEST_TIMEOUT on the caller, naming the request.
+  answer = () => null;
+  const silent = await settle(b.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'unanswered', timeout: 500 }), 10_000, 'the unanswered send');
+  assert.equal(silent.error?.code, 'REQUEST_TIMEOUT', silent.error?.message ?? 'the unanswered send resolved');
+  const silentCommand = extension.commands.at(-1);
+  assert.equal(silent.error.details.requestId, silentCommand.requestId, `details: ${JSON.stringify(silent.error.details)}`);
+  assert.equal(silent.error.details.sessionId, extension.sessionId);
+  assert.equal(silent.error.details.timeout, 500);
+  await eventually(() => outcomes(b.events, silentCommand.requestId).length === 1, 5000, 'send-failed for the timeout on the caller');
+  assert.deepEqual(outcomes(a.events, silentCommand.requestId), []);
 });
 
 test('getActiveSessions and getAllSessions are cluster-wide promises, each session with its nodeId and every 2.2 field', CLUSTER_TEST, async (t) => {
@@ -308,7 +319,7 @@ test('maxSessionsPerKey holds across processes: of simultaneous connects on two 
   );
 });
 
-test('a SIGKILLed holder: the other process in-flight send rejects CONNECTION_LOST and the dead sessions leave the registry', CLUSTER_TEST, async (t) => {
+test('a SIGKILLed holder: in-flight sends from another process reject REQUEST_TIMEOUT if their timeout ends first, else CONNECTION_LOST, and the dead sessions leave the registry', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const holder = await cluster.nodeProcess({ nodeId: 'doomed' });
   const caller = await cluster.node({ nodeId: 'survivor' });
@@ -319,13 +330,20 @@ test('a SIGKILLed holder: the other process in-flight send rejects CONNECTION_LO
   // The timeout is far beyond leaseMs + 1 s: CONNECTION_LOST must come first.
   const sending = caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'to a doomed process', timeout: 30_000 });
   const command = await extension.next((f) => f.type === 'send-message', 10_000);
+  // This one's timeout ends before leaseMs + 1 s: its REQUEST_TIMEOUT comes first.
+  const shortLived = caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'short timeout', timeout: 1200 });
+  const shortCommand = await extension.next((f) => f.type === 'send-message', 10_000);
   const killedAt = Date.now();
   await holder.kill();
+  const short = await settle(shortLived, 25_000, 'the short send to a killed process');
+  assert.equal(short.error?.code, 'REQUEST_TIMEOUT', short.error?.message ?? 'the short send resolved');
+  assert.equal(short.error.details?.requestId, shortCommand.requestId, `details: ${JSON.stringify(short.error.details)}`);
+  assert.equal(short.error.details?.timeout, 1200, `details: ${JSON.stringify(short.error.details)}`);
   const outcome = await settle(sending, 25_000, 'the send to a killed process');
   const took = Date.now() - killedAt;
   assert.equal(outcome.ok, false, 'the send resolved although its device died');
   assert.equal(outcome.error.code, 'CONNECTION_LOST', `${outcome.error.code}: ${outcome.error.message} (after ${took} ms)`);
-  assert.equal(outcome.error.details?.requestId, command.requestId);
+  assert.equal(outcome.error.details?.requestId, command.requestId, `details: ${JSON.stringify(outcome.error.details)}`);
   await eventually(() => outcomes(caller.events, command.requestId).length === 1, 5000, 'send-failed on the caller');
   assert.equal(outcomes(caller.events, command.requestId)[0].type, 'send-failed');
 
@@ -549,7 +567,7 @@ test('getMessageStatus is cluster-wide (a promise in cluster mode)', CLUSTER_TES
   const { requestId } = await b.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'status?' });
   const onCaller = b.gateway.getMessageStatus(requestId);
   assert.ok(onCaller instanceof Promise, 'getMessageStatus returns a promise in cluster mode');
-  assert.equal((await onCaller)?.state, 'sent');
+  assert.equal((await onCaller)?.state, 'sent', `on the caller: ${JSON.stringify(await onCaller)}`);
   await eventually(async () => (await a.gateway.getMessageStatus(requestId))?.state === 'sent', PROPAGATION_MS, 'the status on the holder');
 });
 
@@ -582,7 +600,6 @@ test('without cluster nothing touches Redis and sessions stay synchronous arrays
   assert.ok(Array.isArray(plain.gateway.getActiveSessions(GOOD_KEY)));
   assert.ok(Array.isArray(plain.gateway.getAllSessions()));
   assert.equal(plain.gateway.getHealth().cluster, undefined);
-  assert.equal(plain.gateway.getHealth().localSessions, undefined);
   await plain.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'standalone' });
   await plain.gateway.stop();
   // Only this test's own INFO calls connected.

@@ -368,9 +368,13 @@ class Sends {
         if (code === 'EXTENSION_ERROR' && this.fleet.commands.get(error.details?.requestId)?.answer !== 'failure') {
           v.add('EXTENSION_ERROR without an extension failure', error.details?.requestId);
         }
-        // A failure after a device was chosen has its send-failed, on the caller only.
-        const afterChoice = ['EXTENSION_ERROR', 'REQUEST_TIMEOUT', 'CONNECTION_LOST'].includes(code) && error.details?.requestId;
-        if (events.length > (afterChoice ? 1 : 0) || (afterChoice && events.length === 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
+        // A failure after a device was chosen names its request and has its send-failed,
+        // on the caller only.
+        const afterChoice = ['EXTENSION_ERROR', 'REQUEST_TIMEOUT', 'CONNECTION_LOST'].includes(code);
+        if (afterChoice && !(typeof error.details?.requestId === 'string' && error.details.requestId !== '')) {
+          v.add(`a ${code} without its requestId in details`, JSON.stringify(error.details));
+        }
+        else if (events.length > (afterChoice ? 1 : 0) || (afterChoice && events.length === 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
           v.add(`a ${code} has not exactly one send-failed on its caller`, `${error.details?.requestId}: ${JSON.stringify(events)}`);
         }
       }
