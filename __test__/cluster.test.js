@@ -337,15 +337,15 @@ test('a SIGKILLed holder: in-flight sends from another process reject REQUEST_TI
   await holder.kill();
   const short = await settle(shortLived, 25_000, 'the short send to a killed process');
   assert.equal(short.error?.code, 'REQUEST_TIMEOUT', short.error?.message ?? 'the short send resolved');
-  assert.equal(short.error.details?.requestId, shortCommand.requestId, `details: ${JSON.stringify(short.error.details)}`);
-  assert.equal(short.error.details?.timeout, 1200, `details: ${JSON.stringify(short.error.details)}`);
   const outcome = await settle(sending, 25_000, 'the send to a killed process');
   const took = Date.now() - killedAt;
   assert.equal(outcome.ok, false, 'the send resolved although its device died');
   assert.equal(outcome.error.code, 'CONNECTION_LOST', `${outcome.error.code}: ${outcome.error.message} (after ${took} ms)`);
-  assert.equal(outcome.error.details?.requestId, command.requestId, `details: ${JSON.stringify(outcome.error.details)}`);
-  await eventually(() => outcomes(caller.events, command.requestId).length === 1, 5000, 'send-failed on the caller');
-  assert.equal(outcomes(caller.events, command.requestId)[0].type, 'send-failed');
+  await eventually(
+    () => caller.events.some((e) => e.type === 'send-failed' && e.details?.code === 'CONNECTION_LOST'),
+    5000,
+    'send-failed on the caller',
+  );
 
   await eventually(
     async () => (await caller.gateway.getActiveSessions(GOOD_KEY)).length === 0,
@@ -355,9 +355,14 @@ test('a SIGKILLed holder: in-flight sends from another process reject REQUEST_TI
   await eventually(() => caller.gateway.getHealth().cluster.nodes === 1, LEASE_MS + PROPAGATION_MS, 'the dead process to leave the node count');
   const after = await settle(caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'nobody left' }), 10_000, 'a send after the death');
   assert.equal(after.error?.code, 'NO_ACTIVE_DEVICE');
+  // Last, so that the rest is checked whatever these say.
+  assert.equal(outcome.error.details?.requestId, command.requestId, `CONNECTION_LOST details: ${JSON.stringify(outcome.error.details)}`);
+  assert.equal(outcomes(caller.events, command.requestId).length, 1, 'one send-failed on the caller for the lost send');
+  assert.equal(short.error.details?.requestId, shortCommand.requestId, `REQUEST_TIMEOUT details: ${JSON.stringify(short.error.details)}`);
+  assert.equal(short.error.details?.timeout, 1200, `REQUEST_TIMEOUT details: ${JSON.stringify(short.error.details)}`);
 });
 
-test('Redis killed: local sends keep working, remote ones and idempotent ones reject CLUSTER_UNAVAILABLE, health says reconnecting; back after a restart', CLUSTER_TEST, async (t) => {
+test('Redis killed: local sends keep working, remote ones reject CLUSTER_UNAVAILABLE, health says reconnecting; back after a restart', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const a = await cluster.node({ nodeId: 'node-a' });
   const b = await cluster.node({ nodeId: 'node-b' });
@@ -376,12 +381,6 @@ test('Redis killed: local sends keep working, remote ones and idempotent ones re
   assert.equal(onA.commands.length, 1);
   const remote = await settle(a.gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'needs node-b' }), 10_000, 'a remote send');
   assert.equal(remote.error?.code, 'CLUSTER_UNAVAILABLE', remote.error?.message ?? 'the remote send resolved');
-  const idempotent = await settle(
-    a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'idempotent', idempotencyKey: 'while-down' }),
-    10_000,
-    'an idempotent send',
-  );
-  assert.equal(idempotent.error?.code, 'CLUSTER_UNAVAILABLE', idempotent.error?.message ?? 'the idempotent send resolved');
   assert.equal(onB.commands.length, 0);
   assert.equal(onA.commands.length, 1);
 
@@ -395,6 +394,22 @@ test('Redis killed: local sends keep working, remote ones and idempotent ones re
   const again = await settle(a.gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'after the outage' }), 10_000, 'a remote send after the outage');
   assert.equal(again.ok, true, again.error && `${again.error.code}: ${again.error.message}`);
   assert.equal(onB.commands.length, 1);
+});
+
+test('while Redis is unreachable a send with an idempotencyKey rejects CLUSTER_UNAVAILABLE at once, even with a local device', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const alone = await cluster.node({ nodeId: 'alone', url: `redis://127.0.0.1:${await freePort()}` });
+  const extension = await cluster.extension(alone);
+  await visibleOn([alone], extension);
+  const idempotent = await settle(
+    alone.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'idempotent', idempotencyKey: 'while-down' }),
+    10_000,
+    'an idempotent send',
+  );
+  assert.equal(idempotent.error?.code, 'CLUSTER_UNAVAILABLE', idempotent.error?.message ?? 'the idempotent send resolved');
+  assert.equal(extension.commands.length, 0);
+  const plain = await settle(alone.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'plain' }), 10_000, 'a plain local send');
+  assert.equal(plain.ok, true, plain.error && `${plain.error.code}: ${plain.error.message}`);
 });
 
 test('Redis restarted empty: sessions are republished within seconds and a send across the restart settles once', CLUSTER_TEST, async (t) => {
@@ -520,8 +535,8 @@ test('stop() in cluster mode drains: sends already written finish, new sends on 
     PROPAGATION_MS,
     'the draining process sessions to leave the registry',
   );
+  // Asserted at the end, so that a failure here does not hide how the drain ends.
   const elsewhere = await settle(caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'no one' }), 5000, 'a send to a draining device');
-  assert.equal(elsewhere.error?.code, 'NO_ACTIVE_DEVICE', elsewhere.error?.message ?? 'a new send was routed to a draining device');
   await assert.rejects(new FakeExtension(holder.url).open(), 'a draining process accepts no connection');
   assert.equal(stopped, false, 'stop() resolved before its in-flight sends finished');
   assert.equal(extension.closed, null, 'the session closed before its in-flight sends finished');
@@ -541,6 +556,11 @@ test('stop() in cluster mode drains: sends already written finish, new sends on 
   const closed = await settle(extension.whenClosed, 5000, 'the session close');
   assert.equal(closed.value.code, 1001);
   await eventually(() => caller.gateway.getHealth().cluster.nodes === 1, LEASE_MS + PROPAGATION_MS, 'the stopped process to leave the node count');
+  assert.equal(
+    elsewhere.error?.code,
+    'NO_ACTIVE_DEVICE',
+    `a new send called on another process once the draining sessions had left its view: ${elsewhere.error ? `${elsewhere.error.code}: ${elsewhere.error.message} ${JSON.stringify(elsewhere.error.details)}` : 'resolved'}`,
+  );
 });
 
 test('an idempotencyKey is cluster-wide: a duplicate on another process is not sent again and carries the first requestId and messageId', CLUSTER_TEST, async (t) => {
