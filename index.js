@@ -16,7 +16,7 @@ const { attach } = require('./lib/attach');
 const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
-const { IdempotencyKeys } = require('./lib/idempotency');
+const { IdempotencyKeys, neverWritten, duplicateOf } = require('./lib/idempotency');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
@@ -282,9 +282,39 @@ class WhatsAppGateway extends EventEmitter {
       return Promise.reject(error);
     }
     if (args.idempotencyKey !== undefined) {
-      return this.#idempotency.run(apiKey, args.idempotencyKey, () => this.#dispatch(kind, apiKey, args));
+      const first = this.#cluster ? () => this.#dispatchOnce(kind, apiKey, args) : () => this.#dispatch(kind, apiKey, args);
+      return this.#idempotency.run(apiKey, args.idempotencyKey, first);
     }
     return this.#dispatch(kind, apiKey, args);
+  }
+
+  /**
+   * Cluster mode: the key is also taken in Redis (5.3), so a duplicate called on
+   * another process settles like the first too.
+   */
+  async #dispatchOnce(kind, apiKey, args) {
+    const key = args.idempotencyKey;
+    let taken;
+    try {
+      taken = await this.#ask((token) => this.#native.takeOnce(token, apiKey, key));
+    } catch (error) {
+      this.#sendMetrics.settled(kind, error.code);
+      this.#reportError(error);
+      throw error;
+    }
+    if (taken.state === 'done') {
+      if (taken.error) throw duplicateOf(fromNative(taken.error));
+      return { ...taken.result, duplicate: true };
+    }
+    try {
+      const result = await this.#dispatch(kind, apiKey, args);
+      this.#native.settleOnce(apiKey, key, JSON.stringify({ state: 'done', result }));
+      return result;
+    } catch (error) {
+      const outcome = { state: 'done', error: { code: error.code, message: error.message, details: error.details } };
+      this.#native.settleOnce(apiKey, key, neverWritten(error) ? undefined : JSON.stringify(outcome));
+      throw error;
+    }
   }
 
   #dispatch(kind, apiKey, args) {

@@ -114,4 +114,4 @@ function duplicateOf(error) {
   return new GatewayError(error.code, error.message, { ...details, duplicate: true });
 }
 
-module.exports = { IdempotencyKeys, neverWritten };
+module.exports = { IdempotencyKeys, neverWritten, duplicateOf };

@@ -179,6 +179,19 @@ impl NativeGateway {
         self.core.cluster_all_sessions(token);
     }
 
+    /// Cluster mode: takes an `idempotencyKey` across processes, answered under `token`.
+    #[napi]
+    pub fn take_once(&self, token: u32, api_key: String, key: String) {
+        self.core.take_once(token, api_key, key);
+    }
+
+    /// Cluster mode: the outcome (JSON text) of the call that took `key`, or nothing if
+    /// it was never written (the key is free again).
+    #[napi]
+    pub fn settle_once(&self, api_key: String, key: String, outcome: Option<String>) {
+        self.core.settle_once(&api_key, &key, outcome);
+    }
+
     #[napi]
     pub fn all_sessions(&self) -> Vec<KeyedSession> {
         let all = self.core.all_sessions().into_iter();

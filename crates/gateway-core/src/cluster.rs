@@ -42,7 +42,7 @@ use crate::state::requests::{SendRequest, Wake};
 use crate::state::{Lifecycle, Shared};
 use calls::{RemoteCall, RemoteCalls};
 use envelope::{CarriedMedia, Command, Envelope, Listing, Outcome};
-use redis_io::Redis;
+use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
 use view::{Choice, RemoteDevice, View};
 
@@ -168,13 +168,21 @@ impl Cluster {
         )
     }
 
-    fn seen_nodes(&self, nodes: Vec<(String, usize)>) {
-        let total = nodes.iter().map(|(_, n)| n).sum();
+    fn seen_nodes(&self, nodes: Vec<LiveNode>) {
+        let total = nodes.iter().map(|n| n.sessions).sum();
         self.cluster_sessions.store(total, Ordering::Relaxed);
-        let ids: Vec<Arc<str>> = nodes.into_iter().map(|(id, _)| id.into()).collect();
+        self.set_live(nodes);
+    }
+
+    fn set_live(&self, nodes: Vec<LiveNode>) {
+        let now = Instant::now();
         let mut view = lock(&self.view);
-        view.set_live(ids);
-        lock(&self.calls).seen_alive(view.live(), Instant::now());
+        view.set_live(
+            nodes
+                .into_iter()
+                .map(|n| (Arc::from(n.id), now + n.lease_left)),
+        );
+        lock(&self.calls).seen_alive(view.live());
     }
 
     pub fn health(&self) -> ClusterHealth {
@@ -235,13 +243,12 @@ impl Cluster {
     /// The other processes' active devices of a key, read now (and kept a while when
     /// there are local devices to fall back on).
     async fn read_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
-        let listings = self.redis.listings(api_key).await.ok()?;
+        let (listings, live) = self.redis.listings(api_key).await.ok()?;
+        self.set_live(live);
         let view = &mut *lock(&self.view);
         let devices: Vec<RemoteDevice> = listings
             .into_iter()
-            .filter(|l| {
-                l.info.device_active && *l.node_id != *self.node_id && view.is_live(&l.node_id)
-            })
+            .filter(|l| l.info.device_active && *l.node_id != *self.node_id)
             .map(remote_device)
             .collect();
         view.store(api_key, devices.clone(), Instant::now());
@@ -329,7 +336,10 @@ impl Cluster {
             phone_number: request.phone_number,
             routed: false,
         };
-        lock(&self.calls).insert(call, remote, now);
+        let lease_until = lock(&self.view)
+            .lease_until(&remote.holder)
+            .unwrap_or(now + self.lease);
+        lock(&self.calls).insert(call, remote, lease_until);
         self.relay.send(Outgoing::Envelope {
             to: device.node_id,
             envelope: Envelope::Send(Box::new(command)),
@@ -430,10 +440,35 @@ impl Cluster {
         }
     }
 
+    /// A `message-ack` for a send called here and carried out elsewhere.
+    fn on_ack(&self, ack: envelope::AckEvent) {
+        let (Some(level), true) = (Ack::parse(&ack.ack), self.shared.config.log_events) else {
+            return;
+        };
+        let device = Identity {
+            session_id: ack.session_id.into(),
+            api_key: ack.api_key.into(),
+            user_id: ack.user_id,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: self.shared.config.dialect,
+        };
+        let event = LogEvent::message_ack(
+            &device,
+            &ack.request_id,
+            &ack.phone_number,
+            ack.message_id,
+            level,
+        );
+        self.shared.host.deliver(Delivery::Log(event));
+    }
+
     fn on_envelope(&self, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(Envelope::Send(command)) => self.on_command(*command),
             Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
+            Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
             Err(e) => self.shared.report(GatewayError::new(
                 ErrorCode::ServerError,
                 format!("Unreadable message from another gateway process: {e}"),
@@ -451,7 +486,7 @@ impl Cluster {
             .map(|s| self.with_node(&self.node_id, s, None))
             .collect();
         if self.usable() {
-            if let Ok(listings) = self.redis.listings(api_key).await {
+            if let Ok((listings, _)) = self.redis.listings(api_key).await {
                 all.extend(self.remote_listings(listings, false));
             }
         }
@@ -474,10 +509,9 @@ impl Cluster {
     }
 
     fn remote_listings(&self, listings: Vec<Listing>, with_key: bool) -> Vec<Value> {
-        let view = lock(&self.view);
         listings
             .into_iter()
-            .filter(|l| *l.node_id != *self.node_id && view.is_live(&l.node_id))
+            .filter(|l| *l.node_id != *self.node_id)
             .map(|l| {
                 let key = with_key.then_some(l.api_key.as_str());
                 self.with_node(&l.node_id, l.info.clone(), key)
@@ -492,6 +526,68 @@ impl Cluster {
             value["apiKey"] = api_key.into();
         }
         value
+    }
+
+    /// 5.2 `idempotencyKey` across the cluster: answers `{ state: 'first' }` when this
+    /// call takes the key (it then reports its outcome with `remember_once` or
+    /// `forget_once`), or `{ state: 'done', result | error }` once the call that took it
+    /// has settled (waiting while it is in flight).
+    pub async fn take_once(&self, api_key: &str, key: &str) -> Result<Value, GatewayError> {
+        let redis_key = self.redis.keys.idempotency(api_key, key);
+        let config = &self.shared.config;
+        // The longest a first call may stay in flight; then its record lapses.
+        let hold = config.request_timeout + self.lease + Duration::from_secs(2);
+        let pending = json!({ "state": "pending", "nodeId": &*self.node_id }).to_string();
+        let give_up = Instant::now() + hold;
+        loop {
+            if !self.usable() {
+                let mut error = unavailable(api_key);
+                error.message = "An idempotencyKey cannot be checked across the cluster while Redis is unreachable".into();
+                error.details["sent"] = false.into();
+                return Err(error);
+            }
+            let held = match self.redis.take_once(&redis_key, &pending, hold).await {
+                Ok(held) => held,
+                Err(_) => {
+                    self.connected.store(false, Ordering::Release);
+                    continue;
+                }
+            };
+            let Some(held) = held else {
+                return Ok(json!({ "state": "first" }));
+            };
+            let record: Value = serde_json::from_str(&held).unwrap_or(Value::Null);
+            if record["state"] == "done" {
+                return Ok(record);
+            }
+            let holder_alive = record["nodeId"]
+                .as_str()
+                .is_some_and(|n| lock(&self.view).lease_until(n).is_some());
+            if !holder_alive || Instant::now() >= give_up {
+                return Err(GatewayError::new(
+                    ErrorCode::ConnectionLost,
+                    "The call that first used this idempotencyKey was on a gateway process that is gone; it may or may not have been sent",
+                    json!({ "duplicate": true }),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The outcome of the call that took an `idempotencyKey`, kept `idempotencyTtl`.
+    pub fn remember_once(&self, api_key: &str, key: &str, outcome: String) {
+        self.relay.send(Outgoing::Remember {
+            key: self.redis.keys.idempotency(api_key, key),
+            outcome,
+            ttl: self.shared.config.idempotency_ttl,
+        });
+    }
+
+    /// The call that took an `idempotencyKey` failed before it was written.
+    pub fn forget_once(&self, api_key: &str, key: &str) {
+        self.relay.send(Outgoing::Forget {
+            key: self.redis.keys.idempotency(api_key, key),
+        });
     }
 
     fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {

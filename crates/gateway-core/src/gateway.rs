@@ -416,6 +416,27 @@ impl Gateway {
         });
     }
 
+    /// 5.2 `idempotencyKey` across the cluster (`Cluster::take_once`).
+    pub fn take_once(&self, token: u32, api_key: String, key: String) {
+        let cluster = self.cluster.clone();
+        self.answer(token, async move {
+            match cluster {
+                Some(cluster) => cluster.take_once(&api_key, &key).await,
+                None => Ok(serde_json::json!({ "state": "first" })),
+            }
+        });
+    }
+
+    /// The outcome (JSON) of the call that took `key`; `None`: it was never written.
+    pub fn settle_once(&self, api_key: &str, key: &str, outcome: Option<String>) {
+        if let Some(cluster) = &self.cluster {
+            match outcome {
+                Some(outcome) => cluster.remember_once(api_key, key, outcome),
+                None => cluster.forget_once(api_key, key),
+            }
+        }
+    }
+
     pub fn health(&self) -> Health {
         let run = lock(&self.run);
         let cluster = self.cluster.as_ref().map(|c| c.health());

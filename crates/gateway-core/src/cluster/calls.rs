@@ -24,13 +24,16 @@ pub struct RemoteCall {
 #[derive(Default)]
 pub struct RemoteCalls {
     calls: HashMap<CallId, RemoteCall>,
-    /// When each holder of a call in flight was last known to be alive.
+    /// Until when the lease of each holder of a call in flight ran, as last read.
     seen: HashMap<Arc<str>, Instant>,
 }
 
 impl RemoteCalls {
-    pub fn insert(&mut self, call: CallId, remote: RemoteCall, now: Instant) {
-        self.seen.entry(remote.holder.clone()).or_insert(now);
+    /// `lease_until`: until when the holder's lease runs, as last read.
+    pub fn insert(&mut self, call: CallId, remote: RemoteCall, lease_until: Instant) {
+        self.seen
+            .entry(remote.holder.clone())
+            .or_insert(lease_until);
         self.calls.insert(call, remote);
     }
 
@@ -60,11 +63,11 @@ impl RemoteCalls {
             .count()
     }
 
-    /// The nodes Redis lists as alive right now.
-    pub fn seen_alive<'a>(&mut self, nodes: impl Iterator<Item = &'a Arc<str>>, now: Instant) {
-        for node in nodes {
+    /// The live nodes as Redis lists them, with until when their leases run.
+    pub fn seen_alive<'a>(&mut self, nodes: impl Iterator<Item = (&'a Arc<str>, &'a Instant)>) {
+        for (node, until) in nodes {
             if let Some(seen) = self.seen.get_mut(node) {
-                *seen = now;
+                *seen = (*seen).max(*until);
             }
         }
     }
@@ -75,10 +78,10 @@ impl RemoteCalls {
         self.drain(|c, _| c.deadline + grace <= now)
     }
 
-    /// Calls whose holder has not been seen alive for `limit`.
-    pub fn lost(&mut self, now: Instant, limit: Duration) -> Vec<(CallId, RemoteCall)> {
+    /// Calls whose holder's lease ran out more than `grace` ago.
+    pub fn lost(&mut self, now: Instant, grace: Duration) -> Vec<(CallId, RemoteCall)> {
         let seen = std::mem::take(&mut self.seen);
-        let lost = self.drain(|c, _| seen.get(&c.holder).is_some_and(|t| *t + limit <= now));
+        let lost = self.drain(|c, _| seen.get(&c.holder).is_some_and(|t| *t + grace <= now));
         self.seen = seen;
         self.seen
             .retain(|node, _| self.calls.values().any(|c| &c.holder == node));
@@ -126,9 +129,10 @@ mod tests {
     #[test]
     fn a_call_settles_once_whichever_comes_first() {
         let now = Instant::now();
+        let far = now + Duration::from_secs(60);
         let mut calls = RemoteCalls::default();
-        calls.insert(1, call("a", now + Duration::from_secs(5)), now);
-        calls.insert(2, call("b", now + Duration::from_secs(1)), now);
+        calls.insert(1, call("a", now + Duration::from_secs(5)), far);
+        calls.insert(2, call("b", now + Duration::from_secs(1)), far);
         assert!(calls.take(1).is_some());
         assert!(calls.take(1).is_none());
         let expired = calls.expired(now + Duration::from_secs(2), Duration::ZERO);
@@ -140,24 +144,19 @@ mod tests {
     }
 
     #[test]
-    fn a_holder_not_seen_for_the_limit_loses_its_calls() {
+    fn a_holder_whose_lease_ran_out_loses_its_calls_a_second_later() {
         let now = Instant::now();
         let far = now + Duration::from_secs(60);
+        let second = Duration::from_secs(1);
         let mut calls = RemoteCalls::default();
-        calls.insert(1, call("a", far), now);
-        calls.insert(2, call("b", far), now);
+        calls.insert(1, call("a", far), now + second);
+        calls.insert(2, call("b", far), now + second);
         let b: Arc<str> = "b".into();
-        calls.seen_alive(std::iter::once(&b), now + Duration::from_secs(2));
-        let lost = calls.lost(now + Duration::from_secs(3), Duration::from_secs(3));
+        let renewed = now + 3 * second;
+        calls.seen_alive(std::iter::once((&b, &renewed)));
+        let lost = calls.lost(now + 2 * second, second);
         assert_eq!(lost.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1]);
-        assert!(calls
-            .lost(now + Duration::from_secs(4), Duration::from_secs(3))
-            .is_empty());
-        assert_eq!(
-            calls
-                .lost(now + Duration::from_secs(5), Duration::from_secs(3))
-                .len(),
-            1
-        );
+        assert!(calls.lost(now + 3 * second, second).is_empty());
+        assert_eq!(calls.lost(now + 4 * second, second).len(), 1);
     }
 }

@@ -13,6 +13,20 @@ use crate::protocol::SendKind;
 pub enum Envelope {
     Send(Box<Command>),
     Outcome(Box<Outcome>),
+    /// A `message-ack` for a send the receiving process called: its event fires there.
+    Ack(Box<AckEvent>),
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct AckEvent {
+    pub api_key: String,
+    pub session_id: String,
+    pub user_id: Value,
+    pub request_id: String,
+    pub phone_number: String,
+    pub message_id: Value,
+    pub ack: String,
 }
 
 /// A send routed to the process holding its device. Media travels loaded: the calling

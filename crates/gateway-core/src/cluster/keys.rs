@@ -8,6 +8,8 @@
 //! - `sessions:<apiKey>`: hash session id -> the session's listing (JSON, with `nodeId`).
 //! - `keys`: set of API keys with listed sessions, for `getAllSessions`.
 //! - `inbox:<nodeId>`: stream of commands and outcomes for one process.
+//! - `once:<length of apiKey>:<apiKey><idempotencyKey>`: the call that took an
+//!   `idempotencyKey` (pending, with its node) and then its outcome, for `idempotencyTtl`.
 
 use redis::Script;
 
@@ -42,6 +44,10 @@ impl Keys {
         format!("{}keys", self.prefix)
     }
 
+    pub fn idempotency(&self, api_key: &str, key: &str) -> String {
+        format!("{}once:{}:{api_key}{key}", self.prefix, api_key.len())
+    }
+
     pub fn inbox(&self, node_id: &str) -> String {
         format!("{}inbox:{node_id}", self.prefix)
     }
@@ -49,8 +55,8 @@ impl Keys {
 
 /// Takes or renews this process's lease and lists the live nodes.
 /// KEYS: node, nodes, counts. ARGV: token, lease ms, node id, session count.
-/// Returns `{claim, node ids...}`: claim 1 renewed, 0 taken afresh (Redis lost it:
-/// republish), -1 held by another live process with the same id.
+/// Returns `{claim, node id, ms its lease has left, ...}`: claim 1 renewed, 0 taken
+/// afresh (Redis lost it: republish), -1 held by another live process with the same id.
 pub fn claim_lease() -> Script {
     Script::new(
         r"
@@ -70,7 +76,11 @@ local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, id in ipairs(gone) do redis.call('HDEL', KEYS[3], id) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local out = { claim }
-for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do out[#out + 1] = id end
+local live = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+end
 return out
 ",
     )
@@ -102,6 +112,20 @@ return 1
 ",
     )
 }
+
+/// The nodes whose lease has not run out, by Redis's clock, each with the ms it has
+/// left. KEYS: nodes.
+pub const LIVE_NODES: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+local out = {}
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+end
+return out
+";
 
 /// Leaves the cluster: drops the lease if it is still this process's.
 /// KEYS: node, nodes, counts. ARGV: token, node id.

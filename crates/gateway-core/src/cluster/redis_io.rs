@@ -58,7 +58,7 @@ impl Redis {
         lease: Duration,
         node_id: &str,
         sessions: usize,
-    ) -> RedisResult<(i64, Vec<(String, usize)>)> {
+    ) -> RedisResult<(i64, Vec<LiveNode>)> {
         let keys = &self.keys;
         let reply: Vec<Value> = self
             .claim
@@ -76,22 +76,19 @@ impl Redis {
             Some(v) => redis::from_redis_value(v)?,
             None => -1,
         };
-        let mut nodes = Vec::new();
-        for id in items {
-            nodes.push((redis::from_redis_value::<String>(id)?, 0));
-        }
+        let mut nodes = live_nodes(items.collect())?;
         let counts: Vec<Option<usize>> = if nodes.is_empty() {
             Vec::new()
         } else {
-            let ids: Vec<&str> = nodes.iter().map(|(id, _)| id.as_str()).collect();
+            let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
             redis::cmd("HMGET")
                 .arg(keys.counts())
                 .arg(ids)
                 .query_async(&mut self.commands.clone())
                 .await?
         };
-        for ((_, count), known) in nodes.iter_mut().zip(counts) {
-            *count = known.unwrap_or(0);
+        for (node, known) in nodes.iter_mut().zip(counts) {
+            node.sessions = known.unwrap_or(0);
         }
         Ok((claim, nodes))
     }
@@ -127,17 +124,21 @@ impl Redis {
         Ok(listed == 1)
     }
 
-    /// The listings of one API key (every node's; the caller filters).
-    pub async fn listings(&self, api_key: &str) -> RedisResult<Vec<Listing>> {
-        let raw: Vec<String> = self
-            .commands
-            .clone()
-            .hvals(self.keys.sessions(api_key))
-            .await?;
-        Ok(parse_listings(raw))
+    /// The listings of one API key on live nodes, and the live nodes, in one round trip.
+    pub async fn listings(&self, api_key: &str) -> RedisResult<(Vec<Listing>, Vec<LiveNode>)> {
+        let mut pipe = redis::pipe();
+        pipe.hvals(self.keys.sessions(api_key));
+        pipe.cmd("EVAL")
+            .arg(keys::LIVE_NODES)
+            .arg(1)
+            .arg(self.keys.nodes());
+        let (raw, live): (Vec<String>, Vec<Value>) =
+            pipe.query_async(&mut self.commands.clone()).await?;
+        let live = live_nodes(live)?;
+        Ok((live_only(parse_listings(raw), &live), live))
     }
 
-    /// Every listing of every key.
+    /// Every listing on a live node, of every key.
     pub async fn all_listings(&self) -> RedisResult<Vec<Listing>> {
         let mut con = self.commands.clone();
         let api_keys: Vec<String> = con.smembers(self.keys.api_keys()).await?;
@@ -145,10 +146,22 @@ impl Redis {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(keys::LIVE_NODES)
+            .arg(1)
+            .arg(self.keys.nodes());
         for api_key in &api_keys {
             pipe.hvals(self.keys.sessions(api_key));
         }
-        let per_key: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+        let mut replies: Vec<Value> = pipe.query_async(&mut con).await?;
+        if replies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = live_nodes(redis::from_redis_value(replies.remove(0))?)?;
+        let per_key: Vec<Vec<String>> = replies
+            .into_iter()
+            .map(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
+            .collect::<RedisResult<_>>()?;
         let empty: Vec<&String> = api_keys
             .iter()
             .zip(&per_key)
@@ -158,7 +171,8 @@ impl Redis {
         if !empty.is_empty() {
             let _: RedisResult<Value> = con.srem(self.keys.api_keys(), empty).await;
         }
-        Ok(per_key.into_iter().flat_map(parse_listings).collect())
+        let all = per_key.into_iter().flat_map(parse_listings).collect();
+        Ok(live_only(all, &live))
     }
 
     /// Writes a batch of outgoing items in one round trip.
@@ -188,6 +202,12 @@ impl Redis {
                         .sadd(self.keys.api_keys(), &**api_key)
                         .ignore();
                 }
+                Outgoing::Remember { key, outcome, ttl } => {
+                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64).ignore();
+                }
+                Outgoing::Forget { key } => {
+                    pipe.del(key).ignore();
+                }
                 Outgoing::Unlist {
                     api_key,
                     session_id,
@@ -198,6 +218,25 @@ impl Redis {
             }
         }
         pipe.query_async::<()>(&mut self.commands.clone()).await
+    }
+
+    /// Takes `key` for this call (`pending`, for `hold`) unless another call has it:
+    /// then its record, pending or settled.
+    pub async fn take_once(
+        &self,
+        key: &str,
+        pending: &str,
+        hold: Duration,
+    ) -> RedisResult<Option<String>> {
+        redis::cmd("SET")
+            .arg(key)
+            .arg(pending)
+            .arg("NX")
+            .arg("PX")
+            .arg(hold.as_millis() as u64)
+            .arg("GET")
+            .query_async(&mut self.commands.clone())
+            .await
     }
 
     /// Entries of this process's inbox after `after`, waiting a while for some.
@@ -237,6 +276,36 @@ impl Redis {
             .await?;
         Ok(())
     }
+}
+
+/// A process whose lease has not run out.
+pub struct LiveNode {
+    pub id: String,
+    /// How long its lease has left, by Redis's clock.
+    pub lease_left: Duration,
+    pub sessions: usize,
+}
+
+/// `id, ms left, id, ms left, ...` as the scripts answer.
+fn live_nodes(flat: Vec<Value>) -> RedisResult<Vec<LiveNode>> {
+    let mut nodes = Vec::new();
+    let mut items = flat.into_iter();
+    while let (Some(id), Some(left)) = (items.next(), items.next()) {
+        let left: i64 = redis::from_redis_value(left)?;
+        nodes.push(LiveNode {
+            id: redis::from_redis_value(id)?,
+            lease_left: Duration::from_millis(left.max(0) as u64),
+            sessions: 0,
+        });
+    }
+    Ok(nodes)
+}
+
+fn live_only(listings: Vec<Listing>, live: &[LiveNode]) -> Vec<Listing> {
+    listings
+        .into_iter()
+        .filter(|l| live.iter().any(|n| n.id == l.node_id))
+        .collect()
 }
 
 fn parse_listings(raw: Vec<String>) -> Vec<Listing> {

@@ -1,14 +1,15 @@
 //! The holding process's side of a routed send: the host wrapper that catches the
 //! outcomes of calls run for other processes and queues them for the caller's inbox.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use super::envelope::{Device, Envelope, Outcome, Success};
+use super::envelope::{AckEvent, Device, Envelope, Outcome, Success};
 use crate::error::GatewayError;
+use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved, Stage, Validation};
 use crate::identity::{request_id_text, CallId, Identity, CLUSTER_CALL};
 use crate::state::link::lock;
@@ -33,6 +34,14 @@ pub enum Outgoing {
         api_key: Arc<str>,
         session_id: Arc<str>,
     },
+    /// The outcome of the call that took an `idempotencyKey` (a Redis key), kept `ttl`.
+    Remember {
+        key: String,
+        outcome: String,
+        ttl: std::time::Duration,
+    },
+    /// That call failed before it was written: the key is free again.
+    Forget { key: String },
 }
 
 /// Where the outcome of a call run for another process goes.
@@ -42,8 +51,16 @@ pub struct Origin {
     pub call: CallId,
 }
 
+/// Sends remembered for their `message-ack` events (bounded: the oldest go first).
+const ACKS_KEPT: usize = 100_000;
+
+/// Calling process by request id, and the request ids oldest first.
+type AckOrigins = (HashMap<String, Arc<str>>, VecDeque<String>);
+
 pub struct Relay {
     origins: Mutex<HashMap<CallId, Origin>>,
+    /// The calling process of each send run here for another, by request id.
+    ack_origins: Mutex<AckOrigins>,
     pub outbox: mpsc::UnboundedSender<Outgoing>,
     next_call: AtomicU64,
 }
@@ -53,6 +70,7 @@ impl Relay {
         let (outbox, rx) = mpsc::unbounded_channel();
         let relay = Self {
             origins: Mutex::default(),
+            ack_origins: Mutex::default(),
             outbox,
             next_call: AtomicU64::new(0),
         };
@@ -86,8 +104,23 @@ impl Relay {
         };
         let Some(origin) = origin else { return };
         let mut buf = [0u8; 36];
+        let request_id = request_id_text(r.request_id, &mut buf).to_string();
+        if r.stage != Stage::Ack {
+            let (by_id, order) = &mut *lock(&self.ack_origins);
+            if by_id
+                .insert(request_id.clone(), origin.node.clone())
+                .is_none()
+            {
+                order.push_back(request_id.clone());
+            }
+            while order.len() > ACKS_KEPT {
+                if let Some(oldest) = order.pop_front() {
+                    by_id.remove(&oldest);
+                }
+            }
+        }
         let success = Success {
-            request_id: request_id_text(r.request_id, &mut buf).to_string(),
+            request_id,
             message_id: r.message_id,
             timestamp: r.timestamp,
             ack: r.ack.as_str().to_string(),
@@ -95,6 +128,35 @@ impl Relay {
             device: device_of(&r.session),
         };
         self.reply(origin, Ok(success));
+    }
+
+    /// Sends a `message-ack` event to the process that called the send, if another.
+    fn ack_event(&self, event: &LogEvent) -> bool {
+        let Some(request_id) = &event.request_id else {
+            return false;
+        };
+        let node = lock(&self.ack_origins).0.get(request_id).cloned();
+        let Some(node) = node else { return false };
+        let ack = event
+            .delivery
+            .as_ref()
+            .and_then(|d| d.ack)
+            .unwrap_or("sent");
+        let forwarded = AckEvent {
+            api_key: event.api_key.clone(),
+            session_id: event.session_id.clone(),
+            user_id: event.user_id.clone(),
+            request_id: request_id.clone(),
+            phone_number: event.phone_number.clone().unwrap_or_default(),
+            message_id: event.message_id.clone().unwrap_or(serde_json::Value::Null),
+            ack: ack.to_string(),
+        };
+        self.send(Outgoing::Envelope {
+            to: node,
+            envelope: Envelope::Ack(Box::new(forwarded)),
+            call: None,
+        });
+        true
     }
 
     fn rejected(&self, call: CallId, error: GatewayError) {
@@ -141,6 +203,8 @@ impl Host for ClusterHost {
             Delivery::Resolved(r) if r.id & CLUSTER_CALL != 0 => self.relay.resolved(r),
             Delivery::Rejected { call, error } if call & CLUSTER_CALL != 0 => {
                 self.relay.rejected(call, error)
+            }
+            Delivery::Log(event) if event.kind == "message-ack" && self.relay.ack_event(&event) => {
             }
             other => self.inner.deliver(other),
         }

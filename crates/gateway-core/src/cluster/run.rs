@@ -184,7 +184,7 @@ impl Cluster {
         let (expired, lost) = {
             let mut calls = lock(&self.calls);
             let expired = calls.expired(now, HOLDER_FIRST);
-            let lost = calls.lost(now, self.lease + Duration::from_secs(1));
+            let lost = calls.lost(now, Duration::from_secs(1));
             (expired, lost)
         };
         for (call, remote) in expired {

@@ -2,7 +2,7 @@
 //! from Redis per API key, kept briefly, and the nodes alive at the last lease round.
 //! Choosing a device runs here, over the local and the remote devices of a key.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,8 @@ struct Listing {
 
 #[derive(Default)]
 pub struct View {
-    live: HashSet<Arc<str>>,
+    /// Live nodes and until when their lease runs (as last read).
+    live: HashMap<Arc<str>, Instant>,
     listings: HashMap<Arc<str>, Listing>,
     cursors: HashMap<Arc<str>, usize>,
 }
@@ -41,20 +42,20 @@ pub enum Choice {
 }
 
 impl View {
-    pub fn set_live(&mut self, nodes: impl IntoIterator<Item = Arc<str>>) {
+    pub fn set_live(&mut self, nodes: impl IntoIterator<Item = (Arc<str>, Instant)>) {
         self.live = nodes.into_iter().collect();
     }
 
-    pub fn live(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub fn live(&self) -> impl Iterator<Item = (&Arc<str>, &Instant)> {
         self.live.iter()
+    }
+
+    pub fn lease_until(&self, node: &str) -> Option<Instant> {
+        self.live.get(node).copied()
     }
 
     pub fn live_count(&self) -> usize {
         self.live.len()
-    }
-
-    pub fn is_live(&self, node: &str) -> bool {
-        self.live.contains(node)
     }
 
     /// The other processes' active devices of `api_key`, if read lately.
@@ -67,7 +68,7 @@ impl View {
             listing
                 .devices
                 .iter()
-                .filter(|d| self.live.contains(&d.node_id))
+                .filter(|d| self.live.contains_key(&d.node_id))
                 .cloned()
                 .collect(),
         )
@@ -174,7 +175,7 @@ mod tests {
     fn a_listing_of_a_dead_node_or_too_old_is_not_used() {
         let now = Instant::now();
         let mut view = View::default();
-        view.set_live(["a".into()]);
+        view.set_live([("a".into(), now + FRESH_FOR)]);
         view.store("k", vec![remote("a", "1"), remote("b", "2")], now);
         let devices = view.remote_devices("k", now).unwrap();
         assert_eq!(devices.len(), 1);
