@@ -52,6 +52,8 @@ const REQUEST_TIMEOUT_MS = 4000;
 /** Scheduling and IPC slack on a busy 2-core machine, on top of what SPEC 5.3 allows. */
 const SLACK_MS = 3000;
 const KEYS = ['cluster-chaos-a-0123456789', 'cluster-chaos-b-0123456789'];
+/** The text of an idempotent send names its key, so that the fleet can count what went out. */
+const IDEMPOTENT_PREFIX = 'chaos idempotent ';
 const LEGAL_REJECTIONS = new Set([
   'NO_ACTIVE_DEVICE',
   'REQUEST_TIMEOUT',
@@ -180,6 +182,8 @@ class Fleet {
     this.devices = [];
     /** requestId -> { deliveries, answer, nodeId (of the session that got it) } */
     this.commands = new Map();
+    /** idempotencyKey -> requestIds of the commands that carried it. */
+    this.idempotentDeliveries = new Map();
     this.stats = { connects: 0, moves: 0, answers: {} };
   }
 
@@ -261,6 +265,11 @@ class Fleet {
     }
     const record = { deliveries: 1, answer: 'none', nodeId: device.nodeId, sessionId: device.sessionId };
     this.commands.set(frame.requestId, record);
+    const text = frame.data?.message ?? '';
+    if (text.startsWith(IDEMPOTENT_PREFIX)) {
+      const key = text.slice(IDEMPOTENT_PREFIX.length);
+      this.idempotentDeliveries.set(key, [...(this.idempotentDeliveries.get(key) ?? []), frame.requestId]);
+    }
     const behaviour = random.pick(['fast', 'fast', 'fast', 'fast', 'fast', 'fast', 'fast', 'slow', 'slow', 'fail', 'silent', 'drop']);
     this.stats.answers[behaviour] = (this.stats.answers[behaviour] ?? 0) + 1;
     const reply = (success) => {
@@ -300,6 +309,10 @@ class Sends {
     this.random = random;
     this.violations = violations;
     this.all = [];
+    this.recentIdempotent = [];
+    this.began = Date.now();
+    /** When Redis came back from each restart (to tell the lost-keys case apart). */
+    this.redisRestarts = [];
   }
 
   issue() {
@@ -309,6 +322,16 @@ class Sends {
     const data = { phoneNumber: `+1555${this.random.int(1000000, 9999999)}`, message: `chaos ${this.all.length}`, timeout };
     if (this.random.chance(0.2)) data.deviceSelectionStrategy = 'random';
     const record = { slot, nodeId: slot.nodeId, key: this.random.pick(KEYS), timeout, sentAt: Date.now(), settlements: 0 };
+    if (this.random.chance(0.15)) {
+      // Idempotent sends, half of them repeating a recent key on any process.
+      const reuse = this.recentIdempotent.length > 0 && this.random.chance(0.5);
+      const idempotent = reuse ? this.random.pick(this.recentIdempotent) : { key: `idem-${this.all.length}`, apiKey: record.key };
+      if (!reuse) this.recentIdempotent = [...this.recentIdempotent.slice(-4), idempotent];
+      record.key = idempotent.apiKey;
+      record.idempotencyKey = idempotent.key;
+      data.idempotencyKey = idempotent.key;
+      data.message = `${IDEMPOTENT_PREFIX}${idempotent.key}`;
+    }
     this.all.push(record);
     slot.node.send('message', record.key, data).then(
       (value) => this.settled(record, { ok: true, value }),
@@ -332,7 +355,7 @@ class Sends {
   }
 
   check() {
-    const stats = { sent: this.all.length, judged: 0, resolved: 0, remote: 0, callerDied: 0, byCode: {} };
+    const stats = { sent: this.all.length, judged: 0, resolved: 0, remote: 0, callerDied: 0, idempotentRepeats: 0, idempotencyLostWithRedis: [], byCode: {} };
     const v = this.violations;
     for (const record of this.all) {
       if (record.callerDied || (record.slot.diedAt && record.settlements === 0)) {
@@ -358,7 +381,12 @@ class Sends {
           if (value.messageId !== `m-${value.requestId}`) v.add("a send resolved with another command's messageId", `${value.requestId}: ${value.messageId}`);
           if (command.nodeId !== record.nodeId) stats.remote += 1;
         }
-        if (events.length !== 1 || events[0].nodeId !== record.nodeId || events[0].type !== 'message-sent') {
+        // A duplicate fires no event again: the first call's is the only one.
+        if (value.duplicate) {
+          if (events.length !== 1 || events[0].type !== 'message-sent') {
+            v.add('a duplicate resolved for a request without exactly one message-sent', `${value.requestId}: ${JSON.stringify(events)}`);
+          }
+        } else if (events.length !== 1 || events[0].nodeId !== record.nodeId || events[0].type !== 'message-sent') {
           v.add('a resolved send has not exactly one message-sent, on its caller', `${value.requestId}: ${JSON.stringify(events)}`);
         }
       } else {
@@ -374,13 +402,49 @@ class Sends {
         if (afterChoice && !(typeof error.details?.requestId === 'string' && error.details.requestId !== '')) {
           v.add(`a ${code} without its requestId in details`, JSON.stringify(error.details));
         }
-        else if (events.length > (afterChoice ? 1 : 0) || (afterChoice && events.length === 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
+        else if (error.details?.duplicate) {
+          if (events.length > 1) v.add('a request rejected for duplicates has more than one outcome event', JSON.stringify(events));
+        } else if (events.length > (afterChoice ? 1 : 0) || (afterChoice && events.length === 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
           v.add(`a ${code} has not exactly one send-failed on its caller`, `${error.details?.requestId}: ${JSON.stringify(events)}`);
         }
       }
     }
     for (const [requestId, command] of this.fleet.commands) {
       if (command.deliveries > 1) v.add('a command was delivered more than once', requestId);
+    }
+    const lostWithRedis = new Set();
+    for (const [key, requestIds] of this.fleet.idempotentDeliveries) {
+      if (requestIds.length > 1) {
+        const calls = this.all.filter((r) => r.idempotencyKey === key);
+        const described = `${key}: ${requestIds.join(', ')}; called on ${calls
+          .map((r) => `${r.nodeId} at +${r.sentAt - this.began} ms`)
+          .join(', ')}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`;
+        // A Redis restarted empty (this run's Redis keeps nothing) between the first call
+        // and a repeat may have taken the key with it: counted and shown, not a violation,
+        // since SPEC 5.3 promises republishing of sessions only.
+        const first = Math.min(...calls.map((r) => r.sentAt));
+        const last = Math.max(...calls.map((r) => r.sentAt));
+        if (this.redisRestarts.some((at) => at > first && at <= last + REQUEST_TIMEOUT_MS)) {
+          stats.idempotencyLostWithRedis.push(described);
+          lostWithRedis.add(key);
+        } else {
+          v.add('an idempotencyKey went out more than once', described);
+        }
+      }
+    }
+    const groups = new Map();
+    for (const record of this.all) {
+      if (record.idempotencyKey && record.outcome?.ok) {
+        groups.set(record.idempotencyKey, [...(groups.get(record.idempotencyKey) ?? []), record.outcome.value]);
+      }
+    }
+    for (const [key, results] of groups) {
+      stats.idempotentRepeats += results.filter((r) => r.duplicate).length;
+      if (lostWithRedis.has(key)) continue;
+      if (new Set(results.map((r) => `${r.requestId} ${r.messageId}`)).size > 1) {
+        v.add('sends with one idempotencyKey resolved differently', `${key}: ${results.map((r) => r.requestId).join(', ')}`);
+      }
+      if (results.filter((r) => !r.duplicate).length > 1) v.add('more than one send of an idempotencyKey resolved as the first', key);
     }
     if (stats.remote === 0) v.add('no send resolved through another process (the run did not exercise the cluster)');
     return stats;
@@ -455,6 +519,7 @@ async function main() {
       await sleep(chaos.int(200, 2000));
       await redis.spawn();
       redisRestarts += 1;
+      sends.redisRestarts.push(Date.now());
     })();
 
     await sleep(settings.durationMs);
@@ -509,10 +574,13 @@ async function main() {
       .map(([code, n]) => `${code} ${n}`)
       .join(', ');
     summary.push(
-      `  sends ${stats.sent}: judged ${stats.judged} (caller killed: ${stats.callerDied}); resolved ${stats.resolved} (${stats.remote} through another process), rejected ${stats.judged - stats.resolved} (${codes || 'none'})`,
+      `  sends ${stats.sent}: judged ${stats.judged} (caller killed: ${stats.callerDied}); resolved ${stats.resolved} (${stats.remote} through another process, ${stats.idempotentRepeats} idempotent repeats), rejected ${stats.judged - stats.resolved} (${codes || 'none'})`,
     );
   }
   summary.push(`  processes killed ${nodes.kills}, Redis restarts ${redisRestarts}`);
+  for (const lost of stats?.idempotencyLostWithRedis ?? []) {
+    summary.push(`  note: an idempotencyKey went out again after Redis restarted empty: ${lost}`);
+  }
   if (fleet) {
     const answers = Object.entries(fleet.stats.answers)
       .map(([b, n]) => `${b} ${n}`)
