@@ -578,6 +578,81 @@ test('an idempotencyKey is cluster-wide: a duplicate on another process is not s
   assert.equal(again.messageId, first.messageId);
 });
 
+test('acknowledgements come back to the caller: waitFor across processes, message-ack fires on the calling process only', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a' });
+  const b = await cluster.node({ nodeId: 'node-b' });
+  let extension = null;
+  extension = await cluster.extension(a, {
+    respond: (command) => {
+      setTimeout(() => extension.send({ type: 'message-ack', requestId: command.requestId, ack: 'delivered' }), 50);
+      return { success: true, messageId: `wamid-${command.requestId}` };
+    },
+  });
+  await visibleOn([a, b], extension);
+
+  const result = await b.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'wait for it', waitFor: 'delivered', timeout: 10_000 });
+  assert.equal(result.ack, 'delivered');
+  assert.equal(result.requestId, extension.commands[0].requestId);
+  const acks = (events) => events.filter((e) => e.type === 'message-ack' && e.requestId === result.requestId);
+  await eventually(() => acks(b.events).length === 1, 5000, 'message-ack on the calling process');
+  assert.equal(acks(b.events)[0].ack, 'delivered');
+  assert.equal(acks(b.events)[0].messageId, result.messageId);
+  assert.deepEqual(acks(a.events), []);
+});
+
+test('incoming-message de-duplication is cluster-wide: a retry on another process is acked, not emitted again', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a' });
+  const b = await cluster.node({ nodeId: 'node-b' });
+  const incoming = (messageId) => ({ messageId, from: '+15550002222', body: 'hi', timestamp: 1700000000000 });
+  const received = (events, messageId) => events.filter((e) => e.type === 'message-received' && e.data?.messageId === messageId);
+
+  const first = await cluster.extension(a);
+  first.send({ type: 'incoming-message', data: incoming('in-cluster-1') });
+  await first.next((f) => f.type === 'incoming-ack' && f.messageId === 'in-cluster-1', 5000);
+  assert.equal(received(a.events, 'in-cluster-1').length, 1);
+  await first.close();
+
+  // The extension reconnects to another process and retries.
+  const again = await cluster.extension(b);
+  again.send({ type: 'incoming-message', data: incoming('in-cluster-1') });
+  await again.next((f) => f.type === 'incoming-ack' && f.messageId === 'in-cluster-1', 5000);
+  again.send({ type: 'incoming-message', data: incoming('in-cluster-2') });
+  await again.next((f) => f.type === 'incoming-ack' && f.messageId === 'in-cluster-2', 5000);
+  await eventually(() => received(b.events, 'in-cluster-2').length === 1, 5000, 'a new incoming message on the holding process');
+  assert.deepEqual(received(b.events, 'in-cluster-1'), [], 'a retry on another process was emitted again');
+  assert.equal(received(a.events, 'in-cluster-1').length, 1);
+  assert.deepEqual(received(a.events, 'in-cluster-2'), [], 'an incoming message fired on a process that does not hold the session');
+});
+
+test('pacing lives on the process holding the device: its config applies to sends from every caller', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const paced = await cluster.node({ nodeId: 'paced', pacing: { minIntervalMs: 60_000 } });
+  const unpaced = await cluster.node({ nodeId: 'unpaced' });
+  const onPaced = await cluster.extension(paced);
+  await visibleOn([paced, unpaced], onPaced);
+
+  // From the unpaced caller to the paced holder: the first leaves, the second waits its turn
+  // there and times out unwritten.
+  const first = await settle(unpaced.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'p1', timeout: 5000 }), 10_000, 'the first paced send');
+  assert.equal(first.ok, true, first.error && `${first.error.code}: ${first.error.message}`);
+  const second = await settle(unpaced.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'p2', timeout: 1000 }), 10_000, 'the second paced send');
+  assert.equal(second.error?.code, 'REQUEST_TIMEOUT', second.error?.message ?? 'the second send left at once');
+  assert.equal(second.error.details.sent, false);
+  assert.deepEqual(onPaced.commands.map((c) => c.data.message), ['p1']);
+
+  // From the paced caller to an unpaced holder: nothing waits.
+  await onPaced.close();
+  const onUnpaced = await cluster.extension(unpaced);
+  await visibleOn([paced], onUnpaced);
+  for (const message of ['u1', 'u2', 'u3']) {
+    const sent = await settle(paced.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message, timeout: 5000 }), 10_000, `send ${message}`);
+    assert.equal(sent.ok, true, sent.error && `${sent.error.code}: ${sent.error.message}`);
+  }
+  assert.deepEqual(onUnpaced.commands.map((c) => c.data.message), ['u1', 'u2', 'u3']);
+});
+
 test('getMessageStatus is cluster-wide (a promise in cluster mode)', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const a = await cluster.node({ nodeId: 'node-a' });
