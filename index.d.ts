@@ -62,6 +62,8 @@ export interface GatewayConfig {
   trustProxy?: boolean;
   /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
   reusePort?: boolean;
+  /** SPEC 5.3: several processes sharing one Redis act as one gateway. */
+  cluster?: ClusterOptions;
   /** Connections upgraded but not yet authenticated, in all; one more gets HTTP 503 (default 1024). */
   maxPendingAuth?: number;
   /**
@@ -272,6 +274,32 @@ export interface MessageLogData {
   data?: IncomingMessage;
 }
 
+export interface ClusterOptions {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later). */
+  redis: string;
+  /** Unique per live process; default host-pid-random. */
+  nodeId?: string;
+  /** Isolates clusters sharing one Redis (default `'wa-gw:'`). */
+  keyPrefix?: string;
+  /** ms after which a process that stopped renewing its lease is out (default 10000, at least 300). */
+  leaseMs?: number;
+}
+
+/** A session as cluster mode lists it: which process holds it. */
+export interface ClusterSessionInfo extends SessionInfo {
+  nodeId: string;
+}
+
+export interface ClusterHealth {
+  nodeId: string;
+  /** Live processes, this one included. */
+  nodes: number;
+  redis: 'connected' | 'reconnecting';
+}
+
+/** With `cluster` in the config, the session queries answer promises (SPEC 5.3). */
+type Clustered<Config, Local, Cluster> = Config extends { cluster: ClusterOptions } ? Promise<Cluster> : Local;
+
 export interface HealthCheckResponse {
   status: 'running' | 'stopped';
   activeSessions: number;
@@ -287,6 +315,10 @@ export interface HealthCheckResponse {
   queuedSends: number;
   /** The port listened on, while running. */
   port?: number;
+  /** Sessions of this process (`activeSessions` is cluster-wide in cluster mode). */
+  localSessions: number;
+  /** Only in cluster mode. */
+  cluster?: ClusterHealth;
 }
 
 export declare class GatewayError extends Error {
@@ -322,8 +354,8 @@ export interface SessionWithKey extends SessionInfo {
  */
 // The EventEmitter methods are declared here rather than inherited from
 // 'node:events' so that the types need no @types/node.
-export declare class WhatsAppGateway {
-  constructor(config: GatewayConfig);
+export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfig> {
+  constructor(config: Config);
   on(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
   on(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
   once(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
@@ -333,8 +365,8 @@ export declare class WhatsAppGateway {
   removeListener(event: GatewayEventName | 'gateway-error', listener: (value: any) => void | Promise<void>): this;
   removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
   listenerCount(event: GatewayEventName | 'gateway-error'): number;
-  /** Every session of every key, with its full apiKey. */
-  getAllSessions(): SessionWithKey[];
+  /** Every session of every key, with its full apiKey (cluster mode: every process's, with nodeId). */
+  getAllSessions(): Clustered<Config, SessionWithKey[], (SessionWithKey & { nodeId: string })[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
   readonly isRunning: boolean;
@@ -344,10 +376,11 @@ export declare class WhatsAppGateway {
   sendImage(apiKey: string, data: SendImageData): Promise<MessageResult>;
   sendVideo(apiKey: string, data: SendVideoData): Promise<MessageResult>;
   sendDocument(apiKey: string, data: SendDocumentData): Promise<MessageResult>;
-  getActiveSessions(apiKey: string): SessionInfo[];
+  /** Cluster mode: every process's sessions of the key, each with its nodeId. */
+  getActiveSessions(apiKey: string): Clustered<Config, SessionInfo[], ClusterSessionInfo[]>;
   getHealth(): HealthCheckResponse;
   /** What became of a send of the last idempotencyTtl, or null (the oldest are forgotten first). */
-  getMessageStatus(requestId: string): MessageStatus | null;
+  getMessageStatus(requestId: string): Clustered<Config, MessageStatus | null, MessageStatus | null>;
   /** `{ port }` while listening, else null. */
   address(): { port: number } | null;
 }

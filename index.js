@@ -225,8 +225,9 @@ class WhatsAppGateway extends EventEmitter {
 
   /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
   getMessageStatus(requestId) {
-    const status = typeof requestId === 'string' ? (this.#native.messageStatus(requestId) ?? null) : null;
-    return this.#cluster ? Promise.resolve(status) : status;
+    if (typeof requestId !== 'string') return this.#cluster ? Promise.resolve(null) : null;
+    if (this.#cluster) return this.#ask((token) => this.#native.clusterMessageStatus(token, requestId));
+    return this.#native.messageStatus(requestId) ?? null;
   }
 
   /** Every session of every key, each with its `apiKey` (SPEC 5.4). */

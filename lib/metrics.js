@@ -71,10 +71,20 @@ function number(value) {
 /** Builds the exposition text, one family at a time. */
 class Exposition {
   #lines = [];
+  /** Labels every sample carries (5.3: `node_id` in cluster mode, metrics being per process). */
+  #common;
+
+  constructor(common = {}) {
+    this.#common = common;
+  }
 
   family(name, type, help, samples) {
     this.#lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labelSet, value] of samples) this.#lines.push(`${name}${labels(labelSet)} ${number(value)}`);
+    for (const [labelSet, value] of samples) this.#lines.push(`${name}${this.#labels(labelSet)} ${number(value)}`);
+  }
+
+  #labels(labelSet) {
+    return labels({ ...this.#common, ...labelSet });
   }
 
   /** `series`: [labelSet, { bounds, counts (per bucket, not cumulative), count, sum }]. */
@@ -84,11 +94,11 @@ class Exposition {
       let cumulative = 0;
       h.bounds.forEach((bound, i) => {
         cumulative += h.counts[i];
-        this.#lines.push(`${name}_bucket${labels({ ...labelSet, le: number(bound) })} ${cumulative}`);
+        this.#lines.push(`${name}_bucket${this.#labels({ ...labelSet, le: number(bound) })} ${cumulative}`);
       });
-      this.#lines.push(`${name}_bucket${labels({ ...labelSet, le: '+Inf' })} ${h.count}`);
-      this.#lines.push(`${name}_sum${labels(labelSet)} ${number(h.sum)}`);
-      this.#lines.push(`${name}_count${labels(labelSet)} ${h.count}`);
+      this.#lines.push(`${name}_bucket${this.#labels({ ...labelSet, le: '+Inf' })} ${h.count}`);
+      this.#lines.push(`${name}_sum${this.#labels(labelSet)} ${number(h.sum)}`);
+      this.#lines.push(`${name}_count${this.#labels(labelSet)} ${h.count}`);
     }
   }
 
@@ -102,7 +112,8 @@ class Exposition {
  * pendingSends, sends (SendMetrics), core (the core's snapshot) }.
  */
 function render({ sessions, health, pendingSends, sends, core }) {
-  const out = new Exposition();
+  const nodeId = health.cluster?.nodeId;
+  const out = new Exposition(nodeId === undefined ? {} : { node_id: nodeId });
   const ready = sessions.filter((s) => s.deviceActive).length;
   out.family('wa_gateway_sessions', 'gauge', 'Authenticated extension sessions, by whether they can take sends.', [
     [{ state: 'ready' }, ready],

@@ -179,6 +179,12 @@ impl NativeGateway {
         self.core.cluster_all_sessions(token);
     }
 
+    /// Cluster mode: `getMessageStatus` across processes, answered under `token`.
+    #[napi]
+    pub fn cluster_message_status(&self, token: u32, request_id: String) {
+        self.core.cluster_message_status(token, request_id);
+    }
+
     /// Cluster mode: takes an `idempotencyKey` across processes, answered under `token`.
     #[napi]
     pub fn take_once(&self, token: u32, api_key: String, key: String) {

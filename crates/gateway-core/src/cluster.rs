@@ -18,7 +18,8 @@ mod relay;
 mod run;
 mod view;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ use envelope::{CarriedMedia, Command, Envelope, Listing, Outcome};
 use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
 use view::{Choice, RemoteDevice, View};
+
+/// How long an incoming message id is remembered across the cluster (5.2: 10 minutes).
+const INCOMING_WINDOW: Duration = Duration::from_secs(600);
 
 /// What `getHealth().cluster` reports.
 #[derive(Clone, Debug)]
@@ -93,6 +97,9 @@ pub struct Cluster {
     /// Another live process took this node id while Redis was away: local only.
     duplicate: AtomicBool,
     cluster_sessions: AtomicUsize,
+    /// `getMessageStatus` queries waiting for other processes' replies.
+    status_queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Option<Value>>>>,
+    next_query: AtomicU64,
 }
 
 impl Cluster {
@@ -130,6 +137,8 @@ impl Cluster {
             connected: AtomicBool::new(false),
             duplicate: AtomicBool::new(false),
             cluster_sessions: AtomicUsize::new(0),
+            status_queries: Mutex::default(),
+            next_query: AtomicU64::new(0),
         }))
     }
 
@@ -464,11 +473,86 @@ impl Cluster {
         self.shared.host.deliver(Delivery::Log(event));
     }
 
+    fn local_status(&self, request_id: &str) -> Option<Value> {
+        let id = uuid::Uuid::try_parse(request_id).ok()?;
+        let status = lock(&self.shared.registry).message_status(id.as_u128())?;
+        Some(json!({
+            "requestId": request_id,
+            "state": status.state.as_str(),
+            "ack": status.ack.map(Ack::as_str),
+            "sessionId": (!status.session_id.is_empty()).then(|| status.session_id.to_string()),
+            "updatedAt": status.updated_at,
+        }))
+    }
+
+    /// `getMessageStatus` across the cluster: this process's record, else the first
+    /// other process's that has one (each asked through its inbox, for up to a second).
+    pub async fn message_status(&self, request_id: &str) -> Value {
+        if let Some(status) = self.local_status(request_id) {
+            return status;
+        }
+        let others: Vec<Arc<str>> = lock(&self.view)
+            .live()
+            .map(|(node, _)| node.clone())
+            .filter(|node| *node != self.node_id)
+            .collect();
+        if others.is_empty() || !self.usable() {
+            return Value::Null;
+        }
+        let token = self.next_query.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&self.status_queries).insert(token, tx);
+        for node in &others {
+            self.relay.send(Outgoing::Envelope {
+                to: node.clone(),
+                envelope: Envelope::StatusQuery {
+                    from: self.node_id.to_string(),
+                    token,
+                    request_id: request_id.to_string(),
+                },
+                call: None,
+            });
+        }
+        let mut found = Value::Null;
+        let replies = async {
+            for _ in 0..others.len() {
+                match rx.recv().await {
+                    Some(Some(status)) => return Some(status),
+                    Some(None) => {}
+                    None => return None,
+                }
+            }
+            None
+        };
+        if let Ok(Some(status)) = tokio::time::timeout(Duration::from_secs(1), replies).await {
+            found = status;
+        }
+        lock(&self.status_queries).remove(&token);
+        found
+    }
+
     fn on_envelope(&self, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(Envelope::Send(command)) => self.on_command(*command),
             Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
             Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
+            Ok(Envelope::StatusQuery {
+                from,
+                token,
+                request_id,
+            }) => {
+                let status = self.local_status(&request_id);
+                self.relay.send(Outgoing::Envelope {
+                    to: from.into(),
+                    envelope: Envelope::StatusReply { token, status },
+                    call: None,
+                });
+            }
+            Ok(Envelope::StatusReply { token, status }) => {
+                if let Some(waiting) = lock(&self.status_queries).get(&token) {
+                    let _ = waiting.send(status);
+                }
+            }
             Err(e) => self.shared.report(GatewayError::new(
                 ErrorCode::ServerError,
                 format!("Unreadable message from another gateway process: {e}"),
@@ -628,6 +712,21 @@ impl Directory for Arc<Cluster> {
             session_id: who.session_id.clone(),
             listing,
         });
+    }
+
+    fn first_incoming(&self, api_key: &str, message_id: &str) -> Admission {
+        let cluster = self.clone();
+        let key = self.redis.keys.seen_incoming(api_key, message_id);
+        Box::pin(async move {
+            if !cluster.usable() {
+                return true;
+            }
+            cluster
+                .redis
+                .first_sighting(&key, INCOMING_WINDOW)
+                .await
+                .unwrap_or(true)
+        })
     }
 
     fn remove(&self, who: &Arc<Identity>) {

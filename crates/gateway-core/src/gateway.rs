@@ -416,6 +416,17 @@ impl Gateway {
         });
     }
 
+    /// `getMessageStatus` across the cluster: the status (JSON) or null.
+    pub fn cluster_message_status(&self, token: u32, request_id: String) {
+        let cluster = self.cluster.clone();
+        self.answer(token, async move {
+            match cluster {
+                Some(cluster) => Ok(cluster.message_status(&request_id).await),
+                None => Ok(serde_json::Value::Null),
+            }
+        });
+    }
+
     /// 5.2 `idempotencyKey` across the cluster (`Cluster::take_once`).
     pub fn take_once(&self, token: u32, api_key: String, key: String) {
         let cluster = self.cluster.clone();

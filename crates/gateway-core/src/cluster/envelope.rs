@@ -15,6 +15,16 @@ pub enum Envelope {
     Outcome(Box<Outcome>),
     /// A `message-ack` for a send the receiving process called: its event fires there.
     Ack(Box<AckEvent>),
+    /// `getMessageStatus` asks every process; each answers what it knows.
+    StatusQuery {
+        from: String,
+        token: u64,
+        request_id: String,
+    },
+    StatusReply {
+        token: u64,
+        status: Option<Value>,
+    },
 }
 
 #[derive(Serialize, Deserialize, Debug)]

@@ -10,6 +10,7 @@
 //! - `inbox:<nodeId>`: stream of commands and outcomes for one process.
 //! - `once:<length of apiKey>:<apiKey><idempotencyKey>`: the call that took an
 //!   `idempotencyKey` (pending, with its node) and then its outcome, for `idempotencyTtl`.
+//! - `seen:<length of apiKey>:<apiKey><messageId>`: an incoming message seen lately.
 
 use redis::Script;
 
@@ -46,6 +47,14 @@ impl Keys {
 
     pub fn idempotency(&self, api_key: &str, key: &str) -> String {
         format!("{}once:{}:{api_key}{key}", self.prefix, api_key.len())
+    }
+
+    pub fn seen_incoming(&self, api_key: &str, message_id: &str) -> String {
+        format!(
+            "{}seen:{}:{api_key}{message_id}",
+            self.prefix,
+            api_key.len()
+        )
     }
 
     pub fn inbox(&self, node_id: &str) -> String {

@@ -239,6 +239,19 @@ impl Redis {
             .await
     }
 
+    /// Marks `key` seen for `window`; false if it already was.
+    pub async fn first_sighting(&self, key: &str, window: Duration) -> RedisResult<bool> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(window.as_millis() as u64)
+            .query_async(&mut self.commands.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
     /// Entries of this process's inbox after `after`, waiting a while for some.
     pub async fn read_inbox(
         &self,

@@ -19,4 +19,7 @@ pub trait Directory: Send + Sync + 'static {
     fn update(&self, who: &Arc<Identity>, info: SessionInfo);
     /// A session left this process.
     fn remove(&self, who: &Arc<Identity>);
+    /// Whether no process has seen this incoming message id of the key lately (an
+    /// extension that reconnected may retry on another process); true when unsure.
+    fn first_incoming(&self, api_key: &str, message_id: &str) -> Admission;
 }

@@ -9,6 +9,7 @@ use super::registry::SessionKey;
 use super::Shared;
 use crate::clock::monotonic_ms;
 use crate::events::LogEvent;
+use crate::host::Delivery;
 use crate::protocol::delivery::{
     incoming_ack_frame, refused_incoming_frame, IncomingFrame, RefusedIncoming,
 };
@@ -83,8 +84,19 @@ impl Shared {
         };
         let identity = lock(&self.registry).identity_of(key)?;
         let first = lock(&self.incoming).first_time(&identity.api_key, &message_id, monotonic_ms());
-        if first {
-            self.log(|| LogEvent::message_received(&identity, data));
+        match (first, self.directory.get()) {
+            (false, _) => {}
+            (true, None) => self.log(|| LogEvent::message_received(&identity, data)),
+            (true, Some(directory)) => {
+                let across = directory.first_incoming(&identity.api_key, &message_id);
+                let (host, wanted) = (self.host.clone(), self.config.log_events);
+                tokio::spawn(async move {
+                    if across.await && wanted {
+                        let event = LogEvent::message_received(&identity, data);
+                        host.deliver(Delivery::Log(event));
+                    }
+                });
+            }
         }
         Some(incoming_ack_frame(&message_id))
     }
