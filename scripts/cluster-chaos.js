@@ -417,7 +417,7 @@ class Sends {
       if (requestIds.length > 1) {
         const calls = this.all.filter((r) => r.idempotencyKey === key);
         const described = `${key}: ${requestIds.join(', ')}; called on ${calls
-          .map((r) => `${r.nodeId} at +${r.sentAt - this.began} ms`)
+          .map((r) => `${r.nodeId} at +${r.sentAt - this.began} ms -> ${describeOutcome(r)}`)
           .join(', ')}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`;
         // A Redis restarted empty (this run's Redis keeps nothing) between the first call
         // and a repeat may have taken the key with it: counted and shown, not a violation,
@@ -463,6 +463,15 @@ class Sends {
     }
     return found;
   }
+}
+
+/** How a send ended, in a few words: `resolved <requestId> (duplicate)` or `<code> <requestId>`. */
+function describeOutcome(record) {
+  if (record.callerDied) return 'caller killed';
+  if (!record.outcome) return 'unsettled';
+  const { ok, value, error } = record.outcome;
+  if (ok) return `resolved ${value.requestId}${value.duplicate ? ' (duplicate)' : ''} after ${record.settledAt - record.sentAt} ms`;
+  return `${error.code} ${error.details?.requestId ?? ''} after ${record.settledAt - record.sentAt} ms`.replace('  ', ' ');
 }
 
 // ---------------------------------------------------------------------------
