@@ -319,6 +319,12 @@ impl Cluster {
         let now = Instant::now();
         let deadline = called_at + timeout;
         let left = deadline.saturating_duration_since(now);
+        // A send routed a second time keeps the id its first route gave it.
+        let rerouted = request.request_id.is_some();
+        let request_id = request
+            .request_id
+            .map_or_else(uuid::Uuid::new_v4, uuid::Uuid::from_u128)
+            .to_string();
         let command = Command {
             from: self.node_id.to_string(),
             call,
@@ -334,11 +340,14 @@ impl Cluster {
             }),
             document_name: request.document_name,
             wait_for: request.wait_for.map(|a| a.as_str().to_string()),
-            timeout_ms: left.as_millis() as u64,
+            timeout_ms: timeout.as_millis() as u64,
             expires_at: now_ms() + left.as_millis() as u64,
+            request_id: request_id.clone(),
+            rerouted,
         };
         let remote = RemoteCall {
             holder: device.node_id.clone(),
+            request_id,
             deadline,
             timeout_ms: timeout.as_millis() as u64,
             device: device.identity,
@@ -376,26 +385,34 @@ impl Cluster {
         if now_ms() >= command.expires_at {
             return;
         }
+        let takes = self.shared.lifecycle() == Lifecycle::Running
+            && lock(&self.shared.registry).has_active_device(&command.api_key);
+        if !takes && !command.rerouted {
+            return self.relay.send(Outgoing::Envelope {
+                to: command.from.as_str().into(),
+                envelope: Envelope::Reroute(Box::new(command)),
+                call: None,
+            });
+        }
         let call = self.relay.adopt(relay::Origin {
-            node: command.from.into(),
+            node: command.from.as_str().into(),
             call: command.call,
         });
-        let mut request = SendRequest::new(
-            command.kind,
-            command.api_key,
-            command.phone_number,
-            command.text,
-        );
-        request.timeout = Some(Duration::from_millis(command.timeout_ms.max(1)));
-        request.wait_for = command.wait_for.as_deref().and_then(Ack::parse);
-        request.document_name = command.document_name;
-        request.target = Some(command.session_id.into());
-        let media = command.media.map(|m| Media {
-            data_url: m.data_url,
-            mime_type: m.mime_type,
-            file_name: m.file_name,
-        });
+        let target: Arc<str> = command.session_id.as_str().into();
+        let (mut request, media) = request_of(command);
+        request.target = Some(target);
         self.shared.dispatch(call, request, media, Wake::Now);
+    }
+
+    /// A send the chosen holder could not take: chosen again among fresh listings.
+    fn on_reroute(self: &Arc<Self>, command: Command) {
+        let call = command.call;
+        if lock(&self.calls).take(call).is_none() {
+            return;
+        }
+        lock(&self.view).forget(&command.api_key);
+        let (request, media) = request_of(command);
+        self.dispatch(call, request, media, Wake::Now);
     }
 
     /// The outcome of a send this process routed elsewhere.
@@ -531,9 +548,10 @@ impl Cluster {
         found
     }
 
-    fn on_envelope(&self, payload: &[u8]) {
+    fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
         match serde_json::from_slice::<Envelope>(payload) {
             Ok(Envelope::Send(command)) => self.on_command(*command),
+            Ok(Envelope::Reroute(command)) => self.on_reroute(*command),
             Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
             Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
             Ok(Envelope::StatusQuery {
@@ -735,6 +753,31 @@ impl Directory for Arc<Cluster> {
             session_id: who.session_id.clone(),
         });
     }
+}
+
+/// The send a routed command carries; its timeout still counts from the call.
+fn request_of(command: Command) -> (SendRequest, Option<Media>) {
+    let timeout = Duration::from_millis(command.timeout_ms.max(1));
+    let left = Duration::from_millis(command.expires_at.saturating_sub(now_ms()));
+    let mut request = SendRequest::new(
+        command.kind,
+        command.api_key,
+        command.phone_number,
+        command.text,
+    );
+    request.called_at = std::time::Instant::now().checked_sub(timeout.saturating_sub(left));
+    request.timeout = Some(timeout);
+    request.wait_for = command.wait_for.as_deref().and_then(Ack::parse);
+    request.document_name = command.document_name;
+    request.request_id = uuid::Uuid::try_parse(&command.request_id)
+        .ok()
+        .map(|id| id.as_u128());
+    let media = command.media.map(|m| Media {
+        data_url: m.data_url,
+        mime_type: m.mime_type,
+        file_name: m.file_name,
+    });
+    (request, media)
 }
 
 fn remote_device(listing: Listing) -> RemoteDevice {

@@ -164,6 +164,7 @@ impl Cluster {
                     if let Some(remote) = remote {
                         let mut error = unavailable(&remote.device.api_key);
                         error.details["sent"] = false.into();
+                        error.details["requestId"] = remote.request_id.as_str().into();
                         self.fail_remote(call, &remote, error);
                     }
                 }
@@ -188,11 +189,12 @@ impl Cluster {
             (expired, lost)
         };
         for (call, remote) in expired {
-            let error = timeout_error(remote.timeout_ms)("", &remote.device.session_id);
+            let error =
+                timeout_error(remote.timeout_ms)(&remote.request_id, &remote.device.session_id);
             self.fail_remote(call, &remote, error);
         }
         for (call, remote) in lost {
-            let mut error = connection_lost("", &remote.device.session_id);
+            let mut error = connection_lost(&remote.request_id, &remote.device.session_id);
             error.message = format!(
                 "The gateway process holding the device ({}) could not be reached for longer than its lease",
                 remote.holder
@@ -257,7 +259,7 @@ impl Cluster {
             )
         };
         for (call, remote) in calls {
-            let error = shutdown_error("", &remote.device.session_id);
+            let error = shutdown_error(&remote.request_id, &remote.device.session_id);
             self.fail_remote(call, &remote, error);
         }
     }

@@ -364,6 +364,17 @@ impl Registry {
             .collect()
     }
 
+    /// Whether `api_key` has a device a send could go to now.
+    pub fn has_active_device(&self, api_key: &str) -> bool {
+        self.by_api_key.get(api_key).is_some_and(|group| {
+            group.members.iter().any(|k| {
+                self.sessions
+                    .get(k)
+                    .is_some_and(|s| s.device_active() && !s.link.closing())
+            })
+        })
+    }
+
     /// What `getActiveSessions` lists for one session.
     pub fn info_of(&self, key: SessionKey) -> Option<SessionInfo> {
         self.sessions.get(&key).map(Session::info)
