@@ -396,16 +396,19 @@ class Sends {
         if (code === 'EXTENSION_ERROR' && this.fleet.commands.get(error.details?.requestId)?.answer !== 'failure') {
           v.add('EXTENSION_ERROR without an extension failure', error.details?.requestId);
         }
-        // A failure after a device was chosen names its request and has its send-failed,
-        // on the caller only.
-        const afterChoice = ['EXTENSION_ERROR', 'REQUEST_TIMEOUT', 'CONNECTION_LOST'].includes(code);
-        if (afterChoice && !(typeof error.details?.requestId === 'string' && error.details.requestId !== '')) {
+        // A failure after a device was chosen names its request (these codes always come
+        // after the choice; others, CLUSTER_UNAVAILABLE say, may come before or after) and
+        // has exactly one send-failed, on the caller; one before the choice has none.
+        const requestId = typeof error.details?.requestId === 'string' && error.details.requestId !== '' ? error.details.requestId : null;
+        if (['EXTENSION_ERROR', 'REQUEST_TIMEOUT', 'CONNECTION_LOST'].includes(code) && !requestId) {
           v.add(`a ${code} without its requestId in details`, JSON.stringify(error.details));
-        }
-        else if (error.details?.duplicate) {
+        } else if (error.details?.duplicate) {
           if (events.length > 1) v.add('a request rejected for duplicates has more than one outcome event', JSON.stringify(events));
-        } else if (events.length > (afterChoice ? 1 : 0) || (afterChoice && events.length === 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
-          v.add(`a ${code} has not exactly one send-failed on its caller`, `${error.details?.requestId}: ${JSON.stringify(events)}`);
+        } else if (events.length !== (requestId ? 1 : 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
+          v.add(
+            requestId ? `a ${code} has not exactly one send-failed, on its caller` : `a ${code} before any device was chosen has an outcome event`,
+            `${requestId}: ${JSON.stringify(events)}`,
+          );
         }
       }
     }
