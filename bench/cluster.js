@@ -38,7 +38,7 @@ async function gatewayNode(settings) {
     validateApiKey: async () => ({ valid: true, userId: 'bench' }),
     onMessageLog: () => {},
     onError: (error) => process.send({ id: -1, ok: false, error: `onError: ${error.code ?? ''} ${error.message}` }),
-    cluster: { redis: settings.redis, nodeId: settings.nodeId },
+    ...(settings.redis ? { cluster: { redis: settings.redis, nodeId: settings.nodeId } } : {}),
   });
   const ops = {
     devices: async () => (await gateway.getActiveSessions(KEY)).filter((s) => s.deviceActive).length,
@@ -350,13 +350,18 @@ async function measure(nodes, callers, redisPort, { concurrency, seconds, maxCal
   };
 }
 
-/** The cases: one per (processes, concurrency); C is the total in flight. */
+/**
+ * The cases: one per (processes, concurrency); C is the total in flight. N=0 is one
+ * process without `cluster`: what the same sends cost before cluster mode.
+ */
 function clusterCases({ quick, only }) {
   const seconds = quick ? 0.5 : 3;
   const maxCalls = quick ? 20_000 : 500_000;
   const shapes = quick
     ? [[2, 4]]
     : [
+        [0, 1],
+        [0, 64],
         [1, 1],
         [1, 64],
         [2, 1],
@@ -365,18 +370,25 @@ function clusterCases({ quick, only }) {
         [4, 64],
       ];
   return shapes
-    .map(([nodes, concurrency]) => ({ name: `cluster N=${nodes} C=${concurrency}`, nodes, concurrency, seconds, maxCalls }))
+    .map(([nodes, concurrency]) => {
+      const name = nodes ? `cluster N=${nodes} C=${concurrency}` : `no cluster C=${concurrency}`;
+      return { name, nodes, concurrency, seconds, maxCalls };
+    })
     .filter(({ name }) => !only || only.test(name));
 }
 
-/** One run of every case with `nodes` processes: one Redis, one set of processes. */
+/**
+ * One run of every case with `nodeCount` processes (0: one without `cluster`, Redis
+ * running unused): one Redis, one set of processes.
+ */
 async function runGroup(nodeCount, group, { redisServer, fleetBin, log }) {
   const redis = await startRedis(redisServer);
   const nodes = [];
   let fleet;
   const results = [];
   try {
-    nodes.push(...(await Promise.all(Array.from({ length: nodeCount }, (_, i) => startNode(i, redis.url)))));
+    const started = Array.from({ length: Math.max(1, nodeCount) }, (_, i) => startNode(i, nodeCount ? redis.url : null));
+    nodes.push(...(await Promise.all(started)));
     fleet = await startFleet(fleetBin, nodes[0].port, DEVICES);
     for (const node of nodes) await waitFor(async () => (await node.ask('devices')) >= DEVICES, 30_000, `${node.nodeId} to see the devices`);
     for (const spec of group) {
@@ -430,8 +442,9 @@ function tableLines(cases, results, runs) {
   const lines = [
     `Cluster mode (SPEC 5.3), ${runs} run(s), median [min–max]: N gateway processes and one redis-server ` +
       `(${DEVICES} device, connected to process 0). local: sends called on process 0; remote: called on ` +
-      'processes 1..N-1 (C in flight in all, split evenly), routed through Redis to process 0 and back. ' +
-      'cpuUsPerCall: all gateway processes together; redisCommands: per send.',
+      'processes 1..N-1 (C in flight in all, split evenly), routed through Redis to process 0 and back; ' +
+      '"no cluster": one process without the `cluster` option. cpuUsPerCall: all gateway processes together; ' +
+      'redisCommands: per send.',
     '',
     '| case | metric | local | remote | remote/local |',
     '|---|---|---|---|---|',
