@@ -247,6 +247,7 @@ function startNode(index, redisUrl) {
     errors,
     port: null,
     ask(op, args, ms = 30_000) {
+      if (!child.connected) return Promise.reject(new Error(`${nodeId}: gone before ${op}`));
       const id = ++nextId;
       const answer = expect(id, ms, op);
       child.send({ id, op, args });
@@ -388,7 +389,11 @@ async function runGroup(nodeCount, group, { redisServer, fleetBin, log }) {
   const results = [];
   try {
     const started = Array.from({ length: Math.max(1, nodeCount) }, (_, i) => startNode(i, nodeCount ? redis.url : null));
-    nodes.push(...(await Promise.all(started)));
+    // Every process that did start is stopped below, also when another one did not.
+    const outcomes = await Promise.allSettled(started);
+    nodes.push(...outcomes.filter((o) => o.status === 'fulfilled').map((o) => o.value));
+    const failed = outcomes.find((o) => o.status === 'rejected');
+    if (failed) throw failed.reason;
     fleet = await startFleet(fleetBin, nodes[0].port, DEVICES);
     for (const node of nodes) await waitFor(async () => (await node.ask('devices')) >= DEVICES, 30_000, `${node.nodeId} to see the devices`);
     for (const spec of group) {
