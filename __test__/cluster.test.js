@@ -511,6 +511,38 @@ test('start() with Redis unreachable succeeds serving locally (reconnecting), an
   assert.equal(extension.commands.length, 2);
 });
 
+test('stop() in cluster mode hands the sends still waiting in its pacing queues back to their callers, which choose another device', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const holder = await cluster.node({ nodeId: 'paced-leaving', requestTimeout: 20_000, pacing: { minIntervalMs: 60_000 } });
+  const caller = await cluster.node({ nodeId: 'paced-caller', requestTimeout: 20_000 });
+  const paced = await cluster.extension(holder, { respond: () => null });
+  await visibleOn([holder, caller], paced);
+
+  // The first leaves at once; the other two wait a minute in the holder's queue.
+  const sends = [1, 2, 3].map((n) => caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: `paced ${n}` }));
+  const first = await paced.next((f) => f.type === 'send-message', 10_000);
+  // And one called on the holder itself, behind them.
+  sends.push(holder.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'paced, called on the holder' }));
+  await eventually(() => holder.gateway.getHealth().queuedSends === 3, PROPAGATION_MS, 'three sends waiting in the holder pacing queue');
+  const other = await cluster.extension(caller);
+  await visibleOn([caller], other);
+
+  const stopping = holder.gateway.stop();
+  await eventually(() => other.commands.length === 3, PROPAGATION_MS, 'the waiting sends to reach the device on the other process');
+  paced.result(first.requestId, { success: true, messageId: 'wamid-first' });
+  const results = await Promise.all(sends.map((send, i) => settle(send, 15_000, `paced send ${i + 1}`)));
+  for (const result of results) assert.equal(result.ok, true, result.error && `${result.error.code}: ${result.error.message}`);
+  assert.equal(results[0].value.messageId, 'wamid-first');
+  assert.deepEqual(
+    results.slice(1).map((r) => r.value.deviceInfo.sessionId),
+    [other.sessionId, other.sessionId, other.sessionId],
+  );
+  // Each handed-back send keeps its request id, and nothing was written twice.
+  assert.deepEqual(results.slice(1).map((r) => r.value.requestId).sort(), other.commands.map((c) => c.requestId).sort());
+  assert.equal(paced.commands.filter((c) => c.type === 'send-message').length, 1);
+  await settle(stopping, 10_000, 'stop() after the drain');
+});
+
 test('stop() in cluster mode drains: sends already written finish, new sends on it reject GATEWAY_SHUTDOWN, its sessions leave the registry', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const holder = await cluster.node({ nodeId: 'leaving', requestTimeout: 20_000 });

@@ -33,13 +33,13 @@ use crate::config::ClusterConfig;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved, Stage};
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Identity, CLUSTER_CALL};
 use crate::media::Media;
 use crate::protocol::delivery::Ack;
 use crate::state::directory::{Admission, Directory};
 use crate::state::link::lock;
 use crate::state::registry::SessionInfo;
-use crate::state::requests::{SendRequest, Wake};
+use crate::state::requests::{shutdown_error, SendRequest, Wake};
 use crate::state::{Lifecycle, Shared};
 use calls::{RemoteCall, RemoteCalls};
 use envelope::{CarriedMedia, Command, Envelope, Listing, Outcome};
@@ -402,6 +402,89 @@ impl Cluster {
         let (mut request, media) = request_of(command);
         request.target = Some(target);
         self.shared.dispatch(call, request, media, Wake::Now);
+    }
+
+    /// `stop()` drains (5.3): the sends still waiting unwritten in this process's pacing
+    /// queues go back to selection on their callers (those called here: among the
+    /// other processes' devices).
+    pub fn hand_back_queued(self: &Arc<Self>) {
+        let taken = lock(&self.shared.registry).take_queued();
+        for (settled, frame) in taken {
+            let Some(written) = crate::protocol::command_of_frame(&frame) else {
+                self.shared.fail(settled, shutdown_error);
+                continue;
+            };
+            let pending = &settled.pending;
+            let left = pending
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            let (media, document_name) = (written.media, written.document_name);
+            let mut command = Command {
+                from: self.node_id.to_string(),
+                call: pending.call,
+                api_key: settled.identity.api_key.to_string(),
+                session_id: String::new(),
+                kind: written.kind,
+                phone_number: written.phone_number,
+                text: written.text,
+                media: media.map(|(data_url, mime_type)| CarriedMedia {
+                    data_url,
+                    mime_type,
+                    file_name: None,
+                }),
+                document_name,
+                wait_for: (pending.wait_for > Ack::Sent).then(|| pending.wait_for.as_str().into()),
+                timeout_ms: pending.timeout_ms,
+                expires_at: now_ms() + left,
+                request_id: uuid::Uuid::from_u128(settled.request_id).to_string(),
+                rerouted: false,
+            };
+            if pending.call & CLUSTER_CALL == 0 {
+                self.route_elsewhere(command);
+                continue;
+            }
+            let Some(origin) = self.relay.take_origin(pending.call) else {
+                continue;
+            };
+            command.call = origin.call;
+            command.from = origin.node.to_string();
+            self.relay.send(Outgoing::Envelope {
+                to: origin.node,
+                envelope: Envelope::Reroute(Box::new(command)),
+                call: None,
+            });
+        }
+    }
+
+    /// A send called on this draining process: to another process's device, if any.
+    fn route_elsewhere(self: &Arc<Self>, command: Command) {
+        let cluster = self.clone();
+        self.rt.spawn(async move {
+            let call = command.call;
+            let session_id = command.session_id.clone();
+            let request_id = command.request_id.clone();
+            let (request, media) = request_of(command);
+            let remote = match cluster.usable() {
+                true => cluster.read_devices(&request.api_key).await,
+                false => None,
+            };
+            let strategy = request.strategy.unwrap_or(cluster.shared.config.strategy);
+            let remote: Vec<(RemoteDevice, usize)> = remote
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| (d, 0))
+                .collect();
+            let choice = lock(&cluster.view).choose(&request.api_key, strategy, Vec::new(), remote);
+            match choice {
+                Some(Choice::Remote(device)) => cluster.forward(call, request, media, device),
+                _ => {
+                    let mut error = shutdown_error(&request_id, &session_id);
+                    error.details["sent"] = false.into();
+                    cluster.reject(call, error);
+                }
+            }
+        });
     }
 
     /// A send the chosen holder could not take: chosen again among fresh listings.

@@ -84,6 +84,11 @@ impl Relay {
         call
     }
 
+    /// Where a call run for another process came from, forgetting it.
+    pub fn take_origin(&self, call: CallId) -> Option<Origin> {
+        lock(&self.origins).remove(&call)
+    }
+
     pub fn in_flight(&self) -> usize {
         lock(&self.origins).len()
     }

@@ -364,6 +364,28 @@ impl Registry {
             .collect()
     }
 
+    /// 5.3 draining: every send still waiting unwritten in a pacing queue, taken out
+    /// with its command, to be chosen again elsewhere.
+    pub fn take_queued(&mut self) -> Vec<(Settled, Frame)> {
+        let mut taken = Vec::new();
+        for session in self.sessions.values_mut() {
+            let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+            for (request_id, frame) in unwritten {
+                let Some(pending) = session.pending.remove(&request_id) else {
+                    continue;
+                };
+                self.deadlines.remove(&(pending.deadline, request_id));
+                let settled = Settled {
+                    identity: session.identity.clone(),
+                    request_id,
+                    pending,
+                };
+                taken.push((settled, frame));
+            }
+        }
+        taken
+    }
+
     /// Whether `api_key` has a device a send could go to now.
     pub fn has_active_device(&self, api_key: &str) -> bool {
         self.by_api_key.get(api_key).is_some_and(|group| {
