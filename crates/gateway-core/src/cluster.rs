@@ -807,11 +807,10 @@ impl Directory for Arc<Cluster> {
         if self.shared.lifecycle() != Lifecycle::Running {
             return;
         }
-        let listing = serde_json::to_string(&self.listing(who, info)).unwrap_or_default();
         self.relay.send(Outgoing::List {
             api_key: who.api_key.clone(),
             session_id: who.session_id.clone(),
-            listing,
+            listing: Box::new(self.listing(who, info)),
         });
     }
 

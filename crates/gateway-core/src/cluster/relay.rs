@@ -23,11 +23,11 @@ pub enum Outgoing {
         envelope: Envelope,
         call: Option<CallId>,
     },
-    /// A local session's listing changed.
+    /// A local session's listing changed (serialized by the writer, off the locks).
     List {
         api_key: Arc<str>,
         session_id: Arc<str>,
-        listing: String,
+        listing: Box<super::envelope::Listing>,
     },
     /// A local session left.
     Unlist {

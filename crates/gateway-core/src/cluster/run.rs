@@ -51,7 +51,7 @@ impl Cluster {
                     }
                     if now >= next_refresh && self.usable() {
                         next_refresh = now + REFRESH;
-                        self.republish().await;
+                        self.republish();
                     }
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
@@ -112,32 +112,27 @@ impl Cluster {
         }
     }
 
-    /// Writes every local session's listing.
-    async fn republish(&self) {
+    /// Queues every local session's listing. Queued under the registry's lock: a
+    /// session that leaves meanwhile queues its unlisting after its listing, never
+    /// before (which would leave a listing of a gone session behind).
+    fn republish(&self) {
         if self.shared.lifecycle() != Lifecycle::Running {
             return;
         }
-        let all = lock(&self.shared.registry).all_sessions();
-        if all.is_empty() {
-            return;
+        let registry = lock(&self.shared.registry);
+        for (api_key, info) in registry.all_sessions() {
+            let session_id = info.session_id.clone();
+            let listing = super::Listing {
+                node_id: self.node_id.to_string(),
+                api_key: api_key.to_string(),
+                info,
+            };
+            self.relay.send(Outgoing::List {
+                api_key,
+                session_id,
+                listing: Box::new(listing),
+            });
         }
-        let batch: Vec<Outgoing> = all
-            .into_iter()
-            .map(|(api_key, info)| {
-                let session_id = info.session_id.clone();
-                let listing = super::Listing {
-                    node_id: self.node_id.to_string(),
-                    api_key: api_key.to_string(),
-                    info,
-                };
-                Outgoing::List {
-                    api_key,
-                    session_id,
-                    listing: serde_json::to_string(&listing).unwrap_or_default(),
-                }
-            })
-            .collect();
-        let _ = timeout(ROUND_TRIP, self.redis.write(&batch)).await;
     }
 
     /// Writes a batch; returns the outcomes to retry. A send that cannot be routed
