@@ -210,7 +210,8 @@ impl Cluster {
         let target: Arc<str> = command.session_id.as_str().into();
         let (mut request, media) = request_of(command);
         request.target = Some(target);
-        self.shared.dispatch(call, request, media, Wake::Now);
+        // Woken together once the inbox read is handled (`wake_corked`).
+        self.shared.dispatch(call, request, media, Wake::Later);
     }
 
     /// `stop()` drains (5.3): the sends still waiting unwritten in this process's pacing

@@ -220,6 +220,7 @@ impl Cluster {
                     for (_, payload) in &entries {
                         self.on_envelope(payload);
                     }
+                    self.wake_corked();
                     if trimmed_at.elapsed() > Duration::from_millis(500) {
                         trimmed_at = Instant::now();
                         let _ = self.redis.trim_inbox(&self.node_id, &after).await;
@@ -233,6 +234,15 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Wakes the sessions that sends routed here queued commands for: one write each
+    /// for everything one inbox read brought.
+    fn wake_corked(&self) {
+        let corked = std::mem::take(&mut *lock(&self.shared.corked));
+        for link in corked {
+            link.wake();
         }
     }
 
