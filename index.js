@@ -81,6 +81,8 @@ function jsonSafe(value) {
 const BATCH = batchLayout();
 const RESOLVED_SLOTS = BATCH.resolvedFields.length;
 const AT = Object.fromEntries(BATCH.resolvedFields.map((name, i) => [name, i + 1]));
+const SESSION_SLOTS = BATCH.sessionFields.length;
+const SESSION_AT = Object.fromEntries(BATCH.sessionFields.map((name, i) => [name, i + 1]));
 
 const SENT_EVENTS = { message: 'message-sent', image: 'image-sent', video: 'video-sent', document: 'document-sent' };
 
@@ -352,11 +354,16 @@ class WhatsAppGateway extends EventEmitter {
 
   /** What the core delivered since the last call, in order, as one flat array (BATCH). */
   #onBatch(items) {
+    // Where the session of the successes that follow was given (BATCH.session).
+    let session = -1;
     for (let i = 0; i < items.length; ) {
       const tag = items[i];
       if (tag === BATCH.resolved) {
-        this.#resolved(items, i);
+        this.#resolved(items, i, session);
         i += 1 + RESOLVED_SLOTS;
+      } else if (tag === BATCH.session) {
+        session = i;
+        i += 1 + SESSION_SLOTS;
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
         this.#reportError(error);
@@ -392,7 +399,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#updateHold();
   }
 
-  #resolved(items, at) {
+  #resolved(items, at, session) {
     // src/deliveries.rs: ack index * 4 + stage (0 result, 1 result while waiting for an ack, 2 that ack).
     const ackStage = items[at + AT.ackStage];
     const stage = ackStage & 3;
@@ -400,9 +407,9 @@ class WhatsAppGateway extends EventEmitter {
     if (!call) return;
     const requestId = items[at + AT.requestId];
     const messageId = items[at + AT.messageId];
-    const sessionId = items[at + AT.sessionId];
+    const sessionId = items[session + SESSION_AT.sessionId];
     if (stage !== 1) {
-      const deviceInfo = { sessionId, extensionVersion: items[at + AT.extensionVersion], browser: items[at + AT.browser] };
+      const deviceInfo = { sessionId, extensionVersion: items[session + SESSION_AT.extensionVersion], browser: items[session + SESSION_AT.browser] };
       this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
       const ack = BATCH.acks[ackStage >> 2];
       call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
@@ -415,7 +422,7 @@ class WhatsAppGateway extends EventEmitter {
         type,
         apiKey: call.apiKey,
         sessionId,
-        userId: items[at + AT.userId],
+        userId: items[session + SESSION_AT.userId],
         timestamp: Date.now(),
         phoneNumber: call.phoneNumber,
         requestId,

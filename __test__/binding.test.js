@@ -11,19 +11,11 @@ const { normalizeConfig } = require('../lib/options');
 
 test('a success is delivered as these slots, in this order', () => {
   const layout = native.batchLayout();
-  assert.deepEqual(layout.resolvedFields, [
-    'call',
-    'requestId',
-    'messageId',
-    'timestamp',
-    'sessionId',
-    'extensionVersion',
-    'browser',
-    'userId',
-    'ackStage',
-  ]);
+  assert.deepEqual(layout.resolvedFields, ['call', 'requestId', 'messageId', 'timestamp', 'ackStage']);
+  // Before the first success of a batch and whenever the session changes.
+  assert.deepEqual(layout.sessionFields, ['sessionId', 'extensionVersion', 'browser', 'userId']);
   assert.deepEqual(layout.acks, ['sent', 'server', 'delivered', 'read', 'played']);
-  const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped, layout.debug];
+  const tags = [layout.resolved, layout.rejected, layout.log, layout.error, layout.stopped, layout.debug, layout.answer, layout.session];
   assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');
   assert.ok(tags.every((tag) => Number.isInteger(tag) && !layout.resolvedFields.includes(tag)));
 });

@@ -16,7 +16,8 @@ const PHONE = '+1234567890';
 function loadGateway() {
   if (spec.impl === 'v1') return require(path.join(spec.baseline, 'src/index.js')).WhatsAppGateway;
   if (spec.impl === 'peer') return require(path.join(spec.peer, 'index.js')).WhatsAppGateway;
-  return require('..').WhatsAppGateway;
+  // spec.oursRoot: another build of ours (bench/ab.js compares builds side by side).
+  return require(spec.oursRoot ?? '..').WhatsAppGateway;
 }
 
 function gc() {
@@ -26,6 +27,30 @@ function gc() {
 function procStatus(field) {
   const match = fs.readFileSync('/proc/self/status', 'utf8').match(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm'));
   return match ? Number(match[1]) * 1024 : 0;
+}
+
+/**
+ * CPU ms so far by thread: the JavaScript thread (the process's first), the gateway
+ * runtime's workers ('wa-gateway'), and the rest (V8's GC and compiler helpers, libuv).
+ */
+function threadCpuMs() {
+  const split = { js: 0, runtime: 0, other: 0 };
+  const tick = 1000 / 100; // USER_HZ
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    let stat;
+    try {
+      stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ms = (Number(fields[11]) + Number(fields[12])) * tick;
+    if (Number(tid) === process.pid) split.js += ms;
+    else if (name.startsWith('wa-gateway')) split.runtime += ms;
+    else split.other += ms;
+  }
+  return split;
 }
 
 function cpuMs() {
@@ -121,10 +146,13 @@ async function roundTrips(gateway, fleet) {
   gc();
   const fleetCpu0 = await fleet.cpu();
   const cpu0 = cpuMs();
+  const threads0 = threadCpuMs();
   const t0 = process.hrtime.bigint();
   await run(Date.now() + seconds * 1000, true);
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuMs() - cpu0;
+  const threads1 = threadCpuMs();
+  const perCall = (ms) => (ms * 1000) / latencies.length;
   const fleetCpu = (await fleet.cpu()) - fleetCpu0;
   latencies.sort((a, b) => a - b);
   return {
@@ -135,6 +163,11 @@ async function roundTrips(gateway, fleet) {
     p99Us: percentile(latencies, 0.99),
     cpuUsPerCall: (cpu * 1000) / latencies.length,
     fleetCpuUsPerCall: (fleetCpu * 1000) / latencies.length,
+    // Where the gateway's CPU went (10 ms ticks): what runs off the JavaScript thread
+    // can use other cores.
+    jsThreadCpuUsPerCall: perCall(threads1.js - threads0.js),
+    runtimeCpuUsPerCall: perCall(threads1.runtime - threads0.runtime),
+    otherThreadsCpuUsPerCall: perCall(threads1.other - threads0.other),
   };
 }
 

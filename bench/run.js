@@ -118,7 +118,7 @@ function cases(maxSessions) {
         if (idle && concurrency === 1) continue;
         const name = `round trips D=${devices} C=${concurrency}${idle ? ' +10k idle' : ''}`;
         const spec = { scenario: 'roundtrip', devices, concurrency, idle, seconds, calls: 200_000 };
-        list.push([name, spec, ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall', 'fleetCpuUsPerCall'], ['ours', 'v1', 'peer', 'core']]);
+        list.push([name, spec, ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall', 'jsThreadCpuUsPerCall', 'fleetCpuUsPerCall'], ['ours', 'v1', 'peer', 'core']]);
       }
     }
   }

@@ -2,6 +2,8 @@
 //! batches through one long-lived threadsafe function (the "pump"), as one flat array
 //! that `index.js` walks; the validator is called through another.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, JsValue, Promise, ToNapiValue};
@@ -9,7 +11,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::Value;
-use wa_gateway_core::{AuthAnswer, Delivery, Host, Validation};
+use wa_gateway_core::{AuthAnswer, Delivery, Host, Identity, Validation};
 
 use crate::types::AuthReply;
 
@@ -17,7 +19,9 @@ pub type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Stat
 pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 /// Tags that start each delivery in a batch, followed by its slots:
-/// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path),
+/// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
+/// `SESSION` and `SESSION_FIELDS` for the session it came from (once per run of
+/// successes from the same session: its strings are not made again for each),
 /// `REJECTED` by the call id and the error, `LOG` by the event, `ERROR` by the error,
 /// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
 const RESOLVED: u32 = 1;
@@ -28,22 +32,22 @@ const STOPPED: u32 = 5;
 const DEBUG: u32 = 6;
 /// Followed by the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
+const SESSION: u32 = 8;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
-const RESOLVED_FIELDS: [&str; 9] = [
+const RESOLVED_FIELDS: [&str; 5] = [
     "call",
     "requestId",
     "messageId",
     "timestamp",
-    "sessionId",
-    "extensionVersion",
-    "browser",
-    "userId",
     // One integer: `ACKS` index * 4 + stage. Stage 0: the extension's result (event,
     // resolve); 1: its result while the caller waits for an ack (event only); 2: that
     // ack (resolve only).
     "ackStage",
 ];
+
+/// The slots after `SESSION`: the session of the successes that follow it.
+const SESSION_FIELDS: [&str; 4] = ["sessionId", "extensionVersion", "browser", "userId"];
 
 /// How `index.js` reads a batch.
 #[napi(object)]
@@ -55,7 +59,9 @@ pub struct BatchLayout {
     pub stopped: u32,
     pub debug: u32,
     pub answer: u32,
+    pub session: u32,
     pub resolved_fields: Vec<String>,
+    pub session_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
     pub acks: Vec<String>,
 }
@@ -70,7 +76,9 @@ pub fn batch_layout() -> BatchLayout {
         stopped: STOPPED,
         debug: DEBUG,
         answer: ANSWER,
+        session: SESSION,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
+        session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
             .iter()
             .map(|a| a.as_str().to_string())
@@ -83,6 +91,14 @@ pub struct NodeHost {
     pub pump: Pump,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
+    /// The batch became non-empty while a thread held deliveries: the pump call is
+    /// owed, made when that thread releases them.
+    pub owed: AtomicBool,
+}
+
+thread_local! {
+    /// Whether a session task on this thread holds deliveries (`Host::hold_deliveries`).
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
 }
 
 impl Host for NodeHost {
@@ -92,8 +108,24 @@ impl Host for NodeHost {
         let first = batch.len() == 1;
         drop(batch);
         // One call per non-empty batch: JavaScript takes everything queued by the
-        // time it runs, so batches grow while it is busy.
+        // time it runs, so batches grow while it is busy. A thread holding deliveries
+        // makes the call when it releases them, before its task yields.
         if first {
+            if HOLDING.get() {
+                self.owed.store(true, Ordering::Release);
+            } else {
+                self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            }
+        }
+    }
+
+    fn hold_deliveries(&self) {
+        HOLDING.set(true);
+    }
+
+    fn release_deliveries(&self) {
+        HOLDING.set(false);
+        if self.owed.swap(false, Ordering::AcqRel) {
             self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
     }
@@ -130,8 +162,10 @@ impl ToNapiValue for Batch {
     ) -> napi::Result<napi::sys::napi_value> {
         let env = Env::from_raw(raw_env);
         let mut items = env.create_array(0)?;
+        // Kept alive (not just its address) so that no later identity can be taken for it.
+        let mut session: Option<Arc<Identity>> = None;
         for delivery in batch.0 {
-            push_delivery(&mut items, delivery)?;
+            push_delivery(&mut items, delivery, &mut session)?;
         }
         Ok(items.raw())
     }
@@ -143,21 +177,30 @@ fn plain(value: &impl serde::Serialize) -> napi::Result<Value> {
     serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
 }
 
-fn push_delivery(items: &mut Array, delivery: Delivery) -> napi::Result<()> {
+fn push_delivery(
+    items: &mut Array,
+    delivery: Delivery,
+    session: &mut Option<Arc<Identity>>,
+) -> napi::Result<()> {
     match delivery {
         Delivery::Resolved(r) => {
+            if !session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &r.session)) {
+                let who = &r.session;
+                // In the order of SESSION_FIELDS.
+                items.insert(SESSION)?;
+                items.insert(&*who.session_id)?;
+                items.insert(who.extension_version.as_str())?;
+                items.insert(who.browser.as_str())?;
+                items.insert(who.user_id.clone())?;
+                *session = Some(r.session.clone());
+            }
             let mut id_text = [0u8; 36];
-            let who = &r.session;
             // In the order of RESOLVED_FIELDS.
             items.insert(RESOLVED)?;
             items.insert(host_call(r.id))?;
             items.insert(wa_gateway_core::request_id_text(r.request_id, &mut id_text))?;
             items.insert(r.message_id)?;
             items.insert(r.timestamp)?;
-            items.insert(&*who.session_id)?;
-            items.insert(who.extension_version.as_str())?;
-            items.insert(who.browser.as_str())?;
-            items.insert(who.user_id.clone())?;
             items.insert(r.ack.index() * 4 + r.stage.code())?;
         }
         Delivery::Rejected { call, error } => {

@@ -67,6 +67,7 @@ impl NativeGateway {
             validator: Arc::new(validator),
             pump,
             batch,
+            owed: Default::default(),
         });
         let config = Config::try_from(config)?;
         let core = Gateway::new(config, host.clone(), rt.handle().clone())

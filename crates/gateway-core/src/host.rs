@@ -28,6 +28,13 @@ pub trait Host: Send + Sync + 'static {
     fn deliver(&self, delivery: Delivery);
     /// `Err` carries what went wrong in the validator (a throw, a rejection, a bad answer).
     fn validate(&self, api_key: String) -> Validation;
+    /// A session task on this thread starts on frames its socket already holds:
+    /// until `release_deliveries` (on the same thread, before the task yields), the
+    /// host may wait before waking whoever takes deliveries, so that one wake-up
+    /// carries the outcomes of a whole read instead of one each.
+    fn hold_deliveries(&self) {}
+    /// Ends `hold_deliveries`; anything delivered meanwhile must now be taken.
+    fn release_deliveries(&self) {}
 }
 
 /// Everything that flows from the core to the host, in order.

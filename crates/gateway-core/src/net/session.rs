@@ -21,6 +21,7 @@ use super::frame_io::close;
 use super::handshake::Socket;
 use super::outgoing::Outgoing;
 use crate::events::LogEvent;
+use crate::host::Host;
 use crate::identity::Identity;
 use crate::protocol::{self, Frame, Inbound};
 use crate::state::link::{lock, CloseRequest, SessionLink};
@@ -156,6 +157,10 @@ async fn serve(
     shared: &Shared,
 ) -> End {
     let mut woken = pin!(link.woken());
+    let mut burst = Burst {
+        host: &*shared.host,
+        held: false,
+    };
     loop {
         let event = poll_fn(|cx| {
             if woken.as_mut().poll(cx).is_ready() {
@@ -171,7 +176,11 @@ async fn serve(
                     Poll::Pending => {}
                 }
             }
-            ws.poll_next_unpin(cx).map(Event::Inbound)
+            let inbound = ws.poll_next_unpin(cx);
+            if inbound.is_pending() {
+                burst.end();
+            }
+            inbound.map(Event::Inbound)
         })
         .await;
         match event {
@@ -186,6 +195,7 @@ async fn serve(
             Event::Wrote => {}
             Event::WriteFailed => return End::Lost,
             Event::Inbound(inbound) => {
+                burst.start();
                 link.touch();
                 let reply = match inbound {
                     Some(Ok(Message::Text(text))) => on_frame(shared, key, &text),
@@ -209,6 +219,36 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+/// The frames one read brought, handled before the task yields: their outcomes
+/// reach the host as one hand-over (`Host::hold_deliveries`). Ends when the socket
+/// has nothing more buffered, and on every way out of the loop (drop).
+struct Burst<'a> {
+    host: &'a dyn Host,
+    held: bool,
+}
+
+impl Burst<'_> {
+    fn start(&mut self) {
+        if !self.held {
+            self.held = true;
+            self.host.hold_deliveries();
+        }
+    }
+
+    fn end(&mut self) {
+        if self.held {
+            self.held = false;
+            self.host.release_deliveries();
+        }
+    }
+}
+
+impl Drop for Burst<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
 }
 

@@ -7,6 +7,11 @@
 //!   back (they see a socket that is not ready), so no frame is ever cut by another.
 //! - A meter on what is read before auth: a message over `maxPreAuthPayload` is
 //!   refused from its frame header, before its body is buffered.
+//! - Read-ahead. tungstenite reads at most its (small, for idle memory) buffer size
+//!   at a time; under load that is a system call for every frame or two. One read
+//!   here takes up to `READ_AHEAD` bytes and serves tungstenite's reads from them; the
+//!   rest is kept only until it is consumed, so an idle session holds none. Only
+//!   after auth: before it, nothing is read that the meter has not seen.
 
 use std::io;
 use std::pin::Pin;
@@ -17,8 +22,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::frame_meter::FrameMeter;
 use super::Transport;
 
+/// The most one read from the socket takes.
+const READ_AHEAD: usize = 16 * 1024;
+
 pub struct Wire {
     inner: Transport,
+    /// Bytes read from the socket and not yet handed on, from `ahead_at`.
+    ahead: Vec<u8>,
+    ahead_at: usize,
     meter: Option<FrameMeter>,
     too_big: bool,
     held: bool,
@@ -34,6 +45,8 @@ impl Wire {
         let too_big = meter.feed(head).is_err();
         Self {
             inner,
+            ahead: Vec::new(),
+            ahead_at: 0,
             meter: Some(meter),
             too_big,
             held: false,
@@ -96,13 +109,43 @@ impl AsyncRead for Wire {
             return Poll::Ready(Err(too_big()));
         }
         let before = buf.filled().len();
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let polled = this.read_into(cx, buf);
         if let (Poll::Ready(Ok(())), Some(meter)) = (&polled, this.meter.as_mut()) {
             if meter.feed(&buf.filled()[before..]).is_err() {
                 this.too_big = true;
             }
         }
         polled
+    }
+}
+
+impl Wire {
+    /// Fills `buf` from the bytes read ahead, else from one read of the socket.
+    fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.ahead_at < self.ahead.len() {
+            let n = buf.remaining().min(self.ahead.len() - self.ahead_at);
+            buf.put_slice(&self.ahead[self.ahead_at..self.ahead_at + n]);
+            self.ahead_at += n;
+            if self.ahead_at == self.ahead.len() {
+                self.ahead = Vec::new();
+                self.ahead_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        // Before auth, nothing is read that the meter has not seen.
+        if buf.remaining() >= READ_AHEAD || self.meter.is_some() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_AHEAD];
+        let mut read = ReadBuf::uninit(&mut chunk);
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut read))?;
+        let bytes = read.filled();
+        let n = buf.remaining().min(bytes.len());
+        buf.put_slice(&bytes[..n]);
+        if n < bytes.len() {
+            self.ahead = bytes[n..].to_vec();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -54,8 +54,8 @@ impl Shared {
         let timestamp = result.timestamp.unwrap_or(now_ms() as f64);
         let record = Record::sent(
             identity.clone(),
-            pending.phone_number,
-            result.message_id.clone(),
+            &pending.phone_number,
+            &result.message_id,
             timestamp,
         );
         registry.statuses.record(request_id, record);
@@ -102,19 +102,20 @@ impl Shared {
             return;
         };
         let record = advanced.record;
+        let message_id = record.message_id();
         let event = self.config.log_events.then(|| {
             LogEvent::message_ack(
                 &record.identity,
                 &frame.request_id,
-                &record.phone_number,
-                record.message_id.clone(),
+                record.phone_number(),
+                message_id.clone(),
                 frame.ack,
             )
         });
         let resolved = advanced.waiter.map(|waiter| Resolved {
             id: waiter.call,
             request_id,
-            message_id: record.message_id.clone(),
+            message_id,
             timestamp: record.timestamp,
             session: record.identity.clone(),
             ack: frame.ack,

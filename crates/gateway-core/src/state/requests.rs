@@ -231,10 +231,7 @@ impl Shared {
     }
 
     pub(super) fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
-        let record = Record::failed(
-            settled.identity.clone(),
-            settled.pending.phone_number.clone(),
-        );
+        let record = Record::failed(settled.identity.clone(), &settled.pending.phone_number);
         lock(&self.registry)
             .statuses
             .record(settled.request_id, record);

@@ -1,0 +1,99 @@
+'use strict';
+// Builds of ours side by side (and v1), round trips only, alternating build by build
+// within each run so that drift on a shared machine hits all of them alike.
+//
+//   node bench/ab.js [--runs 3] [--cases 'D=1 C=1,D=1 C=64,D=1 C=1024'] LABEL=PATH ... [v1]
+//
+// PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
+// package from ../shared/baseline-v1 (installed by `npm run bench` into a temp dir).
+const { execFileSync, spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const args = process.argv.slice(2);
+function option(name, fallback) {
+  const at = args.indexOf(name);
+  if (at === -1) return fallback;
+  const [value] = args.splice(at, 2).slice(1);
+  return value;
+}
+const runs = Number(option('--runs', 3));
+const seconds = Number(option('--seconds', 3));
+const caseNames = option('--cases', 'D=1 C=1,D=1 C=64,D=1 C=1024').split(',');
+const builds = args.map((arg) => {
+  if (arg === 'v1') {
+    const source = path.resolve(root, '../shared/baseline-v1');
+    const lock = fs.readFileSync(path.join(source, 'package-lock.json'));
+    const dir = path.join(os.tmpdir(), `wa-gateway-v1-${crypto.createHash('sha1').update(lock).digest('hex').slice(0, 10)}`);
+    if (!fs.existsSync(path.join(dir, 'node_modules'))) throw new Error(`run npm run bench once first: ${dir} is missing`);
+    return { label: 'v1', impl: 'v1', baseline: dir };
+  }
+  const [label, dir] = arg.split('=');
+  return { label, impl: 'ours', oursRoot: path.resolve(dir) };
+});
+
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+const fleet = path.join(targetDir, 'release', 'fleet');
+if (!fs.existsSync(fleet)) {
+  execFileSync('cargo', ['build', '--release', '--locked', '-p', 'gateway-bench'], { cwd: root, stdio: 'inherit' });
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function runCase(spec) {
+  const command = [process.execPath, '--expose-gc', path.join(__dirname, 'case.js'), JSON.stringify(spec)];
+  return new Promise((resolve) => {
+    const child = spawn('sh', ['-c', 'ulimit -n $(ulimit -Hn) && exec "$@"', 'case', ...command], {
+      stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
+    });
+    let out = '';
+    child.stdio[3].on('data', (d) => (out += d));
+    child.on('close', () => {
+      try {
+        resolve(JSON.parse(out.trim().split('\n').pop()));
+      } catch {
+        resolve({ error: 'no result' });
+      }
+    });
+  });
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function main() {
+  const results = new Map();
+  for (let run = 1; run <= runs; run++) {
+    for (const name of caseNames) {
+      const [, devices, concurrency] = name.match(/D=(\d+) C=(\d+)/).map(Number);
+      for (const build of builds) {
+        const spec = { scenario: 'roundtrip', devices, concurrency, idle: 0, seconds, calls: 200_000, fleet, port: await freePort(), ...build };
+        const result = await runCase(spec);
+        process.stderr.write(`run ${run} ${name} ${build.label}: ${JSON.stringify(result)}\n`);
+        const key = `${name}\u0000${build.label}`;
+        results.set(key, [...(results.get(key) ?? []), result]);
+      }
+    }
+  }
+  const lines = ['| case | build | calls/s | CPU µs/call | p50 µs | p99 µs |', '|---|---|---|---|---|---|'];
+  for (const name of caseNames) {
+    for (const { label } of builds) {
+      const rs = results.get(`${name}\u0000${label}`).filter((r) => !r.error);
+      const m = (k) => (rs.length ? median(rs.map((r) => r[k])) : NaN);
+      lines.push(`| ${name} | ${label} | ${Math.round(m('callsPerSec'))} | ${m('cpuUsPerCall').toFixed(2)} | ${Math.round(m('p50Us'))} | ${Math.round(m('p99Us'))} |`);
+    }
+  }
+  console.log(lines.join('\n'));
+}
+
+main();
