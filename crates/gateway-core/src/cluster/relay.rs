@@ -218,4 +218,12 @@ impl Host for ClusterHost {
     fn validate(&self, api_key: String) -> Validation {
         self.inner.validate(api_key)
     }
+
+    fn hold_deliveries(&self) {
+        self.inner.hold_deliveries();
+    }
+
+    fn release_deliveries(&self) {
+        self.inner.release_deliveries();
+    }
 }

@@ -217,9 +217,12 @@ impl Cluster {
                         continue;
                     };
                     after = last.clone();
+                    // The outcomes of one read reach the host in one hand-over.
+                    self.shared.host.hold_deliveries();
                     for (_, payload) in &entries {
                         self.on_envelope(payload);
                     }
+                    self.shared.host.release_deliveries();
                     self.wake_corked();
                     if trimmed_at.elapsed() > Duration::from_millis(500) {
                         trimmed_at = Instant::now();
