@@ -7,13 +7,15 @@
 // v1 comes from ../shared/baseline-v1 (or --baseline), installed once into a temp
 // dir; without it, ours runs alone. The load is the Rust fleet in bench/fleet, built
 // here. --quick is the CI smoke: ours only, tiny counts, fails unless every send
-// succeeded.
+// succeeded. With redis-server installed, the cluster cases of bench/cluster.js follow
+// (their own table, appended).
 const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const cluster = require('./cluster');
 
 const root = path.resolve(__dirname, '..');
 
@@ -223,6 +225,18 @@ async function main() {
     }
   }
 
+  // SPEC 5.3: processes sharing one Redis, when redis-server is installed.
+  let clusterLines = [];
+  const redisServer = cluster.findRedisServer();
+  if (!redisServer) {
+    log('redis-server not found: skipping the cluster cases');
+  } else {
+    const record = (entry) => fs.appendFileSync(rawPath, `${JSON.stringify(entry)}\n`);
+    const clusterRun = await cluster.runClusterCases({ runs, quick, only, fleet: tools.fleet, redisServer, log, record });
+    clusterLines = clusterRun.lines;
+    failures += clusterRun.failures;
+  }
+
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`;
   const lines = [
     `Machine: ${machine}. Command: \`npm run bench\` (${runs} runs, median [min–max]; ratios of the medians).`,
@@ -247,6 +261,7 @@ async function main() {
     }
   }
   lines.push('', ...targetLines(medians));
+  if (clusterLines.length) lines.push('', ...clusterLines);
   const table = lines.join('\n');
   const mdPath = path.join(outDir, `bench-${stamp}.md`);
   fs.writeFileSync(mdPath, `${table}\n`);

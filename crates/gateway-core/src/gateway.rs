@@ -236,6 +236,7 @@ impl Gateway {
         self.shared.set_lifecycle(Lifecycle::Stopping);
         accepting.cancel();
         cluster.unlist_all();
+        cluster.hand_back_queued();
         let gateway = self.clone();
         self.rt.spawn(async move {
             let until = tokio::time::Instant::now() + gateway.shared.config.request_timeout;

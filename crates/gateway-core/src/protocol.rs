@@ -348,6 +348,53 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
 /// Appends the header of an unmasked, final text frame of `len` payload bytes
 /// (RFC 6455 5.2), as a server writes it.
 /// Bytes `frame` takes on the wire, header included.
+/// A send command read back from its frame (5.3: a draining process hands the sends
+/// still waiting in its pacing queues to other processes).
+#[derive(Debug, PartialEq)]
+pub struct WrittenCommand {
+    pub kind: SendKind,
+    pub phone_number: String,
+    /// The message, or the caption of media.
+    pub text: String,
+    /// The data URL and its MIME type.
+    pub media: Option<(String, String)>,
+    pub document_name: Option<String>,
+}
+
+pub fn command_of_frame(frame: &Frame) -> Option<WrittenCommand> {
+    let value: Value = match frame {
+        Frame::Text(text) => serde_json::from_str(text).ok()?,
+        Frame::Parts(parts) => serde_json::from_slice(&parts.concat()).ok()?,
+    };
+    let kind = match value["type"].as_str()? {
+        "send-message" => SendKind::Message,
+        "send-image" => SendKind::Image,
+        "send-video" => SendKind::Video,
+        "send-document" => SendKind::Document,
+        _ => return None,
+    };
+    let data = &value["data"];
+    let text = |field: &str| data[field].as_str().map(str::to_string);
+    let media = match kind {
+        SendKind::Message => None,
+        _ => {
+            let url = ["imageDataUrl", "videoDataUrl", "documentDataUrl", "dataUrl"]
+                .iter()
+                .find_map(|field| text(field))?;
+            Some((url, text("mimeType").unwrap_or_default()))
+        }
+    };
+    Some(WrittenCommand {
+        kind,
+        phone_number: text("phoneNumber")?,
+        text: text("message")
+            .or_else(|| text("caption"))
+            .unwrap_or_default(),
+        media,
+        document_name: text("documentName"),
+    })
+}
+
 pub fn frame_len(frame: &Frame) -> usize {
     let payload = match frame {
         Frame::Text(text) => text.len(),
@@ -380,6 +427,43 @@ pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_command_reads_back_from_its_frame_in_every_dialect() {
+        let text = message_frame("r1", "+123", "hi \"there\"");
+        assert_eq!(
+            command_of_frame(&text),
+            Some(WrittenCommand {
+                kind: SendKind::Message,
+                phone_number: "+123".into(),
+                text: "hi \"there\"".into(),
+                media: None,
+                document_name: None,
+            })
+        );
+        for dialect in [Dialect::Compat, Dialect::V1, Dialect::Doc] {
+            let command = MediaCommand {
+                kind: SendKind::Document,
+                request_id: "r2",
+                phone_number: "+456",
+                caption: "cap",
+                mime_type: "application/pdf",
+                document_name: Some("a.pdf"),
+            };
+            let frame = media_frame(&command, "data:application/pdf;base64,AAAA".into(), dialect);
+            let read = command_of_frame(&frame).expect("a media command");
+            assert_eq!(read.kind, SendKind::Document);
+            assert_eq!(read.text, "cap");
+            assert_eq!(read.document_name.as_deref(), Some("a.pdf"));
+            assert_eq!(
+                read.media,
+                Some((
+                    "data:application/pdf;base64,AAAA".to_string(),
+                    "application/pdf".to_string()
+                ))
+            );
+        }
+    }
 
     #[test]
     fn parses_auth_of_each_dialect() {

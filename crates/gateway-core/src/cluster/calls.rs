@@ -13,6 +13,7 @@ use crate::identity::{CallId, Identity};
 #[derive(Debug)]
 pub struct RemoteCall {
     pub holder: Arc<str>,
+    pub request_id: String,
     pub deadline: Instant,
     pub timeout_ms: u64,
     pub device: Arc<Identity>,
@@ -110,6 +111,7 @@ mod tests {
     fn call(holder: &str, deadline: Instant) -> RemoteCall {
         RemoteCall {
             holder: holder.into(),
+            request_id: String::new(),
             deadline,
             timeout_ms: 1000,
             device: Arc::new(Identity {

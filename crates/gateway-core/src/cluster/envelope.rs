@@ -13,6 +13,9 @@ use crate::protocol::SendKind;
 pub enum Envelope {
     Send(Box<Command>),
     Outcome(Box<Outcome>),
+    /// A send the holder could not take (it drains, or the device is gone): the caller
+    /// chooses again, once.
+    Reroute(Box<Command>),
     /// A `message-ack` for a send the receiving process called: its event fires there.
     Ack(Box<AckEvent>),
     /// `getMessageStatus` asks every process; each answers what it knows.
@@ -57,8 +60,12 @@ pub struct Command {
     pub document_name: Option<String>,
     /// 5.2 `waitFor`, by name.
     pub wait_for: Option<String>,
-    /// What is left of the call's timeout when it was routed.
+    /// The call's timeout (errors name it); it counts from the call.
     pub timeout_ms: u64,
+    /// Chosen by the caller, so that its own errors name the request too.
+    pub request_id: String,
+    /// Routed a second time after a `Reroute`: the holder takes it whatever happens.
+    pub rerouted: bool,
     /// Past this (ms since the epoch) the caller has given up: not worth sending.
     pub expires_at: u64,
 }

@@ -197,7 +197,8 @@ impl Redis {
                     session_id,
                     listing,
                 } => {
-                    pipe.hset(self.keys.sessions(api_key), &**session_id, listing)
+                    let text = serde_json::to_string(listing).unwrap_or_default();
+                    pipe.hset(self.keys.sessions(api_key), &**session_id, text)
                         .ignore()
                         .sadd(self.keys.api_keys(), &**api_key)
                         .ignore();

@@ -23,11 +23,11 @@ pub enum Outgoing {
         envelope: Envelope,
         call: Option<CallId>,
     },
-    /// A local session's listing changed.
+    /// A local session's listing changed (serialized by the writer, off the locks).
     List {
         api_key: Arc<str>,
         session_id: Arc<str>,
-        listing: String,
+        listing: Box<super::envelope::Listing>,
     },
     /// A local session left.
     Unlist {
@@ -82,6 +82,11 @@ impl Relay {
         let call = CLUSTER_CALL | self.next_call.fetch_add(1, Ordering::Relaxed);
         lock(&self.origins).insert(call, origin);
         call
+    }
+
+    /// Where a call run for another process came from, forgetting it.
+    pub fn take_origin(&self, call: CallId) -> Option<Origin> {
+        lock(&self.origins).remove(&call)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -212,5 +217,13 @@ impl Host for ClusterHost {
 
     fn validate(&self, api_key: String) -> Validation {
         self.inner.validate(api_key)
+    }
+
+    fn hold_deliveries(&self) {
+        self.inner.hold_deliveries();
+    }
+
+    fn release_deliveries(&self) {
+        self.inner.release_deliveries();
     }
 }

@@ -51,7 +51,7 @@ impl Cluster {
                     }
                     if now >= next_refresh && self.usable() {
                         next_refresh = now + REFRESH;
-                        self.republish().await;
+                        self.republish();
                     }
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
@@ -112,32 +112,27 @@ impl Cluster {
         }
     }
 
-    /// Writes every local session's listing.
-    async fn republish(&self) {
+    /// Queues every local session's listing. Queued under the registry's lock: a
+    /// session that leaves meanwhile queues its unlisting after its listing, never
+    /// before (which would leave a listing of a gone session behind).
+    fn republish(&self) {
         if self.shared.lifecycle() != Lifecycle::Running {
             return;
         }
-        let all = lock(&self.shared.registry).all_sessions();
-        if all.is_empty() {
-            return;
+        let registry = lock(&self.shared.registry);
+        for (api_key, info) in registry.all_sessions() {
+            let session_id = info.session_id.clone();
+            let listing = super::Listing {
+                node_id: self.node_id.to_string(),
+                api_key: api_key.to_string(),
+                info,
+            };
+            self.relay.send(Outgoing::List {
+                api_key,
+                session_id,
+                listing: Box::new(listing),
+            });
         }
-        let batch: Vec<Outgoing> = all
-            .into_iter()
-            .map(|(api_key, info)| {
-                let session_id = info.session_id.clone();
-                let listing = super::Listing {
-                    node_id: self.node_id.to_string(),
-                    api_key: api_key.to_string(),
-                    info,
-                };
-                Outgoing::List {
-                    api_key,
-                    session_id,
-                    listing: serde_json::to_string(&listing).unwrap_or_default(),
-                }
-            })
-            .collect();
-        let _ = timeout(ROUND_TRIP, self.redis.write(&batch)).await;
     }
 
     /// Writes a batch; returns the outcomes to retry. A send that cannot be routed
@@ -164,6 +159,7 @@ impl Cluster {
                     if let Some(remote) = remote {
                         let mut error = unavailable(&remote.device.api_key);
                         error.details["sent"] = false.into();
+                        error.details["requestId"] = remote.request_id.as_str().into();
                         self.fail_remote(call, &remote, error);
                     }
                 }
@@ -188,11 +184,12 @@ impl Cluster {
             (expired, lost)
         };
         for (call, remote) in expired {
-            let error = timeout_error(remote.timeout_ms)("", &remote.device.session_id);
+            let error =
+                timeout_error(remote.timeout_ms)(&remote.request_id, &remote.device.session_id);
             self.fail_remote(call, &remote, error);
         }
         for (call, remote) in lost {
-            let mut error = connection_lost("", &remote.device.session_id);
+            let mut error = connection_lost(&remote.request_id, &remote.device.session_id);
             error.message = format!(
                 "The gateway process holding the device ({}) could not be reached for longer than its lease",
                 remote.holder
@@ -220,9 +217,13 @@ impl Cluster {
                         continue;
                     };
                     after = last.clone();
+                    // The outcomes of one read reach the host in one hand-over.
+                    self.shared.host.hold_deliveries();
                     for (_, payload) in &entries {
                         self.on_envelope(payload);
                     }
+                    self.shared.host.release_deliveries();
+                    self.wake_corked();
                     if trimmed_at.elapsed() > Duration::from_millis(500) {
                         trimmed_at = Instant::now();
                         let _ = self.redis.trim_inbox(&self.node_id, &after).await;
@@ -236,6 +237,15 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Wakes the sessions that sends routed here queued commands for: one write each
+    /// for everything one inbox read brought.
+    fn wake_corked(&self) {
+        let corked = std::mem::take(&mut *lock(&self.shared.corked));
+        for link in corked {
+            link.wake();
         }
     }
 
@@ -257,7 +267,7 @@ impl Cluster {
             )
         };
         for (call, remote) in calls {
-            let error = shutdown_error("", &remote.device.session_id);
+            let error = shutdown_error(&remote.request_id, &remote.device.session_id);
             self.fail_remote(call, &remote, error);
         }
     }

@@ -105,7 +105,9 @@ impl Shared {
         media: Option<Media>,
         strategy: Strategy,
     ) {
-        let request_id = Uuid::new_v4();
+        let request_id = request
+            .request_id
+            .map_or_else(Uuid::new_v4, Uuid::from_u128);
         let mut id_buf = Uuid::encode_buffer();
         let id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, id_text, self.config.dialect);

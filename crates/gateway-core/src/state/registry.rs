@@ -364,6 +364,39 @@ impl Registry {
             .collect()
     }
 
+    /// 5.3 draining: every send still waiting unwritten in a pacing queue, taken out
+    /// with its command, to be chosen again elsewhere.
+    pub fn take_queued(&mut self) -> Vec<(Settled, Frame)> {
+        let mut taken = Vec::new();
+        for session in self.sessions.values_mut() {
+            let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+            for (request_id, frame) in unwritten {
+                let Some(pending) = session.pending.remove(&request_id) else {
+                    continue;
+                };
+                self.deadlines.remove(&(pending.deadline, request_id));
+                let settled = Settled {
+                    identity: session.identity.clone(),
+                    request_id,
+                    pending,
+                };
+                taken.push((settled, frame));
+            }
+        }
+        taken
+    }
+
+    /// Whether `api_key` has a device a send could go to now.
+    pub fn has_active_device(&self, api_key: &str) -> bool {
+        self.by_api_key.get(api_key).is_some_and(|group| {
+            group.members.iter().any(|k| {
+                self.sessions
+                    .get(k)
+                    .is_some_and(|s| s.device_active() && !s.link.closing())
+            })
+        })
+    }
+
     /// What `getActiveSessions` lists for one session.
     pub fn info_of(&self, key: SessionKey) -> Option<SessionInfo> {
         self.sessions.get(&key).map(Session::info)

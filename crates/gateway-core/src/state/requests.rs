@@ -41,6 +41,8 @@ pub struct SendRequest {
     pub called_at: Option<std::time::Instant>,
     /// 5.3: the session another process chose for this send.
     pub target: Option<std::sync::Arc<str>>,
+    /// 5.3: the request id the calling process gave a send it routed here.
+    pub request_id: Option<u128>,
 }
 
 impl SendRequest {
@@ -60,6 +62,7 @@ impl SendRequest {
             wait_for_device: None,
             called_at: None,
             target: None,
+            request_id: None,
         }
     }
 }
@@ -137,7 +140,9 @@ impl Shared {
                 return self.host.deliver(Delivery::Rejected { call, error });
             }
         };
-        let request_id = Uuid::new_v4();
+        let request_id = request
+            .request_id
+            .map_or_else(Uuid::new_v4, Uuid::from_u128);
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, request_id_text, identity.dialect);

@@ -1,0 +1,457 @@
+//! Sends across processes: choosing a device over the cluster, handing a send to the
+//! process that holds it, running sends handed here, and settling the caller's call
+//! with what comes back (outcomes, acks, sends handed back to be chosen again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::calls::RemoteCall;
+use super::envelope::{AckEvent, CarriedMedia, Command, Envelope, Listing, Outcome};
+use super::relay::{Origin, Outgoing};
+use super::view::{Choice, RemoteDevice};
+use super::{unavailable, Cluster};
+use crate::clock::now_ms;
+use crate::error::{ErrorCode, GatewayError};
+use crate::events::LogEvent;
+use crate::host::{Delivery, Resolved, Stage};
+use crate::identity::{CallId, Identity, CLUSTER_CALL};
+use crate::media::Media;
+use crate::protocol::delivery::Ack;
+use crate::state::link::lock;
+use crate::state::requests::{shutdown_error, SendRequest, Wake};
+use crate::state::Lifecycle;
+
+impl Cluster {
+    /// Chooses a device across the cluster and sends there.
+    pub fn dispatch(
+        self: &Arc<Self>,
+        call: CallId,
+        request: SendRequest,
+        media: Option<Media>,
+        wake: Wake,
+    ) {
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        if !self.usable() {
+            let local = lock(&self.shared.registry).active_devices(&request.api_key);
+            if local.is_empty() {
+                return self.reject(call, unavailable(&request.api_key));
+            }
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        let cached = lock(&self.view).remote_devices(&request.api_key, Instant::now());
+        match cached {
+            Some(remote) => self.route(call, request, media, wake, remote),
+            None => {
+                let cluster = self.clone();
+                self.rt.spawn(async move {
+                    match cluster.read_devices(&request.api_key).await {
+                        Some(remote) => cluster.route(call, request, media, Wake::Now, remote),
+                        None => cluster.reject(call, unavailable(&request.api_key)),
+                    }
+                });
+            }
+        }
+    }
+
+    /// The other processes' active devices of a key, read now (and kept a while when
+    /// there are local devices to fall back on).
+    async fn read_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+        let (listings, live) = self.redis.listings(api_key).await.ok()?;
+        self.set_live(live);
+        let view = &mut *lock(&self.view);
+        let devices: Vec<RemoteDevice> = listings
+            .into_iter()
+            .filter(|l| l.info.device_active && *l.node_id != *self.node_id)
+            .map(remote_device)
+            .collect();
+        view.store(api_key, devices.clone(), Instant::now());
+        Some(devices)
+    }
+
+    fn route(
+        &self,
+        call: CallId,
+        mut request: SendRequest,
+        media: Option<Media>,
+        wake: Wake,
+        remote: Vec<RemoteDevice>,
+    ) {
+        let local = lock(&self.shared.registry).active_devices(&request.api_key);
+        if remote.is_empty() {
+            if local.is_empty() {
+                // A device that connects elsewhere meanwhile is seen at the next read.
+                lock(&self.view).forget(&request.api_key);
+            }
+            return self.shared.dispatch(call, request, media, wake);
+        }
+        let strategy = request.strategy.unwrap_or(self.shared.config.strategy);
+        let remote: Vec<(RemoteDevice, usize)> = {
+            let calls = lock(&self.calls);
+            remote
+                .into_iter()
+                .map(|d| {
+                    let load = calls.load_of(&d.identity.session_id);
+                    (d, load)
+                })
+                .collect()
+        };
+        let choice = lock(&self.view).choose(&request.api_key, strategy, local, remote);
+        match choice {
+            Some(Choice::Remote(device)) => self.forward(call, request, media, device),
+            Some(Choice::Local(session_id)) => {
+                request.target = Some(session_id);
+                self.shared.dispatch(call, request, media, wake)
+            }
+            None => self.shared.dispatch(call, request, media, wake),
+        }
+    }
+
+    /// Hands a send to the process holding its device.
+    fn forward(
+        &self,
+        call: CallId,
+        request: SendRequest,
+        media: Option<Media>,
+        device: RemoteDevice,
+    ) {
+        let timeout = request
+            .timeout
+            .unwrap_or(self.shared.config.request_timeout);
+        let called_at = request
+            .called_at
+            .map_or_else(Instant::now, Instant::from_std);
+        let now = Instant::now();
+        let deadline = called_at + timeout;
+        let left = deadline.saturating_duration_since(now);
+        // A send routed a second time keeps the id its first route gave it.
+        let rerouted = request.request_id.is_some();
+        let request_id = request
+            .request_id
+            .map_or_else(uuid::Uuid::new_v4, uuid::Uuid::from_u128)
+            .to_string();
+        let command = Command {
+            from: self.node_id.to_string(),
+            call,
+            api_key: request.api_key,
+            session_id: device.identity.session_id.to_string(),
+            kind: request.kind,
+            phone_number: request.phone_number.clone(),
+            text: request.text,
+            media: media.map(|m| CarriedMedia {
+                data_url: m.data_url,
+                mime_type: m.mime_type,
+                file_name: m.file_name,
+            }),
+            document_name: request.document_name,
+            wait_for: request.wait_for.map(|a| a.as_str().to_string()),
+            timeout_ms: timeout.as_millis() as u64,
+            expires_at: now_ms() + left.as_millis() as u64,
+            request_id: request_id.clone(),
+            rerouted,
+        };
+        let remote = RemoteCall {
+            holder: device.node_id.clone(),
+            request_id,
+            deadline,
+            timeout_ms: timeout.as_millis() as u64,
+            device: device.identity,
+            phone_number: request.phone_number,
+            routed: false,
+        };
+        let lease_until = lock(&self.view)
+            .lease_until(&remote.holder)
+            .unwrap_or(now + self.lease);
+        lock(&self.calls).insert(call, remote, lease_until);
+        self.relay.send(Outgoing::Envelope {
+            to: device.node_id,
+            envelope: Envelope::Send(Box::new(command)),
+            call: Some(call),
+        });
+    }
+
+    fn reject(&self, call: CallId, error: GatewayError) {
+        self.shared.host.deliver(Delivery::Rejected { call, error });
+    }
+
+    /// Settles a call carried out elsewhere with `error`, with its `send-failed` event.
+    pub(super) fn fail_remote(&self, call: CallId, remote: &RemoteCall, error: GatewayError) {
+        if self.shared.config.log_events {
+            let request_id = error.details["requestId"].as_str().unwrap_or_default();
+            let event =
+                LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error);
+            self.shared.host.deliver(Delivery::Log(event));
+        }
+        self.reject(call, error);
+    }
+
+    /// A send another process routed here.
+    fn on_command(&self, command: Command) {
+        if now_ms() >= command.expires_at {
+            return;
+        }
+        let takes = self.shared.lifecycle() == Lifecycle::Running
+            && lock(&self.shared.registry).has_active_device(&command.api_key);
+        if !takes && !command.rerouted {
+            return self.relay.send(Outgoing::Envelope {
+                to: command.from.as_str().into(),
+                envelope: Envelope::Reroute(Box::new(command)),
+                call: None,
+            });
+        }
+        let call = self.relay.adopt(Origin {
+            node: command.from.as_str().into(),
+            call: command.call,
+        });
+        let target: Arc<str> = command.session_id.as_str().into();
+        let (mut request, media) = request_of(command);
+        request.target = Some(target);
+        // Woken together once the inbox read is handled (`wake_corked`).
+        self.shared.dispatch(call, request, media, Wake::Later);
+    }
+
+    /// `stop()` drains (5.3): the sends still waiting unwritten in this process's pacing
+    /// queues go back to selection on their callers (those called here: among the
+    /// other processes' devices).
+    pub fn hand_back_queued(self: &Arc<Self>) {
+        let taken = lock(&self.shared.registry).take_queued();
+        for (settled, frame) in taken {
+            let Some(written) = crate::protocol::command_of_frame(&frame) else {
+                self.shared.fail(settled, shutdown_error);
+                continue;
+            };
+            let pending = &settled.pending;
+            let left = pending
+                .deadline
+                .saturating_duration_since(Instant::now())
+                .as_millis() as u64;
+            let (media, document_name) = (written.media, written.document_name);
+            let mut command = Command {
+                from: self.node_id.to_string(),
+                call: pending.call,
+                api_key: settled.identity.api_key.to_string(),
+                session_id: String::new(),
+                kind: written.kind,
+                phone_number: written.phone_number,
+                text: written.text,
+                media: media.map(|(data_url, mime_type)| CarriedMedia {
+                    data_url,
+                    mime_type,
+                    file_name: None,
+                }),
+                document_name,
+                wait_for: (pending.wait_for > Ack::Sent).then(|| pending.wait_for.as_str().into()),
+                timeout_ms: pending.timeout_ms,
+                expires_at: now_ms() + left,
+                request_id: uuid::Uuid::from_u128(settled.request_id).to_string(),
+                rerouted: false,
+            };
+            if pending.call & CLUSTER_CALL == 0 {
+                self.route_elsewhere(command);
+                continue;
+            }
+            let Some(origin) = self.relay.take_origin(pending.call) else {
+                continue;
+            };
+            command.call = origin.call;
+            command.from = origin.node.to_string();
+            self.relay.send(Outgoing::Envelope {
+                to: origin.node,
+                envelope: Envelope::Reroute(Box::new(command)),
+                call: None,
+            });
+        }
+    }
+
+    /// A send called on this draining process: to another process's device, if any.
+    fn route_elsewhere(self: &Arc<Self>, command: Command) {
+        let cluster = self.clone();
+        self.rt.spawn(async move {
+            let call = command.call;
+            let session_id = command.session_id.clone();
+            let request_id = command.request_id.clone();
+            let (request, media) = request_of(command);
+            let remote = match cluster.usable() {
+                true => cluster.read_devices(&request.api_key).await,
+                false => None,
+            };
+            let strategy = request.strategy.unwrap_or(cluster.shared.config.strategy);
+            let remote: Vec<(RemoteDevice, usize)> = remote
+                .unwrap_or_default()
+                .into_iter()
+                .map(|d| (d, 0))
+                .collect();
+            let choice = lock(&cluster.view).choose(&request.api_key, strategy, Vec::new(), remote);
+            match choice {
+                Some(Choice::Remote(device)) => cluster.forward(call, request, media, device),
+                _ => {
+                    let mut error = shutdown_error(&request_id, &session_id);
+                    error.details["sent"] = false.into();
+                    cluster.reject(call, error);
+                }
+            }
+        });
+    }
+
+    /// A send the chosen holder could not take: chosen again among fresh listings.
+    fn on_reroute(self: &Arc<Self>, command: Command) {
+        let call = command.call;
+        if lock(&self.calls).take(call).is_none() {
+            return;
+        }
+        lock(&self.view).forget(&command.api_key);
+        let (request, media) = request_of(command);
+        self.dispatch(call, request, media, Wake::Now);
+    }
+
+    /// The outcome of a send this process routed elsewhere.
+    fn on_outcome(&self, outcome: Outcome) {
+        let call = outcome.call;
+        match outcome.result {
+            Ok(success) => {
+                let stage = Stage::from_code(success.stage);
+                let remote = {
+                    let mut calls = lock(&self.calls);
+                    if stage == Stage::ResultAwaitingAck {
+                        calls.get(call).map(|c| c.device.clone())
+                    } else {
+                        calls.take(call).map(|c| c.device)
+                    }
+                };
+                if remote.is_none() {
+                    return;
+                }
+                let d = success.device;
+                let session = Arc::new(Identity {
+                    session_id: d.session_id.into(),
+                    api_key: d.api_key.into(),
+                    user_id: d.user_id,
+                    ip: d.ip,
+                    extension_version: d.extension_version,
+                    browser: d.browser,
+                    dialect: self.shared.config.dialect,
+                });
+                let request_id =
+                    uuid::Uuid::try_parse(&success.request_id).map_or(0, |u| u.as_u128());
+                self.shared.host.deliver(Delivery::Resolved(Resolved {
+                    id: call,
+                    request_id,
+                    message_id: success.message_id,
+                    timestamp: success.timestamp,
+                    session,
+                    ack: Ack::parse(&success.ack).unwrap_or(Ack::Sent),
+                    stage,
+                }));
+            }
+            Err(error) => {
+                let Some(remote) = lock(&self.calls).take(call) else {
+                    return;
+                };
+                if error.code == ErrorCode::NoActiveDevice {
+                    lock(&self.view).forget(&remote.device.api_key);
+                }
+                self.fail_remote(call, &remote, error);
+            }
+        }
+    }
+
+    /// A `message-ack` for a send called here and carried out elsewhere.
+    fn on_ack(&self, ack: AckEvent) {
+        let (Some(level), true) = (Ack::parse(&ack.ack), self.shared.config.log_events) else {
+            return;
+        };
+        let device = Identity {
+            session_id: ack.session_id.into(),
+            api_key: ack.api_key.into(),
+            user_id: ack.user_id,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: self.shared.config.dialect,
+        };
+        let event = LogEvent::message_ack(
+            &device,
+            &ack.request_id,
+            &ack.phone_number,
+            ack.message_id,
+            level,
+        );
+        self.shared.host.deliver(Delivery::Log(event));
+    }
+
+    pub(super) fn on_envelope(self: &Arc<Self>, payload: &[u8]) {
+        match serde_json::from_slice::<Envelope>(payload) {
+            Ok(Envelope::Send(command)) => self.on_command(*command),
+            Ok(Envelope::Reroute(command)) => self.on_reroute(*command),
+            Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
+            Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
+            Ok(Envelope::StatusQuery {
+                from,
+                token,
+                request_id,
+            }) => {
+                let status = self.local_status(&request_id);
+                self.relay.send(Outgoing::Envelope {
+                    to: from.into(),
+                    envelope: Envelope::StatusReply { token, status },
+                    call: None,
+                });
+            }
+            Ok(Envelope::StatusReply { token, status }) => {
+                if let Some(waiting) = lock(&self.status_queries).get(&token) {
+                    let _ = waiting.send(status);
+                }
+            }
+            Err(e) => self.shared.report(GatewayError::new(
+                ErrorCode::ServerError,
+                format!("Unreadable message from another gateway process: {e}"),
+                Value::Null,
+            )),
+        }
+    }
+}
+
+/// The send a routed command carries; its timeout still counts from the call.
+fn request_of(command: Command) -> (SendRequest, Option<Media>) {
+    let timeout = Duration::from_millis(command.timeout_ms.max(1));
+    let left = Duration::from_millis(command.expires_at.saturating_sub(now_ms()));
+    let mut request = SendRequest::new(
+        command.kind,
+        command.api_key,
+        command.phone_number,
+        command.text,
+    );
+    request.called_at = std::time::Instant::now().checked_sub(timeout.saturating_sub(left));
+    request.timeout = Some(timeout);
+    request.wait_for = command.wait_for.as_deref().and_then(Ack::parse);
+    request.document_name = command.document_name;
+    request.request_id = uuid::Uuid::try_parse(&command.request_id)
+        .ok()
+        .map(|id| id.as_u128());
+    let media = command.media.map(|m| Media {
+        data_url: m.data_url,
+        mime_type: m.mime_type,
+        file_name: m.file_name,
+    });
+    (request, media)
+}
+
+fn remote_device(listing: Listing) -> RemoteDevice {
+    let info = listing.info;
+    RemoteDevice {
+        node_id: listing.node_id.into(),
+        identity: Arc::new(Identity {
+            session_id: info.session_id,
+            api_key: listing.api_key.into(),
+            user_id: info.user_id,
+            ip: info.ip,
+            extension_version: info.extension_version,
+            browser: info.browser,
+            dialect: crate::config::Dialect::Compat,
+        }),
+    }
+}
