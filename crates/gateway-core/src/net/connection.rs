@@ -143,6 +143,29 @@ async fn refuse(
     Refused::close(1008, close_reason)
 }
 
+/// `MAX_SESSIONS_EXCEEDED`: the key already has `limit` sessions (`scope` says where).
+async fn refuse_full(
+    ws: &mut Socket,
+    shared: &Shared,
+    api_key: &str,
+    limit: usize,
+    scope: &str,
+) -> Refused {
+    let error = GatewayError::new(
+        ErrorCode::MaxSessionsExceeded,
+        format!("Maximum {limit} sessions allowed per API key{scope}"),
+        json!({ "apiKey": mask_api_key(api_key), "maxSessionsPerKey": limit }),
+    );
+    refuse(
+        ws,
+        shared,
+        AuthFailure::MaxSessions,
+        error,
+        "Max sessions exceeded",
+    )
+    .await
+}
+
 fn pre_auth_too_big() -> Refused {
     metrics::auth_failed(AuthFailure::PreAuthLimit);
     Refused::close(1009, "Message too big")
@@ -275,21 +298,7 @@ async fn admit(
     let (key, identity) = match added {
         Ok(added) => added,
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
-        Err(Refusal::Full(limit)) => {
-            let error = GatewayError::new(
-                ErrorCode::MaxSessionsExceeded,
-                format!("Maximum {limit} sessions allowed per API key"),
-                json!({ "apiKey": mask_api_key(&api_key), "maxSessionsPerKey": limit }),
-            );
-            return Err(refuse(
-                ws,
-                shared,
-                AuthFailure::MaxSessions,
-                error,
-                "Max sessions exceeded",
-            )
-            .await);
-        }
+        Err(Refusal::Full(limit)) => return Err(refuse_full(ws, shared, &api_key, limit, "").await),
     };
     // 5.3: the limit also holds across the cluster's processes.
     if let Some(directory) = shared.directory.get() {
@@ -301,19 +310,8 @@ async fn admit(
         };
         if !admitted {
             lock(&shared.registry).remove(key);
-            let error = GatewayError::new(
-                ErrorCode::MaxSessionsExceeded,
-                format!("Maximum {max} sessions allowed per API key (across the cluster)"),
-                json!({ "apiKey": mask_api_key(&api_key), "maxSessionsPerKey": max }),
-            );
-            return Err(refuse(
-                ws,
-                shared,
-                AuthFailure::MaxSessions,
-                error,
-                "Max sessions exceeded",
-            )
-            .await);
+            let across = " (across the cluster)";
+            return Err(refuse_full(ws, shared, &api_key, max, across).await);
         }
     }
     shared.log(|| LogEvent::session_connected(&identity));
