@@ -12,10 +12,11 @@
 // counts. bench/run.js runs these cases after its own when redis-server is installed.
 const { execFileSync, fork, spawn } = require('node:child_process');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
+// The cluster tests' throwaway Redis (REDIS_SERVER_PATH or redis-server on PATH).
+const { startRedis, redisVersion } = require('../__test__/redis');
 
 const root = path.resolve(__dirname, '..');
 const KEY = 'bench-key-000001';
@@ -120,93 +121,11 @@ function stopChild(child, signal = 'SIGTERM') {
   });
 }
 
-/** The redis-server binary (REDIS_SERVER_PATH or on PATH), or null when there is none. */
-function findRedisServer() {
-  const bin = process.env.REDIS_SERVER_PATH || 'redis-server';
-  try {
-    execFileSync(bin, ['--version'], { stdio: 'ignore' });
-    return bin;
-  } catch {
-    return null;
-  }
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-/** One command in RESP over a fresh connection; the reply as a string. */
-function redisCommand(port, args) {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(port, '127.0.0.1');
-    let data = Buffer.alloc(0);
-    socket.setTimeout(5000, () => socket.destroy(new Error(`redis on port ${port} did not answer ${args[0]}`)));
-    socket.on('error', reject);
-    socket.on('connect', () => {
-      socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
-    });
-    socket.on('data', (chunk) => {
-      data = Buffer.concat([data, chunk]);
-      const headEnd = data.indexOf('\r\n');
-      if (headEnd === -1) return;
-      const head = data.toString('latin1', 0, headEnd);
-      let reply = head.slice(1);
-      if (head[0] === '$') {
-        const length = Number(reply);
-        if (data.length < headEnd + 2 + length) return;
-        reply = data.toString('utf8', headEnd + 2, headEnd + 2 + length);
-      }
-      socket.end();
-      if (head[0] === '-') reject(new Error(`redis: ${reply}`));
-      else resolve(reply);
-    });
-  });
-}
-
-/** Redis's CPU time so far and its command counts (`INFO cpu commandstats`). */
-async function redisStats(port) {
-  const info = await redisCommand(port, ['INFO', 'cpu', 'commandstats']);
-  const seconds = (field) => Number(info.match(new RegExp(`^${field}:([\\d.]+)`, 'm'))?.[1] ?? 0);
-  const commands = {};
-  for (const [, name, calls] of info.matchAll(/^cmdstat_(\S+?):calls=(\d+)/gm)) commands[name] = Number(calls);
-  return { cpuUs: (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6, commands };
-}
-
-/** A throwaway redis-server on a free loopback port, nothing written to disk. */
-async function startRedis(bin) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gateway-bench-redis-'));
-  for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
-    const args = ['--port', `${port}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
-    const child = track(spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
-    let output = '';
-    child.stdout.on('data', (d) => (output = (output + d).slice(-2000)));
-    child.stderr.on('data', (d) => (output = (output + d).slice(-2000)));
-    for (let i = 0; i < 500 && child.exitCode === null; i++) {
-      if ((await redisCommand(port, ['PING']).catch(() => null)) === 'PONG') {
-        return {
-          port,
-          url: `redis://127.0.0.1:${port}`,
-          async stop() {
-            await stopChild(child);
-            fs.rmSync(dir, { recursive: true, force: true });
-          },
-        };
-      }
-      await sleep(10);
-    }
-    await stopChild(child, 'SIGKILL');
-    // Another process may have taken the port between freePort() and the bind.
-    if (attempt === 3) {
-      fs.rmSync(dir, { recursive: true, force: true });
-      throw new Error(`redis-server did not start: ${output.trim()}`);
-    }
-  }
+/** Redis's CPU time so far and its command counts. */
+async function redisStats(redis) {
+  const cpu = await redis.info('cpu');
+  const seconds = (field) => Number(cpu[field] ?? 0);
+  return { cpuUs: (seconds('used_cpu_user') + seconds('used_cpu_sys')) * 1e6, commands: await redis.commandCounts() };
 }
 
 /** Gateway process `n<index>`, once it has started; `ask` runs one of its ops. */
@@ -297,8 +216,8 @@ function split(total, parts) {
 }
 
 /** CPU of every gateway process and of Redis, and Redis's command counts, now. */
-async function snapshot(nodes, redisPort) {
-  const [cpus, redis] = await Promise.all([Promise.all(nodes.map((n) => n.ask('cpuUs'))), redisStats(redisPort)]);
+async function snapshot(nodes, server) {
+  const [cpus, redis] = await Promise.all([Promise.all(nodes.map((n) => n.ask('cpuUs'))), redisStats(server)]);
   return { gatewayCpuUs: cpus.reduce((a, b) => a + b, 0), redis };
 }
 
@@ -307,15 +226,15 @@ function percentile(sorted, p) {
 }
 
 /** Sends called on `callers` (C split over them), timed; the cluster's cost per call. */
-async function measure(nodes, callers, redisPort, { concurrency, seconds, maxCalls }) {
+async function measure(nodes, callers, redis, { concurrency, seconds, maxCalls }) {
   const shares = split(concurrency, callers.length);
   const active = callers.map((node, i) => [node, shares[i]]).filter(([, share]) => share > 0);
   const round = (ms, record) =>
     Promise.all(active.map(([node, share]) => node.ask('sends', { concurrency: share, ms, maxCalls, record }, ms + 60_000)));
   const warmUp = await round(300, false);
-  const before = await snapshot(nodes, redisPort);
+  const before = await snapshot(nodes, redis);
   const outcomes = await round(seconds * 1000, true);
-  const after = await snapshot(nodes, redisPort);
+  const after = await snapshot(nodes, redis);
 
   const calls = outcomes.reduce((sum, o) => sum + o.calls, 0);
   const failures = [...warmUp, ...outcomes].reduce((sum, o) => sum + o.failures, 0);
@@ -382,8 +301,9 @@ function clusterCases({ quick, only }) {
  * One run of every case with `nodeCount` processes (0: one without `cluster`, Redis
  * running unused): one Redis, one set of processes.
  */
-async function runGroup(nodeCount, group, { redisServer, fleetBin, log }) {
-  const redis = await startRedis(redisServer);
+async function runGroup(nodeCount, group, { fleetBin, log }) {
+  const redis = await startRedis();
+  track(redis.child);
   const nodes = [];
   let fleet;
   const results = [];
@@ -397,8 +317,8 @@ async function runGroup(nodeCount, group, { redisServer, fleetBin, log }) {
     fleet = await startFleet(fleetBin, nodes[0].port, DEVICES);
     for (const node of nodes) await waitFor(async () => (await node.ask('devices')) >= DEVICES, 30_000, `${node.nodeId} to see the devices`);
     for (const spec of group) {
-      const local = await measure(nodes, [nodes[0]], redis.port, spec);
-      const remote = nodeCount > 1 ? await measure(nodes, nodes.slice(1), redis.port, spec) : undefined;
+      const local = await measure(nodes, [nodes[0]], redis, spec);
+      const remote = nodeCount > 1 ? await measure(nodes, nodes.slice(1), redis, spec) : undefined;
       results.push({ spec, local, remote });
     }
     const errors = nodes.flatMap((n) => n.errors.map((e) => `${n.nodeId}: ${e}`));
@@ -406,7 +326,7 @@ async function runGroup(nodeCount, group, { redisServer, fleetBin, log }) {
   } finally {
     await fleet?.stop();
     await Promise.all(nodes.map((n) => n.stop()));
-    await redis.stop();
+    await redis.dispose();
   }
   return results;
 }
@@ -476,7 +396,7 @@ function tableLines(cases, results, runs) {
  * Runs the cluster cases `runs` times; returns the table's lines and how many cases
  * failed (did not finish, or had a failed send). `record` gets every raw result.
  */
-async function runClusterCases({ runs, quick, only, fleet, redisServer, log, record = () => {} }) {
+async function runClusterCases({ runs, quick, only, fleet, log, record = () => {} }) {
   const cases = clusterCases({ quick, only });
   const results = new Map();
   let failures = 0;
@@ -486,7 +406,7 @@ async function runClusterCases({ runs, quick, only, fleet, redisServer, log, rec
     for (const [nodeCount, group] of byNodes) {
       let outcomes;
       try {
-        outcomes = await runGroup(nodeCount, group, { redisServer, fleetBin: fleet, log });
+        outcomes = await runGroup(nodeCount, group, { fleetBin: fleet, log });
       } catch (error) {
         outcomes = group.map((spec) => ({ spec, error: error.message }));
       }
@@ -532,15 +452,15 @@ async function standalone() {
   const runs = Number(option('--runs', quick ? 1 : 3));
   const only = option('--only') ? new RegExp(option('--only')) : null;
   const outDir = path.resolve(option('--out', path.join(root, 'bench/results')));
-  const redisServer = findRedisServer();
-  if (!redisServer) throw new Error('redis-server not found (install it, or set REDIS_SERVER_PATH)');
+  const versionLine = redisVersion();
+  if (!versionLine) throw new Error('redis-server not found (install it, or set REDIS_SERVER_PATH)');
   const fleet = buildFleet();
   fs.mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const rawPath = path.join(outDir, `cluster-${stamp}.jsonl`);
   const record = (entry) => fs.appendFileSync(rawPath, `${JSON.stringify(entry)}\n`);
-  const { lines, failures } = await runClusterCases({ runs, quick, only, fleet, redisServer, log, record });
-  const version = execFileSync(redisServer, ['--version'], { encoding: 'utf8' }).match(/v=(\S+)/)?.[1] ?? '?';
+  const { lines, failures } = await runClusterCases({ runs, quick, only, fleet, log, record });
+  const version = versionLine.match(/v=(\S+)/)?.[1] ?? '?';
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node ${process.version}, Redis ${version}`;
   const table = [`Machine: ${machine}. Command: \`npm run bench:cluster -- ${process.argv.slice(2).join(' ')}\`.`, '', ...lines].join('\n');
   const mdPath = path.join(outDir, `cluster-${stamp}.md`);
@@ -561,4 +481,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { findRedisServer, runClusterCases };
+module.exports = { redisVersion, runClusterCases };

@@ -227,12 +227,11 @@ async function main() {
 
   // SPEC 5.3: processes sharing one Redis, when redis-server is installed.
   let clusterLines = [];
-  const redisServer = cluster.findRedisServer();
-  if (!redisServer) {
+  if (!cluster.redisVersion()) {
     log('redis-server not found: skipping the cluster cases');
   } else {
     const record = (entry) => fs.appendFileSync(rawPath, `${JSON.stringify(entry)}\n`);
-    const clusterRun = await cluster.runClusterCases({ runs, quick, only, fleet: tools.fleet, redisServer, log, record });
+    const clusterRun = await cluster.runClusterCases({ runs, quick, only, fleet: tools.fleet, log, record });
     clusterLines = clusterRun.lines;
     failures += clusterRun.failures;
   }
