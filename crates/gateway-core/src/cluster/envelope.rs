@@ -4,8 +4,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::config::Dialect;
 use crate::error::GatewayError;
-use crate::identity::CallId;
+use crate::identity::{CallId, Identity};
 use crate::protocol::SendKind;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -108,6 +109,32 @@ pub struct Device {
     pub ip: String,
     pub extension_version: String,
     pub browser: String,
+}
+
+impl Device {
+    pub fn of(who: &Identity) -> Self {
+        Self {
+            session_id: who.session_id.to_string(),
+            api_key: who.api_key.to_string(),
+            user_id: who.user_id.clone(),
+            ip: who.ip.clone(),
+            extension_version: who.extension_version.clone(),
+            browser: who.browser.clone(),
+        }
+    }
+
+    /// The device as this process names it in results and events.
+    pub fn into_identity(self, dialect: Dialect) -> Identity {
+        Identity {
+            session_id: self.session_id.into(),
+            api_key: self.api_key.into(),
+            user_id: self.user_id,
+            ip: self.ip,
+            extension_version: self.extension_version,
+            browser: self.browser,
+            dialect,
+        }
+    }
 }
 
 /// A session as the cluster's registry lists it (`sessions:<apiKey>` in Redis).

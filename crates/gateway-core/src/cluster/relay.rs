@@ -11,7 +11,7 @@ use super::envelope::{AckEvent, Device, Envelope, Outcome, Success};
 use crate::error::GatewayError;
 use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved, Stage, Validation};
-use crate::identity::{request_id_text, CallId, Identity, CLUSTER_CALL};
+use crate::identity::{request_id_text, CallId, CLUSTER_CALL};
 use crate::state::link::lock;
 
 /// What the cluster task writes to Redis, in order.
@@ -130,7 +130,7 @@ impl Relay {
             timestamp: r.timestamp,
             ack: r.ack.as_str().to_string(),
             stage: r.stage.code(),
-            device: device_of(&r.session),
+            device: Device::of(&r.session),
         };
         self.reply(origin, Ok(success));
     }
@@ -181,17 +181,6 @@ impl Relay {
             envelope: Envelope::Outcome(Box::new(outcome)),
             call: None,
         });
-    }
-}
-
-pub fn device_of(who: &Identity) -> Device {
-    Device {
-        session_id: who.session_id.to_string(),
-        api_key: who.api_key.to_string(),
-        user_id: who.user_id.clone(),
-        ip: who.ip.clone(),
-        extension_version: who.extension_version.clone(),
-        browser: who.browser.clone(),
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::calls::RemoteCall;
-use super::envelope::{AckEvent, CarriedMedia, Command, Envelope, Listing, Outcome};
+use super::envelope::{AckEvent, CarriedMedia, Command, Device, Envelope, Listing, Outcome};
 use super::relay::{Origin, Outgoing};
 use super::view::{Choice, RemoteDevice};
 use super::{unavailable, Cluster};
@@ -325,16 +325,8 @@ impl Cluster {
                 if remote.is_none() {
                     return;
                 }
-                let d = success.device;
-                let session = Arc::new(Identity {
-                    session_id: d.session_id.into(),
-                    api_key: d.api_key.into(),
-                    user_id: d.user_id,
-                    ip: d.ip,
-                    extension_version: d.extension_version,
-                    browser: d.browser,
-                    dialect: self.shared.config.dialect,
-                });
+                let dialect = self.shared.config.dialect;
+                let session = Arc::new(success.device.into_identity(dialect));
                 let request_id =
                     uuid::Uuid::try_parse(&success.request_id).map_or(0, |u| u.as_u128());
                 self.shared.host.deliver(Delivery::Resolved(Resolved {
@@ -442,16 +434,17 @@ fn request_of(command: Command) -> (SendRequest, Option<Media>) {
 
 fn remote_device(listing: Listing) -> RemoteDevice {
     let info = listing.info;
+    let device = Device {
+        session_id: info.session_id.to_string(),
+        api_key: listing.api_key,
+        user_id: info.user_id,
+        ip: info.ip,
+        extension_version: info.extension_version,
+        browser: info.browser,
+    };
     RemoteDevice {
         node_id: listing.node_id.into(),
-        identity: Arc::new(Identity {
-            session_id: info.session_id,
-            api_key: listing.api_key.into(),
-            user_id: info.user_id,
-            ip: info.ip,
-            extension_version: info.extension_version,
-            browser: info.browser,
-            dialect: crate::config::Dialect::Compat,
-        }),
+        // Its holder writes its commands, in its own dialect.
+        identity: Arc::new(device.into_identity(crate::config::Dialect::Compat)),
     }
 }
