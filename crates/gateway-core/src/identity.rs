@@ -26,6 +26,22 @@ pub struct Identity {
     pub dialect: Dialect,
 }
 
+#[cfg(test)]
+impl Identity {
+    /// A session of `api_key` as unit tests need one.
+    pub fn for_test(api_key: &str, session_id: &str) -> Self {
+        Self {
+            session_id: session_id.into(),
+            api_key: api_key.into(),
+            user_id: Value::Null,
+            ip: "127.0.0.1".into(),
+            extension_version: "1".into(),
+            browser: "test".into(),
+            dialect: Dialect::Compat,
+        }
+    }
+}
+
 /// The text form of a request id (a lowercase UUID), written into `buf` so that the
 /// hot path allocates nothing.
 pub fn request_id_text(id: u128, buf: &mut [u8; 36]) -> &str {

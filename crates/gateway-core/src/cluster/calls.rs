@@ -105,8 +105,6 @@ impl RemoteCalls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dialect;
-    use serde_json::Value;
 
     fn call(holder: &str, deadline: Instant) -> RemoteCall {
         RemoteCall {
@@ -114,15 +112,7 @@ mod tests {
             request_id: String::new(),
             deadline,
             timeout_ms: 1000,
-            device: Arc::new(Identity {
-                session_id: "s".into(),
-                api_key: "k".into(),
-                user_id: Value::Null,
-                ip: String::new(),
-                extension_version: String::new(),
-                browser: String::new(),
-                dialect: Dialect::Compat,
-            }),
+            device: Arc::new(Identity::for_test("k", "s")),
             phone_number: "+1".into(),
             routed: true,
         }

@@ -132,19 +132,9 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dialect;
-    use serde_json::Value;
 
     fn identity(session_id: &str) -> Arc<Identity> {
-        Arc::new(Identity {
-            session_id: session_id.into(),
-            api_key: "k".into(),
-            user_id: Value::Null,
-            ip: String::new(),
-            extension_version: String::new(),
-            browser: String::new(),
-            dialect: Dialect::Compat,
-        })
+        Arc::new(Identity::for_test("k", session_id))
     }
 
     fn remote(node: &str, session_id: &str) -> RemoteDevice {

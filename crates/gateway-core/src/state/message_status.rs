@@ -537,18 +537,9 @@ impl SlotIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dialect;
 
     fn who(api_key: &str) -> Arc<Identity> {
-        Arc::new(Identity {
-            session_id: "s1".into(),
-            api_key: api_key.into(),
-            user_id: Value::Null,
-            ip: "127.0.0.1".into(),
-            extension_version: "1".into(),
-            browser: "test".into(),
-            dialect: Dialect::Compat,
-        })
+        Arc::new(Identity::for_test(api_key, "s1"))
     }
 
     fn sent(key: &str) -> Record {

@@ -805,19 +805,11 @@ pub fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dialect;
+
     use std::time::Duration;
 
     fn identity(api_key: &str, n: u32) -> Identity {
-        Identity {
-            session_id: format!("s{n}").into(),
-            api_key: api_key.into(),
-            user_id: Value::Null,
-            ip: "127.0.0.1".into(),
-            extension_version: "1".into(),
-            browser: "test".into(),
-            dialect: Dialect::Compat,
-        }
+        Identity::for_test(api_key, &format!("s{n}"))
     }
 
     fn ready() -> StatusFrame {
