@@ -8,7 +8,8 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const { WhatsAppGateway } = require('..');
 const { startGateway, FakeExtension, GOOD_KEY, OTHER_KEY, PNG_1x1 } = require('./helpers');
-const { startRedis, redisSkipReason, freePort, TestRedis } = require('./redis');
+const { startRedis, redisSkipReason, TestRedis } = require('./redis');
+const { freePort } = require('./free-port');
 const { startNodeProcess } = require('./cluster-node');
 
 const skip = redisSkipReason() ?? false;

@@ -9,6 +9,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { freePort } = require('./free-port');
 
 const REDIS_SERVER = process.env.REDIS_SERVER_PATH || 'redis-server';
 const START_LIMIT_MS = 5000;
@@ -32,17 +33,6 @@ function redisSkipReason() {
   const reason = `redis-server not found (${REDIS_SERVER}): install it (Debian: apt-get install -y --no-install-recommends redis-server; .ci/run does this) or set REDIS_SERVER_PATH`;
   if (process.env.CI) throw new Error(`${reason}; CI is set, so the cluster tests may not skip`);
   return reason;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -283,4 +273,4 @@ async function unreachableRedisUrl() {
   return `redis://127.0.0.1:${await freePort()}`;
 }
 
-module.exports = { startRedis, redisSkipReason, redisVersion, unreachableRedisUrl, freePort, TestRedis };
+module.exports = { startRedis, redisSkipReason, redisVersion, unreachableRedisUrl, TestRedis };

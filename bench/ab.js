@@ -12,9 +12,9 @@
 const { execFileSync, spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const { freePort } = require('../__test__/free-port');
 
 const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
@@ -43,15 +43,6 @@ const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
 const fleet = path.join(targetDir, 'release', 'fleet');
 if (!fs.existsSync(fleet)) {
   execFileSync('cargo', ['build', '--release', '--locked', '-p', 'gateway-bench'], { cwd: root, stdio: 'inherit' });
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 function runCase(spec) {

@@ -19,6 +19,7 @@
 const { fork } = require('node:child_process');
 const crypto = require('node:crypto');
 const net = require('node:net');
+const { freePort } = require('../__test__/free-port');
 
 function option(name, fallback) {
   const at = process.argv.indexOf(name);
@@ -609,17 +610,6 @@ function send(ws, frame) {
 
 function sleep(ms) {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------
