@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 use tokio::runtime::Handle;
 use tokio_util::either::Either;
@@ -369,16 +370,20 @@ impl Gateway {
         lock(&self.shared.registry).all_sessions()
     }
 
-    /// Answers `token` with what `query` finds (5.3: queries that need Redis).
-    fn answer<F>(&self, token: u32, query: F)
+    /// Answers `token` with what `query` finds across the cluster (5.3: queries that
+    /// need Redis); a gateway without cluster mode answers `alone`.
+    fn ask_cluster<Q, F>(&self, token: u32, alone: Value, query: Q)
     where
-        F: std::future::Future<Output = Result<serde_json::Value, crate::error::GatewayError>>
-            + Send
-            + 'static,
+        Q: FnOnce(Arc<Cluster>) -> F + Send + 'static,
+        F: std::future::Future<Output = Result<Value, GatewayError>> + Send + 'static,
     {
         let shared = self.shared.clone();
+        let cluster = self.cluster.clone();
         self.rt.spawn(async move {
-            let result = query.await;
+            let result = match cluster {
+                Some(cluster) => query(cluster).await,
+                None => Ok(alone),
+            };
             shared.host.deliver(Delivery::Answer { token, result });
         });
     }
@@ -386,56 +391,36 @@ impl Gateway {
     /// Cluster mode: takes this process's lease (after `start`); answered with null,
     /// or `CLUSTER_UNAVAILABLE` if another live process uses the same node id.
     pub fn join_cluster(&self, token: u32) {
-        let cluster = self.cluster.clone();
-        self.answer(token, async move {
-            match cluster {
-                Some(cluster) => cluster.join().await.map(|()| serde_json::Value::Null),
-                None => Ok(serde_json::Value::Null),
-            }
+        self.ask_cluster(token, Value::Null, |cluster| async move {
+            cluster.join().await.map(|()| Value::Null)
         });
     }
 
     /// `getActiveSessions` across the cluster (each session with `nodeId`).
     pub fn cluster_sessions(&self, token: u32, api_key: String) {
-        let cluster = self.cluster.clone();
-        self.answer(token, async move {
-            match cluster {
-                Some(cluster) => Ok(cluster.sessions(&api_key).await),
-                None => Ok(serde_json::Value::Array(Vec::new())),
-            }
+        self.ask_cluster(token, json!([]), |cluster| async move {
+            Ok(cluster.sessions(&api_key).await)
         });
     }
 
     /// `getAllSessions` across the cluster (each session with `apiKey` and `nodeId`).
     pub fn cluster_all_sessions(&self, token: u32) {
-        let cluster = self.cluster.clone();
-        self.answer(token, async move {
-            match cluster {
-                Some(cluster) => Ok(cluster.all_sessions().await),
-                None => Ok(serde_json::Value::Array(Vec::new())),
-            }
+        self.ask_cluster(token, json!([]), |cluster| async move {
+            Ok(cluster.all_sessions().await)
         });
     }
 
     /// `getMessageStatus` across the cluster: the status (JSON) or null.
     pub fn cluster_message_status(&self, token: u32, request_id: String) {
-        let cluster = self.cluster.clone();
-        self.answer(token, async move {
-            match cluster {
-                Some(cluster) => Ok(cluster.message_status(&request_id).await),
-                None => Ok(serde_json::Value::Null),
-            }
+        self.ask_cluster(token, Value::Null, |cluster| async move {
+            Ok(cluster.message_status(&request_id).await)
         });
     }
 
     /// 5.2 `idempotencyKey` across the cluster (`Cluster::take_once`).
     pub fn take_once(&self, token: u32, api_key: String, key: String) {
-        let cluster = self.cluster.clone();
-        self.answer(token, async move {
-            match cluster {
-                Some(cluster) => cluster.take_once(&api_key, &key).await,
-                None => Ok(serde_json::json!({ "state": "first" })),
-            }
+        self.ask_cluster(token, json!({ "state": "first" }), |cluster| async move {
+            cluster.take_once(&api_key, &key).await
         });
     }
 
