@@ -348,10 +348,7 @@ impl Gateway {
 
     /// Wakes the sessions that `send` queued commands for.
     pub fn flush(&self) {
-        let corked = std::mem::take(&mut *lock(&self.shared.corked));
-        for link in corked {
-            link.wake();
-        }
+        self.shared.wake_corked();
     }
 
     pub fn sessions(&self, api_key: &str) -> Vec<SessionInfo> {

@@ -112,6 +112,14 @@ impl Shared {
         self.host.deliver(Delivery::Error(error));
     }
 
+    /// Wakes the sessions that sends queued commands for with `Wake::Later`.
+    pub fn wake_corked(&self) {
+        let corked = std::mem::take(&mut *link::lock(&self.corked));
+        for link in corked {
+            link.wake();
+        }
+    }
+
     /// A line for the host's debug log; built only when the log is on.
     pub fn debug(&self, line: impl FnOnce() -> String) {
         if self.config.debug_log {

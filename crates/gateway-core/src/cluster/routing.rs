@@ -37,8 +37,7 @@ impl Cluster {
             return self.shared.dispatch(call, request, media, wake);
         }
         if !self.usable() {
-            let local = lock(&self.shared.registry).active_devices(&request.api_key);
-            if local.is_empty() {
+            if !lock(&self.shared.registry).has_active_device(&request.api_key) {
                 return self.reject(call, unavailable(&request.api_key));
             }
             return self.shared.dispatch(call, request, media, wake);
@@ -314,15 +313,16 @@ impl Cluster {
         match outcome.result {
             Ok(success) => {
                 let stage = Stage::from_code(success.stage);
-                let remote = {
+                // Still owed: kept while the caller waits for a later ack.
+                let owed = {
                     let mut calls = lock(&self.calls);
                     if stage == Stage::ResultAwaitingAck {
-                        calls.get(call).map(|c| c.device.clone())
+                        calls.get(call).is_some()
                     } else {
-                        calls.take(call).map(|c| c.device)
+                        calls.take(call).is_some()
                     }
                 };
-                if remote.is_none() {
+                if !owed {
                     return;
                 }
                 let dialect = self.shared.config.dialect;

@@ -223,7 +223,8 @@ impl Cluster {
                         self.on_envelope(payload);
                     }
                     self.shared.host.release_deliveries();
-                    self.wake_corked();
+                    // One write per session for everything the read brought.
+                    self.shared.wake_corked();
                     if trimmed_at.elapsed() > Duration::from_millis(500) {
                         trimmed_at = Instant::now();
                         let _ = self.redis.trim_inbox(&self.node_id, &after).await;
@@ -237,15 +238,6 @@ impl Cluster {
                     }
                 }
             }
-        }
-    }
-
-    /// Wakes the sessions that sends routed here queued commands for: one write each
-    /// for everything one inbox read brought.
-    fn wake_corked(&self) {
-        let corked = std::mem::take(&mut *lock(&self.shared.corked));
-        for link in corked {
-            link.wake();
         }
     }
 
