@@ -62,15 +62,40 @@ impl Keys {
     }
 }
 
-/// Takes or renews this process's lease and lists the live nodes.
-/// KEYS: node, nodes, counts. ARGV: token, lease ms, node id, session count.
-/// Returns `{claim, node id, ms its lease has left, ...}`: claim 1 renewed, 0 taken
-/// afresh (Redis lost it: republish), -1 held by another live process with the same id.
-pub fn claim_lease() -> Script {
-    Script::new(
+/// Lua: `now`, in ms by Redis's clock (one clock for every process).
+macro_rules! lua_now {
+    () => {
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"
+    };
+}
+
+/// Lua: returns `out` with, for each node whose lease (in `nodes_key`) runs past
+/// `now`: its id, the ms its lease has left and its session count (`counts_key`).
+macro_rules! lua_live_nodes {
+    () => {
+        r"
+local live = redis.call('ZRANGEBYSCORE', nodes_key, '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+  out[#out + 1] = tonumber(redis.call('HGET', counts_key, live[i]) or 0)
+end
+return out
+"
+    };
+}
+
+/// Takes or renews this process's lease and lists the live nodes.
+/// KEYS: node, nodes, counts. ARGV: token, lease ms, node id, session count.
+/// Returns `{claim, live nodes...}` (see `lua_live_nodes`): claim 1 renewed, 0 taken
+/// afresh (Redis lost it: republish), -1 held by another live process with the same id.
+pub fn claim_lease() -> Script {
+    Script::new(concat!(
+        lua_now!(),
+        r"
 local held = redis.call('GET', KEYS[1])
 local claim = 1
 if held and held ~= ARGV[1] then
@@ -84,25 +109,19 @@ end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
 for _, id in ipairs(gone) do redis.call('HDEL', KEYS[3], id) end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local out = { claim }
-local live = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = tonumber(live[i + 1]) - now
-end
-return out
+local nodes_key, counts_key, out = KEYS[2], KEYS[3], { claim }
 ",
-    )
+        lua_live_nodes!(),
+    ))
 }
 
 /// Lists a session unless its key already has `max` sessions on live nodes; forgets
 /// the listings of dead nodes on the way. KEYS: sessions of the key, nodes, keys.
 /// ARGV: session id, listing, max, API key. Returns 1 if listed, 0 if full.
 pub fn admit_session() -> Script {
-    Script::new(
+    Script::new(concat!(
+        lua_now!(),
         r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local listed = redis.call('HGETALL', KEYS[1])
 local count = 0
 for i = 1, #listed, 2 do
@@ -119,22 +138,17 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[4])
 return 1
 ",
-    )
+    ))
 }
 
-/// The nodes whose lease has not run out, by Redis's clock, each with the ms it has
-/// left. KEYS: nodes.
-pub const LIVE_NODES: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
-local out = {}
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = tonumber(live[i + 1]) - now
-end
-return out
-";
+/// The live nodes (see `lua_live_nodes`). KEYS: nodes, counts.
+pub const LIVE_NODES: &str = concat!(
+    lua_now!(),
+    r"
+local nodes_key, counts_key, out = KEYS[1], KEYS[2], {}
+",
+    lua_live_nodes!(),
+);
 
 /// Leaves the cluster: drops the lease if it is still this process's.
 /// KEYS: node, nodes, counts. ARGV: token, node id.

@@ -76,20 +76,7 @@ impl Redis {
             Some(v) => redis::from_redis_value(v)?,
             None => -1,
         };
-        let mut nodes = live_nodes(items.collect())?;
-        let counts: Vec<Option<usize>> = if nodes.is_empty() {
-            Vec::new()
-        } else {
-            let ids: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
-            redis::cmd("HMGET")
-                .arg(keys.counts())
-                .arg(ids)
-                .query_async(&mut self.commands.clone())
-                .await?
-        };
-        for (node, known) in nodes.iter_mut().zip(counts) {
-            node.sessions = known.unwrap_or(0);
-        }
+        let nodes = live_nodes(items.collect())?;
         Ok((claim, nodes))
     }
 
@@ -104,6 +91,15 @@ impl Redis {
             .invoke_async::<Value>(&mut self.commands.clone())
             .await?;
         Ok(())
+    }
+
+    /// Adds the live nodes (`keys::LIVE_NODES`) to a round trip.
+    fn ask_live_nodes(&self, pipe: &mut redis::Pipeline) {
+        pipe.cmd("EVAL")
+            .arg(keys::LIVE_NODES)
+            .arg(2)
+            .arg(self.keys.nodes())
+            .arg(self.keys.counts());
     }
 
     /// Lists a session unless its key is full cluster-wide.
@@ -128,10 +124,7 @@ impl Redis {
     pub async fn listings(&self, api_key: &str) -> RedisResult<(Vec<Listing>, Vec<LiveNode>)> {
         let mut pipe = redis::pipe();
         pipe.hvals(self.keys.sessions(api_key));
-        pipe.cmd("EVAL")
-            .arg(keys::LIVE_NODES)
-            .arg(1)
-            .arg(self.keys.nodes());
+        self.ask_live_nodes(&mut pipe);
         let (raw, live): (Vec<String>, Vec<Value>) =
             pipe.query_async(&mut self.commands.clone()).await?;
         let live = live_nodes(live)?;
@@ -146,10 +139,7 @@ impl Redis {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
-        pipe.cmd("EVAL")
-            .arg(keys::LIVE_NODES)
-            .arg(1)
-            .arg(self.keys.nodes());
+        self.ask_live_nodes(&mut pipe);
         for api_key in &api_keys {
             pipe.hvals(self.keys.sessions(api_key));
         }
@@ -300,16 +290,16 @@ pub struct LiveNode {
     pub sessions: usize,
 }
 
-/// `id, ms left, id, ms left, ...` as the scripts answer.
+/// `id, ms its lease has left, sessions, ...` as the scripts answer.
 fn live_nodes(flat: Vec<Value>) -> RedisResult<Vec<LiveNode>> {
     let mut nodes = Vec::new();
     let mut items = flat.into_iter();
-    while let (Some(id), Some(left)) = (items.next(), items.next()) {
+    while let (Some(id), Some(left), Some(sessions)) = (items.next(), items.next(), items.next()) {
         let left: i64 = redis::from_redis_value(left)?;
         nodes.push(LiveNode {
             id: redis::from_redis_value(id)?,
             lease_left: Duration::from_millis(left.max(0) as u64),
-            sessions: 0,
+            sessions: redis::from_redis_value(sessions)?,
         });
     }
     Ok(nodes)
