@@ -15,6 +15,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
+const { median } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
 const args = process.argv.slice(2);
@@ -72,7 +73,6 @@ function caseSpec(name) {
   return { scenario: 'roundtrip', devices, concurrency, idle: name.includes('+10k') ? 10_000 : 0, seconds, calls: 200_000 };
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 async function main() {
   const results = new Map();

@@ -17,6 +17,7 @@ const path = require('node:path');
 const readline = require('node:readline');
 // The cluster tests' throwaway Redis (REDIS_SERVER_PATH or redis-server on PATH).
 const { startRedis, redisVersion } = require('../__test__/redis');
+const { fmt, summary } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
 const KEY = 'bench-key-000001';
@@ -329,21 +330,6 @@ async function runGroup(nodeCount, group, { fleetBin, log }) {
     await redis.dispose();
   }
   return results;
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-function fmt(x) {
-  if (x === undefined || Number.isNaN(x)) return '–';
-  if (Math.abs(x) >= 100) return Math.round(x).toLocaleString('en-US');
-  return x.toFixed(Math.abs(x) >= 10 ? 1 : 2);
-}
-
-function summary(values, failed) {
-  const xs = values.filter((v) => typeof v === 'number');
-  if (!xs.length) return { text: failed ? 'did not finish' : '–' };
-  const m = median(xs);
-  return { median: m, text: xs.length > 1 ? `${fmt(m)} [${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}]` : fmt(m) };
 }
 
 /** Which commands a send costs, per send, averaged over the runs, most first. */

@@ -16,6 +16,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
 const cluster = require('./cluster');
+const { fmt, summary } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
 
@@ -137,21 +138,6 @@ function cases(maxSessions) {
     if (!quick) list.push([`media 4 MiB C=${concurrency} (compat dialect)`, spec, ['mbPerSec', 'peakRssGrowthMB'], ['ours']]);
   }
   return list.filter(([name]) => !only || only.test(name));
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-
-function fmt(x) {
-  if (x === undefined || Number.isNaN(x)) return '–';
-  if (Math.abs(x) >= 100) return Math.round(x).toLocaleString('en-US');
-  return x.toFixed(Math.abs(x) >= 10 ? 1 : 2);
-}
-
-function summary(values, errors) {
-  const xs = values.filter((v) => typeof v === 'number');
-  if (!xs.length) return { text: errors ? 'did not finish' : '–' };
-  const m = median(xs);
-  return { median: m, text: xs.length > 1 ? `${fmt(m)} [${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}]` : fmt(m) };
 }
 
 /**
