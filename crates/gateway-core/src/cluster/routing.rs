@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::calls::RemoteCall;
 use super::envelope::{AckEvent, CarriedMedia, Command, Device, Envelope, Listing, Outcome};
 use super::relay::{Origin, Outgoing};
-use super::view::{Choice, RemoteDevice};
+use super::view::{Choice, RemoteDevice, WaitingSend};
 use super::{unavailable, Cluster};
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, GatewayError};
@@ -42,33 +42,64 @@ impl Cluster {
             }
             return self.shared.dispatch(call, request, media, wake);
         }
-        let cached = lock(&self.view).remote_devices(&request.api_key, Instant::now());
-        match cached {
-            Some(remote) => self.route(call, request, media, wake, remote),
-            None => {
-                let cluster = self.clone();
-                self.rt.spawn(async move {
-                    match cluster.read_devices(&request.api_key).await {
-                        Some(remote) => cluster.route(call, request, media, Wake::Now, remote),
-                        None => cluster.reject(call, unavailable(&request.api_key)),
-                    }
-                });
+        let mut view = lock(&self.view);
+        if let Some(remote) = view.fresh_devices(&request.api_key, Instant::now()) {
+            drop(view);
+            return self.route(call, request, media, wake, remote);
+        }
+        let api_key: Arc<str> = request.api_key.as_str().into();
+        let starts_read = view.wait_for_read(WaitingSend {
+            call,
+            request,
+            media,
+        });
+        drop(view);
+        if starts_read {
+            let cluster = self.clone();
+            self.rt
+                .spawn(async move { cluster.read_then_route(api_key).await });
+        }
+    }
+
+    /// Reads `api_key`'s listing once for every send waiting on it, and routes them in
+    /// call order, with those that queue meanwhile.
+    async fn read_then_route(&self, api_key: Arc<str>) {
+        let read = self.read_remote_devices(&api_key).await;
+        // An empty listing with no local device is not kept: a device that connects
+        // elsewhere is seen by the next send.
+        let keep = read.as_ref().filter(|remote| {
+            !remote.is_empty() || lock(&self.shared.registry).has_active_device(&api_key)
+        });
+        loop {
+            let waiting =
+                lock(&self.view).take_waiting(&api_key, keep.map(Vec::as_slice), Instant::now());
+            if waiting.is_empty() {
+                return;
+            }
+            for send in waiting {
+                match &read {
+                    Some(remote) => self.route(
+                        send.call,
+                        send.request,
+                        send.media,
+                        Wake::Now,
+                        remote.clone(),
+                    ),
+                    None => self.reject(send.call, unavailable(&api_key)),
+                }
             }
         }
     }
 
-    /// The other processes' active devices of a key, read now (and kept a while when
-    /// there are local devices to fall back on).
-    async fn read_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+    /// The other processes' active devices of `api_key`, read now.
+    async fn read_remote_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
         let (listings, live) = self.redis.listings(api_key).await.ok()?;
         self.set_live(live);
-        let view = &mut *lock(&self.view);
-        let devices: Vec<RemoteDevice> = listings
+        let devices = listings
             .into_iter()
             .filter(|l| l.info.device_active && *l.node_id != *self.node_id)
             .map(remote_device)
             .collect();
-        view.store(api_key, devices.clone(), Instant::now());
         Some(devices)
     }
 
@@ -275,7 +306,7 @@ impl Cluster {
             let request_id = command.request_id.clone();
             let (request, media) = request_of(command);
             let remote = match cluster.usable() {
-                true => cluster.read_devices(&request.api_key).await,
+                true => cluster.read_remote_devices(&request.api_key).await,
                 false => None,
             };
             let strategy = request.strategy.unwrap_or(cluster.shared.config.strategy);

@@ -9,8 +9,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::Strategy;
-use crate::identity::Identity;
+use crate::identity::{CallId, Identity};
+use crate::media::Media;
 use crate::state::registry::least_busy;
+use crate::state::requests::SendRequest;
 
 /// How long a key's listing is used before it is read again.
 pub const FRESH_FOR: Duration = Duration::from_secs(1);
@@ -32,6 +34,15 @@ pub struct View {
     live: HashMap<Arc<str>, Instant>,
     listings: HashMap<Arc<str>, Listing>,
     cursors: HashMap<Arc<str>, usize>,
+    /// Keys whose listing is being read, with the sends waiting for it in call order.
+    reads: HashMap<Arc<str>, Vec<WaitingSend>>,
+}
+
+/// A send waiting for its key's listing to be read.
+pub struct WaitingSend {
+    pub call: CallId,
+    pub request: SendRequest,
+    pub media: Option<Media>,
 }
 
 /// Where a send goes.
@@ -72,6 +83,48 @@ impl View {
                 .cloned()
                 .collect(),
         )
+    }
+
+    /// The other processes' active devices of `api_key`, if read lately and no read of
+    /// it is under way (sends keep their call order behind a read).
+    pub fn fresh_devices(&self, api_key: &str, now: Instant) -> Option<Vec<RemoteDevice>> {
+        match self.reads.contains_key(api_key) {
+            true => None,
+            false => self.remote_devices(api_key, now),
+        }
+    }
+
+    /// Queues a send for its key's listing, read once for all of them; true for the
+    /// first, which starts the read.
+    pub fn wait_for_read(&mut self, send: WaitingSend) -> bool {
+        if let Some(waiting) = self.reads.get_mut(send.request.api_key.as_str()) {
+            waiting.push(send);
+            return false;
+        }
+        self.reads
+            .insert(send.request.api_key.as_str().into(), vec![send]);
+        true
+    }
+
+    /// The sends waiting for the read of `api_key`'s listing. None left ends the read,
+    /// keeping `devices` as the listing when given.
+    pub fn take_waiting(
+        &mut self,
+        api_key: &str,
+        devices: Option<&[RemoteDevice]>,
+        now: Instant,
+    ) -> Vec<WaitingSend> {
+        let Some(waiting) = self.reads.get_mut(api_key) else {
+            return Vec::new();
+        };
+        let taken = std::mem::take(waiting);
+        if taken.is_empty() {
+            self.reads.remove(api_key);
+            if let Some(devices) = devices {
+                self.store(api_key, devices.to_vec(), now);
+            }
+        }
+        taken
     }
 
     pub fn store(&mut self, api_key: &str, devices: Vec<RemoteDevice>, now: Instant) {
@@ -171,6 +224,37 @@ mod tests {
         assert_eq!(devices.len(), 1);
         assert_eq!(&*devices[0].node_id, "a");
         assert!(view.remote_devices("k", now + FRESH_FOR).is_none());
+    }
+
+    fn send(api_key: &str, call: CallId) -> WaitingSend {
+        let request = SendRequest::new(
+            crate::protocol::SendKind::Message,
+            api_key.into(),
+            "1".into(),
+            String::new(),
+        );
+        WaitingSend {
+            call,
+            request,
+            media: None,
+        }
+    }
+
+    #[test]
+    fn sends_on_a_cold_key_wait_for_one_read_in_call_order() {
+        let now = Instant::now();
+        let mut view = View::default();
+        assert!(view.fresh_devices("k", now).is_none());
+        assert!(view.wait_for_read(send("k", 1)));
+        assert!(!view.wait_for_read(send("k", 2)));
+        let calls = |sends: Vec<WaitingSend>| sends.iter().map(|s| s.call).collect::<Vec<_>>();
+        assert_eq!(calls(view.take_waiting("k", Some(&[]), now)), [1, 2]);
+        // A send while the first ones are being routed still queues behind them.
+        assert!(view.fresh_devices("k", now).is_none());
+        assert!(!view.wait_for_read(send("k", 3)));
+        assert_eq!(calls(view.take_waiting("k", Some(&[]), now)), [3]);
+        assert!(view.take_waiting("k", Some(&[]), now).is_empty());
+        assert!(view.fresh_devices("k", now).is_some());
     }
 
     #[test]
