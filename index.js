@@ -5,6 +5,7 @@
 const EventEmitter = require('node:events');
 const fs = require('node:fs');
 const path = require('node:path');
+const { isNativeError } = require('node:util').types;
 const {
   ERROR_CODES,
   SERVER_MESSAGE_TYPES,
@@ -43,8 +44,11 @@ function loadNative() {
 }
 const { NativeGateway, batchLayout } = loadNative();
 
-/** Makes whatever validateApiKey returns (value or promise) into what Rust reads. */
-function wrapValidator(validateApiKey) {
+/**
+ * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
+ * src/validations.rs) and hands each answer back, normalised, or why it failed.
+ */
+function checker(validateApiKey, native) {
   const normalize = (answer) => {
     if (answer === null || typeof answer !== 'object') {
       throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
@@ -52,13 +56,41 @@ function wrapValidator(validateApiKey) {
     const reason = answer.reason == null ? undefined : String(answer.reason);
     return { valid: Boolean(answer.valid), userId: jsonSafe(answer.userId), reason };
   };
-  return (apiKey) => {
+  const check = (token, apiKey) => {
+    let answered;
     try {
-      return Promise.resolve(validateApiKey(apiKey)).then(normalize);
+      answered = Promise.resolve(validateApiKey(apiKey)).then(normalize);
     } catch (error) {
-      return Promise.reject(error);
+      answered = Promise.reject(error);
     }
+    answered.then(
+      (answer) => native().validated(token, answer.valid, answer.userId, answer.reason),
+      (error) => native().validationFailed(token, problemOf(error)),
+    );
   };
+  return (checks) => {
+    for (let i = 0; i < checks.length; i += 2) check(checks[i], checks[i + 1]);
+  };
+}
+
+/**
+ * What a validator's throw or rejection says: an Error's own `message` (read
+ * without running a getter), a thrown string itself, else nothing.
+ */
+function problemOf(error) {
+  if (typeof error === 'string') return error;
+  if (!isNativeError(error)) return '';
+  try {
+    // Bounded: a Proxy could hand out a fresh prototype at every step.
+    let o = error;
+    for (let depth = 0; depth < 32 && o !== null; depth++, o = Object.getPrototypeOf(o)) {
+      const own = Object.getOwnPropertyDescriptor(o, 'message');
+      if (own) return typeof own.value === 'string' ? own.value : 'JavaScript Error';
+    }
+  } catch {
+    // A Proxy's trap threw.
+  }
+  return 'JavaScript Error';
 }
 
 /**
@@ -133,7 +165,8 @@ class WhatsAppGateway extends EventEmitter {
     this.#cluster = native.cluster !== undefined;
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
-    this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
+    const check = checker(callbacks.validateApiKey, () => this.#native);
+    this.#native = new NativeGateway(settings, check, (batch) =>
       this.#onBatch(batch),
     );
   }
@@ -374,7 +407,8 @@ class WhatsAppGateway extends EventEmitter {
         }
         i += 3;
       } else if (tag === BATCH.log) {
-        this.#log(items[i + 1]);
+        const event = items[i + 1];
+        this.#log(typeof event === 'string' ? JSON.parse(event) : event);
         i += 2;
       } else if (tag === BATCH.error) {
         this.#reportError(fromNative(items[i + 1]));

@@ -6,23 +6,23 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use napi::bindgen_prelude::{Array, JsValue, Promise, ToNapiValue};
+use napi::bindgen_prelude::{Array, JsValue, ToNapiValue};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::Value;
-use wa_gateway_core::{AuthAnswer, Delivery, Host, Identity, Validation};
+use wa_gateway_core::{Delivery, Host, Identity, Validation};
 
-use crate::types::AuthReply;
+use crate::validations::Validator;
 
-pub type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Status, false, true>;
 pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
 /// `SESSION` and `SESSION_FIELDS` for the session it came from (once per run of
 /// successes from the same session: its strings are not made again for each),
-/// `REJECTED` by the call id and the error, `LOG` by the event, `ERROR` by the error,
+/// `REJECTED` by the call id and the error, `LOG` by the event (mostly as JSON text),
+/// `ERROR` by the error,
 /// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
@@ -87,7 +87,7 @@ pub fn batch_layout() -> BatchLayout {
 }
 
 pub struct NodeHost {
-    pub validator: Arc<Validator>,
+    pub validator: Validator,
     pub pump: Pump,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
@@ -131,19 +131,7 @@ impl Host for NodeHost {
     }
 
     fn validate(&self, api_key: String) -> Validation {
-        let validator = self.validator.clone();
-        Box::pin(async move {
-            let promise = validator
-                .call_async_catch(api_key)
-                .await
-                .map_err(|e| e.reason.clone())?;
-            let reply = promise.await.map_err(|e| e.reason.clone())?;
-            Ok(AuthAnswer {
-                valid: reply.valid,
-                user_id: reply.user_id.unwrap_or(Value::Null),
-                reason: reply.reason,
-            })
-        })
+        self.validator.validate(api_key)
     }
 }
 
@@ -210,7 +198,15 @@ fn push_delivery(
         }
         Delivery::Log(event) => {
             items.insert(LOG)?;
-            items.insert(plain(&event)?)?;
+            let event = plain(&event)?;
+            // As JSON text, which JavaScript parses: one napi string instead of an object
+            // built property by property (a connect storm has two events per session).
+            // Unless napi's conversion would differ from JSON.parse (see `same_as_json`).
+            if same_as_json(&event, JSON_DEPTH) {
+                items.insert(event.to_string())?;
+            } else {
+                items.insert(event)?;
+            }
         }
         Delivery::Error(error) => {
             items.insert(ERROR)?;
@@ -237,6 +233,31 @@ fn push_delivery(
         }
     }
     Ok(())
+}
+
+/// How deep napi converts a `Value` (deeper fails), from the outermost value.
+const JSON_DEPTH: u32 = 128;
+
+/// Whether `JSON.parse` of this value's JSON text gives what napi's conversion of it
+/// gives: napi makes integers beyond 2^53 BigInts, sets a `__proto__` key through
+/// the setter, and fails past `JSON_DEPTH`.
+fn same_as_json(value: &Value, depth: u32) -> bool {
+    const MAX_SAFE: u64 = (1 << 53) - 1;
+    match value {
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.unsigned_abs() <= MAX_SAFE,
+            (None, Some(_)) => false,
+            (None, None) => true,
+        },
+        Value::Array(items) => depth > 0 && items.iter().all(|v| same_as_json(v, depth - 1)),
+        Value::Object(map) => {
+            depth > 0
+                && map
+                    .iter()
+                    .all(|(k, v)| k != "__proto__" && same_as_json(v, depth - 1))
+        }
+        _ => true,
+    }
 }
 
 /// The number JavaScript gave a call: calls reaching this host are its own (calls run

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use napi::bindgen_prelude::{Function, Promise};
+use napi::bindgen_prelude::Function;
 use napi::{Env, Status};
 use napi_derive::napi;
 use tokio::runtime::Runtime;
@@ -13,9 +13,10 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::deliveries::{Batch, NodeHost};
 use crate::types::{
-    send_request, AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig,
-    SendKind, SendOptions, SessionInfo, UpgradeRequest,
+    send_request, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendKind,
+    SendOptions, SessionInfo, UpgradeRequest,
 };
+use crate::validations::{Checks, Validations, Validator};
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -39,6 +40,7 @@ fn io_error(e: std::io::Error) -> napi::Error {
 pub struct NativeGateway {
     core: Gateway,
     host: Arc<NodeHost>,
+    checks: Arc<Validations>,
 }
 
 #[napi]
@@ -46,15 +48,17 @@ impl NativeGateway {
     #[napi(constructor)]
     pub fn new(
         config: NativeConfig,
-        validate: Function<String, Promise<AuthReply>>,
+        check: Function<(), ()>,
         deliver: Function<(), ()>,
     ) -> napi::Result<Self> {
         let rt = runtime()?;
-        let validator = validate
-            .build_threadsafe_function::<String>()
+        let checks = Arc::new(Validations::default());
+        let queued_checks = checks.clone();
+        let checker = check
+            .build_threadsafe_function::<()>()
             .callee_handled::<false>()
             .weak::<true>()
-            .build_callback(|ctx| Ok(ctx.value))?;
+            .build_callback(move |_| Ok(Checks::take(&queued_checks)))?;
         let batch = Arc::new(Mutex::new(Vec::new()));
         let queued = batch.clone();
         // Weak: JavaScript refs it only while the gateway runs or sends are pending.
@@ -64,7 +68,7 @@ impl NativeGateway {
             .weak::<true>()
             .build_callback(move |_| Ok(Batch::take(&queued)))?;
         let host = Arc::new(NodeHost {
-            validator: Arc::new(validator),
+            validator: Validator::new(checker, checks.clone()),
             pump,
             batch,
             owed: Default::default(),
@@ -72,7 +76,25 @@ impl NativeGateway {
         let config = Config::try_from(config)?;
         let core = Gateway::new(config, host.clone(), rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
-        Ok(Self { core, host })
+        Ok(Self { core, host, checks })
+    }
+
+    /// `validateApiKey`'s answer to the check `token` (see `validations`).
+    #[napi]
+    pub fn validated(
+        &self,
+        token: u32,
+        valid: bool,
+        user_id: Option<serde_json::Value>,
+        reason: Option<String>,
+    ) {
+        self.checks.answer_valid(token, valid, user_id, reason);
+    }
+
+    /// The check `token` failed: `validateApiKey` threw, rejected or answered nonsense.
+    #[napi]
+    pub fn validation_failed(&self, token: u32, problem: String) {
+        self.checks.answer(token, Err(problem));
     }
 
     /// Binds and serves; returns the port. Errors carry the errno name as `code`.

@@ -5,6 +5,7 @@
 mod deliveries;
 mod gateway;
 mod types;
+mod validations;
 
 pub use deliveries::{batch_layout, BatchLayout};
 pub use gateway::NativeGateway;

@@ -315,14 +315,6 @@ pub struct UpgradeRequest {
     pub head: napi::bindgen_prelude::Buffer,
 }
 
-/// What the JavaScript wrapper of `validateApiKey` resolves to.
-#[napi(object)]
-pub struct AuthReply {
-    pub valid: bool,
-    pub user_id: Option<Value>,
-    pub reason: Option<String>,
-}
-
 /// `getHealth()`.
 #[napi(object)]
 pub struct Health {

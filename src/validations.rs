@@ -1,0 +1,178 @@
+//! `validateApiKey` calls. A connection waiting for its key check queues it here, and
+//! JavaScript takes every queued check in one threadsafe-function call, then answers
+//! each through `NativeGateway::validated` / `validation_failed`. One call per check
+//! (as before) cost a queue lock round and a JavaScript call frame each, and its
+//! promise another two napi callbacks: a connect storm paid them all per connection.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use napi::bindgen_prelude::{JsValue, ToNapiValue};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Env, Status};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use wa_gateway_core::{AuthAnswer, Validation};
+
+/// Calls the JavaScript side with the queued checks (`Checks`).
+pub type Checker = ThreadsafeFunction<(), (), Checks, Status, false, true>;
+
+type Outcome = Result<AuthAnswer, String>;
+
+/// The checks queued for JavaScript and the connections waiting for their answers.
+#[derive(Default)]
+pub struct Validations {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Token and API key of each check JavaScript has not taken yet.
+    queued: Vec<(u32, String)>,
+    waiting: HashMap<u32, oneshot::Sender<Outcome>>,
+    next_token: u32,
+}
+
+/// The validator as the core's host sees it.
+pub struct Validator {
+    checker: Checker,
+    checks: Arc<Validations>,
+}
+
+impl Validator {
+    pub fn new(checker: Checker, checks: Arc<Validations>) -> Self {
+        Self { checker, checks }
+    }
+
+    pub fn validate(&self, api_key: String) -> Validation {
+        let (first, answer) = self.checks.ask(api_key);
+        // JavaScript takes everything queued when its call runs: one call per batch.
+        if first
+            && self
+                .checker
+                .call((), ThreadsafeFunctionCallMode::NonBlocking)
+                != Status::Ok
+        {
+            self.checks
+                .fail_queued("the JavaScript thread no longer takes calls");
+        }
+        Box::pin(answer)
+    }
+}
+
+impl Validations {
+    /// Queues a check of `api_key`; also whether the queue was empty before, in which
+    /// case JavaScript has to be called to take it.
+    fn ask(self: &Arc<Self>, api_key: String) -> (bool, Answer) {
+        let (tx, rx) = oneshot::channel();
+        let mut state = lock(&self.state);
+        let token = state.next_token;
+        state.next_token = token.wrapping_add(1);
+        state.waiting.insert(token, tx);
+        state.queued.push((token, api_key));
+        let first = state.queued.len() == 1;
+        drop(state);
+        let answer = Answer {
+            token: Some(token),
+            checks: self.clone(),
+            rx,
+        };
+        (first, answer)
+    }
+
+    /// What JavaScript answered (or why it could not); ignored once the connection
+    /// stopped waiting (auth timeout, gone, shutdown).
+    pub fn answer(&self, token: u32, outcome: Outcome) {
+        let waiting = lock(&self.state).waiting.remove(&token);
+        if let Some(tx) = waiting {
+            let _ = tx.send(outcome);
+        }
+    }
+
+    fn fail_queued(&self, problem: &str) {
+        let mut state = lock(&self.state);
+        let queued = std::mem::take(&mut state.queued);
+        for (token, _) in queued {
+            if let Some(tx) = state.waiting.remove(&token) {
+                let _ = tx.send(Err(problem.to_string()));
+            }
+        }
+    }
+
+    pub fn answer_valid(
+        &self,
+        token: u32,
+        valid: bool,
+        user_id: Option<Value>,
+        reason: Option<String>,
+    ) {
+        let answer = AuthAnswer {
+            valid,
+            user_id: user_id.unwrap_or(Value::Null),
+            reason,
+        };
+        self.answer(token, Ok(answer));
+    }
+}
+
+/// One connection's wait for its answer; dropping it stops the wait.
+struct Answer {
+    /// None once answered: nothing left to remove.
+    token: Option<u32>,
+    checks: Arc<Validations>,
+    rx: oneshot::Receiver<Outcome>,
+}
+
+impl Future for Answer {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let received = std::task::ready!(Pin::new(&mut self.rx).poll(cx));
+        self.token = None;
+        Poll::Ready(
+            received.unwrap_or_else(|_| {
+                Err("the gateway stopped before validateApiKey answered".into())
+            }),
+        )
+    }
+}
+
+impl Drop for Answer {
+    fn drop(&mut self) {
+        if let Some(token) = self.token {
+            lock(&self.checks.state).waiting.remove(&token);
+        }
+    }
+}
+
+/// The checks JavaScript takes in one call: token and API key of each, flat.
+pub struct Checks(Vec<(u32, String)>);
+
+impl Checks {
+    pub fn take(checks: &Validations) -> Self {
+        Self(std::mem::take(&mut lock(&checks.state).queued))
+    }
+}
+
+impl ToNapiValue for Checks {
+    unsafe fn to_napi_value(
+        raw_env: napi::sys::napi_env,
+        checks: Self,
+    ) -> napi::Result<napi::sys::napi_value> {
+        let env = Env::from_raw(raw_env);
+        let mut items = env.create_array(0)?;
+        for (token, api_key) in checks.0 {
+            items.insert(token)?;
+            items.insert(api_key)?;
+        }
+        Ok(items.raw())
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain data.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
