@@ -88,7 +88,7 @@ pub fn batch_layout() -> BatchLayout {
 
 pub struct NodeHost {
     pub validator: Validator,
-    pub pump: Pump,
+    pub pump: Arc<Pump>,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
     /// The batch became non-empty while a thread held deliveries: the pump call is
@@ -103,16 +103,26 @@ thread_local! {
 
 impl Host for NodeHost {
     fn deliver(&self, delivery: Delivery) {
+        let is_log = matches!(delivery, Delivery::Log(_));
         let mut batch = lock(&self.batch);
         batch.push(delivery);
         let first = batch.len() == 1;
         drop(batch);
         // One call per non-empty batch: JavaScript takes everything queued by the
         // time it runs, so batches grow while it is busy. A thread holding deliveries
-        // makes the call when it releases them, before its task yields.
+        // makes the call when it releases them, before its task yields. An event
+        // (nobody waits on it) first in the batch on the runtime calls once the ready
+        // tasks have run: in a connect storm one wake-up of the JavaScript thread then
+        // carries the events of many sessions instead of one each.
         if first {
             if HOLDING.get() {
                 self.owed.store(true, Ordering::Release);
+            } else if let (true, Ok(runtime)) = (is_log, tokio::runtime::Handle::try_current()) {
+                let pump = self.pump.clone();
+                drop(runtime.spawn(async move {
+                    tokio::task::yield_now().await;
+                    pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                }));
             } else {
                 self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
             }

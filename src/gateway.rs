@@ -69,7 +69,7 @@ impl NativeGateway {
             .build_callback(move |_| Ok(Batch::take(&queued)))?;
         let host = Arc::new(NodeHost {
             validator: Validator::new(checker, checks.clone()),
-            pump,
+            pump: Arc::new(pump),
             batch,
             owed: Default::default(),
         });
