@@ -161,8 +161,10 @@ async fn serve(
         host: &*shared.host,
         held: false,
     };
+    let socket = socket_fd(ws);
     loop {
         let event = poll_fn(|cx| {
+            link.running();
             if woken.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Woken);
             }
@@ -178,6 +180,10 @@ async fn serve(
             }
             let inbound = ws.poll_next_unpin(cx);
             if inbound.is_pending() {
+                // Before the outcomes go: JavaScript may answer them with sends at once.
+                if out.is_empty() && ws.get_ref().idle_for_writes() {
+                    link.parked(socket);
+                }
                 burst.end();
             }
             inbound.map(Event::Inbound)
@@ -186,9 +192,16 @@ async fn serve(
         match event {
             Event::Woken => {
                 woken.set(link.woken());
-                let (frames, close_request) = link.take();
+                let (unfinished, frames, close_request) = link.take();
                 if let Some(request) = close_request {
+                    if let Some(rest) = unfinished {
+                        // Finished before the close frame, like any frame under way.
+                        out.resume(rest);
+                    }
                     return End::Requested(request);
+                }
+                if let Some(rest) = unfinished {
+                    out.resume(rest);
                 }
                 out.extend(frames);
             }
@@ -219,6 +232,14 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+fn socket_fd(ws: &Socket) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    match ws.get_ref().raw_ref() {
+        tokio_util::either::Either::Left(tcp) => tcp.as_raw_fd(),
+        tokio_util::either::Either::Right(unix) => unix.as_raw_fd(),
     }
 }
 
