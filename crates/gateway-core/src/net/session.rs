@@ -83,20 +83,39 @@ pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<O
 // Not an `async fn`: see `run`.
 #[allow(clippy::manual_async_fn)]
 fn serve_and_close(
-    mut ws: Socket,
+    ws: Socket,
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl Future<Output = (u16, String)> {
+    let mut socket = OwnedSocket {
+        ws,
+        link: admitted.link.clone(),
+    };
     async move {
+        let ws = &mut socket.ws;
         let mut out = Outgoing::default();
         // The socket still holds the waker of the task that authenticated it, and with it
         // that task's whole (finished) allocation, until something is written: a flush
         // registers this task's waker instead.
         let end = match ws.flush().await {
-            Ok(()) => serve(&mut ws, &mut out, admitted.key, &admitted.link, &shared).await,
+            Ok(()) => serve(ws, &mut out, admitted.key, &admitted.link, &shared).await,
             Err(_) => End::Lost,
         };
-        Box::pin(finish(&mut ws, &mut out, &admitted.link, end)).await
+        Box::pin(finish(ws, &mut out, &admitted.link, end)).await
+    }
+}
+
+/// The session's socket. Others write to it only while the task has it registered
+/// as parked (`SessionLink::parked`): it is unregistered before it closes, however
+/// the task ends (aborted by a `stop()` out of patience, or unwinding).
+struct OwnedSocket {
+    ws: Socket,
+    link: Arc<SessionLink>,
+}
+
+impl Drop for OwnedSocket {
+    fn drop(&mut self) {
+        self.link.running();
     }
 }
 

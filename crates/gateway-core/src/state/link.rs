@@ -329,7 +329,10 @@ mod tests {
         assert_eq!(link.enqueue(text("hello"), 2 * len), Enqueued::Behind);
     }
 
-    fn socket_pair() -> (std::os::unix::net::UnixStream, std::os::unix::net::UnixStream) {
+    fn socket_pair() -> (
+        std::os::unix::net::UnixStream,
+        std::os::unix::net::UnixStream,
+    ) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         theirs.set_nonblocking(true).unwrap();
@@ -366,7 +369,10 @@ mod tests {
         link.enqueue(text("one"), MAX);
         link.enqueue(text("two"), MAX);
         link.write_through();
-        assert!(read_all(&mut theirs).is_empty(), "the task runs: left to it");
+        assert!(
+            read_all(&mut theirs).is_empty(),
+            "the task runs: left to it"
+        );
         assert_eq!(link.take().1.len(), 2);
         link.wrote(link.queued_bytes()); // As the task does.
 
