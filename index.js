@@ -48,7 +48,7 @@ const { NativeGateway, batchLayout } = loadNative();
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
  * src/validations.rs) and hands each answer back, normalised, or why it failed.
  */
-function checker(validateApiKey, native) {
+function checker(validateApiKey, answers) {
   const normalize = (answer) => {
     if (answer === null || typeof answer !== 'object') {
       throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
@@ -64,8 +64,8 @@ function checker(validateApiKey, native) {
       answered = Promise.reject(error);
     }
     answered.then(
-      (answer) => native().validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => native().validationFailed(token, problemOf(error)),
+      (answer) => answers.to.deref()?.validated(token, answer.valid, answer.userId, answer.reason),
+      (error) => answers.to.deref()?.validationFailed(token, problemOf(error)),
     );
   };
   return (checks) => {
@@ -129,6 +129,7 @@ function describe(error) {
  */
 class WhatsAppGateway extends EventEmitter {
   #native;
+  #deliver;
   #callbacks;
   #server;
   #path;
@@ -165,10 +166,13 @@ class WhatsAppGateway extends EventEmitter {
     this.#cluster = native.cluster !== undefined;
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
-    const check = checker(callbacks.validateApiKey, () => this.#native);
-    this.#native = new NativeGateway(settings, check, (batch) =>
-      this.#onBatch(batch),
-    );
+    // Kept here: the native side holds it only while something is pending, so that a
+    // gateway nobody uses any more can be collected.
+    this.#deliver = (batch) => this.#onBatch(batch);
+    // The native side holds `check` for good: it reaches the native object weakly.
+    const answers = {};
+    this.#native = new NativeGateway(settings, checker(callbacks.validateApiKey, answers), this.#deliver);
+    answers.to = new WeakRef(this.#native);
   }
 
   get isRunning() {

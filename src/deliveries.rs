@@ -1,21 +1,19 @@
 //! The core's host inside Node: deliveries are queued and handed to JavaScript in
-//! batches through one long-lived threadsafe function (the "pump"), as one flat array
-//! that `index.js` walks; the validator is called through another.
+//! batches (`js_wake` wakes the JavaScript thread for them), as one flat array that
+//! `index.js` walks; `validations` calls the validator.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, JsValue, ToNapiValue};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
 use wa_gateway_core::{Delivery, Host, Identity, Validation};
 
+use crate::js_wake::JsWaker;
 use crate::validations::Validator;
-
-pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
@@ -88,10 +86,10 @@ pub fn batch_layout() -> BatchLayout {
 
 pub struct NodeHost {
     pub validator: Validator,
-    pub pump: Arc<Pump>,
+    pub waker: JsWaker,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
-    /// The batch became non-empty while a thread held deliveries: the pump call is
+    /// The batch became non-empty while a thread held deliveries: the wake-up is
     /// owed, made when that thread releases them.
     pub owed: AtomicBool,
 }
@@ -118,13 +116,13 @@ impl Host for NodeHost {
             if HOLDING.get() {
                 self.owed.store(true, Ordering::Release);
             } else if let (true, Ok(runtime)) = (is_log, tokio::runtime::Handle::try_current()) {
-                let pump = self.pump.clone();
+                let waker = self.waker.clone();
                 drop(runtime.spawn(async move {
                     tokio::task::yield_now().await;
-                    pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                    waker.wake();
                 }));
             } else {
-                self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                self.waker.wake();
             }
         }
     }
@@ -136,7 +134,7 @@ impl Host for NodeHost {
     fn release_deliveries(&self) {
         HOLDING.set(false);
         if self.owed.swap(false, Ordering::AcqRel) {
-            self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            self.waker.wake();
         }
     }
 
@@ -277,6 +275,6 @@ fn host_call(call: wa_gateway_core::CallId) -> u32 {
 }
 
 /// A poisoned lock only means another thread panicked mid-update of plain data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

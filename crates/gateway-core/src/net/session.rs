@@ -83,20 +83,39 @@ pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<O
 // Not an `async fn`: see `run`.
 #[allow(clippy::manual_async_fn)]
 fn serve_and_close(
-    mut ws: Socket,
+    ws: Socket,
     admitted: Admitted,
     shared: Arc<Shared>,
 ) -> impl Future<Output = (u16, String)> {
+    let mut socket = OwnedSocket {
+        ws,
+        link: admitted.link.clone(),
+    };
     async move {
+        let ws = &mut socket.ws;
         let mut out = Outgoing::default();
         // The socket still holds the waker of the task that authenticated it, and with it
         // that task's whole (finished) allocation, until something is written: a flush
         // registers this task's waker instead.
         let end = match ws.flush().await {
-            Ok(()) => serve(&mut ws, &mut out, admitted.key, &admitted.link, &shared).await,
+            Ok(()) => serve(ws, &mut out, admitted.key, &admitted.link, &shared).await,
             Err(_) => End::Lost,
         };
-        Box::pin(finish(&mut ws, &mut out, &admitted.link, end)).await
+        Box::pin(finish(ws, &mut out, &admitted.link, end)).await
+    }
+}
+
+/// The session's socket. Others write to it only while the task has it registered
+/// as parked (`SessionLink::parked`): it is unregistered before it closes, however
+/// the task ends (aborted by a `stop()` out of patience, or unwinding).
+struct OwnedSocket {
+    ws: Socket,
+    link: Arc<SessionLink>,
+}
+
+impl Drop for OwnedSocket {
+    fn drop(&mut self) {
+        self.link.running();
     }
 }
 
@@ -161,8 +180,10 @@ async fn serve(
         host: &*shared.host,
         held: false,
     };
+    let socket = socket_fd(ws);
     loop {
         let event = poll_fn(|cx| {
+            link.running();
             if woken.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Woken);
             }
@@ -178,6 +199,10 @@ async fn serve(
             }
             let inbound = ws.poll_next_unpin(cx);
             if inbound.is_pending() {
+                // Before the outcomes go: JavaScript may answer them with sends at once.
+                if out.is_empty() && ws.get_ref().idle_for_writes() {
+                    link.parked(socket);
+                }
                 burst.end();
             }
             inbound.map(Event::Inbound)
@@ -186,9 +211,16 @@ async fn serve(
         match event {
             Event::Woken => {
                 woken.set(link.woken());
-                let (frames, close_request) = link.take();
+                let (unfinished, frames, close_request) = link.take();
                 if let Some(request) = close_request {
+                    if let Some(rest) = unfinished {
+                        // Finished before the close frame, like any frame under way.
+                        out.resume(rest);
+                    }
                     return End::Requested(request);
+                }
+                if let Some(rest) = unfinished {
+                    out.resume(rest);
                 }
                 out.extend(frames);
             }
@@ -219,6 +251,14 @@ async fn serve(
                 }
             }
         }
+    }
+}
+
+fn socket_fd(ws: &Socket) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    match ws.get_ref().raw_ref() {
+        tokio_util::either::Either::Left(tcp) => tcp.as_raw_fd(),
+        tokio_util::either::Either::Right(unix) => unix.as_raw_fd(),
     }
 }
 
