@@ -46,31 +46,32 @@ const { NativeGateway, batchLayout } = loadNative();
 
 /**
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
- * src/validations.rs) and hands each answer back, normalised, or why it failed.
+ * src/validations.rs) and hands each answer back to `native`, normalised, or why it
+ * failed.
  */
-function checker(validateApiKey, answers) {
-  const normalize = (answer) => {
-    if (answer === null || typeof answer !== 'object') {
-      throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
-    }
-    const reason = answer.reason == null ? undefined : String(answer.reason);
-    return { valid: Boolean(answer.valid), userId: jsonSafe(answer.userId), reason };
-  };
-  const check = (token, apiKey) => {
+function runChecks(checks, validateApiKey, native) {
+  for (let i = 0; i < checks.length; i += 2) {
+    const token = checks[i];
     let answered;
     try {
-      answered = Promise.resolve(validateApiKey(apiKey)).then(normalize);
+      answered = Promise.resolve(validateApiKey(checks[i + 1])).then(normalizeAnswer);
     } catch (error) {
       answered = Promise.reject(error);
     }
     answered.then(
-      (answer) => answers.to.deref()?.validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => answers.to.deref()?.validationFailed(token, problemOf(error)),
+      (answer) => native.validated(token, answer.valid, answer.userId, answer.reason),
+      (error) => native.validationFailed(token, problemOf(error)),
     );
-  };
-  return (checks) => {
-    for (let i = 0; i < checks.length; i += 2) check(checks[i], checks[i + 1]);
-  };
+  }
+}
+
+/** What validateApiKey answered, as the core reads it. */
+function normalizeAnswer(answer) {
+  if (answer === null || typeof answer !== 'object') {
+    throw new TypeError(`validateApiKey must return an object like { valid: true }, got ${answer}`);
+  }
+  const reason = answer.reason == null ? undefined : String(answer.reason);
+  return { valid: Boolean(answer.valid), userId: jsonSafe(answer.userId), reason };
 }
 
 /**
@@ -168,11 +169,11 @@ class WhatsAppGateway extends EventEmitter {
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
     // gateway nobody uses any more can be collected.
-    this.#deliver = (batch) => this.#onBatch(batch);
-    // The native side holds `check` for good: it reaches the native object weakly.
-    const answers = {};
-    this.#native = new NativeGateway(settings, checker(callbacks.validateApiKey, answers), this.#deliver);
-    answers.to = new WeakRef(this.#native);
+    this.#deliver = (batch, checks) => {
+      if (checks !== undefined) runChecks(checks, callbacks.validateApiKey, this.#native);
+      this.#onBatch(batch);
+    };
+    this.#native = new NativeGateway(settings, this.#deliver);
   }
 
   get isRunning() {

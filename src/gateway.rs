@@ -17,7 +17,7 @@ use crate::types::{
     send_request, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendKind,
     SendOptions, SessionInfo, UpgradeRequest,
 };
-use crate::validations::{Checks, Validations, Validator};
+use crate::validations::{Validations, Validator};
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -48,25 +48,15 @@ pub struct NativeGateway {
 #[napi]
 impl NativeGateway {
     #[napi(constructor)]
-    pub fn new(
-        env: Env,
-        config: NativeConfig,
-        check: Function<(), ()>,
-        deliver: Function<(), ()>,
-    ) -> napi::Result<Self> {
+    pub fn new(env: Env, config: NativeConfig, deliver: Function<(), ()>) -> napi::Result<Self> {
         let rt = runtime()?;
         let checks = Arc::new(Validations::default());
-        let queued_checks = checks.clone();
-        let checker = check
-            .build_threadsafe_function::<()>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(move |_| Ok(Checks::take(&queued_checks)))?;
         let batch = Arc::new(Mutex::new(Vec::new()));
         // Held (with the event loop) only while the gateway runs or sends are pending.
-        let (wake, waker) = JsWakeOwner::new(env.raw(), deliver.raw(), batch.clone())?;
+        let (wake, waker) =
+            JsWakeOwner::new(env.raw(), deliver.raw(), batch.clone(), checks.clone())?;
         let host = Arc::new(NodeHost {
-            validator: Validator::new(checker, checks.clone()),
+            validator: Validator::new(waker.clone(), checks.clone()),
             waker,
             batch,
             owed: Default::default(),

@@ -17,6 +17,7 @@ use napi::sys;
 use wa_gateway_core::Delivery;
 
 use crate::deliveries::{lock, Batch};
+use crate::validations::{Checks, Validations};
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
 type UvAsync = c_void;
@@ -68,6 +69,8 @@ struct OnJsThread {
     deliver: sys::napi_ref,
     context: sys::napi_async_context,
     batch: Arc<Mutex<Vec<Delivery>>>,
+    /// `validateApiKey` checks, handed over by the same wake-ups.
+    checks: Arc<Validations>,
     open: Arc<Open>,
 }
 
@@ -80,14 +83,15 @@ pub struct JsWakeOwner {
 }
 
 impl JsWakeOwner {
-    /// On the JavaScript thread: a handle that calls `deliver(batch)` with what is
-    /// queued in `batch` whenever the waker is woken. Until `set_ref(true)` it keeps
+    /// On the JavaScript thread: a handle that calls `deliver(batch, checks)` with what
+    /// is queued in `batch` and `checks` whenever the waker is woken. Until `set_ref(true)` it keeps
     /// neither the event loop nor `deliver` alive: the caller keeps `deliver` as long
     /// as it wants deliveries.
     pub fn new(
         env: sys::napi_env,
         deliver: sys::napi_value,
         batch: Arc<Mutex<Vec<Delivery>>>,
+        checks: Arc<Validations>,
     ) -> napi::Result<(Self, JsWaker)> {
         // SAFETY: called on the JavaScript thread with its live env; every pointer passed
         // below is valid for the call, and the handle's memory outlives the handle.
@@ -132,6 +136,7 @@ impl JsWakeOwner {
                 deliver: deliver_ref,
                 context,
                 batch,
+                checks,
                 open: open.clone(),
             }));
             uv_handle_set_data(handle, side.cast());
@@ -214,8 +219,8 @@ unsafe extern "C" fn on_closed(handle: *mut UvAsync) {
     drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
 }
 
-/// On the JavaScript thread, from the event loop: hands the queued deliveries to
-/// JavaScript inside a callback scope, so that the promises it settles run their
+/// On the JavaScript thread, from the event loop: hands the queued deliveries (and
+/// key checks, `deliver(batch, checks)`) to JavaScript inside a callback scope, so that the promises it settles run their
 /// reactions before the loop goes on, as with any I/O callback.
 unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
     let side = &*uv_handle_get_data(handle).cast::<OnJsThread>();
@@ -232,10 +237,22 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
         && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok
     {
         let batch = Batch::take(&side.batch);
-        if let Ok(items) = Batch::to_napi_value(env, batch) {
+        let checks = Checks::take(&side.checks);
+        if let (Ok(items), Ok(checks)) = (
+            Batch::to_napi_value(env, batch),
+            Checks::to_napi_value(env, checks),
+        ) {
+            let args = [items, checks];
             let mut result = ptr::null_mut();
-            let status =
-                sys::napi_make_callback(env, side.context, global, deliver, 1, &items, &mut result);
+            let status = sys::napi_make_callback(
+                env,
+                side.context,
+                global,
+                deliver,
+                args.len(),
+                args.as_ptr(),
+                &mut result,
+            );
             if status == sys::Status::napi_pending_exception {
                 // As for any callback from the loop: an uncaught exception.
                 let mut error = ptr::null_mut();

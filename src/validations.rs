@@ -1,8 +1,9 @@
-//! `validateApiKey` calls. A connection waiting for its key check queues it here, and
-//! JavaScript takes every queued check in one threadsafe-function call, then answers
-//! each through `NativeGateway::validated` / `validation_failed`. One call per check
-//! (as before) cost a queue lock round and a JavaScript call frame each, and its
-//! promise another two napi callbacks: a connect storm paid them all per connection.
+//! `validateApiKey` calls. A connection waiting for its key check queues it here; the
+//! deliveries' wake-up (`js_wake`) hands every queued check to JavaScript at once, which
+//! answers each through `NativeGateway::validated` / `validation_failed`. A threadsafe
+//! function call per check (as before) cost a queue lock round, a JavaScript call frame
+//! and a wake-up of its own each, and its promise another two napi callbacks: a connect
+//! storm paid them all per connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,14 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use napi::bindgen_prelude::{JsValue, ToNapiValue};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::{Env, Status};
+use napi::Env;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use wa_gateway_core::{AuthAnswer, Validation};
 
-/// Calls the JavaScript side with the queued checks (`Checks`).
-pub type Checker = ThreadsafeFunction<(), (), Checks, Status, false, true>;
+use crate::js_wake::JsWaker;
 
 type Outcome = Result<AuthAnswer, String>;
 
@@ -38,28 +37,36 @@ struct State {
 
 /// The validator as the core's host sees it.
 pub struct Validator {
-    checker: Checker,
+    waker: JsWaker,
     checks: Arc<Validations>,
 }
 
 impl Validator {
-    pub fn new(checker: Checker, checks: Arc<Validations>) -> Self {
-        Self { checker, checks }
+    pub fn new(waker: JsWaker, checks: Arc<Validations>) -> Self {
+        Self { waker, checks }
     }
 
     pub fn validate(&self, api_key: String) -> Validation {
         let (first, answer) = self.checks.ask(api_key);
-        // JavaScript takes everything queued when its call runs: one call per batch.
-        if first
-            && self
-                .checker
-                .call((), ThreadsafeFunctionCallMode::NonBlocking)
-                != Status::Ok
-        {
-            self.checks
-                .fail_queued("the JavaScript thread no longer takes calls");
+        if first {
+            self.wake_soon();
         }
         Box::pin(answer)
+    }
+
+    /// Wakes JavaScript, which takes everything queued by the time it runs. On the
+    /// runtime the wake-up waits until the tasks that are ready have run: in a storm
+    /// they queue their checks too, and one wake-up of the JavaScript thread (which on
+    /// a busy machine takes a core from the runtime) carries them all.
+    fn wake_soon(&self) {
+        let waker = self.waker.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(async move {
+                tokio::task::yield_now().await;
+                waker.wake();
+            })),
+            Err(_) => waker.wake(),
+        }
     }
 }
 
@@ -89,16 +96,6 @@ impl Validations {
         let waiting = lock(&self.state).waiting.remove(&token);
         if let Some(tx) = waiting {
             let _ = tx.send(outcome);
-        }
-    }
-
-    fn fail_queued(&self, problem: &str) {
-        let mut state = lock(&self.state);
-        let queued = std::mem::take(&mut state.queued);
-        for (token, _) in queued {
-            if let Some(tx) = state.waiting.remove(&token) {
-                let _ = tx.send(Err(problem.to_string()));
-            }
         }
     }
 
@@ -148,7 +145,8 @@ impl Drop for Answer {
     }
 }
 
-/// The checks JavaScript takes in one call: token and API key of each, flat.
+/// The checks JavaScript takes at once: token and API key of each, flat (`undefined`
+/// when there are none).
 pub struct Checks(Vec<(u32, String)>);
 
 impl Checks {
@@ -162,6 +160,9 @@ impl ToNapiValue for Checks {
         raw_env: napi::sys::napi_env,
         checks: Self,
     ) -> napi::Result<napi::sys::napi_value> {
+        if checks.0.is_empty() {
+            return <()>::to_napi_value(raw_env, ());
+        }
         let env = Env::from_raw(raw_env);
         let mut items = env.create_array(0)?;
         for (token, api_key) in checks.0 {
