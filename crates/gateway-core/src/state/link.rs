@@ -3,10 +3,11 @@
 //! wake-up, a sign of life, and when the socket last took bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::task::AbortHandle;
 
 use crate::clock::{monotonic_ms, wall_ms_at};
@@ -60,7 +61,11 @@ struct Outbound {
 
 pub struct SessionLink {
     outbound: Mutex<Outbound>,
-    wake: Notify,
+    /// The session's task, woken by `wake()`. A bare waker and a flag rather than a
+    /// `Notify`, whose `Notified` future would sit in every idle session's task.
+    task: AtomicWaker,
+    /// A `wake()` the task has not seen yet.
+    woken: AtomicBool,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
     /// Bytes of frames queued or being written and not yet taken by the socket.
@@ -75,7 +80,8 @@ impl Default for SessionLink {
         let now = monotonic_ms();
         Self {
             outbound: Mutex::default(),
-            wake: Notify::new(),
+            task: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
@@ -125,12 +131,13 @@ impl SessionLink {
     }
 
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     pub fn request_close(&self, why: CloseRequest) {
         lock(&self.outbound).close.get_or_insert(why);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Everything queued so far, and a close request if there is one.
@@ -139,8 +146,19 @@ impl SessionLink {
         (std::mem::take(&mut out.frames), out.close)
     }
 
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// Ready once for any number of `wake()`s since it was last ready; a wake-up
+    /// before the first poll is kept.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        // A wake() between the swap and the register found no waker to wake.
+        if self.woken.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     pub fn close_requested(&self) -> Option<CloseRequest> {
@@ -216,6 +234,34 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    /// Counts its wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_reaches_the_task_once_whenever_it_comes() {
+        let wakes = std::sync::Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let link = SessionLink::default();
+        assert!(link.poll_woken(&mut cx).is_pending());
+        // Frames pushed while the task waits wake it, once for several.
+        assert!(link.push(text("a"), MAX));
+        link.wake();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(link.poll_woken(&mut cx).is_ready());
+        assert!(link.poll_woken(&mut cx).is_pending());
+        // A wake-up before the task polls again is kept, not lost.
+        link.request_close(CloseRequest::Shutdown);
+        assert!(link.poll_woken(&mut cx).is_ready());
+        assert!(link.poll_woken(&mut cx).is_pending());
+    }
 
     #[test]
     fn a_close_request_stops_the_queue() {

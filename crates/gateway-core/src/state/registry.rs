@@ -50,7 +50,68 @@ pub struct Session {
     last_status_update: Option<u64>,
     pending: HashMap<u128, Pending>,
     /// Commands waiting for their turn under 5.2 pacing.
-    queue: DeviceQueue,
+    queue: PacingQueue,
+}
+
+/// A device's pacing state, allocated once pacing first holds a command back or
+/// records a departure. Inline, it made every entry of `sessions` 80 bytes larger,
+/// idle sessions and gateways without pacing included.
+#[derive(Default)]
+struct PacingQueue(Option<Box<DeviceQueue>>);
+
+impl PacingQueue {
+    fn state(&mut self) -> &mut DeviceQueue {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.is_empty())
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.bytes())
+    }
+
+    fn front_id(&self) -> Option<u128> {
+        self.0.as_ref()?.front_id()
+    }
+
+    fn ready_at(&self, pacing: &Pacing) -> Option<Instant> {
+        self.0.as_ref()?.ready_at(pacing)
+    }
+
+    /// Without any state yet, nothing has left and anything may.
+    fn may_leave(&mut self, now: Instant, pacing: &Pacing) -> bool {
+        self.0.as_mut().is_none_or(|q| q.may_leave(now, pacing))
+    }
+
+    fn departed(&mut self, now: Instant, pacing: &Pacing) {
+        self.state().departed(now, pacing);
+    }
+
+    fn push(&mut self, request_id: u128, frame: Frame) {
+        self.state().push(request_id, frame);
+    }
+
+    fn pop(&mut self) -> Option<(u128, Frame)> {
+        self.0.as_mut()?.pop()
+    }
+
+    fn remove(&mut self, request_id: u128) {
+        if let Some(q) = self.0.as_mut() {
+            q.remove(request_id);
+        }
+    }
+
+    fn drain(&mut self) -> Vec<(u128, Frame)> {
+        self.0
+            .as_mut()
+            .map_or_else(Vec::new, |q| q.drain().collect())
+    }
 }
 
 impl Session {
@@ -221,7 +282,7 @@ impl Registry {
             status: None,
             last_status_update: None,
             pending: HashMap::new(),
-            queue: DeviceQueue::default(),
+            queue: PacingQueue::default(),
         };
         self.sessions.insert(key, session);
         Ok((key, identity))
@@ -239,7 +300,7 @@ impl Registry {
         }
         // 5.2: commands never written go back to selection, in their order.
         let mut unplaced = Vec::new();
-        let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+        let unwritten = session.queue.drain();
         for (request_id, frame) in unwritten {
             let Some(pending) = session.pending.remove(&request_id) else {
                 continue;
@@ -369,7 +430,7 @@ impl Registry {
     pub fn take_queued(&mut self) -> Vec<(Settled, Frame)> {
         let mut taken = Vec::new();
         for session in self.sessions.values_mut() {
-            let unwritten: Vec<(u128, Frame)> = session.queue.drain().collect();
+            let unwritten = session.queue.drain();
             for (request_id, frame) in unwritten {
                 let Some(pending) = session.pending.remove(&request_id) else {
                     continue;
