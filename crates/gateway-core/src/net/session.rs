@@ -20,6 +20,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use super::frame_io::close;
 use super::handshake::Socket;
 use super::outgoing::Outgoing;
+use super::trim;
 use crate::events::LogEvent;
 use crate::identity::Identity;
 use crate::protocol::{self, Frame, Inbound};
@@ -61,6 +62,7 @@ pub fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Futu
         link: admitted.link,
         identity: admitted.identity,
     }));
+    trim::session_changed();
     async move {
         let Some(me) = &leaving.0 else {
             return;
@@ -163,6 +165,7 @@ impl Leaving {
         }
         shared.log(|| LogEvent::session_disconnected(&self.identity, &reason, code));
         shared.connections.fetch_sub(1, Ordering::Relaxed);
+        trim::session_changed();
     }
 }
 
