@@ -42,13 +42,18 @@ pub struct SessionInfo {
     pub user_id: Value,
 }
 
+/// SipHash with fixed keys for the requests in flight on a session: their ids are the
+/// gateway's own random UUIDs, so per-map random keys buy nothing, and they cost every
+/// session's entry 16 bytes.
+type FixedKeys = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+
 pub struct Session {
     pub identity: Arc<Identity>,
     pub link: Arc<SessionLink>,
     connected_at: u64,
     status: Option<StatusFrame>,
     last_status_update: Option<u64>,
-    pending: HashMap<u128, Pending>,
+    pending: HashMap<u128, Pending, FixedKeys>,
     /// Commands waiting for their turn under 5.2 pacing.
     queue: PacingQueue,
 }
@@ -187,8 +192,50 @@ pub struct Settled {
 
 #[derive(Default)]
 struct KeyGroup {
-    members: Vec<SessionKey>,
+    members: Members,
     cursor: usize,
+}
+
+/// A key's sessions, in order of arrival. Most keys have one: it is kept inline
+/// rather than in an allocation of its own that every such session would pay for.
+enum Members {
+    One(SessionKey),
+    Many(Vec<SessionKey>),
+}
+
+impl Default for Members {
+    fn default() -> Self {
+        Self::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Members {
+    type Target = [SessionKey];
+
+    fn deref(&self) -> &[SessionKey] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+}
+
+impl Members {
+    fn push(&mut self, key: SessionKey) {
+        match self {
+            Self::Many(keys) if keys.is_empty() => *self = Self::One(key),
+            Self::Many(keys) => keys.push(key),
+            Self::One(first) => *self = Self::Many(vec![*first, key]),
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&SessionKey) -> bool) {
+        match self {
+            Self::One(key) if !keep(key) => *self = Self::default(),
+            Self::One(_) => {}
+            Self::Many(keys) => keys.retain(keep),
+        }
+    }
 }
 
 /// Why no device could be chosen for a key.
@@ -281,7 +328,7 @@ impl Registry {
             connected_at: now_ms(),
             status: None,
             last_status_update: None,
-            pending: HashMap::new(),
+            pending: HashMap::default(),
             queue: PacingQueue::default(),
         };
         self.sessions.insert(key, session);
@@ -866,6 +913,27 @@ pub fn least_busy(loads: impl Iterator<Item = usize>, cursor: &mut usize, active
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_members_keep_their_order_from_one_to_many_and_back() {
+        let mut members = Members::default();
+        assert!(members.is_empty());
+        members.push(1);
+        assert_eq!(&*members, &[1]);
+        members.push(2);
+        members.push(3);
+        assert_eq!(&*members, &[1, 2, 3]);
+        members.retain(|k| *k != 2);
+        assert_eq!(&*members, &[1, 3]);
+        let mut one = Members::default();
+        one.push(7);
+        one.retain(|k| *k != 8);
+        assert_eq!(&*one, &[7]);
+        one.retain(|k| *k != 7);
+        assert!(one.is_empty());
+        one.push(9);
+        assert_eq!(&*one, &[9]);
+    }
 
     use std::time::Duration;
 
