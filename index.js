@@ -97,6 +97,7 @@ function describe(error) {
  */
 class WhatsAppGateway extends EventEmitter {
   #native;
+  #deliver;
   #callbacks;
   #server;
   #path;
@@ -133,9 +134,10 @@ class WhatsAppGateway extends EventEmitter {
     this.#cluster = native.cluster !== undefined;
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
-    this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), (batch) =>
-      this.#onBatch(batch),
-    );
+    // Kept here: the native side holds it only while something is pending, so that a
+    // gateway nobody uses any more can be collected.
+    this.#deliver = (batch) => this.#onBatch(batch);
+    this.#native = new NativeGateway(settings, wrapValidator(callbacks.validateApiKey), this.#deliver);
   }
 
   get isRunning() {

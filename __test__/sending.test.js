@@ -225,3 +225,20 @@ test('a thousand concurrent sends each settle exactly once', async (t) => {
   assert.equal(new Set(results.map((r) => r.requestId)).size, 1000);
   assert.equal(gateway.getHealth().pendingRequests, 0);
 });
+
+test('commands bigger than the socket takes at once, sent in one tick and then one by one, arrive whole and in order', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  const texts = ['a', 'b', 'c', 'd'].map((c, i) => `${i}:${c.repeat(3 * 1024 * 1024)}`);
+  // Three in one tick (written together), then one more after the first results.
+  const first = texts.slice(0, 3).map((message) => gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message }));
+  await Promise.all(first);
+  await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: texts[3] });
+  // And small ones behind, each alone.
+  for (let i = 0; i < 20; i++) await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: `small ${i}` });
+  const received = ext.commands.map((c) => c.data.message);
+  assert.equal(received.length, 24);
+  assert.ok(received.slice(0, 4).every((m, i) => m === texts[i]), 'a big command arrived cut or out of order');
+  assert.deepEqual(received.slice(4), Array.from({ length: 20 }, (_, i) => `small ${i}`));
+});

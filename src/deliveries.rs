@@ -1,22 +1,22 @@
 //! The core's host inside Node: deliveries are queued and handed to JavaScript in
-//! batches through one long-lived threadsafe function (the "pump"), as one flat array
-//! that `index.js` walks; the validator is called through another.
+//! batches (`js_wake` wakes the JavaScript thread for them), as one flat array that
+//! `index.js` walks; the validator is called through a threadsafe function.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{Array, JsValue, Promise, ToNapiValue};
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::threadsafe_function::ThreadsafeFunction;
 use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::Value;
 use wa_gateway_core::{AuthAnswer, Delivery, Host, Identity, Validation};
 
+use crate::js_wake::JsWaker;
 use crate::types::AuthReply;
 
 pub type Validator = ThreadsafeFunction<String, Promise<AuthReply>, String, Status, false, true>;
-pub type Pump = ThreadsafeFunction<(), (), Batch, Status, false, true>;
 
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
@@ -88,10 +88,10 @@ pub fn batch_layout() -> BatchLayout {
 
 pub struct NodeHost {
     pub validator: Arc<Validator>,
-    pub pump: Pump,
+    pub waker: JsWaker,
     /// Deliveries JavaScript has not taken yet.
     pub batch: Arc<Mutex<Vec<Delivery>>>,
-    /// The batch became non-empty while a thread held deliveries: the pump call is
+    /// The batch became non-empty while a thread held deliveries: the wake-up is
     /// owed, made when that thread releases them.
     pub owed: AtomicBool,
 }
@@ -114,7 +114,7 @@ impl Host for NodeHost {
             if HOLDING.get() {
                 self.owed.store(true, Ordering::Release);
             } else {
-                self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+                self.waker.wake();
             }
         }
     }
@@ -126,7 +126,7 @@ impl Host for NodeHost {
     fn release_deliveries(&self) {
         HOLDING.set(false);
         if self.owed.swap(false, Ordering::AcqRel) {
-            self.pump.call((), ThreadsafeFunctionCallMode::NonBlocking);
+            self.waker.wake();
         }
     }
 
@@ -246,6 +246,6 @@ fn host_call(call: wa_gateway_core::CallId) -> u32 {
 }
 
 /// A poisoned lock only means another thread panicked mid-update of plain data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

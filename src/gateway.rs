@@ -1,17 +1,18 @@
 //! `NativeGateway`: the class `index.js` drives. Each method converts its arguments
-//! and calls the core; outcomes come back through the pump (`deliveries`).
+//! and calls the core; outcomes come back in batches (`deliveries`, `js_wake`).
 
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use napi::bindgen_prelude::{Function, Promise};
+use napi::bindgen_prelude::{Function, JsValue, Promise};
 use napi::{Env, Status};
 use napi_derive::napi;
 use tokio::runtime::Runtime;
 use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError, Upgrade};
 
-use crate::deliveries::{Batch, NodeHost};
+use crate::deliveries::NodeHost;
+use crate::js_wake::JsWakeOwner;
 use crate::types::{
     send_request, AuthReply, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig,
     SendKind, SendOptions, SessionInfo, UpgradeRequest,
@@ -38,13 +39,15 @@ fn io_error(e: std::io::Error) -> napi::Error {
 #[napi]
 pub struct NativeGateway {
     core: Gateway,
-    host: Arc<NodeHost>,
+    /// Declared after `core`: dropped after it.
+    wake: JsWakeOwner,
 }
 
 #[napi]
 impl NativeGateway {
     #[napi(constructor)]
     pub fn new(
+        env: Env,
         config: NativeConfig,
         validate: Function<String, Promise<AuthReply>>,
         deliver: Function<(), ()>,
@@ -56,23 +59,18 @@ impl NativeGateway {
             .weak::<true>()
             .build_callback(|ctx| Ok(ctx.value))?;
         let batch = Arc::new(Mutex::new(Vec::new()));
-        let queued = batch.clone();
-        // Weak: JavaScript refs it only while the gateway runs or sends are pending.
-        let pump = deliver
-            .build_threadsafe_function::<()>()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build_callback(move |_| Ok(Batch::take(&queued)))?;
+        // Held (with the event loop) only while the gateway runs or sends are pending.
+        let (wake, waker) = JsWakeOwner::new(env.raw(), deliver.raw(), batch.clone())?;
         let host = Arc::new(NodeHost {
             validator: Arc::new(validator),
-            pump,
+            waker,
             batch,
             owed: Default::default(),
         });
         let config = Config::try_from(config)?;
-        let core = Gateway::new(config, host.clone(), rt.handle().clone())
+        let core = Gateway::new(config, host, rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
-        Ok(Self { core, host })
+        Ok(Self { core, wake })
     }
 
     /// Binds and serves; returns the port. Errors carry the errno name as `code`.
@@ -222,23 +220,17 @@ impl NativeGateway {
 
     /// Whether deliveries keep the Node event loop alive (like a listening server).
     #[napi]
-    pub fn keep_alive(&self, env: Env, on: bool) -> napi::Result<()> {
-        let raw = self.host.pump.raw();
-        // SAFETY: called on the JavaScript thread with a live threadsafe function.
-        let status = unsafe {
-            if on {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
-            } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
-            }
-        };
-        if status == napi::sys::Status::napi_ok {
-            Ok(())
-        } else {
-            Err(napi::Error::from_reason(
-                "cannot change the gateway's hold on the event loop",
-            ))
-        }
+    pub fn keep_alive(&self, on: bool) {
+        self.wake.set_ref(on);
+    }
+}
+
+impl Drop for NativeGateway {
+    /// Reached only when its JavaScript object is finalized, which a running gateway's
+    /// is not (it holds its delivery callback) unless Node tears the environment down,
+    /// as when a worker thread ends: serving stops with it and its port is freed.
+    fn drop(&mut self) {
+        self.core.stop();
     }
 }
 

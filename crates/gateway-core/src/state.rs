@@ -112,11 +112,12 @@ impl Shared {
         self.host.deliver(Delivery::Error(error));
     }
 
-    /// Wakes the sessions that sends queued commands for with `Wake::Later`.
+    /// Sends the commands queued with `Wake::Later`: written through where the
+    /// session's task is idle, else by the task, woken.
     pub fn wake_corked(&self) {
         let corked = std::mem::take(&mut *link::lock(&self.corked));
         for link in corked {
-            link.wake();
+            link.write_through();
         }
     }
 

@@ -80,6 +80,17 @@ impl Outgoing {
         }
     }
 
+    /// Takes over the rest of frames another thread began writing (`write_through`):
+    /// nothing else may be written before it.
+    pub fn resume(&mut self, rest: Bytes) {
+        self.chunks.push_front(Chunk {
+            bytes: rest,
+            ends_frame: true,
+        });
+        self.offset = 0;
+        self.into_frame = 1;
+    }
+
     /// Drops every frame not started yet (the session is closing).
     pub fn drop_unstarted(&mut self) {
         if !self.mid_frame() {

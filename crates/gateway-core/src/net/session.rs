@@ -55,26 +55,29 @@ enum End {
 /// second copy of its arguments in its state, and every idle session pays for the
 /// task's size.
 #[allow(clippy::manual_async_fn)]
-pub fn run(mut ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<Output = ()> {
-    let mut leaving = LeaveOnDrop(Some(Leaving {
-        shared,
-        key: admitted.key,
-        link: admitted.link,
-        identity: admitted.identity,
-    }));
+pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<Output = ()> {
+    let mut session = Owned {
+        ws: Some(ws),
+        leaving: Some(Leaving {
+            shared,
+            key: admitted.key,
+            link: admitted.link,
+            identity: admitted.identity,
+        }),
+    };
     trim::session_changed();
     async move {
-        let Some(me) = &leaving.0 else {
+        let (Some(ws), Some(me)) = (session.ws.as_mut(), session.leaving.as_ref()) else {
             return;
         };
         // Borrows the socket (and everything else): a panic inside is caught here, with
         // nothing of the session kept twice. `catch_unwind` rather than `catch_panic`,
         // whose `map` adds a word that tips the task into a larger allocation.
-        let served = AssertUnwindSafe(serve_and_close(&mut ws, me))
+        let served = AssertUnwindSafe(serve_and_close(ws, me))
             .catch_unwind()
             .await;
-        drop(ws);
-        let Some(me) = leaving.0.take() else {
+        session.close_socket();
+        let Some(me) = session.leaving.take() else {
             return;
         };
         match served {
@@ -117,14 +120,30 @@ struct Leaving {
     identity: Arc<Identity>,
 }
 
-/// Leaves on drop: also when the task is dropped by a `stop()` that could not wait any
-/// longer, or unwinds from a panic. The close code and reason come in only at the end,
-/// so that an idle session's task holds no room for them.
-struct LeaveOnDrop(Option<Leaving>);
+/// The session's socket and what it owes on the way out, let go in this order however
+/// the task ends (finished, aborted by a `stop()` out of patience, or unwinding): the
+/// socket is taken back from write-through (others write to it only while the task
+/// has it registered as parked, `SessionLink::parked`), closed, then the session
+/// leaves. The close code and reason come in only at the end, so that an idle
+/// session's task holds no room for them.
+struct Owned {
+    ws: Option<Socket>,
+    leaving: Option<Leaving>,
+}
 
-impl Drop for LeaveOnDrop {
+impl Owned {
+    fn close_socket(&mut self) {
+        if let Some(leaving) = &self.leaving {
+            leaving.link.running();
+        }
+        self.ws = None;
+    }
+}
+
+impl Drop for Owned {
     fn drop(&mut self) {
-        if let Some(leaving) = self.0.take() {
+        self.close_socket();
+        if let Some(leaving) = self.leaving.take() {
             leaving.leave(None);
         }
     }
@@ -182,10 +201,29 @@ fn serve<'a>(
         shared,
         held: false,
     };
-    poll_fn(move |cx| loop {
-        let shared = burst.shared;
+    poll_fn(move |cx| {
+        link.running();
+        serve_step(cx, ws, out, key, link, &mut burst)
+    })
+}
+
+/// One poll of the serve loop: runs until the session ends or nothing is ready.
+fn serve_step(
+    cx: &mut std::task::Context<'_>,
+    ws: &mut Socket,
+    out: &mut Outgoing,
+    key: SessionKey,
+    link: &SessionLink,
+    burst: &mut Burst<'_>,
+) -> Poll<End> {
+    let shared = burst.shared;
+    loop {
         if link.poll_woken(cx).is_ready() {
-            let (frames, close_request) = link.take();
+            let (unfinished, frames, close_request) = link.take();
+            if let Some(rest) = unfinished {
+                // Finished before anything else, the close frame included.
+                out.resume(rest);
+            }
             if let Some(request) = close_request {
                 return Poll::Ready(End::Requested(request));
             }
@@ -205,6 +243,10 @@ fn serve<'a>(
         let inbound = match ws.poll_next_unpin(cx) {
             Poll::Ready(inbound) => inbound,
             Poll::Pending => {
+                // Before the outcomes go: JavaScript may answer them with sends at once.
+                if out.is_empty() && ws.get_ref().idle_for_writes() {
+                    link.parked(socket_fd(ws));
+                }
                 burst.end();
                 return Poll::Pending;
             }
@@ -233,7 +275,15 @@ fn serve<'a>(
         if let Some(reply) = reply {
             link.push(Frame::Text(reply.into()), shared.config.max_queued_bytes);
         }
-    })
+    }
+}
+
+fn socket_fd(ws: &Socket) -> std::os::fd::RawFd {
+    use std::os::fd::AsRawFd;
+    match ws.get_ref().raw_ref() {
+        tokio_util::either::Either::Left(tcp) => tcp.as_raw_fd(),
+        tokio_util::either::Either::Right(unix) => unix.as_raw_fd(),
+    }
 }
 
 /// The frames one read brought, handled before the task yields: their outcomes

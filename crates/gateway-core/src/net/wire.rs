@@ -7,6 +7,8 @@
 //!   back (they see a socket that is not ready), so no frame is ever cut by another.
 //! - A meter on what is read before auth: a message over `maxPreAuthPayload` is
 //!   refused from its frame header, before its body is buffered.
+//! - A record of whether tungstenite still owes bytes to the socket (a pong it could
+//!   not write whole), so that the session knows when its socket is idle for writes.
 //! - Read-ahead. tungstenite reads at most its (small, for idle memory) buffer size
 //!   at a time; under load that is a system call for every frame or two. One read
 //!   here takes up to `READ_AHEAD` bytes and serves tungstenite's reads from them; the
@@ -37,6 +39,8 @@ pub struct Wire {
     held: bool,
     /// Whoever found the gate held, to wake when it opens.
     waiting: Option<Waker>,
+    /// tungstenite's last write was refused or taken only in part.
+    owes: bool,
 }
 
 impl Wire {
@@ -53,6 +57,7 @@ impl Wire {
             too_big,
             held: false,
             waiting: None,
+            owes: false,
         }
     }
 
@@ -70,6 +75,15 @@ impl Wire {
     /// The socket itself, for writing a command in parts; `hold()` first.
     pub fn raw(&mut self) -> &mut Transport {
         &mut self.inner
+    }
+
+    /// Neither a command nor tungstenite is in the middle of writing.
+    pub fn idle_for_writes(&self) -> bool {
+        !self.held && !self.owes
+    }
+
+    pub fn raw_ref(&self) -> &Transport {
+        &self.inner
     }
 
     pub fn hold(&mut self) {
@@ -161,8 +175,11 @@ impl AsyncWrite for Wire {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.owes = true;
         std::task::ready!(this.gate(cx));
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        let written = std::task::ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.owes = written < buf.len();
+        Poll::Ready(Ok(written))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -183,8 +200,11 @@ impl AsyncWrite for Wire {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.owes = true;
         std::task::ready!(this.gate(cx));
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        let written = std::task::ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        this.owes = written < bufs.iter().map(|b| b.len()).sum();
+        Poll::Ready(Ok(written))
     }
 
     fn is_write_vectored(&self) -> bool {

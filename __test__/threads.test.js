@@ -1,0 +1,117 @@
+'use strict';
+// The gateway on threads other than the main one, and gateways that are collected:
+// deliveries reach JavaScript through a handle on the event loop of the thread that
+// made the gateway, which must close cleanly however that thread or object ends.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const { Worker } = require('node:worker_threads');
+const { FakeExtension, waitFor } = require('./helpers');
+
+const ROOT = path.join(__dirname, '..');
+
+/** Runs `source` in a child Node with `flags`; resolves with its exit code and output. */
+function runNode(source, flags = []) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...flags, '-e', source], { cwd: ROOT });
+    let output = '';
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.on('error', reject);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, output });
+    });
+  });
+}
+
+/** A worker running a gateway on loopback: it posts its port, then sends when told. */
+const WORKER_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { WhatsAppGateway } = require(${JSON.stringify(ROOT)});
+const gateway = new WhatsAppGateway({
+  port: '0',
+  host: '127.0.0.1',
+  validateApiKey: async (key) => ({ valid: key === 'worker-key-0123456789' }),
+});
+gateway.start().then(() => parentPort.postMessage({ port: gateway.address().port }));
+parentPort.on('message', async (message) => {
+  if (message === 'send') {
+    const sent = gateway.sendMessage('worker-key-0123456789', { phoneNumber: '+15551234567', message: 'from a worker', waitForDevice: 5000 });
+    parentPort.postMessage(await sent.then((r) => ({ messageId: r.messageId }), (e) => ({ messageId: e.code })));
+  } else if (message === 'stop') {
+    await gateway.stop();
+    parentPort.close();
+  }
+});
+`;
+
+function startWorker(t) {
+  const worker = new Worker(WORKER_SOURCE, { eval: true });
+  t.after(() => worker.terminate());
+  const messages = [];
+  worker.on('message', (m) => messages.push(m));
+  const errors = [];
+  worker.on('error', (e) => errors.push(e));
+  return { worker, messages, errors };
+}
+
+test('a gateway in a worker thread resolves sends there, and terminating the worker mid-session leaves the process serving', async (t) => {
+  const { worker, messages, errors } = startWorker(t);
+  const { port } = await waitFor(() => messages.find((m) => m.port), 10_000, 'the worker gateway to listen');
+  const extension = new FakeExtension(`ws://127.0.0.1:${port}/wa-ext-ws`, { apiKey: 'worker-key-0123456789' });
+  await extension.open();
+  await extension.authenticate();
+  extension.sendStatus(true);
+  worker.postMessage('send');
+  const sent = await waitFor(() => messages.find((m) => m.messageId), 10_000, 'the send in the worker to resolve');
+  assert.match(sent.messageId, /^msg-/);
+
+  // Torn down with the gateway running and a session connected.
+  assert.equal(await worker.terminate(), 1);
+  assert.deepEqual(errors, []);
+  await waitFor(() => extension.closed, 5000, 'the worker session to close');
+
+  // A second worker on the same process still works.
+  const again = startWorker(t);
+  const next = await waitFor(() => again.messages.find((m) => m.port), 10_000, 'a second worker gateway to listen');
+  const second = new FakeExtension(`ws://127.0.0.1:${next.port}/wa-ext-ws`, { apiKey: 'worker-key-0123456789' });
+  await second.open();
+  await second.authenticate();
+  second.sendStatus(true);
+  again.worker.postMessage('send');
+  await waitFor(() => again.messages.find((m) => m.messageId), 10_000, 'the send in the second worker to resolve');
+  second.close();
+  again.worker.postMessage('stop');
+  const [code] = await new Promise((resolve) => again.worker.once('exit', (...a) => resolve(a)));
+  assert.equal(code, 0, 'a worker whose gateway stopped ends by itself');
+});
+
+test('gateways dropped unused, or after stop(), are collected, and the process still exits by itself', async () => {
+  const source = `
+    const { WhatsAppGateway } = require('.');
+    let collected = 0;
+    const registry = new FinalizationRegistry(() => collected++);
+    const make = () => new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: async () => ({ valid: true }) });
+    (async () => {
+      for (let i = 0; i < 20; i++) registry.register(make(), i);
+      // In a function of its own: a suspended async function may keep its locals.
+      const cycle = async (i) => { const g = make(); await g.start(); await g.stop(); registry.register(g, i); };
+      for (let i = 0; i < 5; i++) await cycle(i);
+      for (let round = 0; round < 50 && collected < 25; round++) {
+        global.gc();
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const last = make();
+      await last.start();
+      await last.stop();
+      console.log(collected);
+    })();
+  `;
+  const { code, signal, output } = await runNode(source, ['--expose-gc']);
+  assert.equal(signal, null, `the child was killed (hung?): ${output}`);
+  assert.equal(code, 0, output);
+  assert.equal(output.trim(), '25', 'every dropped gateway is collected');
+});
