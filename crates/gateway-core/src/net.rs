@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod listener;
 pub mod outgoing;
 pub mod session;
+pub mod trim;
 pub mod wire;
 
 /// The byte stream under a WebSocket: a TCP socket the gateway accepted or was handed

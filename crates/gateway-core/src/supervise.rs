@@ -26,7 +26,8 @@ pub fn catch_panic<F: Future>(future: F) -> impl Future<Output = Result<F::Outpu
         .map(|caught| caught.map_err(|payload| describe(payload.as_ref())))
 }
 
-fn describe(payload: &(dyn Any + Send)) -> String {
+/// What a caught panic's payload says, and where it happened.
+pub fn describe(payload: &(dyn Any + Send)) -> String {
     let at = LAST_PANIC_AT.with(|last| last.borrow_mut().take());
     let message = panic_message(payload);
     match at {

@@ -26,13 +26,15 @@ use super::Transport;
 
 /// The most one read from the socket takes.
 const READ_AHEAD: usize = 16 * 1024;
+const _: () = assert!(READ_AHEAD <= u32::MAX as usize, "ahead_at is a u32");
 
 pub struct Wire {
     inner: Transport,
     /// Bytes read from the socket and not yet handed on, from `ahead_at`.
-    ahead: Vec<u8>,
-    ahead_at: usize,
-    meter: Option<FrameMeter>,
+    ahead: Box<[u8]>,
+    ahead_at: u32,
+    /// Boxed: it lives only until auth, and every idle session's task holds its `Wire`.
+    meter: Option<Box<FrameMeter>>,
     too_big: bool,
     held: bool,
     /// Whoever found the gate held, to wake when it opens.
@@ -45,11 +47,11 @@ impl Wire {
     /// `pre_auth_limit` meters messages until `authenticated()`; `head` is what the
     /// client sent after its upgrade request, already read.
     pub fn new(inner: Transport, pre_auth_limit: usize, head: &[u8]) -> Self {
-        let mut meter = FrameMeter::new(pre_auth_limit);
+        let mut meter = Box::new(FrameMeter::new(pre_auth_limit));
         let too_big = meter.feed(head).is_err();
         Self {
             inner,
-            ahead: Vec::new(),
+            ahead: Box::default(),
             ahead_at: 0,
             meter: Some(meter),
             too_big,
@@ -136,13 +138,16 @@ impl AsyncRead for Wire {
 impl Wire {
     /// Fills `buf` from the bytes read ahead, else from one read of the socket.
     fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.ahead_at < self.ahead.len() {
-            let n = buf.remaining().min(self.ahead.len() - self.ahead_at);
-            buf.put_slice(&self.ahead[self.ahead_at..self.ahead_at + n]);
-            self.ahead_at += n;
-            if self.ahead_at == self.ahead.len() {
-                self.ahead = Vec::new();
+        let at = self.ahead_at as usize;
+        if at < self.ahead.len() {
+            let n = buf.remaining().min(self.ahead.len() - at);
+            buf.put_slice(&self.ahead[at..at + n]);
+            if at + n == self.ahead.len() {
+                self.ahead = Box::default();
                 self.ahead_at = 0;
+            } else {
+                // Below READ_AHEAD: fits.
+                self.ahead_at = (at + n) as u32;
             }
             return Poll::Ready(Ok(()));
         }
@@ -157,7 +162,7 @@ impl Wire {
         let n = buf.remaining().min(bytes.len());
         buf.put_slice(&bytes[..n]);
         if n < bytes.len() {
-            self.ahead = bytes[n..].to_vec();
+            self.ahead = bytes[n..].into();
         }
         Poll::Ready(Ok(()))
     }

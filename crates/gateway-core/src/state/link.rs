@@ -9,12 +9,12 @@
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 use tokio::task::AbortHandle;
 
 use crate::clock::{monotonic_ms, wall_ms_at};
@@ -70,12 +70,17 @@ struct Outbound {
     /// Taken back (under this lock) whenever the task runs.
     writable: Option<RawFd>,
     /// The rest of frames written through in part: the task writes it before anything.
-    unfinished: Option<Bytes>,
+    /// Boxed: rare, and every session's link would carry its 32 bytes.
+    unfinished: Option<Box<Bytes>>,
 }
 
 pub struct SessionLink {
     outbound: Mutex<Outbound>,
-    wake: Notify,
+    /// The session's task, woken by `wake()`. A bare waker and a flag rather than a
+    /// `Notify`, whose `Notified` future would sit in every idle session's task.
+    task: AtomicWaker,
+    /// A `wake()` the task has not seen yet.
+    woken: AtomicBool,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
     /// Bytes of frames queued or being written and not yet taken by the socket.
@@ -90,7 +95,8 @@ impl Default for SessionLink {
         let now = monotonic_ms();
         Self {
             outbound: Mutex::default(),
-            wake: Notify::new(),
+            task: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
@@ -140,19 +146,20 @@ impl SessionLink {
     }
 
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 
     pub fn request_close(&self, why: CloseRequest) {
         lock(&self.outbound).close.get_or_insert(why);
-        self.wake.notify_one();
+        self.wake();
     }
 
     /// Everything queued so far, and a close request if there is one; the rest of a
     /// write-through comes first, to be finished before any other byte.
     pub fn take(&self) -> (Option<Bytes>, VecDeque<Frame>, Option<CloseRequest>) {
         let mut out = lock(&self.outbound);
-        let unfinished = out.unfinished.take();
+        let unfinished = out.unfinished.take().map(|rest| *rest);
         (unfinished, std::mem::take(&mut out.frames), out.close)
     }
 
@@ -199,15 +206,26 @@ impl SessionLink {
         self.wrote(written);
         metrics::bytes_written(written);
         if written < bytes.len() {
-            out.unfinished = Some(Bytes::from(bytes).slice(written..));
+            out.unfinished = Some(Box::new(Bytes::from(bytes).slice(written..)));
             out.writable = None;
             drop(out);
             self.wake();
         }
     }
 
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// Ready once for any number of `wake()`s since it was last ready; a wake-up
+    /// before the first poll is kept.
+    pub fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.task.register(cx.waker());
+        // A wake() between the swap and the register found no waker to wake.
+        if self.woken.swap(false, Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     pub fn close_requested(&self) -> Option<CloseRequest> {
@@ -300,6 +318,34 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    /// Counts its wake-ups.
+    struct Wakes(AtomicUsize);
+
+    impl futures_util::task::ArcWake for Wakes {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_wake_reaches_the_task_once_whenever_it_comes() {
+        let wakes = std::sync::Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let link = SessionLink::default();
+        assert!(link.poll_woken(&mut cx).is_pending());
+        // Frames pushed while the task waits wake it, once for several.
+        assert!(link.push(text("a"), MAX));
+        link.wake();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(link.poll_woken(&mut cx).is_ready());
+        assert!(link.poll_woken(&mut cx).is_pending());
+        // A wake-up before the task polls again is kept, not lost.
+        link.request_close(CloseRequest::Shutdown);
+        assert!(link.poll_woken(&mut cx).is_ready());
+        assert!(link.poll_woken(&mut cx).is_pending());
+    }
 
     #[test]
     fn a_close_request_stops_the_queue() {
