@@ -81,6 +81,9 @@ pub struct SessionLink {
     task: AtomicWaker,
     /// A `wake()` the task has not seen yet.
     woken: AtomicBool,
+    /// A close was requested (kept under `outbound` too): read without the lock by
+    /// device selection, which asks it of every device of a key on every send.
+    closing: AtomicBool,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
     /// Bytes of frames queued or being written and not yet taken by the socket.
@@ -97,6 +100,7 @@ impl Default for SessionLink {
             outbound: Mutex::default(),
             task: AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
@@ -152,6 +156,7 @@ impl SessionLink {
 
     pub fn request_close(&self, why: CloseRequest) {
         lock(&self.outbound).close.get_or_insert(why);
+        self.closing.store(true, Ordering::Release);
         self.wake();
     }
 
@@ -245,7 +250,7 @@ impl SessionLink {
 
     /// Whether the session has been asked to close: it is chosen for nothing more.
     pub fn closing(&self) -> bool {
-        lock(&self.outbound).close.is_some()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// The socket took `n` bytes of what was queued.

@@ -42,10 +42,38 @@ pub struct SessionInfo {
     pub user_id: Value,
 }
 
-/// SipHash with fixed keys for the requests in flight on a session: their ids are the
-/// gateway's own random UUIDs, so per-map random keys buy nothing, and they cost every
-/// session's entry 16 bytes.
-type FixedKeys = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+/// Hashing for keys the gateway makes itself: sequential session keys, and request ids
+/// that are its own random UUIDs. A peer inserts none of them, so a keyed hash (and its
+/// per-map keys, 16 bytes in every session's entry) buys nothing, and SipHash showed in
+/// the profile of every send: selection looks each of a key's devices up.
+#[derive(Default)]
+struct OwnKeyHasher(u64);
+
+impl std::hash::Hasher for OwnKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: spreads sequential keys over the high bits hashbrown tags by.
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.write_u64(n as u64);
+        self.write_u64((n >> 64) as u64);
+    }
+}
+
+type OwnKeys = std::hash::BuildHasherDefault<OwnKeyHasher>;
 
 pub struct Session {
     pub identity: Arc<Identity>,
@@ -53,7 +81,7 @@ pub struct Session {
     connected_at: u64,
     status: Option<StatusFrame>,
     last_status_update: Option<u64>,
-    pending: HashMap<u128, Pending, FixedKeys>,
+    pending: HashMap<u128, Pending, OwnKeys>,
     /// Commands waiting for their turn under 5.2 pacing.
     queue: PacingQueue,
 }
@@ -260,7 +288,7 @@ pub enum Refusal {
 pub struct Registry {
     /// Set by `shut_down()`: no session is admitted until `reopen()`.
     closing: bool,
-    sessions: HashMap<SessionKey, Session>,
+    sessions: HashMap<SessionKey, Session, OwnKeys>,
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
     next_key: SessionKey,
