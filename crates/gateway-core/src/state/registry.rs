@@ -148,6 +148,22 @@ impl PacingQueue {
 }
 
 impl Session {
+    /// Takes request `request_id` off this session and out of `deadlines` (its place
+    /// in the pacing queue, if any, is the caller's to clear).
+    fn take_request(
+        &mut self,
+        request_id: u128,
+        deadlines: &mut BTreeMap<(Instant, u128), SessionKey>,
+    ) -> Option<Settled> {
+        let pending = self.pending.remove(&request_id)?;
+        deadlines.remove(&(pending.deadline, request_id));
+        Some(Settled {
+            identity: self.identity.clone(),
+            request_id,
+            pending,
+        })
+    }
+
     fn device_active(&self) -> bool {
         self.status
             .as_ref()
@@ -507,16 +523,9 @@ impl Registry {
         for session in self.sessions.values_mut() {
             let unwritten = session.queue.drain();
             for (request_id, frame) in unwritten {
-                let Some(pending) = session.pending.remove(&request_id) else {
-                    continue;
-                };
-                self.deadlines.remove(&(pending.deadline, request_id));
-                let settled = Settled {
-                    identity: session.identity.clone(),
-                    request_id,
-                    pending,
-                };
-                taken.push((settled, frame));
+                if let Some(settled) = session.take_request(request_id, &mut self.deadlines) {
+                    taken.push((settled, frame));
+                }
             }
         }
         taken
@@ -560,16 +569,11 @@ impl Registry {
     /// other session, or for unknown ids, settle nothing.
     pub fn settle(&mut self, key: SessionKey, request_id: u128) -> Option<Settled> {
         let session = self.sessions.get_mut(&key)?;
-        let pending = session.pending.remove(&request_id)?;
-        if pending.queued {
+        let settled = session.take_request(request_id, &mut self.deadlines)?;
+        if settled.pending.queued {
             session.queue.remove(request_id);
         }
-        self.deadlines.remove(&(pending.deadline, request_id));
-        Some(Settled {
-            identity: session.identity.clone(),
-            request_id,
-            pending,
-        })
+        Some(settled)
     }
 
     /// Takes every request whose deadline has passed.
@@ -740,13 +744,8 @@ impl Registry {
                     Enqueued::First => session.link.wake(),
                     Enqueued::Behind | Enqueued::Closing => {}
                     Enqueued::Full { queued } => {
-                        if let Some(pending) = session.pending.remove(&request_id) {
-                            self.deadlines.remove(&(pending.deadline, request_id));
-                            let settled = Settled {
-                                identity: session.identity.clone(),
-                                request_id,
-                                pending,
-                            };
+                        if let Some(settled) = session.take_request(request_id, &mut self.deadlines)
+                        {
                             refused.push((settled, queued));
                         }
                         continue;
