@@ -115,12 +115,8 @@ impl Host for NodeHost {
         if first {
             if HOLDING.get() {
                 self.owed.store(true, Ordering::Release);
-            } else if let (true, Ok(runtime)) = (is_log, tokio::runtime::Handle::try_current()) {
-                let waker = self.waker.clone();
-                drop(runtime.spawn(async move {
-                    tokio::task::yield_now().await;
-                    waker.wake();
-                }));
+            } else if is_log {
+                self.waker.wake_soon();
             } else {
                 self.waker.wake();
             }

@@ -61,6 +61,22 @@ impl JsWaker {
             unsafe { uv_async_send(handle.0) };
         }
     }
+
+    /// On the runtime, wakes once the tasks that are ready have run, so that what they
+    /// queue too rides the same wake-up of the JavaScript thread (which, on a busy
+    /// machine, takes a core from the runtime); elsewhere at once.
+    pub fn wake_soon(&self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let waker = self.clone();
+                drop(runtime.spawn(async move {
+                    tokio::task::yield_now().await;
+                    waker.wake();
+                }));
+            }
+            Err(_) => self.wake(),
+        }
+    }
 }
 
 /// The JavaScript thread's side, owned by the handle (its data pointer).

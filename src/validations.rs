@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use napi::bindgen_prelude::{JsValue, ToNapiValue};
@@ -17,6 +17,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use wa_gateway_core::{AuthAnswer, Validation};
 
+use crate::deliveries::lock;
 use crate::js_wake::JsWaker;
 
 type Outcome = Result<AuthAnswer, String>;
@@ -46,27 +47,15 @@ impl Validator {
         Self { waker, checks }
     }
 
+    /// Queues the check; the first queued wakes JavaScript once the runtime's ready
+    /// tasks have run: in a storm they queue their checks too, and one wake-up of the
+    /// JavaScript thread carries them all.
     pub fn validate(&self, api_key: String) -> Validation {
         let (first, answer) = self.checks.ask(api_key);
         if first {
-            self.wake_soon();
+            self.waker.wake_soon();
         }
         Box::pin(answer)
-    }
-
-    /// Wakes JavaScript, which takes everything queued by the time it runs. On the
-    /// runtime the wake-up waits until the tasks that are ready have run: in a storm
-    /// they queue their checks too, and one wake-up of the JavaScript thread (which on
-    /// a busy machine takes a core from the runtime) carries them all.
-    fn wake_soon(&self) {
-        let waker = self.waker.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn(async move {
-                tokio::task::yield_now().await;
-                waker.wake();
-            })),
-            Err(_) => waker.wake(),
-        }
     }
 }
 
@@ -171,9 +160,4 @@ impl ToNapiValue for Checks {
         }
         Ok(items.raw())
     }
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain data.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
