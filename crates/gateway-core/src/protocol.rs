@@ -408,6 +408,12 @@ pub fn frame_len(frame: &Frame) -> usize {
     header + payload
 }
 
+/// A whole unmasked text frame (server to client), header and payload.
+pub fn push_text_frame(out: &mut Vec<u8>, text: &str) {
+    push_text_frame_header(out, text.len());
+    out.extend_from_slice(text.as_bytes());
+}
+
 pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
     out.push(0x81);
     match len {

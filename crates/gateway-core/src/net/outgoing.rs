@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
 use crate::metrics;
-use crate::protocol::{push_text_frame_header, Frame};
+use crate::protocol::{push_text_frame, push_text_frame_header, Frame};
 
 /// Slices handed to one vectored write.
 const SLICES_PER_WRITE: usize = 16;
@@ -47,10 +47,7 @@ impl Outgoing {
         let mut gathered = Vec::new();
         for frame in frames {
             match frame {
-                Frame::Text(text) => {
-                    push_text_frame_header(&mut gathered, text.len());
-                    gathered.extend_from_slice(text.as_bytes());
-                }
+                Frame::Text(text) => push_text_frame(&mut gathered, &text),
                 Frame::Parts(parts) => {
                     self.push(std::mem::take(&mut gathered), true);
                     let mut header = Vec::with_capacity(10);

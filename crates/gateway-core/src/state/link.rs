@@ -19,7 +19,7 @@ use tokio::task::AbortHandle;
 
 use crate::clock::{monotonic_ms, wall_ms_at};
 use crate::metrics;
-use crate::protocol::{frame_len, push_text_frame_header, Frame};
+use crate::protocol::{frame_len, push_text_frame, Frame};
 
 /// Why the gateway asks a connection to close.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,11 +195,10 @@ impl SessionLink {
             drop(out);
             return self.wake();
         }
-        let mut bytes = Vec::new();
+        let mut bytes = Vec::with_capacity(out.frames.iter().map(frame_len).sum());
         for frame in &out.frames {
             if let Frame::Text(text) = frame {
-                push_text_frame_header(&mut bytes, text.len());
-                bytes.extend_from_slice(text.as_bytes());
+                push_text_frame(&mut bytes, text);
             }
         }
         let written = send_now(socket, &bytes);
@@ -393,8 +392,7 @@ mod tests {
     fn encoded(texts: &[&str]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for text in texts {
-            push_text_frame_header(&mut bytes, text.len());
-            bytes.extend_from_slice(text.as_bytes());
+            push_text_frame(&mut bytes, text);
         }
         bytes
     }
