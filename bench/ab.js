@@ -11,11 +11,10 @@
 // package from ../shared/baseline-v1 and `peer` the uWebSockets.js peer from
 // ../shared/peers/uws-gateway (each installed by `npm run bench` into a temp dir).
 const { execFileSync, spawn } = require('node:child_process');
-const crypto = require('node:crypto');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
+const { anchorDir } = require('./anchors');
 const { median } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
@@ -29,17 +28,16 @@ function option(name, fallback) {
 const runs = Number(option('--runs', 3));
 const seconds = Number(option('--seconds', 3));
 const caseNames = option('--cases', 'D=1 C=1,D=1 C=64,D=1 C=1024').split(',');
-/** An anchor `npm run bench` installed into a temp dir (keyed by its lockfile). */
-function anchorDir(name, source) {
-  const lock = fs.readFileSync(path.join(root, source, 'package-lock.json'));
-  const dir = path.join(os.tmpdir(), `wa-gateway-${name}-${crypto.createHash('sha1').update(lock).digest('hex').slice(0, 10)}`);
+/** An anchor `npm run bench` installed (bench/anchors.js). */
+function installed(name, source) {
+  const dir = anchorDir(name, path.resolve(root, source));
   if (!fs.existsSync(path.join(dir, 'node_modules'))) throw new Error(`run npm run bench once first: ${dir} is missing`);
   return dir;
 }
 
 const builds = args.map((arg) => {
-  if (arg === 'v1') return { label: 'v1', impl: 'v1', baseline: anchorDir('v1', '../shared/baseline-v1') };
-  if (arg === 'peer') return { label: 'peer', impl: 'peer', peer: anchorDir('uws-peer', '../shared/peers/uws-gateway') };
+  if (arg === 'v1') return { label: 'v1', impl: 'v1', baseline: installed('v1', '../shared/baseline-v1') };
+  if (arg === 'peer') return { label: 'peer', impl: 'peer', peer: installed('uws-peer', '../shared/peers/uws-gateway') };
   const [label, dir] = arg.split('=');
   return { label, impl: 'ours', oursRoot: path.resolve(dir) };
 });

@@ -10,12 +10,12 @@
 // succeeded. With redis-server installed, the cluster cases of bench/cluster.js follow
 // (their own table, appended).
 const { execFileSync, spawn } = require('node:child_process');
-const crypto = require('node:crypto');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
 const cluster = require('./cluster');
+const { anchorDir } = require('./anchors');
 const { fmt, summary } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
@@ -53,8 +53,7 @@ function buildTools() {
 function prepareAnchor(name, given, defaultSource) {
   const source = given ? path.resolve(given) : path.resolve(root, defaultSource);
   if (quick || !fs.existsSync(path.join(source, 'package.json'))) return null;
-  const lock = fs.readFileSync(path.join(source, 'package-lock.json'));
-  const dir = path.join(os.tmpdir(), `wa-gateway-${name}-${crypto.createHash('sha1').update(lock).digest('hex').slice(0, 10)}`);
+  const dir = anchorDir(name, source);
   if (!fs.existsSync(path.join(dir, 'node_modules'))) {
     log(`installing ${name} from ${source} into ${dir}...`);
     fs.rmSync(dir, { recursive: true, force: true });
