@@ -6,7 +6,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { runScript } = require('./child-script');
 const { WhatsAppGateway, ERROR_CODES } = require('..');
 const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('./helpers');
 
@@ -280,35 +280,6 @@ test('stop() rejects every pending send with GATEWAY_SHUTDOWN and closes session
 
 // ---------------------------------------------------------------------------
 // 5. What keeps the process alive
-
-/**
- * Runs `script` in a fresh Node process. Resolves with { code, signal, stdout, stderr,
- * killed } once it exits, or kills it after `limit` ms (killed: true).
- */
-function runScript(script, { limit = 15000, whenRunning } = {}) {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let killed = false;
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      whenRunning?.(stdout, child);
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, limit);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      // Let the pipes drain.
-      setImmediate(() => resolve({ code, signal, stdout, stderr, killed }));
-    });
-  });
-}
 
 const PRELUDE = `
 const { WhatsAppGateway } = require(${JSON.stringify(ROOT)});

@@ -5,7 +5,7 @@
 // loopback.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { spawn } = require('node:child_process');
+const { runScript: runChild } = require('./child-script');
 const path = require('node:path');
 const parsePrometheus = require('parse-prometheus-text-format');
 const { WhatsAppGateway } = require('..');
@@ -35,23 +35,7 @@ async function bareGateway(t, extra = {}) {
 
 /** Runs a script with this package, returns { code, stdout, stderr } (bounded). */
 function runScript(source, env = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['-e', source], {
-      cwd: root,
-      env: { ...process.env, NODE_DEBUG: '', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runChild(source, { env: { NODE_DEBUG: '', ...env }, limit: 20_000 });
 }
 
 // ---- EventEmitter ----

@@ -5,27 +5,11 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
+const { runScript } = require('./child-script');
 const { FakeExtension, waitFor } = require('./helpers');
 
 const ROOT = path.join(__dirname, '..');
-
-/** Runs `source` in a child Node with `flags`; resolves with its exit code and output. */
-function runNode(source, flags = []) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...flags, '-e', source], { cwd: ROOT });
-    let output = '';
-    child.stdout.on('data', (d) => (output += d));
-    child.stderr.on('data', (d) => (output += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, output });
-    });
-  });
-}
 
 /** A worker running a gateway on loopback: it posts its port, then sends when told. */
 const WORKER_SOURCE = `
@@ -110,8 +94,8 @@ test('gateways dropped unused, or after stop(), are collected, and the process s
       console.log(collected);
     })();
   `;
-  const { code, signal, output } = await runNode(source, ['--expose-gc']);
-  assert.equal(signal, null, `the child was killed (hung?): ${output}`);
-  assert.equal(code, 0, output);
-  assert.equal(output.trim(), '25', 'every dropped gateway is collected');
+  const { code, killed, stdout, stderr } = await runScript(source, { flags: ['--expose-gc'], limit: 20_000 });
+  assert.equal(killed, false, `the child was killed (hung?): ${stdout}${stderr}`);
+  assert.equal(code, 0, stderr);
+  assert.equal(stdout.trim(), '25', 'every dropped gateway is collected');
 });
