@@ -6,6 +6,8 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
 const { WhatsAppGateway } = require('..');
 const { startGateway, FakeExtension, GOOD_KEY } = require('./helpers');
 const { startRedis, redisSkipReason, sleep } = require('./redis');
@@ -63,8 +65,13 @@ async function startFails(cluster) {
 
 const ACL_USER = 'gateway';
 const ACL_PASSWORD = 'acl-pass-0123456789';
-/** What the README's ACL recipe grants: its own keys, the commands it uses. */
-const ACL_RULE = `on >${ACL_PASSWORD} ~wa-gw:* resetchannels -@all +@read +@write +@stream +@scripting +@connection +time +info`;
+/** The README's ACL recipe (its own keys, the commands it uses), with the test's password. */
+const ACL_RULE = (() => {
+  const readme = fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8');
+  const line = /^redis-cli ACL SETUSER gateway (.*)$/m.exec(readme);
+  assert.ok(line, 'the README has the ACL recipe');
+  return line[1].replace(/'/g, '').replace('>a-long-password', `>${ACL_PASSWORD}`);
+})();
 
 /** `ACL SETUSER name ...rule`. */
 function setUser(redis, name, rule) {

@@ -276,11 +276,15 @@ local nodes_key, counts_key, out = KEYS[1], KEYS[2], {}
 );
 
 /// Leaves the cluster: drops the lease if it is still this process's, with its
-/// inbox and what is left of its listings.
-/// KEYS: node, nodes, counts, keys, inbox, listed. ARGV: token, node id, key prefix.
+/// inbox and what is left of its listings. Returns the inbox entries after ARGV[4]
+/// (none if it is empty): written after the owner's last read.
+/// KEYS: node, nodes, counts, keys, inbox, listed. ARGV: token, node id, key prefix,
+/// last entry read.
 pub fn release_lease() -> Script {
     Script::new(
         r"
+local rest = {}
+if ARGV[4] ~= '' then rest = redis.call('XRANGE', KEYS[5], '(' .. ARGV[4], '+') end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   local entries = redis.call('HGETALL', KEYS[6])
   for i = 1, #entries, 2 do
@@ -292,7 +296,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
 end
-return 1
+return rest
 ",
     )
 }

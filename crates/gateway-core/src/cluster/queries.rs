@@ -86,6 +86,7 @@ impl Cluster {
             .map(|s| self.with_node(&self.node_id, s, None))
             .collect();
         if self.usable() {
+            self.know(api_key);
             if let Ok((listings, _)) = self.redis.listings(api_key).await {
                 all.extend(self.remote_listings(listings, false));
             }

@@ -183,7 +183,8 @@ impl Redis {
         .await
     }
 
-    pub async fn release(&self, token: &str) -> Reply<()> {
+    /// Gives up the lease and the inbox; returns the inbox entries after `after`.
+    pub async fn release(&self, token: &str, after: Option<&str>) -> Reply<Vec<(String, Vec<u8>)>> {
         let keys = &self.keys;
         let node_id = &*self.node_id;
         let mut invocation = self.release.key(keys.node(node_id));
@@ -195,12 +196,14 @@ impl Redis {
             .key(keys.listed(node_id))
             .arg(token)
             .arg(node_id)
-            .arg(keys.prefix());
-        self.on(&self.commands, |mut con| async move {
-            invocation.invoke_async::<Value>(&mut con).await
-        })
-        .await?;
-        Ok(())
+            .arg(keys.prefix())
+            .arg(after.unwrap_or_default());
+        let rest: Value = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
+            .await?;
+        Ok(stream_entries(rest))
     }
 
     /// Adds the live nodes (`keys::LIVE_NODES`) to a round trip.
@@ -429,6 +432,32 @@ impl Redis {
         .await?;
         Ok(())
     }
+}
+
+/// `XRANGE`'s reply as (id, the `m` field), in order.
+fn stream_entries(reply: Value) -> Vec<(String, Vec<u8>)> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let Value::Array(parts) = entry else { continue };
+        let mut parts = parts.into_iter();
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
+            (parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            if let (Value::BulkString(name), Value::BulkString(value)) = (name, value) {
+                if name == b"m" && !value.is_empty() {
+                    out.push((String::from_utf8_lossy(&id).into_owned(), value));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A process whose lease has not run out.

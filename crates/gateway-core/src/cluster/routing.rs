@@ -96,6 +96,9 @@ impl Cluster {
 
     /// The other processes' active devices of `api_key`, read now.
     async fn read_remote_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+        // A call here named the key: `getAllSessions` may show it (at most one read per
+        // key and second, so the digest is not made on every send).
+        self.know(api_key);
         let (listings, live) = self.redis.listings(api_key).await.ok()?;
         self.set_live(live);
         let devices = listings

@@ -53,16 +53,13 @@ impl Cluster {
                     if now >= next_beat {
                         next_beat = now + beat;
                         let keep = now >= next_keep;
-                        match self.beat(keep).await {
-                            Some(afresh) => {
-                                if keep {
-                                    next_keep = now + self.lease / 2;
-                                }
-                                if afresh {
-                                    next_refresh = now;
-                                }
+                        if let Some(afresh) = self.beat(keep).await {
+                            if keep {
+                                next_keep = now + self.lease / 2;
                             }
-                            None => {}
+                            if afresh {
+                                next_refresh = now;
+                            }
                         }
                     }
                     if now >= next_unpark && self.usable() {
@@ -95,8 +92,16 @@ impl Cluster {
                 }
             }
         }
-        self.leave(&mut outbox).await;
-        inbox.abort();
+        // Where the reader stopped: what came after is handled by `leave`.
+        let mut inbox = inbox;
+        let after = match timeout(ROUND_TRIP, &mut inbox).await {
+            Ok(Ok(after)) => Some(after),
+            _ => {
+                inbox.abort();
+                None
+            }
+        };
+        self.leave(&mut outbox, after).await;
         *lock(&self.outbox) = Some(outbox);
     }
 
@@ -242,14 +247,15 @@ impl Cluster {
     }
 
     /// Reads this process's inbox: sends routed here and outcomes of sends routed away.
-    async fn read_inbox(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Returns, once `shutdown` comes, the id of the last entry it handled.
+    async fn read_inbox(self: Arc<Self>, shutdown: CancellationToken) -> String {
         // From the start: entries written before this process read (its own node id
         // restarted) are filtered by their expiry.
         let mut after = "0-0".to_string();
         let mut trimmed_at = Instant::now();
         loop {
             let read = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return after,
                 read = self.redis.read_inbox(&after) => read,
             };
             match read {
@@ -260,7 +266,8 @@ impl Cluster {
                     after = last.clone();
                     // The outcomes of one read reach the host in one hand-over.
                     self.shared.host.hold_deliveries();
-                    for (_, payload) in &entries {
+                    // The entry that makes an inbox (see `keys`) carries nothing.
+                    for (_, payload) in entries.iter().filter(|(_, p)| !p.is_empty()) {
                         self.on_envelope(payload);
                     }
                     self.shared.host.release_deliveries();
@@ -275,7 +282,7 @@ impl Cluster {
                     self.trouble(&failure);
                     let pause = (self.lease / 4).min(Duration::from_millis(500));
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return after,
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
@@ -285,13 +292,35 @@ impl Cluster {
 
     /// Writes what is queued (last unlistings, outcomes), gives up the lease and fails
     /// the sends still out on other processes.
-    async fn leave(self: &Arc<Self>, outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
-        let mut batch = Vec::new();
-        while let Ok(item) = outbox.try_recv() {
-            batch.push(item);
+    /// Its inbox goes with the lease, in one step that returns what came after `after`
+    /// (the reader's last entry): sends routed here meanwhile go back to their callers,
+    /// and a caller writing later finds no inbox (it chooses again).
+    async fn leave(
+        self: &Arc<Self>,
+        outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+        after: Option<String>,
+    ) {
+        let drain = |outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>| {
+            let mut batch = Vec::new();
+            while let Ok(item) = outbox.try_recv() {
+                batch.push(item);
+            }
+            batch
+        };
+        let _ = self.write(drain(outbox)).await;
+        let released = timeout(
+            ROUND_TRIP,
+            self.redis.release(&self.token, after.as_deref()),
+        )
+        .await;
+        if let Ok(Ok(rest)) = released {
+            self.shared.host.hold_deliveries();
+            for (_, payload) in &rest {
+                self.on_envelope(payload);
+            }
+            self.shared.host.release_deliveries();
+            let _ = self.write(drain(outbox)).await;
         }
-        let _ = self.write(batch).await;
-        let _ = timeout(ROUND_TRIP, self.redis.release(&self.token)).await;
         self.connected.store(false, Ordering::Release);
         let calls: Vec<_> = {
             let mut calls = lock(&self.calls);
