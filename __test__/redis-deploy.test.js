@@ -251,3 +251,24 @@ test('no leftovers: a killed process\'s inbox, listings and count are gone withi
   extension.ws.terminate();
   await eventually(async () => (await redis.command('KEYS', 'wa-gw:*')).length === 0 || null, 4 * leaseMs + 3000, 'every key to expire (left: see last)');
 });
+
+test('waitForDevice is cluster-wide: a send waiting on one process is served by a device that connects to another', REDIS_TEST, async (t) => {
+  const redis = await startRedis(t);
+  const cluster = { redis: redis.url, leaseMs: 1000 };
+  const holder = await startNodeProcess(t, { cluster });
+  const caller = await startGateway({ cluster, waitForDevice: 8000 });
+  t.after(() => caller.gateway.stop());
+  const waiting = caller.gateway.sendMessage(GOOD_KEY, { phoneNumber: '+15550001111', message: 'waits for a device' });
+  const early = await Promise.race([waiting.then(() => 'settled', () => 'settled'), sleep(300).then(() => 'waiting')]);
+  assert.equal(early, 'waiting');
+  const extension = new FakeExtension(`ws://127.0.0.1:${holder.port}/wa-ext-ws`, { apiKey: GOOD_KEY });
+  t.after(() => extension.ws?.terminate());
+  await extension.open();
+  await extension.authenticate();
+  extension.sendStatus(true);
+  const result = await waiting;
+  assert.equal(result.success, true);
+  assert.equal(result.deviceInfo.sessionId, extension.sessionId);
+  assert.equal(extension.commands.length, 1);
+  assert.equal(extension.commands[0].requestId, result.requestId, 'the request id it waited with');
+});

@@ -1,11 +1,15 @@
 'use strict';
 // Debian tools some tests drive (promtool, nginx, redis-sentinel): whether they are here.
 const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
 
 /** The path of `tool`, or null. */
 function which(tool) {
   const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
-  return found.status === 0 ? found.stdout.trim() : null;
+  if (found.status === 0) return found.stdout.trim();
+  // Debian puts nginx in /usr/sbin, which a non-login PATH may lack.
+  const sbin = `/usr/sbin/${tool}`;
+  return fs.existsSync(sbin) ? sbin : null;
 }
 
 /**
