@@ -34,6 +34,9 @@ pub struct Redis {
     claim: Script,
     admit: Script,
     release: Script,
+    /// Run in pipelines by hash (`EVALSHA`): loaded when Redis says it lacks them.
+    list: Script,
+    unlist: Script,
 }
 
 impl Redis {
@@ -52,6 +55,8 @@ impl Redis {
             claim: keys::claim_lease(),
             admit: keys::admit_session(),
             release: keys::release_lease(),
+            list: Script::new(keys::LIST_SESSION),
+            unlist: Script::new(keys::UNLIST_SESSION),
         }
     }
 
@@ -288,13 +293,49 @@ impl Redis {
         Ok(live_only(all, &live))
     }
 
-    /// Writes a batch of outgoing items in one round trip. For each envelope, in
-    /// order: whether it reached its inbox (a gone process's inbox is not made again).
-    pub async fn write(&self, batch: &[Outgoing]) -> Reply<Vec<bool>> {
+    /// Writes a batch of outgoing items in one round trip; says, for each item in
+    /// order, what became of it (each item is one command, and one refused command does
+    /// not hide what became of the others).
+    pub async fn write(&self, batch: &[Outgoing]) -> Reply<Vec<Written>> {
+        let pipe = self.pipeline(batch.iter());
+        let replies = self
+            .on(&self.commands, |mut con| async move {
+                pipe.query_async::<Vec<Value>>(&mut con).await
+            })
+            .await?;
+        let mut written: Vec<Written> = replies.iter().map(Written::of).collect();
+        written.resize(batch.len(), Written::Refused);
+        let missing: Vec<usize> = (0..batch.len())
+            .filter(|&i| written[i] == Written::NoScript)
+            .collect();
+        if !missing.is_empty() {
+            // A Redis restarted, or a replica promoted, has no scripts: loaded, and the
+            // listings written again (they alone run scripts).
+            let mut load = redis::pipe();
+            for script in [keys::LIST_SESSION, keys::UNLIST_SESSION] {
+                load.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+            }
+            let pipe = self.pipeline(missing.iter().map(|&i| &batch[i]));
+            let again = self
+                .on(&self.commands, |mut con| async move {
+                    load.query_async::<()>(&mut con).await?;
+                    pipe.query_async::<Vec<Value>>(&mut con).await
+                })
+                .await?;
+            for (&i, reply) in missing.iter().zip(&again) {
+                written[i] = Written::of(reply);
+            }
+        }
+        Ok(written)
+    }
+
+    /// One command per item, none ignored; errors come back as replies.
+    fn pipeline<'a>(&self, batch: impl Iterator<Item = &'a Outgoing>) -> redis::Pipeline {
         let keys = &self.keys;
         let lease = self.lease.as_millis() as u64;
         let listed = keys.listed(&self.node_id);
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for item in batch {
             match item {
                 Outgoing::Envelope { to, envelope, .. } => {
@@ -316,8 +357,8 @@ impl Redis {
                 } => {
                     let text = serde_json::to_string(listing).unwrap_or_default();
                     let digest = &listing.api_key_digest;
-                    pipe.cmd("EVAL")
-                        .arg(keys::LIST_SESSION)
+                    pipe.cmd("EVALSHA")
+                        .arg(self.list.get_hash())
                         .arg(3)
                         .arg(keys.sessions(digest))
                         .arg(keys.api_keys())
@@ -325,38 +366,31 @@ impl Redis {
                         .arg(&**session_id)
                         .arg(text)
                         .arg(digest)
-                        .arg(lease)
-                        .ignore();
+                        .arg(lease);
                 }
                 Outgoing::Remember { key, outcome, ttl } => {
-                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64).ignore();
+                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64);
                 }
                 Outgoing::Forget { key } => {
-                    pipe.del(key).ignore();
+                    pipe.del(key);
                 }
                 Outgoing::Unlist {
                     api_key,
                     session_id,
                 } => {
                     let digest = keys.digest(api_key);
-                    pipe.cmd("EVAL")
-                        .arg(keys::UNLIST_SESSION)
+                    pipe.cmd("EVALSHA")
+                        .arg(self.unlist.get_hash())
                         .arg(3)
                         .arg(keys.sessions(&digest))
                         .arg(keys.api_keys())
                         .arg(&listed)
                         .arg(&**session_id)
-                        .arg(&digest)
-                        .ignore();
+                        .arg(&digest);
                 }
             }
         }
-        let replies: Vec<Value> = self
-            .on(&self.commands, |mut con| async move {
-                pipe.query_async(&mut con).await
-            })
-            .await?;
-        Ok(replies.iter().map(|r| !matches!(r, Value::Nil)).collect())
+        pipe
     }
 
     /// Takes `key` for this call (`pending`, for `hold`) unless another call has it:
@@ -458,6 +492,29 @@ fn stream_entries(reply: Value) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+/// What became of one item written (`Redis::write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// An inbox that is gone: its process left.
+    Gone,
+    /// Redis lacks the script (loaded and tried again by `write`).
+    NoScript,
+    /// Refused (a missing permission, say): not written.
+    Refused,
+}
+
+impl Written {
+    fn of(reply: &Value) -> Self {
+        match reply {
+            Value::Nil => Self::Gone,
+            Value::ServerError(e) if e.code() == "NOSCRIPT" => Self::NoScript,
+            Value::ServerError(_) => Self::Refused,
+            _ => Self::Done,
+        }
+    }
 }
 
 /// A process whose lease has not run out.

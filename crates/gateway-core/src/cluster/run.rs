@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::redis_io::Written;
 use super::relay::Outgoing;
 use super::{unavailable, Cluster};
 use crate::state::link::lock;
@@ -183,21 +184,18 @@ impl Cluster {
         let mut reached = reached.unwrap_or_default().into_iter();
         let mut retry = Vec::new();
         for item in batch {
-            let arrived = match &item {
-                Outgoing::Envelope { .. } => reached.next().unwrap_or(false),
-                _ => false,
-            };
+            let fate = reached.next().unwrap_or(Written::Refused);
             match item {
                 // Its holder's inbox is gone (so is the holder): chosen again, once.
                 Outgoing::Envelope {
                     call: Some(call),
                     envelope: super::envelope::Envelope::Send(command),
                     ..
-                } if written && !arrived => self.holder_gone(call, *command),
+                } if fate == Written::Gone => self.holder_gone(call, *command),
                 Outgoing::Envelope {
                     call: Some(call), ..
                 } => {
-                    if written {
+                    if fate == Written::Done {
                         lock(&self.calls).mark_routed(call);
                         continue;
                     }
@@ -209,7 +207,10 @@ impl Cluster {
                         self.fail_remote(call, &remote, error);
                     }
                 }
-                outcome @ Outgoing::Envelope { call: None, .. } if !written => retry.push(outcome),
+                // An outcome for a caller that is gone is dropped; one refused, retried.
+                outcome @ Outgoing::Envelope { call: None, .. } if fate == Written::Refused => {
+                    retry.push(outcome)
+                }
                 // Listings are written again at the next refresh.
                 _ => {}
             }
