@@ -107,9 +107,15 @@ test('nginx terminates TLS in front of the Express example: wss:// and https:// 
   nginx.stdout.on('data', (d) => (nginxOut += d));
   nginx.stderr.on('data', (d) => (nginxOut += d));
   const nginxExited = new Promise((resolve) => nginx.once('exit', resolve));
-  t.after(() => {
-    nginx.kill('SIGKILL');
-    return nginxExited;
+  // SIGTERM: the master stops its worker too (killed alone, the worker would keep
+  // running, and holding the pipes this test reads).
+  t.after(async () => {
+    nginx.kill('SIGTERM');
+    const timer = setTimeout(() => nginx.kill('SIGKILL'), 5000);
+    await nginxExited;
+    clearTimeout(timer);
+    nginx.stdout.destroy();
+    nginx.stderr.destroy();
   });
   const until = Date.now() + 10_000;
   for (;;) {

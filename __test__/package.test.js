@@ -200,7 +200,7 @@ test('an ES module importer type-checks with the ESM types (default and named im
      const gateway: WhatsAppGateway = new pkg.WhatsAppGateway(config);
      const health = gateway.getHealth();
      const live: boolean = health.live;
-     export const checks = [live, new GatewayError('X', 'y') instanceof Error];\n`,
+     export const checks = [live, new GatewayError('SERVER_ERROR', 'y') instanceof Error];\n`,
   );
   const tsc = require.resolve('typescript/bin/tsc');
   const flags = ['--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022'];
