@@ -209,27 +209,39 @@ test('API keys never appear in Redis: digests (HMAC-SHA-256 with cluster.secret)
   assert.doesNotMatch(everything, new RegExp(GOOD_KEY.slice(0, 8)), 'not even its first characters');
 });
 
-test('no leftovers: a killed process\'s inbox, listings and count are gone within 3 x leaseMs; a key whose last session left is deleted; with no survivor every key expires', REDIS_TEST, async (t) => {
+test('no leftovers: a killed process\'s inbox, listings and count are gone within 3 x leaseMs; a key whose last session left is deleted; idle listings live as long as their process; with no survivor every key expires', REDIS_TEST, async (t) => {
   const redis = await startRedis(t);
   const leaseMs = 1000;
   const cluster = { redis: redis.url, leaseMs };
   const doomed = await startNodeProcess(t, { cluster });
   const survivor = await startNodeProcess(t, { cluster });
-  const extension = new FakeExtension(`ws://127.0.0.1:${doomed.port}/wa-ext-ws`, { apiKey: GOOD_KEY });
-  await extension.open();
-  await extension.authenticate();
-  extension.sendStatus(true);
-  const leaving = new FakeExtension(`ws://127.0.0.1:${survivor.port}/wa-ext-ws`, { apiKey: 'leaving-key-0123456789' });
-  await leaving.open();
-  await leaving.authenticate();
-  await eventually(async () => (await redis.command('KEYS', 'wa-gw:sessions:*')).length === 2, 10_000, 'both keys listed');
+  const connect = async (node, apiKey) => {
+    const extension = new FakeExtension(`ws://127.0.0.1:${node.port}/wa-ext-ws`, { apiKey });
+    await extension.open();
+    await extension.authenticate();
+    extension.sendStatus(true);
+    return extension;
+  };
+  const extension = await connect(doomed, GOOD_KEY);
+  const leaving = await connect(survivor, 'leaving-key-0123456789');
+  const staying = await connect(survivor, 'staying-key-0123456789');
+  // Each process lists its sessions in one hash, a field per API key (its digest).
+  const listed = async () => {
+    const fields = [];
+    for (const key of await redis.command('KEYS', 'wa-gw:listings:*')) {
+      for (const field of await redis.command('HKEYS', key)) fields.push(`${key.slice('wa-gw:listings:'.length)}/${field}`);
+    }
+    return fields.sort();
+  };
+  const digest = (apiKey) => crypto.createHash('sha256').update(apiKey).digest('hex');
+  await eventually(async () => (await listed()).length === 3, 10_000, 'three keys listed');
   const mine = (key) => key.includes(doomed.nodeId);
   assert.ok((await redis.command('KEYS', '*')).some(mine), 'the process has keys of its own while it lives');
 
-  // The last session of a key leaves: its hash and its entry in the set of keys go.
+  // The last session of a key leaves: its entry goes.
   await leaving.close();
-  await eventually(async () => (await redis.command('KEYS', 'wa-gw:sessions:*')).length === 1, 5000, 'the empty key deleted');
-  assert.equal((await redis.command('SMEMBERS', 'wa-gw:keys')).length, 1);
+  await eventually(async () => !(await listed()).includes(`${survivor.nodeId}/${digest('leaving-key-0123456789')}`), 5000, 'the empty key deleted');
+  assert.deepEqual(await listed(), [`${doomed.nodeId}/${digest(GOOD_KEY)}`, `${survivor.nodeId}/${digest('staying-key-0123456789')}`].sort());
 
   await doomed.kill();
   const killedAt = Date.now();
@@ -237,18 +249,26 @@ test('no leftovers: a killed process\'s inbox, listings and count are gone withi
     async () => {
       const keys = await redis.command('KEYS', '*');
       const counts = await redis.command('HKEYS', 'wa-gw:counts');
-      return !keys.some(mine) && keys.filter((k) => k.startsWith('wa-gw:sessions:')).length === 0 && !counts.includes(doomed.nodeId) ? keys : null;
+      const left = await listed();
+      return !keys.some(mine) && left.every((l) => !mine(l)) && !counts.includes(doomed.nodeId) ? keys : null;
     },
     // Its lease runs out within leaseMs of the kill; then 3 x leaseMs at most.
     4 * leaseMs + 2000,
     "the killed process's keys to be gone",
   );
   assert.ok(Date.now() - killedAt <= 4 * leaseMs + 2000);
-  assert.deepEqual(await redis.command('SMEMBERS', 'wa-gw:keys'), []);
+
+  // Listings are not rewritten while nothing changes, yet an idle session stays listed
+  // for as long as its process lives (past 3 x leaseMs of idleness).
+  await sleep(4 * leaseMs);
+  assert.deepEqual(await listed(), [`${survivor.nodeId}/${digest('staying-key-0123456789')}`]);
+  const ttl = await redis.command('PTTL', `wa-gw:listings:${survivor.nodeId}`);
+  assert.ok(ttl > 0 && ttl <= 3 * leaseMs, `the listings expire with the lease (PTTL ${ttl})`);
 
   // No survivor: what is left expires by itself.
   await survivor.kill();
   extension.ws.terminate();
+  staying.ws.terminate();
   await eventually(async () => (await redis.command('KEYS', 'wa-gw:*')).length === 0 || null, 4 * leaseMs + 3000, 'every key to expire (left: see last)');
 });
 

@@ -38,11 +38,11 @@ use tokio::time::Instant;
 use crate::config::ClusterConfig;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::host::Host;
+use crate::identity::Identity;
 use crate::state::link::lock;
 use crate::state::Shared;
 use calls::RemoteCalls;
 use connect::{Cause, Failure, Target};
-use envelope::Listing;
 use keys::Keys;
 use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
@@ -111,6 +111,12 @@ pub struct Cluster {
     known: Mutex<HashMap<String, Arc<str>>>,
     /// Causes that retrying cannot fix already reported to `onError` (`Cause::bit`).
     reported: AtomicU8,
+    /// Local sessions (id -> API key) whose listing in Redis may be wrong: its write
+    /// failed, or Redis was away when it was due. Written again once Redis is back
+    /// (listings are only written when something changes).
+    unsynced: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// Wakes the lease round early: a Redis connection broke (it may come back empty).
+    nudge: tokio::sync::Notify,
 }
 
 /// API keys remembered by digest at most; past that the map starts again.
@@ -156,6 +162,8 @@ impl Cluster {
             next_query: AtomicU64::new(0),
             known: Mutex::default(),
             reported: AtomicU8::new(0),
+            unsynced: Mutex::default(),
+            nudge: tokio::sync::Notify::new(),
         }))
     }
 
@@ -170,6 +178,11 @@ impl Cluster {
             known.insert(digest.clone(), api_key.into());
         }
         digest
+    }
+
+    /// `who`'s listing is to be written again (or removed) once Redis is reachable.
+    fn unsynced(&self, who: &Identity) {
+        lock(&self.unsynced).insert(who.session_id.clone(), who.api_key.clone());
     }
 
     /// The API key behind a digest, if this process knows it.

@@ -14,18 +14,28 @@ use crate::state::Lifecycle;
 impl Directory for Arc<Cluster> {
     fn admit(&self, who: &Arc<Identity>, info: SessionInfo, max_per_key: usize) -> Admission {
         let cluster = self.clone();
-        let listing = self.listing(who, info);
+        let who = who.clone();
+        let listing = self.listing(&who, info);
         Box::pin(async move {
             if !cluster.usable() {
-                // Counted locally; listed when Redis is back (republish).
+                // Counted locally; listed once Redis is back.
+                cluster.unsynced(&who);
                 return true;
             }
-            // Unreachable mid-way: counted locally, like while it is away.
-            cluster
-                .redis
-                .admit(&listing, max_per_key)
-                .await
-                .unwrap_or(true)
+            match cluster.redis.admit(&listing, max_per_key).await {
+                Ok(true) => true,
+                Ok(false) => {
+                    // Not listed by the refusal; a republish meanwhile may have listed
+                    // it: checked again (it is gone from the registry by then).
+                    cluster.unsynced(&who);
+                    false
+                }
+                // Unreachable mid-way: counted locally, like while it is away.
+                Err(_) => {
+                    cluster.unsynced(&who);
+                    true
+                }
+            }
         })
     }
 
@@ -34,9 +44,10 @@ impl Directory for Arc<Cluster> {
         if self.shared.lifecycle() != Lifecycle::Running {
             return;
         }
-        self.relay.send(Outgoing::List {
-            session_id: who.session_id.clone(),
-            listing: Box::new(self.listing(who, info)),
+        self.relay.send(Outgoing::Listings {
+            api_key: who.api_key.clone(),
+            digest: self.know(&who.api_key),
+            changes: vec![(who.session_id.clone(), Some(info))],
         });
     }
 
@@ -56,9 +67,10 @@ impl Directory for Arc<Cluster> {
     }
 
     fn remove(&self, who: &Arc<Identity>) {
-        self.relay.send(Outgoing::Unlist {
+        self.relay.send(Outgoing::Listings {
             api_key: who.api_key.clone(),
-            session_id: who.session_id.clone(),
+            digest: self.know(&who.api_key),
+            changes: vec![(who.session_id.clone(), None)],
         });
     }
 }

@@ -137,12 +137,11 @@ impl Device {
     }
 }
 
-/// A session as the cluster's registry lists it (`sessions:<digest>` in Redis).
-#[derive(Serialize, Deserialize, Debug, Clone)]
-#[serde(rename_all = "camelCase")]
+/// A session as the cluster's registry lists it: its `info` as JSON, in its node's
+/// `listings:<nodeId>` hash under the API key's digest (see `keys`).
+#[derive(Debug, Clone)]
 pub struct Listing {
     pub node_id: String,
     pub api_key_digest: String,
-    #[serde(flatten)]
     pub info: crate::state::registry::SessionInfo,
 }

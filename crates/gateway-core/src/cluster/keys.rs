@@ -9,11 +9,15 @@
 //! - `node:<id>`: a process's lease (its random token, expiring after `leaseMs`); a
 //!   second live process with the same id cannot take it.
 //! - `nodes`: sorted set of node ids by lease expiry (Redis's clock): who is alive.
-//! - `counts`: hash node id -> its session count, for `getHealth().activeSessions`.
-//! - `sessions:<digest>`: hash session id -> the session's listing (JSON, with `nodeId`).
-//! - `keys`: set of the digests of API keys with listed sessions, for `getAllSessions`.
-//! - `listed:<nodeId>`: hash session id -> digest of one process's listings, so that
-//!   the survivors can remove them when its lease runs out.
+//!   A process's liveness is its lease alone: readers ignore what processes whose
+//!   lease ran out listed.
+//! - `counts`: hash node id -> its session count, for `getHealth().activeSessions`
+//!   (written by the lease renewal when it changed).
+//! - `listings:<nodeId>`: one process's sessions: hash digest of an API key -> that
+//!   key's sessions on the process, one listing (JSON, `sessionId` first) per
+//!   line. Written when a session connects, changes status or leaves, never just to
+//!   stay fresh: idle sessions cost Redis nothing, and the key lives with its
+//!   process's lease (one expiry for all its sessions, extended by the renewal).
 //! - `inbox:<nodeId>`: stream of commands and outcomes for one process; made by its
 //!   owner's lease renewal, written only while it exists (`NOMKSTREAM`), so that a
 //!   gone process's inbox is not made again by a late writer.
@@ -21,9 +25,10 @@
 //! - `seen:<digest>:<messageId>`: an incoming message seen lately.
 //!
 //! No leftovers (README "Deploying"): when a lease runs out, the next renewal of any
-//! other process deletes the gone process's inbox, listings and count. Every key
-//! expires by itself too (3 leases after the last renewal that touched it), for when
-//! no process survives.
+//! other process deletes the gone process's inbox, listings and count. A process's
+//! keys also expire by themselves 3 leases after its last renewal that extended them
+//! (every half lease), for when no process survives: within 3 leases of its lease's
+//! end.
 
 use std::fmt::Write as _;
 
@@ -75,17 +80,9 @@ impl Keys {
         format!("{}counts", self.prefix)
     }
 
-    /// The listings of the API key whose digest is `digest`.
-    pub fn sessions(&self, digest: &str) -> String {
-        format!("{}sessions:{digest}", self.prefix)
-    }
-
-    pub fn api_keys(&self) -> String {
-        format!("{}keys", self.prefix)
-    }
-
-    pub fn listed(&self, node_id: &str) -> String {
-        format!("{}listed:{node_id}", self.prefix)
+    /// The sessions of process `node_id`, by API key digest.
+    pub fn listings(&self, node_id: &str) -> String {
+        format!("{}listings:{node_id}", self.prefix)
     }
 
     pub fn idempotency(&self, api_key: &str, key: &str) -> String {
@@ -129,29 +126,35 @@ end
     };
 }
 
-/// Lua: returns `out` with, for each node whose lease (in `nodes_key`) runs past
-/// `now`: its id, the ms its lease has left and its session count (`counts_key`).
-macro_rules! lua_live_nodes {
+/// Lua: `listing_lines(text, skip)`: the lines of a key's listings on one process
+/// (a `listings:<node>` field), but those of the sessions in the table `skip`. A
+/// line's session is read from its start: serde writes `sessionId` first, so no
+/// JSON is parsed (and none rewritten: a host's `userId` stays as it gave it).
+macro_rules! lua_lines {
     () => {
-        r"
-local live = redis.call('ZRANGEBYSCORE', nodes_key, '(' .. now, '+inf', 'WITHSCORES')
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = tonumber(live[i + 1]) - now
-  out[#out + 1] = tonumber(redis.call('HGET', counts_key, live[i]) or 0)
+        r#"
+local function listing_lines(text, skip)
+  local lines = {}
+  if not text then return lines end
+  for line in string.gmatch(text, '[^\n]+') do
+    local sid = string.match(line, '^{"sessionId":"([^"]*)"')
+    if not (sid and skip[sid]) then lines[#lines + 1] = line end
+  end
+  return lines
 end
-return out
-"
+"#
     };
 }
 
 /// Takes or renews this process's lease, makes its inbox if Redis lost it, removes
-/// what processes whose lease ran out left behind, and lists the live nodes.
-/// KEYS: node, nodes, counts, keys, inbox, listed (this process's).
+/// what processes whose lease ran out left behind, and lists the live nodes. An
+/// idle round costs Redis a handful of commands, whatever the sessions.
+/// KEYS: node, nodes, counts, inbox, listings (this process's).
 /// ARGV: token, lease ms, node id, session count, key prefix, whether to extend the
-/// life of every key listing this process's sessions ('1' or '0').
-/// Returns `{claim, live nodes...}` (see `lua_live_nodes`): claim 1 renewed, 0 taken
-/// afresh (Redis lost it: republish), -1 held by another live process with the same id.
+/// life of this process's keys ('1' or '0'; always when the lease was taken afresh).
+/// Returns `{claim, (id, ms its lease has left, sessions) per live node...}`: claim 1
+/// renewed, 0 taken afresh (Redis lost it: republish), -1 held by another live
+/// process with the same id.
 pub fn claim_lease() -> Script {
     Script::new(concat!(
         lua_now!(),
@@ -159,7 +162,7 @@ pub fn claim_lease() -> Script {
         r"
 local lease = tonumber(ARGV[2])
 local keep = 3 * lease
-local prefix = ARGV[5]
+local me, prefix = ARGV[3], ARGV[5]
 local held = redis.call('GET', KEYS[1])
 local claim = 1
 if held and held ~= ARGV[1] then
@@ -167,132 +170,147 @@ if held and held ~= ARGV[1] then
 else
   if not held then claim = 0 end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
-  redis.call('ZADD', KEYS[2], now + lease, ARGV[3])
-  redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
-  if redis.call('EXISTS', KEYS[5]) == 0 then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '0', '*', 'm', '')
+  redis.call('ZADD', KEYS[2], now + lease, me)
+  if claim == 0 and redis.call('EXISTS', KEYS[4]) == 0 then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '0', '*', 'm', '')
   end
+end
+local out, ids = { claim }, {}
+local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  local id, expiry = all[i], tonumber(all[i + 1])
+  if expiry <= now then
+    redis.call('DEL', prefix .. 'listings:' .. id, prefix .. 'inbox:' .. id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('ZREM', KEYS[2], id)
+  else
+    ids[#ids + 1] = id
+    out[#out + 1] = id
+    out[#out + 1] = expiry - now
+    out[#out + 1] = 0
+  end
+end
+if #ids > 0 then
+  local counts = redis.call('HMGET', KEYS[3], unpack(ids))
+  for i, id in ipairs(ids) do
+    local count = tonumber(counts[i]) or 0
+    if id == me and claim ~= -1 and tostring(count) ~= ARGV[4] then
+      redis.call('HSET', KEYS[3], me, ARGV[4])
+      count = tonumber(ARGV[4])
+    end
+    out[3 * i + 1] = count
+  end
+end
+if claim ~= -1 and (claim == 0 or ARGV[6] == '1') then
+  redis.call('PEXPIRE', KEYS[4], keep)
   redis.call('PEXPIRE', KEYS[5], keep)
   extend(KEYS[2], keep)
   extend(KEYS[3], keep)
-  extend(KEYS[4], keep)
-  if redis.call('EXISTS', KEYS[6]) == 1 then
-    redis.call('PEXPIRE', KEYS[6], keep)
-    if ARGV[6] == '1' then
-      local done = {}
-      for _, digest in ipairs(redis.call('HVALS', KEYS[6])) do
-        if not done[digest] then
-          done[digest] = true
-          extend(prefix .. 'sessions:' .. digest, keep)
-        end
-      end
-    end
-  end
 end
-local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
-for _, id in ipairs(gone) do
-  local listed = prefix .. 'listed:' .. id
-  local entries = redis.call('HGETALL', listed)
-  for i = 1, #entries, 2 do
-    local sessions = prefix .. 'sessions:' .. entries[i + 1]
-    redis.call('HDEL', sessions, entries[i])
-    if redis.call('EXISTS', sessions) == 0 then redis.call('SREM', KEYS[4], entries[i + 1]) end
-  end
-  redis.call('DEL', listed, prefix .. 'inbox:' .. id)
-  redis.call('HDEL', KEYS[3], id)
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local nodes_key, counts_key, out = KEYS[2], KEYS[3], { claim }
+return out
 ",
-        lua_live_nodes!(),
     ))
 }
 
-/// Lists a session unless its key already has `max` sessions on live nodes; forgets
-/// the listings of dead nodes on the way. KEYS: sessions of the key, nodes, keys,
-/// listed (this process's). ARGV: session id, listing, max, digest, lease ms.
-/// Returns 1 if listed, 0 if full.
+/// Lists a session unless its key already has `max` sessions on live nodes (this
+/// process's included, whatever its lease). KEYS: listings (this process's), nodes.
+/// ARGV: session id, listing, max, digest, ms to live if the listings are new, key
+/// prefix, node id. Returns 1 if listed, 0 if full.
 pub fn admit_session() -> Script {
     Script::new(concat!(
         lua_now!(),
-        lua_extend!(),
+        lua_lines!(),
         r"
-local listed = redis.call('HGETALL', KEYS[1])
+local digest, prefix, me = ARGV[4], ARGV[6], ARGV[7]
 local count = 0
-for i = 1, #listed, 2 do
-  local ok, entry = pcall(cjson.decode, listed[i + 1])
-  local expiry = ok and redis.call('ZSCORE', KEYS[2], entry.nodeId)
-  if not expiry or tonumber(expiry) < now then
-    redis.call('HDEL', KEYS[1], listed[i])
-  elseif listed[i] ~= ARGV[1] then
-    count = count + 1
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. now, '+inf')) do
+  if id ~= me then
+    local text = redis.call('HGET', prefix .. 'listings:' .. id, digest)
+    if text then count = count + #listing_lines(text, {}) end
   end
 end
-if count >= tonumber(ARGV[3]) then return 0 end
-local keep = 3 * tonumber(ARGV[5])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
-extend(KEYS[1], keep)
-extend(KEYS[3], keep)
-extend(KEYS[4], keep)
+local mine = listing_lines(redis.call('HGET', KEYS[1], digest), { [ARGV[1]] = true })
+if count + #mine >= tonumber(ARGV[3]) then return 0 end
+mine[#mine + 1] = ARGV[2]
+redis.call('HSET', KEYS[1], digest, table.concat(mine, '\n'))
+redis.call('PEXPIRE', KEYS[1], ARGV[5], 'NX')
 return 1
 ",
     ))
 }
 
-/// Writes a session's listing again (its status changed, or Redis lost it).
-/// KEYS: sessions of the key, keys, listed. ARGV: session id, listing, digest, lease ms.
-pub const LIST_SESSION: &str = concat!(
-    lua_extend!(),
+/// Writes this process's listings of one API key: each session named is listed
+/// anew, or unlisted when its listing is empty; the others stay as they are.
+/// KEYS: listings (this process's). ARGV: ms to live if the listings are new, digest,
+/// then (session id, listing or '') pairs, the last of a session's counting.
+pub const LIST_SESSIONS: &str = concat!(
+    lua_lines!(),
     r"
-local keep = 3 * tonumber(ARGV[4])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
-extend(KEYS[1], keep)
-extend(KEYS[2], keep)
-extend(KEYS[3], keep)
-return 1
+local digest = ARGV[2]
+local order, latest = {}, {}
+for i = 3, #ARGV, 2 do
+  if latest[ARGV[i]] == nil then order[#order + 1] = ARGV[i] end
+  latest[ARGV[i]] = ARGV[i + 1]
+end
+local text = redis.call('HGET', KEYS[1], digest)
+local lines = listing_lines(text, latest)
+for _, sid in ipairs(order) do
+  if latest[sid] ~= '' then lines[#lines + 1] = latest[sid] end
+end
+if #lines == 0 then
+  if text then redis.call('HDEL', KEYS[1], digest) end
+else
+  redis.call('HSET', KEYS[1], digest, table.concat(lines, '\n'))
+  redis.call('PEXPIRE', KEYS[1], ARGV[1], 'NX')
+end
+return #lines
 ",
 );
 
-/// A session left: its listing goes, and so does its key's hash with the last one.
-/// KEYS: sessions of the key, keys, listed. ARGV: session id, digest.
-pub const UNLIST_SESSION: &str = r"
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
-return 1
-";
-
-/// The live nodes (see `lua_live_nodes`). KEYS: nodes, counts.
-pub const LIVE_NODES: &str = concat!(
+/// The live nodes, each with its listings of one API key.
+/// KEYS: nodes. ARGV: key prefix, digest.
+/// Returns `(id, ms its lease has left, listings or '')` per live node.
+pub const LISTINGS_OF_KEY: &str = concat!(
     lua_now!(),
     r"
-local nodes_key, counts_key, out = KEYS[1], KEYS[2], {}
+local out = {}
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. 'listings:' .. live[i], ARGV[2]) or ''
+end
+return out
 ",
-    lua_live_nodes!(),
+);
+
+/// The live nodes, each with all its listings. KEYS: nodes. ARGV: key prefix.
+/// Returns `(id, ms its lease has left, {digest, listings, ...})` per live node.
+pub const ALL_LISTINGS: &str = concat!(
+    lua_now!(),
+    r"
+local out = {}
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'listings:' .. live[i])
+end
+return out
+",
 );
 
 /// Leaves the cluster: drops the lease if it is still this process's, with its
-/// inbox and what is left of its listings. Returns the inbox entries after ARGV[4]
-/// (none if it is empty): written after the owner's last read.
-/// KEYS: node, nodes, counts, keys, inbox, listed. ARGV: token, node id, key prefix,
-/// last entry read.
+/// inbox, its listings and its count. Returns the inbox entries after ARGV[3] (none
+/// if it is empty): written after the owner's last read.
+/// KEYS: node, nodes, counts, inbox, listings. ARGV: token, node id, last entry read.
 pub fn release_lease() -> Script {
     Script::new(
         r"
 local rest = {}
-if ARGV[4] ~= '' then rest = redis.call('XRANGE', KEYS[5], '(' .. ARGV[4], '+') end
+if ARGV[3] ~= '' then rest = redis.call('XRANGE', KEYS[4], '(' .. ARGV[3], '+') end
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  local entries = redis.call('HGETALL', KEYS[6])
-  for i = 1, #entries, 2 do
-    local sessions = ARGV[3] .. 'sessions:' .. entries[i + 1]
-    redis.call('HDEL', sessions, entries[i])
-    if redis.call('EXISTS', sessions) == 0 then redis.call('SREM', KEYS[4], entries[i + 1]) end
-  end
-  redis.call('DEL', KEYS[1], KEYS[5], KEYS[6])
+  redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('HDEL', KEYS[3], ARGV[2])
 end
@@ -311,17 +329,18 @@ redis.call('SET', KEYS[1], now, 'PX', 5000)
 redis.call('GET', KEYS[1])
 redis.call('ZADD', KEYS[2], now, 'p')
 redis.call('ZSCORE', KEYS[2], 'p')
+redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '+inf', 'WITHSCORES')
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '+inf')
 redis.call('ZREM', KEYS[2], 'p')
 redis.call('HSET', KEYS[3], 'p', '1')
 redis.call('HGET', KEYS[3], 'p')
+redis.call('HMGET', KEYS[3], 'p', 'q')
 redis.call('HGETALL', KEYS[3])
-redis.call('HVALS', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], 5000, 'NX')
 redis.call('HDEL', KEYS[3], 'p')
-redis.call('SADD', KEYS[2], 'p')
-redis.call('SREM', KEYS[2], 'p')
 redis.call('XADD', KEYS[3], 'MAXLEN', '0', '*', 'm', '')
+redis.call('XRANGE', KEYS[3], '-', '+')
 extend(KEYS[3], 5000)
 redis.call('EXISTS', KEYS[3])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
@@ -349,7 +368,7 @@ mod tests {
         );
         assert_ne!(plain.digest(key), secret.digest(key));
         for name in [
-            plain.sessions(&plain.digest(key)),
+            plain.listings("node-1"),
             plain.idempotency(key, "order-1"),
             plain.seen_incoming(key, "m1"),
             secret.idempotency(key, "order-1"),
@@ -357,5 +376,30 @@ mod tests {
             assert!(!name.contains(key), "{name}");
         }
         assert_eq!(plain.digest(key).len(), 64);
+    }
+
+    #[test]
+    fn a_listing_starts_with_its_session_id_as_the_scripts_read_it() {
+        let info = crate::state::registry::SessionInfo {
+            session_id: "6f1c2a9e-0000-4000-8000-000000000001".into(),
+            status: "line one\nline two".into(),
+            ready: true,
+            whatsapp_logged_in: true,
+            device_active: true,
+            connected_at: 1,
+            last_heartbeat: 2,
+            last_status_update: None,
+            extension_version: "1.0.0".into(),
+            browser: "Chrome".into(),
+            ip: "127.0.0.1".into(),
+            user_id: serde_json::json!({ "sessionId": "other", "n": [] }),
+        };
+        let text = serde_json::to_string(&info).unwrap();
+        assert!(
+            text.starts_with(r#"{"sessionId":"6f1c2a9e-0000-4000-8000-000000000001""#),
+            "{text}"
+        );
+        // One line per listing: a newline in a value is escaped.
+        assert!(!text.contains('\n'));
     }
 }

@@ -34,9 +34,10 @@ pub struct Redis {
     claim: Script,
     admit: Script,
     release: Script,
-    /// Run in pipelines by hash (`EVALSHA`): loaded when Redis says it lacks them.
+    listings_of_key: Script,
+    all_listings: Script,
+    /// Run in pipelines by hash (`EVALSHA`): loaded when Redis says it lacks it.
     list: Script,
-    unlist: Script,
 }
 
 impl Redis {
@@ -55,8 +56,9 @@ impl Redis {
             claim: keys::claim_lease(),
             admit: keys::admit_session(),
             release: keys::release_lease(),
-            list: Script::new(keys::LIST_SESSION),
-            unlist: Script::new(keys::UNLIST_SESSION),
+            listings_of_key: Script::new(keys::LISTINGS_OF_KEY),
+            all_listings: Script::new(keys::ALL_LISTINGS),
+            list: Script::new(keys::LIST_SESSIONS),
         }
     }
 
@@ -74,8 +76,8 @@ impl Redis {
     }
 
     /// Takes or renews the lease; returns the claim (1, 0 or -1, see `keys`) and the
-    /// live nodes with their session counts. `refresh`: extend the life of every key
-    /// that lists this process's sessions.
+    /// live nodes with their session counts. `refresh`: extend the life of this
+    /// process's keys.
     pub async fn claim(
         &self,
         token: &str,
@@ -88,9 +90,8 @@ impl Redis {
         invocation
             .key(keys.nodes())
             .key(keys.counts())
-            .key(keys.api_keys())
             .key(keys.inbox(node_id))
-            .key(keys.listed(node_id))
+            .key(keys.listings(node_id))
             .arg(token)
             .arg(self.lease.as_millis() as u64)
             .arg(node_id)
@@ -128,12 +129,15 @@ impl Redis {
             .arg(&b)
             .arg(&c)
             .ignore();
-        pipe.cmd("EVAL")
-            .arg(keys::LIVE_NODES)
-            .arg(2)
-            .arg(&a)
-            .arg(&b)
-            .ignore();
+        for script in [keys::LISTINGS_OF_KEY, keys::ALL_LISTINGS] {
+            pipe.cmd("EVAL")
+                .arg(script)
+                .arg(1)
+                .arg(&a)
+                .arg(keys.prefix())
+                .arg("p")
+                .ignore();
+        }
         pipe.cmd("XADD")
             .arg(&a)
             .arg("MAXLEN")
@@ -160,18 +164,7 @@ impl Redis {
             .arg("0-0")
             .ignore();
         pipe.cmd("XTRIM").arg(&a).arg("MINID").arg("0-1").ignore();
-        pipe.hset(&b, "p", "1")
-            .ignore()
-            .hvals(&b)
-            .ignore()
-            .hdel(&b, "p")
-            .ignore();
-        pipe.sadd(&c, "p")
-            .ignore()
-            .smembers(&c)
-            .ignore()
-            .srem(&c, "p")
-            .ignore();
+        pipe.hset(&b, "p", "1").ignore().hdel(&b, "p").ignore();
         pipe.cmd("SET")
             .arg(&c)
             .arg("1")
@@ -196,12 +189,10 @@ impl Redis {
         invocation
             .key(keys.nodes())
             .key(keys.counts())
-            .key(keys.api_keys())
             .key(keys.inbox(node_id))
-            .key(keys.listed(node_id))
+            .key(keys.listings(node_id))
             .arg(token)
             .arg(node_id)
-            .arg(keys.prefix())
             .arg(after.unwrap_or_default());
         let rest: Value = self
             .on(&self.commands, |mut con| async move {
@@ -211,30 +202,20 @@ impl Redis {
         Ok(stream_entries(rest))
     }
 
-    /// Adds the live nodes (`keys::LIVE_NODES`) to a round trip.
-    fn ask_live_nodes(&self, pipe: &mut redis::Pipeline) {
-        pipe.cmd("EVAL")
-            .arg(keys::LIVE_NODES)
-            .arg(2)
-            .arg(self.keys.nodes())
-            .arg(self.keys.counts());
-    }
-
     /// Lists a session unless its key is full cluster-wide.
     pub async fn admit(&self, listing: &Listing, max: usize) -> Reply<bool> {
         let keys = &self.keys;
-        let text = serde_json::to_string(listing).unwrap_or_default();
-        let digest = &listing.api_key_digest;
-        let mut invocation = self.admit.key(keys.sessions(digest));
+        let text = serde_json::to_string(&listing.info).unwrap_or_default();
+        let mut invocation = self.admit.key(keys.listings(&self.node_id));
         invocation
             .key(keys.nodes())
-            .key(keys.api_keys())
-            .key(keys.listed(&self.node_id))
             .arg(&*listing.info.session_id)
             .arg(text)
             .arg(max)
-            .arg(digest)
-            .arg(self.lease.as_millis() as u64);
+            .arg(&listing.api_key_digest)
+            .arg(self.keep_ms())
+            .arg(keys.prefix())
+            .arg(&*self.node_id);
         let listed: i64 = self
             .on(&self.commands, |mut con| async move {
                 invocation.invoke_async(&mut con).await
@@ -243,54 +224,55 @@ impl Redis {
         Ok(listed == 1)
     }
 
+    /// How long this process's keys live if nothing extends them (see `keys`).
+    fn keep_ms(&self) -> u64 {
+        3 * self.lease.as_millis() as u64
+    }
+
     /// The listings of one API key on live nodes, and the live nodes, in one round trip.
     pub async fn listings(&self, api_key: &str) -> Reply<(Vec<Listing>, Vec<LiveNode>)> {
-        let mut pipe = redis::pipe();
-        pipe.hvals(self.keys.sessions(&self.keys.digest(api_key)));
-        self.ask_live_nodes(&mut pipe);
-        let (raw, live): (Vec<String>, Vec<Value>) = self
+        let digest = self.keys.digest(api_key);
+        let mut invocation = self.listings_of_key.key(self.keys.nodes());
+        invocation.arg(self.keys.prefix()).arg(&digest);
+        let reply: Vec<Value> = self
             .on(&self.commands, |mut con| async move {
-                pipe.query_async(&mut con).await
+                invocation.invoke_async(&mut con).await
             })
             .await?;
-        let live = live_nodes(live).map_err(|e| Failure::of(&e))?;
-        Ok((live_only(parse_listings(raw), &live), live))
+        let mut live = Vec::new();
+        let mut listings = Vec::new();
+        for (node, text) in per_node(reply).map_err(|e| Failure::of(&e))? {
+            if let Value::BulkString(text) = text {
+                listings.extend(parse_listings(&node.id, &digest, &text));
+            }
+            live.push(node);
+        }
+        Ok((listings, live))
     }
 
     /// Every listing on a live node, of every key.
     pub async fn all_listings(&self) -> Reply<Vec<Listing>> {
-        let set = self.keys.api_keys();
-        let digests: Vec<String> = self
-            .on(
-                &self.commands,
-                |mut con| async move { con.smembers(set).await },
-            )
-            .await?;
-        if digests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        self.ask_live_nodes(&mut pipe);
-        for digest in &digests {
-            pipe.hvals(self.keys.sessions(digest));
-        }
-        let mut replies: Vec<Value> = self
+        let mut invocation = self.all_listings.key(self.keys.nodes());
+        invocation.arg(self.keys.prefix());
+        let reply: Vec<Value> = self
             .on(&self.commands, |mut con| async move {
-                pipe.query_async(&mut con).await
+                invocation.invoke_async(&mut con).await
             })
             .await?;
-        if replies.is_empty() {
-            return Ok(Vec::new());
+        let mut all = Vec::new();
+        for (node, fields) in per_node(reply).map_err(|e| Failure::of(&e))? {
+            let Value::Array(fields) = fields else {
+                continue;
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(digest), Some(Value::BulkString(text))) = (fields.next(), fields.next())
+            {
+                let digest: String = redis::from_redis_value(digest)
+                    .map_err(|e| Failure::of(&RedisError::from(e)))?;
+                all.extend(parse_listings(&node.id, &digest, &text));
+            }
         }
-        let live = redis::from_redis_value(replies.remove(0))
-            .map_err(|e| Failure::of(&RedisError::from(e)))
-            .and_then(|v| live_nodes(v).map_err(|e| Failure::of(&e)))?;
-        let per_key: Vec<Vec<String>> = replies
-            .into_iter()
-            .map(|v| redis::from_redis_value(v).map_err(|e| Failure::of(&RedisError::from(e))))
-            .collect::<Reply<_>>()?;
-        let all = per_key.into_iter().flat_map(parse_listings).collect();
-        Ok(live_only(all, &live))
+        Ok(all)
     }
 
     /// Writes a batch of outgoing items in one round trip; says, for each item in
@@ -312,9 +294,10 @@ impl Redis {
             // A Redis restarted, or a replica promoted, has no scripts: loaded, and the
             // listings written again (they alone run scripts).
             let mut load = redis::pipe();
-            for script in [keys::LIST_SESSION, keys::UNLIST_SESSION] {
-                load.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
-            }
+            load.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(keys::LIST_SESSIONS)
+                .ignore();
             let pipe = self.pipeline(missing.iter().map(|&i| &batch[i]));
             let again = self
                 .on(&self.commands, |mut con| async move {
@@ -332,8 +315,8 @@ impl Redis {
     /// One command per item, none ignored; errors come back as replies.
     fn pipeline<'a>(&self, batch: impl Iterator<Item = &'a Outgoing>) -> redis::Pipeline {
         let keys = &self.keys;
-        let lease = self.lease.as_millis() as u64;
-        let listed = keys.listed(&self.node_id);
+        let keep = self.keep_ms();
+        let listings = keys.listings(&self.node_id);
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
         for item in batch {
@@ -350,43 +333,30 @@ impl Redis {
                         .arg("m")
                         .arg(payload);
                 }
-                Outgoing::List {
-                    session_id,
-                    listing,
-                    ..
+                Outgoing::Listings {
+                    digest, changes, ..
                 } => {
-                    let text = serde_json::to_string(listing).unwrap_or_default();
-                    let digest = &listing.api_key_digest;
                     pipe.cmd("EVALSHA")
                         .arg(self.list.get_hash())
-                        .arg(3)
-                        .arg(keys.sessions(digest))
-                        .arg(keys.api_keys())
-                        .arg(&listed)
-                        .arg(&**session_id)
-                        .arg(text)
-                        .arg(digest)
-                        .arg(lease);
+                        .arg(1)
+                        .arg(&listings)
+                        .arg(keep)
+                        .arg(digest);
+                    for (session_id, info) in changes {
+                        let text = info
+                            .as_ref()
+                            .map(|info| serde_json::to_string(info).unwrap_or_default());
+                        pipe.arg(&**session_id).arg(text.unwrap_or_default());
+                    }
+                }
+                Outgoing::UnlistAll => {
+                    pipe.del(&listings);
                 }
                 Outgoing::Remember { key, outcome, ttl } => {
                     pipe.pset_ex(key, outcome, ttl.as_millis() as u64);
                 }
                 Outgoing::Forget { key } => {
                     pipe.del(key);
-                }
-                Outgoing::Unlist {
-                    api_key,
-                    session_id,
-                } => {
-                    let digest = keys.digest(api_key);
-                    pipe.cmd("EVALSHA")
-                        .arg(self.unlist.get_hash())
-                        .arg(3)
-                        .arg(keys.sessions(&digest))
-                        .arg(keys.api_keys())
-                        .arg(&listed)
-                        .arg(&**session_id)
-                        .arg(&digest);
                 }
             }
         }
@@ -525,30 +495,47 @@ pub struct LiveNode {
     pub sessions: usize,
 }
 
-/// `id, ms its lease has left, sessions, ...` as the scripts answer.
+/// `id, ms its lease has left, sessions, ...` as the lease renewal answers.
 fn live_nodes(flat: Vec<Value>) -> RedisResult<Vec<LiveNode>> {
     let mut nodes = Vec::new();
     let mut items = flat.into_iter();
     while let (Some(id), Some(left), Some(sessions)) = (items.next(), items.next(), items.next()) {
-        let left: i64 = redis::from_redis_value(left)?;
-        nodes.push(LiveNode {
-            id: redis::from_redis_value(id)?,
-            lease_left: Duration::from_millis(left.max(0) as u64),
-            sessions: redis::from_redis_value(sessions)?,
-        });
+        let mut node = live_node(id, left)?;
+        node.sessions = redis::from_redis_value(sessions)?;
+        nodes.push(node);
     }
     Ok(nodes)
 }
 
-fn live_only(listings: Vec<Listing>, live: &[LiveNode]) -> Vec<Listing> {
-    listings
-        .into_iter()
-        .filter(|l| live.iter().any(|n| n.id == l.node_id))
-        .collect()
+fn live_node(id: Value, left: Value) -> RedisResult<LiveNode> {
+    let left: i64 = redis::from_redis_value(left)?;
+    Ok(LiveNode {
+        id: redis::from_redis_value(id)?,
+        lease_left: Duration::from_millis(left.max(0) as u64),
+        sessions: 0,
+    })
 }
 
-fn parse_listings(raw: Vec<String>) -> Vec<Listing> {
-    raw.iter()
-        .filter_map(|text| serde_json::from_str(text).ok())
+/// `id, ms its lease has left, what the script read of it, ...` as the listing reads
+/// answer.
+fn per_node(flat: Vec<Value>) -> RedisResult<Vec<(LiveNode, Value)>> {
+    let mut nodes = Vec::new();
+    let mut items = flat.into_iter();
+    while let (Some(id), Some(left), Some(read)) = (items.next(), items.next(), items.next()) {
+        nodes.push((live_node(id, left)?, read));
+    }
+    Ok(nodes)
+}
+
+/// A key's listings on one process, one JSON per line (`keys::LIST_SESSIONS`); a
+/// line that does not parse is skipped.
+fn parse_listings(node_id: &str, digest: &str, text: &[u8]) -> Vec<Listing> {
+    text.split(|&b| b == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .map(|info| Listing {
+            node_id: node_id.to_string(),
+            api_key_digest: digest.to_string(),
+            info,
+        })
         .collect()
 }

@@ -13,6 +13,7 @@ use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved, Stage, Validation};
 use crate::identity::{request_id_text, CallId, CLUSTER_CALL};
 use crate::state::link::lock;
+use crate::state::registry::SessionInfo;
 
 /// What the cluster task writes to Redis, in order.
 pub enum Outgoing {
@@ -23,16 +24,16 @@ pub enum Outgoing {
         envelope: Envelope,
         call: Option<CallId>,
     },
-    /// A local session's listing changed (serialized by the writer, off the locks).
-    List {
-        session_id: Arc<str>,
-        listing: Box<super::envelope::Listing>,
-    },
-    /// A local session left.
-    Unlist {
+    /// Local sessions of one API key listed anew (`Some`: connected, or their status
+    /// changed) or unlisted (`None`: gone), in order; serialized by the writer, off the
+    /// locks.
+    Listings {
         api_key: Arc<str>,
-        session_id: Arc<str>,
+        digest: String,
+        changes: Vec<ListingChange>,
     },
+    /// Every listing of this process goes (`stop()` drains).
+    UnlistAll,
     /// The outcome of the call that took an `idempotencyKey` (a Redis key), kept `ttl`.
     Remember {
         key: String,
@@ -42,6 +43,9 @@ pub enum Outgoing {
     /// That call failed before it was written: the key is free again.
     Forget { key: String },
 }
+
+/// A session (by id) listed as it is now, or unlisted (`None`).
+pub type ListingChange = (Arc<str>, Option<SessionInfo>);
 
 /// Where the outcome of a call run for another process goes.
 #[derive(Clone)]

@@ -1,6 +1,12 @@
 //! The cluster's tasks while the gateway runs: a round every `SWEEP` (lease renewal
-//! at its own pace, republishing, deadlines), the outbox writer, and the inbox reader.
+//! at its own pace, republishing after Redis lost this process's state, deadlines),
+//! the outbox writer, and the inbox reader.
+//!
+//! Idle sessions cost Redis nothing here: a listing is written when its session
+//! connects, changes status or leaves (and again only if Redis lost it); liveness is
+//! the process's lease, one renewal per round whatever the sessions.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +15,7 @@ use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::redis_io::Written;
-use super::relay::Outgoing;
+use super::relay::{ListingChange, Outgoing};
 use super::{unavailable, Cluster};
 use crate::state::link::lock;
 use crate::state::requests::{connection_lost, shutdown_error, timeout_error};
@@ -17,8 +23,13 @@ use crate::state::Lifecycle;
 
 /// How often deadlines and lost holders are checked.
 const SWEEP: Duration = Duration::from_millis(100);
-/// How often every local listing is written again (keeps `lastHeartbeat` fresh).
-const REFRESH: Duration = Duration::from_secs(5);
+/// The longest between two lease rounds (a third of the lease when shorter): how late
+/// a Redis flushed without a broken connection is noticed, and how stale
+/// `getHealth()`'s cluster counts get. A broken connection brings the round forward.
+const BEAT_MAX: Duration = Duration::from_secs(2);
+/// Between lease rounds while Redis cannot be reached (the connection's own backoff
+/// spaces the attempts to reconnect).
+const BEAT_RETRY: Duration = Duration::from_millis(200);
 /// A routed send's own deadline passes on the holder first, which reports it with its
 /// request id; the caller waits this much longer before it times the call out itself.
 const HOLDER_FIRST: Duration = Duration::from_millis(250);
@@ -37,39 +48,39 @@ impl Cluster {
             return;
         };
         let inbox = tokio::spawn(self.clone().read_inbox(shutdown.clone()));
-        let beat = (self.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let beat = (self.lease / 3).clamp(Duration::from_millis(100), BEAT_MAX);
         let mut sweep = tokio::time::interval(SWEEP);
         let mut next_beat = Instant::now();
-        let mut next_refresh = Instant::now() + REFRESH;
         let mut next_unpark = Instant::now();
-        // The life of the keys listing this process's sessions is extended every half
-        // lease (each key lives 3 leases: see `keys`).
+        // The life of this process's keys (its listings, its inbox) is extended every
+        // half lease (each lives 3 leases: see `keys`).
         let mut next_keep = Instant::now();
         let mut retry: Vec<(Instant, Outgoing)> = Vec::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = self.nudge.notified() => next_beat = Instant::now(),
                 _ = sweep.tick() => {
                     let now = Instant::now();
                     if now >= next_beat {
-                        next_beat = now + beat;
                         let keep = now >= next_keep;
-                        if let Some(afresh) = self.beat(keep).await {
-                            if keep {
-                                next_keep = now + self.lease / 2;
+                        match self.beat(keep).await {
+                            Some(afresh) => {
+                                next_beat = now + beat;
+                                if keep {
+                                    next_keep = now + self.lease / 2;
+                                }
+                                if afresh {
+                                    self.republish();
+                                }
+                                self.resync();
                             }
-                            if afresh {
-                                next_refresh = now;
-                            }
+                            None => next_beat = now + BEAT_RETRY.min(beat),
                         }
                     }
                     if now >= next_unpark && self.usable() {
                         next_unpark = now + UNPARK_EVERY;
                         self.unpark_elsewhere().await;
-                    }
-                    if now >= next_refresh && self.usable() {
-                        next_refresh = now + REFRESH;
-                        self.republish();
                     }
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
@@ -144,24 +155,61 @@ impl Cluster {
         }
     }
 
-    /// Queues every local session's listing. Queued under the registry's lock: a
-    /// session that leaves meanwhile queues its unlisting after its listing, never
-    /// before (which would leave a listing of a gone session behind).
+    /// Queues every local session's listing, one write per API key (Redis lost this
+    /// process's lease, and maybe everything: restarted empty, flushed, or the lease
+    /// ran out and the other processes removed what it listed). Queued under the
+    /// registry's lock: a session that leaves meanwhile queues its unlisting after its
+    /// listing, never before (which would leave a listing of a gone session behind).
     fn republish(&self) {
         if self.shared.lifecycle() != Lifecycle::Running {
             return;
         }
         let registry = lock(&self.shared.registry);
+        let mut by_key: HashMap<Arc<str>, Vec<ListingChange>> = HashMap::new();
         for (api_key, info) in registry.all_sessions() {
-            let session_id = info.session_id.clone();
-            let listing = super::Listing {
-                node_id: self.node_id.to_string(),
-                api_key_digest: self.know(&api_key),
-                info,
-            };
-            self.relay.send(Outgoing::List {
-                session_id,
-                listing: Box::new(listing),
+            by_key
+                .entry(api_key)
+                .or_default()
+                .push((info.session_id.clone(), Some(info)));
+        }
+        for (api_key, changes) in by_key {
+            self.relay.send(Outgoing::Listings {
+                digest: self.know(&api_key),
+                api_key,
+                changes,
+            });
+        }
+    }
+
+    /// Writes again the listings that a failed write or an absent Redis left wrong:
+    /// the session's as it is now, or its removal if it left.
+    fn resync(&self) {
+        if !self.usable() || lock(&self.unsynced).is_empty() {
+            return;
+        }
+        let unsynced = std::mem::take(&mut *lock(&self.unsynced));
+        if self.shared.lifecycle() != Lifecycle::Running {
+            return;
+        }
+        let mut by_key: HashMap<Arc<str>, Vec<Arc<str>>> = HashMap::new();
+        for (session_id, api_key) in unsynced {
+            by_key.entry(api_key).or_default().push(session_id);
+        }
+        // Under the registry's lock, like `republish`.
+        let registry = lock(&self.shared.registry);
+        for (api_key, sessions) in by_key {
+            let mut now_listed = registry.sessions_of(&api_key);
+            let changes = sessions
+                .into_iter()
+                .map(|session_id| {
+                    let at = now_listed.iter().position(|s| s.session_id == session_id);
+                    (session_id, at.map(|at| now_listed.swap_remove(at)))
+                })
+                .collect();
+            self.relay.send(Outgoing::Listings {
+                digest: self.know(&api_key),
+                api_key,
+                changes,
             });
         }
     }
@@ -211,7 +259,15 @@ impl Cluster {
                 outcome @ Outgoing::Envelope { call: None, .. } if fate == Written::Refused => {
                     retry.push(outcome)
                 }
-                // Listings are written again at the next refresh.
+                // Written again once Redis takes them (`resync`).
+                Outgoing::Listings {
+                    api_key, changes, ..
+                } if fate != Written::Done => {
+                    let mut unsynced = lock(&self.unsynced);
+                    for (session_id, _) in changes {
+                        unsynced.insert(session_id, api_key.clone());
+                    }
+                }
                 _ => {}
             }
         }
@@ -281,6 +337,8 @@ impl Cluster {
                 }
                 Err(failure) => {
                     self.trouble(&failure);
+                    // Redis may have restarted (empty): the lease round finds out now.
+                    self.nudge.notify_one();
                     let pause = (self.lease / 4).min(Duration::from_millis(500));
                     tokio::select! {
                         _ = shutdown.cancelled() => return after,
@@ -339,12 +397,6 @@ impl Cluster {
     /// `stop()` drains: every local session leaves the cluster's registry first, so no
     /// process routes a new send here.
     pub fn unlist_all(&self) {
-        let all = lock(&self.shared.registry).all_sessions();
-        for (api_key, info) in all {
-            self.relay.send(Outgoing::Unlist {
-                api_key,
-                session_id: info.session_id,
-            });
-        }
+        self.relay.send(Outgoing::UnlistAll);
     }
 }

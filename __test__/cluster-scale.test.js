@@ -1,0 +1,171 @@
+'use strict';
+// Cluster mode at scale (README "Cluster mode"): idle sessions cost Redis per process,
+// not per session; a session that connects on one process is usable from another within
+// a second. Gateways run in child processes on a throwaway redis-server; the extensions
+// are simulated here. What Redis serves is read from its own INFO commandstats.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { FakeExtension } = require('./helpers');
+const { startRedis, redisSkipReason, sleep } = require('./redis');
+const { startNodeProcess } = require('./cluster-node');
+
+const skip = redisSkipReason() ?? false;
+const PHONE = '+15550001111';
+
+/** Resolves with the first truthy value of `check()`; bounded by `ms`. */
+async function eventually(check, ms, what) {
+  const until = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await sleep(25);
+  }
+}
+
+/** Every command Redis ran (scripts' own commands included), but our INFO. */
+async function commandsSoFar(redis) {
+  const counts = await redis.commandCounts();
+  let total = 0;
+  for (const [name, calls] of Object.entries(counts)) if (name !== 'info') total += calls;
+  return { total, counts };
+}
+
+/** Opens `count` extensions, `parallel` at a time, each authenticated and ready. */
+async function connectMany(t, specs, parallel = 50) {
+  const extensions = [];
+  t.after(() => {
+    for (const extension of extensions) extension.ws?.terminate();
+  });
+  let next = 0;
+  const worker = async () => {
+    while (next < specs.length) {
+      const { url, apiKey } = specs[next++];
+      const extension = new FakeExtension(url, { apiKey });
+      extensions.push(extension);
+      await extension.open();
+      await extension.authenticate();
+      extension.sendStatus(true);
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+  return extensions;
+}
+
+test('idle sessions cost Redis per process: 2000 ready sessions on 200 keys over 2 processes make at most 20 commands/s', { timeout: 180_000, skip }, async (t) => {
+  const redis = await startRedis(t);
+  // Default lease and heartbeat: what an operator gets.
+  const cluster = { redis: redis.url };
+  const nodes = [await startNodeProcess(t, { cluster }, { forward: false }), await startNodeProcess(t, { cluster }, { forward: false })];
+  const keys = Array.from({ length: 200 }, (_, i) => `idle-key-${String(i).padStart(4, '0')}-0123456789`);
+  const specs = [];
+  for (let i = 0; i < 2000; i++) {
+    const node = nodes[i % 2];
+    specs.push({ url: `ws://127.0.0.1:${node.port}/wa-ext-ws`, apiKey: keys[i % keys.length] });
+  }
+  await connectMany(t, specs);
+  await eventually(
+    async () => (await Promise.all(nodes.map((n) => n.request('health')))).every((h) => h.activeSessions === 2000),
+    30_000,
+    'both processes to count 2000 sessions',
+  );
+  await eventually(
+    async () => (await nodes[1].request('sessions', { apiKey: keys[7] })).filter((s) => s.deviceActive).length === 10,
+    10_000,
+    'a key\'s ten sessions active as seen from the other process',
+  );
+  // What connecting wrote is over; then the sessions stay idle (no status, no send).
+  await sleep(2000);
+  const windowMs = 20_000;
+  const before = await commandsSoFar(redis);
+  const startedAt = Date.now();
+  await sleep(windowMs);
+  const after = await commandsSoFar(redis);
+  const seconds = (Date.now() - startedAt) / 1000;
+  const perSecond = (after.total - before.total) / seconds;
+  const mix = Object.entries(after.counts)
+    .map(([name, calls]) => [name, calls - (before.counts[name] ?? 0)])
+    .filter(([name, delta]) => name !== 'info' && delta > 0)
+    .map(([name, delta]) => `${name} ${(delta / seconds).toFixed(2)}/s`)
+    .join(', ');
+  t.diagnostic(`idle: ${perSecond.toFixed(2)} commands/s (${mix})`);
+  assert.ok(perSecond <= 20, `${perSecond.toFixed(1)} commands/s with 2000 idle sessions on 2 processes (${mix})`);
+  // Still one cluster: both processes see every session.
+  const health = await Promise.all(nodes.map((n) => n.request('health')));
+  assert.deepEqual(health.map((h) => h.activeSessions), [2000, 2000]);
+});
+
+test('a session that connects on one process is usable from another within a second', { timeout: 60_000, skip }, async (t) => {
+  const redis = await startRedis(t);
+  const cluster = { redis: redis.url };
+  const a = await startNodeProcess(t, { cluster });
+  const b = await startNodeProcess(t, { cluster });
+  const apiKey = 'visible-key-0123456789';
+  const url = `ws://127.0.0.1:${a.port}/wa-ext-ws`;
+  // B has read the key's listing lately (its first device answered a send from B).
+  await connectMany(t, [{ url, apiKey }]);
+  await eventually(async () => (await b.request('sessions', { apiKey })).some((s) => s.deviceActive), 10_000, 'the first device seen from B');
+  const warm = await b.send('message', apiKey, { phoneNumber: PHONE, message: 'warm' });
+  assert.equal(warm.success, true);
+
+  for (let round = 0; round < 3; round++) {
+    const [extension] = await connectMany(t, [{ url, apiKey }]);
+    const connectedAt = Date.now();
+    await eventually(
+      async () => (await b.request('sessions', { apiKey })).some((s) => s.sessionId === extension.sessionId && s.deviceActive),
+      5000,
+      'the new session active as seen from B',
+    );
+    const listedMs = Date.now() - connectedAt;
+    // Round-robin from B over the key's devices reaches the new one once B sees it.
+    await eventually(
+      async () => {
+        const result = await b.send('message', apiKey, { phoneNumber: PHONE, message: `round ${round}` });
+        return result.deviceInfo.sessionId === extension.sessionId;
+      },
+      5000,
+      'a send from B to reach the new device',
+    );
+    const usableMs = Date.now() - connectedAt;
+    t.diagnostic(`round ${round}: listed after ${listedMs} ms, a send from B reached it after ${usableMs} ms`);
+    assert.ok(listedMs <= 1000, `listed on B after ${listedMs} ms`);
+    // B reads a key's listing again at most a second after its last read.
+    assert.ok(usableMs <= 2000, `usable from B after ${usableMs} ms`);
+  }
+});
+
+test('what changes while Redis is briefly away (less than a lease, nothing lost) is written once it is back: a status, a connect, a leave', { timeout: 90_000, skip }, async (t) => {
+  // Redis keeps its data across the restart (append-only file): the leases survive, so
+  // nothing is republished wholesale; only what changed meanwhile must be written.
+  const redis = await startRedis(t, { args: ['--appendonly', 'yes', '--appendfsync', 'always'] });
+  const cluster = { redis: redis.url, leaseMs: 8000 };
+  const a = await startNodeProcess(t, { cluster });
+  const b = await startNodeProcess(t, { cluster });
+  const url = `ws://127.0.0.1:${a.port}/wa-ext-ws`;
+  const apiKey = 'away-key-0123456789';
+  const [changing, leaving] = await connectMany(t, [{ url, apiKey }, { url, apiKey }]);
+  const activeOnB = async () => (await b.request('sessions', { apiKey })).filter((s) => s.deviceActive).map((s) => s.sessionId).sort();
+  await eventually(async () => (await activeOnB()).length === 2, 10_000, 'both sessions seen from B');
+
+  await redis.stop();
+  await eventually(async () => (await a.request('health')).cluster.redis === 'reconnecting', 10_000, 'A to notice');
+  changing.sendStatus(false);
+  await leaving.close();
+  const [arriving] = await connectMany(t, [{ url, apiKey }]);
+  await sleep(300);
+  await redis.spawn();
+
+  await eventually(
+    async () => JSON.stringify(await activeOnB()) === JSON.stringify([arriving.sessionId]),
+    5000,
+    'B to see only the session that arrived as active',
+  );
+  const all = await b.request('sessions', { apiKey });
+  assert.deepEqual(all.map((s) => s.sessionId).sort(), [changing.sessionId, arriving.sessionId].sort(), 'the session that left is not listed');
+  assert.equal(all.find((s) => s.sessionId === changing.sessionId).ready, false);
+});
