@@ -24,6 +24,8 @@ pub struct Redis {
     claim: Script,
     admit: Script,
     release: Script,
+    take_key: Script,
+    place_key: Script,
 }
 
 impl Redis {
@@ -47,6 +49,8 @@ impl Redis {
             claim: keys::claim_lease(),
             admit: keys::admit_session(),
             release: keys::release_lease(),
+            take_key: keys::take_idempotency(),
+            place_key: keys::place_idempotency(),
         })
     }
 
@@ -193,11 +197,22 @@ impl Redis {
                         .sadd(self.keys.api_keys(), &**api_key)
                         .ignore();
                 }
-                Outgoing::Remember { key, outcome, ttl } => {
-                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64).ignore();
-                }
-                Outgoing::Forget { key } => {
-                    pipe.del(key).ignore();
+                Outgoing::Record {
+                    key,
+                    request_id,
+                    state,
+                    record,
+                    ttl,
+                } => {
+                    pipe.cmd("EVAL")
+                        .arg(keys::SETTLE_IDEMPOTENCY)
+                        .arg(1)
+                        .arg(key)
+                        .arg(request_id)
+                        .arg(*state)
+                        .arg(record)
+                        .arg(ttl.as_millis() as u64)
+                        .ignore();
                 }
                 Outgoing::Unlist {
                     api_key,
@@ -211,23 +226,48 @@ impl Redis {
         pipe.query_async::<()>(&mut self.commands.clone()).await
     }
 
-    /// Takes `key` for this call (`pending`, for `hold`) unless another call has it:
-    /// then its record, pending or settled.
-    pub async fn take_once(
-        &self,
-        key: &str,
-        pending: &str,
-        hold: Duration,
-    ) -> RedisResult<Option<String>> {
-        redis::cmd("SET")
-            .arg(key)
-            .arg(pending)
-            .arg("NX")
-            .arg("PX")
-            .arg(hold.as_millis() as u64)
-            .arg("GET")
-            .query_async(&mut self.commands.clone())
-            .await
+    /// Claims an `idempotencyKey`'s record for a call (`keys::take_idempotency`).
+    pub async fn take_key(&self, key: &str, claim: &KeyClaim<'_>) -> RedisResult<Taken> {
+        let reply: Vec<String> = self
+            .take_key
+            .key(key)
+            .key(self.keys.nodes())
+            .arg(claim.request_id)
+            .arg(claim.node_id)
+            .arg(claim.token)
+            .arg(claim.fingerprint)
+            .arg(claim.record)
+            .arg(claim.ttl.as_millis() as u64)
+            .arg(self.keys.node(""))
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        let mut items = reply.into_iter();
+        let (kind, first, second) = (items.next(), items.next(), items.next());
+        Ok(match (kind.as_deref(), first, second) {
+            (Some("first"), _, _) => Taken::First,
+            (Some("reused"), Some(request_id), _) => Taken::Reused(request_id),
+            (Some("settled"), Some(record), _) => Taken::Settled(record),
+            (Some("wait"), Some(owner), _) => Taken::Wait(owner),
+            (Some("gone"), Some(record), _) => Taken::Gone(record),
+            _ => Taken::Unreadable,
+        })
+    }
+
+    /// Marks a claimed key's command as possibly written; false if the key is no
+    /// longer this call's.
+    pub async fn place_key(&self, key: &str, request_id: &str) -> RedisResult<bool> {
+        let placed: i64 = self
+            .place_key
+            .key(key)
+            .arg(request_id)
+            .invoke_async(&mut self.commands.clone())
+            .await?;
+        Ok(placed == 1)
+    }
+
+    /// The record JSON of the call holding a key, if any.
+    pub async fn key_record(&self, key: &str) -> RedisResult<Option<String>> {
+        self.commands.clone().hget(key, "record").await
     }
 
     /// Marks `key` seen for `window`; false if it already was.
@@ -280,6 +320,29 @@ impl Redis {
             .await?;
         Ok(())
     }
+}
+
+/// A call's claim of an `idempotencyKey`.
+pub struct KeyClaim<'a> {
+    pub request_id: &'a str,
+    pub node_id: &'a str,
+    pub token: &'a str,
+    pub fingerprint: &'a str,
+    /// The record as it reads while the call is pending.
+    pub record: &'a str,
+    pub ttl: Duration,
+}
+
+/// What the record of an `idempotencyKey` in Redis says to a call claiming it.
+pub enum Taken {
+    First,
+    Reused(String),
+    Settled(String),
+    /// Held by a live process's call (this node id: a call of this process).
+    Wait(String),
+    /// Held by a call whose process is gone after its command was placed.
+    Gone(String),
+    Unreadable,
 }
 
 /// A process whose lease has not run out.

@@ -163,7 +163,11 @@ impl Cluster {
                         self.fail_remote(call, &remote, error);
                     }
                 }
-                outcome @ Outgoing::Envelope { call: None, .. } if !written => retry.push(outcome),
+                outcome @ (Outgoing::Envelope { call: None, .. } | Outgoing::Record { .. })
+                    if !written =>
+                {
+                    retry.push(outcome)
+                }
                 // Listings are written again at the next refresh.
                 _ => {}
             }
