@@ -140,6 +140,7 @@ impl Cluster {
             request.idempotency_key.as_deref().unwrap_or(""),
         );
         let request_id = Uuid::from_u128(request.request_id.unwrap_or_default()).to_string();
+        let mut waited = false;
         loop {
             if self.shared.lifecycle() != Lifecycle::Running {
                 // Refused there, nothing written.
@@ -148,7 +149,7 @@ impl Cluster {
             if !self.usable() {
                 return self.reject(call, unplaced(&request.api_key, &request_id, None));
             }
-            if self.has_device(&request.api_key).await {
+            if self.has_device(&request.api_key, waited).await {
                 let placed = timeout(ROUND_TRIP, self.redis.place_key(&key, &request_id)).await;
                 return match placed {
                     Ok(Ok(true)) => {
@@ -175,16 +176,21 @@ impl Cluster {
                 return self.reject(call, error);
             }
             tokio::time::sleep(DEVICE_POLL.min(until - now)).await;
+            waited = true;
         }
     }
 
     /// Whether an active device of `api_key` is on this process or, as last listed
-    /// (read again at most every `view::FRESH_FOR`), on another.
-    async fn has_device(&self, api_key: &str) -> bool {
+    /// (read again at most every `view::FRESH_FOR`), on another. A listing without
+    /// devices is read again unless `waiting` (a send that waits reads at that pace; a
+    /// new one sees a device that connected elsewhere just now, as other sends do).
+    async fn has_device(&self, api_key: &str, waiting: bool) -> bool {
         if lock(&self.shared.registry).has_active_device(api_key) {
             return true;
         }
-        let known = lock(&self.view).remote_devices(api_key, Instant::now());
+        let known = lock(&self.view)
+            .remote_devices(api_key, Instant::now())
+            .filter(|remote| waiting || !remote.is_empty());
         let remote = match known {
             Some(remote) => remote,
             None => {
