@@ -272,11 +272,7 @@ pub fn send_request(
         request.wait_for = o.wait_for.map(Into::into);
         request.wait_for_device = o.wait_for_device.map(ms_or_zero);
         request.idempotency_key = o.idempotency_key;
-        // JSON.stringify's output; anything else would be a bug of the JavaScript side,
-        // and is kept as the text it was rather than lost.
-        request.metadata = o
-            .metadata
-            .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
+        request.metadata = o.metadata;
     }
     request
 }

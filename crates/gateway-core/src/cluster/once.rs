@@ -277,7 +277,7 @@ impl Cluster {
                         .call()
                         .filter(|c| c.idempotency_key.is_some())
                         .map(|_| changed.stored(id.as_u128()));
-                    (changed.metadata().cloned(), keyed)
+                    (changed.metadata(), keyed)
                 }
                 // This process keeps no record of a plain send it routed; the holder's counts.
                 None if !here => (None, None),
@@ -295,7 +295,7 @@ impl Cluster {
                 &record.request_id,
                 record.message_id.clone(),
             )
-            .with_metadata(metadata.as_ref());
+            .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
     }

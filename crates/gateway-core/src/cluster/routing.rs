@@ -242,7 +242,7 @@ impl Cluster {
             let metadata = self.metadata_of(request_id);
             let event =
                 LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error)
-                    .with_metadata(metadata.as_ref());
+                    .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
         self.reject(call, error);
@@ -252,7 +252,7 @@ impl Cluster {
     fn metadata_of(&self, request_id: &str) -> Option<Value> {
         let id = uuid::Uuid::try_parse(request_id).ok()?;
         let registry = lock(&self.shared.registry);
-        registry.statuses.get(id.as_u128())?.metadata().cloned()
+        registry.statuses.get(id.as_u128())?.metadata()
     }
 
     /// A send another process routed here.
@@ -440,18 +440,13 @@ impl Cluster {
             {
                 Some(advanced) => {
                     let record = advanced.record;
-                    metadata = record.metadata().cloned();
+                    metadata = record.metadata();
                     keyed = record
                         .call()
                         .filter(|c| c.idempotency_key.is_some() && !c.open)
                         .map(|_| record.stored(id));
                 }
-                None => {
-                    metadata = registry
-                        .statuses
-                        .get(id)
-                        .and_then(|r| r.metadata().cloned())
-                }
+                None => metadata = registry.statuses.get(id).and_then(|r| r.metadata()),
             }
         }
         if let Some(stored) = keyed {
@@ -473,7 +468,7 @@ impl Cluster {
             ack.message_id,
             level,
         )
-        .with_metadata(metadata.as_ref());
+        .with_metadata(metadata);
         self.shared.host.deliver(Delivery::Log(event));
     }
 

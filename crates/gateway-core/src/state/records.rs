@@ -145,7 +145,9 @@ pub struct CallPart {
     pub api_key: Arc<str>,
     pub idempotency_key: Option<Box<str>>,
     pub fingerprint: u64,
-    pub metadata: Option<Value>,
+    /// As JSON text: a parsed value costs several hundred bytes more per record, and
+    /// it is read only for events, look-ups and duplicates.
+    metadata: Option<Box<str>>,
     /// Wall-clock ms of the call.
     created_at: u64,
     /// The call has not settled: duplicates wait for it, and it is never evicted.
@@ -193,7 +195,7 @@ impl Record {
             api_key,
             idempotency_key: request.idempotency_key.as_deref().map(Into::into),
             fingerprint: request.fingerprint(),
-            metadata: request.metadata.clone(),
+            metadata: request.metadata.as_deref().map(Into::into),
             created_at: now_ms(),
             open: true,
             waiting: Vec::new(),
@@ -245,8 +247,11 @@ impl Record {
         self.call.as_deref()
     }
 
-    pub fn metadata(&self) -> Option<&Value> {
-        self.call.as_ref()?.metadata.as_ref()
+    /// The call's `metadata`, if it had one (JSON text the host checked; kept as text
+    /// if it somehow is not JSON).
+    pub fn metadata(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.metadata.as_deref()?;
+        Some(serde_json::from_str(text).unwrap_or_else(|_| Value::from(text)))
     }
 
     pub fn is_open(&self) -> bool {
@@ -308,7 +313,7 @@ impl Record {
             message_id: self.message_id(),
             timestamp: self.timestamp,
             device: self.identity.as_deref().map(StoredDevice::of),
-            metadata: self.metadata().cloned().unwrap_or(Value::Null),
+            metadata: self.metadata().unwrap_or(Value::Null),
             error: self.error.as_deref().cloned(),
             created_at: call.map_or_else(|| wall_ms_at(self.updated), |c| c.created_at),
             updated_at: wall_ms_at(self.updated),
