@@ -25,8 +25,10 @@ use crate::protocol::SendKind;
 
 /// `maxMessageStatuses` when not set.
 pub const DEFAULT_CAPACITY: usize = 200_000;
-/// Index entries made up front; the indexes grow as records come.
-const FIRST_ROOM: usize = 16_384;
+/// Records the ring and its index are sized for up front (only the memory they write
+/// becomes resident): growing them later would copy megabytes under the registry's
+/// lock, which every send waits for. Beyond this they grow.
+const UP_FRONT: usize = 1 << 20;
 
 /// Request ids are random UUIDs the gateway made itself (an extension can only look
 /// one up, never add one): mixing their halves is hash enough, and much cheaper on
@@ -565,9 +567,9 @@ impl Records {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: VecDeque::new(),
+            ring: VecDeque::with_capacity(capacity.min(UP_FRONT) + 1),
             first_seq: 0,
-            by_id: SlotIndex::with_room_for(capacity.min(FIRST_ROOM)),
+            by_id: SlotIndex::with_room_for(capacity.min(UP_FRONT)),
             by_key: SlotIndex::with_room_for(16),
             keyed: 0,
             by_message: None,
