@@ -12,6 +12,10 @@ const POLICY_VIOLATION = 1008;
 const NORMAL_CLOSURE = 1000;
 // Request ids of commands already taken on, so a repeated command is never run again.
 const REMEMBERED_COMMANDS = 1000;
+// Results that could not be sent (the connection closed while the handler ran), kept
+// for the next authentication: the gateway takes a late result from any session of the
+// key, so the backend learns what happened.
+const MAX_UNDELIVERED_RESULTS = 1000;
 
 const DEFAULTS = {
   heartbeatInterval: 25_000,
@@ -54,6 +58,7 @@ export class GatewayClient {
   #refusal = null; // the error frame that preceded a 1008 close, if any
   #status = null;
   #queuedAcks = [];
+  #undeliveredResults = [];
   #pendingReceives = new Map();
   #seenCommands = new Set();
   #closeWaiters = new Map(); // socket -> resolvers of close() calls waiting for it
@@ -260,6 +265,10 @@ export class GatewayClient {
     this.#heartbeatTimer = setInterval(() => this.#send({ type: 'heartbeat' }), this.#timing.heartbeatInterval);
     this.#emit('authenticated', { sessionId: this.#sessionId });
     if (this.#status) this.#sendStatus();
+    // Results before acks: an ack counts only once its result is in.
+    const results = this.#undeliveredResults;
+    this.#undeliveredResults = [];
+    for (const frame of results) this.#sendOrKeep(frame);
     const acks = this.#queuedAcks;
     this.#queuedAcks = [];
     for (const frame of acks) this.#send(frame);
@@ -399,12 +408,14 @@ export class GatewayClient {
         return { success: true, messageId: outcome?.messageId ?? null };
       })
       .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
-      .then((result) => {
-        // A result can settle the request only on the session it came from; after a
-        // reconnect the gateway has already failed it (CONNECTION_LOST).
-        if (this.#ws !== ws) return;
-        this.#send({ type: 'message-result', requestId, ...result, timestamp: Date.now() });
-      });
+      .then((result) => this.#sendOrKeep({ type: 'message-result', requestId, ...result, timestamp: Date.now() }));
+  }
+
+  /** Sends a result now if authenticated, else keeps it for the next authentication. */
+  #sendOrKeep(frame) {
+    if (this.connected && this.#send(frame)) return;
+    this.#undeliveredResults.push(frame);
+    if (this.#undeliveredResults.length > MAX_UNDELIVERED_RESULTS) this.#undeliveredResults.shift();
   }
 
   // ---- events ----

@@ -33,6 +33,8 @@ const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
 /// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
 const NOTICE: u32 = 9;
+/// Followed by the call id and its result (an object): a duplicate's success.
+const DUPLICATE: u32 = 10;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -61,6 +63,7 @@ pub struct BatchLayout {
     pub answer: u32,
     pub session: u32,
     pub notice: u32,
+    pub duplicate: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
@@ -79,6 +82,7 @@ pub fn batch_layout() -> BatchLayout {
         answer: ANSWER,
         session: SESSION,
         notice: NOTICE,
+        duplicate: DUPLICATE,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
@@ -203,6 +207,11 @@ fn push_delivery(
             items.insert(REJECTED)?;
             items.insert(host_call(call))?;
             items.insert(plain(&error)?)?;
+        }
+        Delivery::Duplicate { call, result } => {
+            items.insert(DUPLICATE)?;
+            items.insert(host_call(call))?;
+            items.insert(result)?;
         }
         Delivery::Log(event) => {
             items.insert(LOG)?;

@@ -14,8 +14,8 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 use crate::deliveries::NodeHost;
 use crate::js_wake::JsWakeOwner;
 use crate::types::{
-    send_request, CoreMetrics, Health, KeyedSession, MessageStatus, NativeConfig, SendKind,
-    SendOptions, SessionInfo, UpgradeRequest,
+    send_request, CoreMetrics, Health, KeyedSession, NativeConfig, SendKind, SendOptions,
+    SessionInfo, StatusSelector, UpgradeRequest,
 };
 use crate::validations::{Validations, Validator};
 
@@ -165,10 +165,15 @@ impl NativeGateway {
 
     /// `getMessageStatus(requestId)`, or `null`.
     #[napi]
-    pub fn message_status(&self, request_id: String) -> Option<MessageStatus> {
-        self.core
-            .message_status(&request_id)
-            .map(MessageStatus::from)
+    pub fn message_status(&self, request_id: String) -> Option<serde_json::Value> {
+        self.core.message_status(&request_id)
+    }
+
+    /// `getMessageStatus({ apiKey, idempotencyKey | messageId })`, or `null`.
+    #[napi]
+    pub fn message_status_by(&self, selector: StatusSelector) -> Option<serde_json::Value> {
+        let (api_key, by) = selector.key()?;
+        self.core.message_status_by(&api_key, &by)
     }
 
     /// Cluster mode: takes this process's lease; the answer (null or an error) comes
@@ -196,17 +201,10 @@ impl NativeGateway {
         self.core.cluster_message_status(token, request_id);
     }
 
-    /// Cluster mode: takes an `idempotencyKey` across processes, answered under `token`.
+    /// Cluster mode: `getMessageStatus` by key across processes, answered under `token`.
     #[napi]
-    pub fn take_once(&self, token: u32, api_key: String, key: String) {
-        self.core.take_once(token, api_key, key);
-    }
-
-    /// Cluster mode: the outcome (JSON text) of the call that took `key`, or nothing if
-    /// it was never written (the key is free again).
-    #[napi]
-    pub fn settle_once(&self, api_key: String, key: String, outcome: Option<String>) {
-        self.core.settle_once(&api_key, &key, outcome);
+    pub fn cluster_message_status_by(&self, token: u32, selector: StatusSelector) {
+        self.core.cluster_message_status_by(token, selector.key());
     }
 
     #[napi]

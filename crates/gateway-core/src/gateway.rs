@@ -5,7 +5,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ use crate::net::handshake::Upgrade;
 use crate::net::{connection, listener, Transport};
 use crate::protocol::SendKind;
 use crate::state::link::{lock, CloseRequest};
-use crate::state::message_status::MessageStatus;
+use crate::state::records::StatusKey;
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
@@ -97,19 +97,37 @@ impl Gateway {
             }
             None => (None, host),
         };
-        let shared = Arc::new(Shared::new(config, host)?);
+        let shared = Shared::new(config, host)?;
         let cluster = prepared
             .map(|p| Cluster::new(p, shared.clone(), rt.clone()))
             .transpose()?;
         if let Some(cluster) = &cluster {
             let _ = shared.directory.set(Arc::new(cluster.clone()));
         }
-        Ok(Self {
+        let gateway = Self {
             shared,
             cluster,
             run: Arc::default(),
             rt,
-        })
+        };
+        // A call whose key an earlier call freed is sent like a new one. Weak: the
+        // shared state must not keep its own facade alive.
+        let weak = gateway.downgrade();
+        let _ = gateway.shared.resend.set(Box::new(move |call, request| {
+            if let Some(gateway) = weak.upgrade() {
+                gateway.send_with(call, request, Wake::Now);
+            }
+        }));
+        Ok(gateway)
+    }
+
+    fn downgrade(&self) -> WeakGateway {
+        WeakGateway {
+            shared: Arc::downgrade(&self.shared),
+            cluster: self.cluster.as_ref().map(Arc::downgrade),
+            run: Arc::downgrade(&self.run),
+            rt: self.rt.clone(),
+        }
     }
 
     /// Binds and starts serving. Synchronous so that a taken port is reported to
@@ -314,13 +332,44 @@ impl Gateway {
 
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
     /// A text command goes out at the next `flush()`.
-    pub fn send(&self, call: CallId, mut request: SendRequest) {
+    pub fn send(&self, call: CallId, request: SendRequest) {
+        self.send_with(call, request, Wake::Later);
+    }
+
+    /// A call with an `idempotencyKey` claims it first; one with a key or `metadata`
+    /// gets its record (docs/delivery-records.md). In cluster mode a key is claimed in
+    /// Redis too, before anything is sent.
+    fn send_with(&self, call: CallId, request: SendRequest, wake: Wake) {
+        let running = self.shared.lifecycle() == Lifecycle::Running;
+        if !running || !request.has_record_from_the_start() {
+            return self.submit(call, request, wake);
+        }
+        let cluster = self
+            .cluster
+            .clone()
+            .filter(|_| request.idempotency_key.is_some());
+        let Some(request) = self.shared.claim(call, request, cluster.is_none()) else {
+            return;
+        };
+        let Some(cluster) = cluster else {
+            return self.submit(call, request, wake);
+        };
+        let gateway = self.clone();
+        self.rt.spawn(async move {
+            if let Some(request) = cluster.claim_key(call, request).await {
+                gateway.submit(call, request, Wake::Now);
+            }
+        });
+    }
+
+    /// Loads the call's media, if any, and hands it to device selection.
+    fn submit(&self, call: CallId, mut request: SendRequest, wake: Wake) {
         let source = request.media_source.take();
         // Not running: refused at once, before any media is loaded.
         let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
             match &self.cluster {
-                Some(cluster) => cluster.dispatch(call, request, None, Wake::Later),
-                None => self.shared.dispatch(call, request, None, Wake::Later),
+                Some(cluster) => cluster.dispatch(call, request, None, wake),
+                None => self.shared.dispatch(call, request, None, wake),
             }
             return;
         };
@@ -386,9 +435,14 @@ impl Gateway {
 
     /// `getMessageStatus(requestId)`: `None` for an id that is not a request id
     /// this gateway issued within `idempotencyTtl` (or was forgotten).
-    pub fn message_status(&self, request_id: &str) -> Option<MessageStatus> {
+    pub fn message_status(&self, request_id: &str) -> Option<Value> {
         let id = uuid::Uuid::try_parse(request_id).ok()?;
         lock(&self.shared.registry).message_status(id.as_u128())
+    }
+
+    /// `getMessageStatus({ apiKey, idempotencyKey })` or `({ apiKey, messageId })`.
+    pub fn message_status_by(&self, api_key: &str, by: &StatusKey) -> Option<Value> {
+        lock(&self.shared.registry).message_status_by(api_key, by)
     }
 
     /// Every session of every key, with its key (`getAllSessions`).
@@ -443,21 +497,14 @@ impl Gateway {
         });
     }
 
-    /// 5.2 `idempotencyKey` across the cluster (`Cluster::take_once`).
-    pub fn take_once(&self, token: u32, api_key: String, key: String) {
-        self.ask_cluster(token, json!({ "state": "first" }), |cluster| async move {
-            cluster.take_once(&api_key, &key).await
+    /// `getMessageStatus` by key across the cluster: the status (JSON) or null.
+    pub fn cluster_message_status_by(&self, token: u32, selector: Option<(String, StatusKey)>) {
+        self.ask_cluster(token, Value::Null, |cluster| async move {
+            Ok(match selector {
+                Some((api_key, by)) => cluster.message_status_by(&api_key, &by).await,
+                None => Value::Null,
+            })
         });
-    }
-
-    /// The outcome (JSON) of the call that took `key`; `None`: it was never written.
-    pub fn settle_once(&self, api_key: &str, key: &str, outcome: Option<String>) {
-        if let Some(cluster) = &self.cluster {
-            match outcome {
-                Some(outcome) => cluster.remember_once(api_key, key, outcome),
-                None => cluster.forget_once(api_key, key),
-            }
-        }
     }
 
     pub fn health(&self) -> Health {
@@ -487,6 +534,28 @@ impl Gateway {
             queued_sends: registry.queued_count(),
             port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
+    }
+}
+
+/// A `Gateway` that does not keep it alive.
+struct WeakGateway {
+    shared: Weak<Shared>,
+    cluster: Option<Weak<Cluster>>,
+    run: Weak<Mutex<Option<Run>>>,
+    rt: Handle,
+}
+
+impl WeakGateway {
+    fn upgrade(&self) -> Option<Gateway> {
+        Some(Gateway {
+            shared: self.shared.upgrade()?,
+            cluster: match &self.cluster {
+                Some(cluster) => Some(cluster.upgrade()?),
+                None => None,
+            },
+            run: self.run.upgrade()?,
+            rt: self.rt.clone(),
+        })
     }
 }
 

@@ -6,7 +6,8 @@ use serde_json::{json, Map, Value};
 
 /// How far a sent message got, in the order WhatsApp reports it. `Sent` is the
 /// extension's `message-result`; the others come in `message-ack` frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Ack {
     Sent,
     Server,

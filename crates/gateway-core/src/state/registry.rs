@@ -13,14 +13,14 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{CloseRequest, Enqueued, SessionLink};
-use super::message_status::{MessageStatus, MessageStatuses, State};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
+use super::records::{Records, State, StatusKey, StoredRecord};
 use crate::clock::now_ms;
 use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
 use crate::protocol::delivery::Ack;
-use crate::protocol::{frame_len, Frame, StatusFrame};
+use crate::protocol::{frame_len, Frame, SendKind, StatusFrame};
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
 pub type SessionKey = u64;
@@ -202,6 +202,7 @@ impl Session {
 #[derive(Debug)]
 pub struct Pending {
     pub call: CallId,
+    pub kind: SendKind,
     pub phone_number: String,
     pub timeout_ms: u64,
     pub deadline: Instant,
@@ -217,6 +218,7 @@ impl Pending {
     pub fn new(call: CallId, phone_number: String, timeout: std::time::Duration) -> Self {
         Self {
             call,
+            kind: SendKind::Message,
             phone_number,
             timeout_ms: timeout.as_millis() as u64,
             deadline: Instant::now() + timeout,
@@ -308,8 +310,8 @@ pub struct Registry {
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
     next_key: SessionKey,
-    /// Settled sends and the callers waiting for their acks (5.2).
-    pub statuses: MessageStatuses,
+    /// The record of every send, and the callers waiting for acks (`records.rs`).
+    pub statuses: Records,
     /// 5.2 delivery: `None` lets commands leave at once.
     pub pacing: Option<Pacing>,
     /// `maxQueuedSends`.
@@ -576,6 +578,31 @@ impl Registry {
         Some(settled)
     }
 
+    /// Takes the request `request_id` for a result from session `key`: sent to it, or
+    /// written to another session of the same API key (an extension that reconnected
+    /// answers on its new session). Returns the answering session's identity too.
+    pub fn settle_from(
+        &mut self,
+        key: SessionKey,
+        request_id: u128,
+    ) -> Option<(Settled, Arc<Identity>)> {
+        let answering = self.sessions.get(&key)?.identity.clone();
+        if let Some(settled) = self.settle(key, request_id) {
+            return Some((settled, answering));
+        }
+        let group = self.by_api_key.get(&answering.api_key)?;
+        let holder = group.members.iter().copied().find(|k| {
+            *k != key
+                && self
+                    .sessions
+                    .get(k)
+                    .and_then(|s| s.pending.get(&request_id))
+                    .is_some_and(|p| !p.queued)
+        })?;
+        let settled = self.settle(holder, request_id)?;
+        Some((settled, answering))
+    }
+
     /// Takes every request whose deadline has passed.
     pub fn expire(&mut self, now: Instant) -> Vec<Settled> {
         let mut expired = Vec::new();
@@ -598,32 +625,57 @@ impl Registry {
         requests.into_iter().chain(acks).min()
     }
 
-    /// `getMessageStatus`: a settled send, else one still owed by a session.
-    pub fn message_status(&self, request_id: u128) -> Option<MessageStatus> {
-        if let Some(status) = self.statuses.get(request_id) {
-            return Some(status);
+    /// `getMessageStatus`: the send's record, with the state of a call still pending
+    /// as it is now (its record, if it has one from the start, says only `queued`).
+    pub fn message_status(&self, request_id: u128) -> Option<Value> {
+        let live = self.pending_status(request_id);
+        if let Some(record) = self.statuses.get(request_id) {
+            let stored = record.stored(request_id);
+            let state = match &live {
+                Some(pending) if record.is_open() => pending.state,
+                _ => stored.state,
+            };
+            return Some(stored.status(state));
         }
-        if self.parking.contains(request_id) {
-            return Some(MessageStatus {
+        live.map(|pending| pending.status(pending.state))
+    }
+
+    /// `getMessageStatus({ apiKey, idempotencyKey | messageId })`.
+    pub fn message_status_by(&mut self, api_key: &str, by: &StatusKey) -> Option<Value> {
+        let request_id = match by {
+            StatusKey::Idempotency(key) => self.statuses.by_key(api_key, key)?.0,
+            StatusKey::Message(id) => self.statuses.by_message(api_key, id)?.0,
+        };
+        self.message_status(request_id)
+    }
+
+    /// A send still waiting for a device or its extension's result, as its record
+    /// would show it.
+    fn pending_status(&self, request_id: u128) -> Option<StoredRecord> {
+        if let Some(parked) = self.parking.find(request_id) {
+            let p = &parked.pending;
+            return Some(StoredRecord::pending(
                 request_id,
-                state: State::Queued,
-                ack: None,
-                session_id: "".into(),
-                updated_at: now_ms(),
-            });
+                p.kind,
+                &p.phone_number,
+                None,
+                State::Queued,
+            ));
         }
         self.sessions.values().find_map(|s| {
-            s.pending.get(&request_id).map(|p| MessageStatus {
+            let p = s.pending.get(&request_id)?;
+            let state = if p.queued {
+                State::Queued
+            } else {
+                State::InFlight
+            };
+            Some(StoredRecord::pending(
                 request_id,
-                state: if p.queued {
-                    State::Queued
-                } else {
-                    State::InFlight
-                },
-                ack: None,
-                session_id: s.identity.session_id.clone(),
-                updated_at: now_ms(),
-            })
+                p.kind,
+                &p.phone_number,
+                Some(&s.identity),
+                state,
+            ))
         })
     }
 
