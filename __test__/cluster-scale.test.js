@@ -169,3 +169,76 @@ test('what changes while Redis is briefly away (less than a lease, nothing lost)
   assert.deepEqual(all.map((s) => s.sessionId).sort(), [changing.sessionId, arriving.sessionId].sort(), 'the session that left is not listed');
   assert.equal(all.find((s) => s.sessionId === changing.sessionId).ready, false);
 });
+
+test('idempotency survives a Redis restarted empty while the recording process lives: a retry on another process settles like the first, never sent twice', { timeout: 90_000, skip }, async (t) => {
+  const redis = await startRedis(t);
+  const cluster = { redis: redis.url, leaseMs: 3000 };
+  const a = await startNodeProcess(t, { cluster });
+  const b = await startNodeProcess(t, { cluster });
+  const apiKey = 'restart-key-0123456789';
+  const [extension] = await connectMany(t, [{ url: `ws://127.0.0.1:${a.port}/wa-ext-ws`, apiKey }]);
+  // The second call's result is held back until after the restart: it is pending there.
+  let held;
+  extension.respond = (command) => {
+    if (command.data.message === 'pending across') {
+      held = command;
+      return null;
+    }
+    return { success: true, messageId: `wamid-${command.requestId}` };
+  };
+  await eventually(async () => (await b.request('sessions', { apiKey })).some((s) => s.deviceActive), 10_000, 'the device seen from B');
+
+  const settled = await a.send('message', apiKey, { phoneNumber: PHONE, message: 'settled before', idempotencyKey: 'order-settled' });
+  assert.equal(settled.success, true);
+  const later = await a.send('message', apiKey, { phoneNumber: PHONE, message: 'retried later', idempotencyKey: 'order-later' });
+  const pending = a.send('message', apiKey, { phoneNumber: PHONE, message: 'pending across', idempotencyKey: 'order-pending', timeout: 30_000 });
+  await eventually(() => held, 10_000, 'the pending call to reach the extension');
+
+  await redis.restart();
+  assert.equal(await redis.command('DBSIZE'), 0, 'Redis came back empty');
+
+  // Retried on the other process at once, before any lease round after the restart. Until
+  // B has its connection back it refuses (CLUSTER_UNAVAILABLE, nothing sent), as while
+  // Redis is away; a caller retries.
+  const refusals = [];
+  const retry = async (data) => {
+    const until = Date.now() + 15_000;
+    for (;;) {
+      try {
+        return await b.send('message', apiKey, { phoneNumber: PHONE, ...data });
+      } catch (error) {
+        if (error.code !== 'CLUSTER_UNAVAILABLE' || Date.now() > until) throw error;
+        assert.equal(error.details.sent, false, error.message);
+        refusals.push(error.message);
+        await sleep(100);
+      }
+    }
+  };
+  const retrySettled = await retry({ message: 'settled before', idempotencyKey: 'order-settled' });
+  assert.equal(retrySettled.duplicate, true);
+  assert.equal(retrySettled.requestId, settled.requestId);
+  assert.equal(retrySettled.messageId, settled.messageId);
+  const retryLater = await retry({ message: 'retried later', idempotencyKey: 'order-later' });
+  assert.equal(retryLater.duplicate, true);
+  assert.equal(retryLater.requestId, later.requestId);
+
+  const retryPending = retry({ message: 'pending across', idempotencyKey: 'order-pending', timeout: 30_000 });
+  await sleep(500);
+  extension.result(held.requestId, { success: true, messageId: 'wamid-pending' });
+  const [first, again] = await Promise.all([pending, retryPending]);
+  assert.equal(first.messageId, 'wamid-pending');
+  assert.equal(again.duplicate, true);
+  assert.equal(again.requestId, first.requestId);
+  assert.equal(again.messageId, 'wamid-pending');
+  t.diagnostic(`refused while B reconnected: ${refusals.length}`);
+
+  // And later retries on either process, once the round is over.
+  for (const node of [a, b]) {
+    const repeat = await node.send('message', apiKey, { phoneNumber: PHONE, message: 'settled before', idempotencyKey: 'order-settled' });
+    assert.equal(repeat.requestId, settled.requestId);
+  }
+  const written = (text) => extension.commands.filter((c) => c.data.message === text).length;
+  assert.equal(written('settled before'), 1, 'the settled call written once');
+  assert.equal(written('retried later'), 1, 'the call retried later written once');
+  assert.equal(written('pending across'), 1, 'the pending call written once');
+});

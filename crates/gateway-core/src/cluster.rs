@@ -119,6 +119,9 @@ pub struct Cluster {
     unsynced: Mutex<HashMap<Arc<str>, Arc<str>>>,
     /// Wakes the lease round early: a Redis connection broke (it may come back empty).
     nudge: tokio::sync::Notify,
+    /// This process has held its lease: finding it gone may mean that Redis lost the
+    /// cluster's state.
+    held_lease: AtomicBool,
 }
 
 /// API keys remembered by digest at most; past that the map starts again.
@@ -166,6 +169,7 @@ impl Cluster {
             reported: AtomicU8::new(0),
             unsynced: Mutex::default(),
             nudge: tokio::sync::Notify::new(),
+            held_lease: AtomicBool::new(false),
         }))
     }
 
@@ -249,10 +253,11 @@ impl Cluster {
     /// rejected certificate, unknown host) fails it too.
     pub async fn join(&self) -> Result<(), GatewayError> {
         let sessions = lock(&self.shared.registry).session_count();
-        let claimed = self.redis.claim(&self.token, sessions, true).await;
+        let claimed = self.redis.claim(&self.token, sessions, true, false).await;
         match claimed {
             Ok((-1, _)) => Err(self.duplicate_error()),
             Ok((_, nodes)) => {
+                self.held_lease.store(true, Ordering::Release);
                 if let Err(failure) = self.redis.probe(&self.token).await {
                     if let Some(cause) = failure.cause {
                         self.reported.fetch_or(cause.bit(), Ordering::AcqRel);

@@ -27,6 +27,10 @@
 //!   `placed` (`1` once its command may be written), `fp` (the message's fingerprint)
 //!   and `record` (the record's JSON, without the API key). Kept `idempotencyTtl`.
 //! - `seen:<digest>:<messageId>`: an incoming message seen lately.
+//! - `rebuilding`: Redis lost the cluster's state (restarted empty, flushed) less
+//!   than a lease ago: every live process writes its listings and its idempotency
+//!   records again within that lease, and claims of an `idempotencyKey` wait until
+//!   this key expires (README "Cluster mode").
 //!
 //! No leftovers (README "Deploying"): when a lease runs out, the next renewal of any
 //! other process deletes the gone process's inbox, listings and count. A process's
@@ -97,6 +101,10 @@ impl Keys {
         format!("{}seen:{}:{message_id}", self.prefix, self.digest(api_key))
     }
 
+    pub fn rebuilding(&self) -> String {
+        format!("{}rebuilding", self.prefix)
+    }
+
     pub fn inbox(&self, node_id: &str) -> String {
         format!("{}inbox:{node_id}", self.prefix)
     }
@@ -153,9 +161,13 @@ end
 /// Takes or renews this process's lease, makes its inbox if Redis lost it, removes
 /// what processes whose lease ran out left behind, and lists the live nodes. An
 /// idle round costs Redis a handful of commands, whatever the sessions.
-/// KEYS: node, nodes, counts, inbox, listings (this process's).
+/// A process that held the lease before and finds it gone while the live nodes are
+/// gone too (or another process found so less than a lease ago) knows that Redis lost
+/// the cluster's state: it marks `rebuilding` for a lease.
+/// KEYS: node, nodes, counts, inbox, listings (this process's), rebuilding.
 /// ARGV: token, lease ms, node id, session count, key prefix, whether to extend the
-/// life of this process's keys ('1' or '0'; always when the lease was taken afresh).
+/// life of this process's keys ('1' or '0'; always when the lease was taken afresh),
+/// whether this process held the lease before ('1' or '0').
 /// Returns `{claim, (id, ms its lease has left, sessions) per live node...}`: claim 1
 /// renewed, 0 taken afresh (Redis lost it: republish), -1 held by another live
 /// process with the same id.
@@ -172,7 +184,11 @@ local claim = 1
 if held and held ~= ARGV[1] then
   claim = -1
 else
-  if not held then claim = 0 end
+  if not held then
+    claim = 0
+    local lost = redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[6]) == 1
+    if ARGV[7] == '1' and lost then redis.call('SET', KEYS[6], me, 'PX', lease, 'NX') end
+  end
   redis.call('SET', KEYS[1], ARGV[1], 'PX', lease)
   redis.call('ZADD', KEYS[2], now + lease, me)
   if claim == 0 and redis.call('EXISTS', KEYS[4]) == 0 then
@@ -323,15 +339,21 @@ return rest
     )
 }
 
-/// Claims an `idempotencyKey` for a call. KEYS: once, nodes. ARGV: request id, node
-/// id, lease token, fingerprint, record JSON, ttl ms, prefix of node lease keys.
-/// Returns `{'first'}` (this call holds it now), `{'reused', requestId}`,
-/// `{'settled', record}`, `{'wait', owner, record}` (its owner's lease runs) or
-/// `{'gone', record}` (its owner's lease ran out after its command was placed).
+/// Claims an `idempotencyKey` for a call. KEYS: once, nodes, rebuilding. ARGV:
+/// request id, node id, lease token, fingerprint, record JSON, ttl ms, prefix of node
+/// lease keys. Returns `{'first'}` (this call holds it now), `{'reused', requestId}`,
+/// `{'settled', record}`, `{'wait', owner, record}` (its owner's lease runs),
+/// `{'gone', record}` (its owner's lease ran out after its command was placed),
+/// `{'rebuilding', ms}` (Redis lost the records lately: the processes are writing
+/// theirs again for that long) or `{'lapsed'}` (this process's own lease is gone:
+/// Redis may have lost everything; its next lease round finds out).
 pub fn take_idempotency() -> Script {
     Script::new(concat!(
         lua_now!(),
         r"
+local rebuilding = redis.call('PTTL', KEYS[3])
+if rebuilding > 0 then return { 'rebuilding', tostring(rebuilding) } end
+if redis.call('GET', ARGV[7] .. ARGV[2]) ~= ARGV[3] then return { 'lapsed' } end
 local h = redis.call('HMGET', KEYS[1], 'requestId', 'owner', 'token', 'state', 'placed', 'fp', 'record')
 local function take()
   redis.call('DEL', KEYS[1])
@@ -380,6 +402,18 @@ if first then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return 1
 ";
 
+/// Writes the record of a call this process holds a key for, unless Redis has one:
+/// Redis lost it (restarted empty, flushed), and the process writes its records
+/// again. KEYS: once. ARGV: request id, node id, lease token, state, placed ('1' or
+/// '0'), fingerprint, record JSON, ttl ms. Returns 1 if written.
+pub const RESTORE_IDEMPOTENCY: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'requestId', ARGV[1], 'owner', ARGV[2], 'token', ARGV[3],
+  'state', ARGV[4], 'placed', ARGV[5], 'fp', ARGV[6], 'record', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+return 1
+";
+
 /// Uses, on keys of its own, every command the gateway's scripts run, so that an ACL
 /// user missing one is found at `start()`. KEYS: three probe keys.
 pub const PROBE_SCRIPTS: &str = concat!(
@@ -387,6 +421,8 @@ pub const PROBE_SCRIPTS: &str = concat!(
     lua_extend!(),
     r"
 redis.call('SET', KEYS[1], now, 'PX', 5000)
+redis.call('SET', KEYS[1], now, 'PX', 5000, 'NX')
+redis.call('PTTL', KEYS[1])
 redis.call('GET', KEYS[1])
 redis.call('ZADD', KEYS[2], now, 'p')
 redis.call('ZSCORE', KEYS[2], 'p')

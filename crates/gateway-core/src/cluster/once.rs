@@ -31,6 +31,9 @@ const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_MAX: Duration = Duration::from_millis(500);
 /// How often a claimed send that waits for a device looks for one.
 const DEVICE_POLL: Duration = Duration::from_millis(100);
+/// How long after their settlement calls' records are written again to a Redis that
+/// lost them (README "Cluster mode"); open calls' always are.
+const RESTORED_FOR: Duration = Duration::from_secs(3600);
 /// A bound on one Redis round trip of a claim.
 const ROUND_TRIP: Duration = Duration::from_secs(2);
 
@@ -55,6 +58,13 @@ impl Cluster {
         let pending = Record::opened(&request, api_key.clone()).stored(request_id);
         let record = serde_json::to_string(&pending).unwrap_or_default();
         let mut pause = POLL_FIRST;
+        let deadline = request
+            .called_at
+            .map_or_else(Instant::now, Instant::from_std)
+            + request
+                .timeout
+                .unwrap_or(self.shared.config.request_timeout);
+        let mut reconnected = false;
         loop {
             if self.shared.lifecycle() != Lifecycle::Running {
                 // Refused there, nothing written.
@@ -73,6 +83,13 @@ impl Cluster {
             };
             let taken = match timeout(ROUND_TRIP, self.redis.take_key(&key, &claim)).await {
                 Ok(Ok(taken)) => taken,
+                // A connection that broke (Redis restarted, say) is made again at once:
+                // tried once more before the call is refused.
+                Ok(Err(_)) if !reconnected => {
+                    reconnected = true;
+                    self.nudge.notify_one();
+                    continue;
+                }
                 _ => {
                     self.connected
                         .store(false, std::sync::atomic::Ordering::Release);
@@ -105,6 +122,24 @@ impl Cluster {
                     );
                     self.reject(call, error);
                     return None;
+                }
+                // Redis lost the records lately: every live process writes its own
+                // again within a lease; the key is looked at once they have.
+                Taken::Rebuilding(_) | Taken::Lapsed if Instant::now() >= deadline => {
+                    let mut error = key_unavailable(&api_key);
+                    error.message = "Redis lost the cluster's idempotency records lately, and they were not all written again before the call's timeout; nothing was sent".into();
+                    self.reject(call, error);
+                    return None;
+                }
+                Taken::Rebuilding(left) => {
+                    let left = left.min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(left.clamp(Duration::from_millis(1), POLL_MAX)).await;
+                }
+                // This process's own lease is gone: its lease round (brought forward)
+                // finds out whether Redis lost everything.
+                Taken::Lapsed => {
+                    self.nudge.notify_one();
+                    tokio::time::sleep(POLL_FIRST).await;
                 }
                 Taken::Wait(owner) => {
                     // A call of this process holds it: wait on its record here.
@@ -199,6 +234,40 @@ impl Cluster {
             }
         };
         !remote.is_empty()
+    }
+
+    /// Redis lost this process's lease (restarted empty, flushed, or the lease ran
+    /// out): the records by which its calls hold `idempotencyKey`s (open calls, and
+    /// those settled within `RESTORED_FOR`) are written again wherever Redis has none
+    /// for the key, so that a retry on any process still settles like the first.
+    pub(super) fn republish_records(&self) {
+        let held: Vec<Outgoing> = {
+            let registry = lock(&self.shared.registry);
+            registry
+                .statuses
+                .held_keys(RESTORED_FOR)
+                .into_iter()
+                .filter_map(|(request_id, record, ttl)| {
+                    let call = record.call()?;
+                    let key = call.idempotency_key.as_deref()?;
+                    let state = match record.is_open() {
+                        true => "pending",
+                        false => record.state.as_str(),
+                    };
+                    Some(Outgoing::Restore {
+                        key: self.redis.keys.idempotency(&call.api_key, key),
+                        token: self.token.clone(),
+                        state,
+                        record: Box::new(record.stored(request_id)),
+                        fingerprint: format!("{:016x}", call.fingerprint),
+                        ttl,
+                    })
+                })
+                .collect()
+        };
+        for restore in held {
+            self.relay.send(restore);
+        }
     }
 
     /// The record of a call of this process with an `idempotencyKey` changed: written

@@ -81,12 +81,14 @@ impl Redis {
 
     /// Takes or renews the lease; returns the claim (1, 0 or -1, see `keys`) and the
     /// live nodes with their session counts. `refresh`: extend the life of this
-    /// process's keys.
+    /// process's keys. `held`: this process held the lease before (finding it gone
+    /// may mean that Redis lost the cluster's state).
     pub async fn claim(
         &self,
         token: &str,
         sessions: usize,
         refresh: bool,
+        held: bool,
     ) -> Reply<(i64, Vec<LiveNode>)> {
         let keys = &self.keys;
         let node_id = &*self.node_id;
@@ -96,12 +98,14 @@ impl Redis {
             .key(keys.counts())
             .key(keys.inbox(node_id))
             .key(keys.listings(node_id))
+            .key(keys.rebuilding())
             .arg(token)
             .arg(self.lease.as_millis() as u64)
             .arg(node_id)
             .arg(sessions)
             .arg(keys.prefix())
-            .arg(if refresh { "1" } else { "0" });
+            .arg(if refresh { "1" } else { "0" })
+            .arg(if held { "1" } else { "0" });
         let reply: Vec<Value> = self
             .on(&self.commands, |mut con| async move {
                 invocation.invoke_async(&mut con).await
@@ -373,6 +377,29 @@ impl Redis {
                         .arg(record)
                         .arg(ttl.as_millis() as u64);
                 }
+                Outgoing::Restore {
+                    key,
+                    token,
+                    state,
+                    record,
+                    fingerprint,
+                    ttl,
+                } => {
+                    pipe.cmd("EVAL")
+                        .arg(keys::RESTORE_IDEMPOTENCY)
+                        .arg(1)
+                        .arg(key)
+                        .arg(&record.request_id)
+                        .arg(&*self.node_id)
+                        .arg(token)
+                        .arg(*state)
+                        // Whether its command may have been written: a pending call
+                        // counts as if so (a duplicate then never sends it again).
+                        .arg("1")
+                        .arg(fingerprint)
+                        .arg(serde_json::to_string(record).unwrap_or_default())
+                        .arg(ttl.as_millis() as u64);
+                }
             }
         }
         pipe
@@ -383,6 +410,7 @@ impl Redis {
         let mut invocation = self.take_key.key(key);
         invocation
             .key(self.keys.nodes())
+            .key(self.keys.rebuilding())
             .arg(claim.request_id)
             .arg(&*self.node_id)
             .arg(claim.token)
@@ -403,6 +431,10 @@ impl Redis {
             (Some("settled"), Some(record)) => Taken::Settled(record),
             (Some("wait"), Some(owner)) => Taken::Wait(owner),
             (Some("gone"), Some(record)) => Taken::Gone(record),
+            (Some("rebuilding"), Some(ms)) => {
+                Taken::Rebuilding(Duration::from_millis(ms.parse().unwrap_or(100)))
+            }
+            (Some("lapsed"), _) => Taken::Lapsed,
             _ => Taken::Unreadable,
         })
     }
@@ -551,6 +583,11 @@ pub enum Taken {
     Wait(String),
     /// Held by a call whose process is gone after its command was placed.
     Gone(String),
+    /// Redis lost its records lately: the processes are writing theirs again for this
+    /// long.
+    Rebuilding(Duration),
+    /// This process's lease is gone (Redis may have lost everything).
+    Lapsed,
     Unreadable,
 }
 

@@ -14,6 +14,7 @@ use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Resolved, Stage, Validation};
 use crate::identity::{request_id_text, CallId, CLUSTER_CALL};
 use crate::state::link::lock;
+use crate::state::records::StoredRecord;
 use crate::state::registry::SessionInfo;
 
 /// What the cluster task writes to Redis, in order.
@@ -43,6 +44,17 @@ pub enum Outgoing {
         request_id: String,
         state: &'static str,
         record: String,
+        ttl: std::time::Duration,
+    },
+    /// The record of a call of this process holding an `idempotencyKey`, written
+    /// again unless Redis has one (Redis lost it): its `state` (`pending` or settled),
+    /// its fingerprint, and the TTL it has left.
+    Restore {
+        key: String,
+        token: String,
+        state: &'static str,
+        record: Box<StoredRecord>,
+        fingerprint: String,
         ttl: std::time::Duration,
     },
 }

@@ -72,6 +72,7 @@ impl Cluster {
                                 }
                                 if afresh {
                                     self.republish();
+                                    self.republish_records();
                                 }
                                 self.resync();
                             }
@@ -122,7 +123,12 @@ impl Cluster {
     /// could not be reached.
     async fn beat(&self, keep: bool) -> Option<bool> {
         let sessions = lock(&self.shared.registry).session_count();
-        let claimed = timeout(ROUND_TRIP, self.redis.claim(&self.token, sessions, keep)).await;
+        let held = self.held_lease.load(Ordering::Acquire);
+        let claimed = timeout(
+            ROUND_TRIP,
+            self.redis.claim(&self.token, sessions, keep, held),
+        )
+        .await;
         match claimed {
             Ok(Ok((claim, nodes))) => {
                 self.set_connected(true, None);
@@ -136,6 +142,7 @@ impl Cluster {
                     }
                     return Some(false);
                 }
+                self.held_lease.store(true, Ordering::Release);
                 self.seen_nodes(nodes);
                 Some(claim == 0 && !self.duplicate.load(Ordering::Acquire))
             }
@@ -257,7 +264,9 @@ impl Cluster {
                 }
                 // An outcome for a caller that is gone is dropped; one refused, retried. So
                 // is a key's record.
-                outcome @ (Outgoing::Envelope { call: None, .. } | Outgoing::Record { .. })
+                outcome @ (Outgoing::Envelope { call: None, .. }
+                | Outgoing::Record { .. }
+                | Outgoing::Restore { .. })
                     if fate == Written::Refused =>
                 {
                     retry.push(outcome)

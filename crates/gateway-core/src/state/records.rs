@@ -745,6 +745,37 @@ impl Records {
             .filter(|(_, record)| !self.expired(record))
     }
 
+    /// The records by which this process holds `idempotencyKey`s now, with the TTL
+    /// each has left: every key's latest call, unless freed or past its TTL, if it is
+    /// still open or settled within `settled_within`. For writing them again to a
+    /// shared store that lost them (cluster mode: Redis restarted empty).
+    pub fn held_keys(&self, settled_within: Duration) -> Vec<(u128, &Record, Duration)> {
+        if self.keyed == 0 {
+            return Vec::new();
+        }
+        let now = monotonic_ms();
+        let within = settled_within.as_millis() as u64;
+        let held = |slot: &Slot| {
+            let record = &slot.record;
+            let call = record.call.as_deref()?;
+            let key = call.idempotency_key.as_deref()?;
+            let age = now.saturating_sub(record.settled_at);
+            if !call.open && (record.freed() || age > within || age >= self.ttl_ms) {
+                return None;
+            }
+            let (latest, _) = self.keyed_record(&call.api_key, key)?;
+            let left = match call.open {
+                true => self.ttl_ms,
+                false => self.ttl_ms - age,
+            };
+            (latest == slot.request_id).then(|| Duration::from_millis(left))
+        };
+        self.ring
+            .iter()
+            .filter_map(|slot| held(slot).map(|left| (slot.request_id, &slot.record, left)))
+            .collect()
+    }
+
     /// The latest send of `api_key` whose extension named it `message_id`.
     pub fn by_message(&mut self, api_key: &str, message_id: &Value) -> Option<(u128, &Record)> {
         if self.by_message.is_none() {
@@ -1291,6 +1322,41 @@ mod tests {
         assert_eq!(records.claim("k", "a", first.fingerprint()), Claim::Wait(2));
         assert_eq!(records.by_key("k", "a").unwrap().0, 2);
         assert!(records.get(1).is_some(), "the first's record stays");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keys_held_are_the_open_calls_and_those_settled_lately_not_freed_or_replaced() {
+        let mut records = Records::new(Duration::from_secs(7200), 100);
+        let keyed = |key: &str| request(Some(key), "x");
+        records.open(1, Record::opened(&keyed("old"), "k".into()));
+        records.close(1, Outcome::Rejected(&timeout()));
+        tokio::time::advance(Duration::from_secs(1801)).await;
+        records.open(2, Record::opened(&keyed("settled"), "k".into()));
+        records.close(2, Outcome::Rejected(&timeout()));
+        records.open(3, Record::opened(&keyed("open"), "k".into()));
+        records.open(4, Record::opened(&keyed("freed"), "k".into()));
+        let no_device =
+            GatewayError::new(ErrorCode::NoActiveDevice, "none", json!({ "sent": false }));
+        records.close(4, Outcome::Rejected(&no_device));
+        // Freed, then taken again by a later call: that call holds it.
+        records.open(5, Record::opened(&keyed("freed"), "k".into()));
+        records.record(6, sent("k"));
+        tokio::time::advance(Duration::from_secs(1800)).await;
+        let held = |records: &Records| {
+            let mut held: Vec<(u128, u64)> = records
+                .held_keys(Duration::from_secs(3600))
+                .into_iter()
+                .map(|(id, _, left)| (id, left.as_secs()))
+                .collect();
+            held.sort_unstable();
+            held
+        };
+        // "old" settled 3601 s ago (out of the hour); "settled" 1800 s ago has 5400 s
+        // of its TTL left; open calls keep the whole TTL.
+        assert_eq!(held(&records), [(2, 5400), (3, 7200), (5, 7200)]);
+        records.close(3, Outcome::Rejected(&timeout()));
+        tokio::time::advance(Duration::from_secs(3601)).await;
+        assert_eq!(held(&records), [(5, 7200)]);
     }
 
     #[test]
