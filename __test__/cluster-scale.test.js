@@ -242,3 +242,25 @@ test('idempotency survives a Redis restarted empty while the recording process l
   assert.equal(written('retried later'), 1, 'the call retried later written once');
   assert.equal(written('pending across'), 1, 'the pending call written once');
 });
+
+test('a Redis restarted empty while a send crosses processes: the answer reaches the caller once its inbox is made again', { timeout: 90_000, skip }, async (t) => {
+  const redis = await startRedis(t);
+  const cluster = { redis: redis.url, leaseMs: 3000 };
+  const holder = await startNodeProcess(t, { cluster });
+  const caller = await startNodeProcess(t, { cluster });
+  const apiKey = 'across-key-0123456789';
+  const [extension] = await connectMany(t, [{ url: `ws://127.0.0.1:${holder.port}/wa-ext-ws`, apiKey }]);
+  extension.respond = () => null;
+  await eventually(async () => (await caller.request('sessions', { apiKey })).some((s) => s.deviceActive), 10_000, 'the device seen from the caller');
+  for (let round = 0; round < 3; round++) {
+    const send = caller.send('message', apiKey, { phoneNumber: PHONE, message: `across ${round}`, timeout: 20_000 });
+    const command = await eventually(() => extension.commands.find((c) => c.data.message === `across ${round}`), 10_000, 'the command');
+    await redis.restart();
+    // Answered at once: the caller's inbox may not be there yet.
+    extension.result(command.requestId, { success: true, messageId: `wamid-${round}` });
+    const result = await send.catch((e) => { throw new Error(`round ${round}: ${e.message}`); });
+    assert.equal(result.requestId, command.requestId);
+    assert.equal(result.messageId, `wamid-${round}`);
+    await sleep(1000);
+  }
+});

@@ -21,6 +21,10 @@ use crate::state::link::lock;
 use crate::state::requests::{connection_lost, shutdown_error, timeout_error};
 use crate::state::Lifecycle;
 
+/// Outcomes whose caller's inbox was gone, each with the end of the caller's lease as
+/// last read (if known).
+type Gone = Vec<(Option<Instant>, Outgoing)>;
+
 /// How often deadlines and lost holders are checked.
 const SWEEP: Duration = Duration::from_millis(100);
 /// The longest between two lease rounds (a third of the lease when shorter): how late
@@ -56,6 +60,10 @@ impl Cluster {
         // half lease (each lives 3 leases: see `keys`).
         let mut next_keep = Instant::now();
         let mut retry: Vec<(Instant, Outgoing)> = Vec::new();
+        // Outcomes for an inbox that was gone (Redis may have lost it while its process
+        // lives): written again after each lease round for as long as that process may
+        // still make it again (`AwaitingInbox`).
+        let mut awaiting_inbox = AwaitingInbox::new(self.lease, beat + SWEEP);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -73,8 +81,15 @@ impl Cluster {
                                 if afresh {
                                     self.republish();
                                     self.republish_records();
+                                    awaiting_inbox.redis_lost_state(now);
                                 }
                                 self.resync();
+                                let batch = awaiting_inbox.due(now);
+                                if !batch.is_empty() {
+                                    let (again, gone) = self.write(batch).await;
+                                    retry.extend(again.into_iter().map(|o| (now, o)));
+                                    awaiting_inbox.extend(gone);
+                                }
                             }
                             None => next_beat = now + BEAT_RETRY.min(beat),
                         }
@@ -86,8 +101,9 @@ impl Cluster {
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
                         let batch = retry.drain(..).map(|(_, o)| o).collect();
-                        let again = self.write(batch).await;
+                        let (again, gone) = self.write(batch).await;
                         retry.extend(again.into_iter().map(|o| (now, o)));
+                        awaiting_inbox.extend(gone);
                     }
                     self.sweep(now);
                 }
@@ -99,9 +115,10 @@ impl Cluster {
                             Err(_) => break,
                         }
                     }
-                    let failed = self.write(batch).await;
+                    let (failed, gone) = self.write(batch).await;
                     let now = Instant::now();
                     retry.extend(failed.into_iter().map(|o| (now, o)));
+                    awaiting_inbox.extend(gone);
                 }
             }
         }
@@ -221,11 +238,12 @@ impl Cluster {
         }
     }
 
-    /// Writes a batch; returns the outcomes to retry. A send that cannot be routed
-    /// fails `CLUSTER_UNAVAILABLE` on its caller at once.
-    async fn write(self: &Arc<Self>, batch: Vec<Outgoing>) -> Vec<Outgoing> {
+    /// Writes a batch; returns the outcomes to retry, and those for an inbox that is
+    /// gone (with the end of its process's lease as last read, if known). A send that
+    /// cannot be routed fails `CLUSTER_UNAVAILABLE` on its caller at once.
+    async fn write(self: &Arc<Self>, batch: Vec<Outgoing>) -> (Vec<Outgoing>, Gone) {
         if batch.is_empty() {
-            return batch;
+            return (batch, Vec::new());
         }
         let reached = match timeout(ROUND_TRIP, self.redis.write(&batch)).await {
             Ok(Ok(reached)) => Some(reached),
@@ -238,6 +256,7 @@ impl Cluster {
         let written = reached.is_some();
         let mut reached = reached.unwrap_or_default().into_iter();
         let mut retry = Vec::new();
+        let mut gone = Vec::new();
         for item in batch {
             let fate = reached.next().unwrap_or(Written::Refused);
             match item {
@@ -262,8 +281,15 @@ impl Cluster {
                         self.fail_remote(call, &remote, error);
                     }
                 }
-                // An outcome for a caller that is gone is dropped; one refused, retried. So
-                // is a key's record.
+                // An outcome for a caller whose inbox is gone: kept while the caller
+                // may make it again (`AwaitingInbox`), then dropped.
+                Outgoing::Envelope {
+                    call: None, ref to, ..
+                } if fate == Written::Gone => {
+                    let until = lock(&self.view).lease_known_until(to);
+                    gone.push((until, item));
+                }
+                // One refused is retried. So is a key's record.
                 outcome @ (Outgoing::Envelope { call: None, .. }
                 | Outgoing::Record { .. }
                 | Outgoing::Restore { .. })
@@ -286,7 +312,7 @@ impl Cluster {
         if !written {
             self.set_connected(false, None);
         }
-        retry
+        (retry, gone)
     }
 
     /// Times out routed sends, and fails those whose holder has been unreachable for
@@ -410,5 +436,116 @@ impl Cluster {
     /// process routes a new send here.
     pub fn unlist_all(&self) {
         self.relay.send(Outgoing::UnlistAll);
+    }
+}
+
+/// Outcomes whose caller's inbox was gone when written, each with until when it is
+/// written again (after each lease round of this process). A caller that left has no
+/// lease beyond the one last read, so what is for it goes at the next round. But when
+/// Redis lost the cluster's state (restarted empty, flushed), a live caller makes its
+/// inbox again only at its own first lease round once Redis is back, however long
+/// Redis was away (its lease as last read may have run out meanwhile): what is for a
+/// caller then waits a lease from when this process found Redis so (its next round
+/// finds out, so every outcome waits for it).
+struct AwaitingInbox {
+    items: Vec<(Instant, Outgoing)>,
+    /// When this process last found that Redis had lost its lease.
+    lost_at: Option<Instant>,
+    lease: Duration,
+    /// Longer than from any moment to this process's next lease round.
+    round: Duration,
+}
+
+impl AwaitingInbox {
+    fn new(lease: Duration, round: Duration) -> Self {
+        Self {
+            items: Vec::new(),
+            lost_at: None,
+            lease,
+            round,
+        }
+    }
+
+    fn redis_lost_state(&mut self, now: Instant) {
+        self.lost_at = Some(now);
+        for (until, _) in &mut self.items {
+            *until = (*until).max(now + self.lease);
+        }
+    }
+
+    fn extend(&mut self, gone: Gone) {
+        let now = Instant::now();
+        let floor = match self.lost_at {
+            Some(at) => (at + self.lease).max(now + self.round),
+            None => now + self.round,
+        };
+        self.items.extend(
+            gone.into_iter()
+                .map(|(lease_end, item)| (lease_end.map_or(floor, |end| end.max(floor)), item)),
+        );
+    }
+
+    /// Those to write again now; those whose time is over are dropped.
+    fn due(&mut self, now: Instant) -> Vec<Outgoing> {
+        self.items.retain(|(until, _)| *until > now);
+        self.items.drain(..).map(|(_, item)| item).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(3);
+    const ROUND: Duration = Duration::from_millis(1100);
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_for_a_caller_that_left_goes_at_the_next_round() {
+        let mut awaiting = AwaitingInbox::new(LEASE, ROUND);
+        let lease_end = Instant::now() - Duration::from_millis(10);
+        awaiting.extend(vec![
+            (Some(lease_end), Outgoing::UnlistAll),
+            (None, Outgoing::UnlistAll),
+        ]);
+        tokio::time::advance(ROUND).await;
+        assert!(awaiting.due(Instant::now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_for_a_live_caller_waits_while_its_lease_as_last_read_runs() {
+        let mut awaiting = AwaitingInbox::new(LEASE, ROUND);
+        awaiting.extend(vec![(Some(Instant::now() + LEASE), Outgoing::UnlistAll)]);
+        tokio::time::advance(ROUND).await;
+        let due = awaiting.due(Instant::now());
+        assert_eq!(due.len(), 1);
+        awaiting.extend(due.into_iter().map(|o| (Some(Instant::now()), o)).collect());
+        tokio::time::advance(LEASE).await;
+        assert!(awaiting.due(Instant::now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_redis_lost_the_state_an_outcome_waits_a_lease_from_then() {
+        let mut awaiting = AwaitingInbox::new(LEASE, ROUND);
+        // Written before this process's round found Redis empty: the caller's lease as
+        // last read ran out while Redis was away.
+        let lease_end = Instant::now() - Duration::from_secs(1);
+        awaiting.extend(vec![(Some(lease_end), Outgoing::UnlistAll)]);
+        tokio::time::advance(Duration::from_millis(500)).await;
+        let found_at = Instant::now();
+        awaiting.redis_lost_state(found_at);
+        // Rounds keep writing it (gone again: the caller has not made its inbox yet).
+        for _ in 0..2 {
+            tokio::time::advance(ROUND).await;
+            let due = awaiting.due(Instant::now());
+            assert_eq!(due.len(), 1);
+            awaiting.extend(due.into_iter().map(|o| (Some(lease_end), o)).collect());
+        }
+        // A lease after Redis was found empty, a caller that made no inbox is gone.
+        tokio::time::advance(LEASE).await;
+        assert!(awaiting.due(Instant::now()).is_empty());
+        // One found gone after then waits for the next round only.
+        awaiting.extend(vec![(Some(lease_end), Outgoing::UnlistAll)]);
+        tokio::time::advance(ROUND).await;
+        assert!(awaiting.due(Instant::now()).is_empty());
     }
 }

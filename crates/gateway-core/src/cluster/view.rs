@@ -32,6 +32,10 @@ struct Listing {
 pub struct View {
     /// Live nodes and until when their lease runs (as last read).
     live: HashMap<Arc<str>, Instant>,
+    /// Every node seen live, until when its lease runs as far as this process knows,
+    /// until then: one missing from the last read may have lost it with Redis
+    /// (restarted empty) and take it again at its next round.
+    known: HashMap<Arc<str>, Instant>,
     listings: HashMap<Arc<str>, Listing>,
     cursors: HashMap<Arc<str>, usize>,
     /// Keys whose listing is being read, with the sends waiting for it in call order.
@@ -55,6 +59,18 @@ pub enum Choice {
 impl View {
     pub fn set_live(&mut self, nodes: impl IntoIterator<Item = (Arc<str>, Instant)>) {
         self.live = nodes.into_iter().collect();
+        let now = Instant::now();
+        self.known.retain(|_, until| *until > now);
+        for (node, until) in &self.live {
+            let known = self.known.entry(node.clone()).or_insert(*until);
+            *known = (*known).max(*until);
+        }
+    }
+
+    /// Until when `node`'s lease runs as far as this process knows, even if the last
+    /// read did not list it.
+    pub fn lease_known_until(&self, node: &str) -> Option<Instant> {
+        self.known.get(node).copied()
     }
 
     pub fn live(&self) -> impl Iterator<Item = (&Arc<str>, &Instant)> {
@@ -224,6 +240,21 @@ mod tests {
         assert_eq!(devices.len(), 1);
         assert_eq!(&*devices[0].node_id, "a");
         assert!(view.remote_devices("k", now + FRESH_FOR).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_missing_from_a_read_is_known_until_its_lease_ends() {
+        let now = Instant::now();
+        let mut view = View::default();
+        view.set_live([("a".into(), now + FRESH_FOR * 3)]);
+        // Redis lost it: the next read does not list it.
+        view.set_live([("b".into(), now + FRESH_FOR)]);
+        assert!(view.lease_until("a").is_none());
+        assert_eq!(view.lease_known_until("a"), Some(now + FRESH_FOR * 3));
+        tokio::time::advance(FRESH_FOR * 4).await;
+        view.set_live([]);
+        assert!(view.lease_known_until("a").is_none());
+        assert!(view.lease_known_until("b").is_none());
     }
 
     fn send(api_key: &str, call: CallId) -> WaitingSend {
