@@ -16,7 +16,7 @@ use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 use wa_gateway_core::Delivery;
 
-use crate::deliveries::{lock, Batch};
+use crate::deliveries::{clear_exception, lock, Batch};
 use crate::validations::{Checks, Validations};
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
@@ -254,10 +254,12 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
     {
         let batch = Batch::take(&side.batch);
         let checks = Checks::take(&side.checks);
-        if let (Ok(items), Ok(checks)) = (
-            Batch::to_napi_value(env, batch),
-            Checks::to_napi_value(env, checks),
-        ) {
+        // Each on its own: deliveries that cannot be converted must not cost the key
+        // checks, nor the checks the deliveries (`Batch` isolates one delivery from
+        // another).
+        let items = Batch::to_napi_value(env, batch).unwrap_or_else(|_| empty_array(env));
+        let checks = Checks::to_napi_value(env, checks).unwrap_or_else(|_| undefined(env));
+        if !items.is_null() {
             let args = [items, checks];
             let mut result = ptr::null_mut();
             let status = sys::napi_make_callback(
@@ -278,6 +280,21 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
         }
     }
     sys::napi_close_handle_scope(env, scope);
+}
+
+/// An empty array, or null if not even that can be made (the environment is going).
+unsafe fn empty_array(env: sys::napi_env) -> sys::napi_value {
+    clear_exception(env);
+    let mut array = ptr::null_mut();
+    sys::napi_create_array(env, &mut array);
+    array
+}
+
+unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
+    clear_exception(env);
+    let mut value = ptr::null_mut();
+    sys::napi_get_undefined(env, &mut value);
+    value
 }
 
 fn check(status: sys::napi_status) -> napi::Result<()> {

@@ -182,6 +182,9 @@ fn parse_result(wire: Wire) -> Inbound {
         Some(Value::Bool(b)) => b,
         _ => return Inbound::Invalid("message-result needs a boolean success"),
     };
+    if !bounded(wire.message_id.as_ref()) || !bounded(wire.error.as_ref()) {
+        return Inbound::Invalid(TOO_LARGE);
+    }
     Inbound::Result(ResultFrame {
         request_id: request_id.into_owned(),
         success,
@@ -189,6 +192,38 @@ fn parse_result(wire: Wire) -> Inbound {
         error: wire.error.unwrap_or(Value::Null),
         timestamp: wire.timestamp.as_ref().and_then(Value::as_f64),
     })
+}
+
+/// How deep and how large a value from an extension that the gateway hands on
+/// (`messageId`, `error`, an incoming message's `data`) may be. Far beyond any real
+/// one; what JavaScript receives stays cheap to build and within what napi converts
+/// (128 levels, a million items), wrapped in an event or an error as it is.
+pub const MAX_VALUE_DEPTH: usize = 32;
+pub const MAX_VALUE_ITEMS: usize = 10_000;
+
+pub(crate) const TOO_LARGE: &str =
+    "A value in this frame is nested deeper than 32 levels or has more than 10000 items";
+
+/// Whether `value` is within `MAX_VALUE_DEPTH` and `MAX_VALUE_ITEMS` (absent is).
+/// Walked without recursion, stopping at the first item over the limits.
+pub fn bounded(value: Option<&Value>) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let mut items = 0usize;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        items += 1;
+        if items > MAX_VALUE_ITEMS || depth > MAX_VALUE_DEPTH {
+            return false;
+        }
+        match value {
+            Value::Array(list) => stack.extend(list.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    true
 }
 
 // ---- gateway to extension ----
@@ -546,6 +581,56 @@ mod tests {
             parse(r#"{"type":"heartbeat","timestamp":"x"}"#),
             Inbound::Heartbeat
         );
+    }
+
+    #[test]
+    fn values_an_extension_hands_on_are_bounded_in_depth_and_items() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let items = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+        let result = |field: &str, value: &str| {
+            parse(&format!(
+                r#"{{"type":"message-result","requestId":"r","success":true,"{field}":{value}}}"#
+            ))
+        };
+        for field in ["messageId", "error"] {
+            assert!(matches!(
+                result(field, &nested(MAX_VALUE_DEPTH)),
+                Inbound::Result(_)
+            ));
+            assert_eq!(
+                result(field, &nested(MAX_VALUE_DEPTH + 1)),
+                Inbound::Invalid(TOO_LARGE)
+            );
+            // The array itself is an item.
+            assert!(matches!(
+                result(field, &items(MAX_VALUE_ITEMS - 1)),
+                Inbound::Result(_)
+            ));
+            assert_eq!(
+                result(field, &items(MAX_VALUE_ITEMS)),
+                Inbound::Invalid(TOO_LARGE)
+            );
+        }
+        assert!(TOO_LARGE.contains(&MAX_VALUE_DEPTH.to_string()));
+        assert!(TOO_LARGE.contains(&MAX_VALUE_ITEMS.to_string()));
+        let ack = |value: &str| {
+            parse(&format!(
+                r#"{{"type":"message-ack","requestId":"r","ack":"read","messageId":{value}}}"#
+            ))
+        };
+        assert!(matches!(ack("\"m\""), Inbound::Ack(Some(_))));
+        assert_eq!(ack(&items(MAX_VALUE_ITEMS)), Inbound::Ack(None));
+        let incoming = parse(&format!(
+            r#"{{"type":"incoming-message","data":{{"messageId":"in","from":"x","timestamp":1,"extra":{}}}}}"#,
+            nested(MAX_VALUE_DEPTH)
+        ));
+        match incoming {
+            Inbound::Incoming(Err(refused)) => {
+                assert_eq!(refused.message_id.as_deref(), Some("in"));
+                assert_eq!(refused.why, TOO_LARGE);
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
