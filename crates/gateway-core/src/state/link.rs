@@ -5,7 +5,12 @@
 //! Write-through: while the task is parked with nothing of its own to write, the
 //! thread that queued commands (JavaScript's, at the end of its tick) writes them to
 //! the socket itself, without waking the task: one thread hand-off less per send.
-//! What the socket does not take at once is left for the task to finish, woken.
+//! What the socket does not take at once is left for the task to finish, woken: the
+//! task takes it whenever it next runs (`running`), whatever woke it, and writes it
+//! before any other byte; until then nobody writes through (`parked` refuses).
+//!
+//! Lock order: the registry's lock may be held when a link's is taken, never the
+//! other way; nothing is locked while a link's lock is held, and nothing awaits.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -91,6 +96,10 @@ pub struct SessionLink {
     /// `monotonic_ms()` of the last time the socket took bytes, or of when bytes
     /// started waiting after none did.
     last_progress: AtomicU64,
+    /// Tests: run by `write_through` after a partial write, between releasing the lock
+    /// and waking the task, to force what another thread may do in that gap.
+    #[cfg(test)]
+    pub(crate) in_the_gap: Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for SessionLink {
@@ -104,6 +113,8 @@ impl Default for SessionLink {
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
+            #[cfg(test)]
+            in_the_gap: Mutex::default(),
         }
     }
 }
@@ -160,23 +171,30 @@ impl SessionLink {
         self.wake();
     }
 
-    /// Everything queued so far, and a close request if there is one; the rest of a
-    /// write-through comes first, to be finished before any other byte.
-    pub fn take(&self) -> (Option<Bytes>, VecDeque<Frame>, Option<CloseRequest>) {
+    /// Everything queued so far, and a close request if there is one.
+    pub fn take(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
         let mut out = lock(&self.outbound);
-        let unfinished = out.unfinished.take().map(|rest| *rest);
-        (unfinished, std::mem::take(&mut out.frames), out.close)
+        (std::mem::take(&mut out.frames), out.close)
     }
 
-    /// The task runs: nobody else writes to its socket until `parked`.
-    pub fn running(&self) {
-        lock(&self.outbound).writable = None;
+    /// The task runs: nobody else writes to its socket until `parked`. Returns the
+    /// rest of a frame written through in part, which the task must write before any
+    /// other byte: taken here, whenever the task runs, and not at its wake-up, since it
+    /// may run for another reason (a read) before the writing thread has woken it.
+    pub fn running(&self) -> Option<Bytes> {
+        let mut out = lock(&self.outbound);
+        out.writable = None;
+        out.unfinished.take().map(|rest| *rest)
     }
 
     /// The task parks with nothing of its own to write: frames may be written
-    /// through to `socket` until it runs again.
+    /// through to `socket` until it runs again. Not while the rest of a write-through
+    /// waits for it (it has not run since), so that nothing is written before it.
     pub fn parked(&self, socket: RawFd) {
-        lock(&self.outbound).writable = Some(socket);
+        let mut out = lock(&self.outbound);
+        if out.unfinished.is_none() {
+            out.writable = Some(socket);
+        }
     }
 
     /// Writes the queued frames to the socket from this thread if the task is parked
@@ -210,9 +228,18 @@ impl SessionLink {
         self.wrote(written);
         metrics::bytes_written(written);
         if written < bytes.len() {
+            // Under the lock that `running` and `parked` take: the task, whenever it runs
+            // next, finds the rest first, and nobody writes through until it has.
             out.unfinished = Some(Box::new(Bytes::from(bytes).slice(written..)));
             out.writable = None;
             drop(out);
+            #[cfg(test)]
+            {
+                let gap = lock(&self.in_the_gap).clone();
+                if let Some(gap) = gap {
+                    gap();
+                }
+            }
             self.wake();
         }
     }
@@ -295,7 +322,10 @@ impl SessionLink {
 fn send_now(socket: RawFd, bytes: &[u8]) -> usize {
     // SAFETY: `socket` is open: the task owning it parked with it registered under the
     // link's lock, which the caller holds, and takes it back under that lock before
-    // closing it. MSG_NOSIGNAL: a closed peer is an error, not a SIGPIPE.
+    // closing it (`running`, also from the task's drop). No other byte is written to it
+    // meanwhile: the task writes only after `running`, and only whole frames or, first,
+    // the rest this leaves (`unfinished`). `bytes` is a live slice of `len` bytes.
+    // MSG_NOSIGNAL: a closed peer is an error, not a SIGPIPE.
     let n = unsafe {
         libc::send(
             socket,
@@ -358,7 +388,7 @@ mod tests {
         link.request_close(CloseRequest::Stalled);
         assert!(link.closing());
         assert!(!link.push(text("after close"), MAX));
-        let (_, frames, close) = link.take();
+        let (frames, close) = link.take();
         assert_eq!(frames.len(), 1);
         assert_eq!(close, Some(CloseRequest::Stalled));
     }
@@ -422,7 +452,7 @@ mod tests {
             read_all(&mut theirs).is_empty(),
             "the task runs: left to it"
         );
-        assert_eq!(link.take().1.len(), 2);
+        assert_eq!(link.take().0.len(), 2);
         link.wrote(link.queued_bytes()); // As the task does.
 
         link.parked(ours.as_raw_fd());
@@ -431,10 +461,9 @@ mod tests {
         link.write_through();
         assert_eq!(read_all(&mut theirs), encoded(&["one", "two"]));
         assert_eq!(link.queued_bytes(), 0);
-        let (unfinished, frames, _) = link.take();
-        assert!(unfinished.is_none() && frames.is_empty());
+        let (frames, _) = link.take();
+        assert!(link.running().is_none() && frames.is_empty());
 
-        link.running();
         link.enqueue(text("three"), MAX);
         link.write_through();
         assert!(read_all(&mut theirs).is_empty());
@@ -450,11 +479,18 @@ mod tests {
         link.enqueue(Frame::Text(big.clone().into()), 8 << 20);
         link.write_through();
         let written = read_all(&mut theirs);
-        let (unfinished, frames, _) = link.take();
-        let rest = unfinished.expect("a socket buffer is smaller than 4 MiB");
-        assert!(frames.is_empty());
+        // Parked again before it ran: still nothing may be written before the rest.
+        link.parked(ours.as_raw_fd());
+        link.enqueue(text("early"), 8 << 20);
+        link.write_through();
+        assert_eq!(read_all(&mut theirs), Vec::<u8>::new());
+        let (frames, _) = link.take();
+        let rest = link
+            .running()
+            .expect("a socket buffer is smaller than 4 MiB");
+        assert_eq!(frames.len(), 1, "the early frame waits for the task");
         assert_eq!([written, rest.to_vec()].concat(), encoded(&[&big]));
-        assert_eq!(link.queued_bytes(), rest.len());
+        assert_eq!(link.queued_bytes(), rest.len() + frame_len(&text("early")));
         // No longer parked: the next frame waits for the task.
         link.enqueue(text("after"), MAX);
         link.write_through();
