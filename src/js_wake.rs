@@ -110,20 +110,16 @@ impl JsWakeOwner {
         checks: Arc<Validations>,
     ) -> napi::Result<(Self, JsWaker)> {
         // SAFETY: called on the JavaScript thread with its live env; every pointer passed
-        // below is valid for the call, and the handle's memory outlives the handle.
+        // below is valid for the call, and the handle's memory outlives the handle. Each
+        // step's failure releases what the steps before it took (`Taken`), so that an
+        // error leaves no reference to `deliver` and no handle in the loop: a worker whose
+        // loop still holds a handle cannot close it.
         unsafe {
             if uv_handle_size(UV_ASYNC) > HANDLE_WORDS * 8 {
                 return Err(napi::Error::from_reason("unexpected libuv handle size"));
             }
             let mut loop_ = ptr::null_mut();
             check(sys::napi_get_uv_event_loop(env, &mut loop_))?;
-            let mut deliver_ref = ptr::null_mut();
-            check(sys::napi_create_reference(
-                env,
-                deliver,
-                0,
-                &mut deliver_ref,
-            ))?;
             let mut name = ptr::null_mut();
             let label = "wa-gateway deliveries";
             check(sys::napi_create_string_utf8(
@@ -132,12 +128,22 @@ impl JsWakeOwner {
                 label.len() as isize,
                 &mut name,
             ))?;
-            let mut context = ptr::null_mut();
+            let mut taken = Taken {
+                env,
+                deliver: ptr::null_mut(),
+                context: ptr::null_mut(),
+            };
+            check(sys::napi_create_reference(
+                env,
+                deliver,
+                0,
+                &mut taken.deliver,
+            ))?;
             check(sys::napi_async_init(
                 env,
                 ptr::null_mut(),
                 name,
-                &mut context,
+                &mut taken.context,
             ))?;
 
             let handle = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvAsync>();
@@ -147,20 +153,26 @@ impl JsWakeOwner {
             }
             uv_unref(handle);
             let open = Arc::new(Open(Mutex::new(Some(HandlePtr(handle)))));
+            // From here `close` releases the reference and the context with the handle.
+            let (deliver, context) = taken.hand_over();
             let side = Box::into_raw(Box::new(OnJsThread {
                 env,
-                deliver: deliver_ref,
+                deliver,
                 context,
                 batch,
                 checks,
                 open: open.clone(),
             }));
             uv_handle_set_data(handle, side.cast());
-            check(sys::napi_add_env_cleanup_hook(
+            if let Err(e) = check(sys::napi_add_env_cleanup_hook(
                 env,
                 Some(on_env_teardown),
                 side.cast(),
-            ))?;
+            )) {
+                // Not hooked: closed now, freed once libuv has let go of it.
+                close(&open, side, false);
+                return Err(e);
+            }
             Ok((
                 Self {
                     side,
@@ -194,6 +206,35 @@ impl JsWakeOwner {
                     uv_unref(handle.0);
                     sys::napi_reference_unref(env, deliver, &mut count);
                 }
+            }
+        }
+    }
+}
+
+/// What `JsWakeOwner::new` has taken so far, released if a later step fails.
+struct Taken {
+    env: sys::napi_env,
+    deliver: sys::napi_ref,
+    context: sys::napi_async_context,
+}
+
+impl Taken {
+    /// Now owned by the handle's side (`close` releases them).
+    fn hand_over(self) -> (sys::napi_ref, sys::napi_async_context) {
+        let this = std::mem::ManuallyDrop::new(self);
+        (this.deliver, this.context)
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // SAFETY: on the JavaScript thread, during `new`: whichever was made is live.
+        unsafe {
+            if !self.context.is_null() {
+                sys::napi_async_destroy(self.env, self.context);
+            }
+            if !self.deliver.is_null() {
+                sys::napi_delete_reference(self.env, self.deliver);
             }
         }
     }
