@@ -230,10 +230,29 @@ pub fn bounded(value: Option<&Value>) -> bool {
 
 pub const PING: &str = r#"{"type":"ping"}"#;
 
-/// The replies to a successful auth, in the order they are sent.
-pub fn auth_replies(dialect: Dialect, guide_client: bool, session_id: &str) -> Vec<String> {
-    let reply =
-        |kind: &str| serde_json::json!({ "type": kind, "sessionId": session_id }).to_string();
+/// What an extension may send after auth: its frames' size (`maxPayload`) and an
+/// incoming message's media (`maxMediaBytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_media_bytes: usize,
+}
+
+/// The replies to a successful auth, in the order they are sent; each tells the
+/// extension its `limits`, so that a client can refuse an oversized frame itself.
+pub fn auth_replies(
+    dialect: Dialect,
+    guide_client: bool,
+    session_id: &str,
+    limits: Limits,
+) -> Vec<String> {
+    let limits = serde_json::json!({
+        "maxPayload": limits.max_payload,
+        "maxMediaBytes": limits.max_media_bytes,
+    });
+    let reply = |kind: &str| {
+        serde_json::json!({ "type": kind, "sessionId": session_id, "limits": limits }).to_string()
+    };
     match (dialect, guide_client) {
         (_, true) | (Dialect::Doc, _) => vec![reply("authenticated")],
         (Dialect::V1, false) => vec![reply("auth-success")],
@@ -635,8 +654,12 @@ mod tests {
 
     #[test]
     fn auth_replies_follow_the_dialect() {
+        let limits = Limits {
+            max_payload: 1 << 20,
+            max_media_bytes: 10 << 20,
+        };
         let kinds = |d, g| -> Vec<String> {
-            auth_replies(d, g, "s1")
+            auth_replies(d, g, "s1", limits)
                 .iter()
                 .map(|f| {
                     serde_json::from_str::<Value>(f).unwrap()["type"]
@@ -653,6 +676,14 @@ mod tests {
         assert_eq!(kinds(Dialect::Compat, true), ["authenticated"]);
         assert_eq!(kinds(Dialect::V1, false), ["auth-success"]);
         assert_eq!(kinds(Dialect::Doc, false), ["authenticated"]);
+        for reply in auth_replies(Dialect::Compat, false, "s1", limits) {
+            let v: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(v["sessionId"], "s1");
+            assert_eq!(
+                v["limits"],
+                serde_json::json!({ "maxPayload": 1 << 20, "maxMediaBytes": 10 << 20 })
+            );
+        }
     }
 
     #[test]

@@ -322,7 +322,16 @@ async fn admit(
         }
     }
     shared.log(|| LogEvent::session_connected(&registered.identity));
-    let replies = protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id);
+    let limits = protocol::Limits {
+        max_payload: shared.config.max_payload,
+        max_media_bytes: shared.config.media.max_bytes,
+    };
+    let replies = protocol::auth_replies(
+        shared.config.dialect,
+        auth.guide_dialect,
+        &session_id,
+        limits,
+    );
     // A failed write shows up as a closed socket in the session loop, which cleans up.
     let _ = write_frames(ws, replies.into_iter().map(|r| Frame::Text(r.into()))).await;
     Ok(Admitted {
