@@ -24,6 +24,17 @@ pub trait Expected: FromNapiValue {
     fn refuse(_kind: ValueType) -> Option<&'static str> {
         None
     }
+    /// Converts a value whose type is `kind` (when `TAKES_ANYTHING`; else unknown).
+    ///
+    /// # Safety
+    /// As `FromNapiValue::from_napi_value`.
+    unsafe fn convert(
+        env: sys::napi_env,
+        value: sys::napi_value,
+        _kind: ValueType,
+    ) -> napi::Result<Self> {
+        Self::from_napi_value(env, value)
+    }
 }
 
 impl Expected for u32 {}
@@ -60,21 +71,34 @@ impl<T: Expected> Expected for Option<T> {
             other => T::refuse(other),
         }
     }
+    /// Its type is known already: no second `typeof` (a plain text `send` passes none).
+    unsafe fn convert(
+        env: sys::napi_env,
+        value: sys::napi_value,
+        kind: ValueType,
+    ) -> napi::Result<Self> {
+        match kind {
+            _ if !T::TAKES_ANYTHING => Self::from_napi_value(env, value),
+            ValueType::Null | ValueType::Undefined => Ok(None),
+            _ => T::convert(env, value, kind).map(Some),
+        }
+    }
 }
 
 impl<T: Expected> FromNapiValue for Arg<T> {
     unsafe fn from_napi_value(env: sys::napi_env, value: sys::napi_value) -> napi::Result<Self> {
+        let mut kind = ValueType::Unknown;
         if T::TAKES_ANYTHING {
-            let mut kind = 0;
-            if sys::napi_typeof(env, value, &mut kind) != sys::Status::napi_ok {
+            let mut raw = 0;
+            if sys::napi_typeof(env, value, &mut raw) != sys::Status::napi_ok {
                 return Err(type_error(env, "an argument could not be read"));
             }
-            let kind = ValueType::from(kind);
+            kind = ValueType::from(raw);
             if let Some(what) = T::refuse(kind) {
                 return Err(type_error(env, &format!("expected {what}, got {kind}")));
             }
         }
-        T::from_napi_value(env, value)
+        T::convert(env, value, kind)
             .map(Arg)
             .map_err(|e| type_error(env, &e.reason))
     }
