@@ -329,6 +329,11 @@ impl SessionLink {
     /// order; whether any moved into an empty queue (the task is then owed a wake-up).
     fn admit_waiting(&self, out: &mut Outbound) -> bool {
         let was_empty = out.frames.is_empty();
+        // A closing session writes nothing more: what waits stays unwritten, for the
+        // registry to send elsewhere as the session leaves.
+        if out.close.is_some() {
+            return false;
+        }
         let Some(rare) = out.rare.as_mut() else {
             return false;
         };
@@ -689,10 +694,13 @@ mod tests {
         assert_eq!(link.withdraw(2), Some(Withdrawn { queued: 102 }));
         assert_eq!(link.withdraw(2), None, "withdrawn once");
         assert_eq!(link.withdraw(1), None, "queued for the socket: not waiting");
-        assert_eq!(link.take_waiting().len(), 1);
-        assert_eq!(link.waiting_count(), 0);
         link.request_close(CloseRequest::Shutdown);
         assert_eq!(command(&link, 5, 1, 150), CommandQueued::Closing);
+        // Closing, bytes still written (the frame under way) admit nothing more.
+        link.wrote(102);
+        assert!(link.is_waiting(3), "left for the registry");
+        assert_eq!(link.take_waiting().len(), 1);
+        assert_eq!(link.waiting_count(), 0);
     }
 
     fn socket_pair() -> (
