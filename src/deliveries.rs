@@ -31,6 +31,8 @@ const DEBUG: u32 = 6;
 /// Followed by the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
+/// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
+const NOTICE: u32 = 9;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -58,6 +60,7 @@ pub struct BatchLayout {
     pub debug: u32,
     pub answer: u32,
     pub session: u32,
+    pub notice: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
@@ -75,6 +78,7 @@ pub fn batch_layout() -> BatchLayout {
         debug: DEBUG,
         answer: ANSWER,
         session: SESSION,
+        notice: NOTICE,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
@@ -374,6 +378,10 @@ fn stage_delivery(
             items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Notice(notice) => {
+            items.insert(NOTICE)?;
+            items.insert(notice.to_string())?;
+        }
         Delivery::Answer { token, result } => {
             items.insert(ANSWER)?;
             items.insert(token)?;
