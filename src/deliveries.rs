@@ -264,7 +264,10 @@ impl Fallback {
             Delivery::Error(error) => Self::Error(plain_error(error)),
             Delivery::Log(event) => serde_json::to_string(event).map_or(Self::Nothing, Self::Log),
             Delivery::Answer { token, .. } => Self::Answer(*token),
-            Delivery::Resolved(_) | Delivery::Debug(_) | Delivery::Stopped => Self::Nothing,
+            Delivery::Resolved(_)
+            | Delivery::Debug(_)
+            | Delivery::Notice(_)
+            | Delivery::Stopped => Self::Nothing,
         }
     }
 
