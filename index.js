@@ -59,10 +59,11 @@ function runChecks(checks, validateApiKey, native) {
     } catch (error) {
       answered = Promise.reject(error);
     }
-    answered.then(
-      (answer) => native.validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => native.validationFailed(token, problemOf(error)),
-    );
+    answered
+      .then((answer) => native.validated(token, answer.valid, answer.userId, answer.reason))
+      // Also an answer the core cannot take (a userId nested past what it converts):
+      // the check fails rather than the process.
+      .catch((error) => native.validationFailed(token, problemOf(error)));
   }
 }
 
@@ -419,7 +420,7 @@ class WhatsAppGateway extends EventEmitter {
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-          call.resolve(items[i + 2]);
+          call.resolve(JSON.parse(items[i + 2]));
         }
         i += 3;
       } else if (tag === BATCH.log) {
