@@ -49,6 +49,7 @@ async function gatewayNode(settings) {
       return user + system;
     },
     sends: (args) => sends(gateway, args),
+    health: () => gateway.getHealth(),
     stop: () => gateway.stop(),
   };
   process.on('message', async ({ id, op, args }) => {
@@ -182,9 +183,12 @@ function startNode(index, redisUrl) {
   return started.then((port) => Object.assign(node, { port }));
 }
 
-/** The Rust fleet (see bench/fleet/src/fleet.rs): `devices` extensions on one gateway. */
-async function startFleet(bin, port, devices) {
-  const args = ['--url', `ws://127.0.0.1:${port}/wa-ext-ws`, '--key', KEY, '--devices', `${devices}`];
+/**
+ * The Rust fleet (see bench/fleet/src/fleet.rs): `devices` extensions on one gateway,
+ * plus `idle` sessions each on a key of its own (`idle-key-<n>`).
+ */
+async function startFleet(bin, port, devices, idle = 0) {
+  const args = ['--url', `ws://127.0.0.1:${port}/wa-ext-ws`, '--key', KEY, '--devices', `${devices}`, '--idle', `${idle}`];
   const child = track(spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] }));
   const lines = readline.createInterface({ input: child.stdout });
   const waiting = [];
@@ -194,7 +198,7 @@ async function startFleet(bin, port, devices) {
   const exited = new Promise((resolve) => child.once('exit', () => resolve(null)));
   const late = new Promise((resolve) => (timer = setTimeout(resolve, 30_000, null)));
   const ready = await Promise.race([nextLine(), exited, late]).finally(() => clearTimeout(timer));
-  if (!ready || ready.sessions < devices) throw new Error(`fleet: ${ready?.sessions ?? 0} of ${devices} devices connected`);
+  if (!ready || ready.sessions < devices + idle) throw new Error(`fleet: ${ready?.sessions ?? 0} of ${devices + idle} sessions connected`);
   return {
     async stop() {
       if (child.exitCode === null) child.stdin.end('exit\n');
@@ -332,6 +336,73 @@ async function runGroup(nodeCount, group, { fleetBin, log }) {
   return results;
 }
 
+/**
+ * Idle sessions (README "Cluster mode", sizing): `sessions` ready sessions over 2 processes (a fleet on each;
+ * both fleets use the same `sessions / 2` API keys, so every key has a session on each
+ * process), then no status change and no send for `seconds`. What Redis serves per
+ * second meanwhile (INFO commandstats: the scripts' own commands count too, as Redis
+ * counts them) and what the sessions take in it (INFO memory's used_memory once they
+ * are listed, minus before they connected), per session.
+ */
+async function idleCase({ fleetBin, sessions, seconds }) {
+  const redis = await startRedis();
+  track(redis.child);
+  const nodes = [];
+  const fleets = [];
+  try {
+    const started = await Promise.allSettled([0, 1].map((i) => startNode(i, redis.url)));
+    nodes.push(...started.filter((o) => o.status === 'fulfilled').map((o) => o.value));
+    const failed = started.find((o) => o.status === 'rejected');
+    if (failed) throw failed.reason;
+    // Leases taken; what the processes write as they start is in the baseline.
+    await sleep(1000);
+    const usedMemory = async () => Number((await redis.info('memory')).used_memory);
+    const memoryBefore = await usedMemory();
+    const shares = split(sessions, nodes.length);
+    for (const [i, node] of nodes.entries()) fleets.push(await startFleet(fleetBin, node.port, 0, shares[i]));
+    const counted = async () => (await Promise.all(nodes.map((n) => n.ask('health')))).every((h) => h.activeSessions === sessions);
+    await waitFor(counted, 60_000, `both processes to count ${sessions} sessions`);
+    // What connecting wrote is over.
+    await sleep(2000);
+    const memoryPerSession = ((await usedMemory()) - memoryBefore) / sessions;
+    const before = await redis.commandCounts();
+    const t0 = process.hrtime.bigint();
+    await sleep(seconds * 1000);
+    const after = await redis.commandCounts();
+    const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
+    const redisCommands = {};
+    let total = 0;
+    for (const [name, count] of Object.entries(after)) {
+      const delta = count - (before[name] ?? 0);
+      // The INFO asking for the counts is ours, not the gateways'.
+      if (name === 'info' || delta <= 0) continue;
+      redisCommands[name] = delta / elapsed;
+      total += delta;
+    }
+    return { sessions, seconds: elapsed, commandsPerSec: total / elapsed, memoryPerSession, redisCommands };
+  } finally {
+    await Promise.all(fleets.map((f) => f.stop()));
+    await Promise.all(nodes.map((n) => n.stop()));
+    await redis.dispose();
+  }
+}
+
+function idleLines(results, runs, { sessions, seconds }) {
+  const lines = [
+    `Idle sessions in cluster mode, ${runs} run(s), median [min–max]: ${sessions} ready sessions over 2 ` +
+      `gateway processes (${sessions / 2} each, on ${sessions / 2} API keys: every key with a session on each process), ` +
+      `no status change and no send, for ${seconds} s; default leaseMs. Redis commands include those its scripts run.`,
+    '',
+    '| metric | value |',
+    '|---|---|',
+  ];
+  const failed = results.some((r) => r.error);
+  lines.push(`| Redis commands/s | ${summary(results.map((r) => r.commandsPerSec), failed).text} |`);
+  lines.push(`| Redis memory per idle session (bytes) | ${summary(results.map((r) => r.memoryPerSession), failed).text} |`);
+  lines.push(`| Redis commands per second, by command | ${commandMix(results).text} |`);
+  return lines;
+}
+
 /** Which commands a send costs, per send, averaged over the runs, most first. */
 function commandMix(results) {
   const done = results.filter((r) => r?.redisCommands);
@@ -407,7 +478,27 @@ async function runClusterCases({ runs, quick, only, fleet, log, record = () => {
       }
     }
   }
-  return { lines: cases.length ? tableLines(cases, results, runs) : [], failures };
+  const lines = cases.length ? tableLines(cases, results, runs) : [];
+  const idle = { sessions: quick ? 2000 : 10_000, seconds: quick ? 5 : 20 };
+  if (!only || only.test('cluster idle')) {
+    const idleResults = [];
+    for (let run = 1; run <= runs; run++) {
+      let result;
+      try {
+        result = await idleCase({ fleetBin: fleet, ...idle });
+        log(`run ${run}/${runs}  cluster idle: ${fmt(result.commandsPerSec)} Redis commands/s, ${fmt(result.memoryPerSession)} bytes per session`);
+      } catch (error) {
+        result = { error: error.message };
+        failures++;
+        log(`run ${run}/${runs}  cluster idle: ${error.message}`);
+      }
+      record({ name: 'cluster idle', run, ...idle, result });
+      idleResults.push(result);
+    }
+    if (lines.length) lines.push('');
+    lines.push(...idleLines(idleResults, runs, idle));
+  }
+  return { lines, failures };
 }
 
 // ---------------------------------------------------------------------------
