@@ -22,7 +22,8 @@
 //   - its record ends at what the extension told (an answer given on an open connection
 //     of a process that survived, to a caller that survived: 'sent' or 'failed', late
 //     answers included);
-// per idempotencyKey a command reached extensions at most once, no command reached
+// per idempotencyKey a command reached extensions at most once (also across a Redis
+// restarted empty, unless the process that recorded the key was killed), no command reached
 // extensions twice, some sends crossed processes, and the surviving processes agree on
 // the sessions that are left. Prints a summary; exits 1 on a violation.
 //
@@ -435,9 +436,11 @@ class Sends {
         stats.byCode[code] = (stats.byCode[code] ?? 0) + 1;
         if (!LEGAL_REJECTIONS.has(code)) v.add(`a send rejected with ${code}`, error.message);
         if (code === 'IDEMPOTENCY_KEY_REUSED') {
-          // Unless another text took the key while it was free.
-          const otherText = this.all.some((r) => r.reused && r.idempotencyKey === record.idempotencyKey && r.sentAt < record.sentAt);
-          if (!record.reused && !otherText) v.add('IDEMPOTENCY_KEY_REUSED for the same message', record.idempotencyKey);
+          // Unless another text took the key while it was free: called before this call
+          // settled (calls of one key that wait, for a Redis that lost its records to be
+          // written again say, take it in no particular order).
+          const otherText = this.all.some((r) => r.reused && r.idempotencyKey === record.idempotencyKey && r.sentAt < record.settledAt);
+          if (!record.reused && !otherText) v.add('IDEMPOTENCY_KEY_REUSED for the same message', this.describeKey(record.idempotencyKey));
           continue;
         }
         if (record.reused) continue;
@@ -471,11 +474,16 @@ class Sends {
           .map((r) => `${r.nodeId} at +${r.sentAt - this.began} ms -> ${describeOutcome(r)}`)
           .join(', ')}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`;
         // A Redis restarted empty (this run's Redis keeps nothing) between the first call
-        // and a repeat may have taken the key with it: counted and shown, not a violation,
-        // since SPEC 5.3 promises republishing of sessions only.
+        // and a repeat forgets the key unless the process that recorded it (the caller of
+        // the command that went out first) lived through the restart and wrote its records
+        // again (within a lease of Redis coming back): only a recorder that died may lose
+        // it (counted and shown, not a violation).
         const first = Math.min(...calls.map((r) => r.sentAt));
         const last = Math.max(...calls.map((r) => r.sentAt));
-        if (this.redisRestarts.some((at) => at > first && at <= last + REQUEST_TIMEOUT_MS)) {
+        const recorder = calls.find((r) => requestIdOf(r) === requestIds[0]) ?? calls.find((r) => r.sentAt === first);
+        const livedThrough = (at) => !recorder.slot.diedAt || recorder.slot.diedAt > at + settings.leaseMs;
+        const restarts = this.redisRestarts.filter((at) => at > first && at <= last + REQUEST_TIMEOUT_MS);
+        if (restarts.length > 0 && !restarts.every(livedThrough)) {
           stats.idempotencyLostWithRedis.push(described);
           lostWithRedis.add(key);
         } else {
@@ -499,6 +507,14 @@ class Sends {
     }
     if (stats.remote === 0) v.add('no send resolved through another process (the run did not exercise the cluster)');
     return stats;
+  }
+
+  /** The calls of an idempotencyKey and the Redis restarts, for a violation's example. */
+  describeKey(key) {
+    const calls = this.all.filter((r) => r.idempotencyKey === key);
+    return `${key}: called on ${calls
+      .map((r) => `${r.nodeId}${r.reused ? ' (another text)' : ''} at +${r.sentAt - this.began} ms -> ${describeOutcome(r)}`)
+      .join(', ')}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`;
   }
 
   /** `*-sent` / `send-failed` events about `requestId`, on any process ever started. */
@@ -536,7 +552,7 @@ class Sends {
       const want = command.answer === 'success' ? 'sent' : 'failed';
       const status = await record.slot.node.request('status', { lookup: requestId }).catch((error) => ({ error: error.message }));
       if (status?.state !== want) {
-        this.violations.add("a send's record does not end at what its extension told", `${requestId}: answered ${command.answer}, record ${JSON.stringify(status)}; call ${describeOutcome(record)}`);
+        this.violations.add("a send's record does not end at what its extension told", `${requestId}: answered ${command.answer} at +${command.answeredAt - this.began} ms, record ${JSON.stringify(status)}; call ${describeOutcome(record)} at +${record.sentAt - this.began} ms; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`);
       }
     }
     return checked;
@@ -552,6 +568,13 @@ function onlyLateAfter(events, requestId, callerNodeId) {
   const late = events.filter((e) => e.type !== 'send-failed');
   if (failed.length !== (requestId ? 1 : 0) || late.length > (requestId ? 1 : 0)) return false;
   return events.every((e) => e.nodeId === callerNodeId) && late.every((e) => e.late);
+}
+
+/** The request id a call's own command had (not a duplicate's), if its outcome says. */
+function requestIdOf(record) {
+  const { ok, value, error } = record.outcome ?? {};
+  if (ok) return value.duplicate ? null : value.requestId;
+  return error?.details?.duplicate ? null : error?.details?.requestId ?? null;
 }
 
 /** How a send ended, in a few words: `resolved <requestId> (duplicate)` or `<code> <requestId>`. */
@@ -679,7 +702,7 @@ async function main() {
   }
   summary.push(`  processes killed ${nodes.kills}, Redis restarts ${redisRestarts}`);
   for (const lost of stats?.idempotencyLostWithRedis ?? []) {
-    summary.push(`  note: an idempotencyKey went out again after Redis restarted empty: ${lost}`);
+    summary.push(`  note: an idempotencyKey went out again after Redis restarted empty, its recording process killed: ${lost}`);
   }
   if (fleet) {
     const answers = Object.entries(fleet.stats.answers)
