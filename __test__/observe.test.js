@@ -404,6 +404,70 @@ test('an unknown option is a process warning once per name, naming a close known
   assert.match(warnings[2].message, /'colour'; it is ignored/);
 });
 
+test('unknown keys inside pacing, cluster, cluster.tls and a send call are warned about like top-level ones', async () => {
+  const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
+    const validateApiKey = () => ({ valid: true });
+    new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 4000, jiter: 5 } });
+    new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 10, minIntervalMs: 10, jitter: 5 } });
+    // Rejected for its redis URL, after which nothing else is looked at.
+    try { new WhatsAppGateway({ validateApiKey, cluster: { redis: 'nope', nodeID: 'x' } }); } catch {}
+    new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:1', nodeID: 'a', leaseMS: 1000,
+      tls: { ca: 'PEM', servrname: 'redis.internal', rejectUnauthorized: false } } });
+    (async () => {
+      const gateway = new WhatsAppGateway({ validateApiKey });
+      const calls = [
+        gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', timout: 5000 }),
+        gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', timout: 5000 }),
+        // Misspelt required fields: the warning names the fix along with the VALIDATION_ERROR.
+        gateway.sendImage('key-0123456789', { phoneNumber: '+1234567890', imageURL: 'https://example.com/a.png', caption: 'c' }),
+        gateway.sendDocument('key-0123456789', { phonenumber: '+1234567890', documentUrl: 'https://example.com/a.pdf', colour: 1 }),
+        // Known everywhere: no warning.
+        gateway.sendVideo('key-0123456789', { phoneNumber: '+1234567890', videoUrl: 'https://example.com/a.mp4',
+          caption: 'c', timeout: 5, deviceSelectionStrategy: 'random', waitForDevice: 0, waitFor: 'sent', idempotencyKey: 'k' }),
+      ];
+      const codes = (await Promise.allSettled(calls)).map((r) => r.reason?.code);
+      setImmediate(() => console.log(JSON.stringify({ warnings, codes })));
+    })();`);
+  assert.equal(code, 0, stderr);
+  const { warnings, codes } = JSON.parse(stdout);
+  assert.deepEqual(codes, ['NO_ACTIVE_DEVICE', 'NO_ACTIVE_DEVICE', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'NO_ACTIVE_DEVICE']);
+  assert.ok(warnings.every((w) => w.code === 'WA_GATEWAY_UNKNOWN_OPTION' && w.name === 'WhatsAppGatewayWarning'));
+  assert.deepEqual(
+    warnings.map((w) => w.message),
+    [
+      "WhatsAppGateway config: unknown option 'pacing.minInterval'; did you mean 'pacing.minIntervalMs'?",
+      // Farther than 2 edits from any option.
+      "WhatsAppGateway config: unknown option 'pacing.jiter'; it is ignored",
+      "WhatsAppGateway config: unknown option 'pacing.jitter'; did you mean 'pacing.jitterMs'?",
+      "WhatsAppGateway config: unknown option 'cluster.nodeID'; did you mean 'cluster.nodeId'?",
+      "WhatsAppGateway config: unknown option 'cluster.leaseMS'; did you mean 'cluster.leaseMs'?",
+      "WhatsAppGateway config: unknown option 'cluster.tls.servrname'; did you mean 'cluster.tls.servername'?",
+      "sendMessage: unknown option 'timout'; did you mean 'timeout'?",
+      "sendImage: unknown option 'imageURL'; did you mean 'imageUrl'?",
+      "sendDocument: unknown option 'phonenumber'; did you mean 'phoneNumber'?",
+      "sendDocument: unknown option 'colour'; it is ignored",
+    ],
+  );
+});
+
+test("unknown send fields from a client's request body: bounded in number, shown cut and without control characters", async () => {
+  const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
+    (async () => {
+      const gateway = new WhatsAppGateway({ validateApiKey: () => ({ valid: true }) });
+      const body = { phoneNumber: '+1234567890', message: 'hi', ['evil\\nWARNING: forged line' + 'x'.repeat(500)]: 1 };
+      for (let i = 0; i < 5000; i++) body['field' + i] = i;
+      await gateway.sendMessage('key-0123456789', body).catch(() => {});
+      await gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', another: 1 }).catch(() => {});
+      setImmediate(() => console.log(JSON.stringify(warnings)));
+    })();`);
+  assert.equal(code, 0, stderr);
+  const warnings = JSON.parse(stdout);
+  assert.ok(warnings.length >= 10 && warnings.length <= 200, String(warnings.length));
+  assert.match(warnings[0].message, /^sendMessage: unknown option 'evil\?WARNING: forged linex+\.\.\.'; it is ignored$/);
+  assert.ok(warnings[0].message.length < 150, warnings[0].message);
+  assert.ok(warnings.every((w) => !w.message.includes('\n')));
+});
+
 test('without onError a failing validator is a process warning, at most once a minute per code; with a gateway-error listener none', async () => {
   const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
     (async () => {
