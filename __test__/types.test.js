@@ -1,0 +1,142 @@
+'use strict';
+// index.d.ts as a TypeScript user meets it: with `strict`, under node16 (ESM and CommonJS)
+// and bundler resolution, through the package's own exports. Snippets that must compile
+// compile without a single error; each snippet that must not (an unknown option, at any
+// depth, in the constructor's config or a send call) fails on its own line, with an error
+// that names the misspelt key. Uses the `typescript` devDependency.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const root = path.resolve(__dirname, '..');
+const tsc = require.resolve('typescript/bin/tsc');
+
+const PRELUDE = `
+import { WhatsAppGateway, type GatewayConfig, type SendMessageData, type SessionInfo, type ClusterSessionInfo } from 'whatsapp-ws-extension-gateway';
+const validateApiKey = async (apiKey: string) => ({ valid: apiKey.length > 0, userId: 'u' });
+const gateway = new WhatsAppGateway({ validateApiKey });
+`;
+
+/** Every option and every send field, as users write them: not one error. */
+const MUST_COMPILE = `${PRELUDE}
+const full = new WhatsAppGateway({
+  port: 3000, host: '127.0.0.1', path: '/ws', validateApiKey,
+  onMessageLog: (event) => void event.type, onError: (error) => void error.code,
+  heartbeatInterval: 1, heartbeatTimeout: 2, requestTimeout: 3, maxSessionsPerKey: 1,
+  deviceSelectionStrategy: 'random', authTimeout: 1, maxPayload: 1, maxMediaBytes: 1,
+  allowedOrigins: ['chrome-extension://x'], mediaFileRoots: ['/tmp'], mediaAllowPrivateHosts: false,
+  mediaFetchTimeout: 1, dialect: 'doc', idempotencyTtl: 1,
+  pacing: { minIntervalMs: 1, jitterMs: 2, maxPerMinute: 3 }, maxQueuedSends: 1, waitForDevice: 0,
+  trustProxy: true, reusePort: false, maxPendingAuth: 1, maxPendingAuthPerIp: 1, maxPreAuthPayload: 1,
+  maxQueuedBytes: 1,
+});
+const local: SessionInfo[] = full.getActiveSessions('k');
+const clustered = new WhatsAppGateway({
+  validateApiKey: (apiKey) => ({ valid: apiKey === 'k' }),
+  cluster: { redis: 'redis://127.0.0.1:6379', nodeId: 'a', keyPrefix: 'p:', leaseMs: 1000 },
+});
+const remote: Promise<ClusterSessionInfo[]> = clustered.getActiveSessions('k');
+declare const server: { on(event: string, listener: (...args: any[]) => void): unknown; listen(port: number): unknown };
+const attached = new WhatsAppGateway({ server, validateApiKey });
+const typed: GatewayConfig = { validateApiKey, requestTimeout: 5 };
+const fromVariable = new WhatsAppGateway(typed);
+class Subclassed extends WhatsAppGateway {
+  running() {
+    return this.isRunning;
+  }
+}
+const data: SendMessageData = { phoneNumber: '+1234567890', message: 'm', timeout: 5 };
+async function sends() {
+  await gateway.sendMessage('k', data);
+  await gateway.sendMessage('k', {
+    phoneNumber: '+1234567890', message: 'm', timeout: 1, deviceSelectionStrategy: 'least-busy',
+    idempotencyKey: 'i', waitFor: 'delivered', waitForDevice: 1,
+  });
+  await gateway.sendImage('k', { phoneNumber: '+1234567890', imageUrl: 'https://x/a.png', caption: 'c' });
+  await gateway.sendVideo('k', { phoneNumber: '+1234567890', videoDataUrl: 'data:video/mp4;base64,AA==' });
+  await gateway.sendDocument('k', { phoneNumber: '+1234567890', documentUrl: 'https://x/a.pdf', documentName: 'a.pdf' });
+}
+void [local, remote, attached, fromVariable, Subclassed, sends, new Subclassed({ validateApiKey }).running()];
+export {};
+`;
+
+/** Each must fail on its line, with an error naming the key after `// error:`. */
+const MUST_NOT_COMPILE = `${PRELUDE}
+new WhatsAppGateway({ validateApiKey, requestTimout: 5 }); // error: requestTimout
+new WhatsAppGateway({ validateApiKey, pacing: { minIntervalMs: 1, jiter: 5 } }); // error: jiter
+new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 4000 } }); // error: minInterval
+new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:6379', nodeID: 'a' } }); // error: nodeID
+new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:6379' }, hearbeatInterval: 1 }); // error: hearbeatInterval
+new WhatsAppGateway({ server: {}, validateApiKey, colour: 'red' }); // error: colour
+void gateway.sendMessage('k', { phoneNumber: '+1234567890', message: 'm', timout: 5 }); // error: timout
+void gateway.sendImage('k', { phoneNumber: '+1234567890', imageURL: 'https://x/a.png' }); // error: imageURL
+void gateway.sendVideo('k', { phoneNumber: '+1234567890', videoUrl: 'https://x/a.mp4', idempotencykey: 'i' }); // error: idempotencykey
+void gateway.sendDocument('k', { phoneNumber: '+1234567890', documentUrl: 'https://x/a.pdf', filename: 'a.pdf' }); // error: filename
+export {};
+`;
+
+/** tsc's errors by file and line: { 'fail.ts:12': ['error TS2322: ...', ...] }. */
+function errorsByLine(output) {
+  const errors = {};
+  let current = null;
+  for (const line of output.split('\n')) {
+    const head = /^(\S+)\((\d+),\d+\): (error .*)$/.exec(line);
+    if (head) {
+      current = `${head[1]}:${head[2]}`;
+      (errors[current] ??= []).push(head[3]);
+    } else if (current && line.startsWith(' ')) {
+      errors[current][errors[current].length - 1] += `\n${line}`;
+    } else {
+      current = null;
+    }
+  }
+  return errors;
+}
+
+const SETUPS = [
+  { name: 'node16, ESM', ext: 'mts', flags: ['--module', 'node16', '--moduleResolution', 'node16'] },
+  { name: 'node16, CommonJS', ext: 'cts', flags: ['--module', 'node16', '--moduleResolution', 'node16'] },
+  { name: 'bundler', ext: 'ts', flags: ['--module', 'esnext', '--moduleResolution', 'bundler'] },
+];
+
+for (const setup of SETUPS) {
+  test(`types (${setup.name}, strict): unknown options do not compile; every known one does`, { timeout: 120_000 }, () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-types-'));
+    try {
+      fs.mkdirSync(path.join(dir, 'node_modules'));
+      fs.symlinkSync(root, path.join(dir, 'node_modules', 'whatsapp-ws-extension-gateway'), 'dir');
+      const pass = `pass.${setup.ext}`;
+      const fail = `fail.${setup.ext}`;
+      fs.writeFileSync(path.join(dir, pass), MUST_COMPILE);
+      fs.writeFileSync(path.join(dir, fail), MUST_NOT_COMPILE);
+      const flags = ['--noEmit', '--strict', '--target', 'es2022', '--lib', 'es2022', ...setup.flags];
+      const run = spawnSync(process.execPath, [tsc, ...flags, pass, fail], { cwd: dir, encoding: 'utf8', timeout: 110_000 });
+      const output = `${run.stdout}${run.stderr}`;
+      const errors = errorsByLine(output);
+
+      const passErrors = Object.keys(errors).filter((at) => at.startsWith(`${pass}:`));
+      assert.deepEqual(passErrors.map((at) => `${at} ${errors[at].join(' | ')}`), [], 'snippets that must compile');
+
+      const expected = new Map();
+      MUST_NOT_COMPILE.split('\n').forEach((line, i) => {
+        const marker = /\/\/ error: (\S+)$/.exec(line);
+        if (marker) expected.set(`${fail}:${i + 1}`, marker[1]);
+      });
+      for (const [at, key] of expected) {
+        assert.ok(errors[at], `${at} (${key}) must not compile; tsc said:\n${output}`);
+        assert.ok(
+          errors[at].some((message) => message.includes(`'${key}'`)),
+          `${at}: the error names '${key}':\n${errors[at].join('\n')}`,
+        );
+      }
+      const stray = Object.keys(errors).filter((at) => at.startsWith(`${fail}:`) && !expected.has(at));
+      assert.deepEqual(stray.map((at) => `${at} ${errors[at].join(' | ')}`), [], 'no error besides the expected ones');
+      assert.doesNotMatch(output, /^error TS/m, 'no error about the setup itself');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
