@@ -318,7 +318,9 @@ class WhatsAppGateway extends EventEmitter {
     try {
       args = sendArgs(kind, apiKey, data);
     } catch (error) {
-      this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR');
+      // Counted in the duration histogram too (it settles as it is called), so that the
+      // histogram's count agrees with wa_gateway_sends_total.
+      this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR', performance.now());
       this.#reportError(error);
       return Promise.reject(error);
     }
@@ -335,11 +337,12 @@ class WhatsAppGateway extends EventEmitter {
    */
   async #dispatchOnce(kind, apiKey, args) {
     const key = args.idempotencyKey;
+    const startedAt = performance.now();
     let taken;
     try {
       taken = await this.#ask((token) => this.#native.takeOnce(token, apiKey, key));
     } catch (error) {
-      this.#sendMetrics.settled(kind, error.code);
+      this.#sendMetrics.settled(kind, error.code, startedAt);
       this.#reportError(error);
       throw error;
     }

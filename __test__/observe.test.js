@@ -270,6 +270,49 @@ test('metrics() is Prometheus text 0.0.4 that a parser reads, with the SPEC 5.4 
   assert.ok(ready.sessionId);
 });
 
+test('every settled send is counted in both wa_gateway_sends_total and the duration histogram, validation failures included', async (t) => {
+  const { gateway, url } = await bareGateway(t);
+  await newExtension(t, url).connectReady(gateway);
+  const failing = newExtension(t, url, { apiKey: OTHER_KEY, respond: () => ({ success: false, error: 'no chat' }) });
+  await failing.connectReady(gateway);
+
+  const calls = [
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'one' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'two' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'three' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: '12345', message: 'bad number' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: '' }),
+    gateway.sendMessage(GOOD_KEY, null),
+    gateway.sendMessage('', { phoneNumber: PHONE, message: 'no key' }),
+    gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'refused' }),
+    gateway.sendMessage('nobody-0123456789', { phoneNumber: PHONE, message: 'nobody' }),
+    gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, caption: 'no media' }),
+    gateway.sendDocument(GOOD_KEY, { phoneNumber: PHONE, documentUrl: '/not/a/url.pdf' }),
+    gateway.sendVideo(GOOD_KEY, { phoneNumber: PHONE, videoUrl: 'file:///outside/the/roots.mp4' }),
+  ];
+  const outcomes = (await Promise.allSettled(calls)).map((r) => (r.status === 'fulfilled' ? 'success' : r.reason.code));
+  assert.deepEqual(outcomes, [
+    'success', 'success', 'success',
+    'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR',
+    'EXTENSION_ERROR', 'NO_ACTIVE_DEVICE',
+    'VALIDATION_ERROR', 'VALIDATION_ERROR', 'MEDIA_NOT_ALLOWED',
+  ]);
+
+  const text = gateway.metrics();
+  const parsed = parsePrometheus(text);
+  const counted = {};
+  for (const m of family(parsed, 'wa_gateway_sends_total').metrics) {
+    counted[m.labels.kind] = (counted[m.labels.kind] ?? 0) + Number(m.value);
+  }
+  assert.deepEqual(counted, { message: 9, image: 1, document: 1, video: 1 });
+  assert.equal(sample(parsed, 'wa_gateway_sends_total', { kind: 'message', outcome: 'VALIDATION_ERROR' }).value, '4');
+  for (const [kind, count] of Object.entries(counted)) {
+    const histogram = labelledHistogram(text, 'wa_gateway_send_duration_seconds', `kind="${kind}"`);
+    assert.equal(histogram.count, String(count), `${kind}: the histogram's _count is the counter's total`);
+    assert.equal(histogram.buckets['+Inf'], String(count), kind);
+  }
+});
+
 test('auth failures are counted by reason: origin, auth_timeout, max_sessions, pre_auth_limit', async (t) => {
   const origin = 'chrome-extension://allowed';
   const { gateway, url } = await bareGateway(t, { allowedOrigins: [origin], authTimeout: 300, maxSessionsPerKey: 1 });
