@@ -346,7 +346,7 @@ export interface HealthCheckResponse {
   pendingRequests: number;
   /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
   queuedSends: number;
-  /** The port listened on, while running. */
+  /** The port listened on, while running; attached, the server's port once it listens. */
   port?: number;
   /** Sessions of this process (`activeSessions` is cluster-wide in cluster mode). */
   localSessions: number;
@@ -403,6 +403,7 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   getAllSessions(): Clustered<Config, SessionWithKey[], (SessionWithKey & { nodeId: string })[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
+  /** True from start() until stop(), or until the attached server has closed. */
   readonly isRunning: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;

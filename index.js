@@ -185,7 +185,9 @@ class WhatsAppGateway extends EventEmitter {
     try {
       if (this.#server) {
         this.#native.startAttached();
-        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions());
+        // Once the server has closed, nothing can reach the gateway: it stops with it,
+        // so that isRunning and getHealth() tell the truth.
+        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions(), () => this.stop());
       } else {
         this.#native.start();
       }
@@ -303,7 +305,13 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   getHealth() {
-    return this.#native.health();
+    const health = this.#native.health();
+    // Attached, the port is the server's, once it listens (a pipe has no port).
+    if (this.#server && this.#running) {
+      const port = this.#server.address()?.port;
+      if (port !== undefined) health.port = port;
+    }
+    return health;
   }
 
   /** `{ port }` while listening on its own port; attached, the server's address(). */

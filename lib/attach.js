@@ -52,9 +52,10 @@ function relay(socket, fd) {
 
 /**
  * Starts handing `server`'s upgrades on `path` to `native`; returns a function that
- * detaches again. `onClosing` runs when the server's close() is called.
+ * detaches again. `onClosing` runs when the server's close() is called, `onClosed` once
+ * the server has closed.
  */
-function attach(server, native, path, onClosing) {
+function attach(server, native, path, onClosing, onClosed) {
   const onUpgrade = (req, socket, head) => {
     if (pathnameOf(req.url) !== path) {
       // Without us Node would close it; with only us listening, nobody would answer,
@@ -96,9 +97,11 @@ function attach(server, native, path, onClosing) {
     return close.apply(this, args);
   };
   server.close = closeWithSessions;
+  server.on('close', onClosed);
 
   return function detach() {
     server.removeListener('upgrade', onUpgrade);
+    server.removeListener('close', onClosed);
     if (server.close === closeWithSessions) {
       if (hadOwnClose) server.close = close;
       else delete server.close;
