@@ -797,12 +797,13 @@ test("attached: getHealth().port is the server's once it listens; after server.c
     assert.equal(health.port, undefined);
     assert.equal(ctx.gateway.address(), null);
     assert.match(ctx.gateway.metrics(), /^wa_gateway_up 0$/m);
+    // The stop the close began: stop() gives the same one, resolved once it is done.
+    await ctx.gateway.stop();
     await assert.rejects(ctx.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x' }), (e) => {
       assert.equal(e.code, 'NO_ACTIVE_DEVICE');
       assert.equal(e.details.reason, 'not-running');
       return true;
     });
-    await ctx.gateway.stop(); // still fine to call
     assert.equal(ctx.server.close, http.Server.prototype.close, 'detached from the closed server');
   }
   // Before the server listens there is no port to report.

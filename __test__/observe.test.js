@@ -423,6 +423,53 @@ test('NODE_DEBUG=wa-gateway logs connections, auth results, closes and errors wi
   assert.equal(quiet.stderr, '', 'nothing is printed without NODE_DEBUG');
 });
 
+test('NODE_DEBUG=wa-gateway logs refused upgrades (status, path without its query, address), standalone and attached', async () => {
+  const script = `${SCRIPT_PRELUDE}
+    const http = require('node:http');
+    /** Resolves with the HTTP status the upgrade got. */
+    function upgrade(url, origin) {
+      const ws = new WebSocket(url, { origin });
+      return new Promise((resolve) => {
+        ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode); ws.terminate(); });
+        ws.on('error', () => {});
+      });
+    }
+    (async () => {
+      const options = { host: '127.0.0.1', allowedOrigins: ['chrome-extension://good'], validateApiKey: () => ({ valid: true }) };
+      const standalone = new WhatsAppGateway({ ...options, port: '0' });
+      await standalone.start();
+      const base = 'ws://127.0.0.1:' + standalone.address().port;
+      const seen = [
+        await upgrade(base + '/wrong-path?token=secret-in-query', 'chrome-extension://good'),
+        await upgrade(base + '/wa-ext-ws', 'https://evil.example'),
+      ];
+      await standalone.stop();
+
+      const server = http.createServer();
+      const attached = new WhatsAppGateway({ ...options, server });
+      await attached.start();
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const attachedBase = 'ws://127.0.0.1:' + server.address().port;
+      seen.push(
+        await upgrade(attachedBase + '/attached-wrong?token=secret-in-query', 'chrome-extension://good'),
+        await upgrade(attachedBase + '/wa-ext-ws', 'https://evil.example'),
+      );
+      await attached.stop();
+      server.close();
+      console.log(JSON.stringify(seen));
+    })();`;
+  const { code, stdout, stderr } = await runScript(script, { NODE_DEBUG: 'wa-gateway' });
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(JSON.parse(stdout), [404, 403, 404, 403]);
+  const refused = stderr.split('\n').filter((line) => line.includes('upgrade refused'));
+  assert.equal(refused.length, 4, stderr);
+  assert.match(refused[0], /^WA-GATEWAY \d+: upgrade refused with HTTP 404 \(path \/wrong-path, from 127\.0\.0\.1\)$/);
+  assert.match(refused[1], /^WA-GATEWAY \d+: upgrade refused with HTTP 403 \(path \/wa-ext-ws, from 127\.0\.0\.1\)$/);
+  assert.match(refused[2], /^WA-GATEWAY \d+: upgrade refused with HTTP 404 \(path \/attached-wrong, from 127\.0\.0\.1\)$/);
+  assert.match(refused[3], /^WA-GATEWAY \d+: upgrade refused with HTTP 403 \(path \/wa-ext-ws, from 127\.0\.0\.1\)$/);
+  assert.doesNotMatch(stderr, /secret-in-query/);
+});
+
 // ---- process warnings (SPEC 5.1) ----
 
 const COLLECT_WARNINGS = `
