@@ -19,7 +19,7 @@ const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
 const { IdempotencyKeys, neverWritten, duplicateOf } = require('./lib/idempotency');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
-const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
+const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
 
 /**
@@ -154,11 +154,17 @@ class WhatsAppGateway extends EventEmitter {
   #cluster;
   #answers = new Map();
   #nextAnswer = 0;
+  /**
+   * Whether a paced send that will time out in its queue is warned about: the user
+   * chose pacing but left requestTimeout at its default, which a queue easily outlasts.
+   */
+  #warnPacedTimeouts;
 
   constructor(config) {
     super();
-    const { native, callbacks, server } = normalizeConfig(config);
+    const { native, callbacks, server, requestTimeoutGiven } = normalizeConfig(config);
     warnUnknownOptions(config);
+    this.#warnPacedTimeouts = native.pacing !== undefined && !requestTimeoutGiven;
     this.#callbacks = callbacks;
     this.#server = server;
     this.#path = native.path;
@@ -432,6 +438,9 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.debug) {
         debug('%s', items[i + 1]);
         i += 2;
+      } else if (tag === BATCH.warning) {
+        if (items[i + 1] !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) warnOnce(items[i + 1], items[i + 2]);
+        i += 3;
       } else if (tag === BATCH.answer) {
         const waiting = this.#answers.get(items[i + 1]);
         this.#answers.delete(items[i + 1]);

@@ -98,6 +98,19 @@ function warnUnknownSendFields(kind, data) {
   }
 }
 
+/** Codes of the core's warnings already emitted: once each per process. */
+const warnedCodes = new Set();
+
+/**
+ * A warning the core raised about how the gateway is used (src/deliveries.rs), e.g.
+ * PACED_SEND_TIMEOUT: once per code per process.
+ */
+function warnOnce(code, message) {
+  if (warnedCodes.has(code)) return;
+  warnedCodes.add(code);
+  process.emitWarning(`WhatsAppGateway: ${message}`, { type: WARNING_TYPE, code: `WA_GATEWAY_${code}` });
+}
+
 /** Codes worth a warning when the host has no onError and no 'gateway-error' listener. */
 const UNHANDLED_WORTH_WARNING = new Set(['CALLBACK_ERROR', 'SERVER_ERROR']);
 const WARNING_INTERVAL_MS = 60_000;
@@ -121,4 +134,4 @@ function warnUnhandled(error, now = Date.now()) {
   );
 }
 
-module.exports = { warnUnknownOptions, warnUnknownSendFields, warnUnhandled, closestOption };
+module.exports = { warnUnknownOptions, warnUnknownSendFields, warnUnhandled, warnOnce, closestOption };

@@ -21,7 +21,8 @@ use crate::validations::Validator;
 /// successes from the same session: its strings are not made again for each),
 /// `REJECTED` by the call id and the error, `LOG` by the event (mostly as JSON text),
 /// `ERROR` by the error,
-/// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
+/// `STOPPED` by nothing, `DEBUG` by a line of the debug log, `WARNING` by its code and
+/// message.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
 const LOG: u32 = 3;
@@ -31,6 +32,7 @@ const DEBUG: u32 = 6;
 /// Followed by the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
+const WARNING: u32 = 9;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -58,6 +60,7 @@ pub struct BatchLayout {
     pub debug: u32,
     pub answer: u32,
     pub session: u32,
+    pub warning: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
@@ -75,6 +78,7 @@ pub fn batch_layout() -> BatchLayout {
         debug: DEBUG,
         answer: ANSWER,
         session: SESSION,
+        warning: WARNING,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
@@ -221,6 +225,11 @@ fn push_delivery(
             items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Warning { code, message } => {
+            items.insert(WARNING)?;
+            items.insert(code)?;
+            items.insert(message)?;
+        }
         Delivery::Answer { token, result } => {
             items.insert(ANSWER)?;
             items.insert(token)?;
