@@ -548,11 +548,15 @@ test("unknown send fields from a client's request body: bounded in number, shown
       for (let i = 0; i < 5000; i++) body['field' + i] = i;
       await gateway.sendMessage('key-0123456789', body).catch(() => {});
       await gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', another: 1 }).catch(() => {});
+      // The config's typos are still reported.
+      new WhatsAppGateway({ validateApiKey: () => ({ valid: true }), requestTimout: 1 });
       setImmediate(() => console.log(JSON.stringify(warnings)));
     })();`);
   assert.equal(code, 0, stderr);
   const warnings = JSON.parse(stdout);
-  assert.ok(warnings.length >= 10 && warnings.length <= 200, String(warnings.length));
+  assert.ok(warnings.length >= 10 && warnings.length <= 201, String(warnings.length));
+  assert.ok(!warnings.some((w) => w.message.includes("'another'")), 'past the bound');
+  assert.match(warnings.at(-1).message, /'requestTimout'; did you mean 'requestTimeout'\?/);
   assert.match(warnings[0].message, /^sendMessage: unknown option 'evil\?WARNING: forged linex+\.\.\.'; it is ignored$/);
   assert.ok(warnings[0].message.length < 150, warnings[0].message);
   assert.ok(warnings.every((w) => !w.message.includes('\n')));

@@ -11,9 +11,11 @@ const WARNING_TYPE = 'WhatsAppGatewayWarning';
 const warnedOptions = new Set();
 /**
  * Send data may come straight from an HTTP request (`req.body`), whose keys a client
- * chooses: past this many names, unknown ones are no longer remembered nor reported.
+ * chooses: past this many names, unknown send fields are no longer remembered nor
+ * reported (the config's always are).
  */
-const MAX_WARNED_OPTIONS = 200;
+const MAX_WARNED_SEND_FIELDS = 200;
+let warnedSendFields = 0;
 /** Longest part of an unknown name a warning shows. */
 const MAX_SHOWN_NAME = 60;
 
@@ -56,9 +58,10 @@ function shownName(name) {
 }
 
 /** Warns of `name`, which `known` lacks, the first time it is seen there. */
-function warnUnknown(where, prefix, name, known) {
+function warnUnknown(where, prefix, name, known, fromSend = false) {
   const id = `${where}\0${prefix}${name}`;
-  if (warnedOptions.has(id) || warnedOptions.size >= MAX_WARNED_OPTIONS) return;
+  if (warnedOptions.has(id)) return;
+  if (fromSend && warnedSendFields++ >= MAX_WARNED_SEND_FIELDS) return;
   warnedOptions.add(id);
   const suggestion = name.length <= MAX_SHOWN_NAME ? closestOption(name, known) : null;
   const hint = suggestion ? `; did you mean '${prefix}${suggestion}'?` : '; it is ignored';
@@ -94,7 +97,7 @@ function warnUnknownOptions(config) {
 function warnUnknownSendFields(kind, data) {
   const known = SEND_KNOWN[kind];
   for (const name in data) {
-    if (!known.has(name)) warnUnknown(SEND_METHODS[kind], '', name, SEND_FIELDS[kind]);
+    if (!known.has(name)) warnUnknown(SEND_METHODS[kind], '', name, SEND_FIELDS[kind], true);
   }
 }
 
