@@ -121,6 +121,8 @@ export interface GatewayConfig {
   maxQueuedSends?: number;
   /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
   waitForDevice?: number;
+  /** Start/stop, Redis up/down, sessions (debug), refusals and failures, pino-style. */
+  logger?: GatewayLogger;
 }
 
 export interface PacingOptions {
@@ -274,9 +276,58 @@ export interface MessageLogData {
   data?: IncomingMessage;
 }
 
+/** PEM text: a string or a Buffer (any Uint8Array), or several of them. */
+export type Pem = string | Uint8Array | Array<string | Uint8Array>;
+
+/** `cluster.redis` for a master found through Redis Sentinel (README "Deploying"). */
+export interface SentinelOptions {
+  /** `'host:port'` of each Sentinel. */
+  sentinels: string[];
+  /** The master's name in Sentinel (`sentinel monitor <name> ...`). */
+  name: string;
+  /** ACL user and password on the Redis servers. */
+  username?: string;
+  password?: string;
+  /** ACL user and password on the Sentinels, if they ask for one. */
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  db?: number;
+}
+
+/** `cluster.tls`: TLS to Redis (and to the Sentinels) with a private CA or client certificates. */
+export interface ClusterTlsOptions {
+  /** Trusted CA certificates instead of the bundled Mozilla list. */
+  ca?: Pem;
+  /** A client certificate (with `key`), for `tls-auth-clients yes`. */
+  cert?: Pem;
+  key?: Pem;
+  /** The name the server's certificate must carry (and SNI), instead of the host's. */
+  servername?: string;
+  /** `false` accepts any certificate: for tests only (default true). */
+  rejectUnauthorized?: boolean;
+}
+
+/** Anything with these four methods: pino, winston, `console`. Called as `(fields, message)`. */
+export interface GatewayLogger {
+  debug(fields: Record<string, unknown>, message: string): unknown;
+  info(fields: Record<string, unknown>, message: string): unknown;
+  warn(fields: Record<string, unknown>, message: string): unknown;
+  error(fields: Record<string, unknown>, message: string): unknown;
+}
+
 export interface ClusterOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later). */
-  redis: string;
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later), or
+   * `{ sentinels, name, ... }` for a master found through Sentinel.
+   */
+  redis: string | SentinelOptions;
+  /** TLS settings: `rediss://` alone uses the bundled Mozilla roots. */
+  tls?: ClusterTlsOptions;
+  /**
+   * API keys stand in Redis as an HMAC-SHA-256 with this secret (recommended; the same on
+   * every process), else as a SHA-256 digest.
+   */
+  secret?: string;
   /** Unique per live process; default host-pid-random. */
   nodeId?: string;
   /** Isolates clusters sharing one Redis (default `'wa-gw:'`). */
@@ -304,7 +355,7 @@ type Clustered<Config, Local, Cluster> = Config extends { cluster: ClusterOption
  * The option objects whose keys are checked: an unknown key in one of them is a compile
  * error (the runtime warns of it too). A new nested option object is added here.
  */
-type OptionObject = GatewayConfig | PacingOptions | ClusterOptions;
+type OptionObject = GatewayConfig | PacingOptions | ClusterOptions | SentinelOptions | ClusterTlsOptions;
 
 /** What an unknown key's value must be: nothing can be, and the error names the key. */
 type UnknownOption<Key> = `unknown option '${Key & string}' (a typo?)`;
@@ -352,6 +403,10 @@ export interface HealthCheckResponse {
   localSessions: number;
   /** Only in cluster mode. */
   cluster?: ClusterHealth;
+  /** Running, not draining, and Redis connected in cluster mode: take traffic (`/readyz`). */
+  ready: boolean;
+  /** The core answers (`/healthz`): false means restart the process. */
+  live: boolean;
 }
 
 export declare class GatewayError extends Error {
@@ -378,6 +433,16 @@ export type GatewayEventName =
 /** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
 export interface SessionWithKey extends SessionInfo {
   apiKey: string;
+  /** SHA-256 of the API key, in hex (in cluster mode: see ClusterSessionWithKey). */
+  apiKeyDigest: string;
+}
+
+/** A session of getAllSessions() in cluster mode. */
+export interface ClusterSessionWithKey extends ClusterSessionInfo {
+  /** Null for a session of another process whose key this process does not know (Redis holds digests only). */
+  apiKey: string | null;
+  /** HMAC-SHA-256 of the API key with `cluster.secret`, else its SHA-256, in hex. */
+  apiKeyDigest: string;
 }
 
 /**
@@ -400,7 +465,7 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
   listenerCount(event: GatewayEventName | 'gateway-error'): number;
   /** Every session of every key, with its full apiKey (cluster mode: every process's, with nodeId). */
-  getAllSessions(): Clustered<Config, SessionWithKey[], (SessionWithKey & { nodeId: string })[]>;
+  getAllSessions(): Clustered<Config, SessionWithKey[], ClusterSessionWithKey[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
   /** True from start() until stop(), or until the attached server has closed. */

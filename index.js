@@ -21,6 +21,8 @@ const { IdempotencyKeys, neverWritten, duplicateOf } = require('./lib/idempotenc
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
+const { Log } = require('./lib/logger');
+const { createHash } = require('node:crypto');
 
 /**
  * The addon the install put next to this file, else the one the tarball carries for
@@ -159,6 +161,8 @@ class WhatsAppGateway extends EventEmitter {
    * chose pacing but left requestTimeout at its default, which a queue easily outlasts.
    */
   #warnPacedTimeouts;
+  /** The `logger` option's lines (6.3), or null. */
+  #logger = null;
 
   constructor(config) {
     super();
@@ -171,6 +175,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#port = native.port;
     this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
     this.#cluster = native.cluster !== undefined;
+    if (callbacks.logger) this.#logger = new Log(callbacks.logger);
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
@@ -191,9 +196,19 @@ class WhatsAppGateway extends EventEmitter {
     try {
       if (this.#server) {
         this.#native.startAttached();
-        // Once the server has closed, nothing can reach the gateway: it stops with it,
-        // so that isRunning and getHealth() tell the truth.
-        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions(), () => this.stop());
+        // Once the server has closed, nothing can reach the gateway: it stops with it, so
+        // that isRunning and getHealth() tell the truth. In cluster mode server.close()
+        // only stops new connections: requests under way still send, and stop() then
+        // drains the sessions (README "Deploying").
+        this.#detach = attach(
+          this.#server,
+          this.#native,
+          this.#path,
+          () => {
+            if (!this.#cluster) this.#native.closeSessions();
+          },
+          () => this.stop(),
+        );
       } else {
         this.#native.start();
       }
@@ -214,6 +229,11 @@ class WhatsAppGateway extends EventEmitter {
     }
     if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
     else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
+    if (this.#logger) {
+      const health = this.getHealth();
+      const where = this.#server ? { attached: true } : { port: health.port };
+      this.#logger.write('info', { ...where, path: this.#path, nodeId: health.cluster?.nodeId }, 'gateway started');
+    }
   }
 
   /** Why start() failed, naming the port and the fix where there is one. */
@@ -241,6 +261,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#detach?.();
     this.#detach = null;
     this.#updateHold();
+    this.#logger?.write('info', { pendingRequests: this.#calls.size }, 'gateway stopping');
     this.#native.stop();
     return this.#stopping;
   }
@@ -285,7 +306,7 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #localSessions() {
-    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
+    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey, apiKeyDigest: sha256(apiKey) }));
   }
 
   /** Asks the core something it answers later (cluster queries need Redis). */
@@ -335,7 +356,7 @@ class WhatsAppGateway extends EventEmitter {
       // Counted in the duration histogram too (it settles as it is called), so that the
       // histogram's count agrees with wa_gateway_sends_total.
       this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR', performance.now());
-      this.#reportError(error);
+      this.#reportError(error, true);
       return Promise.reject(error);
     }
     if (args.idempotencyKey !== undefined) {
@@ -357,7 +378,7 @@ class WhatsAppGateway extends EventEmitter {
       taken = await this.#ask((token) => this.#native.takeOnce(token, apiKey, key));
     } catch (error) {
       this.#sendMetrics.settled(kind, error.code, startedAt);
-      this.#reportError(error);
+      this.#reportError(error, true);
       throw error;
     }
     if (taken.state === 'done') {
@@ -421,7 +442,7 @@ class WhatsAppGateway extends EventEmitter {
         i += 1 + SESSION_SLOTS;
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
-        this.#reportError(error);
+        this.#reportError(error, true);
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
@@ -439,8 +460,16 @@ class WhatsAppGateway extends EventEmitter {
         debug('%s', items[i + 1]);
         i += 2;
       } else if (tag === BATCH.warning) {
-        if (items[i + 1] !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) warnOnce(items[i + 1], items[i + 2]);
+        if (items[i + 1] !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) {
+          warnOnce(items[i + 1], items[i + 2]);
+          this.#logger?.write('warn', { code: items[i + 1] }, items[i + 2]);
+        }
         i += 3;
+      } else if (tag === BATCH.notice) {
+        const { level, message, fields } = JSON.parse(items[i + 1]);
+        debug('%s', message);
+        this.#logger?.write(level, fields, message);
+        i += 2;
       } else if (tag === BATCH.answer) {
         const waiting = this.#answers.get(items[i + 1]);
         this.#answers.delete(items[i + 1]);
@@ -449,6 +478,7 @@ class WhatsAppGateway extends EventEmitter {
         i += 4;
       } else {
         debug('stopped');
+        this.#logger?.write('info', {}, 'gateway stopped');
         this.#stopping = null;
         this.#stopped?.();
         this.#stopped = null;
@@ -512,6 +542,7 @@ class WhatsAppGateway extends EventEmitter {
 
   #log(event) {
     debugEvent(event);
+    this.#logger?.event(event);
     const { onMessageLog } = this.#callbacks;
     if (onMessageLog) call(onMessageLog, this, event, (error) => this.#callbackFailed('onMessageLog', error));
     this.#emitSafely(event.type, event);
@@ -543,8 +574,9 @@ class WhatsAppGateway extends EventEmitter {
    * a failure of the error handler to itself would recurse). With neither, failures
    * the host would want to know about become process warnings.
    */
-  #reportError(error) {
+  #reportError(error, send = false) {
     debugError(error);
+    this.#logger?.error(error, { send });
     const { onError } = this.#callbacks;
     const listening = this.listenerCount('gateway-error') > 0;
     if (onError) call(onError, this, error, ignore);
@@ -556,6 +588,11 @@ class WhatsAppGateway extends EventEmitter {
 }
 
 function ignore() {}
+
+/** `apiKeyDigest` without cluster mode: SHA-256 of the key, in hex (as Redis would hold it without `cluster.secret`). */
+function sha256(text) {
+  return createHash('sha256').update(text).digest('hex');
+}
 
 /** Calls a user's function; a throw or a rejected promise goes to `failed`. */
 function call(fn, self, value, failed) {

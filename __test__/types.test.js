@@ -39,6 +39,22 @@ const clustered = new WhatsAppGateway({
   cluster: { redis: 'redis://127.0.0.1:6379', nodeId: 'a', keyPrefix: 'p:', leaseMs: 1000 },
 });
 const remote: Promise<ClusterSessionInfo[]> = clustered.getActiveSessions('k');
+/** A Buffer as it looks without @types/node: a Uint8Array with more methods. */
+declare const pemBuffer: Uint8Array & { readUInt8(offset: number): number };
+/** pino, winston: the four methods and many more. */
+declare const pinoLike: {
+  debug(f: object, m: string): void; info(f: object, m: string): void; warn(f: object, m: string): void;
+  error(f: object, m: string): void; child(bindings: object): unknown; level: string;
+};
+const deployed = new WhatsAppGateway({
+  validateApiKey,
+  logger: pinoLike,
+  cluster: {
+    redis: { sentinels: ['10.0.0.1:26379'], name: 'main', username: 'u', password: 'p', sentinelUsername: 'su', sentinelPassword: 'sp', db: 1 },
+    tls: { ca: pemBuffer, cert: 'PEM', key: [pemBuffer], servername: 'redis.internal', rejectUnauthorized: true },
+    secret: 's',
+  },
+});
 declare const server: { on(event: string, listener: (...args: any[]) => void): unknown; listen(port: number): unknown };
 const attached = new WhatsAppGateway({ server, validateApiKey });
 const typed: GatewayConfig = { validateApiKey, requestTimeout: 5 };
@@ -59,7 +75,7 @@ async function sends() {
   await gateway.sendVideo('k', { phoneNumber: '+1234567890', videoDataUrl: 'data:video/mp4;base64,AA==' });
   await gateway.sendDocument('k', { phoneNumber: '+1234567890', documentUrl: 'https://x/a.pdf', documentName: 'a.pdf' });
 }
-void [local, remote, attached, fromVariable, Subclassed, sends, new Subclassed({ validateApiKey }).running()];
+void [local, remote, deployed, attached, fromVariable, Subclassed, sends, new Subclassed({ validateApiKey }).running()];
 export {};
 `;
 
@@ -71,6 +87,8 @@ new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 4000 } }); // error
 new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:6379', nodeID: 'a' } }); // error: nodeID
 new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:6379' }, hearbeatInterval: 1 }); // error: hearbeatInterval
 new WhatsAppGateway({ server: {}, validateApiKey, colour: 'red' }); // error: colour
+new WhatsAppGateway({ validateApiKey, cluster: { redis: 'rediss://h:6380', tls: { servrname: 'h' } } }); // error: servrname
+new WhatsAppGateway({ validateApiKey, cluster: { redis: { sentinels: ['h:26379'], name: 'm', pasword: 'p' } } }); // error: pasword
 void gateway.sendMessage('k', { phoneNumber: '+1234567890', message: 'm', timout: 5 }); // error: timout
 void gateway.sendImage('k', { phoneNumber: '+1234567890', imageURL: 'https://x/a.png' }); // error: imageURL
 void gateway.sendVideo('k', { phoneNumber: '+1234567890', videoUrl: 'https://x/a.mp4', idempotencykey: 'i' }); // error: idempotencykey

@@ -32,7 +32,10 @@ const DEBUG: u32 = 6;
 /// Followed by the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
-const WARNING: u32 = 9;
+/// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
+const NOTICE: u32 = 9;
+/// Followed by the warning's code and message, for `process.emitWarning`.
+const WARNING: u32 = 10;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -60,6 +63,7 @@ pub struct BatchLayout {
     pub debug: u32,
     pub answer: u32,
     pub session: u32,
+    pub notice: u32,
     pub warning: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
@@ -78,6 +82,7 @@ pub fn batch_layout() -> BatchLayout {
         debug: DEBUG,
         answer: ANSWER,
         session: SESSION,
+        notice: NOTICE,
         warning: WARNING,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
@@ -225,6 +230,10 @@ fn push_delivery(
             items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Notice(notice) => {
+            items.insert(NOTICE)?;
+            items.insert(notice.to_string())?;
+        }
         Delivery::Warning { code, message } => {
             items.insert(WARNING)?;
             items.insert(code)?;

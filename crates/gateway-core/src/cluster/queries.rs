@@ -86,6 +86,7 @@ impl Cluster {
             .map(|s| self.with_node(&self.node_id, s, None))
             .collect();
         if self.usable() {
+            self.know(api_key);
             if let Ok((listings, _)) = self.redis.listings(api_key).await {
                 all.extend(self.remote_listings(listings, false));
             }
@@ -93,12 +94,18 @@ impl Cluster {
         Value::Array(all)
     }
 
-    /// `getAllSessions` across the cluster, each session with its `apiKey`.
+    /// `getAllSessions` across the cluster, each session with its `apiKeyDigest`, and
+    /// its `apiKey` when this process knows that key (else null: Redis has digests only).
     pub async fn all_sessions(&self) -> Value {
         let local = lock(&self.shared.registry).all_sessions();
         let mut all: Vec<Value> = local
             .into_iter()
-            .map(|(key, s)| self.with_node(&self.node_id, s, Some(&key)))
+            .map(|(key, s)| {
+                let digest = self.know(&key);
+                let mut value = self.with_node(&self.node_id, s, Some(&key));
+                value["apiKeyDigest"] = digest.into();
+                value
+            })
             .collect();
         if self.usable() {
             if let Ok(listings) = self.redis.all_listings().await {
@@ -113,8 +120,13 @@ impl Cluster {
             .into_iter()
             .filter(|l| *l.node_id != *self.node_id)
             .map(|l| {
-                let key = with_key.then_some(l.api_key.as_str());
-                self.with_node(&l.node_id, l.info.clone(), key)
+                let mut value = self.with_node(&l.node_id, l.info.clone(), None);
+                if with_key {
+                    let key = self.known_key(&l.api_key_digest);
+                    value["apiKey"] = key.map_or(Value::Null, |k| (*k).into());
+                    value["apiKeyDigest"] = l.api_key_digest.into();
+                }
+                value
             })
             .collect()
     }
@@ -148,8 +160,9 @@ impl Cluster {
             }
             let held = match self.redis.take_once(&redis_key, &pending, hold).await {
                 Ok(held) => held,
-                Err(_) => {
-                    self.connected.store(false, Ordering::Release);
+                Err(failure) => {
+                    self.trouble(&failure);
+                    self.set_connected(false, Some(&failure));
                     continue;
                 }
             };
@@ -193,7 +206,7 @@ impl Cluster {
     pub(super) fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {
         Listing {
             node_id: self.node_id.to_string(),
-            api_key: who.api_key.to_string(),
+            api_key_digest: self.know(&who.api_key),
             info,
         }
     }
