@@ -35,7 +35,8 @@ export type ErrorCode =
   | 'CLUSTER_UNAVAILABLE'
   | 'INVALID_MESSAGE'
   | 'UNKNOWN_MESSAGE_TYPE'
-  | 'NOT_AUTHENTICATED';
+  | 'NOT_AUTHENTICATED'
+  | 'IDEMPOTENCY_KEY_REUSED';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
 export interface ApiKeyValidation {
@@ -74,8 +75,10 @@ export interface GatewayConfig {
   /** Largest frame accepted before auth succeeds, in bytes; more closes with 1009 (default 16384). */
   maxPreAuthPayload?: number;
   /**
-   * Bytes of commands waiting to be written to one session's socket; a send that would pass
-   * it rejects with BACKPRESSURE (default 64 MiB).
+   * Bytes of commands waiting to be written to one session's socket (its pacing queue
+   * included); a send that would pass it waits for room, in order, and rejects with
+   * BACKPRESSURE (details.sent: false) only if its timeout ends while it waits; a single
+   * larger command goes once nothing is queued (default 64 MiB).
    */
   maxQueuedBytes?: number;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
@@ -110,14 +113,16 @@ export interface GatewayConfig {
   mediaFetchTimeout?: number;
   /** Frames written to extensions (default 'compat': every dialect at once). */
   dialect?: ExtensionDialect;
-  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered (default 86400000). */
+  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered after its call settled (default 86400000). */
   idempotencyTtl?: number;
+  /** Records of sends kept at most; the oldest settled go first, pending ones never (default 200000). */
+  maxMessageStatuses?: number;
   /**
    * Space out sends per device (default off: commands leave at once). The first send to an
    * idle device leaves at once; the others wait their turn in that device's queue.
    */
   pacing?: PacingOptions;
-  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  /** Sends waiting on one device (in its pacing queue or for room on its socket), and sends of one key waiting for a device (default 1000). */
   maxQueuedSends?: number;
   /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
   waitForDevice?: number;
@@ -141,9 +146,17 @@ interface SendOptions {
   timeout?: number;
   /**
    * 1 to 200 characters. A later call with the same API key and key within
-   * idempotencyTtl sends nothing and settles like the first, with `duplicate: true`.
+   * idempotencyTtl sends nothing and settles by the first call's state (README: "Delivery"):
+   * like its success with `duplicate: true`, or like its rejection with
+   * `details.duplicate` (and `details.state: 'unknown'` when it may have gone out). The
+   * key with another recipient, kind, text, caption or media rejects IDEMPOTENCY_KEY_REUSED.
    */
   idempotencyKey?: string;
+  /**
+   * Any JSON value of at most 4096 bytes as JSON: echoed in this send's events, its
+   * getMessageStatus record and a duplicate's result.
+   */
+  metadata?: unknown;
   /** Resolve on this ack or a higher one (default 'sent': the extension's result). */
   waitFor?: AckLevel;
   /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
@@ -200,19 +213,40 @@ export interface MessageResult {
   ack: AckLevel;
   /** Present (true) when an earlier call with the same idempotencyKey settled this one. */
   duplicate?: true;
+  /** On a duplicate: the first call's metadata, if it had one. */
+  metadata?: unknown;
 }
 
-/** `getMessageStatus(requestId)`. */
+/**
+ * Where a send is: 'queued' (waiting for a device, its pace or room), 'in-flight' (its
+ * command handed to a device), 'sent', 'failed' (known not to have gone out: refused
+ * before writing, or the extension said it failed) or 'unknown' (it may have been
+ * written, but no result came before the call settled; a late result still moves it).
+ */
+export type MessageState = 'queued' | 'in-flight' | 'sent' | 'failed' | 'unknown';
+
+/** `getMessageStatus(...)`: a send's record. */
 export interface MessageStatus {
   requestId: string;
-  state: 'queued' | 'in-flight' | 'sent' | 'failed';
+  state: MessageState;
   /** null until the extension's result. */
   ack: AckLevel | null;
   /** null while it waits for a device. */
   sessionId: string | null;
   /** ms since the epoch. */
   updatedAt: number;
+  /** The extension's message id, or null. */
+  messageId: string | number | null;
+  idempotencyKey: string | null;
+  metadata: unknown;
+  /** Why its call rejected, or null. */
+  error: { code: ErrorCode; message: string } | null;
+  kind: 'message' | 'image' | 'video' | 'document';
+  phoneNumber: string;
 }
+
+/** What getMessageStatus looks a send up by: its requestId, or within one API key. */
+export type MessageLookup = string | { apiKey: string; idempotencyKey: string } | { apiKey: string; messageId: string | number };
 
 /** What an extension forwards in an `incoming-message` frame; passed through as sent. */
 export interface IncomingMessage {
@@ -274,6 +308,12 @@ export interface MessageLogData {
   ack?: Exclude<AckLevel, 'sent'>;
   /** `message-received`: the incoming message. */
   data?: IncomingMessage;
+  /** `*-sent` for a result that came after its call settled (it may follow its send-failed). */
+  late?: true;
+  /** The outcome of a send taken up again after a restart. */
+  recovered?: true;
+  /** `*-sent`, `send-failed`, `message-ack`: the call's metadata, if it had one. */
+  metadata?: unknown;
 }
 
 /** PEM text: a string or a Buffer (any Uint8Array), or several of them. */
@@ -479,8 +519,12 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   /** Cluster mode: every process's sessions of the key, each with its nodeId. */
   getActiveSessions(apiKey: string): Clustered<Config, SessionInfo[], ClusterSessionInfo[]>;
   getHealth(): HealthCheckResponse;
-  /** What became of a send of the last idempotencyTtl, or null (the oldest are forgotten first). */
-  getMessageStatus(requestId: string): Clustered<Config, MessageStatus | null, MessageStatus | null>;
+  /**
+   * A send's record (by requestId, or by { apiKey, idempotencyKey } or { apiKey, messageId })
+   * for idempotencyTtl after its call settled, or null (at most maxMessageStatuses: the
+   * oldest settled are forgotten first).
+   */
+  getMessageStatus(lookup: MessageLookup): Clustered<Config, MessageStatus | null, MessageStatus | null>;
   /** `{ port }` while listening, else null. */
   address(): { port: number } | null;
 }

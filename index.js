@@ -17,7 +17,6 @@ const { attach } = require('./lib/attach');
 const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
-const { IdempotencyKeys, neverWritten, duplicateOf } = require('./lib/idempotency');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
@@ -60,10 +59,11 @@ function runChecks(checks, validateApiKey, native) {
     } catch (error) {
       answered = Promise.reject(error);
     }
-    answered.then(
-      (answer) => native.validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => native.validationFailed(token, problemOf(error)),
-    );
+    answered
+      .then((answer) => native.validated(token, answer.valid, answer.userId, answer.reason))
+      // Also an answer the core cannot take (a userId nested past what it converts):
+      // the check fails rather than the process.
+      .catch((error) => native.validationFailed(token, problemOf(error)));
   }
 }
 
@@ -149,8 +149,6 @@ class WhatsAppGateway extends EventEmitter {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
-  /** `idempotencyKey`s in use (SPEC 5.2). */
-  #idempotency;
   #sendMetrics = new SendMetrics();
   /** 5.3 cluster mode: queries answered by the core later, token -> { resolve, reject }. */
   #cluster;
@@ -173,7 +171,6 @@ class WhatsAppGateway extends EventEmitter {
     this.#server = server;
     this.#path = native.path;
     this.#port = native.port;
-    this.#idempotency = new IdempotencyKeys(native.idempotencyTtl);
     this.#cluster = native.cluster !== undefined;
     if (callbacks.logger) this.#logger = new Log(callbacks.logger);
     // Listeners may be added at any time, and the debug log wants session events too.
@@ -292,11 +289,20 @@ class WhatsAppGateway extends EventEmitter {
     return this.#native.sessions(apiKey);
   }
 
-  /** What became of a send (SPEC 5.2): `{ requestId, state, ack, sessionId, updatedAt }` or null. */
-  getMessageStatus(requestId) {
-    if (typeof requestId !== 'string') return this.#cluster ? Promise.resolve(null) : null;
-    if (this.#cluster) return this.#ask((token) => this.#native.clusterMessageStatus(token, requestId));
-    return this.#native.messageStatus(requestId) ?? null;
+  /**
+   * What became of a send (README: "Delivery"): its record, or null. By request id, or
+   * by `{ apiKey, idempotencyKey }` or `{ apiKey, messageId }`.
+   */
+  getMessageStatus(lookup) {
+    const none = this.#cluster ? Promise.resolve(null) : null;
+    if (typeof lookup === 'string') {
+      if (this.#cluster) return this.#ask((token) => this.#native.clusterMessageStatus(token, lookup));
+      return this.#native.messageStatus(lookup) ?? null;
+    }
+    const selector = statusSelector(lookup);
+    if (selector === null) return none;
+    if (this.#cluster) return this.#ask((token) => this.#native.clusterMessageStatusBy(token, selector));
+    return this.#native.messageStatusBy(selector) ?? null;
   }
 
   /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
@@ -359,41 +365,7 @@ class WhatsAppGateway extends EventEmitter {
       this.#reportError(error, true);
       return Promise.reject(error);
     }
-    if (args.idempotencyKey !== undefined) {
-      const first = this.#cluster ? () => this.#dispatchOnce(kind, apiKey, args) : () => this.#dispatch(kind, apiKey, args);
-      return this.#idempotency.run(apiKey, args.idempotencyKey, first);
-    }
     return this.#dispatch(kind, apiKey, args);
-  }
-
-  /**
-   * Cluster mode: the key is also taken in Redis (5.3), so a duplicate called on
-   * another process settles like the first too.
-   */
-  async #dispatchOnce(kind, apiKey, args) {
-    const key = args.idempotencyKey;
-    const startedAt = performance.now();
-    let taken;
-    try {
-      taken = await this.#ask((token) => this.#native.takeOnce(token, apiKey, key));
-    } catch (error) {
-      this.#sendMetrics.settled(kind, error.code, startedAt);
-      this.#reportError(error, true);
-      throw error;
-    }
-    if (taken.state === 'done') {
-      if (taken.error) throw duplicateOf(fromNative(taken.error));
-      return { ...taken.result, duplicate: true };
-    }
-    try {
-      const result = await this.#dispatch(kind, apiKey, args);
-      this.#native.settleOnce(apiKey, key, JSON.stringify({ state: 'done', result }));
-      return result;
-    } catch (error) {
-      const outcome = { state: 'done', error: { code: error.code, message: error.message, details: error.details } };
-      this.#native.settleOnce(apiKey, key, neverWritten(error) ? undefined : JSON.stringify(outcome));
-      throw error;
-    }
   }
 
   #dispatch(kind, apiKey, args) {
@@ -401,15 +373,30 @@ class WhatsAppGateway extends EventEmitter {
     const startedAt = performance.now();
     return new Promise((resolve, reject) => {
       // What the `*-sent` event and the metrics need besides what the core reports.
-      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt });
+      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt, metadata: args.metadata });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout, delivery } = args;
+        const { phoneNumber, text, media, documentName, strategy, timeout, delivery, idempotencyKey, metadata } = args;
         // A plain text send passes no options object: each of its properties is a napi read.
         const options =
-          media === undefined && documentName === undefined && strategy === undefined && timeout === undefined && delivery === undefined
+          media === undefined &&
+          documentName === undefined &&
+          strategy === undefined &&
+          timeout === undefined &&
+          delivery === undefined &&
+          idempotencyKey === undefined &&
+          metadata === undefined
             ? undefined
-            : { mediaSource: media, documentName, strategy, timeout, waitFor: delivery?.waitFor, waitForDevice: delivery?.waitForDevice };
+            : {
+                mediaSource: media,
+                documentName,
+                strategy,
+                timeout,
+                waitFor: delivery?.waitFor,
+                waitForDevice: delivery?.waitForDevice,
+                idempotencyKey,
+                metadata: metadata?.text,
+              };
         this.#native.send(id, kind, apiKey, phoneNumber, text, options);
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
@@ -442,11 +429,20 @@ class WhatsAppGateway extends EventEmitter {
         i += 1 + SESSION_SLOTS;
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
-        this.#reportError(error, true);
+        // A duplicate's rejection repeats the first call's error, reported then.
+        if (error.details?.duplicate !== true) this.#reportError(error, true);
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
           call.reject(error);
+        }
+        i += 3;
+      } else if (tag === BATCH.duplicate) {
+        // Settled by an earlier call with its idempotencyKey: no event again.
+        const call = this.#settle(items[i + 1]);
+        if (call) {
+          this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+          call.resolve(JSON.parse(items[i + 2]));
         }
         i += 3;
       } else if (tag === BATCH.log) {
@@ -517,6 +513,7 @@ class WhatsAppGateway extends EventEmitter {
         requestId,
         messageId,
         status: 'success',
+        ...(call.metadata === undefined ? undefined : { metadata: call.metadata.value }),
       });
     }
   }
@@ -588,6 +585,17 @@ class WhatsAppGateway extends EventEmitter {
 }
 
 function ignore() {}
+
+/** `{ apiKey, idempotencyKey }` or `{ apiKey, messageId }` as the core takes it, or null. */
+function statusSelector(lookup) {
+  if (lookup === null || typeof lookup !== 'object' || typeof lookup.apiKey !== 'string') return null;
+  if (typeof lookup.idempotencyKey === 'string') return { apiKey: lookup.apiKey, idempotencyKey: lookup.idempotencyKey };
+  if (lookup.messageId !== undefined && lookup.messageId !== null) {
+    const text = JSON.stringify(lookup.messageId);
+    return text === undefined ? null : { apiKey: lookup.apiKey, messageId: text };
+  }
+  return null;
+}
 
 /** `apiKeyDigest` without cluster mode: SHA-256 of the key, in hex (as Redis would hold it without `cluster.secret`). */
 function sha256(text) {

@@ -71,8 +71,11 @@ function activeSession(gateway, sessionId) {
   return gateway.getActiveSessions(GOOD_KEY).find((s) => s.sessionId === sessionId && s.deviceActive);
 }
 
-/** A gateway stand-in that speaks the SPEC 5.2 frames: it answers `auth` and records everything. */
-async function startFakeGateway(t, onFrame = () => {}) {
+/**
+ * A gateway stand-in that speaks the SPEC 5.2 frames: it answers `auth` (unless
+ * `holdAuth(conn)` says not yet) and records everything.
+ */
+async function startFakeGateway(t, onFrame = () => {}, { holdAuth = () => false } = {}) {
   const { WebSocketServer } = WebSocket;
   const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await once(server, 'listening');
@@ -83,7 +86,7 @@ async function startFakeGateway(t, onFrame = () => {}) {
     ws.on('message', (raw) => {
       const frame = JSON.parse(raw.toString());
       conn.frames.push(frame);
-      if (frame.type === 'auth') conn.send({ type: 'authenticated', sessionId: `fake-${connections.length}` });
+      if (frame.type === 'auth' && !holdAuth(conn)) conn.send({ type: 'authenticated', sessionId: `fake-${connections.length}` });
       onFrame(conn, frame);
     });
   });
@@ -561,6 +564,49 @@ test('receive(): INVALID_MESSAGE with its messageId rejects and stops retries; o
   assert.equal(log.error[0].frame.type, 'error');
 });
 
+test('the auth reply says what the gateway takes: the authenticated event and client.limits carry it', async (t) => {
+  const { gateway, url } = await startGateway({ maxPayload: 64 * 1024, maxMediaBytes: 32 * 1024 });
+  t.after(() => gateway.stop());
+  const { client, log } = newClient(t, url);
+  assert.equal(client.limits, null, 'not known before auth');
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
+  const limits = { maxPayload: 64 * 1024, maxMediaBytes: 32 * 1024 };
+  assert.deepEqual(log.authenticated[0], { sessionId: client.sessionId, limits });
+  assert.deepEqual(client.limits, limits);
+});
+
+test('receive(): a message whose frame would pass maxPayload rejects INVALID_MESSAGE at once, without sending or reconnecting', async (t) => {
+  const { gateway, url, events } = await startGateway({ maxPayload: 64 * 1024 });
+  t.after(() => gateway.stop());
+  const { client, sent, log } = newClient(t, url);
+  const message = (messageId, body) => ({ messageId, from: PHONE, timestamp: 1, body });
+  // Made before the first auth: refused once the limits are known, never sent.
+  const early = client.receive(message('early', 'x'.repeat(70 * 1024))).catch((e) => e);
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
+  const refused = await early;
+  assert.equal(refused.code, 'INVALID_MESSAGE');
+  assert.equal(refused.messageId, 'early');
+  // Counted in UTF-8 bytes, as it would go out: fewer characters than maxPayload, more bytes.
+  const started = Date.now();
+  const late = await client.receive(message('late', 'é'.repeat(33 * 1024))).catch((e) => e);
+  assert.equal(late.code, 'INVALID_MESSAGE');
+  assert.match(late.message, /maxPayload 65536/);
+  assert.ok(Date.now() - started < 1000, 'at once');
+  // One that fits goes through.
+  assert.deepEqual(await client.receive(message('fits', 'hello')), { messageId: 'fits' });
+  assert.deepEqual(
+    sent.filter((f) => f.type === 'incoming-message').map((f) => f.data.messageId),
+    ['fits'],
+    'only the one that fits was sent',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(log.close, [], 'the connection stayed up');
+  assert.equal(log.authenticated.length, 1);
+  assert.equal(events.filter((e) => e.type === 'message-received').length, 1);
+});
+
 test('receive(): bounded, and close() rejects what is pending', async (t) => {
   const fake = await startFakeGateway(t); // never acks
   const { client } = newClient(t, fake.url, { maxPendingReceives: 2 });
@@ -577,7 +623,7 @@ test('receive(): bounded, and close() rejects what is pending', async (t) => {
   for (const error of await outcomes) assert.equal(error.code, 'CLIENT_CLOSED');
 });
 
-test('each command is answered at most once, and never on a later connection', async (t) => {
+test('each command is answered at most once; a result its connection lost goes on the next one, once', async (t) => {
   let release;
   const slow = new Promise((resolve) => {
     release = resolve;
@@ -611,7 +657,8 @@ test('each command is answered at most once, and never on a later connection', a
   assert.equal(result.messageId, 'wa-once');
   assert.equal(typeof result.timestamp, 'number');
 
-  // A command whose connection is lost while its handler runs is not answered later.
+  // A command whose connection is lost while its handler runs is answered on the next
+  // connection: the gateway takes it as the send's late truth.
   fake.connections[0].send({ type: 'send-message', requestId: 'req-2', data: { phoneNumber: PHONE, message: 'slow' } });
   await waitFor(() => calls.length === 2, 3000, 'second command taken');
   fake.connections[0].ws.close(1011);
@@ -622,10 +669,79 @@ test('each command is answered at most once, and never on a later connection', a
   );
   release();
   await slow;
+  await waitFor(() => fake.connections[1].frames.some((f) => f.type === 'message-result'), 3000, 'the late result');
+  const late = fake.connections[1].frames.filter((f) => f.type === 'message-result');
+  assert.deepEqual(late.map((r) => [r.requestId, r.messageId]), [['req-2', 'wa-late']]);
   client.setStatus({ whatsappLoggedIn: true, ready: true }); // a frame after the handler's settlement
   await waitFor(() => fake.connections[1].frames.some((f) => f.type === 'status'), 3000, 'status');
-  assert.equal(fake.frames('message-result').length, 1);
+  assert.equal(fake.frames('message-result').length, 2, 'each result sent once');
   assert.equal(log.authenticated.length, 2);
+});
+
+test('results that could not be sent wait for the next authentication, oldest first, at most 1000', async (t) => {
+  let holding = false;
+  const fake = await startFakeGateway(t, () => {}, { holdAuth: () => holding });
+  const { client, log } = newClient(t, fake.url);
+  const releases = [];
+  client.handle('send-message', (data) => new Promise((resolve) => releases.push(() => resolve({ messageId: `wa-${data.message}` }))));
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
+  for (let i = 0; i < 1002; i++) {
+    fake.connections[0].send({ type: 'send-message', requestId: `r-${i}`, data: { phoneNumber: PHONE, message: String(i) } });
+  }
+  await waitFor(() => releases.length === 1002, 5000, 'every command taken');
+  // Disconnected, and not let back in until the handlers are done.
+  holding = true;
+  fake.connections[0].ws.close(1011);
+  await waitFor(() => fake.connections[1]?.frames.some((f) => f.type === 'auth'), 3000, 'connected again, auth held');
+  for (const release of releases) release();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(fake.frames('message-result').length, 0, 'nothing sent before the authentication');
+  holding = false;
+  fake.connections[1].send({ type: 'authenticated', sessionId: 'fake-again' });
+  await waitFor(() => log.authenticated.length === 2, 5000, 'authenticated again');
+  await waitFor(() => fake.frames('message-result').length === 1000, 5000, 'the kept results');
+  const ids = fake.frames('message-result').map((r) => r.requestId);
+  assert.equal(ids[0], 'r-2', 'the oldest two were dropped for the bound');
+  assert.equal(ids.at(-1), 'r-1001');
+  const [first] = fake.frames('message-result');
+  const authAt = fake.connections.at(-1).frames.findIndex((f) => f.type === 'auth');
+  const resultAt = fake.connections.at(-1).frames.findIndex((f) => f.type === 'message-result');
+  assert.ok(authAt !== -1 && authAt < resultAt, 'sent after the authentication');
+  assert.equal(first.messageId, 'wa-2');
+});
+
+test('against the gateway: a result given after the connection dropped makes the unknown send sent, with a late image-sent', async (t) => {
+  const { gateway, url, events } = await startGateway();
+  t.after(() => gateway.stop());
+  const sockets = [];
+  class TrackedWebSocket extends WebSocket {
+    constructor(address) {
+      super(address);
+      sockets.push(this);
+    }
+  }
+  const { client, log } = newClient(t, url, { WebSocket: TrackedWebSocket });
+  let release;
+  client.handle('send-image', () => new Promise((resolve) => (release = () => resolve({ messageId: 'wa-img' }))));
+  client.setStatus({ whatsappLoggedIn: true, ready: true });
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1 && activeSession(gateway, client.sessionId), 3000, 'active');
+  const sending = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, dataUrl: PNG_1x1, idempotencyKey: 'img-1' }).catch((e) => e);
+  await waitFor(() => release, 3000, 'the handler to run');
+  sockets[0].terminate();
+  const lost = await sending;
+  assert.equal(lost.code, 'CONNECTION_LOST');
+  assert.equal(gateway.getMessageStatus(lost.details.requestId).state, 'unknown');
+  await waitFor(() => log.authenticated.length === 2, 3000, 'reconnected');
+  release();
+  const late = await waitFor(() => events.find((e) => e.type === 'image-sent'), 3000, 'the late image-sent');
+  assert.equal(late.late, true);
+  assert.equal(late.requestId, lost.details.requestId);
+  assert.equal(gateway.getMessageStatus(lost.details.requestId).state, 'sent');
+  const retry = await gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, dataUrl: PNG_1x1, idempotencyKey: 'img-1' });
+  assert.equal(retry.duplicate, true);
+  assert.equal(retry.messageId, 'wa-img');
 });
 
 test('a listener that throws is reported as an error event and breaks nothing', async (t) => {

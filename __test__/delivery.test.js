@@ -243,14 +243,19 @@ test("'least-busy' picks the device with the fewest unanswered sends; ties go ro
 const http = require('node:http');
 const { PNG_1x1 } = require('./helpers');
 
-/** A media server whose one route answers only when the test says so. */
+/**
+ * A media server whose one route answers only when the test says so: `answer(status)`
+ * for every request, or `answer(status, later)` for the first and the ones after it.
+ */
 async function heldMediaServer(t) {
   let release;
-  const released = new Promise((resolve) => (release = resolve));
+  const released = new Promise((resolve) => (release = (first, later = first) => resolve({ first, later })));
   let requests = 0;
   const server = http.createServer(async (req, res) => {
     requests += 1;
-    const status = await released;
+    const nth = requests;
+    const answers = await released;
+    const status = nth === 1 ? answers.first : answers.later;
     if (status === 200) {
       const png = Buffer.from(PNG_1x1.split(',')[1], 'base64');
       res.writeHead(200, { 'content-type': 'image/png' }).end(png);
@@ -274,8 +279,9 @@ test('a duplicate idempotencyKey settles like the first: same ids, duplicate: tr
 
   const first = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'pay 10', idempotencyKey: 'order-1' });
   const command = await nthCommand(ext, 1);
-  // In flight (written, unanswered): the duplicate waits for the first, whatever its payload.
-  const inFlightDuplicate = gateway.sendMessage(GOOD_KEY, { phoneNumber: '+19999999', message: 'other', idempotencyKey: 'order-1' });
+  // In flight (written, unanswered): the duplicate waits for the first. (Another payload
+  // with the key is IDEMPOTENCY_KEY_REUSED now: see idempotency.test.js.)
+  const inFlightDuplicate = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'pay 10', idempotencyKey: 'order-1' });
   ext.result(command.requestId, { success: true, messageId: 'wa-9' });
   const result = await first;
   assert.equal(result.duplicate, undefined, 'the first is no duplicate');
@@ -335,15 +341,19 @@ test('a duplicate waiting for an unwritten first is sent as a new call if the fi
 
   const first = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-1' }).catch((e) => e);
   await waitFor(() => media.requests() === 1, 3000, 'the fetch to start');
-  const waiting = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'instead', idempotencyKey: 'img-1' });
+  const waiting = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-1', caption: 'again' }).catch((e) => e);
+  assert.equal((await waiting).code, 'IDEMPOTENCY_KEY_REUSED', 'another caption is another message');
+  const same = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-1' });
   await barrier(ext);
   assert.equal(ext.commands.length, 0, 'the duplicate waits for the first');
-  media.answer(404);
+  media.answer(404, 200);
   assert.equal((await first).code, 'FETCH_ERROR');
-  const sent = await waiting;
+  // Sent as a new call: its own fetch, then its command.
+  const sent = await same;
   assert.equal(sent.duplicate, undefined, 'sent as a new call');
+  assert.equal(media.requests(), 2);
   assert.equal(ext.commands.length, 1);
-  assert.equal(ext.commands[0].data.message, 'instead');
+  assert.equal(ext.commands[0].type, 'send-image');
 });
 
 test('a duplicate waiting for an unwritten first settles like it once the first is written', async (t) => {
@@ -354,7 +364,7 @@ test('a duplicate waiting for an unwritten first settles like it once the first 
 
   const first = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-2' });
   await waitFor(() => media.requests() === 1, 3000, 'the fetch to start');
-  const waiting = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'instead', idempotencyKey: 'img-2' });
+  const waiting = gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, imageUrl: media.url, idempotencyKey: 'img-2' });
   media.answer(200);
   const result = await first;
   assert.deepEqual(await waiting, { ...result, duplicate: true });

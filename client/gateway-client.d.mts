@@ -92,6 +92,8 @@ export interface GatewayClientError extends Error {
   status?: number | null;
   /** `CONNECTION_FAILED`: connects in a row that ended without an open. */
   failedConnects?: number;
+  /** The message a `receive()` rejected with `INVALID_MESSAGE` was for. */
+  messageId?: string;
 }
 
 export interface CloseEvent {
@@ -102,9 +104,18 @@ export interface CloseEvent {
   reconnectDelay: number | null;
 }
 
+/** What the gateway takes, from its auth reply. */
+export interface GatewayLimits {
+  /** The largest frame in bytes; a larger one closes the connection (1009). */
+  maxPayload: number;
+  /** The largest media of an incoming message, in bytes. */
+  maxMediaBytes: number;
+}
+
 export interface GatewayClientEvents {
   open: () => void;
-  authenticated: (event: { sessionId: string }) => void;
+  /** `limits` is null from a gateway that does not send them. */
+  authenticated: (event: { sessionId: string; limits: GatewayLimits | null }) => void;
   close: (event: CloseEvent) => void;
   error: (error: GatewayClientError) => void;
 }
@@ -115,6 +126,8 @@ export class GatewayClient {
   readonly sessionId: string | null;
   /** True while a session is authenticated. */
   readonly connected: boolean;
+  /** What the gateway takes, from its last auth reply; null before it (or from a gateway that does not say). */
+  readonly limits: GatewayLimits | null;
   on<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
   off<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
   handle(type: CommandType, handler: CommandHandler): this;
@@ -126,6 +139,9 @@ export class GatewayClient {
   setStatus(status: Status): void;
   /** Sent now if connected, else queued until the next authentication. */
   ack(requestId: string, ack: Ack, messageId?: string): void;
-  /** Resolves when the gateway answers `incoming-ack`; re-sent every `receiveRetryInterval` and after each reconnect. */
+  /**
+   * Resolves when the gateway answers `incoming-ack`; re-sent every `receiveRetryInterval` and after each reconnect.
+   * Rejects with `INVALID_MESSAGE` (never sent) if its frame would be larger than the gateway's `maxPayload`.
+   */
   receive(message: IncomingMessage): Promise<{ messageId: string }>;
 }

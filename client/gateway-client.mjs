@@ -26,6 +26,10 @@ const UPGRADE_REFUSALS = {
   426: 'not a WebSocket upgrade',
   503: 'too many connections waiting to authenticate; it will take this one again',
 };
+// Results that could not be sent (the connection closed while the handler ran), kept
+// for the next authentication: the gateway takes a late result from any session of the
+// key, so the backend learns what happened.
+const MAX_UNDELIVERED_RESULTS = 1000;
 
 const DEFAULTS = {
   heartbeatInterval: 25_000,
@@ -62,6 +66,7 @@ export class GatewayClient {
   #running = false;
   #ws = null;
   #sessionId = null;
+  #limits = null; // what the gateway said it takes, in its auth reply
   #attempt = 0;
   #failedConnects = 0; // connects in a row that ended without an open
   #reconnectTimer = null;
@@ -69,6 +74,7 @@ export class GatewayClient {
   #refusal = null; // the error frame that preceded a 1008 close, if any
   #status = null;
   #queuedAcks = [];
+  #undeliveredResults = [];
   #pendingReceives = new Map();
   #seenCommands = new Set();
   #closeWaiters = new Map(); // socket -> resolvers of close() calls waiting for it
@@ -113,6 +119,14 @@ export class GatewayClient {
   /** True while a session is authenticated. */
   get connected() {
     return this.#sessionId !== null;
+  }
+
+  /**
+   * What the gateway takes, from its last auth reply: { maxPayload, maxMediaBytes } in
+   * bytes, or null (not authenticated yet, or a gateway that does not say).
+   */
+  get limits() {
+    return this.#limits;
   }
 
   on(name, listener) {
@@ -211,7 +225,15 @@ export class GatewayClient {
         ),
       );
     }
-    const pending = { frame: { type: 'incoming-message', data: message }, timer: null };
+    let text;
+    try {
+      text = JSON.stringify({ type: 'incoming-message', data: message });
+    } catch (error) {
+      return Promise.reject(new TypeError(`GatewayClient.receive: the message cannot be sent as JSON (${describe(error, 'unknown error')})`));
+    }
+    const pending = { messageId, text, bytes: utf8Length(text), timer: null };
+    const tooBig = this.#tooBig(pending);
+    if (tooBig) return Promise.reject(tooBig);
     pending.promise = new Promise((resolve, reject) => {
       pending.resolve = resolve;
       pending.reject = reject;
@@ -219,6 +241,21 @@ export class GatewayClient {
     this.#pendingReceives.set(messageId, pending);
     if (this.connected) this.#sendReceive(pending);
     return pending.promise;
+  }
+
+  /**
+   * The INVALID_MESSAGE error for a receive() whose frame the gateway would refuse by its
+   * size (it closes the connection, 1009: sending it would only reconnect and send it
+   * again), or null. Known once the gateway has said its limits.
+   */
+  #tooBig(pending) {
+    const max = this.#limits?.maxPayload;
+    if (max === undefined || pending.bytes <= max) return null;
+    return codedError(
+      'INVALID_MESSAGE',
+      `receive(${pending.messageId}): its frame is ${pending.bytes} bytes, more than the gateway takes (maxPayload ${max})`,
+      { messageId: pending.messageId },
+    );
   }
 
   // ---- connection ----
@@ -261,7 +298,7 @@ export class GatewayClient {
       if (frame.type === 'auth-success' || frame.type === 'authenticated') {
         if (!authenticated) {
           authenticated = true;
-          this.#onAuthenticated(frame.sessionId);
+          this.#onAuthenticated(frame.sessionId, frame.limits);
         }
         return;
       }
@@ -280,12 +317,17 @@ export class GatewayClient {
     ws.onclose = (event) => this.#onClose(ws, event, attempt);
   }
 
-  #onAuthenticated(sessionId) {
+  #onAuthenticated(sessionId, limits) {
     this.#sessionId = typeof sessionId === 'string' ? sessionId : '';
+    this.#limits = limitsOf(limits);
     this.#attempt = 0;
     this.#heartbeatTimer = setInterval(() => this.#send({ type: 'heartbeat' }), this.#timing.heartbeatInterval);
-    this.#emit('authenticated', { sessionId: this.#sessionId });
+    this.#emit('authenticated', { sessionId: this.#sessionId, limits: this.#limits });
     if (this.#status) this.#sendStatus();
+    // Results before acks: an ack counts only once its result is in.
+    const results = this.#undeliveredResults;
+    this.#undeliveredResults = [];
+    for (const frame of results) this.#sendOrKeep(frame);
     const acks = this.#queuedAcks;
     this.#queuedAcks = [];
     for (const frame of acks) this.#send(frame);
@@ -368,10 +410,14 @@ export class GatewayClient {
   }
 
   #send(frame) {
+    return this.#sendText(JSON.stringify(frame));
+  }
+
+  #sendText(text) {
     const ws = this.#ws;
     if (!ws || ws.readyState !== OPEN) return false;
     try {
-      ws.send(JSON.stringify(frame));
+      ws.send(text);
       return true;
     } catch {
       return false;
@@ -417,7 +463,13 @@ export class GatewayClient {
 
   #sendReceive(pending) {
     clearTimeout(pending.timer);
-    this.#send(pending.frame);
+    // Made before the limits were known: refused now rather than sent.
+    const tooBig = this.#tooBig(pending);
+    if (tooBig) {
+      this.#settleReceive(pending.messageId, (waiting) => waiting.reject(tooBig));
+      return;
+    }
+    this.#sendText(pending.text);
     pending.timer = setTimeout(() => {
       if (this.connected) this.#sendReceive(pending);
     }, this.#timing.receiveRetryInterval);
@@ -447,12 +499,14 @@ export class GatewayClient {
         return { success: true, messageId: outcome?.messageId ?? null };
       })
       .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
-      .then((result) => {
-        // A result can settle the request only on the session it came from; after a
-        // reconnect the gateway has already failed it (CONNECTION_LOST).
-        if (this.#ws !== ws) return;
-        this.#send({ type: 'message-result', requestId, ...result, timestamp: Date.now() });
-      });
+      .then((result) => this.#sendOrKeep({ type: 'message-result', requestId, ...result, timestamp: Date.now() }));
+  }
+
+  /** Sends a result now if authenticated, else keeps it for the next authentication. */
+  #sendOrKeep(frame) {
+    if (this.connected && this.#send(frame)) return;
+    this.#undeliveredResults.push(frame);
+    if (this.#undeliveredResults.length > MAX_UNDELIVERED_RESULTS) this.#undeliveredResults.shift();
   }
 
   // ---- events ----
@@ -490,6 +544,33 @@ export class GatewayClient {
 function upgradeStatus(text) {
   const found = /\b(?:response|status)\D{0,20}\b([1-5]\d\d)\b/i.exec(text);
   return found ? Number(found[1]) : null;
+}
+
+/** The `limits` of an auth reply, if it has usable ones. */
+function limitsOf(limits) {
+  const size = (n) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+  if (!limits || !size(limits.maxPayload) || !size(limits.maxMediaBytes)) return null;
+  return { maxPayload: limits.maxPayload, maxMediaBytes: limits.maxMediaBytes };
+}
+
+/** Bytes of `text` in UTF-8, as it goes on the wire. */
+function utf8Length(text) {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) {
+      bytes += 1;
+    } else if (c >= 0xd800 && c <= 0xdbff && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      // A surrogate pair: 4 bytes for its two units.
+      bytes += 2;
+      i += 1;
+    } else {
+      // Also a lone surrogate, which goes out as U+FFFD.
+      bytes += 2;
+    }
+  }
+  return bytes;
 }
 
 function describe(error, fallback) {

@@ -41,8 +41,18 @@ function deliveryOptions(config) {
     idempotencyTtl: config.idempotencyTtl == null ? DAY : duration(config.idempotencyTtl, 'idempotencyTtl', { zeroAllowed: false }),
     pacing: pacing(config.pacing),
     maxQueuedSends: maxQueued ?? 1000,
+    maxMessageStatuses: messageStatuses(config.maxMessageStatuses),
     waitForDevice: config.waitForDevice == null ? 0 : duration(config.waitForDevice, 'waitForDevice', { zeroAllowed: true }),
   };
+}
+
+/** `maxMessageStatuses`: records of sends kept at most (default 200000). */
+function messageStatuses(value) {
+  if (value == null) return undefined;
+  if (!Number.isInteger(value) || value < 1 || value > 0xffffffff) {
+    throw typeError('maxMessageStatuses', 'a positive integer', value);
+  }
+  return value;
 }
 
 /** A call's `waitForDevice` (ms; 0 turns the config's off). */
@@ -69,4 +79,28 @@ function idempotencyKeyArg(key, invalid) {
   return key;
 }
 
-module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg };
+/** Largest `metadata`, in bytes of JSON. */
+const MAX_METADATA_BYTES = 4096;
+
+/**
+ * A call's `metadata`: any JSON value of at most 4096 bytes as JSON. Returns its JSON
+ * text (what the core keeps) and the value as JSON gives it back (what events carry).
+ */
+function metadataArg(metadata, invalid) {
+  let text;
+  try {
+    text = JSON.stringify(metadata);
+  } catch (error) {
+    throw invalid('metadata', typeof metadata, `metadata must be a JSON value: ${error.message}`);
+  }
+  if (text === undefined) {
+    throw invalid('metadata', typeof metadata, `metadata must be a JSON value, got a ${typeof metadata}`);
+  }
+  const bytes = Buffer.byteLength(text);
+  if (bytes > MAX_METADATA_BYTES) {
+    throw invalid('metadata', `<${bytes} bytes as JSON>`, `metadata must be at most ${MAX_METADATA_BYTES} bytes as JSON, got ${bytes}`);
+  }
+  return { text, value: JSON.parse(text) };
+}
+
+module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg };

@@ -25,6 +25,8 @@ const ERROR_CODES = Object.freeze({
   INVALID_MESSAGE: 'INVALID_MESSAGE',
   UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
   NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
+  // An idempotencyKey already used for another message.
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
   // start(): already running, or the port cannot be bound (errno names, as Node's servers).
   ALREADY_RUNNING: 'ALREADY_RUNNING',
   EADDRINUSE: 'EADDRINUSE',

@@ -12,6 +12,7 @@ const CONFIG_OPTIONS = [
   'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'trustProxy', 'reusePort',
   'cluster', 'dialect', 'maxPendingAuth', 'maxPendingAuthPerIp', 'maxPreAuthPayload',
   'maxQueuedBytes', 'pacing', 'maxQueuedSends', 'waitForDevice', 'idempotencyTtl', 'logger',
+  'maxMessageStatuses',
 ];
 
 /**

@@ -147,6 +147,12 @@ function render({ sessions, health, pendingSends, sends, core }) {
   out.histogram('wa_gateway_media_fetch_duration_seconds', 'Time to fetch one http(s) media URL, failures included.', [
     [{}, core.mediaFetch],
   ]);
+  out.family(
+    'wa_gateway_status_evictions_total',
+    'counter',
+    'Settled records with an idempotencyKey dropped for room (maxMessageStatuses) before idempotencyTtl: their keys were forgotten early.',
+    [[{}, core.statusEvictions]],
+  );
   out.family('wa_gateway_up', 'gauge', 'Whether the gateway is running (1) or stopped (0).', [
     [{}, health.status === 'stopped' ? 0 : 1],
   ]);

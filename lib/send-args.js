@@ -3,7 +3,7 @@
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
-const { waitForArg, idempotencyKeyArg, waitForDeviceArg } = require('./delivery');
+const { waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg } = require('./delivery');
 const { warnUnknownSendFields } = require('./warnings');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
@@ -84,6 +84,7 @@ function sendArgs(kind, apiKey, data) {
     // SPEC 5.2 (lib/delivery.js): a branch each when absent.
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
     idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
+    metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
   };
 }
 

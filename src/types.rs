@@ -92,6 +92,8 @@ pub struct NativeConfig {
     pub max_queued_bytes: Option<f64>,
     /// 5.2: ms a send's status (and idempotency key) is remembered.
     pub idempotency_ttl: Option<f64>,
+    /// Records of sends kept at most (`maxMessageStatuses`).
+    pub max_message_statuses: Option<u32>,
     /// 5.2 `pacing`, checked by lib/delivery.js.
     pub pacing: Option<NativePacing>,
     pub max_queued_sends: Option<u32>,
@@ -206,8 +208,46 @@ impl TryFrom<NativeConfig> for core::Config {
 
     fn try_from(c: NativeConfig) -> napi::Result<Self> {
         let defaults = core::Config::default();
-        let port = u16::try_from(c.port)
-            .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
+        let port = u16::try_from(c.port).map_err(|_| invalid("port", "an integer up to 65535"))?;
+        // lib/options.js checks these for the package; the class itself is reachable too.
+        let durations = [
+            ("heartbeatInterval", Some(c.heartbeat_interval)),
+            ("heartbeatTimeout", Some(c.heartbeat_timeout)),
+            ("requestTimeout", Some(c.request_timeout)),
+            ("authTimeout", Some(c.auth_timeout)),
+            ("mediaFetchTimeout", Some(c.media_fetch_timeout)),
+            ("idempotencyTtl", c.idempotency_ttl),
+            ("cluster.leaseMs", c.cluster.as_ref().map(|k| k.lease_ms)),
+        ];
+        for (name, value) in durations {
+            if value.is_some_and(|v| !(v >= 1.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, at least 1"));
+            }
+        }
+        let sizes = [
+            ("maxPayload", Some(c.max_payload)),
+            ("maxMediaBytes", Some(c.max_media_bytes)),
+            ("maxPreAuthPayload", c.max_pre_auth_payload),
+            ("maxQueuedBytes", c.max_queued_bytes),
+        ];
+        for (name, value) in sizes {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a positive finite number"));
+            }
+        }
+        let off_or_more = [
+            ("waitForDevice", c.wait_for_device),
+            (
+                "pacing.minIntervalMs",
+                c.pacing.as_ref().map(|p| p.min_interval_ms),
+            ),
+            ("pacing.jitterMs", c.pacing.as_ref().map(|p| p.jitter_ms)),
+        ];
+        for (name, value) in off_or_more {
+            if value.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, 0 or more"));
+            }
+        }
         Ok(Self {
             port,
             host: c.host,
@@ -232,6 +272,9 @@ impl TryFrom<NativeConfig> for core::Config {
             idempotency_ttl: c
                 .idempotency_ttl
                 .map_or(core::Config::default().idempotency_ttl, ms),
+            max_message_statuses: c
+                .max_message_statuses
+                .map_or(defaults.max_message_statuses, |n| n as usize),
             pacing: c.pacing.map(Into::into),
             max_queued_sends: c
                 .max_queued_sends
@@ -256,6 +299,14 @@ impl TryFrom<NativeConfig> for core::Config {
     }
 }
 
+/// A config value the core cannot take (the constructor throws it as a `TypeError`).
+fn invalid(name: &str, what: &str) -> napi::Error {
+    napi::Error::new(
+        napi::Status::InvalidArg,
+        format!("config.{name} must be {what}"),
+    )
+}
+
 /// The optional parts of a send call, absent on a plain text send: the hot path
 /// passes only positional values, since every property read is a napi call.
 #[napi(object)]
@@ -268,6 +319,9 @@ pub struct SendOptions {
     pub wait_for: Option<AckLevel>,
     /// 5.2: ms; 0 turns the config's off.
     pub wait_for_device: Option<f64>,
+    pub idempotency_key: Option<String>,
+    /// The call's `metadata` as JSON text (checked by lib/send-args.js).
+    pub metadata: Option<String>,
 }
 
 #[napi(string_enum = "lowercase")]
@@ -292,41 +346,6 @@ impl From<AckLevel> for core::Ack {
     }
 }
 
-/// `getMessageStatus(requestId)`.
-#[napi(object)]
-pub struct MessageStatus {
-    pub request_id: String,
-    /// `'queued'`, `'in-flight'`, `'sent'` or `'failed'`.
-    pub state: String,
-    /// `null` until the extension's result.
-    pub ack: Value,
-    /// `null` while it waits for a device.
-    pub session_id: Value,
-    /// Milliseconds since the epoch.
-    pub updated_at: f64,
-}
-
-impl From<core::MessageStatus> for MessageStatus {
-    fn from(s: core::MessageStatus) -> Self {
-        Self {
-            request_id: uuid_text(s.request_id),
-            state: s.state.as_str().to_string(),
-            ack: s.ack.map_or(Value::Null, |a| Value::from(a.as_str())),
-            session_id: if s.session_id.is_empty() {
-                Value::Null
-            } else {
-                Value::from(s.session_id.to_string())
-            },
-            updated_at: s.updated_at as f64,
-        }
-    }
-}
-
-fn uuid_text(id: u128) -> String {
-    let mut buf = [0u8; 36];
-    core::request_id_text(id, &mut buf).to_string()
-}
-
 /// The core's request for one call.
 pub fn send_request(
     kind: SendKind,
@@ -343,8 +362,30 @@ pub fn send_request(
         request.timeout = o.timeout.map(ms);
         request.wait_for = o.wait_for.map(Into::into);
         request.wait_for_device = o.wait_for_device.map(ms_or_zero);
+        request.idempotency_key = o.idempotency_key;
+        request.metadata = o.metadata;
     }
     request
+}
+
+/// What `getMessageStatus` looks a send up by, besides its request id.
+#[napi(object)]
+pub struct StatusSelector {
+    pub api_key: String,
+    pub idempotency_key: Option<String>,
+    /// JSON text of the message id (a string nearly always).
+    pub message_id: Option<String>,
+}
+
+impl StatusSelector {
+    pub fn key(self) -> Option<(String, core::StatusKey)> {
+        let by = match (self.idempotency_key, self.message_id) {
+            (Some(key), _) => core::StatusKey::Idempotency(key),
+            (None, Some(id)) => core::StatusKey::Message(serde_json::from_str(&id).ok()?),
+            (None, None) => return None,
+        };
+        Some((self.api_key, by))
+    }
 }
 
 /// An upgrade request as Node's `http.Server` parsed it.
@@ -472,6 +513,7 @@ pub struct CoreMetrics {
     pub auth_failures: Vec<AuthFailureCount>,
     pub bytes_written: f64,
     pub media_fetch: FetchHistogram,
+    pub status_evictions: f64,
 }
 
 #[napi(object)]
@@ -503,6 +545,7 @@ impl From<core::MetricsSnapshot> for CoreMetrics {
                 })
                 .collect(),
             bytes_written: m.bytes_written as f64,
+            status_evictions: m.status_evictions as f64,
             media_fetch: FetchHistogram {
                 bounds: h.bounds,
                 counts: h.counts.into_iter().map(|c| c as f64).collect(),

@@ -9,7 +9,8 @@
 //! - `view`: other processes' devices as last read, and device choice;
 //! - `routing`: sends across processes; `calls`: this process's sends carried out
 //!   elsewhere; `relay`: the outcomes of sends carried out here for others;
-//! - `queries`: sessions, statuses and idempotency keys across the cluster;
+//! - `once`: idempotency keys and late results across processes;
+//! - `queries`: sessions and statuses across the cluster;
 //! - `directory`: what the session tasks tell the cluster;
 //! - `run`: the tasks (lease, outbox, inbox).
 
@@ -18,6 +19,7 @@ mod connect;
 mod directory;
 mod envelope;
 mod keys;
+mod once;
 mod queries;
 mod redis_io;
 mod relay;

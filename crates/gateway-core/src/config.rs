@@ -138,6 +138,8 @@ pub struct Config {
     pub trust_proxy: bool,
     /// How long `getMessageStatus` remembers a send (5.2 `idempotencyTtl`).
     pub idempotency_ttl: Duration,
+    /// `maxMessageStatuses`: records kept at most (pending ones beyond it).
+    pub max_message_statuses: usize,
     /// `None`: commands leave at once.
     pub pacing: Option<Pacing>,
     /// Sends waiting in one device's pacing queue, and sends of one API key waiting
@@ -185,6 +187,7 @@ impl Default for Config {
             log_events: true,
             trust_proxy: false,
             idempotency_ttl: Duration::from_secs(86_400),
+            max_message_statuses: 200_000,
             pacing: None,
             max_queued_sends: 1000,
             wait_for_device: Duration::ZERO,

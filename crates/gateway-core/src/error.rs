@@ -26,6 +26,8 @@ pub enum ErrorCode {
     Backpressure,
     /// 5.3: the send needs another process and Redis cannot be reached.
     ClusterUnavailable,
+    /// An `idempotencyKey` already used for another message.
+    IdempotencyKeyReused,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

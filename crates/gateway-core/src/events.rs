@@ -7,7 +7,17 @@ use crate::clock::now_ms;
 use crate::error::GatewayError;
 use crate::identity::Identity;
 use crate::protocol::delivery::Ack;
-use crate::protocol::StatusFrame;
+use crate::protocol::{SendKind, StatusFrame};
+
+/// The event of a successful send of this kind.
+pub fn sent_event(kind: SendKind) -> &'static str {
+    match kind {
+        SendKind::Message => "message-sent",
+        SendKind::Image => "image-sent",
+        SendKind::Video => "video-sent",
+        SendKind::Document => "document-sent",
+    }
+}
 
 #[derive(Serialize, Debug)]
 #[serde(rename_all = "camelCase")]
@@ -42,6 +52,15 @@ pub struct DeliveryFields {
     /// An incoming message, as the extension sent it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
+    /// The call's `metadata`, on the events of a send that had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    /// A `*-sent` for a result that came after its call had settled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late: Option<bool>,
+    /// An outcome of a send taken up again after a restart (durable mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
 }
 
 impl LogEvent {
@@ -119,6 +138,35 @@ impl LogEvent {
         }
     }
 
+    /// The kind's `*-sent` for a result that came after its call had settled.
+    pub fn sent_late(
+        kind: SendKind,
+        who: &Identity,
+        phone_number: &str,
+        request_id: &str,
+        message_id: Value,
+    ) -> Self {
+        Self {
+            phone_number: Some(phone_number.to_string()),
+            request_id: Some(request_id.to_string()),
+            message_id: Some(message_id),
+            status: Some("success"),
+            delivery: Some(Box::new(DeliveryFields {
+                late: Some(true),
+                ..DeliveryFields::default()
+            })),
+            ..Self::about(sent_event(kind), who)
+        }
+    }
+
+    /// Adds the call's `metadata`, if it had one.
+    pub fn with_metadata(mut self, metadata: Option<Value>) -> Self {
+        if let Some(metadata) = metadata {
+            self.delivery.get_or_insert_with(Box::default).metadata = Some(metadata);
+        }
+        self
+    }
+
     pub fn message_ack(
         who: &Identity,
         request_id: &str,
@@ -132,7 +180,7 @@ impl LogEvent {
             message_id: Some(message_id),
             delivery: Some(Box::new(DeliveryFields {
                 ack: Some(ack.as_str()),
-                data: None,
+                ..DeliveryFields::default()
             })),
             ..Self::about("message-ack", who)
         }
@@ -141,8 +189,8 @@ impl LogEvent {
     pub fn message_received(who: &Identity, data: Value) -> Self {
         Self {
             delivery: Some(Box::new(DeliveryFields {
-                ack: None,
                 data: Some(data),
+                ..DeliveryFields::default()
             })),
             ..Self::about("message-received", who)
         }

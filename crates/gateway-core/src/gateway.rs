@@ -5,7 +5,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ use crate::net::handshake::Upgrade;
 use crate::net::{connection, listener, Transport};
 use crate::protocol::SendKind;
 use crate::state::link::{lock, CloseRequest};
-use crate::state::message_status::MessageStatus;
+use crate::state::records::StatusKey;
 use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
@@ -97,19 +97,37 @@ impl Gateway {
             }
             None => (None, host),
         };
-        let shared = Arc::new(Shared::new(config, host)?);
+        let shared = Shared::new(config, host)?;
         let cluster = prepared
             .map(|p| Cluster::new(p, shared.clone(), rt.clone()))
             .transpose()?;
         if let Some(cluster) = &cluster {
             let _ = shared.directory.set(Arc::new(cluster.clone()));
         }
-        Ok(Self {
+        let gateway = Self {
             shared,
             cluster,
             run: Arc::default(),
             rt,
-        })
+        };
+        // A call whose key an earlier call freed is sent like a new one. Weak: the
+        // shared state must not keep its own facade alive.
+        let weak = gateway.downgrade();
+        let _ = gateway.shared.resend.set(Box::new(move |call, request| {
+            if let Some(gateway) = weak.upgrade() {
+                gateway.send_with(call, request, Wake::Now);
+            }
+        }));
+        Ok(gateway)
+    }
+
+    fn downgrade(&self) -> WeakGateway {
+        WeakGateway {
+            shared: Arc::downgrade(&self.shared),
+            cluster: self.cluster.as_ref().map(Arc::downgrade),
+            run: Arc::downgrade(&self.run),
+            rt: self.rt.clone(),
+        }
     }
 
     /// Binds and starts serving. Synchronous so that a taken port is reported to
@@ -314,13 +332,44 @@ impl Gateway {
 
     /// Accepts a send call; its outcome is delivered to the host later, exactly once.
     /// A text command goes out at the next `flush()`.
-    pub fn send(&self, call: CallId, mut request: SendRequest) {
+    pub fn send(&self, call: CallId, request: SendRequest) {
+        self.send_with(call, request, Wake::Later);
+    }
+
+    /// A call with an `idempotencyKey` claims it first; one with a key or `metadata`
+    /// gets its record (docs/delivery-records.md). In cluster mode a key is claimed in
+    /// Redis too, before anything is sent.
+    fn send_with(&self, call: CallId, request: SendRequest, wake: Wake) {
+        let running = self.shared.lifecycle() == Lifecycle::Running;
+        if !running || !request.has_record_from_the_start() {
+            return self.submit(call, request, wake);
+        }
+        let cluster = self
+            .cluster
+            .clone()
+            .filter(|_| request.idempotency_key.is_some());
+        let Some(request) = self.shared.claim(call, request, cluster.is_none()) else {
+            return;
+        };
+        let Some(cluster) = cluster else {
+            return self.submit(call, request, wake);
+        };
+        let gateway = self.clone();
+        self.rt.spawn(async move {
+            if let Some(request) = cluster.claim_key(call, request).await {
+                gateway.submit(call, request, Wake::Now);
+            }
+        });
+    }
+
+    /// Loads the call's media, if any, and hands it to device selection.
+    fn submit(&self, call: CallId, mut request: SendRequest, wake: Wake) {
         let source = request.media_source.take();
         // Not running: refused at once, before any media is loaded.
         let Some(source) = source.filter(|_| self.shared.lifecycle() == Lifecycle::Running) else {
             match &self.cluster {
-                Some(cluster) => cluster.dispatch(call, request, None, Wake::Later),
-                None => self.shared.dispatch(call, request, None, Wake::Later),
+                Some(cluster) => cluster.dispatch(call, request, None, wake),
+                None => self.shared.dispatch(call, request, None, wake),
             }
             return;
         };
@@ -386,9 +435,14 @@ impl Gateway {
 
     /// `getMessageStatus(requestId)`: `None` for an id that is not a request id
     /// this gateway issued within `idempotencyTtl` (or was forgotten).
-    pub fn message_status(&self, request_id: &str) -> Option<MessageStatus> {
+    pub fn message_status(&self, request_id: &str) -> Option<Value> {
         let id = uuid::Uuid::try_parse(request_id).ok()?;
         lock(&self.shared.registry).message_status(id.as_u128())
+    }
+
+    /// `getMessageStatus({ apiKey, idempotencyKey })` or `({ apiKey, messageId })`.
+    pub fn message_status_by(&self, api_key: &str, by: &StatusKey) -> Option<Value> {
+        lock(&self.shared.registry).message_status_by(api_key, by)
     }
 
     /// Every session of every key, with its key (`getAllSessions`).
@@ -443,21 +497,14 @@ impl Gateway {
         });
     }
 
-    /// 5.2 `idempotencyKey` across the cluster (`Cluster::take_once`).
-    pub fn take_once(&self, token: u32, api_key: String, key: String) {
-        self.ask_cluster(token, json!({ "state": "first" }), |cluster| async move {
-            cluster.take_once(&api_key, &key).await
+    /// `getMessageStatus` by key across the cluster: the status (JSON) or null.
+    pub fn cluster_message_status_by(&self, token: u32, selector: Option<(String, StatusKey)>) {
+        self.ask_cluster(token, Value::Null, |cluster| async move {
+            Ok(match selector {
+                Some((api_key, by)) => cluster.message_status_by(&api_key, &by).await,
+                None => Value::Null,
+            })
         });
-    }
-
-    /// The outcome (JSON) of the call that took `key`; `None`: it was never written.
-    pub fn settle_once(&self, api_key: &str, key: &str, outcome: Option<String>) {
-        if let Some(cluster) = &self.cluster {
-            match outcome {
-                Some(outcome) => cluster.remember_once(api_key, key, outcome),
-                None => cluster.forget_once(api_key, key),
-            }
-        }
     }
 
     pub fn health(&self) -> Health {
@@ -487,6 +534,28 @@ impl Gateway {
             queued_sends: registry.queued_count(),
             port: run.as_ref().and_then(|r| r.addr).map(|a| a.port()),
         }
+    }
+}
+
+/// A `Gateway` that does not keep it alive.
+struct WeakGateway {
+    shared: Weak<Shared>,
+    cluster: Option<Weak<Cluster>>,
+    run: Weak<Mutex<Option<Run>>>,
+    rt: Handle,
+}
+
+impl WeakGateway {
+    fn upgrade(&self) -> Option<Gateway> {
+        Some(Gateway {
+            shared: self.shared.upgrade()?,
+            cluster: match &self.cluster {
+                Some(cluster) => Some(cluster.upgrade()?),
+                None => None,
+            },
+            run: self.run.upgrade()?,
+            rt: self.rt.clone(),
+        })
     }
 }
 
@@ -730,6 +799,98 @@ mod tests {
         let mut ws = ready_client(addr).await;
         send_when_active(&gateway, &mut rx, 9).await;
         next_of(&mut ws, "send-message").await;
+        gateway.stop();
+    }
+
+    /// Cluster mode with Redis that does not answer: admissions never complete.
+    struct HangingDirectory(std::sync::atomic::AtomicUsize);
+
+    impl crate::state::directory::Directory for HangingDirectory {
+        fn admit(
+            &self,
+            _: &Arc<crate::identity::Identity>,
+            _: SessionInfo,
+            _: usize,
+        ) -> crate::state::directory::Admission {
+            Box::pin(std::future::pending())
+        }
+        fn update(&self, _: &Arc<crate::identity::Identity>, _: SessionInfo) {}
+        fn remove(&self, _: &Arc<crate::identity::Identity>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn first_incoming(&self, _: &str, _: &str) -> crate::state::directory::Admission {
+            Box::pin(async { true })
+        }
+    }
+
+    async fn local_sessions_become(gateway: &Gateway, n: usize) -> usize {
+        for _ in 0..200 {
+            if gateway.health().local_sessions == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gateway.health().local_sessions
+    }
+
+    /// An auth cancelled (auth deadline, stop()) while the cluster admits its session
+    /// leaves no session behind: none that holds a maxSessionsPerKey slot, none that
+    /// outlives stop() and start().
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_auth_cancelled_while_the_cluster_admits_it_leaves_no_session() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            auth_timeout: Duration::from_millis(300),
+            max_sessions_per_key: 1,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(TestHost(tx)), Handle::current()).unwrap();
+        let directory = Arc::new(HangingDirectory(Default::default()));
+        assert!(gateway.shared.directory.set(directory.clone()).is_ok());
+        let addr = gateway.start().unwrap();
+        let auth = || async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                    .await
+                    .unwrap();
+            ws.send(Message::text(r#"{"type":"auth","apiKey":"good-key-123"}"#))
+                .await
+                .unwrap();
+            ws
+        };
+        // The auth deadline passes while the cluster admits the session.
+        let mut ws = auth().await;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 1008),
+            other => panic!("expected the auth timeout's close, got {other:?}"),
+        }
+        assert_eq!(
+            local_sessions_become(&gateway, 0).await,
+            0,
+            "no session left by the timed-out auth"
+        );
+        // stop() while the cluster admits one.
+        let _admitting = auth().await;
+        local_sessions_become(&gateway, 1).await;
+        gateway.stop();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Delivery::Stopped)) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("expected Stopped, got {other:?}"),
+            }
+        }
+        assert_eq!(gateway.health().local_sessions, 0, "none after stop()");
+        gateway.start().unwrap();
+        assert_eq!(gateway.health().local_sessions, 0, "none after start()");
+        assert!(
+            directory.0.load(Ordering::SeqCst) >= 2,
+            "the directory is told each one left"
+        );
         gateway.stop();
     }
 

@@ -47,6 +47,12 @@ pub enum Delivery {
         call: CallId,
         error: GatewayError,
     },
+    /// A call settled by an earlier call with its `idempotencyKey`: the success result
+    /// as the caller gets it (`duplicate: true`), built from that call's record.
+    Duplicate {
+        call: CallId,
+        result: Value,
+    },
     Log(LogEvent),
     Error(GatewayError),
     /// A line for the debug log; only with `Config::debug_log`.

@@ -43,5 +43,5 @@ pub use net::handshake::{parsed_request, Upgrade};
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
 pub use runtime::build_runtime;
-pub use state::message_status::{MessageStatus, State as MessageState};
+pub use state::records::{State as MessageState, StatusKey, StoredRecord};
 pub use state::registry::SessionInfo;

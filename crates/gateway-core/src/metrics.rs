@@ -37,6 +37,7 @@ static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
 static FETCH_COUNTS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 static FETCH_COUNT: AtomicU64 = AtomicU64::new(0);
 static FETCH_MICROS: AtomicU64 = AtomicU64::new(0);
+static STATUS_EVICTIONS: AtomicU64 = AtomicU64::new(0);
 
 pub fn auth_failed(reason: AuthFailure) {
     AUTH_FAILURES[reason as usize].fetch_add(1, Ordering::Relaxed);
@@ -44,6 +45,12 @@ pub fn auth_failed(reason: AuthFailure) {
 
 pub fn bytes_written(bytes: usize) {
     BYTES_WRITTEN.fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// A settled record with an `idempotencyKey` dropped for room before its TTL
+/// (`wa_gateway_status_evictions_total`): its key is forgotten early.
+pub fn status_evicted() {
+    STATUS_EVICTIONS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One `http(s)` media fetch, successful or not.
@@ -64,6 +71,7 @@ pub struct MetricsSnapshot {
     pub auth_failures: Vec<(&'static str, u64)>,
     pub bytes_written: u64,
     pub media_fetch: Histogram,
+    pub status_evictions: u64,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -90,6 +98,7 @@ pub fn snapshot() -> MetricsSnapshot {
             count: read(&FETCH_COUNT),
             sum: read(&FETCH_MICROS) as f64 / 1e6,
         },
+        status_evictions: read(&STATUS_EVICTIONS),
     }
 }
 

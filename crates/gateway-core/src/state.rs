@@ -4,15 +4,19 @@
 
 pub mod acks;
 pub mod directory;
+pub mod idempotency;
 pub mod incoming;
 pub mod link;
-pub mod message_status;
 pub mod pacing;
 pub mod parking;
 pub mod pending_auth;
 pub mod queued_sends;
+pub mod records;
 pub mod registry;
 pub mod requests;
+pub mod send_request;
+pub mod settle;
+pub mod slot_index;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,10 +27,17 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::events::LogEvent;
 use crate::host::{Delivery, Host};
+use crate::identity::CallId;
 use crate::media::MediaLoader;
 use link::SessionLink;
 use pending_auth::PendingAuth;
 use registry::Registry;
+use send_request::SendRequest;
+use settle::Settling;
+
+/// How a call whose `idempotencyKey` was freed by an earlier call is sent anew: the
+/// facade's own `send` (media, cluster routing), set by it.
+pub type Resend = Box<dyn Fn(CallId, SendRequest) + Send + Sync>;
 
 /// Where the gateway is between `start()` and `stop()`; sends are refused differently.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +50,11 @@ pub enum Lifecycle {
 pub struct Shared {
     pub config: Config,
     pub registry: Mutex<Registry>,
+    /// The embedder's host, behind `settling`.
     pub host: Arc<dyn Host>,
+    /// Closes the records of calls that have one from the start as they settle.
+    pub settling: Arc<Settling>,
+    pub resend: OnceLock<Resend>,
     pub media: MediaLoader,
     /// Wakes the deadline task when a request with an earlier deadline arrives.
     pub deadline_changed: Notify,
@@ -60,16 +75,32 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Config, host: Arc<dyn Host>) -> Result<Self, GatewayError> {
+    pub fn new(config: Config, host: Arc<dyn Host>) -> Result<Arc<Self>, GatewayError> {
         let media = MediaLoader::new(config.media.clone())?;
         let mut registry = Registry::default();
-        registry.statuses.set_ttl(config.idempotency_ttl);
+        registry
+            .statuses
+            .configure(config.idempotency_ttl, config.max_message_statuses);
         registry.pacing = config.pacing;
         registry.max_queued = config.max_queued_sends;
         registry.max_queued_bytes = config.max_queued_bytes;
-        Ok(Self {
+        Ok(Arc::new_cyclic(|shared| {
+            let settling = Arc::new(Settling::new(host, shared.clone()));
+            Self::with(config, registry, media, settling)
+        }))
+    }
+
+    fn with(
+        config: Config,
+        registry: Registry,
+        media: MediaLoader,
+        settling: Arc<Settling>,
+    ) -> Self {
+        Self {
             registry: Mutex::new(registry),
-            host,
+            host: settling.clone(),
+            settling,
+            resend: OnceLock::new(),
             media,
             deadline_changed: Notify::new(),
             connections: AtomicUsize::new(0),
@@ -80,7 +111,7 @@ impl Shared {
             warned_queue_wait: AtomicBool::new(false),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
-        })
+        }
     }
 
     pub fn log(&self, event: impl FnOnce() -> LogEvent) {

@@ -8,6 +8,7 @@ use super::relay::Outgoing;
 use super::{Cluster, INCOMING_WINDOW};
 use crate::identity::Identity;
 use crate::state::directory::{Admission, Directory};
+use crate::state::records::StoredRecord;
 use crate::state::registry::SessionInfo;
 use crate::state::Lifecycle;
 
@@ -53,6 +54,14 @@ impl Directory for Arc<Cluster> {
                 .await
                 .unwrap_or(true)
         })
+    }
+
+    fn record_changed(&self, api_key: &str, record: StoredRecord, freed: bool) {
+        self.publish_record(api_key, record, freed);
+    }
+
+    fn late_result(&self, api_key: &str, record: StoredRecord) {
+        self.send_late(api_key, record);
     }
 
     fn remove(&self, who: &Arc<Identity>) {

@@ -19,11 +19,17 @@ pub enum Envelope {
     Reroute(Box<Command>),
     /// A `message-ack` for a send the receiving process called: its event fires there.
     Ack(Box<AckEvent>),
+    /// A `message-result` that came after the call settled, for a send the receiving
+    /// process called: its record takes it, and a success fires `*-sent` there.
+    Late(Box<LateResult>),
     /// `getMessageStatus` asks every process; each answers what it knows.
     StatusQuery {
         from: String,
         token: u64,
         request_id: String,
+        /// A look-up by `(digest of the apiKey, messageId)` instead of by request id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by_message: Option<(String, Value)>,
     },
     StatusReply {
         token: u64,
@@ -42,6 +48,15 @@ pub struct AckEvent {
     pub phone_number: String,
     pub message_id: Value,
     pub ack: String,
+}
+
+/// The holder's record of a send it ran for the caller, after a late result moved it.
+#[derive(Serialize, Deserialize, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct LateResult {
+    /// The API key's digest (`keys::Keys::digest`): keys never travel through Redis.
+    pub key_digest: String,
+    pub record: crate::state::records::StoredRecord,
 }
 
 /// A send routed to the process holding its device. Media travels loaded: the calling

@@ -17,7 +17,11 @@
 //! - `inbox:<nodeId>`: stream of commands and outcomes for one process; made by its
 //!   owner's lease renewal, written only while it exists (`NOMKSTREAM`), so that a
 //!   gone process's inbox is not made again by a late writer.
-//! - `once:<digest>:<idempotencyKey>`: the call that took an `idempotencyKey`.
+//! - `once:<digest>:<idempotencyKey>`: hash of the record of the call that holds an
+//!   `idempotencyKey` (docs/delivery-records.md): `requestId`, `owner` (its node id) and
+//!   `token` (that node's lease token), `state` (`pending`, then the settled state),
+//!   `placed` (`1` once its command may be written), `fp` (the message's fingerprint)
+//!   and `record` (the record's JSON, without the API key). Kept `idempotencyTtl`.
 //! - `seen:<digest>:<messageId>`: an incoming message seen lately.
 //!
 //! No leftovers (README "Deploying"): when a lease runs out, the next renewal of any
@@ -301,6 +305,63 @@ return rest
     )
 }
 
+/// Claims an `idempotencyKey` for a call. KEYS: once, nodes. ARGV: request id, node
+/// id, lease token, fingerprint, record JSON, ttl ms, prefix of node lease keys.
+/// Returns `{'first'}` (this call holds it now), `{'reused', requestId}`,
+/// `{'settled', record}`, `{'wait', owner, record}` (its owner's lease runs) or
+/// `{'gone', record}` (its owner's lease ran out after its command was placed).
+pub fn take_idempotency() -> Script {
+    Script::new(concat!(
+        lua_now!(),
+        r"
+local h = redis.call('HMGET', KEYS[1], 'requestId', 'owner', 'token', 'state', 'placed', 'fp', 'record')
+local function take()
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'requestId', ARGV[1], 'owner', ARGV[2], 'token', ARGV[3],
+    'state', 'pending', 'placed', '0', 'fp', ARGV[4], 'record', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  return { 'first' }
+end
+if not h[1] then return take() end
+if h[6] ~= ARGV[4] then return { 'reused', h[1] } end
+if h[4] ~= 'pending' then return { 'settled', h[7] } end
+local lease = redis.call('ZSCORE', KEYS[2], h[2])
+local alive = lease and tonumber(lease) > now and redis.call('GET', ARGV[7] .. h[2]) == h[3]
+if alive then return { 'wait', h[2], h[7] } end
+if h[5] == '0' then return take() end
+return { 'gone', h[7] }
+",
+    ))
+}
+
+/// Marks a claimed key's command as possibly written, if the key is still this call's.
+/// KEYS: once. ARGV: request id. Returns 1, or 0 if another call holds the key now.
+pub fn place_idempotency() -> Script {
+    Script::new(
+        r"
+if redis.call('HGET', KEYS[1], 'requestId') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'placed', '1')
+return 1
+",
+    )
+}
+
+/// Writes the record of the call holding a key, if it still does: its settled state
+/// (the TTL counting from the first settlement), or nothing at all (`state` empty: it
+/// failed before writing, the key is free). KEYS: once. ARGV: request id, state,
+/// record JSON, ttl ms.
+pub const SETTLE_IDEMPOTENCY: &str = r"
+if redis.call('HGET', KEYS[1], 'requestId') ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+local first = redis.call('HGET', KEYS[1], 'state') == 'pending'
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'record', ARGV[3])
+if first then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+return 1
+";
+
 /// Uses, on keys of its own, every command the gateway's scripts run, so that an ACL
 /// user missing one is found at `start()`. KEYS: three probe keys.
 pub const PROBE_SCRIPTS: &str = concat!(
@@ -316,6 +377,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '+inf')
 redis.call('ZREM', KEYS[2], 'p')
 redis.call('HSET', KEYS[3], 'p', '1')
 redis.call('HGET', KEYS[3], 'p')
+redis.call('HMGET', KEYS[3], 'p')
 redis.call('HGETALL', KEYS[3])
 redis.call('HVALS', KEYS[3])
 redis.call('HDEL', KEYS[3], 'p')

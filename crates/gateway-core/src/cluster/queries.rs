@@ -1,34 +1,24 @@
-//! What the host asks of the whole cluster: sessions, a send's status, and
-//! `idempotencyKey`s, which live in Redis.
+//! What the host asks of the whole cluster: sessions and a send's status.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
 use super::envelope::{Envelope, Listing};
 use super::relay::Outgoing;
-use super::{unavailable, Cluster};
-use crate::error::{ErrorCode, GatewayError};
+use super::Cluster;
 use crate::identity::Identity;
-use crate::protocol::delivery::Ack;
 use crate::state::link::lock;
+use crate::state::records::{StatusKey, StoredRecord};
 use crate::state::registry::SessionInfo;
 
 impl Cluster {
     pub(super) fn local_status(&self, request_id: &str) -> Option<Value> {
         let id = uuid::Uuid::try_parse(request_id).ok()?;
-        let status = lock(&self.shared.registry).message_status(id.as_u128())?;
-        Some(json!({
-            "requestId": request_id,
-            "state": status.state.as_str(),
-            "ack": status.ack.map(Ack::as_str),
-            "sessionId": (!status.session_id.is_empty()).then(|| status.session_id.to_string()),
-            "updatedAt": status.updated_at,
-        }))
+        lock(&self.shared.registry).message_status(id.as_u128())
     }
 
     /// `getMessageStatus` across the cluster: this process's record, else the first
@@ -37,6 +27,36 @@ impl Cluster {
         if let Some(status) = self.local_status(request_id) {
             return status;
         }
+        self.ask_others(request_id, None).await
+    }
+
+    /// `getMessageStatus({ apiKey, idempotencyKey | messageId })` across the cluster:
+    /// this process's record, else the key's record in Redis, or the first other
+    /// process's record of that message id.
+    pub async fn message_status_by(&self, api_key: &str, by: &StatusKey) -> Value {
+        if let Some(status) = lock(&self.shared.registry).message_status_by(api_key, by) {
+            return status;
+        }
+        if !self.usable() {
+            return Value::Null;
+        }
+        match by {
+            StatusKey::Idempotency(key) => {
+                let key = self.redis.keys.idempotency(api_key, key);
+                let read = self.redis.key_record(&key).await.ok().flatten();
+                read.and_then(|text| serde_json::from_str::<StoredRecord>(&text).ok())
+                    .map_or(Value::Null, |record| record.status(record.state))
+            }
+            StatusKey::Message(id) => {
+                // The key by its digest: keys never travel through Redis.
+                let by_message = Some((self.know(api_key), id.clone()));
+                self.ask_others("", by_message).await
+            }
+        }
+    }
+
+    /// Asks every other live process for a record; the first that has one answers.
+    async fn ask_others(&self, request_id: &str, by_message: Option<(String, Value)>) -> Value {
         let others: Vec<Arc<str>> = lock(&self.view)
             .live()
             .map(|(node, _)| node.clone())
@@ -55,6 +75,7 @@ impl Cluster {
                     from: self.node_id.to_string(),
                     token,
                     request_id: request_id.to_string(),
+                    by_message: by_message.clone(),
                 },
                 call: None,
             });
@@ -138,69 +159,6 @@ impl Cluster {
             value["apiKey"] = api_key.into();
         }
         value
-    }
-
-    /// 5.2 `idempotencyKey` across the cluster: answers `{ state: 'first' }` when this
-    /// call takes the key (it then reports its outcome with `remember_once` or
-    /// `forget_once`), or `{ state: 'done', result | error }` once the call that took it
-    /// has settled (waiting while it is in flight).
-    pub async fn take_once(&self, api_key: &str, key: &str) -> Result<Value, GatewayError> {
-        let redis_key = self.redis.keys.idempotency(api_key, key);
-        let config = &self.shared.config;
-        // The longest a first call may stay in flight; then its record lapses.
-        let hold = config.request_timeout + self.lease + Duration::from_secs(2);
-        let pending = json!({ "state": "pending", "nodeId": &*self.node_id }).to_string();
-        let give_up = Instant::now() + hold;
-        loop {
-            if !self.usable() {
-                let mut error = unavailable(api_key);
-                error.message = "An idempotencyKey cannot be checked across the cluster while Redis is unreachable".into();
-                error.details["sent"] = false.into();
-                return Err(error);
-            }
-            let held = match self.redis.take_once(&redis_key, &pending, hold).await {
-                Ok(held) => held,
-                Err(failure) => {
-                    self.trouble(&failure);
-                    self.set_connected(false, Some(&failure));
-                    continue;
-                }
-            };
-            let Some(held) = held else {
-                return Ok(json!({ "state": "first" }));
-            };
-            let record: Value = serde_json::from_str(&held).unwrap_or(Value::Null);
-            if record["state"] == "done" {
-                return Ok(record);
-            }
-            let holder_alive = record["nodeId"]
-                .as_str()
-                .is_some_and(|n| lock(&self.view).lease_until(n).is_some());
-            if !holder_alive || Instant::now() >= give_up {
-                return Err(GatewayError::new(
-                    ErrorCode::ConnectionLost,
-                    "The call that first used this idempotencyKey was on a gateway process that is gone; it may or may not have been sent",
-                    json!({ "duplicate": true }),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// The outcome of the call that took an `idempotencyKey`, kept `idempotencyTtl`.
-    pub fn remember_once(&self, api_key: &str, key: &str, outcome: String) {
-        self.relay.send(Outgoing::Remember {
-            key: self.redis.keys.idempotency(api_key, key),
-            outcome,
-            ttl: self.shared.config.idempotency_ttl,
-        });
-    }
-
-    /// The call that took an `idempotencyKey` failed before it was written.
-    pub fn forget_once(&self, api_key: &str, key: &str) {
-        self.relay.send(Outgoing::Forget {
-            key: self.redis.keys.idempotency(api_key, key),
-        });
     }
 
     pub(super) fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {

@@ -37,6 +37,8 @@ pub struct Redis {
     /// Run in pipelines by hash (`EVALSHA`): loaded when Redis says it lacks them.
     list: Script,
     unlist: Script,
+    take_key: Script,
+    place_key: Script,
 }
 
 impl Redis {
@@ -57,6 +59,8 @@ impl Redis {
             release: keys::release_lease(),
             list: Script::new(keys::LIST_SESSION),
             unlist: Script::new(keys::UNLIST_SESSION),
+            take_key: keys::take_idempotency(),
+            place_key: keys::place_idempotency(),
         }
     }
 
@@ -368,11 +372,22 @@ impl Redis {
                         .arg(digest)
                         .arg(lease);
                 }
-                Outgoing::Remember { key, outcome, ttl } => {
-                    pipe.pset_ex(key, outcome, ttl.as_millis() as u64);
-                }
-                Outgoing::Forget { key } => {
-                    pipe.del(key);
+                Outgoing::Record {
+                    key,
+                    request_id,
+                    state,
+                    record,
+                    ttl,
+                } => {
+                    // By its text: rare, and never refused for a missing script.
+                    pipe.cmd("EVAL")
+                        .arg(keys::SETTLE_IDEMPOTENCY)
+                        .arg(1)
+                        .arg(key)
+                        .arg(request_id)
+                        .arg(*state)
+                        .arg(record)
+                        .arg(ttl.as_millis() as u64);
                 }
                 Outgoing::Unlist {
                     api_key,
@@ -393,23 +408,53 @@ impl Redis {
         pipe
     }
 
-    /// Takes `key` for this call (`pending`, for `hold`) unless another call has it:
-    /// then its record, pending or settled.
-    pub async fn take_once(
-        &self,
-        key: &str,
-        pending: &str,
-        hold: Duration,
-    ) -> Reply<Option<String>> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(key)
-            .arg(pending)
-            .arg("NX")
-            .arg("PX")
-            .arg(hold.as_millis() as u64)
-            .arg("GET");
+    /// Claims an `idempotencyKey`'s record for a call (`keys::take_idempotency`).
+    pub async fn take_key(&self, key: &str, claim: &KeyClaim<'_>) -> Reply<Taken> {
+        let mut invocation = self.take_key.key(key);
+        invocation
+            .key(self.keys.nodes())
+            .arg(claim.request_id)
+            .arg(&*self.node_id)
+            .arg(claim.token)
+            .arg(claim.fingerprint)
+            .arg(claim.record)
+            .arg(claim.ttl.as_millis() as u64)
+            .arg(self.keys.node(""));
+        let reply: Vec<String> = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
+            .await?;
+        let mut items = reply.into_iter();
+        let (kind, first) = (items.next(), items.next());
+        Ok(match (kind.as_deref(), first) {
+            (Some("first"), _) => Taken::First,
+            (Some("reused"), Some(request_id)) => Taken::Reused(request_id),
+            (Some("settled"), Some(record)) => Taken::Settled(record),
+            (Some("wait"), Some(owner)) => Taken::Wait(owner),
+            (Some("gone"), Some(record)) => Taken::Gone(record),
+            _ => Taken::Unreadable,
+        })
+    }
+
+    /// Marks a claimed key's command as possibly written; false if the key is no
+    /// longer this call's.
+    pub async fn place_key(&self, key: &str, request_id: &str) -> Reply<bool> {
+        let mut invocation = self.place_key.key(key);
+        invocation.arg(request_id);
+        let placed: i64 = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
+            .await?;
+        Ok(placed == 1)
+    }
+
+    /// The record JSON of the call holding a key, if any.
+    pub async fn key_record(&self, key: &str) -> Reply<Option<String>> {
+        let key = key.to_string();
         self.on(&self.commands, |mut con| async move {
-            cmd.query_async(&mut con).await
+            con.hget(key, "record").await
         })
         .await
     }
@@ -515,6 +560,28 @@ impl Written {
             _ => Self::Done,
         }
     }
+}
+
+/// A call's claim of an `idempotencyKey`.
+pub struct KeyClaim<'a> {
+    pub request_id: &'a str,
+    pub token: &'a str,
+    pub fingerprint: &'a str,
+    /// The record as it reads while the call is pending.
+    pub record: &'a str,
+    pub ttl: Duration,
+}
+
+/// What the record of an `idempotencyKey` in Redis says to a call claiming it.
+pub enum Taken {
+    First,
+    Reused(String),
+    Settled(String),
+    /// Held by a live process's call (this node id: a call of this process).
+    Wait(String),
+    /// Held by a call whose process is gone after its command was placed.
+    Gone(String),
+    Unreadable,
 }
 
 /// A process whose lease has not run out.

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::envelope::{AckEvent, Device, Envelope, Outcome, Success};
 use crate::error::GatewayError;
@@ -33,14 +34,16 @@ pub enum Outgoing {
         api_key: Arc<str>,
         session_id: Arc<str>,
     },
-    /// The outcome of the call that took an `idempotencyKey` (a Redis key), kept `ttl`.
-    Remember {
+    /// The record of the call holding an `idempotencyKey` (a Redis key) changed: its
+    /// settled `state` and record JSON, or `state` empty when the call failed before
+    /// writing (the key is free again). `ttl` counts from the first settlement.
+    Record {
         key: String,
-        outcome: String,
+        request_id: String,
+        state: &'static str,
+        record: String,
         ttl: std::time::Duration,
     },
-    /// That call failed before it was written: the key is free again.
-    Forget { key: String },
 }
 
 /// Where the outcome of a call run for another process goes.
@@ -50,18 +53,20 @@ pub struct Origin {
     pub call: CallId,
 }
 
-/// Sends remembered for their `message-ack` events (bounded: the oldest go first).
-const ACKS_KEPT: usize = 100_000;
+/// Sends run here for other processes, remembered for their acks and late results
+/// (bounded: the oldest go first).
+const ROUTES_KEPT: usize = 100_000;
 
-/// Calling process by request id, and the request ids oldest first.
-type AckOrigins = (HashMap<String, Arc<str>>, VecDeque<String>);
+/// Calling process by request id, with until when it is remembered; the request ids
+/// oldest first.
+type Routes = (HashMap<String, (Arc<str>, Instant)>, VecDeque<String>);
 
 pub struct Relay {
     /// Digests for API keys in what goes through Redis.
     keys: Arc<super::keys::Keys>,
     origins: Mutex<HashMap<CallId, Origin>>,
     /// The calling process of each send run here for another, by request id.
-    ack_origins: Mutex<AckOrigins>,
+    routes: Mutex<Routes>,
     pub outbox: mpsc::UnboundedSender<Outgoing>,
     next_call: AtomicU64,
 }
@@ -72,7 +77,7 @@ impl Relay {
         let relay = Self {
             keys,
             origins: Mutex::default(),
-            ack_origins: Mutex::default(),
+            routes: Mutex::default(),
             outbox,
             next_call: AtomicU64::new(0),
         };
@@ -89,6 +94,29 @@ impl Relay {
     /// Where a call run for another process came from, forgetting it.
     pub fn take_origin(&self, call: CallId) -> Option<Origin> {
         lock(&self.origins).remove(&call)
+    }
+
+    /// A send run here for `node`: its acks and a late result go there, until `until`.
+    pub fn remember_route(&self, request_id: &str, node: Arc<str>, until: Instant) {
+        let (by_id, order) = &mut *lock(&self.routes);
+        if by_id
+            .insert(request_id.to_string(), (node, until))
+            .is_none()
+        {
+            order.push_back(request_id.to_string());
+        }
+        while order.len() > ROUTES_KEPT {
+            if let Some(oldest) = order.pop_front() {
+                by_id.remove(&oldest);
+            }
+        }
+    }
+
+    /// The calling process of a send run here for another, if remembered.
+    pub fn route_of(&self, request_id: &str) -> Option<Arc<str>> {
+        let routes = lock(&self.routes);
+        let (node, until) = routes.0.get(request_id)?;
+        (*until > Instant::now()).then(|| node.clone())
     }
 
     pub fn in_flight(&self) -> usize {
@@ -112,20 +140,6 @@ impl Relay {
         let Some(origin) = origin else { return };
         let mut buf = [0u8; 36];
         let request_id = request_id_text(r.request_id, &mut buf).to_string();
-        if r.stage != Stage::Ack {
-            let (by_id, order) = &mut *lock(&self.ack_origins);
-            if by_id
-                .insert(request_id.clone(), origin.node.clone())
-                .is_none()
-            {
-                order.push_back(request_id.clone());
-            }
-            while order.len() > ACKS_KEPT {
-                if let Some(oldest) = order.pop_front() {
-                    by_id.remove(&oldest);
-                }
-            }
-        }
         let success = Success {
             request_id,
             message_id: r.message_id,
@@ -142,8 +156,9 @@ impl Relay {
         let Some(request_id) = &event.request_id else {
             return false;
         };
-        let node = lock(&self.ack_origins).0.get(request_id).cloned();
-        let Some(node) = node else { return false };
+        let Some(node) = self.route_of(request_id) else {
+            return false;
+        };
         let ack = event
             .delivery
             .as_ref()

@@ -23,9 +23,14 @@ use crate::media::Media;
 use crate::protocol::delivery::Ack;
 use crate::state::link::lock;
 use crate::state::parking::Parked;
+use crate::state::records::StatusKey;
 use crate::state::registry::Pending;
 use crate::state::requests::{shutdown_error, SendRequest, Wake};
 use crate::state::Lifecycle;
+
+/// A listing read that takes longer than this counts as Redis being away: local
+/// devices serve meanwhile.
+const READ_LIMIT: Duration = Duration::from_secs(1);
 
 impl Cluster {
     /// Chooses a device across the cluster and sends there.
@@ -38,6 +43,12 @@ impl Cluster {
     ) {
         if self.shared.lifecycle() != Lifecycle::Running {
             return self.shared.dispatch(call, request, media, wake);
+        }
+        if request.needs_placing {
+            let cluster = self.clone();
+            self.rt
+                .spawn(cluster.place_when_device(call, request, media));
+            return;
         }
         if !self.usable() {
             if !lock(&self.shared.registry).has_active_device(&request.api_key) {
@@ -88,18 +99,34 @@ impl Cluster {
                         Wake::Now,
                         remote.clone(),
                     ),
+                    // Redis is away: local devices only, as when it was known to be.
+                    None if lock(&self.shared.registry).has_active_device(&api_key) => self
+                        .shared
+                        .dispatch(send.call, send.request, send.media, Wake::Now),
                     None => self.reject(send.call, unavailable(&api_key)),
                 }
             }
         }
     }
 
-    /// The other processes' active devices of `api_key`, read now.
-    async fn read_remote_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+    /// The other processes' active devices of `api_key`, read now; `None` when Redis
+    /// could not be read (the process serves its own devices until it can again).
+    pub(super) async fn read_remote_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
         // A call here named the key: `getAllSessions` may show it (at most one read per
         // key and second, so the digest is not made on every send).
         self.know(api_key);
-        let (listings, live) = self.redis.listings(api_key).await.ok()?;
+        let read = tokio::time::timeout(READ_LIMIT, self.redis.listings(api_key)).await;
+        let (listings, live) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(failure)) => {
+                self.set_connected(false, Some(&failure));
+                return None;
+            }
+            Err(_) => {
+                self.set_connected(false, None);
+                return None;
+            }
+        };
         self.set_live(live);
         let devices = listings
             .into_iter()
@@ -165,7 +192,7 @@ impl Cluster {
         let deadline = called_at + timeout;
         let left = deadline.saturating_duration_since(now);
         // A send routed a second time keeps the id its first route gave it.
-        let rerouted = request.request_id.is_some();
+        let rerouted = request.rerouted;
         let request_id = request
             .request_id
             .map_or_else(uuid::Uuid::new_v4, uuid::Uuid::from_u128)
@@ -199,6 +226,12 @@ impl Cluster {
             phone_number: request.phone_number,
             routed: false,
         };
+        if let Some(id) = request.request_id.filter(|_| !rerouted) {
+            // The caller's record, if its call has one from the start, names the device.
+            lock(&self.shared.registry)
+                .statuses
+                .placed(id, remote.device.clone());
+        }
         let lease_until = lock(&self.view)
             .lease_until(&remote.holder)
             .unwrap_or(now + self.lease);
@@ -210,7 +243,7 @@ impl Cluster {
         });
     }
 
-    fn reject(&self, call: CallId, error: GatewayError) {
+    pub(super) fn reject(&self, call: CallId, error: GatewayError) {
         self.shared.host.deliver(Delivery::Rejected { call, error });
     }
 
@@ -218,11 +251,20 @@ impl Cluster {
     pub(super) fn fail_remote(&self, call: CallId, remote: &RemoteCall, error: GatewayError) {
         if self.shared.config.log_events {
             let request_id = error.details["requestId"].as_str().unwrap_or_default();
+            let metadata = self.metadata_of(request_id);
             let event =
-                LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error);
+                LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error)
+                    .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
         self.reject(call, error);
+    }
+
+    /// The `metadata` of a call of this process, from its record.
+    fn metadata_of(&self, request_id: &str) -> Option<Value> {
+        let id = uuid::Uuid::try_parse(request_id).ok()?;
+        let registry = lock(&self.shared.registry);
+        registry.statuses.get(id.as_u128())?.metadata()
     }
 
     /// A send another process routed here.
@@ -243,8 +285,13 @@ impl Cluster {
                 call: None,
             });
         };
+        let origin: Arc<str> = command.from.as_str().into();
+        // Its acks and a late result go to the caller, for as long as it keeps records.
+        let until = Instant::now() + self.shared.config.idempotency_ttl;
+        self.relay
+            .remember_route(&command.request_id, origin.clone(), until);
         let call = self.relay.adopt(Origin {
-            node: command.from.as_str().into(),
+            node: origin,
             call: command.call,
         });
         let target: Arc<str> = command.session_id.as_str().into();
@@ -468,6 +515,30 @@ impl Cluster {
         let Some(api_key) = self.known_key(&ack.key_digest) else {
             return;
         };
+        // This process's record of the send moves too (forward only).
+        let mut metadata = None;
+        let mut keyed = None;
+        if let Ok(id) = uuid::Uuid::try_parse(&ack.request_id) {
+            let mut registry = lock(&self.shared.registry);
+            let id = id.as_u128();
+            match registry
+                .statuses
+                .advance(id, &api_key, level, ack.message_id.clone())
+            {
+                Some(advanced) => {
+                    let record = advanced.record;
+                    metadata = record.metadata();
+                    keyed = record
+                        .call()
+                        .filter(|c| c.idempotency_key.is_some() && !c.open)
+                        .map(|_| record.stored(id));
+                }
+                None => metadata = registry.statuses.get(id).and_then(|r| r.metadata()),
+            }
+        }
+        if let Some(stored) = keyed {
+            self.publish_record(&api_key, stored, false);
+        }
         let device = Identity {
             session_id: ack.session_id.into(),
             api_key,
@@ -483,7 +554,8 @@ impl Cluster {
             &ack.phone_number,
             ack.message_id,
             level,
-        );
+        )
+        .with_metadata(metadata);
         self.shared.host.deliver(Delivery::Log(event));
     }
 
@@ -493,12 +565,22 @@ impl Cluster {
             Ok(Envelope::Reroute(command)) => self.on_reroute(*command),
             Ok(Envelope::Outcome(outcome)) => self.on_outcome(*outcome),
             Ok(Envelope::Ack(ack)) => self.on_ack(*ack),
+            Ok(Envelope::Late(late)) => self.on_late(*late),
             Ok(Envelope::StatusQuery {
                 from,
                 token,
                 request_id,
+                by_message,
             }) => {
-                let status = self.local_status(&request_id);
+                // By message id: the key, named by its digest, is known here if this
+                // process has a record of it.
+                let status = match by_message {
+                    Some((digest, message_id)) => self.known_key(&digest).and_then(|api_key| {
+                        lock(&self.shared.registry)
+                            .message_status_by(&api_key, &StatusKey::Message(message_id))
+                    }),
+                    None => self.local_status(&request_id),
+                };
                 self.relay.send(Outgoing::Envelope {
                     to: from.into(),
                     envelope: Envelope::StatusReply { token, status },
@@ -536,6 +618,7 @@ fn request_of(command: Command, api_key: &str) -> (SendRequest, Option<Media>) {
     request.request_id = uuid::Uuid::try_parse(&command.request_id)
         .ok()
         .map(|id| id.as_u128());
+    request.rerouted = true;
     let media = command.media.map(|m| Media {
         data_url: m.data_url,
         mime_type: m.mime_type,
@@ -564,6 +647,7 @@ fn unparked_request(
     request.wait_for = (pending.wait_for > Ack::Sent).then_some(pending.wait_for);
     request.document_name = written.document_name;
     request.request_id = Some(parked.request_id);
+    request.rerouted = true;
     request.strategy = Some(parked.strategy);
     let media = written.media.map(|(data_url, mime_type)| Media {
         data_url,

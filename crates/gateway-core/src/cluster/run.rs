@@ -207,8 +207,11 @@ impl Cluster {
                         self.fail_remote(call, &remote, error);
                     }
                 }
-                // An outcome for a caller that is gone is dropped; one refused, retried.
-                outcome @ Outgoing::Envelope { call: None, .. } if fate == Written::Refused => {
+                // An outcome for a caller that is gone is dropped; one refused, retried. So
+                // is a key's record.
+                outcome @ (Outgoing::Envelope { call: None, .. } | Outgoing::Record { .. })
+                    if fate == Written::Refused =>
+                {
                     retry.push(outcome)
                 }
                 // Listings are written again at the next refresh.

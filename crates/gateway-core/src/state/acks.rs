@@ -9,32 +9,95 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::link::lock;
-use super::message_status::{Record, Waiter};
+use super::records::State;
+use super::records::{Record, Waiter};
 use super::registry::{Registry, SessionKey, Settled};
 use super::Shared;
 use crate::clock::now_ms;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Resolved, Stage};
+use crate::identity::{Identity, CLUSTER_CALL};
 use crate::protocol::delivery::{Ack, AckFrame};
 use crate::protocol::ResultFrame;
 
 impl Shared {
-    /// Settles the request a `message-result` answers, if it was sent to `key`.
+    /// Settles the request a `message-result` answers, if it was written to a session
+    /// of `key`'s API key; else, if its call has settled without a result, the
+    /// extension's word is its late truth.
     pub fn on_result(&self, key: SessionKey, result: ResultFrame) {
-        // Ids the gateway never issued, or issued to another session, settle nothing.
+        // Ids the gateway never issued, or issued for another API key, settle nothing.
         let Ok(id) = Uuid::try_parse(&result.request_id) else {
             return;
         };
         let mut registry = lock(&self.registry);
-        let Some(settled) = registry.settle(key, id.as_u128()) else {
+        let Some((mut settled, answering)) = registry.settle_from(key, id.as_u128()) else {
+            let identity = registry.identity_of(key);
+            drop(registry);
+            if let Some(identity) = identity {
+                self.late_result(id.as_u128(), identity, result);
+            }
             return;
         };
+        settled.identity = answering;
         if result.success {
             self.succeed(registry, settled, result);
         } else {
             drop(registry);
             self.complete(settled, result);
+        }
+    }
+
+    /// A result for a send whose call settled without one (timed out, connection
+    /// lost): an `unknown` record takes it; a success fires the kind's `*-sent` with
+    /// `late: true` where the call was made.
+    fn late_result(&self, request_id: u128, answered_by: Arc<Identity>, result: ResultFrame) {
+        let answer = if result.success {
+            Ok((
+                result.message_id,
+                result.timestamp.unwrap_or(now_ms() as f64),
+            ))
+        } else {
+            Err(extension_error(request_id, &answered_by, &result.error))
+        };
+        let api_key = answered_by.api_key.clone();
+        let mut registry = lock(&self.registry);
+        let Some(record) = registry
+            .statuses
+            .late(request_id, &api_key, answered_by, answer)
+        else {
+            return;
+        };
+        let stored = record.stored(request_id);
+        let event = (record.state == State::Sent && !record.for_other && self.config.log_events)
+            .then(|| {
+                record.identity.as_ref().map(|who| {
+                    LogEvent::sent_late(
+                        record.kind,
+                        who,
+                        record.phone_number(),
+                        &stored.request_id,
+                        record.message_id(),
+                    )
+                    .with_metadata(record.metadata())
+                })
+            })
+            .flatten();
+        let for_other = record.for_other;
+        let keyed = record
+            .call()
+            .filter(|c| c.idempotency_key.is_some())
+            .map(|c| c.api_key.clone());
+        drop(registry);
+        if let Some(directory) = self.directory.get() {
+            if for_other {
+                directory.late_result(&api_key, stored);
+            } else if let Some(api_key) = keyed {
+                directory.record_changed(&api_key, stored, false);
+            }
+        }
+        if let Some(event) = event {
+            self.host.deliver(Delivery::Log(event));
         }
     }
 
@@ -52,12 +115,14 @@ impl Shared {
             pending,
         } = settled;
         let timestamp = result.timestamp.unwrap_or(now_ms() as f64);
-        let record = Record::sent(
+        let mut record = Record::sent(
             identity.clone(),
+            pending.kind,
             &pending.phone_number,
             &result.message_id,
             timestamp,
         );
+        record.for_other = pending.call & CLUSTER_CALL != 0;
         registry.statuses.record(request_id, record);
         let stage = if pending.wait_for > Ack::Sent {
             let waiter = Waiter {
@@ -103,25 +168,36 @@ impl Shared {
         };
         let record = advanced.record;
         let message_id = record.message_id();
+        let Some(identity) = record.identity.clone() else {
+            return;
+        };
         let event = self.config.log_events.then(|| {
             LogEvent::message_ack(
-                &record.identity,
+                &identity,
                 &frame.request_id,
                 record.phone_number(),
                 message_id.clone(),
                 frame.ack,
             )
+            .with_metadata(record.metadata())
         });
+        let keyed = record
+            .call()
+            .filter(|c| c.idempotency_key.is_some() && !c.open)
+            .map(|c| (c.api_key.clone(), record.stored(request_id)));
         let resolved = advanced.waiter.map(|waiter| Resolved {
             id: waiter.call,
             request_id,
             message_id,
             timestamp: record.timestamp,
-            session: record.identity.clone(),
+            session: identity,
             ack: frame.ack,
             stage: Stage::Ack,
         });
         drop(registry);
+        if let (Some(directory), Some((api_key, stored))) = (self.directory.get(), keyed) {
+            directory.record_changed(&api_key, stored, false);
+        }
         if let Some(event) = event {
             self.host.deliver(Delivery::Log(event));
         }
@@ -157,6 +233,27 @@ impl Shared {
                 error,
             });
         }
+    }
+}
+
+/// `EXTENSION_ERROR` for a `message-result` with `success: false`.
+pub fn extension_error(request_id: u128, who: &Identity, error: &Value) -> GatewayError {
+    GatewayError::new(
+        ErrorCode::ExtensionError,
+        format!("Extension reported failure: {}", describe(error)),
+        json!({ "requestId": request_text(request_id), "sessionId": &*who.session_id, "error": error, "sent": true }),
+    )
+}
+
+fn describe(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| error.to_string(), str::to_string),
+        Value::Null => "no reason given".to_string(),
+        other => other.to_string(),
     }
 }
 

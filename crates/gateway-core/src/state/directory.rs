@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::records::StoredRecord;
 use super::registry::SessionInfo;
 use crate::identity::Identity;
 
@@ -22,4 +23,11 @@ pub trait Directory: Send + Sync + 'static {
     /// Whether no process has seen this incoming message id of the key lately (an
     /// extension that reconnected may retry on another process); true when unsure.
     fn first_incoming(&self, api_key: &str, message_id: &str) -> Admission;
+    /// The record of a call with an `idempotencyKey`, owned by this process, changed
+    /// (settled, or later truth); `freed`: the call failed before writing and its key
+    /// is free again.
+    fn record_changed(&self, _api_key: &str, _record: StoredRecord, _freed: bool) {}
+    /// A late result for a send run here for another process, whose record is the
+    /// caller's: to the caller.
+    fn late_result(&self, _api_key: &str, _record: StoredRecord) {}
 }

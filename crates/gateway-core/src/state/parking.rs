@@ -118,8 +118,12 @@ impl<P> Parking<P> {
         self.deadlines.first().map(|(at, _)| *at)
     }
 
-    pub fn contains(&self, request_id: u128) -> bool {
-        self.key_of.contains_key(&request_id)
+    pub fn find(&self, request_id: u128) -> Option<&Parked<P>> {
+        let api_key = self.key_of.get(&request_id)?;
+        self.by_key
+            .get(api_key)?
+            .iter()
+            .find(|p| p.request_id == request_id)
     }
 
     /// Everything, for `stop()`.

@@ -2,70 +2,22 @@
 //! command queued on its session, and the outcome (result, failure, timeout, lost
 //! connection) delivered to the host exactly once.
 
-use std::time::Duration;
-
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use super::link::{lock, Enqueued};
-use super::message_status::Record;
+use super::acks::extension_error;
+use super::link::{lock, CommandQueued};
+use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
+pub use super::send_request::SendRequest;
 use super::{Lifecycle, Shared};
-use crate::config::{Dialect, Strategy};
+use crate::config::Dialect;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
 use crate::identity::{CallId, CLUSTER_CALL};
 use crate::media::{default_document_name, Media};
-use crate::protocol::delivery::Ack;
 use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
-
-/// One send call, validated by the JavaScript side.
-#[derive(Debug)]
-pub struct SendRequest {
-    pub kind: SendKind,
-    pub api_key: String,
-    pub phone_number: String,
-    /// The message of `sendMessage`, the caption of media sends.
-    pub text: String,
-    pub media_source: Option<String>,
-    pub document_name: Option<String>,
-    pub strategy: Option<Strategy>,
-    pub timeout: Option<Duration>,
-    /// 5.2 `waitFor`; `None` is `'sent'`.
-    pub wait_for: Option<Ack>,
-    /// 5.2 `waitForDevice`; `None` is the config's.
-    pub wait_for_device: Option<Duration>,
-    /// When the call was made, for sends dispatched later (media): timeouts count
-    /// from it. `Gateway::send` sets it.
-    pub called_at: Option<std::time::Instant>,
-    /// 5.3: the session another process chose for this send.
-    pub target: Option<std::sync::Arc<str>>,
-    /// 5.3: the request id the calling process gave a send it routed here.
-    pub request_id: Option<u128>,
-}
-
-impl SendRequest {
-    /// A send with none of the optional parts: no media, the config's strategy,
-    /// timeout and device wait, resolved on the extension's result.
-    pub fn new(kind: SendKind, api_key: String, phone_number: String, text: String) -> Self {
-        Self {
-            kind,
-            api_key,
-            phone_number,
-            text,
-            media_source: None,
-            document_name: None,
-            strategy: None,
-            timeout: None,
-            wait_for: None,
-            wait_for_device: None,
-            called_at: None,
-            target: None,
-            request_id: None,
-        }
-    }
-}
 
 /// The command for a request, in the gateway's dialect.
 pub(super) fn command_frame(
@@ -162,18 +114,31 @@ impl Shared {
                 if earliest {
                     self.deadline_changed.notify_one();
                 }
-                // A closing session fails its requests as it leaves the registry.
-                match link.enqueue(frame, self.config.max_queued_bytes) {
-                    Enqueued::First => match wake {
+                // A closing session fails its requests as it leaves the registry. Without
+                // room on the socket (`maxQueuedBytes`) the command waits for it, in order.
+                let queued = link.enqueue_command(
+                    request_id.as_u128(),
+                    frame,
+                    self.config.max_queued_bytes,
+                    self.config.max_queued_sends,
+                );
+                match queued {
+                    Ok(CommandQueued::First) => match wake {
                         Wake::Now => link.wake(),
                         Wake::Later => lock(&self.corked).push(link),
                     },
-                    Enqueued::Behind | Enqueued::Closing => {}
-                    Enqueued::Full { queued } => {
+                    Ok(_) => {}
+                    Err(too_many) => {
                         // Taken back, unless a close settled it meanwhile.
                         let taken = lock(&self.registry).settle(key, request_id.as_u128());
-                        if let Some(settled) = taken {
-                            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
+                        if let Some(Settled {
+                            identity,
+                            request_id,
+                            mut pending,
+                        }) = taken
+                        {
+                            pending.queued = true;
+                            self.queue_full(identity, request_id, pending, too_many.waiting);
                         }
                     }
                 }
@@ -185,6 +150,7 @@ impl Shared {
     pub(super) fn pending_for(&self, call: CallId, request: SendRequest) -> Pending {
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let mut pending = Pending::new(call, request.phone_number, timeout);
+        pending.kind = request.kind;
         if let Some(wait_for) = request.wait_for {
             pending.wait_for = wait_for;
         }
@@ -206,11 +172,7 @@ impl Shared {
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
         if !result.success {
             let request_id = Uuid::from_u128(settled.request_id).to_string();
-            let error = GatewayError::new(
-                ErrorCode::ExtensionError,
-                format!("Extension reported failure: {}", describe(&result.error)),
-                json!({ "requestId": request_id, "sessionId": &*settled.identity.session_id, "error": result.error }),
-            );
+            let error = extension_error(settled.request_id, &settled.identity, &result.error);
             return self.fail_with(settled, request_id, error);
         }
         self.succeed(lock(&self.registry), settled, result);
@@ -230,37 +192,42 @@ impl Shared {
         self.fail_with(settled, request_id, error);
     }
 
-    pub(super) fn fail_with(&self, settled: Settled, request_id: String, error: GatewayError) {
-        let record = Record::failed(settled.identity.clone(), &settled.pending.phone_number);
-        lock(&self.registry)
-            .statuses
-            .record(settled.request_id, record);
+    pub(super) fn fail_with(&self, settled: Settled, request_id: String, mut error: GatewayError) {
+        // Every rejection after a device was chosen says whether its command was written:
+        // a refusal of room or of a queue place never wrote it; anything else may have.
+        if error.details.is_object() && error.details.get("sent").is_none() {
+            let unwritten = matches!(error.code, ErrorCode::Backpressure | ErrorCode::QueueFull);
+            error.details["sent"] = (!unwritten).into();
+        }
+        let pending = &settled.pending;
+        let mut record = Record::rejected(
+            settled.identity.clone(),
+            pending.kind,
+            &pending.phone_number,
+            &error,
+        );
         // A call run for another process: that process reports it (5.3).
-        if self.config.log_events && settled.pending.call & CLUSTER_CALL == 0 {
-            let event = LogEvent::send_failed(
+        let for_other = pending.call & CLUSTER_CALL != 0;
+        record.for_other = for_other;
+        let mut registry = lock(&self.registry);
+        let record = registry.statuses.record(settled.request_id, record);
+        let event = (self.config.log_events && !for_other).then(|| {
+            LogEvent::send_failed(
                 &settled.identity,
-                &settled.pending.phone_number,
+                &pending.phone_number,
                 &request_id,
                 &error,
-            );
+            )
+            .with_metadata(record.metadata())
+        });
+        drop(registry);
+        if let Some(event) = event {
             self.host.deliver(Delivery::Log(event));
         }
         self.host.deliver(Delivery::Rejected {
             call: settled.pending.call,
             error,
         });
-    }
-}
-
-fn describe(error: &Value) -> String {
-    match error {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => o
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| error.to_string(), str::to_string),
-        Value::Null => "no reason given".to_string(),
-        other => other.to_string(),
     }
 }
 
@@ -275,7 +242,7 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
 }
 
 /// `NO_ACTIVE_DEVICE`, saying why: `why` is `None` when the gateway is not running.
-pub(super) fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
+pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
     let (reason, message) = match why {
         None => (
             "not-running",
@@ -297,13 +264,14 @@ pub(super) fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError
     )
 }
 
-/// `BACKPRESSURE`: the chosen session already has `queued` bytes waiting for its socket.
-pub(super) fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
+/// `BACKPRESSURE`: the send's timeout ended while its command waited for room on its
+/// session, which had `queued` bytes of commands waiting for its socket then.
+pub fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
     move |request_id, session_id| {
         GatewayError::new(
             ErrorCode::Backpressure,
             format!(
-                "The extension's connection has {queued} bytes of commands waiting to be written; one more would pass maxQueuedBytes ({max})"
+                "No room on the extension's connection before the send's timeout: {queued} bytes of commands were waiting to be written, and this one would pass maxQueuedBytes ({max})"
             ),
             json!({ "requestId": request_id, "sessionId": session_id, "queuedBytes": queued, "maxQueuedBytes": max }),
         )

@@ -1,0 +1,149 @@
+'use strict';
+// Guarantees at the edges in cluster mode (README: "Delivery", "Cluster mode"): an
+// idempotencyKey holds across processes however long its first call lasts, passes on
+// only when its caller is gone and nothing was written, late truth reaches the calling
+// process, and Redis trouble leaves local sends alone. Seen from the public API only.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { GOOD_KEY } = require('./helpers');
+const { PROPAGATION_MS, PHONE, CLUSTER_TEST, sleep, eventually, settle, setUp, visibleOn } = require('./cluster-harness');
+
+/** Short leases keep these tests short (300 ms is the least leaseMs takes). */
+const SHORT_LEASE = 300;
+
+test('an idempotencyKey holds for as long as its first call: a duplicate on another process after requestTimeout + leaseMs + 2 s is not sent again', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE, requestTimeout: 300 };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const b = await cluster.node({ nodeId: 'node-b', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  let extension = null;
+  extension = await cluster.extension(a, {
+    respond: (command) => {
+      // The first command is answered late (a slow phone); any other at once.
+      const late = extension.commands.length === 1;
+      if (!late) return { success: true, messageId: `wamid-${command.requestId}` };
+      setTimeout(() => extension.result(command.requestId, { success: true, messageId: 'wamid-slow' }), 4000);
+      return null;
+    },
+  });
+  await visibleOn([a, b, c], extension);
+
+  const send = { phoneNumber: PHONE, message: 'once only', idempotencyKey: 'long-call', timeout: 8000 };
+  const first = b.gateway.sendMessage(GOOD_KEY, send);
+  // Past what the key's record used to live (requestTimeout + leaseMs + 2 s), before the answer.
+  await sleep(300 + SHORT_LEASE + 2000 + 600);
+  const again = c.gateway.sendMessage(GOOD_KEY, send);
+  const [one, two] = await Promise.all([settle(first, 15_000, 'the first call'), settle(again, 15_000, 'the retry')]);
+  assert.equal(one.ok, true, one.error?.message);
+  assert.equal(two.ok, true, two.error?.message);
+  assert.equal(extension.commands.length, 1, 'the extension got the command once');
+  assert.equal(two.value.duplicate, true);
+  assert.equal(two.value.requestId, one.value.requestId);
+  assert.equal(two.value.messageId, 'wamid-slow');
+});
+
+test('Redis down: a send to a local device works even for a key the process never sent on before', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a' });
+  const b = await cluster.node({ nodeId: 'node-b' });
+  const extension = await cluster.extension(a);
+  await visibleOn([a, b], extension);
+  await cluster.redis.kill();
+  await sleep(200);
+  const local = await settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'first on this key here' }), 10_000, 'a local send');
+  assert.equal(local.ok, true, local.error && `${local.error.code}: ${local.error.message}`);
+  assert.equal(extension.commands.length, 1);
+});
+
+test('late truth across processes: the caller learns it, fires *-sent with late: true, and a duplicate elsewhere settles like a success with its metadata', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a' });
+  const b = await cluster.node({ nodeId: 'node-b' });
+  const extension = await cluster.extension(a, { respond: () => null });
+  await visibleOn([a, b], extension);
+
+  const metadata = { invoice: 'A-17' };
+  const send = { phoneNumber: PHONE, message: 'slow', idempotencyKey: 'late-x', metadata };
+  const timedOut = await settle(b.gateway.sendMessage(GOOD_KEY, { ...send, timeout: 500 }), 10_000, 'the call');
+  assert.equal(timedOut.error?.code, 'REQUEST_TIMEOUT');
+  const { requestId } = timedOut.error.details;
+  assert.equal((await b.gateway.getMessageStatus(requestId)).state, 'unknown');
+  const early = await settle(a.gateway.sendMessage(GOOD_KEY, send), 10_000, 'a retry before the truth');
+  assert.equal(early.error?.code, 'REQUEST_TIMEOUT');
+  assert.equal(early.error.details.duplicate, true);
+  assert.equal(early.error.details.state, 'unknown');
+
+  extension.result(requestId, { success: true, messageId: 'wamid-late' });
+  const late = await eventually(() => b.events.find((e) => e.type === 'message-sent' && e.requestId === requestId), PROPAGATION_MS, 'the late message-sent on the caller');
+  assert.equal(late.late, true);
+  assert.deepEqual(late.metadata, metadata);
+  assert.deepEqual(a.events.filter((e) => e.type === 'message-sent'), [], 'fired on the calling process only');
+  assert.equal((await b.gateway.getMessageStatus(requestId)).state, 'sent');
+  assert.equal((await a.gateway.getMessageStatus({ apiKey: GOOD_KEY, idempotencyKey: 'late-x' })).state, 'sent');
+
+  const truth = await eventually(async () => {
+    const retry = await settle(a.gateway.sendMessage(GOOD_KEY, send), 10_000, 'a retry after the truth');
+    return retry.ok ? retry.value : null;
+  }, PROPAGATION_MS, 'a retry to resolve');
+  assert.equal(truth.duplicate, true);
+  assert.equal(truth.requestId, requestId);
+  assert.equal(truth.messageId, 'wamid-late');
+  assert.deepEqual(truth.metadata, metadata);
+  assert.equal(extension.commands.length, 1);
+});
+
+test('a key passes to a duplicate once its caller is gone and nothing was written; never once its command was', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+
+  // Waiting for a device when its process dies: never written.
+  const waiting = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'hello', idempotencyKey: 'handed-over', waitForDevice: 30_000, timeout: 60_000 });
+  waiting.catch(() => {});
+  await sleep(500);
+  const silentOne = await cluster.extension(a, { respond: () => null });
+  await visibleOn([a], silentOne);
+  // Written (to the silent device) when its process dies: maybe sent.
+  const written = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'maybe', idempotencyKey: 'maybe-sent', timeout: 60_000 });
+  written.catch(() => {});
+  await eventually(() => silentOne.commands.some((c) => c.data.message === 'maybe'), PROPAGATION_MS, 'the command to be written');
+  // The waiting one may have found the device meanwhile: then it is written too.
+  const waitingWasWritten = silentOne.commands.some((c) => c.data.message === 'hello');
+  await caller.kill();
+
+  const over = await settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'hello', idempotencyKey: 'handed-over', timeout: 1500 }), 15_000, 'the handed-over key');
+  const hello = silentOne.commands.filter((c) => c.data.message === 'hello');
+  assert.equal(hello.length, 1, 'written exactly once');
+  if (!waitingWasWritten) {
+    assert.equal(over.error?.code, 'REQUEST_TIMEOUT', 'sent by the duplicate (the device is silent)');
+    assert.notEqual(over.error.details.duplicate, true);
+  }
+  const maybe = await settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'maybe', idempotencyKey: 'maybe-sent' }), 15_000, 'the maybe-sent key');
+  assert.equal(maybe.ok, false);
+  assert.equal(maybe.error.details.duplicate, true);
+  assert.equal(maybe.error.details.state, 'unknown');
+  assert.equal(silentOne.commands.filter((c) => c.data.message === 'maybe').length, 1, 'never written again');
+});
+
+test('a result naming a request no process remembers costs no Redis command', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a' });
+  const extension = await cluster.extension(a, { respond: () => null });
+  await visibleOn([a], extension);
+  const total = async () => Object.values(await cluster.redis.commandCounts()).reduce((sum, n) => sum + n, 0);
+  const window = async (during) => {
+    const before = await total();
+    await during();
+    return (await total()) - before;
+  };
+  const quiet = await window(() => sleep(1000));
+  const noisy = await window(async () => {
+    for (let i = 0; i < 500; i++) {
+      extension.result(`00000000-0000-4000-8000-${String(i).padStart(12, '0')}`, { success: true, messageId: 'x' });
+    }
+    await sleep(1000);
+  });
+  assert.ok(noisy - quiet < 100, `500 unknown results cost ${noisy - quiet} Redis commands more than a quiet second`);
+});

@@ -1,0 +1,1322 @@
+//! The record of every send (docs/delivery-records.md): what `getMessageStatus`
+//! answers, what an `idempotencyKey` stands for, what a late result or an ack moves,
+//! and the sends whose caller waits for an ack beyond the extension's result
+//! (`waitFor`). Lives inside the registry, so that recording a settled send takes no
+//! lock of its own.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use super::send_request::SendRequest;
+use super::slot_index::SlotIndex;
+use crate::clock::{fixed_wall_ms_at, monotonic_ms, now_ms};
+use crate::error::{ErrorCode, GatewayError};
+use crate::identity::{CallId, Identity};
+use crate::metrics;
+use crate::protocol::delivery::Ack;
+use crate::protocol::SendKind;
+
+/// `maxMessageStatuses` when not set.
+pub const DEFAULT_CAPACITY: usize = 200_000;
+/// Records the ring and its index are sized for up front (only the memory they write
+/// becomes resident): growing them later would copy megabytes under the registry's
+/// lock, which every send waits for. Beyond this they grow.
+const UP_FRONT: usize = 1 << 20;
+
+/// Request ids are random UUIDs the gateway made itself (an extension can only look
+/// one up, never add one): mixing their halves is hash enough, and much cheaper on
+/// the send path than SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 = id_hash(n);
+    }
+}
+
+type ById<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
+
+fn id_hash(request_id: u128) -> u64 {
+    ((request_id as u64) ^ ((request_id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// `(apiKey, idempotencyKey)` and `(apiKey, messageId)` pairs: keys a peer chooses, so
+/// a real hash (seeded per pair kind), never the cheap mix of request ids.
+fn pair_hash(kind: u64, api_key: &str, text: &str) -> u64 {
+    xxh3_64_with_seed(text.as_bytes(), xxh3_64_with_seed(api_key.as_bytes(), kind))
+}
+
+const IDEMPOTENCY_PAIR: u64 = 1;
+const MESSAGE_PAIR: u64 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    Queued,
+    InFlight,
+    Sent,
+    /// Known not to have gone out: refused before writing, or the extension said so.
+    Failed,
+    /// It may have been written, but no result came before the call settled.
+    Unknown,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InFlight => "in-flight",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn settled(self) -> bool {
+        matches!(self, Self::Sent | Self::Failed | Self::Unknown)
+    }
+
+    /// What a rejection says of its send: `sent: false` is known unwritten, and so is
+    /// a rejection without `sent` (it came before any device was chosen; every later
+    /// one says); the extension's own failure was written; anything else may have been.
+    pub fn of_rejection(error: &GatewayError) -> (Self, bool) {
+        match error.details.get("sent") {
+            Some(Value::Bool(true)) if error.code == ErrorCode::ExtensionError => {
+                (Self::Failed, true)
+            }
+            Some(Value::Bool(true)) => (Self::Unknown, true),
+            _ => (Self::Failed, false),
+        }
+    }
+}
+
+/// A send waiting for an earlier call with its `idempotencyKey` to settle.
+pub type Waiting = (CallId, SendRequest);
+
+/// One send. Written on every send, read by look-ups, acks and late results: its
+/// texts are kept inline when short (no allocation to make now and free cold many
+/// sends later), and what only some sends have is boxed.
+#[derive(Debug)]
+pub struct Record {
+    /// The session that got its command (or answered it); `None` before any did.
+    pub identity: Option<Arc<Identity>>,
+    /// E.164 numbers have at most 16 bytes.
+    phone_number: ShortText<22>,
+    /// The extension's, from its result or an ack.
+    message_id: MessageId,
+    /// The result's timestamp (ms since the epoch).
+    pub timestamp: f64,
+    pub state: State,
+    /// `None` unless the extension reported success.
+    pub ack: Option<Ack>,
+    pub kind: SendKind,
+    /// Its command was (or may have been) written to an extension.
+    pub written: bool,
+    /// Run here for another cluster process, whose record is the caller's.
+    pub for_other: bool,
+    /// `monotonic_ms()` of the last change; shown as wall-clock time.
+    updated: u64,
+    /// `monotonic_ms()` of when its call settled: its TTL counts from here.
+    settled_at: u64,
+    error: Option<Box<GatewayError>>,
+    call: Option<Box<CallPart>>,
+}
+
+/// What a call with an `idempotencyKey` or `metadata` adds to its record, which it has
+/// from the start.
+#[derive(Debug)]
+pub struct CallPart {
+    pub api_key: Arc<str>,
+    pub idempotency_key: Option<Box<str>>,
+    pub fingerprint: u64,
+    /// As JSON text: a parsed value costs several hundred bytes more per record, and
+    /// it is read only for events, look-ups and duplicates.
+    metadata: Option<Box<str>>,
+    /// Wall-clock ms of the call.
+    created_at: u64,
+    /// The call has not settled: duplicates wait for it, and it is never evicted.
+    pub open: bool,
+    pub waiting: Vec<Waiting>,
+}
+
+impl Record {
+    /// The record of a successful result.
+    pub fn sent(
+        identity: Arc<Identity>,
+        kind: SendKind,
+        phone_number: &str,
+        message_id: &Value,
+        timestamp: f64,
+    ) -> Self {
+        let mut record = Self::new(kind, phone_number, State::Sent);
+        record.identity = Some(identity);
+        record.message_id = MessageId::of(message_id);
+        record.timestamp = timestamp;
+        record.ack = Some(Ack::Sent);
+        record.written = true;
+        record
+    }
+
+    /// The record of a rejection after `identity` was chosen.
+    pub fn rejected(
+        identity: Arc<Identity>,
+        kind: SendKind,
+        phone_number: &str,
+        error: &GatewayError,
+    ) -> Self {
+        let (state, written) = State::of_rejection(error);
+        let mut record = Self::new(kind, phone_number, state);
+        record.identity = Some(identity);
+        record.written = written;
+        record.error = Some(Box::new(error.clone()));
+        record
+    }
+
+    /// The record a call with an `idempotencyKey` or `metadata` has from the start.
+    pub fn opened(request: &SendRequest, api_key: Arc<str>) -> Self {
+        let mut record = Self::new(request.kind, &request.phone_number, State::Queued);
+        record.call = Some(Box::new(CallPart {
+            api_key,
+            idempotency_key: request.idempotency_key.as_deref().map(Into::into),
+            fingerprint: request.fingerprint(),
+            metadata: request.metadata.as_deref().map(Into::into),
+            created_at: now_ms(),
+            open: true,
+            waiting: Vec::new(),
+        }));
+        record
+    }
+
+    fn new(kind: SendKind, phone_number: &str, state: State) -> Self {
+        // One clock reading per send.
+        let now = monotonic_ms();
+        Self {
+            identity: None,
+            phone_number: ShortText::new(phone_number),
+            message_id: MessageId::Null,
+            timestamp: 0.0,
+            state,
+            ack: None,
+            kind,
+            written: false,
+            for_other: false,
+            updated: now,
+            settled_at: now,
+            error: None,
+            call: None,
+        }
+    }
+
+    pub fn phone_number(&self) -> &str {
+        self.phone_number.as_str()
+    }
+
+    pub fn message_id(&self) -> Value {
+        match &self.message_id {
+            MessageId::Null => Value::Null,
+            MessageId::Text(text) => Value::from(text.as_str()),
+            MessageId::Other(value) => (**value).clone(),
+        }
+    }
+
+    pub fn api_key(&self) -> Option<&str> {
+        match (&self.call, &self.identity) {
+            (Some(call), _) => Some(&call.api_key),
+            (None, Some(who)) => Some(&who.api_key),
+            (None, None) => None,
+        }
+    }
+
+    pub fn call(&self) -> Option<&CallPart> {
+        self.call.as_deref()
+    }
+
+    /// The call's `metadata`, if it had one (JSON text the host checked; kept as text
+    /// if it somehow is not JSON).
+    pub fn metadata(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.metadata.as_deref()?;
+        Some(serde_json::from_str(text).unwrap_or_else(|_| Value::from(text)))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| c.open)
+    }
+
+    /// A call whose key another call may take: it failed before its command was written.
+    pub fn freed(&self) -> bool {
+        self.state == State::Failed && !self.written
+    }
+
+    fn has_key(&self) -> bool {
+        self.call
+            .as_ref()
+            .is_some_and(|c| c.idempotency_key.is_some())
+    }
+
+    fn key_hash(&self) -> Option<u64> {
+        let call = self.call.as_ref()?;
+        let key = call.idempotency_key.as_deref()?;
+        Some(pair_hash(IDEMPOTENCY_PAIR, &call.api_key, key))
+    }
+
+    fn message_hash(&self) -> Option<u64> {
+        let api_key = self.api_key()?;
+        match &self.message_id {
+            MessageId::Null => None,
+            MessageId::Text(text) => Some(pair_hash(MESSAGE_PAIR, api_key, text.as_str())),
+            MessageId::Other(value) => Some(pair_hash(MESSAGE_PAIR, api_key, &value.to_string())),
+        }
+    }
+
+    fn matches_message(&self, api_key: &str, message_id: &Value) -> bool {
+        self.api_key() == Some(api_key) && self.message_id() == *message_id
+    }
+
+    /// Takes the outcome of `settled` (a settlement path's record) and keeps what
+    /// this record had from the start.
+    fn take_outcome(&mut self, settled: Record) {
+        let call = self.call.take();
+        let for_other = self.for_other;
+        *self = settled;
+        self.call = call;
+        self.for_other |= for_other;
+    }
+
+    /// The record as stored and shown (see docs/delivery-records.md).
+    pub fn stored(&self, request_id: u128) -> StoredRecord {
+        let call = self.call.as_deref();
+        StoredRecord {
+            request_id: uuid::Uuid::from_u128(request_id).to_string(),
+            kind: self.kind,
+            phone_number: self.phone_number().to_string(),
+            idempotency_key: call.and_then(|c| c.idempotency_key.as_deref().map(str::to_string)),
+            fingerprint: call.map(|c| format!("{:016x}", c.fingerprint)),
+            state: self.state,
+            written: self.written,
+            ack: self.ack,
+            message_id: self.message_id(),
+            timestamp: self.timestamp,
+            device: self.identity.as_deref().map(StoredDevice::of),
+            metadata: self.metadata().unwrap_or(Value::Null),
+            error: self.error.as_deref().cloned(),
+            created_at: call.map_or_else(|| fixed_wall_ms_at(self.updated), |c| c.created_at),
+            updated_at: fixed_wall_ms_at(self.updated),
+            settled_at: (!self.is_open() && self.state.settled())
+                .then(|| fixed_wall_ms_at(self.settled_at)),
+        }
+    }
+}
+
+/// A record as a store writes it and `getMessageStatus` reads it: every field but the
+/// API key (which the process keeps, and a shared store names by its key instead).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRecord {
+    pub request_id: String,
+    pub kind: SendKind,
+    pub phone_number: String,
+    pub idempotency_key: Option<String>,
+    /// 16 hex digits (`SendRequest::fingerprint`).
+    pub fingerprint: Option<String>,
+    pub state: State,
+    pub written: bool,
+    pub ack: Option<Ack>,
+    pub message_id: Value,
+    pub timestamp: f64,
+    pub device: Option<StoredDevice>,
+    pub metadata: Value,
+    pub error: Option<GatewayError>,
+    pub created_at: u64,
+    pub updated_at: u64,
+    pub settled_at: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredDevice {
+    pub session_id: String,
+    pub extension_version: String,
+    pub browser: String,
+    pub user_id: Value,
+}
+
+impl StoredDevice {
+    fn of(who: &Identity) -> Self {
+        Self {
+            session_id: who.session_id.to_string(),
+            extension_version: who.extension_version.clone(),
+            browser: who.browser.clone(),
+            user_id: who.user_id.clone(),
+        }
+    }
+}
+
+impl StoredRecord {
+    /// A send that has no record yet (a plain call, still pending).
+    pub fn pending(
+        request_id: u128,
+        kind: SendKind,
+        phone_number: &str,
+        device: Option<&Identity>,
+        state: State,
+    ) -> Self {
+        let now = now_ms();
+        Self {
+            request_id: uuid::Uuid::from_u128(request_id).to_string(),
+            kind,
+            phone_number: phone_number.to_string(),
+            idempotency_key: None,
+            fingerprint: None,
+            state,
+            written: false,
+            ack: None,
+            message_id: Value::Null,
+            timestamp: 0.0,
+            device: device.map(StoredDevice::of),
+            metadata: Value::Null,
+            error: None,
+            created_at: now,
+            updated_at: now,
+            settled_at: None,
+        }
+    }
+
+    /// What `getMessageStatus` answers; `state` as seen now (a call still open may be
+    /// further along than its record says).
+    pub fn status(&self, state: State) -> Value {
+        json!({
+            "requestId": self.request_id,
+            "state": state.as_str(),
+            "ack": self.ack.map(Ack::as_str),
+            "sessionId": self.device.as_ref().map(|d| d.session_id.as_str()),
+            "updatedAt": self.updated_at,
+            "messageId": self.message_id,
+            "idempotencyKey": self.idempotency_key,
+            "metadata": self.metadata,
+            "error": self.error.as_ref().map(|e| json!({ "code": e.code, "message": e.message })),
+            "kind": self.kind,
+            "phoneNumber": self.phone_number,
+        })
+    }
+
+    /// The fingerprint as a number, if readable.
+    pub fn fingerprint(&self) -> Option<u64> {
+        u64::from_str_radix(self.fingerprint.as_deref()?, 16).ok()
+    }
+}
+
+/// A string stored in place when it has at most `N` bytes (`N` < 256).
+#[derive(Debug)]
+enum ShortText<const N: usize> {
+    Inline { len: u8, bytes: [u8; N] },
+    Heap(Box<str>),
+}
+
+impl<const N: usize> ShortText<N> {
+    fn new(text: &str) -> Self {
+        if text.len() > N {
+            return Self::Heap(text.into());
+        }
+        let mut bytes = [0; N];
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Self::Inline {
+            len: text.len() as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied whole from a `&str` in `new`, so the bytes are UTF-8.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
+            }
+            Self::Heap(text) => text,
+        }
+    }
+}
+
+/// The extension's message id: a string nearly always, any JSON value in principle.
+#[derive(Debug)]
+enum MessageId {
+    Null,
+    /// Most WhatsApp message ids fit (`true_<number>@c.us_<20 hex digits>`).
+    Text(ShortText<46>),
+    Other(Box<Value>),
+}
+
+impl MessageId {
+    fn of(value: &Value) -> Self {
+        match value {
+            Value::Null => Self::Null,
+            Value::String(text) => Self::Text(ShortText::new(text)),
+            other => Self::Other(Box::new(other.clone())),
+        }
+    }
+}
+
+/// A caller waiting for an ack at or above `wait_for`.
+#[derive(Debug)]
+pub struct Waiter {
+    pub call: CallId,
+    pub wait_for: Ack,
+    pub timeout_ms: u64,
+    pub deadline: Instant,
+}
+
+/// An ack that moved a send forward.
+pub struct Advanced<'a> {
+    pub record: &'a Record,
+    /// The caller waiting for this ack (or a lower one), now due its result.
+    pub waiter: Option<Waiter>,
+}
+
+/// What the record of an `idempotencyKey` says to a new call with that key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody holds it (never used, past its TTL, or freed): the call takes it.
+    Free,
+    /// Another message used it: `IDEMPOTENCY_KEY_REUSED` naming that request.
+    Reused(u128),
+    /// Its first call is still open: the new one waits for it.
+    Wait(u128),
+    /// Its first call settled: the new one settles by that record now.
+    Settled(u128),
+}
+
+/// A look-up of `getMessageStatus` other than by request id, within one API key.
+#[derive(Clone, Debug)]
+pub enum StatusKey {
+    Idempotency(String),
+    /// The extension's message id (any JSON value, a string nearly always).
+    Message(Value),
+}
+
+/// A late `message-result`: the extension's success (message id, timestamp) or failure.
+pub type LateAnswer = Result<(Value, f64), GatewayError>;
+
+/// How a call ended, for its record.
+pub enum Outcome<'a> {
+    Resolved {
+        identity: Arc<Identity>,
+        message_id: &'a Value,
+        timestamp: f64,
+        ack: Ack,
+    },
+    Rejected(&'a GatewayError),
+}
+
+/// A record's call has settled.
+pub struct Closed {
+    /// The key is free again (the call failed before writing): the first waiting
+    /// call is sent anew.
+    pub freed: bool,
+    pub waiting: Vec<Waiting>,
+}
+
+pub struct Records {
+    /// Records in the order they were written, oldest first: the next record goes
+    /// where the oldest one was, so recording touches memory in sequence.
+    ring: VecDeque<Slot>,
+    /// The sequence number of `ring[0]`; each record gets the next one.
+    first_seq: u32,
+    by_id: SlotIndex,
+    /// Records with an `idempotencyKey`, by `(apiKey, key)`: the latest call of each.
+    by_key: SlotIndex,
+    keyed: usize,
+    /// By `(apiKey, messageId)`; made at the first such look-up, kept from then on.
+    by_message: Option<SlotIndex>,
+    with_message: usize,
+    waiters: ById<Waiter>,
+    deadlines: BTreeSet<(Instant, u128)>,
+    ttl_ms: u64,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Slot {
+    request_id: u128,
+    record: Record,
+}
+
+impl Default for Records {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(86_400), DEFAULT_CAPACITY)
+    }
+}
+
+impl Records {
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            ring: VecDeque::with_capacity(capacity.min(UP_FRONT) + 1),
+            first_seq: 0,
+            by_id: SlotIndex::with_room_for(capacity.min(UP_FRONT)),
+            by_key: SlotIndex::with_room_for(16),
+            keyed: 0,
+            by_message: None,
+            with_message: 0,
+            waiters: ById::default(),
+            deadlines: BTreeSet::new(),
+            ttl_ms: ttl.as_millis() as u64,
+            capacity,
+        }
+    }
+
+    /// `idempotencyTtl` and `maxMessageStatuses`.
+    pub fn configure(&mut self, ttl: Duration, capacity: usize) {
+        *self = Self::new(ttl, capacity);
+    }
+
+    /// Writes the outcome of a settled send; a record it had from the start keeps
+    /// what the call gave it. Returns the record.
+    pub fn record(&mut self, request_id: u128, record: Record) -> &Record {
+        let at = match self.position(request_id) {
+            Some(at) => {
+                self.unindex_message(at);
+                self.ring[at].record.take_outcome(record);
+                self.index_message(at);
+                at
+            }
+            None => {
+                self.forget_old(record.settled_at, 1);
+                self.push(request_id, record)
+            }
+        };
+        &self.ring[at].record
+    }
+
+    /// Adds the record of a call that has one from the start; its key, if any, now
+    /// stands for it.
+    pub fn open(&mut self, request_id: u128, record: Record) {
+        if let Some(hash) = record.key_hash() {
+            // A freed or expired earlier call of the key stops answering for it.
+            let call = record.call.as_deref();
+            let (api_key, key) = call
+                .map(|c| (c.api_key.clone(), c.idempotency_key.clone()))
+                .unwrap_or_default();
+            if let Some((old, _)) = self.keyed_record(&api_key, key.as_deref().unwrap_or("")) {
+                if let Some(at) = self.position(old) {
+                    self.by_key.remove(hash, self.seq_at(at));
+                    self.keyed -= 1;
+                }
+            }
+        }
+        let now = record.updated;
+        self.forget_old(now, 1);
+        self.push(request_id, record);
+    }
+
+    /// The device now holding an open record's command (cluster mode: another
+    /// process's).
+    pub fn placed(&mut self, request_id: u128, identity: Arc<Identity>) {
+        if let Some(at) = self.position(request_id) {
+            let record = &mut self.ring[at].record;
+            if !record.state.settled() {
+                record.identity = Some(identity);
+                record.state = State::InFlight;
+                record.updated = monotonic_ms();
+            }
+        }
+    }
+
+    /// Adds a call to those waiting for the open record `request_id`; gives it back
+    /// if that record is not open.
+    pub fn wait_for_call(&mut self, request_id: u128, waiting: Waiting) -> Option<Waiting> {
+        let at = self.position(request_id);
+        match at.and_then(|at| self.ring[at].record.call.as_mut()) {
+            Some(call) if call.open => {
+                call.waiting.push(waiting);
+                None
+            }
+            _ => Some(waiting),
+        }
+    }
+
+    /// The call of an open record has settled with `outcome`; a record no settlement
+    /// path wrote (a result carried from another process, a refusal before any device)
+    /// takes it from there.
+    pub fn close(&mut self, request_id: u128, outcome: Outcome) -> Option<Closed> {
+        let at = self.position(request_id)?;
+        if !self.ring[at].record.state.settled() {
+            self.unindex_message(at);
+            let record = &mut self.ring[at].record;
+            record.updated = monotonic_ms();
+            match outcome {
+                Outcome::Resolved {
+                    identity,
+                    message_id,
+                    timestamp,
+                    ack,
+                } => {
+                    record.identity = Some(identity);
+                    record.state = State::Sent;
+                    record.written = true;
+                    record.ack = Some(ack);
+                    record.message_id = MessageId::of(message_id);
+                    record.timestamp = timestamp;
+                }
+                Outcome::Rejected(error) => {
+                    let (state, written) = State::of_rejection(error);
+                    record.state = state;
+                    record.written = written;
+                    record.error = Some(Box::new(error.clone()));
+                }
+            }
+            self.index_message(at);
+        }
+        let record = &mut self.ring[at].record;
+        record.settled_at = monotonic_ms();
+        let freed = record.freed();
+        let call = record.call.as_mut()?;
+        call.open = false;
+        Some(Closed {
+            freed,
+            waiting: std::mem::take(&mut call.waiting),
+        })
+    }
+
+    /// What the record of `(api_key, key)` says to a new call with that fingerprint.
+    pub fn claim(&self, api_key: &str, key: &str, fingerprint: u64) -> Claim {
+        let Some((request_id, record)) = self.keyed_record(api_key, key) else {
+            return Claim::Free;
+        };
+        let open = record.is_open();
+        if !open && (record.freed() || self.expired(record)) {
+            return Claim::Free;
+        }
+        if record.call().is_some_and(|c| c.fingerprint != fingerprint) {
+            return Claim::Reused(request_id);
+        }
+        if open {
+            Claim::Wait(request_id)
+        } else {
+            Claim::Settled(request_id)
+        }
+    }
+
+    fn expired(&self, record: &Record) -> bool {
+        !record.is_open() && monotonic_ms().saturating_sub(record.settled_at) > self.ttl_ms
+    }
+
+    fn keyed_record(&self, api_key: &str, key: &str) -> Option<(u128, &Record)> {
+        if self.keyed == 0 {
+            return None;
+        }
+        let hash = pair_hash(IDEMPOTENCY_PAIR, api_key, key);
+        let at = self.by_key.find(hash, |seq| {
+            let at = seq.wrapping_sub(self.first_seq) as usize;
+            let slot = self.ring.get(at)?;
+            let call = slot.record.call.as_deref()?;
+            (&*call.api_key == api_key && call.idempotency_key.as_deref() == Some(key))
+                .then_some(at)
+        })?;
+        let slot = &self.ring[at];
+        Some((slot.request_id, &slot.record))
+    }
+
+    /// A record within its TTL.
+    pub fn get(&self, request_id: u128) -> Option<&Record> {
+        let record = &self.ring[self.position(request_id)?].record;
+        (!self.expired(record)).then_some(record)
+    }
+
+    /// The latest call of `(api_key, idempotency_key)` within its TTL.
+    pub fn by_key(&self, api_key: &str, key: &str) -> Option<(u128, &Record)> {
+        self.keyed_record(api_key, key)
+            .filter(|(_, record)| !self.expired(record))
+    }
+
+    /// The latest send of `api_key` whose extension named it `message_id`.
+    pub fn by_message(&mut self, api_key: &str, message_id: &Value) -> Option<(u128, &Record)> {
+        if self.by_message.is_none() {
+            let mut index = SlotIndex::with_room_for(self.ring.len().max(16));
+            let mut count = 0;
+            for (at, slot) in self.ring.iter().enumerate() {
+                if let Some(hash) = slot.record.message_hash() {
+                    count += 1;
+                    index.insert(hash, self.first_seq.wrapping_add(at as u32), count);
+                }
+            }
+            self.by_message = Some(index);
+            self.with_message = count;
+        }
+        let text = match message_id {
+            Value::String(text) => text.clone(),
+            Value::Null => return None,
+            other => other.to_string(),
+        };
+        let hash = pair_hash(MESSAGE_PAIR, api_key, &text);
+        let index = self.by_message.as_ref()?;
+        let (first_seq, ring) = (self.first_seq, &self.ring);
+        // The newest of several sends with that id (an extension may repeat one).
+        let newest = std::cell::Cell::new(None::<usize>);
+        index.find(hash, |seq| {
+            let at = seq.wrapping_sub(first_seq) as usize;
+            let matches = ring
+                .get(at)
+                .is_some_and(|s| s.record.matches_message(api_key, message_id));
+            if matches && newest.get().is_none_or(|n| at > n) {
+                newest.set(Some(at));
+            }
+            None::<()>
+        });
+        let newest = newest.get();
+        let slot = &self.ring[newest?];
+        (!self.expired(&slot.record)).then_some((slot.request_id, &slot.record))
+    }
+
+    /// A `message-result` for a send whose call has settled without one: an `unknown`
+    /// record of `api_key` takes the extension's word. Returns the record it changed.
+    pub fn late(
+        &mut self,
+        request_id: u128,
+        api_key: &str,
+        answered_by: Arc<Identity>,
+        answer: LateAnswer,
+    ) -> Option<&Record> {
+        let at = self.position(request_id)?;
+        let record = &self.ring[at].record;
+        if record.state != State::Unknown
+            || record.api_key() != Some(api_key)
+            || self.expired(record)
+        {
+            return None;
+        }
+        self.unindex_message(at);
+        let record = &mut self.ring[at].record;
+        record.identity = Some(answered_by);
+        record.updated = monotonic_ms();
+        match answer {
+            Ok((message_id, timestamp)) => {
+                record.state = State::Sent;
+                record.ack = Some(Ack::Sent);
+                record.message_id = MessageId::of(&message_id);
+                record.timestamp = timestamp;
+                record.error = None;
+            }
+            Err(error) => {
+                record.state = State::Failed;
+                record.error = Some(Box::new(error));
+            }
+        }
+        self.index_message(at);
+        Some(&self.ring[at].record)
+    }
+
+    fn push(&mut self, request_id: u128, record: Record) -> usize {
+        let seq = self.first_seq.wrapping_add(self.ring.len() as u32);
+        let key = record.key_hash();
+        let message = self.by_message.as_ref().and_then(|_| record.message_hash());
+        self.ring.push_back(Slot { request_id, record });
+        let len = self.ring.len();
+        self.by_id.insert(id_hash(request_id), seq, len);
+        if let Some(hash) = key {
+            self.keyed += 1;
+            self.by_key.insert(hash, seq, self.keyed);
+        }
+        if let (Some(index), Some(hash)) = (self.by_message.as_mut(), message) {
+            self.with_message += 1;
+            index.insert(hash, seq, self.with_message);
+        }
+        len - 1
+    }
+
+    fn seq_at(&self, at: usize) -> u32 {
+        self.first_seq.wrapping_add(at as u32)
+    }
+
+    fn unindex_message(&mut self, at: usize) {
+        let seq = self.seq_at(at);
+        if let (Some(index), Some(hash)) = (
+            self.by_message.as_mut(),
+            self.ring[at].record.message_hash(),
+        ) {
+            index.remove(hash, seq);
+            self.with_message -= 1;
+        }
+    }
+
+    fn index_message(&mut self, at: usize) {
+        let seq = self.seq_at(at);
+        if let (Some(index), Some(hash)) = (
+            self.by_message.as_mut(),
+            self.ring[at].record.message_hash(),
+        ) {
+            self.with_message += 1;
+            index.insert(hash, seq, self.with_message);
+        }
+    }
+
+    /// Takes the oldest record out of the ring and every index.
+    fn pop_front(&mut self) -> Option<Slot> {
+        let slot = self.ring.pop_front()?;
+        let seq = self.first_seq;
+        self.first_seq = self.first_seq.wrapping_add(1);
+        self.by_id.remove(id_hash(slot.request_id), seq);
+        if let Some(hash) = slot.record.key_hash() {
+            // Absent when a later call of the key took its place.
+            let before = self.by_key_holds(hash, seq);
+            self.by_key.remove(hash, seq);
+            if before {
+                self.keyed -= 1;
+            }
+        }
+        if let (Some(index), Some(hash)) = (self.by_message.as_mut(), slot.record.message_hash()) {
+            index.remove(hash, seq);
+            self.with_message -= 1;
+        }
+        Some(slot)
+    }
+
+    fn by_key_holds(&self, hash: u64, seq: u32) -> bool {
+        self.by_key
+            .find(hash, |s| (s == seq).then_some(()))
+            .is_some()
+    }
+
+    /// Where `request_id` is in `ring`.
+    fn position(&self, request_id: u128) -> Option<usize> {
+        let (first_seq, ring) = (self.first_seq, &self.ring);
+        self.by_id.find(id_hash(request_id), |seq| {
+            let at = seq.wrapping_sub(first_seq) as usize;
+            ring.get(at)
+                .filter(|s| s.request_id == request_id)
+                .map(|_| at)
+        })
+    }
+
+    /// Drops records past the TTL, and the oldest while `room` more would pass the
+    /// capacity. A record whose call is still open, or whose caller waits for an ack,
+    /// is kept (there are never more of those than sends in flight), moved behind the
+    /// others. A record with an `idempotencyKey` dropped for room is counted: its key
+    /// is forgotten before its TTL.
+    fn forget_old(&mut self, now: u64, room: usize) {
+        let mut skipped = 0;
+        while let Some(oldest) = self.ring.front() {
+            if skipped >= self.ring.len() {
+                break;
+            }
+            let record = &oldest.record;
+            let expired = !record.is_open() && now.saturating_sub(record.settled_at) > self.ttl_ms;
+            if !expired && self.ring.len() + room <= self.capacity {
+                break;
+            }
+            let keep = record.is_open()
+                || (!self.waiters.is_empty() && self.waiters.contains_key(&oldest.request_id));
+            let Some(slot) = self.pop_front() else {
+                break;
+            };
+            if keep {
+                self.push(slot.request_id, slot.record);
+                skipped += 1;
+            } else if !expired && slot.record.has_key() {
+                metrics::status_evicted();
+            }
+        }
+    }
+
+    /// Keeps the caller of a sent request waiting for a later ack.
+    pub fn wait(&mut self, request_id: u128, waiter: Waiter) {
+        self.deadlines.insert((waiter.deadline, request_id));
+        self.waiters.insert(request_id, waiter);
+    }
+
+    /// Applies an ack from a session of `api_key`: only to a send of that key that
+    /// succeeded, and only forward.
+    pub fn advance(
+        &mut self,
+        request_id: u128,
+        api_key: &str,
+        ack: Ack,
+        message_id: Value,
+    ) -> Option<Advanced<'_>> {
+        let at = self.position(request_id)?;
+        let record = &self.ring[at].record;
+        if record.api_key() != Some(api_key) || record.state != State::Sent {
+            return None;
+        }
+        if record.ack.is_some_and(|known| known >= ack) {
+            return None;
+        }
+        let new_id = !message_id.is_null();
+        if new_id {
+            self.unindex_message(at);
+        }
+        let record = &mut self.ring[at].record;
+        record.ack = Some(ack);
+        record.updated = monotonic_ms();
+        if new_id {
+            record.message_id = MessageId::of(&message_id);
+            self.index_message(at);
+        }
+        let due = self
+            .waiters
+            .get(&request_id)
+            .is_some_and(|w| w.wait_for <= ack);
+        let waiter = if due {
+            self.waiters.remove(&request_id).inspect(|w| {
+                self.deadlines.remove(&(w.deadline, request_id));
+            })
+        } else {
+            None
+        };
+        let record = &self.ring[at].record;
+        Some(Advanced { record, waiter })
+    }
+
+    /// Takes the waiters whose timeout has passed, with their records.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u128, Waiter, Option<Ack>, Arc<str>)> {
+        let mut expired = Vec::new();
+        while let Some(&(deadline, request_id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(waiter) = self.waiters.remove(&request_id) {
+                let (ack, session_id) = self.ack_and_session(request_id);
+                expired.push((request_id, waiter, ack, session_id));
+            }
+        }
+        expired
+    }
+
+    fn ack_and_session(&self, request_id: u128) -> (Option<Ack>, Arc<str>) {
+        let record = self.position(request_id).map(|at| &self.ring[at].record);
+        let session = record
+            .and_then(|r| r.identity.as_ref())
+            .map_or_else(|| Arc::from(""), |who| who.session_id.clone());
+        (record.and_then(|r| r.ack), session)
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(d, _)| *d)
+    }
+
+    /// Every waiting caller, for `stop()`.
+    pub fn take_waiters(&mut self) -> Vec<(u128, Waiter, Arc<str>)> {
+        self.deadlines.clear();
+        let waiters = std::mem::take(&mut self.waiters);
+        waiters
+            .into_iter()
+            .map(|(id, w)| (id, w, self.ack_and_session(id).1))
+            .collect()
+    }
+
+    #[cfg(test)]
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    #[cfg(test)]
+    pub fn remembered(&self) -> usize {
+        self.ring.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn who(api_key: &str) -> Arc<Identity> {
+        Arc::new(Identity::for_test(api_key, "s1"))
+    }
+
+    fn sent(key: &str) -> Record {
+        Record::sent(who(key), SendKind::Message, "+1", &Value::from("m1"), 1.0)
+    }
+
+    fn request(key: Option<&str>, text: &str) -> SendRequest {
+        let mut r = SendRequest::new(SendKind::Message, "k".into(), "+1".into(), text.into());
+        r.idempotency_key = key.map(str::to_string);
+        r
+    }
+
+    fn timeout() -> GatewayError {
+        GatewayError::new(
+            ErrorCode::RequestTimeout,
+            "timed out",
+            json!({ "sent": true }),
+        )
+    }
+
+    #[test]
+    fn forgets_the_oldest_first_over_capacity() {
+        let mut records = Records::new(Duration::from_secs(60), 3);
+        for id in 1..=5 {
+            records.record(id, sent("k"));
+        }
+        assert_eq!(records.remembered(), 3);
+        assert!(records.get(1).is_none() && records.get(2).is_none());
+        assert_eq!(records.get(5).unwrap().state, State::Sent);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acks_move_forward_only_and_release_their_waiter() {
+        let mut records = Records::default();
+        records.record(1, sent("k"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        records.wait(
+            1,
+            Waiter {
+                call: 9,
+                wait_for: Ack::Delivered,
+                timeout_ms: 5000,
+                deadline,
+            },
+        );
+        assert!(
+            records
+                .advance(1, "other", Ack::Read, Value::Null)
+                .is_none(),
+            "another key"
+        );
+        let server = records.advance(1, "k", Ack::Server, Value::Null).unwrap();
+        assert!(server.waiter.is_none());
+        assert!(
+            records.advance(1, "k", Ack::Server, Value::Null).is_none(),
+            "repeated"
+        );
+        let read = records
+            .advance(1, "k", Ack::Read, Value::from("m2"))
+            .unwrap();
+        assert_eq!(read.waiter.unwrap().call, 9);
+        assert_eq!(read.record.message_id(), Value::from("m2"));
+        assert!(
+            records
+                .advance(1, "k", Ack::Delivered, Value::Null)
+                .is_none(),
+            "late"
+        );
+        assert_eq!(records.get(1).unwrap().ack, Some(Ack::Read));
+        assert!(records.next_deadline().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_expires_with_the_highest_ack_known() {
+        let mut records = Records::default();
+        records.record(1, sent("k"));
+        let failed = GatewayError::new(ErrorCode::ExtensionError, "no", json!({}));
+        records.record(
+            2,
+            Record::rejected(who("k"), SendKind::Message, "+1", &failed),
+        );
+        assert!(
+            records.advance(2, "k", Ack::Server, Value::Null).is_none(),
+            "failed sends take no acks"
+        );
+        let deadline = Instant::now() + Duration::from_millis(100);
+        records.wait(
+            1,
+            Waiter {
+                call: 3,
+                wait_for: Ack::Read,
+                timeout_ms: 100,
+                deadline,
+            },
+        );
+        records.advance(1, "k", Ack::Server, Value::Null);
+        tokio::time::advance(Duration::from_millis(150)).await;
+        let expired = records.expire(Instant::now());
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].2, Some(Ack::Server));
+        assert_eq!(records.get(1).unwrap().state, State::Sent);
+        assert_eq!(records.waiting(), 0);
+    }
+
+    #[test]
+    fn keeps_exactly_the_newest_records_through_many_evictions() {
+        // Ids both random (as the gateway makes them) and clustered (worst case for
+        // linear probing), well past one wrap of the ring.
+        let mut records = Records::new(Duration::from_secs(60), 1000);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let ids: Vec<u128> = (0..5000u128)
+            .map(|i| {
+                if i % 2 == 0 {
+                    rng.u128(..)
+                } else {
+                    i << 64 | 1
+                }
+            })
+            .collect();
+        for (n, id) in ids.iter().enumerate() {
+            records.record(*id, sent("k"));
+            assert_eq!(records.remembered(), (n + 1).min(1000));
+        }
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(records.get(*id).is_some(), n >= 4000, "record {n}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_whose_caller_waits_outlives_capacity_and_stays_found() {
+        let mut records = Records::new(Duration::from_secs(60), 2);
+        records.record(1, sent("k"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiter = Waiter {
+            call: 1,
+            wait_for: Ack::Read,
+            timeout_ms: 5000,
+            deadline,
+        };
+        records.wait(1, waiter);
+        for id in 2..=10 {
+            records.record(id, sent("k"));
+        }
+        assert_eq!(records.remembered(), 2, "the waiting one and the newest");
+        assert!(records.get(2).is_none() && records.get(9).is_none());
+        assert!(records.get(1).is_some() && records.get(10).is_some());
+        let read = records.advance(1, "k", Ack::Read, Value::Null).unwrap();
+        assert_eq!(read.waiter.unwrap().call, 1);
+        records.record(11, sent("k"));
+        assert!(
+            records.get(1).is_none(),
+            "no longer waited for: the oldest goes"
+        );
+        assert!(records.get(10).is_some() && records.get(11).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forgets_records_past_the_ttl() {
+        let mut records = Records::new(Duration::from_secs(60), 100);
+        records.record(1, sent("k"));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(records.get(1).is_none());
+        records.record(2, sent("k"));
+        assert_eq!(records.remembered(), 1);
+    }
+
+    #[test]
+    fn keeps_long_and_non_string_texts_whole() {
+        let mut records = Records::default();
+        let long_phone = format!("+{}", "9".repeat(40));
+        let long_id = format!("false_{}@g.us_{}", "1".repeat(30), "A".repeat(40));
+        let id = Value::from(long_id.as_str());
+        records.record(
+            1,
+            Record::sent(who("k"), SendKind::Message, &long_phone, &id, 1.0),
+        );
+        let other = json!({ "id": 5 });
+        records.record(
+            2,
+            Record::sent(who("k"), SendKind::Message, "+1", &other, 1.0),
+        );
+        let one = records.advance(1, "k", Ack::Server, Value::Null).unwrap();
+        assert_eq!(one.record.phone_number(), long_phone);
+        assert_eq!(one.record.message_id(), id);
+        let two = records.advance(2, "k", Ack::Server, Value::Null).unwrap();
+        assert_eq!(two.record.message_id(), other);
+        assert_eq!(two.record.phone_number(), "+1");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idempotency_key_is_held_while_open_and_answers_by_its_record() {
+        let mut records = Records::new(Duration::from_secs(60), 100);
+        let first = request(Some("order-1"), "pay");
+        let fp = first.fingerprint();
+        assert_eq!(records.claim("k", "order-1", fp), Claim::Free);
+        records.open(1, Record::opened(&first, "k".into()));
+        assert_eq!(records.claim("k", "order-1", fp), Claim::Wait(1));
+        assert_eq!(records.claim("other", "order-1", fp), Claim::Free);
+        let other = request(Some("order-1"), "pay twice").fingerprint();
+        assert_eq!(records.claim("k", "order-1", other), Claim::Reused(1));
+        assert!(records
+            .wait_for_call(1, (7, request(Some("order-1"), "pay")))
+            .is_none());
+
+        // Timed out: unknown, the key kept; its waiting call settles by it.
+        records.record(
+            1,
+            Record::rejected(who("k"), SendKind::Message, "+1", &timeout()),
+        );
+        let closed = records.close(1, Outcome::Rejected(&timeout())).unwrap();
+        assert!(!closed.freed);
+        assert_eq!(closed.waiting.len(), 1);
+        assert_eq!(records.get(1).unwrap().state, State::Unknown);
+        assert_eq!(records.claim("k", "order-1", fp), Claim::Settled(1));
+        assert_eq!(records.by_key("k", "order-1").unwrap().0, 1);
+
+        // A late success: sent, findable by its message id.
+        let late = records
+            .late(1, "k", who("k"), Ok((Value::from("wa-1"), 5.0)))
+            .unwrap();
+        assert_eq!(late.state, State::Sent);
+        assert!(
+            records
+                .late(1, "k", who("k"), Ok((Value::from("wa-2"), 6.0)))
+                .is_none(),
+            "only once"
+        );
+        assert_eq!(records.by_message("k", &Value::from("wa-1")).unwrap().0, 1);
+        assert!(records.by_message("other", &Value::from("wa-1")).is_none());
+        let status = records.get(1).unwrap().stored(1);
+        assert_eq!(status.idempotency_key.as_deref(), Some("order-1"));
+        assert_eq!(status.error, None);
+
+        // TTL counts from the settlement.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(records.claim("k", "order-1", fp), Claim::Free);
+    }
+
+    #[test]
+    fn a_failure_before_writing_frees_the_key_for_the_next_call() {
+        let mut records = Records::new(Duration::from_secs(60), 100);
+        let first = request(Some("a"), "x");
+        records.open(1, Record::opened(&first, "k".into()));
+        let no_device =
+            GatewayError::new(ErrorCode::NoActiveDevice, "none", json!({ "sent": false }));
+        let closed = records.close(1, Outcome::Rejected(&no_device)).unwrap();
+        assert!(closed.freed);
+        assert_eq!(records.get(1).unwrap().state, State::Failed);
+        assert_eq!(records.claim("k", "a", first.fingerprint()), Claim::Free);
+        records.open(2, Record::opened(&first, "k".into()));
+        assert_eq!(records.claim("k", "a", first.fingerprint()), Claim::Wait(2));
+        assert_eq!(records.by_key("k", "a").unwrap().0, 2);
+        assert!(records.get(1).is_some(), "the first's record stays");
+    }
+
+    #[test]
+    fn open_records_are_never_evicted_and_keyed_evictions_are_counted() {
+        let mut records = Records::new(Duration::from_secs(60), 3);
+        records.open(1, Record::opened(&request(Some("open"), "x"), "k".into()));
+        records.open(2, Record::opened(&request(Some("done"), "x"), "k".into()));
+        records.close(
+            2,
+            Outcome::Resolved {
+                identity: who("k"),
+                message_id: &Value::from("m"),
+                timestamp: 1.0,
+                ack: Ack::Sent,
+            },
+        );
+        let before = metrics::snapshot().status_evictions;
+        for id in 3..=10 {
+            records.record(id, sent("k"));
+        }
+        assert!(records.get(1).is_some(), "open: kept");
+        assert!(records.get(2).is_none(), "settled: evicted");
+        assert!(metrics::snapshot().status_evictions > before);
+        assert_eq!(
+            records.claim("k", "done", request(None, "x").fingerprint()),
+            Claim::Free
+        );
+    }
+}
