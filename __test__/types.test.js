@@ -158,3 +158,32 @@ for (const setup of SETUPS) {
     }
   });
 }
+
+test('the options the typo warnings know are the ones index.d.ts declares, object by object', () => {
+  const ts = require('typescript');
+  const { CONFIG_OPTIONS, NESTED_OPTIONS, SEND_FIELDS } = require('../lib/known-options');
+  const file = path.join(root, 'index.d.ts');
+  const program = ts.createProgram([file], { strict: true, noEmit: true, types: [] });
+  const checker = program.getTypeChecker();
+  const source = program.getSourceFile(file);
+  /** The property names of an interface of index.d.ts, inherited ones included. */
+  const declared = (name) => {
+    const node = source.statements.find((s) => ts.isInterfaceDeclaration(s) && s.name.text === name);
+    assert.ok(node, `index.d.ts declares ${name}`);
+    return checker.getPropertiesOfType(checker.getTypeAtLocation(node)).map((p) => p.name).sort();
+  };
+  const lists = {
+    GatewayConfig: CONFIG_OPTIONS,
+    PacingOptions: NESTED_OPTIONS.pacing,
+    ClusterOptions: NESTED_OPTIONS.cluster,
+    SentinelOptions: NESTED_OPTIONS['cluster.redis'],
+    ClusterTlsOptions: NESTED_OPTIONS['cluster.tls'],
+    SendMessageData: SEND_FIELDS.message,
+    SendImageData: SEND_FIELDS.image,
+    SendVideoData: SEND_FIELDS.video,
+    SendDocumentData: SEND_FIELDS.document,
+  };
+  for (const [name, known] of Object.entries(lists)) {
+    assert.deepEqual([...known].sort(), declared(name), `${name} and lib/known-options.js`);
+  }
+});
