@@ -1,7 +1,7 @@
 'use strict';
 // Lifecycle of the gateway as a user sees it: start/stop, ports, shutdown of pending
 // sends, what keeps the Node process alive, user callbacks that misbehave, and the
-// constructor's config checks (SPEC 2.1, 2.2).
+// constructor's config checks (README "API").
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
@@ -529,7 +529,7 @@ test('bad config throws a TypeError naming the option', () => {
     [{ validateApiKey: fn, port: 70000 }, 'port'],
     [{ validateApiKey: fn, heartbeatInterval: -1 }, 'heartbeatInterval'],
     [{ validateApiKey: fn, heartbeatInterval: '30000' }, 'heartbeatInterval'],
-    // 0 is v1's "unset" (SPEC 2.1): see first-hour.test.js.
+    // 0 is v1's "unset" (README "new WhatsAppGateway(config)"): see first-hour.test.js.
     [{ validateApiKey: fn, maxSessionsPerKey: -1 }, 'maxSessionsPerKey'],
     [{ validateApiKey: fn, maxSessionsPerKey: 2.5 }, 'maxSessionsPerKey'],
     [{ validateApiKey: fn, deviceSelectionStrategy: 'fastest' }, 'deviceSelectionStrategy'],

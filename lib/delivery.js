@@ -1,5 +1,5 @@
 'use strict';
-// SPEC 5.2 (delivery) on the JavaScript side: its options and per-call arguments,
+// Delivery (README "Delivery") on the JavaScript side: its options and per-call arguments,
 // checked here so that index.js, options.js and send-args.js each call one function.
 
 /** `waitFor` levels, lowest first. */
@@ -103,4 +103,4 @@ function metadataArg(metadata, invalid) {
   return { text, value: JSON.parse(text) };
 }
 
-module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg };
+module.exports = { deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg };

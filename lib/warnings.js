@@ -1,11 +1,11 @@
 'use strict';
-// Process warnings (SPEC 5.1): the gateway prints nothing by itself, but a misspelt
+// Process warnings (README "Errors"): the gateway prints nothing by itself, but a misspelt
 // option or a failing validator with nobody listening would otherwise go unseen.
 // Both go through process.emitWarning, which the host can route or silence.
 
 const WARNING_TYPE = 'WhatsAppGatewayWarning';
 
-/** Every option of SPEC 2.1 and 5, whether or not this build acts on it yet. */
+/** Every option of the README's config table, whether or not this build acts on it yet. */
 const KNOWN_OPTIONS = [
   'port', 'host', 'path', 'server', 'validateApiKey', 'onMessageLog', 'onError',
   'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout', 'maxSessionsPerKey',
@@ -83,4 +83,4 @@ function warnUnhandled(error, now = Date.now()) {
   );
 }
 
-module.exports = { warnUnknownOptions, warnUnhandled, closestOption, KNOWN_OPTIONS };
+module.exports = { warnUnknownOptions, warnUnhandled };

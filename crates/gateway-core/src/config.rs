@@ -24,7 +24,7 @@ impl Strategy {
     }
 }
 
-/// Which of the wire dialects (SPEC section 3) the gateway writes to extensions.
+/// Which of the wire dialects (docs/extension-protocol.md, "Dialects") the gateway writes to extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     /// Every reply a known client waits for: `auth-success` and `authenticated`,
@@ -147,7 +147,7 @@ pub struct Config {
     pub max_queued_sends: usize,
     /// How long a send waits for an active device of its key (zero: not at all).
     pub wait_for_device: Duration,
-    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
+    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (README "Seeing inside").
     pub debug_log: bool,
     /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
     pub reuse_port: bool,
