@@ -640,3 +640,29 @@ test('reusePort: two gateways serve one port, each keeps serving when the other 
 test('reusePort must be a boolean', () => {
   assert.throws(() => new WhatsAppGateway({ validateApiKey, reusePort: 'yes' }), /reusePort/);
 });
+
+test('every config TypeError shows a bad value the same way: never a function\'s source, never a whole object', () => {
+  const fn = () => ({ valid: true });
+  const secretFn = function pacing() {
+    return 'hunter2-token';
+  };
+  const cases = [
+    [{ validateApiKey: fn, pacing: secretFn }, 'pacing', 'a function'],
+    [{ validateApiKey: fn, maxQueuedSends: { limit: 'hunter2-token' } }, 'maxQueuedSends', 'an object (Object)'],
+    [{ validateApiKey: fn, maxMessageStatuses: [1, 2] }, 'maxMessageStatuses', 'an array'],
+    [{ validateApiKey: fn, pacing: { minIntervalMs: 'x'.repeat(100) } }, 'pacing.minIntervalMs', `"${'x'.repeat(60)}..."`],
+    [{ validateApiKey: fn, heartbeatInterval: secretFn }, 'heartbeatInterval', 'a function'],
+  ];
+  for (const [config, option, shown] of cases) {
+    assert.throws(
+      () => new WhatsAppGateway(config),
+      (error) => {
+        assert.ok(error instanceof TypeError, `${option}: ${error}`);
+        assert.ok(error.message.startsWith(`WhatsAppGateway config: '${option}' must be `), error.message);
+        assert.ok(error.message.includes(`got ${shown}`), `${option} shows ${shown}: ${error.message}`);
+        assert.ok(!error.message.includes('hunter2'), error.message);
+        return true;
+      },
+    );
+  }
+});

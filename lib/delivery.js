@@ -6,10 +6,7 @@
 const ACKS = ['sent', 'server', 'delivered', 'read', 'played'];
 const DAY = 24 * 60 * 60 * 1000;
 
-function typeError(option, expected, value) {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
-  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
-}
+const { configError: typeError } = require('./config-error');
 
 function duration(value, option, { zeroAllowed }) {
   const min = zeroAllowed ? 0 : 1;

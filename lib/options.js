@@ -3,22 +3,10 @@
 // is a TypeError that names the option.
 const path = require('node:path');
 const { deliveryOptions } = require('./delivery');
+const { configError: fail } = require('./config-error');
 
 const STRATEGIES = ['round-robin', 'random', 'least-busy'];
 const DIALECTS = ['compat', 'v1', 'doc'];
-
-function fail(option, expected, value, fix = '') {
-  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${describeValue(value)}${fix}`);
-}
-
-/** A value as an error message shows it: never a function's source, never a whole object. */
-function describeValue(value) {
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value);
-  if (typeof value === 'function') return 'a function';
-  if (Array.isArray(value)) return 'an array';
-  if (value !== null && typeof value === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`;
-  return String(value);
-}
 
 function optionalFunction(config, name) {
   const value = config[name];
