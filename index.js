@@ -167,8 +167,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#port = native.port;
     this.#cluster = native.cluster !== undefined;
     if (callbacks.logger) this.#logger = new Log(callbacks.logger);
-    // Listeners may be added at any time, and the debug log wants session events too.
-    const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
+    const settings = { ...native, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
     // gateway nobody uses any more can be collected.
     this.#deliver = (batch, checks) => {

@@ -263,6 +263,8 @@ function normalizeConfig(userConfig) {
     mediaAllowPrivateHosts: config.mediaAllowPrivateHosts ?? false,
     mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', 30000),
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
+    // Always: listeners may be added at any time, and the debug log wants session events too.
+    logEvents: true,
     trustProxy: config.trustProxy ?? false,
     // Delivery options (README "Delivery", lib/delivery.js).
     ...deliveryOptions(config),
