@@ -13,17 +13,6 @@ pub enum Strategy {
     LeastBusy,
 }
 
-impl Strategy {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "round-robin" => Some(Self::RoundRobin),
-            "random" => Some(Self::Random),
-            "least-busy" => Some(Self::LeastBusy),
-            _ => None,
-        }
-    }
-}
-
 /// Which of the wire dialects (docs/extension-protocol.md, "Dialects") the gateway writes to extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
@@ -34,17 +23,6 @@ pub enum Dialect {
     V1,
     /// v1's extension integration doc and the guide: `authenticated`, `dataUrl`.
     Doc,
-}
-
-impl Dialect {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "compat" => Some(Self::Compat),
-            "v1" => Some(Self::V1),
-            "doc" => Some(Self::Doc),
-            _ => None,
-        }
-    }
 }
 
 /// 5.2 `pacing`: how sends to one device are spaced out.
