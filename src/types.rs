@@ -1,5 +1,6 @@
-//! The shapes that cross the boundary, typed on both sides (`binding.d.ts` is generated
-//! from them), and their conversions into the core's own types.
+//! The shapes that cross the boundary (napi checks each value against them; `index.js`
+//! builds them in lib/options.js and lib/send-args.js), and their conversions into the
+//! core's own types.
 
 use std::path::PathBuf;
 use std::time::Duration;
