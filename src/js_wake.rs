@@ -15,13 +15,17 @@ use std::sync::{Arc, Mutex};
 use napi::sys;
 use wa_gateway_core::lock;
 
+/// The arguments of `deliver` (what they hold is the drain's business); fixed in number
+/// so that a wake-up allocates nothing of its own.
+pub type Args = [sys::napi_value; 2];
+
 /// What a wake-up hands to JavaScript.
 pub trait Drain: Send + Sync {
     /// The arguments of `deliver` for everything queued by now, or `None` to call nothing.
     ///
     /// # Safety
     /// On the JavaScript thread with its live env, inside a handle scope.
-    unsafe fn drain(&self, env: sys::napi_env) -> Option<Vec<sys::napi_value>>;
+    unsafe fn drain(&self, env: sys::napi_env) -> Option<Args>;
 }
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.

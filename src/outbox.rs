@@ -15,7 +15,7 @@ use wa_gateway_core::{lock, Delivery, Host, Validation};
 
 use crate::deliveries::Batch;
 use crate::exception::clear_exception;
-use crate::js_wake::{Drain, JsWaker};
+use crate::js_wake::{Args, Drain, JsWaker};
 use crate::validations::{Checks, Validations};
 
 /// The two queues, drained by the JavaScript thread (`Drain`).
@@ -99,7 +99,7 @@ impl Host for Outbox {
 
 impl Drain for Queued {
     /// `deliver(batch, checks)`.
-    unsafe fn drain(&self, env: sys::napi_env) -> Option<Vec<sys::napi_value>> {
+    unsafe fn drain(&self, env: sys::napi_env) -> Option<Args> {
         let batch = Batch::take(&self.deliveries);
         let checks = Checks::take(&self.checks);
         // Each on its own: deliveries that cannot be converted must not cost the key
@@ -107,7 +107,7 @@ impl Drain for Queued {
         // another).
         let items = Batch::to_napi_value(env, batch).unwrap_or_else(|_| empty_array(env));
         let checks = Checks::to_napi_value(env, checks).unwrap_or_else(|_| undefined(env));
-        (!items.is_null()).then(|| vec![items, checks])
+        (!items.is_null()).then_some([items, checks])
     }
 }
 
