@@ -36,7 +36,8 @@ export type ErrorCode =
   | 'INVALID_MESSAGE'
   | 'UNKNOWN_MESSAGE_TYPE'
   | 'NOT_AUTHENTICATED'
-  | 'IDEMPOTENCY_KEY_REUSED';
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'STORE_LOCKED';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
 export interface ApiKeyValidation {

@@ -118,6 +118,18 @@ const SESSION_AT = Object.fromEntries(BATCH.sessionFields.map((name, i) => [name
 
 const SENT_EVENTS = { message: 'message-sent', image: 'image-sent', video: 'video-sent', document: 'document-sent' };
 
+/** `stop()`'s options: `{ drainMs }`, a finite number of ms (0: no drain). */
+function drainOption(options) {
+  if (options == null) return undefined;
+  if (typeof options !== 'object') throw new TypeError(`stop(): options must be an object like { drainMs: 10000 }, got ${typeof options}`);
+  const { drainMs } = options;
+  if (drainMs == null) return undefined;
+  if (typeof drainMs !== 'number' || !Number.isFinite(drainMs) || drainMs < 0) {
+    throw new TypeError(`stop(): 'drainMs' must be a finite number of milliseconds (0 or more), got ${String(drainMs)}`);
+  }
+  return drainMs;
+}
+
 function describe(error) {
   return error instanceof Error ? error.message : String(error);
 }
@@ -138,6 +150,12 @@ class WhatsAppGateway extends EventEmitter {
   #detach = null;
   /** Send calls in flight: id -> { resolve, reject }. */
   #calls = new Map();
+  /**
+   * Durable mode: calls whose sends stop() left waiting in the store; they do not keep
+   * Node alive, and settle if this gateway starts again (README "Durable mode").
+   */
+  #kept = new Map();
+  #durable = false;
   #nextCall = 0;
   #running = false;
   #stopping = null;
@@ -161,6 +179,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#path = native.path;
     this.#port = native.port;
     this.#cluster = native.cluster !== undefined;
+    this.#durable = native.store !== undefined;
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
@@ -191,6 +210,8 @@ class WhatsAppGateway extends EventEmitter {
       });
     }
     this.#running = true;
+    for (const [id, call] of this.#kept) this.#calls.set(id, call);
+    this.#kept.clear();
     this.#updateHold();
     if (this.#cluster) {
       try {
@@ -219,7 +240,17 @@ class WhatsAppGateway extends EventEmitter {
     }
   }
 
-  stop() {
+  /**
+   * `stop({ drainMs })`: with `drainMs`, sends already written get up to that long to
+   * settle first (README "Stopping").
+   */
+  stop(options) {
+    let drainMs;
+    try {
+      drainMs = drainOption(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#stopping) return this.#stopping;
     if (!this.#running) return Promise.resolve();
     this.#running = false;
@@ -229,7 +260,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#detach?.();
     this.#detach = null;
     this.#updateHold();
-    this.#native.stop();
+    this.#native.stop(drainMs);
     return this.#stopping;
   }
 
@@ -425,6 +456,11 @@ class WhatsAppGateway extends EventEmitter {
         i += 4;
       } else {
         debug('stopped');
+        // Durable mode: what is still pending now waits in the store (end_waiting).
+        if (this.#durable) {
+          for (const [id, call] of this.#calls) this.#kept.set(id, call);
+          this.#calls.clear();
+        }
         this.#stopping = null;
         this.#stopped?.();
         this.#stopped = null;

@@ -27,6 +27,8 @@ const ERROR_CODES = Object.freeze({
   NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
   // An idempotencyKey already used for another message.
   IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  // Durable mode: start() found the store open in another gateway.
+  STORE_LOCKED: 'STORE_LOCKED',
   // start(): already running, or the port cannot be bound (errno names, as Node's servers).
   ALREADY_RUNNING: 'ALREADY_RUNNING',
   EADDRINUSE: 'EADDRINUSE',

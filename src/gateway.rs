@@ -128,9 +128,11 @@ impl NativeGateway {
         self.core.close_sessions();
     }
 
+    /// `stop({ drainMs })`: `drain_ms` lets written sends settle first (README).
     #[napi]
-    pub fn stop(&self) {
-        self.core.stop();
+    pub fn stop(&self, drain_ms: Option<f64>) {
+        let drain = drain_ms.filter(|ms| *ms > 0.0).map(crate::types::ms);
+        self.core.stop_draining(drain);
     }
 
     /// Queues a send; its outcome arrives in a batch under the number `call`.

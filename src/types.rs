@@ -100,6 +100,10 @@ pub struct NativeConfig {
     pub wait_for_device: Option<f64>,
     /// 5.3 cluster mode, checked by lib/options.js.
     pub cluster: Option<NativeCluster>,
+    /// Durable mode: the store's file (`store`), checked by lib/options.js.
+    pub store: Option<String>,
+    /// `storeSync: 'full'`.
+    pub store_full_sync: Option<bool>,
 }
 
 #[napi(object)]
@@ -212,6 +216,10 @@ impl TryFrom<NativeConfig> for core::Config {
                 .max_queued_bytes
                 .map_or(defaults.max_queued_bytes, |n| n as usize),
             cluster: c.cluster.map(Into::into),
+            store: c.store.map(|path| core::StoreConfig {
+                path: PathBuf::from(path),
+                full_sync: c.store_full_sync.unwrap_or(false),
+            }),
         })
     }
 }

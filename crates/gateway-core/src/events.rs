@@ -159,6 +159,47 @@ impl LogEvent {
         }
     }
 
+    /// Marks the outcome of a send taken up again after a restart (durable mode).
+    pub fn recovered(mut self) -> Self {
+        self.delivery.get_or_insert_with(Box::default).recovered = Some(true);
+        self
+    }
+
+    /// The kind's `*-sent` for a send taken up again after a restart; the caller is
+    /// gone, so the core makes the event the host makes for other successes.
+    pub fn sent_recovered(
+        kind: SendKind,
+        who: &Identity,
+        phone_number: &str,
+        request_id: &str,
+        message_id: Value,
+    ) -> Self {
+        let mut event = Self::sent_late(kind, who, phone_number, request_id, message_id);
+        if let Some(fields) = event.delivery.as_mut() {
+            fields.late = None;
+        }
+        event.recovered()
+    }
+
+    /// `send-failed` for a recovered send that failed before any device took it.
+    pub fn send_failed_unplaced(
+        api_key: &str,
+        phone_number: &str,
+        request_id: &str,
+        error: &GatewayError,
+    ) -> Self {
+        let nobody = Identity {
+            session_id: "".into(),
+            api_key: api_key.into(),
+            user_id: Value::Null,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: crate::config::Dialect::Compat,
+        };
+        Self::send_failed(&nobody, phone_number, request_id, error)
+    }
+
     /// Adds the call's `metadata`, if it had one.
     pub fn with_metadata(mut self, metadata: Option<Value>) -> Self {
         if let Some(metadata) = metadata {

@@ -14,6 +14,11 @@ pub type CallId = u64;
 /// outcomes go back to the caller's process, not to this one's host.
 pub const CLUSTER_CALL: CallId = 1 << 63;
 
+/// Calls taken up from the store after a restart (durable mode) carry this bit; their
+/// low 32 bits are the host's number for the call when the same gateway still holds
+/// its promise (it stopped and started again), else 0.
+pub const RECOVERED_CALL: CallId = 1 << 62;
+
 /// Who a session is; fixed at auth.
 #[derive(Debug)]
 pub struct Identity {

@@ -28,10 +28,11 @@ mod net;
 mod protocol;
 mod runtime;
 mod state;
+mod store;
 mod supervise;
 mod timers;
 
-pub use config::{ClusterConfig, Config, Dialect, Pacing, Strategy};
+pub use config::{ClusterConfig, Config, Dialect, Pacing, StoreConfig, Strategy};
 pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};

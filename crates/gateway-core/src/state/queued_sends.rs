@@ -17,7 +17,7 @@ use super::Shared;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::host::Delivery;
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Identity, RECOVERED_CALL};
 use crate::media::Media;
 
 impl Shared {
@@ -108,6 +108,16 @@ impl Shared {
         let request_id = request
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
+        // Taken up from the store: it is there already, and was accepted before, so no
+        // bound refuses it now.
+        let recovered = call & RECOVERED_CALL != 0;
+        let queued = match self.journal.get() {
+            Some(journal) if !recovered => Some((
+                journal,
+                self.queued_send(request_id.as_u128(), &request, media.as_ref()),
+            )),
+            _ => None,
+        };
         let mut id_buf = Uuid::encode_buffer();
         let id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, id_text, self.config.dialect);
@@ -120,8 +130,9 @@ impl Shared {
             let error = no_device(&api_key, None);
             return self.host.deliver(Delivery::Rejected { call, error });
         }
-        let queued = registry.parking.count(&api_key);
-        if queued >= self.config.max_queued_sends {
+        let waiting = registry.parking.count(&api_key);
+        if waiting >= self.config.max_queued_sends && !recovered {
+            let queued = waiting;
             drop(registry);
             let error = GatewayError::new(
                 ErrorCode::QueueFull,
@@ -129,6 +140,9 @@ impl Shared {
                 json!({ "sessionId": null, "queued": queued, "apiKey": mask_api_key(&api_key), "sent": false }),
             );
             return self.host.deliver(Delivery::Rejected { call, error });
+        }
+        if let Some((journal, send)) = queued {
+            journal.queued(send);
         }
         registry.parking.park(
             api_key,
@@ -144,6 +158,12 @@ impl Shared {
         // The delivery timer sleeps until its next due time: this one may be earlier,
         // and a device may have become active since the selection above.
         registry.wake_delivery.notify_one();
+    }
+
+    /// Durable mode: a send taken up from the store after a restart goes to a device of
+    /// its key, or waits for one until its deadline.
+    pub fn take_up(&self, call: CallId, request: SendRequest, media: Option<Media>) {
+        self.dispatch(call, request, media, super::requests::Wake::Now);
     }
 
     /// One round of the delivery timer; returns when the next is due.

@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::send_request::SendRequest;
 use super::slot_index::SlotIndex;
-use crate::clock::{monotonic_ms, now_ms, wall_ms_at};
+use crate::clock::{monotonic_at, monotonic_ms, now_ms, wall_ms_at};
 use crate::error::{ErrorCode, GatewayError};
 use crate::identity::{CallId, Identity};
 use crate::metrics;
@@ -549,6 +549,8 @@ pub struct Records {
     deadlines: BTreeSet<(Instant, u128)>,
     ttl_ms: u64,
     capacity: usize,
+    /// Durable mode: request ids whose record changed since the store last took them.
+    changed: Option<Vec<u128>>,
 }
 
 #[derive(Debug)]
@@ -578,12 +580,121 @@ impl Records {
             deadlines: BTreeSet::new(),
             ttl_ms: ttl.as_millis() as u64,
             capacity,
+            changed: None,
         }
     }
 
-    /// `idempotencyTtl` and `maxMessageStatuses`.
+    /// `idempotencyTtl` and `maxMessageStatuses`; forgets every record.
     pub fn configure(&mut self, ttl: Duration, capacity: usize) {
+        let changed = self.changed.take().map(|_| Vec::new());
         *self = Self::new(ttl, capacity);
+        self.changed = changed;
+    }
+
+    /// Durable mode: every change of a record is noted for the store.
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    fn note(&mut self, request_id: u128) {
+        if let Some(changed) = &mut self.changed {
+            changed.push(request_id);
+        }
+    }
+
+    /// The records changed since the last call, as the store writes them (with their
+    /// API key); each once, whatever its changes.
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, StoredRecord)> {
+        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
+        let mut ids = std::mem::take(changed);
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let record = &self.ring[self.position(id)?].record;
+                let api_key: Arc<str> = match (&record.call, &record.identity) {
+                    (Some(call), _) => call.api_key.clone(),
+                    (None, Some(who)) => who.api_key.clone(),
+                    (None, None) => return None,
+                };
+                Some((api_key, record.stored(id)))
+            })
+            .collect()
+    }
+
+    /// Durable mode: a command is about to leave for `identity`: its record says it may
+    /// have been written from now on.
+    pub fn leaving(&mut self, request_id: u128, identity: &Arc<Identity>) {
+        if let Some(at) = self.position(request_id) {
+            let record = &mut self.ring[at].record;
+            if !record.state.settled() {
+                record.identity = Some(identity.clone());
+                record.state = State::InFlight;
+                record.written = true;
+                record.updated = monotonic_ms();
+                self.note(request_id);
+            }
+        }
+    }
+
+    /// Durable mode: a record read back from the store after a restart. `open`: its
+    /// call is taken up again (it waits unwritten), so it is never evicted and its key
+    /// makes duplicates wait.
+    pub fn restore(
+        &mut self,
+        api_key: Arc<str>,
+        stored: &StoredRecord,
+        open: bool,
+    ) -> Option<u128> {
+        let request_id = uuid::Uuid::try_parse(&stored.request_id).ok()?.as_u128();
+        let mut record = Self::restored(api_key, stored, open);
+        if self.position(request_id).is_some() {
+            return Some(request_id);
+        }
+        if open {
+            record.state = State::Queued;
+        }
+        if record.call.is_some() {
+            self.open(request_id, record);
+        } else {
+            self.forget_old(record.settled_at, 1);
+            self.push(request_id, record);
+        }
+        Some(request_id)
+    }
+
+    fn restored(api_key: Arc<str>, stored: &StoredRecord, open: bool) -> Record {
+        let mut record = Record::new(stored.kind, &stored.phone_number, stored.state);
+        record.identity = stored.device.as_ref().map(|d| {
+            Arc::new(Identity {
+                session_id: d.session_id.as_str().into(),
+                api_key: api_key.clone(),
+                user_id: d.user_id.clone(),
+                ip: String::new(),
+                extension_version: d.extension_version.clone(),
+                browser: d.browser.clone(),
+                dialect: crate::config::Dialect::Compat,
+            })
+        });
+        record.message_id = MessageId::of(&stored.message_id);
+        record.timestamp = stored.timestamp;
+        record.ack = stored.ack;
+        record.written = stored.written;
+        record.updated = monotonic_at(stored.updated_at);
+        record.settled_at = monotonic_at(stored.settled_at.unwrap_or(stored.updated_at));
+        record.error = stored.error.clone().map(Box::new);
+        record.call = Some(Box::new(CallPart {
+            api_key,
+            idempotency_key: stored.idempotency_key.as_deref().map(Into::into),
+            fingerprint: stored.fingerprint().unwrap_or(0),
+            metadata: (!stored.metadata.is_null()).then(|| stored.metadata.to_string().into()),
+            created_at: stored.created_at,
+            open,
+            waiting: Vec::new(),
+        }));
+        record
     }
 
     /// Writes the outcome of a settled send; a record it had from the start keeps
@@ -601,6 +712,7 @@ impl Records {
                 self.push(request_id, record)
             }
         };
+        self.note(request_id);
         &self.ring[at].record
     }
 
@@ -623,6 +735,7 @@ impl Records {
         let now = record.updated;
         self.forget_old(now, 1);
         self.push(request_id, record);
+        self.note(request_id);
     }
 
     /// The device now holding an open record's command (cluster mode: another
@@ -634,6 +747,7 @@ impl Records {
                 record.identity = Some(identity);
                 record.state = State::InFlight;
                 record.updated = monotonic_ms();
+                self.note(request_id);
             }
         }
     }
@@ -683,6 +797,7 @@ impl Records {
             }
             self.index_message(at);
         }
+        self.note(request_id);
         let record = &mut self.ring[at].record;
         record.settled_at = monotonic_ms();
         let freed = record.freed();
@@ -819,6 +934,7 @@ impl Records {
             }
         }
         self.index_message(at);
+        self.note(request_id);
         Some(&self.ring[at].record)
     }
 
@@ -979,6 +1095,7 @@ impl Records {
         } else {
             None
         };
+        self.note(request_id);
         let record = &self.ring[at].record;
         Some(Advanced { record, waiter })
     }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::journal::{Departure, Journal};
 use super::link::{CloseRequest, Enqueued, SessionLink};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
@@ -325,6 +326,8 @@ pub struct Registry {
     /// Wakes the delivery timer: a paced command was queued, or a send parked, or a
     /// key with parked sends got an active device.
     pub wake_delivery: Arc<Notify>,
+    /// Durable mode's store: commands leave through it (`state::journal`).
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 /// Why `place` could not record a request; the request and command come back.
@@ -743,12 +746,22 @@ impl Registry {
             if let Some(p) = &pacing {
                 session.queue.departed(now, p);
             }
-            match session.link.enqueue(frame, self.max_queued_bytes) {
-                Enqueued::First => session.link.wake(),
-                Enqueued::Behind | Enqueued::Closing => {}
-                Enqueued::Full { queued } => {
-                    pending.queued = true;
-                    return Err(NotPlaced::Backpressure(pending, queued));
+            if let Some(journal) = &self.journal {
+                self.statuses.leaving(request_id, &session.identity);
+                journal.depart(Departure {
+                    link: session.link.clone(),
+                    key,
+                    request_id,
+                    frame,
+                });
+            } else {
+                match session.link.enqueue(frame, self.max_queued_bytes) {
+                    Enqueued::First => session.link.wake(),
+                    Enqueued::Behind | Enqueued::Closing => {}
+                    Enqueued::Full { queued } => {
+                        pending.queued = true;
+                        return Err(NotPlaced::Backpressure(pending, queued));
+                    }
                 }
             }
         } else {
@@ -775,7 +788,7 @@ impl Registry {
         };
         let max_bytes = self.max_queued_bytes;
         let mut next: Option<Instant> = None;
-        for session in self.sessions.values_mut() {
+        for (&key, session) in self.sessions.iter_mut() {
             while let Some(request_id) = session.queue.front_id() {
                 let live = session.pending.get(&request_id).is_some_and(|p| p.queued);
                 if !live {
@@ -792,6 +805,19 @@ impl Registry {
                 };
                 // Every departure counts against the pace, refused or not.
                 session.queue.departed(now, &pacing);
+                if let Some(journal) = &self.journal {
+                    self.statuses.leaving(request_id, &session.identity);
+                    journal.depart(Departure {
+                        link: session.link.clone(),
+                        key,
+                        request_id,
+                        frame,
+                    });
+                    if let Some(pending) = session.pending.get_mut(&request_id) {
+                        pending.queued = false;
+                    }
+                    continue;
+                }
                 match session.link.enqueue(frame, max_bytes) {
                     Enqueued::First => session.link.wake(),
                     Enqueued::Behind | Enqueued::Closing => {}
@@ -912,6 +938,30 @@ impl Registry {
         self.parking_open = false;
         self.close_all(CloseRequest::Shutdown);
         self.take_all_pending()
+    }
+
+    /// Durable mode's `stop()`: takes every send still waiting unwritten (pacing
+    /// queues, waiting for a device) out of memory; the store keeps them for the next
+    /// start. Returns their calls by request id.
+    pub fn keep_waiting(&mut self) -> Vec<(u128, CallId)> {
+        let mut kept: Vec<(u128, CallId)> = self
+            .parking
+            .take_all()
+            .into_iter()
+            .map(|p| (p.request_id, p.pending.call))
+            .collect();
+        for session in self.sessions.values_mut() {
+            for (request_id, _) in session.queue.drain() {
+                // Entries of requests that left already are stale here.
+                if !session.pending.get(&request_id).is_some_and(|p| p.queued) {
+                    continue;
+                }
+                if let Some(settled) = session.take_request(request_id, &mut self.deadlines) {
+                    kept.push((request_id, settled.pending.call));
+                }
+            }
+        }
+        kept
     }
 
     pub fn reopen(&mut self) {

@@ -6,6 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::acks::extension_error;
+use super::journal::{Departure, QueuedSend};
 use super::link::{lock, Enqueued};
 use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
@@ -15,7 +16,7 @@ use crate::config::Dialect;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
-use crate::identity::{CallId, CLUSTER_CALL};
+use crate::identity::{CallId, CLUSTER_CALL, RECOVERED_CALL};
 use crate::media::{default_document_name, Media};
 use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
 
@@ -95,6 +96,13 @@ impl Shared {
         let request_id = request
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
+        let journal = self.journal.get();
+        if let (Some(journal), Some(_)) = (journal, self.config.pacing) {
+            // It may wait in the device's pacing queue: the store keeps it meanwhile.
+            if call & RECOVERED_CALL == 0 {
+                journal.queued(self.queued_send(request_id.as_u128(), &request, media.as_ref()));
+            }
+        }
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, request_id_text, identity.dialect);
@@ -102,7 +110,25 @@ impl Shared {
         if self.config.pacing.is_some() {
             return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
-        let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
+        let inserted = {
+            let mut registry = lock(&self.registry);
+            let inserted = registry.insert_pending(key, request_id.as_u128(), pending);
+            if let (Some(journal), Some(_)) = (journal, inserted) {
+                // Durable mode: the command leaves once the store has it as leaving.
+                registry.statuses.leaving(request_id.as_u128(), &identity);
+                drop(registry);
+                if inserted == Some(true) {
+                    self.deadline_changed.notify_one();
+                }
+                return journal.depart(Departure {
+                    link,
+                    key,
+                    request_id: request_id.as_u128(),
+                    frame,
+                });
+            }
+            inserted
+        };
         match inserted {
             // The session closed between choosing it and recording the request.
             None => {
@@ -130,6 +156,39 @@ impl Shared {
                     }
                 }
             }
+        }
+    }
+
+    /// A send as the store keeps it while it waits (durable mode).
+    pub(super) fn queued_send(
+        &self,
+        request_id: u128,
+        request: &SendRequest,
+        media: Option<&Media>,
+    ) -> QueuedSend {
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let spent = request
+            .called_at
+            .map_or(std::time::Duration::ZERO, |at| at.elapsed());
+        QueuedSend {
+            request_id,
+            api_key: request.api_key.clone(),
+            kind: request.kind,
+            phone_number: request.phone_number.clone(),
+            text: request.text.clone(),
+            document_name: request.document_name.clone(),
+            strategy: request.strategy,
+            deadline_at: crate::clock::now_ms() + timeout.saturating_sub(spent).as_millis() as u64,
+            media: media.cloned(),
+        }
+    }
+
+    /// Durable mode: a command the store had as leaving found its session's socket
+    /// full: it fails as never written (its record says so once it settles).
+    pub fn refused_room(&self, key: super::registry::SessionKey, request_id: u128, queued: usize) {
+        let taken = lock(&self.registry).settle(key, request_id);
+        if let Some(settled) = taken {
+            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
         }
     }
 
@@ -193,12 +252,14 @@ impl Shared {
             &pending.phone_number,
             &error,
         );
-        // A call run for another process: that process reports it (5.3).
+        // A call run for another process: that process reports it (5.3). A recovered
+        // call's event is made by the store, which also covers failures before any device.
         let for_other = pending.call & CLUSTER_CALL != 0;
+        let recovered = pending.call & RECOVERED_CALL != 0;
         record.for_other = for_other;
         let mut registry = lock(&self.registry);
         let record = registry.statuses.record(settled.request_id, record);
-        let event = (self.config.log_events && !for_other).then(|| {
+        let event = (self.config.log_events && !for_other && !recovered).then(|| {
             LogEvent::send_failed(
                 &settled.identity,
                 &pending.phone_number,

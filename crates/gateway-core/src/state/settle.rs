@@ -44,6 +44,11 @@ impl Settling {
         }
     }
 
+    /// `call` no longer settles a record (durable mode: its send stays in the store).
+    pub fn forget(&self, call: CallId) {
+        self.untrack(call);
+    }
+
     fn untrack(&self, call: CallId) -> Option<u128> {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
