@@ -172,6 +172,28 @@ test('a recovered send past its deadline fails REQUEST_TIMEOUT unsent; one still
   assert.equal(extension.commands[0].data.phoneNumber, '+15550004444');
 });
 
+test('recovered sends whose wait for a device ends each get their final status and event', async (t) => {
+  const store = storePath(t);
+  const options = { store, waitForDevice: 60_000 };
+  let node = await startNodeProcess(t, options);
+  for (let i = 0; i < 3; i++) {
+    node.send('message', GOOD_KEY, { phoneNumber: `+155500099${i}`, message: `w${i}`, timeout: 2500, idempotencyKey: `w${i}` }).catch(() => {});
+  }
+  for (let i = 0; i < 300 && sql(store, 'SELECT count(*) AS n FROM queued')[0].n < 3; i++) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const ids = sql(store, 'SELECT request_id FROM queued ORDER BY seq').map((r) => r.request_id);
+  await node.kill();
+  node = await startNodeProcess(t, options);
+  await waitFor(() => node.events.filter((e) => e.type === 'send-failed').length === 3, 6000, 'three send-failed');
+  for (const id of ids) {
+    const status = await node.request('status', { lookup: id });
+    assert.equal(status.state, 'failed', id);
+    assert.equal(status.error.code, 'NO_ACTIVE_DEVICE');
+  }
+  await waitFor(() => sql(store, 'SELECT count(*) AS n FROM queued')[0].n === 0, 3000, 'the queue emptied');
+});
+
 test('media waiting in the store is kept once, decoded, and goes out as given', async (t) => {
   const store = storePath(t);
   const options = { store, waitForDevice: 60_000 };

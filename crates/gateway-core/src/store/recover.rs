@@ -4,6 +4,7 @@
 //! that waited take their place again, in their order, each with its request id,
 //! metadata and deadline.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,8 @@ use crate::state::link::lock;
 use crate::state::records::Outcome;
 use crate::state::requests::SendRequest;
 use crate::state::Shared;
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
 
 pub fn recover(shared: &Shared, contents: Contents) {
     let kept = std::mem::take(&mut *lock(&shared.kept));
@@ -68,7 +71,11 @@ pub fn recover(shared: &Shared, contents: Contents) {
     let now = now_ms();
     for recovered in contents.queued {
         let send = recovered.send;
-        let call = kept.get(&send.request_id).copied().unwrap_or(0) | RECOVERED_CALL;
+        // Each its own call id (a record closes by its call): a number above the
+        // host's 32 bits, unique in the process.
+        let number = NEXT.fetch_add(1, Ordering::Relaxed) & ((1 << 30) - 1);
+        let host_call = kept.get(&send.request_id).copied().unwrap_or(0) & u64::from(u32::MAX);
+        let call = RECOVERED_CALL | number << 32 | host_call;
         shared.settling.track(call, send.request_id);
         let request_id = uuid::Uuid::from_u128(send.request_id).to_string();
         if send.deadline_at <= now {
