@@ -48,6 +48,12 @@ export interface ApiKeyValidation {
   [key: string]: unknown;
 }
 
+/** `stop()`'s options. */
+export interface StopOptions {
+  /** ms that sends already written get to settle before the gateway closes (default 0; cluster mode: requestTimeout). */
+  drainMs?: number;
+}
+
 export interface GatewayConfig {
   /** Port of the standalone server (default 3000; '0' picks a free port, while 0, NaN and '' mean 3000 as in v1). Ignored with `server`. */
   port?: number | string;
@@ -116,6 +122,15 @@ export interface GatewayConfig {
   idempotencyTtl?: number;
   /** Records of sends kept at most; the oldest settled go first, pending ones never (default 200000). */
   maxMessageStatuses?: number;
+  /**
+   * Durable mode (README "Durable mode"): the path of an SQLite file the gateway creates and
+   * owns. It keeps idempotency keys, status records, incoming ids and every send not yet
+   * written, so that start() after a crash or a deploy takes them up again. API keys are in
+   * it in clear: protect it like a credential. Not with `cluster` (a TypeError).
+   */
+  store?: string;
+  /** 'normal' (default): survives a crash of the process; 'full': also a power loss, slower. */
+  storeSync?: 'normal' | 'full';
   /**
    * Space out sends per device (default off: commands leave at once). The first send to an
    * idle device leaves at once; the others wait their turn in that device's queue.
@@ -212,6 +227,8 @@ export interface MessageResult {
   duplicate?: true;
   /** On a duplicate: the first call's metadata, if it had one. */
   metadata?: unknown;
+  /** Durable mode: stop() kept this send in the store and a later start() sent it. */
+  recovered?: true;
 }
 
 /**
@@ -410,7 +427,12 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   metrics(): string;
   readonly isRunning: boolean;
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /**
+   * Closes every session and frees the port. With `drainMs`, first takes no new sends and
+   * gives sends already written up to that long to settle (resolves within drainMs + 5 s);
+   * in durable mode, sends not yet written stay in the store for the next start().
+   */
+  stop(options?: StopOptions): Promise<void>;
   sendMessage(apiKey: string, data: SendMessageData): Promise<MessageResult>;
   sendImage(apiKey: string, data: SendImageData): Promise<MessageResult>;
   sendVideo(apiKey: string, data: SendVideoData): Promise<MessageResult>;

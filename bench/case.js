@@ -6,6 +6,7 @@ const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
@@ -280,6 +281,12 @@ async function main() {
     // per-session queue bound (BACKPRESSURE): this case measures throughput, not the bound.
     if (spec.scenario === 'media') config.maxQueuedBytes = 256 << 20;
     Object.assign(config, spec.options);
+    // Durable mode: a fresh store file, removed when the case ends.
+    if (spec.store) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-bench-store-'));
+      config.store = path.join(dir, 'bench.db');
+      process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    }
   }
   const gateway = new Gateway(config);
   await gateway.start();
