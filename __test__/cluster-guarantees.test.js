@@ -147,3 +147,38 @@ test('a result naming a request no process remembers costs no Redis command', CL
   });
   assert.ok(noisy - quiet < 100, `500 unknown results cost ${noisy - quiet} Redis commands more than a quiet second`);
 });
+
+test('getMessageStatus on any process answers for a send whose calling process died: settled as it ended, pending as unknown', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  const extension = await cluster.extension(a, {
+    respond: (command) => (command.data.message === 'silent' ? null : { success: true, messageId: `wamid-${command.data.message}` }),
+  });
+  await visibleOn([caller], extension);
+  const plain = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'plain' });
+  const keyed = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'keyed', idempotencyKey: 'k-1', metadata: { n: 1 } });
+  const silent = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'silent', idempotencyKey: 'k-2', timeout: 3000 });
+  silent.catch(() => {});
+  await eventually(() => extension.commands.some((c) => c.data.message === 'silent'), PROPAGATION_MS, 'the silent command');
+  const pendingId = extension.commands.find((c) => c.data.message === 'silent').requestId;
+  await sleep(500); // a round of the caller's record writes
+  await caller.kill();
+
+  for (const node of [a, c]) {
+    const one = await eventually(() => node.gateway.getMessageStatus(plain.requestId), PROPAGATION_MS, 'the plain send');
+    assert.equal(one.state, 'sent');
+    assert.equal(one.messageId, 'wamid-plain');
+    const two = await node.gateway.getMessageStatus(keyed.requestId);
+    assert.equal(two.state, 'sent');
+    assert.deepEqual(two.metadata, { n: 1 });
+  }
+  // While its holder waits for the result, every process says so; once the holder's
+  // wait ends, unknown (it may have gone out; its caller can no longer settle it).
+  assert.equal((await c.gateway.getMessageStatus(pendingId)).state, 'in-flight');
+  for (const node of [c, a]) {
+    await eventually(async () => (await node.gateway.getMessageStatus(pendingId))?.state === 'unknown', PROPAGATION_MS, 'unknown');
+  }
+});

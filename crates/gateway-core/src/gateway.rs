@@ -111,6 +111,8 @@ impl Gateway {
             .transpose()?;
         if let Some(cluster) = &cluster {
             let _ = shared.directory.set(Arc::new(cluster.clone()));
+            // Every record this process calls is written to Redis as it changes.
+            lock(&shared.registry).statuses.track_changes();
         }
         let gateway = Self {
             shared,

@@ -214,6 +214,18 @@ impl Redis {
                         .arg(ttl.as_millis() as u64)
                         .ignore();
                 }
+                Outgoing::Status {
+                    request_id,
+                    record,
+                    ttl,
+                } => {
+                    pipe.cmd("SET")
+                        .arg(self.keys.status(request_id))
+                        .arg(record)
+                        .arg("PX")
+                        .arg(ttl.as_millis() as u64)
+                        .ignore();
+                }
                 Outgoing::Unlist {
                     api_key,
                     session_id,
@@ -266,6 +278,11 @@ impl Redis {
     }
 
     /// The record JSON of the call holding a key, if any.
+    /// A send's record (`keys::status`).
+    pub async fn status_record(&self, key: &str) -> RedisResult<Option<String>> {
+        self.commands.clone().get(key).await
+    }
+
     pub async fn key_record(&self, key: &str) -> RedisResult<Option<String>> {
         self.commands.clone().hget(key, "record").await
     }

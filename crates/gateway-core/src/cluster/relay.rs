@@ -45,6 +45,12 @@ pub enum Outgoing {
         record: String,
         ttl: std::time::Duration,
     },
+    /// A send's record (`keys::status`), as its calling process has it now.
+    Status {
+        request_id: String,
+        record: String,
+        ttl: std::time::Duration,
+    },
 }
 
 /// Where the outcome of a call run for another process goes.

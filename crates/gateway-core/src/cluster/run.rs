@@ -53,6 +53,7 @@ impl Cluster {
                         next_refresh = now + REFRESH;
                         self.republish();
                     }
+                    self.publish_statuses();
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
                         let batch = retry.drain(..).map(|(_, o)| o).collect();
@@ -78,6 +79,26 @@ impl Cluster {
         self.leave(&mut outbox).await;
         inbox.abort();
         *lock(&self.outbox) = Some(outbox);
+    }
+
+    /// Writes the records of this process's calls that changed since the last round to
+    /// Redis (`keys::status`), so that any process can read them, even after this one
+    /// is gone. While Redis is unreachable, changes are dropped: the record is written
+    /// again at its next change.
+    fn publish_statuses(&self) {
+        let changed = lock(&self.shared.registry).statuses.take_changed();
+        if changed.is_empty() || !self.usable() {
+            return;
+        }
+        let ttl = self.shared.config.idempotency_ttl;
+        for (_, record) in changed {
+            let text = serde_json::to_string(&record).unwrap_or_default();
+            self.relay.send(Outgoing::Status {
+                request_id: record.request_id,
+                record: text,
+                ttl,
+            });
+        }
     }
 
     /// Renews the lease; returns whether Redis had lost it (listings must be written again).
@@ -248,6 +269,7 @@ impl Cluster {
     /// Writes what is queued (last unlistings, outcomes), gives up the lease and fails
     /// the sends still out on other processes.
     async fn leave(&self, outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
+        self.publish_statuses();
         let mut batch = Vec::new();
         while let Ok(item) = outbox.try_recv() {
             batch.push(item);

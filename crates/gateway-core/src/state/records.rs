@@ -614,6 +614,10 @@ impl Records {
         ids.into_iter()
             .filter_map(|id| {
                 let record = &self.ring[self.position(id)?].record;
+                // Run here for another process: that process's record is the one kept.
+                if record.for_other {
+                    return None;
+                }
                 let api_key: Arc<str> = match (&record.call, &record.identity) {
                     (Some(call), _) => call.api_key.clone(),
                     (None, Some(who)) => who.api_key.clone(),

@@ -643,6 +643,12 @@ impl Registry {
         live.map(|pending| pending.status(pending.state))
     }
 
+    /// Whether this process ran `request_id` for another process of its cluster (that
+    /// process's record is the full one: its metadata, its key).
+    pub fn ran_for_other(&self, request_id: u128) -> bool {
+        self.statuses.get(request_id).is_some_and(|r| r.for_other)
+    }
+
     /// `getMessageStatus({ apiKey, idempotencyKey | messageId })`.
     pub fn message_status_by(&mut self, api_key: &str, by: &StatusKey) -> Option<Value> {
         let request_id = match by {
