@@ -120,6 +120,7 @@ impl Store {
     /// The writer: one transaction per batch of items, then the batch's effects.
     fn run(self: Arc<Self>, mut file: db::Db, ttl: u64, capacity: usize) {
         let mut pruned = std::time::Instant::now();
+        let mut failing = false;
         loop {
             let items = {
                 let mut queue = lock(&self.queue);
@@ -148,10 +149,16 @@ impl Store {
                 batch.records = lock(&shared.registry).statuses.take_changed();
             }
             if !batch.is_empty() {
-                if let Err(error) = file.write(&batch) {
-                    // The file refuses writes (disk full, removed): the host hears of it;
-                    // sends go on, without the guarantee, rather than stop.
-                    self.inner.deliver(Delivery::Error(error));
+                match file.write(&batch) {
+                    Ok(()) => failing = false,
+                    // The file refuses writes (disk full, removed): the host hears of it
+                    // once until a write succeeds again; sends go on, without the
+                    // guarantee, rather than stop.
+                    Err(error) if !failing => {
+                        failing = true;
+                        self.inner.deliver(Delivery::Error(error));
+                    }
+                    Err(_) => {}
                 }
             }
             if pruned.elapsed() >= PRUNE_EVERY {

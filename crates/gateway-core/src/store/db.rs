@@ -520,6 +520,92 @@ fn join_data_url(header: &str, bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::SendKind;
+    use crate::state::records::State;
+
+    fn config(dir: &Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.join("g.db"),
+            full_sync: false,
+        }
+    }
+
+    fn record(id: u128, state: State, written: bool, settled: bool) -> StoredRecord {
+        let mut r = StoredRecord::pending(id, SendKind::Message, "+1555", None, state);
+        r.written = written;
+        r.idempotency_key = Some("k1".into());
+        r.metadata = serde_json::json!({ "n": 1 });
+        r.settled_at = settled.then_some(r.updated_at);
+        r
+    }
+
+    fn queued(id: u128) -> QueuedSend {
+        QueuedSend {
+            request_id: id,
+            api_key: "key".into(),
+            kind: SendKind::Image,
+            phone_number: "+1555".into(),
+            text: "caption".into(),
+            document_name: None,
+            strategy: Some(Strategy::LeastBusy),
+            deadline_at: 42,
+            media: Some(Media {
+                data_url: "data:image/png;base64,AAEC".into(),
+                mime_type: "image/png".into(),
+                file_name: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_second_open_is_store_locked_until_the_first_closes() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        let first = Db::open(&config(&dir)).unwrap();
+        let second = Db::open(&config(&dir)).err().unwrap();
+        assert_eq!(second.code, ErrorCode::StoreLocked);
+        drop(first);
+        Db::open(&config(&dir)).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn queued_sends_and_records_come_back_and_leave_the_queue_once_written() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        let mut db = Db::open(&config(&dir)).unwrap();
+        let key: std::sync::Arc<str> = "key".into();
+        let batch = Batch {
+            records: vec![(key.clone(), record(1, State::Queued, false, false))],
+            queued: vec![queued(1), queued(2)],
+            incoming: vec![("key".into(), "in-1".into(), now())],
+        };
+        db.write(&batch).unwrap();
+        let contents = db.contents(now(), 60_000, 60_000).unwrap();
+        assert_eq!(contents.records.len(), 1);
+        assert_eq!(contents.records[0].1, batch.records[0].1);
+        let ids: Vec<u128> = contents.queued.iter().map(|q| q.send.request_id).collect();
+        assert_eq!(ids, [1, 2], "in order");
+        let media = contents.queued[0].send.media.as_ref().unwrap();
+        assert_eq!(media.data_url, "data:image/png;base64,AAEC");
+        assert_eq!(contents.queued[0].send.strategy, Some(Strategy::LeastBusy));
+        assert_eq!(contents.incoming.len(), 1);
+
+        let left = Batch {
+            records: vec![(key, record(1, State::InFlight, true, false))],
+            ..Batch::default()
+        };
+        db.write(&left).unwrap();
+        drop(db);
+        let db = Db::open(&config(&dir)).unwrap();
+        let contents = db.contents(now(), 60_000, 60_000).unwrap();
+        let ids: Vec<u128> = contents.queued.iter().map(|q| q.send.request_id).collect();
+        assert_eq!(ids, [2]);
+        assert!(contents.records[0].1.written);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn now() -> u64 {
+        crate::clock::now_ms()
+    }
 
     #[test]
     fn data_urls_come_back_as_given() {
