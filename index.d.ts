@@ -82,8 +82,10 @@ export interface GatewayConfig {
   /** Largest frame accepted before auth succeeds, in bytes; more closes with 1009 (default 16384). */
   maxPreAuthPayload?: number;
   /**
-   * Bytes of commands waiting to be written to one session's socket; a send that would pass
-   * it rejects with BACKPRESSURE (default 64 MiB).
+   * Bytes of commands waiting to be written to one session's socket (its pacing queue
+   * included); a send that would pass it waits for room, in order, and rejects with
+   * BACKPRESSURE (details.sent: false) only if its timeout ends while it waits; a single
+   * larger command goes once nothing is queued (default 64 MiB).
    */
   maxQueuedBytes?: number;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
@@ -136,10 +138,12 @@ export interface GatewayConfig {
    * idle device leaves at once; the others wait their turn in that device's queue.
    */
   pacing?: PacingOptions;
-  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  /** Sends waiting on one device (in its pacing queue or for room on its socket), and sends of one key waiting for a device (default 1000). */
   maxQueuedSends?: number;
   /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
   waitForDevice?: number;
+  /** Start/stop, Redis up/down, sessions (debug), refusals and failures, pino-style. */
+  logger?: GatewayLogger;
 }
 
 export interface PacingOptions {
@@ -330,9 +334,58 @@ export interface MessageLogData {
   metadata?: unknown;
 }
 
+/** PEM text: a string or a Buffer (any Uint8Array), or several of them. */
+export type Pem = string | Uint8Array | Array<string | Uint8Array>;
+
+/** `cluster.redis` for a master found through Redis Sentinel (README "Deploying"). */
+export interface SentinelOptions {
+  /** `'host:port'` of each Sentinel. */
+  sentinels: string[];
+  /** The master's name in Sentinel (`sentinel monitor <name> ...`). */
+  name: string;
+  /** ACL user and password on the Redis servers. */
+  username?: string;
+  password?: string;
+  /** ACL user and password on the Sentinels, if they ask for one. */
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  db?: number;
+}
+
+/** `cluster.tls`: TLS to Redis (and to the Sentinels) with a private CA or client certificates. */
+export interface ClusterTlsOptions {
+  /** Trusted CA certificates instead of the bundled Mozilla list. */
+  ca?: Pem;
+  /** A client certificate (with `key`), for `tls-auth-clients yes`. */
+  cert?: Pem;
+  key?: Pem;
+  /** The name the server's certificate must carry (and SNI), instead of the host's. */
+  servername?: string;
+  /** `false` accepts any certificate: for tests only (default true). */
+  rejectUnauthorized?: boolean;
+}
+
+/** Anything with these four methods: pino, winston, `console`. Called as `(fields, message)`. */
+export interface GatewayLogger {
+  debug(fields: Record<string, unknown>, message: string): unknown;
+  info(fields: Record<string, unknown>, message: string): unknown;
+  warn(fields: Record<string, unknown>, message: string): unknown;
+  error(fields: Record<string, unknown>, message: string): unknown;
+}
+
 export interface ClusterOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later). */
-  redis: string;
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later), or
+   * `{ sentinels, name, ... }` for a master found through Sentinel.
+   */
+  redis: string | SentinelOptions;
+  /** TLS settings: `rediss://` alone uses the bundled Mozilla roots. */
+  tls?: ClusterTlsOptions;
+  /**
+   * API keys stand in Redis as an HMAC-SHA-256 with this secret (recommended; the same on
+   * every process), else as a SHA-256 digest.
+   */
+  secret?: string;
   /** Unique per live process; default host-pid-random. */
   nodeId?: string;
   /** Isolates clusters sharing one Redis (default `'wa-gw:'`). */
@@ -375,6 +428,10 @@ export interface HealthCheckResponse {
   localSessions: number;
   /** Only in cluster mode. */
   cluster?: ClusterHealth;
+  /** Running, not draining, and Redis connected in cluster mode: take traffic (`/readyz`). */
+  ready: boolean;
+  /** The core answers (`/healthz`): false means restart the process. */
+  live: boolean;
 }
 
 export declare class GatewayError extends Error {
@@ -401,6 +458,16 @@ export type GatewayEventName =
 /** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
 export interface SessionWithKey extends SessionInfo {
   apiKey: string;
+  /** SHA-256 of the API key, in hex (in cluster mode: see ClusterSessionWithKey). */
+  apiKeyDigest: string;
+}
+
+/** A session of getAllSessions() in cluster mode. */
+export interface ClusterSessionWithKey extends ClusterSessionInfo {
+  /** Null for a session of another process whose key this process does not know (Redis holds digests only). */
+  apiKey: string | null;
+  /** HMAC-SHA-256 of the API key with `cluster.secret`, else its SHA-256, in hex. */
+  apiKeyDigest: string;
 }
 
 /**
@@ -422,7 +489,7 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
   listenerCount(event: GatewayEventName | 'gateway-error'): number;
   /** Every session of every key, with its full apiKey (cluster mode: every process's, with nodeId). */
-  getAllSessions(): Clustered<Config, SessionWithKey[], (SessionWithKey & { nodeId: string })[]>;
+  getAllSessions(): Clustered<Config, SessionWithKey[], ClusterSessionWithKey[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
   readonly isRunning: boolean;

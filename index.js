@@ -20,6 +20,8 @@ const { sendArgs } = require('./lib/send-args');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
+const { Log } = require('./lib/logger');
+const { createHash } = require('node:crypto');
 
 /**
  * The addon the install put next to this file, else the one the tarball carries for
@@ -57,10 +59,11 @@ function runChecks(checks, validateApiKey, native) {
     } catch (error) {
       answered = Promise.reject(error);
     }
-    answered.then(
-      (answer) => native.validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => native.validationFailed(token, problemOf(error)),
-    );
+    answered
+      .then((answer) => native.validated(token, answer.valid, answer.userId, answer.reason))
+      // Also an answer the core cannot take (a userId nested past what it converts):
+      // the check fails rather than the process.
+      .catch((error) => native.validationFailed(token, problemOf(error)));
   }
 }
 
@@ -169,6 +172,8 @@ class WhatsAppGateway extends EventEmitter {
   #cluster;
   #answers = new Map();
   #nextAnswer = 0;
+  /** The `logger` option's lines (6.3), or null. */
+  #logger = null;
 
   constructor(config) {
     super();
@@ -180,6 +185,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#port = native.port;
     this.#cluster = native.cluster !== undefined;
     this.#durable = native.store !== undefined;
+    if (callbacks.logger) this.#logger = new Log(callbacks.logger);
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
@@ -200,7 +206,11 @@ class WhatsAppGateway extends EventEmitter {
     try {
       if (this.#server) {
         this.#native.startAttached();
-        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions());
+        // In cluster mode server.close() only stops new connections: requests under way
+        // still send, and stop() then drains the sessions (README "Deploying").
+        this.#detach = attach(this.#server, this.#native, this.#path, () => {
+          if (!this.#cluster) this.#native.closeSessions();
+        });
       } else {
         this.#native.start();
       }
@@ -223,6 +233,11 @@ class WhatsAppGateway extends EventEmitter {
     }
     if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
     else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
+    if (this.#logger) {
+      const health = this.getHealth();
+      const where = this.#server ? { attached: true } : { port: health.port };
+      this.#logger.write('info', { ...where, path: this.#path, nodeId: health.cluster?.nodeId }, 'gateway started');
+    }
   }
 
   /** Why start() failed, naming the port and the fix where there is one. */
@@ -260,6 +275,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#detach?.();
     this.#detach = null;
     this.#updateHold();
+    this.#logger?.write('info', { pendingRequests: this.#calls.size }, 'gateway stopping');
     this.#native.stop(drainMs);
     return this.#stopping;
   }
@@ -313,7 +329,7 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #localSessions() {
-    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
+    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey, apiKeyDigest: sha256(apiKey) }));
   }
 
   /** Asks the core something it answers later (cluster queries need Redis). */
@@ -355,7 +371,7 @@ class WhatsAppGateway extends EventEmitter {
       args = sendArgs(kind, apiKey, data);
     } catch (error) {
       this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR');
-      this.#reportError(error);
+      this.#reportError(error, true);
       return Promise.reject(error);
     }
     return this.#dispatch(kind, apiKey, args);
@@ -423,7 +439,7 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
         // A duplicate's rejection repeats the first call's error, reported then.
-        if (error.details?.duplicate !== true) this.#reportError(error);
+        if (error.details?.duplicate !== true) this.#reportError(error, true);
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
@@ -435,7 +451,7 @@ class WhatsAppGateway extends EventEmitter {
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-          call.resolve(items[i + 2]);
+          call.resolve(JSON.parse(items[i + 2]));
         }
         i += 3;
       } else if (tag === BATCH.log) {
@@ -447,6 +463,11 @@ class WhatsAppGateway extends EventEmitter {
         i += 2;
       } else if (tag === BATCH.debug) {
         debug('%s', items[i + 1]);
+        i += 2;
+      } else if (tag === BATCH.notice) {
+        const { level, message, fields } = JSON.parse(items[i + 1]);
+        debug('%s', message);
+        this.#logger?.write(level, fields, message);
         i += 2;
       } else if (tag === BATCH.answer) {
         const waiting = this.#answers.get(items[i + 1]);
@@ -461,6 +482,7 @@ class WhatsAppGateway extends EventEmitter {
           for (const [id, call] of this.#calls) this.#kept.set(id, call);
           this.#calls.clear();
         }
+        this.#logger?.write('info', {}, 'gateway stopped');
         this.#stopping = null;
         this.#stopped?.();
         this.#stopped = null;
@@ -525,6 +547,7 @@ class WhatsAppGateway extends EventEmitter {
 
   #log(event) {
     debugEvent(event);
+    this.#logger?.event(event);
     const { onMessageLog } = this.#callbacks;
     if (onMessageLog) call(onMessageLog, this, event, (error) => this.#callbackFailed('onMessageLog', error));
     this.#emitSafely(event.type, event);
@@ -556,8 +579,9 @@ class WhatsAppGateway extends EventEmitter {
    * a failure of the error handler to itself would recurse). With neither, failures
    * the host would want to know about become process warnings.
    */
-  #reportError(error) {
+  #reportError(error, send = false) {
     debugError(error);
+    this.#logger?.error(error, { send });
     const { onError } = this.#callbacks;
     const listening = this.listenerCount('gateway-error') > 0;
     if (onError) call(onError, this, error, ignore);
@@ -579,6 +603,11 @@ function statusSelector(lookup) {
     return text === undefined ? null : { apiKey: lookup.apiKey, messageId: text };
   }
   return null;
+}
+
+/** `apiKeyDigest` without cluster mode: SHA-256 of the key, in hex (as Redis would hold it without `cluster.secret`). */
+function sha256(text) {
+  return createHash('sha256').update(text).digest('hex');
 }
 
 /** Calls a user's function; a throw or a rejected promise goes to `failed`. */

@@ -108,19 +108,64 @@ pub struct NativeConfig {
 
 #[napi(object)]
 pub struct NativeCluster {
+    /// The URL; empty when `sentinel` is given.
     pub redis: String,
     pub node_id: Option<String>,
     pub key_prefix: String,
     pub lease_ms: f64,
+    /// 6.3: the master found through Sentinel.
+    pub sentinel: Option<NativeSentinel>,
+    /// 6.3 `cluster.tls`, PEM as bytes.
+    pub tls: Option<NativeTls>,
+    /// 6.3 `cluster.secret`.
+    pub secret: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeSentinel {
+    pub sentinels: Vec<String>,
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub db: u32,
+}
+
+#[napi(object)]
+pub struct NativeTls {
+    pub ca: Option<napi::bindgen_prelude::Buffer>,
+    pub cert: Option<napi::bindgen_prelude::Buffer>,
+    pub key: Option<napi::bindgen_prelude::Buffer>,
+    pub servername: Option<String>,
+    pub reject_unauthorized: bool,
 }
 
 impl From<NativeCluster> for core::ClusterConfig {
     fn from(c: NativeCluster) -> Self {
+        let bytes = |b: Option<napi::bindgen_prelude::Buffer>| b.map(|b| b.to_vec());
         Self {
             redis_url: c.redis,
             node_id: c.node_id,
             key_prefix: c.key_prefix,
             lease: ms(c.lease_ms),
+            sentinel: c.sentinel.map(|s| core::SentinelConfig {
+                sentinels: s.sentinels,
+                name: s.name,
+                username: s.username,
+                password: s.password,
+                sentinel_username: s.sentinel_username,
+                sentinel_password: s.sentinel_password,
+                db: i64::from(s.db),
+            }),
+            tls: c.tls.map(|t| core::TlsConfig {
+                ca: bytes(t.ca),
+                cert: bytes(t.cert),
+                key: bytes(t.key),
+                servername: t.servername,
+                reject_unauthorized: t.reject_unauthorized,
+            }),
+            secret: c.secret,
         }
     }
 }
@@ -167,8 +212,46 @@ impl TryFrom<NativeConfig> for core::Config {
 
     fn try_from(c: NativeConfig) -> napi::Result<Self> {
         let defaults = core::Config::default();
-        let port = u16::try_from(c.port)
-            .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
+        let port = u16::try_from(c.port).map_err(|_| invalid("port", "an integer up to 65535"))?;
+        // lib/options.js checks these for the package; the class itself is reachable too.
+        let durations = [
+            ("heartbeatInterval", Some(c.heartbeat_interval)),
+            ("heartbeatTimeout", Some(c.heartbeat_timeout)),
+            ("requestTimeout", Some(c.request_timeout)),
+            ("authTimeout", Some(c.auth_timeout)),
+            ("mediaFetchTimeout", Some(c.media_fetch_timeout)),
+            ("idempotencyTtl", c.idempotency_ttl),
+            ("cluster.leaseMs", c.cluster.as_ref().map(|k| k.lease_ms)),
+        ];
+        for (name, value) in durations {
+            if value.is_some_and(|v| !(v >= 1.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, at least 1"));
+            }
+        }
+        let sizes = [
+            ("maxPayload", Some(c.max_payload)),
+            ("maxMediaBytes", Some(c.max_media_bytes)),
+            ("maxPreAuthPayload", c.max_pre_auth_payload),
+            ("maxQueuedBytes", c.max_queued_bytes),
+        ];
+        for (name, value) in sizes {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a positive finite number"));
+            }
+        }
+        let off_or_more = [
+            ("waitForDevice", c.wait_for_device),
+            (
+                "pacing.minIntervalMs",
+                c.pacing.as_ref().map(|p| p.min_interval_ms),
+            ),
+            ("pacing.jitterMs", c.pacing.as_ref().map(|p| p.jitter_ms)),
+        ];
+        for (name, value) in off_or_more {
+            if value.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, 0 or more"));
+            }
+        }
         Ok(Self {
             port,
             host: c.host,
@@ -222,6 +305,14 @@ impl TryFrom<NativeConfig> for core::Config {
             }),
         })
     }
+}
+
+/// A config value the core cannot take (the constructor throws it as a `TypeError`).
+fn invalid(name: &str, what: &str) -> napi::Error {
+    napi::Error::new(
+        napi::Status::InvalidArg,
+        format!("config.{name} must be {what}"),
+    )
 }
 
 /// The optional parts of a send call, absent on a plain text send: the hot path
@@ -336,6 +427,10 @@ pub struct Health {
     /// Sessions of this process (5.3; equal to `active_sessions` without a cluster).
     pub local_sessions: u32,
     pub cluster: Option<ClusterHealth>,
+    /// Running, not draining, Redis connected in cluster mode (6.3, `/readyz`).
+    pub ready: bool,
+    /// The core answers (6.3, `/healthz`).
+    pub live: bool,
 }
 
 /// `getHealth().cluster` (5.3).
@@ -360,6 +455,8 @@ impl From<core::Health> for Health {
             queued_sends: h.queued_sends as u32,
             port: h.port.map(u32::from),
             local_sessions: h.local_sessions as u32,
+            ready: h.ready,
+            live: h.live,
             cluster: h.cluster.map(|c| ClusterHealth {
                 node_id: c.node_id,
                 nodes: c.nodes as u32,

@@ -58,7 +58,16 @@ pub struct Health {
     /// Sessions of this process (`active_sessions` counts the cluster's in cluster mode).
     pub local_sessions: usize,
     pub cluster: Option<ClusterHealth>,
+    /// 6.3: running, not draining, and Redis connected in cluster mode.
+    pub ready: bool,
+    /// 6.3: the core's runtime answers (its pulse is recent).
+    pub live: bool,
 }
+
+/// How often the running core's runtime shows it is alive, and how stale that may get
+/// before `getHealth().live` says no.
+const PULSE: Duration = Duration::from_secs(1);
+const PULSE_STALE_MS: u64 = 5_000;
 
 struct Run {
     shutdown: CancellationToken,
@@ -68,6 +77,8 @@ struct Run {
     started_at: u64,
     /// Where the standalone server listens; `None` when attached to a Node server.
     addr: Option<SocketAddr>,
+    /// When the runtime last ran the pulse task (ms since the epoch).
+    pulse: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -211,12 +222,25 @@ impl Gateway {
         if let Some(cluster) = &self.cluster {
             tasks.spawn(cluster.clone().run(shutdown.clone()));
         }
+        let pulse = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
+        let beating = pulse.clone();
+        let stopped = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                beating.store(now_ms(), Ordering::Relaxed);
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(PULSE) => {}
+                }
+            }
+        });
         Run {
             accepting: shutdown.child_token(),
             shutdown,
             tasks,
             started_at: now_ms(),
             addr,
+            pulse,
         }
     }
 
@@ -314,8 +338,12 @@ impl Gateway {
         self.rt.spawn(async move {
             let until = tokio::time::Instant::now() + cap;
             while tokio::time::Instant::now() < until {
-                let in_flight = gateway.cluster.as_ref().map_or(0, |c| c.in_flight());
-                let busy = lock(&gateway.shared.registry).pending_count() + in_flight;
+                // Sends waiting for a device count too: one that connects to another
+                // process takes them (`waitForDevice` is cluster-wide).
+                let busy = {
+                    let registry = lock(&gateway.shared.registry);
+                    registry.pending_count() + registry.parking.len()
+                } + gateway.cluster.as_ref().map_or(0, |c| c.in_flight());
                 if busy == 0 {
                     break;
                 }
@@ -561,7 +589,14 @@ impl Gateway {
         let run = lock(&self.run);
         let cluster = self.cluster.as_ref().map(|c| c.health());
         let registry = lock(&self.shared.registry);
+        let draining = self.shared.lifecycle() != Lifecycle::Running;
+        let redis_ok = cluster.as_ref().is_none_or(|c| c.connected && !c.duplicate);
+        let live = run.as_ref().is_none_or(|r| {
+            now_ms().saturating_sub(r.pulse.load(Ordering::Relaxed)) <= PULSE_STALE_MS
+        });
         Health {
+            ready: run.is_some() && !draining && redis_ok && live,
+            live,
             running: run.is_some(),
             active_sessions: cluster
                 .as_ref()
@@ -847,6 +882,98 @@ mod tests {
         let mut ws = ready_client(addr).await;
         send_when_active(&gateway, &mut rx, 9).await;
         next_of(&mut ws, "send-message").await;
+        gateway.stop();
+    }
+
+    /// Cluster mode with Redis that does not answer: admissions never complete.
+    struct HangingDirectory(std::sync::atomic::AtomicUsize);
+
+    impl crate::state::directory::Directory for HangingDirectory {
+        fn admit(
+            &self,
+            _: &Arc<crate::identity::Identity>,
+            _: SessionInfo,
+            _: usize,
+        ) -> crate::state::directory::Admission {
+            Box::pin(std::future::pending())
+        }
+        fn update(&self, _: &Arc<crate::identity::Identity>, _: SessionInfo) {}
+        fn remove(&self, _: &Arc<crate::identity::Identity>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn first_incoming(&self, _: &str, _: &str) -> crate::state::directory::Admission {
+            Box::pin(async { true })
+        }
+    }
+
+    async fn local_sessions_become(gateway: &Gateway, n: usize) -> usize {
+        for _ in 0..200 {
+            if gateway.health().local_sessions == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gateway.health().local_sessions
+    }
+
+    /// An auth cancelled (auth deadline, stop()) while the cluster admits its session
+    /// leaves no session behind: none that holds a maxSessionsPerKey slot, none that
+    /// outlives stop() and start().
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_auth_cancelled_while_the_cluster_admits_it_leaves_no_session() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            auth_timeout: Duration::from_millis(300),
+            max_sessions_per_key: 1,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(TestHost(tx)), Handle::current()).unwrap();
+        let directory = Arc::new(HangingDirectory(Default::default()));
+        assert!(gateway.shared.directory.set(directory.clone()).is_ok());
+        let addr = gateway.start().unwrap();
+        let auth = || async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                    .await
+                    .unwrap();
+            ws.send(Message::text(r#"{"type":"auth","apiKey":"good-key-123"}"#))
+                .await
+                .unwrap();
+            ws
+        };
+        // The auth deadline passes while the cluster admits the session.
+        let mut ws = auth().await;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 1008),
+            other => panic!("expected the auth timeout's close, got {other:?}"),
+        }
+        assert_eq!(
+            local_sessions_become(&gateway, 0).await,
+            0,
+            "no session left by the timed-out auth"
+        );
+        // stop() while the cluster admits one.
+        let _admitting = auth().await;
+        local_sessions_become(&gateway, 1).await;
+        gateway.stop();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Delivery::Stopped)) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("expected Stopped, got {other:?}"),
+            }
+        }
+        assert_eq!(gateway.health().local_sessions, 0, "none after stop()");
+        gateway.start().unwrap();
+        assert_eq!(gateway.health().local_sessions, 0, "none after start()");
+        assert!(
+            directory.0.load(Ordering::SeqCst) >= 2,
+            "the directory is told each one left"
+        );
         gateway.stop();
     }
 

@@ -32,7 +32,9 @@ mod store;
 mod supervise;
 mod timers;
 
-pub use config::{ClusterConfig, Config, Dialect, Pacing, StoreConfig, Strategy};
+pub use config::{
+    ClusterConfig, Config, Dialect, Pacing, SentinelConfig, StoreConfig, Strategy, TlsConfig,
+};
 pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};

@@ -22,7 +22,7 @@ use crate::host::{Delivery, Host, Stage, Validation};
 use crate::identity::RECOVERED_CALL;
 use crate::state::incoming::DEDUP_WINDOW_MS;
 use crate::state::journal::{Departure, Journal, QueuedSend};
-use crate::state::link::{lock, Enqueued};
+use crate::state::link::{lock, CommandQueued};
 use crate::state::Shared;
 
 pub use db::Contents;
@@ -298,15 +298,20 @@ impl Store {
 fn depart_now(departure: Departure, shared: Option<&Shared>) {
     let Departure {
         link,
-        key,
         request_id,
         frame,
     } = departure;
     let Some(shared) = shared else { return };
-    match link.enqueue(frame, shared.config.max_queued_bytes) {
-        Enqueued::First => link.write_through(),
-        Enqueued::Behind | Enqueued::Closing => {}
-        Enqueued::Full { queued } => shared.refused_room(key, request_id, queued),
+    // Without room on the socket (`maxQueuedBytes`) it waits for it, in order; its
+    // limit was checked as it left.
+    let queued = link.enqueue_command(
+        request_id,
+        frame,
+        shared.config.max_queued_bytes,
+        usize::MAX,
+    );
+    if matches!(queued, Ok(CommandQueued::First)) {
+        link.write_through();
     }
 }
 

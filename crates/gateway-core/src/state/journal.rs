@@ -13,8 +13,6 @@ use crate::protocol::{Frame, SendKind};
 /// store commits the record (`written`), then hands `frame` to `link`.
 pub struct Departure {
     pub link: Arc<SessionLink>,
-    /// The session's registry key (`registry::SessionKey`).
-    pub key: u64,
     pub request_id: u128,
     pub frame: Frame,
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::link::lock;
 use super::parking::Parked;
 use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
-use super::requests::{backpressure, command_frame, connection_lost, no_device, SendRequest};
+use super::requests::{command_frame, connection_lost, no_device, SendRequest};
 use super::Shared;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
@@ -49,31 +49,12 @@ impl Shared {
             Err(NotPlaced::QueueFull(pending, _, queued)) => {
                 self.queue_full(identity, request_id, pending, queued)
             }
-            Err(NotPlaced::Backpressure(pending, queued)) => {
-                self.refuse_bytes(identity, request_id, pending, queued)
-            }
         }
     }
 
-    /// `BACKPRESSURE` for a paced or waiting send whose device's socket is behind.
-    fn refuse_bytes(
-        &self,
-        identity: Arc<Identity>,
-        request_id: u128,
-        pending: Pending,
-        queued: usize,
-    ) {
-        let settled = Settled {
-            identity,
-            request_id,
-            pending,
-        };
-        self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
-    }
-
-    /// `QUEUE_FULL` for a send whose device's pacing queue is full (`send-failed` fires:
-    /// a device was chosen).
-    fn queue_full(
+    /// `QUEUE_FULL` for a send whose device has `maxQueuedSends` sends waiting, paced
+    /// or for room on its socket (`send-failed` fires: a device was chosen).
+    pub(super) fn queue_full(
         &self,
         identity: Arc<Identity>,
         request_id: u128,
@@ -84,7 +65,7 @@ impl Shared {
         let error = GatewayError::new(
             ErrorCode::QueueFull,
             format!(
-                "The device's pacing queue is full ({queued} sends waiting; see maxQueuedSends)"
+                "The device's queue is full ({queued} sends waiting to be written; see maxQueuedSends)"
             ),
             json!({ "requestId": &id_text, "sessionId": &*identity.session_id, "queued": queued, "sent": false }),
         );
@@ -175,7 +156,7 @@ impl Shared {
             .iter()
             .map(|(api_key, _)| registry.why_no_device(api_key))
             .collect();
-        let (next_paced, refused) = registry.release_due(now);
+        let next_paced = registry.release_due(now);
         let next = next_paced
             .into_iter()
             .chain(registry.parking.next_deadline())
@@ -187,12 +168,6 @@ impl Shared {
         }
         for (identity, request_id, pending, queued) in unparked.queue_full {
             self.queue_full(identity, request_id, pending, queued);
-        }
-        for (identity, request_id, pending, queued) in unparked.backpressure {
-            self.refuse_bytes(identity, request_id, pending, queued);
-        }
-        for (settled, queued) in refused {
-            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
         }
         for ((api_key, parked), reason) in expired.into_iter().zip(reasons) {
             self.end_wait(&api_key, parked, reason);
