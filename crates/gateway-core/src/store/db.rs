@@ -608,6 +608,38 @@ mod tests {
     }
 
     #[test]
+    fn the_file_is_in_wal_mode_and_store_sync_sets_how_commits_reach_the_disk() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        for (full_sync, expected) in [(false, 1), (true, 2)] {
+            let db = Db::open(&StoreConfig {
+                full_sync,
+                ..config(&dir)
+            })
+            .unwrap();
+            let pragma = |name: &str| -> String {
+                db.conn
+                    .query_row(&format!("PRAGMA {name}"), [], |r| {
+                        r.get::<_, rusqlite::types::Value>(0)
+                    })
+                    .map(|v| match v {
+                        rusqlite::types::Value::Integer(n) => n.to_string(),
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                    .unwrap()
+            };
+            assert_eq!(pragma("journal_mode"), "wal");
+            // 1 is NORMAL, 2 is FULL.
+            assert_eq!(
+                pragma("synchronous"),
+                expected.to_string(),
+                "full_sync {full_sync}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn data_urls_come_back_as_given() {
         for url in [
             "data:image/png;base64,iVBORw0KGgo=",
