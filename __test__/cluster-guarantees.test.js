@@ -182,3 +182,28 @@ test('getMessageStatus on any process answers for a send whose calling process d
     await eventually(async () => (await node.gateway.getMessageStatus(pendingId))?.state === 'unknown', PROPAGATION_MS, 'unknown');
   }
 });
+
+test('a record that changes while Redis is down reaches Redis once it is back: another process answers for it after its caller died', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const extension = await cluster.extension(caller, { respond: () => ({ success: true, messageId: 'wamid-offline' }) });
+  await visibleOn([caller, c], extension);
+  await cluster.redis.kill();
+  await sleep(300);
+  // A local send while Redis is down: it settles on the caller, whose record changes then.
+  const sent = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'while Redis is down', metadata: { n: 2 } });
+  await cluster.redis.spawn();
+  const key = `wa-gw:status:${sent.requestId}`;
+  const stored = await eventually(async () => {
+    const text = await cluster.redis.command('GET', key).catch(() => null);
+    return text && JSON.parse(text).state === 'sent' ? text : null;
+  }, PROPAGATION_MS + 5000, 'the settled record in Redis');
+  assert.ok(stored);
+  await caller.kill();
+  const status = await eventually(() => c.gateway.getMessageStatus(sent.requestId), PROPAGATION_MS, 'the record on node-c');
+  assert.equal(status.state, 'sent');
+  assert.equal(status.messageId, 'wamid-offline');
+  assert.deepEqual(status.metadata, { n: 2 });
+});

@@ -109,11 +109,14 @@ impl Cluster {
 
     /// Writes the records of this process's calls that changed since the last round to
     /// Redis (`keys::status`), so that any process can read them, even after this one
-    /// is gone. While Redis is unreachable, changes are dropped: the record is written
-    /// again at its next change.
+    /// is gone. While Redis is unreachable the changes wait (each record once, as it is
+    /// then): a send settled meanwhile is not left in Redis as it was before.
     fn publish_statuses(&self) {
+        if !self.usable() {
+            return;
+        }
         let changed = lock(&self.shared.registry).statuses.take_changed();
-        if changed.is_empty() || !self.usable() {
+        if changed.is_empty() {
             return;
         }
         let ttl = self.shared.config.idempotency_ttl;
@@ -234,6 +237,12 @@ impl Cluster {
                     if fate == Written::Refused =>
                 {
                     retry.push(outcome)
+                }
+                // A record refused is written again as it is by then, at the next round.
+                Outgoing::Status { request_id, .. } if fate == Written::Refused => {
+                    if let Ok(id) = uuid::Uuid::try_parse(&request_id) {
+                        lock(&self.shared.registry).statuses.changed(id.as_u128());
+                    }
                 }
                 // Listings are written again at the next refresh.
                 _ => {}

@@ -596,9 +596,24 @@ impl Records {
         self.changed.get_or_insert_with(Vec::new);
     }
 
+    /// A record to be taken by `take_changed` again (cluster mode: Redis refused it).
+    pub fn changed(&mut self, request_id: u128) {
+        self.note(request_id);
+    }
+
     fn note(&mut self, request_id: u128) {
-        if let Some(changed) = &mut self.changed {
-            changed.push(request_id);
+        let Some(changed) = &mut self.changed else {
+            return;
+        };
+        changed.push(request_id);
+        // Not taken for a long while (Redis down in cluster mode): each record once, and
+        // only those still kept, so it never holds more ids than there are records.
+        if changed.len() >= 2 * self.capacity.max(1024) {
+            let mut ids = std::mem::take(changed);
+            ids.sort_unstable();
+            ids.dedup();
+            ids.retain(|&id| self.position(id).is_some());
+            self.changed = Some(ids);
         }
     }
 
@@ -1188,6 +1203,30 @@ mod tests {
         assert_eq!(records.remembered(), 3);
         assert!(records.get(1).is_none() && records.get(2).is_none());
         assert_eq!(records.get(5).unwrap().state, State::Sent);
+    }
+
+    #[test]
+    fn changes_not_taken_for_long_hold_each_kept_record_once() {
+        let mut records = Records::new(Duration::from_secs(60), 3);
+        records.track_changes();
+        for round in 0..2000 {
+            records.record(round % 5 + 1, sent("k"));
+            records.changed(round % 5 + 1);
+        }
+        assert!(
+            records.changed.as_ref().unwrap().len() <= 2 * 1024,
+            "bounded while not taken"
+        );
+        let mut taken: Vec<String> = records
+            .take_changed()
+            .into_iter()
+            .map(|(_, r)| r.request_id)
+            .collect();
+        taken.sort();
+        let kept: Vec<String> = (3..=5)
+            .map(|id| uuid::Uuid::from_u128(id).to_string())
+            .collect();
+        assert_eq!(taken, kept, "the newest three, each once");
     }
 
     #[tokio::test(start_paused = true)]
