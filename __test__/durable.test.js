@@ -309,3 +309,50 @@ test('without store, stop({ drainMs }) drains too, and still rejects sends waiti
   assert.equal(error.code, 'GATEWAY_SHUTDOWN');
   assert.equal(error.details.sent, false);
 });
+
+test('sends waiting for room on a socket at a SIGKILL are never written twice: each went out once or is unknown, and a retry with its key sends nothing', { timeout: 120_000 }, async (t) => {
+  const store = storePath(t);
+  // 1 MiB of room per socket; each command is about 700 KB, so behind a socket that is
+  // not read most of them wait for room.
+  const options = { store, maxQueuedBytes: 1 << 20 };
+  let node = await startNodeProcess(t, options);
+  const first = await readyExtension(t, node);
+  first.ws._socket.pause();
+  const image = `data:image/png;base64,${Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), require('node:crypto').randomBytes(512 * 1024)]).toString('base64')}`;
+  const keys = Array.from({ length: 16 }, (_, i) => `room-${i}`);
+  const calls = keys.map((idempotencyKey, i) =>
+    settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, timeout: 60_000 })),
+  );
+  const status = (n, idempotencyKey) => n.request('status', { lookup: { apiKey: GOOD_KEY, idempotencyKey } });
+  // Some wait for room behind the full socket ('queued' while they do).
+  await waitFor(async () => (await status(node, keys.at(-1)))?.state === 'queued', 10_000, 'the last send waiting for room');
+  await node.kill();
+  for (const call of calls) assert.ok((await call).error?.processExited);
+  // What the kernel still held for the first extension was written: it counts as sent.
+  first.ws._socket.resume();
+  await waitFor(() => first.closed, 10_000, 'the first extension to see the close');
+  const written = new Set(first.commands.map((c) => c.requestId));
+  assert.ok(written.size < keys.length, `${written.size} of ${keys.length} written before the kill`);
+
+  node = await startNodeProcess(t, options);
+  const second = await readyExtension(t, node);
+  const retries = await Promise.all(
+    keys.map((idempotencyKey, i) => settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, timeout: 5000 }))),
+  );
+  await new Promise((r) => setTimeout(r, 300));
+  for (const command of second.commands) {
+    assert.ok(!written.has(command.requestId), `${command.requestId} written twice`);
+  }
+  for (const [i, idempotencyKey] of keys.entries()) {
+    const record = await status(node, idempotencyKey);
+    const retry = retries[i];
+    assert.ok(record, `a record for ${idempotencyKey}`);
+    if (written.has(record.requestId)) {
+      assert.ok(['unknown', 'sent'].includes(record.state), `${idempotencyKey}: ${record.state}`);
+      assert.equal(retry.error?.details?.duplicate ?? retry.value?.duplicate, true, `${idempotencyKey}: the retry is a duplicate`);
+    }
+    // Never written twice: at most one command for each key across both processes.
+    const out = [...first.commands, ...second.commands].filter((c) => c.data.caption === `c${i}`);
+    assert.ok(out.length <= 1, `${idempotencyKey} written ${out.length} times`);
+  }
+});
