@@ -35,6 +35,16 @@ pub fn wall_ms_at(reading: u64) -> u64 {
     now_ms().saturating_sub(monotonic_ms().saturating_sub(reading))
 }
 
+/// The wall-clock time of a monotonic `reading` as a fixed point: the same reading
+/// always shows the same time (the records' `updatedAt`, read again and again, must not
+/// move when nothing changed). The two clocks' offset is taken once per process, so a
+/// later step of the wall clock does not show here.
+pub fn fixed_wall_ms_at(reading: u64) -> u64 {
+    static OFFSET: OnceLock<u64> = OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| now_ms().saturating_sub(monotonic_ms()));
+    offset + reading
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +60,14 @@ mod tests {
             now_ms() - wall >= 5_000,
             "a reading 5 s old shows as 5 s ago"
         );
+    }
+
+    #[test]
+    fn a_reading_shows_the_same_wall_time_every_time_it_is_read() {
+        let reading = monotonic_ms();
+        let first = fixed_wall_ms_at(reading);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert_eq!(fixed_wall_ms_at(reading), first);
+        assert!(first.abs_diff(wall_ms_at(reading)) < 1_000);
     }
 }
