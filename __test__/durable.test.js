@@ -310,7 +310,7 @@ test('without store, stop({ drainMs }) drains too, and still rejects sends waiti
   assert.equal(error.details.sent, false);
 });
 
-test('sends waiting for room on a socket at a SIGKILL are never written twice: each went out once or is unknown, and a retry with its key sends nothing', { timeout: 120_000 }, async (t) => {
+test('sends waiting for room on a socket at a SIGKILL stay in the store and go out once after a restart, in order; none is written twice', { timeout: 120_000 }, async (t) => {
   const store = storePath(t);
   // 1 MiB of room per socket; each command is about 700 KB, so behind a socket that is
   // not read most of them wait for room.
@@ -321,38 +321,73 @@ test('sends waiting for room on a socket at a SIGKILL are never written twice: e
   const image = `data:image/png;base64,${Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), require('node:crypto').randomBytes(512 * 1024)]).toString('base64')}`;
   const keys = Array.from({ length: 16 }, (_, i) => `room-${i}`);
   const calls = keys.map((idempotencyKey, i) =>
-    settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, timeout: 60_000 })),
+    settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, metadata: { i }, timeout: 60_000 })),
   );
   const status = (n, idempotencyKey) => n.request('status', { lookup: { apiKey: GOOD_KEY, idempotencyKey } });
-  // Some wait for room behind the full socket ('queued' while they do).
+  // The last waits for room behind the full socket ('queued' while it does).
   await waitFor(async () => (await status(node, keys.at(-1)))?.state === 'queued', 10_000, 'the last send waiting for room');
+  await new Promise((r) => setTimeout(r, 300)); // the store's commits of the moment
   await node.kill();
   for (const call of calls) assert.ok((await call).error?.processExited);
-  // What the kernel still held for the first extension was written: it counts as sent.
+  // What the kernel still held for the first extension was written.
   first.ws._socket.resume();
   await waitFor(() => first.closed, 10_000, 'the first extension to see the close');
   const written = new Set(first.commands.map((c) => c.requestId));
-  assert.ok(written.size < keys.length, `${written.size} of ${keys.length} written before the kill`);
+  const queued = sql(store, 'SELECT request_id FROM queued ORDER BY seq').map((q) => q.request_id);
+  assert.ok(queued.length >= 1, 'the sends waiting for room are in the store');
+  for (const id of queued) assert.ok(!written.has(id), `${id} both written and queued`);
 
   node = await startNodeProcess(t, options);
   const second = await readyExtension(t, node);
-  const retries = await Promise.all(
-    keys.map((idempotencyKey, i) => settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, timeout: 5000 }))),
-  );
+  await waitFor(() => second.commands.length >= queued.length, 20_000, 'the sends taken up');
+  assert.deepEqual(second.commands.map((c) => c.requestId), queued, 'each once, in order, with its request id');
+  await waitFor(() => node.events.filter((e) => e.type === 'image-sent' && e.recovered).length >= queued.length, 10_000, 'their events');
+  for (const event of node.events.filter((e) => e.type === 'image-sent')) {
+    assert.equal(event.recovered, true);
+    assert.equal(typeof event.metadata?.i, 'number');
+  }
+  // Retrying every key sends nothing more.
+  await Promise.all(keys.map((idempotencyKey, i) => settle(node.send('image', GOOD_KEY, { phoneNumber: '+15550002222', caption: `c${i}`, dataUrl: image, idempotencyKey, timeout: 5000 }))));
   await new Promise((r) => setTimeout(r, 300));
-  for (const command of second.commands) {
-    assert.ok(!written.has(command.requestId), `${command.requestId} written twice`);
-  }
-  for (const [i, idempotencyKey] of keys.entries()) {
-    const record = await status(node, idempotencyKey);
-    const retry = retries[i];
-    assert.ok(record, `a record for ${idempotencyKey}`);
-    if (written.has(record.requestId)) {
-      assert.ok(['unknown', 'sent'].includes(record.state), `${idempotencyKey}: ${record.state}`);
-      assert.equal(retry.error?.details?.duplicate ?? retry.value?.duplicate, true, `${idempotencyKey}: the retry is a duplicate`);
-    }
-    // Never written twice: at most one command for each key across both processes.
+  assert.equal(second.commands.length, queued.length, 'no retry was written');
+  for (const [i] of keys.entries()) {
     const out = [...first.commands, ...second.commands].filter((c) => c.data.caption === `c${i}`);
-    assert.ok(out.length <= 1, `${idempotencyKey} written ${out.length} times`);
+    assert.ok(out.length <= 1, `c${i} written ${out.length} times`);
   }
+});
+
+test('stop({ drainMs }) with store: sends waiting for room on a socket stay in the store and settle after the next start', { timeout: 60_000 }, async (t) => {
+  const store = storePath(t);
+  const gateway = new WhatsAppGateway({
+    port: '0',
+    host: '127.0.0.1',
+    validateApiKey: () => ({ valid: true }),
+    store,
+    maxQueuedBytes: 1 << 20,
+  });
+  await gateway.start();
+  t.after(() => gateway.stop());
+  const url = () => `ws://127.0.0.1:${gateway.address().port}/wa-ext-ws`;
+  const extension = new FakeExtension(url());
+  await extension.connectReady(gateway);
+  extension.ws._socket.pause();
+  const image = `data:image/png;base64,${Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), require('node:crypto').randomBytes(512 * 1024)]).toString('base64')}`;
+  const calls = Array.from({ length: 12 }, (_, i) => settle(gateway.sendImage(GOOD_KEY, { phoneNumber: '+15550003333', caption: `s${i}`, dataUrl: image, timeout: 60_000 })));
+  const waitingForRoom = async () => sql(store, 'SELECT count(*) AS n FROM queued')[0].n;
+  await waitFor(async () => (await waitingForRoom()) > 0, 10_000, 'sends waiting for room kept in the store');
+  await gateway.stop({ drainMs: 200 });
+  extension.ws.terminate();
+  const kept = sql(store, 'SELECT request_id FROM queued ORDER BY seq').map((r) => r.request_id);
+  assert.ok(kept.length >= 1, 'kept for the next start');
+
+  await gateway.start();
+  const again = new FakeExtension(url());
+  await again.connectReady(gateway);
+  await waitFor(() => again.commands.length >= kept.length, 20_000, 'the kept sends');
+  assert.deepEqual(again.commands.map((c) => c.requestId), kept, 'in order');
+  const outcomes = await Promise.all(calls);
+  const resolved = outcomes.filter((o) => o.value?.recovered);
+  // (Media is loaded in parallel: the order sends reach their device is the store's.)
+  assert.deepEqual(resolved.map((o) => o.value.requestId).sort(), [...kept].sort(), 'their promises resolve, recovered');
+  assert.equal(sql(store, 'SELECT count(*) AS n FROM queued')[0].n, 0);
 });

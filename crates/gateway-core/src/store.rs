@@ -19,10 +19,10 @@ use crate::config::StoreConfig;
 use crate::error::GatewayError;
 use crate::events::LogEvent;
 use crate::host::{Delivery, Host, Stage, Validation};
-use crate::identity::RECOVERED_CALL;
+use crate::identity::{Identity, RECOVERED_CALL};
 use crate::state::incoming::DEDUP_WINDOW_MS;
-use crate::state::journal::{Departure, Journal, QueuedSend};
-use crate::state::link::{lock, CommandQueued};
+use crate::state::journal::{Journal, QueuedSend};
+use crate::state::link::{lock, SessionLink};
 use crate::state::Shared;
 
 pub use db::Contents;
@@ -36,7 +36,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 enum Item {
     Deliver(Delivery),
-    Depart(Departure),
+    /// Commands of a room queue to mark as leaving, then let go (`SessionLink::cleared`).
+    Clear(Arc<SessionLink>, Arc<Identity>, Vec<u128>),
     Queued(QueuedSend),
     Incoming(String, String, u64),
 }
@@ -146,7 +147,15 @@ impl Store {
             }
             // After taking the items: every change they follow is in.
             if let Some(shared) = &shared {
-                batch.records = lock(&shared.registry).statuses.take_changed();
+                let mut registry = lock(&shared.registry);
+                for item in &items {
+                    if let Item::Clear(_, identity, request_ids) = item {
+                        for &request_id in request_ids {
+                            registry.statuses.leaving(request_id, identity);
+                        }
+                    }
+                }
+                batch.records = registry.statuses.take_changed();
             }
             if !batch.is_empty() {
                 match file.write(&batch) {
@@ -191,7 +200,7 @@ impl Store {
         for item in items {
             match item {
                 Item::Deliver(delivery) => self.deliver_now(delivery, shared),
-                Item::Depart(departure) => depart_now(departure, shared),
+                Item::Clear(link, _, request_ids) => let_go(&link, &request_ids),
                 Item::Queued(_) | Item::Incoming(..) => {}
             }
         }
@@ -294,23 +303,9 @@ impl Store {
     }
 }
 
-/// Hands a command whose record is committed as leaving to its socket.
-fn depart_now(departure: Departure, shared: Option<&Shared>) {
-    let Departure {
-        link,
-        request_id,
-        frame,
-    } = departure;
-    let Some(shared) = shared else { return };
-    // Without room on the socket (`maxQueuedBytes`) it waits for it, in order; its
-    // limit was checked as it left.
-    let queued = link.enqueue_command(
-        request_id,
-        frame,
-        shared.config.max_queued_bytes,
-        usize::MAX,
-    );
-    if matches!(queued, Ok(CommandQueued::First)) {
+/// Lets commands whose records are committed as leaving go to their socket.
+fn let_go(link: &SessionLink, request_ids: &[u128]) {
+    if link.cleared(request_ids) {
         link.write_through();
     }
 }
@@ -336,9 +331,12 @@ impl Host for Store {
 }
 
 impl Journal for Store {
-    fn depart(&self, departure: Departure) {
-        if let Some(Item::Depart(departure)) = self.push(Item::Depart(departure)) {
-            depart_now(departure, self.shared().as_deref());
+    fn clear(&self, link: Arc<SessionLink>, identity: Arc<Identity>, request_ids: Vec<u128>) {
+        // The store closed (the gateway stopped): nothing is kept any more.
+        if let Some(Item::Clear(link, _, request_ids)) =
+            self.push(Item::Clear(link, identity, request_ids))
+        {
+            let_go(&link, &request_ids);
         }
     }
 

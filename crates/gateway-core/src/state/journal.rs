@@ -6,16 +6,9 @@ use std::sync::Arc;
 
 use super::link::SessionLink;
 use crate::config::Strategy;
+use crate::identity::Identity;
 use crate::media::Media;
-use crate::protocol::{Frame, SendKind};
-
-/// A command that may reach its socket only once the store has it as leaving: the
-/// store commits the record (`written`), then hands `frame` to `link`.
-pub struct Departure {
-    pub link: Arc<SessionLink>,
-    pub request_id: u128,
-    pub frame: Frame,
-}
+use crate::protocol::SendKind;
 
 /// A send accepted and not yet written (a pacing queue, waiting for a device), as the
 /// store keeps it until it leaves or settles; its record has the rest (key, metadata).
@@ -34,8 +27,9 @@ pub struct QueuedSend {
 }
 
 pub trait Journal: Send + Sync + 'static {
-    /// `departure` leaves once its record says `written` in the store.
-    fn depart(&self, departure: Departure);
+    /// Commands of `link`'s room queue that have room: once their records say
+    /// `written` in the store (sent to `identity`), `link.cleared` lets them go.
+    fn clear(&self, link: Arc<SessionLink>, identity: Arc<Identity>, request_ids: Vec<u128>);
     /// `send` waits (pacing, a device): kept until its record says it left or settled.
     fn queued(&self, send: QueuedSend);
     /// An incoming message id seen for the first time (de-duplication survives a restart).

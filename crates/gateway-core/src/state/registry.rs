@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::journal::{Departure, Journal};
+use super::journal::Journal;
 use super::link::{CloseRequest, CommandQueued, SessionLink, TooManyWaiting};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
@@ -211,6 +211,8 @@ pub struct Pending {
     pub queued: bool,
     /// Until when it may wait for a device if its own leaves before it is written.
     pub park_until: Option<Instant>,
+    /// Durable mode: the store keeps its send while it waits (`QueuedSend`).
+    pub stored: bool,
 }
 
 impl Pending {
@@ -224,6 +226,7 @@ impl Pending {
             wait_for: Ack::Sent,
             queued: false,
             park_until: None,
+            stored: false,
         }
     }
 }
@@ -374,6 +377,16 @@ impl Registry {
         let key = self.next_key;
         group.members.push(key);
         let identity = Arc::new(identity);
+        if let Some(journal) = &self.journal {
+            // Durable mode: its commands go to its socket once the store has them as
+            // leaving (`SessionLink::cleared`).
+            let (journal, who, me) = (journal.clone(), identity.clone(), Arc::downgrade(&link));
+            link.set_clearance(Box::new(move |request_ids| {
+                if let Some(link) = me.upgrade() {
+                    journal.clear(link, who.clone(), request_ids);
+                }
+            }));
+        }
         let session = Session {
             identity: identity.clone(),
             link,
@@ -769,26 +782,7 @@ impl Registry {
                 return Err(NotPlaced::QueueFull(pending, frame, waiting));
             }
         }
-        if leave_now && self.journal.is_some() {
-            // Durable mode: the command leaves once the store has it as leaving (it may
-            // then wait for room like any other); the room queue's limit is checked here.
-            let waiting = session.link.waiting_count();
-            if waiting >= max_queued {
-                pending.queued = true;
-                return Err(NotPlaced::QueueFull(pending, frame, waiting));
-            }
-            if let Some(p) = &pacing {
-                session.queue.departed(now, p);
-            }
-            if let Some(journal) = &self.journal {
-                self.statuses.leaving(request_id, &session.identity);
-                journal.depart(Departure {
-                    link: session.link.clone(),
-                    request_id,
-                    frame,
-                });
-            }
-        } else if leave_now {
+        if leave_now {
             // Its bytes wait for room on the socket if they must (`maxQueuedBytes`).
             let queued =
                 session
@@ -846,18 +840,6 @@ impl Registry {
                     break;
                 };
                 session.queue.departed(now, &pacing);
-                if let Some(journal) = &self.journal {
-                    self.statuses.leaving(request_id, &session.identity);
-                    journal.depart(Departure {
-                        link: session.link.clone(),
-                        request_id,
-                        frame,
-                    });
-                    if let Some(pending) = session.pending.get_mut(&request_id) {
-                        pending.queued = false;
-                    }
-                    continue;
-                }
                 // It was counted among the device's waiting sends already: from the pacing
                 // queue it may always go on to wait for room (no limit, so never refused).
                 let queued = session
@@ -982,11 +964,22 @@ impl Registry {
             .map(|p| (p.request_id, p.pending.call))
             .collect();
         for session in self.sessions.values_mut() {
-            for (request_id, _) in session.queue.drain() {
+            let mut ids: Vec<u128> = session
+                .queue
+                .drain()
+                .into_iter()
+                .map(|(request_id, _)| request_id)
                 // Entries of requests that left already are stale here.
-                if !session.pending.get(&request_id).is_some_and(|p| p.queued) {
-                    continue;
-                }
+                .filter(|id| session.pending.get(id).is_some_and(|p| p.queued))
+                .collect();
+            // Waiting for room, the store not yet asked to mark them leaving.
+            let pending = &session.pending;
+            ids.extend(
+                session
+                    .link
+                    .withdraw_unasked(|id| pending.get(&id).is_some_and(|p| p.stored)),
+            );
+            for request_id in ids {
                 if let Some(settled) = session.take_request(request_id, &mut self.deadlines) {
                     kept.push((request_id, settled.pending.call));
                 }

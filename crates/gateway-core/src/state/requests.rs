@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::acks::extension_error;
-use super::journal::{Departure, QueuedSend};
+use super::journal::QueuedSend;
 use super::link::{lock, CommandQueued};
 use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
@@ -96,48 +96,28 @@ impl Shared {
         let request_id = request
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
-        let journal = self.journal.get();
-        if let (Some(journal), Some(_)) = (journal, self.config.pacing) {
-            // It may wait in the device's pacing queue: the store keeps it meanwhile.
-            if call & RECOVERED_CALL == 0 {
+        let recovered = call & RECOVERED_CALL != 0;
+        let mut stored = recovered;
+        if let Some(journal) = self.journal.get().filter(|_| !recovered) {
+            // Durable mode: a send that may wait (its device's pacing queue, room on its
+            // socket) is kept by the store meanwhile. On a socket with nothing queued or
+            // waiting it goes at once (the store is asked to mark it leaving as it is
+            // queued); else it is kept, whatever its size.
+            let may_wait = self.config.pacing.is_some() || !link.idle();
+            if may_wait {
                 journal.queued(self.queued_send(request_id.as_u128(), &request, media.as_ref()));
+                stored = true;
             }
         }
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, request_id_text, identity.dialect);
-        let pending = self.pending_for(call, request);
+        let mut pending = self.pending_for(call, request);
+        pending.stored = stored;
         if self.config.pacing.is_some() {
             return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
-        let mut pending = pending;
-        if journal.is_some() {
-            // Durable mode: the command may wait for room only once it left through the
-            // store, so the room queue's limit (`maxQueuedSends`) is checked now.
-            let waiting = link.waiting_count();
-            if waiting >= self.config.max_queued_sends {
-                pending.queued = true;
-                return self.queue_full(identity, request_id.as_u128(), pending, waiting);
-            }
-        }
-        let inserted = {
-            let mut registry = lock(&self.registry);
-            let inserted = registry.insert_pending(key, request_id.as_u128(), pending);
-            if let (Some(journal), Some(_)) = (journal, inserted) {
-                // Durable mode: the command leaves once the store has it as leaving.
-                registry.statuses.leaving(request_id.as_u128(), &identity);
-                drop(registry);
-                if inserted == Some(true) {
-                    self.deadline_changed.notify_one();
-                }
-                return journal.depart(Departure {
-                    link,
-                    request_id: request_id.as_u128(),
-                    frame,
-                });
-            }
-            inserted
-        };
+        let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
         match inserted {
             // The session closed between choosing it and recording the request.
             None => {

@@ -363,6 +363,20 @@ impl Db {
                 self.conn
                     .execute("DELETE FROM incoming WHERE seen_at < ?1", [seen])
             })
+            // A send whose record left or settled is never taken up again, whatever
+            // order its rows were written in; media no queued send needs goes with it.
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM queued WHERE request_id IN (SELECT request_id FROM records WHERE written = 1 OR settled_at IS NOT NULL)",
+                    [],
+                )
+            })
+            .and_then(|_| {
+                self.conn.execute(
+                    "DELETE FROM media WHERE digest NOT IN (SELECT media FROM queued WHERE media IS NOT NULL)",
+                    [],
+                )
+            })
             .map(|_| ())
             .map_err(|e| self.error("prune", e))
     }
@@ -605,6 +619,30 @@ mod tests {
 
     fn now() -> u64 {
         crate::clock::now_ms()
+    }
+
+    #[test]
+    fn a_queued_row_written_after_its_record_left_is_never_taken_up() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        let mut db = Db::open(&config(&dir)).unwrap();
+        let key: std::sync::Arc<str> = "key".into();
+        let left = Batch {
+            records: vec![(key.clone(), record(1, State::InFlight, true, false))],
+            ..Batch::default()
+        };
+        db.write(&left).unwrap();
+        let late = Batch {
+            queued: vec![queued(1), queued(2)],
+            ..Batch::default()
+        };
+        db.write(&late).unwrap();
+        drop(db);
+        let mut db = Db::open(&config(&dir)).unwrap();
+        db.prune(now(), 60_000, 100, 60_000).unwrap();
+        let contents = db.contents(now(), 60_000, 60_000).unwrap();
+        let ids: Vec<u128> = contents.queued.iter().map(|q| q.send.request_id).collect();
+        assert_eq!(ids, [2], "the one that left is not sent again");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
