@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -17,6 +19,7 @@ use crate::config::{StoreConfig, Strategy};
 use crate::error::{ErrorCode, GatewayError};
 use crate::media::Media;
 use crate::state::journal::QueuedSend;
+use crate::state::link::lock;
 use crate::state::records::StoredRecord;
 
 /// Bumped when a table changes shape; a file of another version is refused.
@@ -106,6 +109,8 @@ pub struct Contents {
 }
 
 pub struct Db {
+    /// First: stopped before `conn` closes (the last connection checkpoints the rest).
+    _checkpoints: Option<Checkpoints>,
     conn: Connection,
     /// Request ids with a row in `queued`: a settled or written record deletes it.
     queued: HashSet<String>,
@@ -204,7 +209,13 @@ impl Db {
                 ))
             }
         }
+        let checkpoints = Checkpoints::start(&path);
+        if checkpoints.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
+                .map_err(|e| store_error(&path, "prepare", e))?;
+        }
         let mut db = Self {
+            _checkpoints: checkpoints,
             conn,
             queued: HashSet::new(),
             _lock: lock,
@@ -496,6 +507,59 @@ impl Db {
     }
 }
 
+/// Copies the WAL into the database file from a thread and connection of their own.
+/// SQLite's automatic checkpoint (every 1000 pages) runs in the commit that passes the
+/// mark and waits for the disk: every send waited with it, 10-20 ms at a time. A passive
+/// checkpoint here blocks no commit.
+struct Checkpoints {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+impl Checkpoints {
+    /// None if its connection cannot be opened: SQLite's own checkpoints then stay.
+    fn start(path: &Path) -> Option<Self> {
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(Duration::from_secs(5)).ok()?;
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("wa-gateway-store-checkpoint".into())
+            .spawn(move || {
+                let (stopped, wake) = &*flag;
+                let mut stopped = lock(stopped);
+                while !*stopped {
+                    stopped = wake
+                        .wait_timeout(stopped, CHECKPOINT_EVERY)
+                        .map(|(s, _)| s)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                    if !*stopped {
+                        // Failing (busy, disk trouble) leaves the WAL longer: the next
+                        // round tries again, and the writer reports what fails for it.
+                        let _ = conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);");
+                    }
+                }
+            })
+            .ok()?;
+        Some(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpoints {
+    fn drop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn strategy_name(strategy: Strategy) -> &'static str {
     match strategy {
         Strategy::RoundRobin => "round-robin",
@@ -674,6 +738,38 @@ mod tests {
                 "full_sync {full_sync}"
             );
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn commits_reach_the_database_file_from_the_checkpoint_thread() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        let mut db = Db::open(&config(&dir)).unwrap();
+        let size = || std::fs::metadata(dir.join("g.db")).unwrap().len();
+        let before = size();
+        let key: std::sync::Arc<str> = "key".into();
+        for n in 0..20u128 {
+            let records = (0..64)
+                .map(|i| {
+                    (
+                        key.clone(),
+                        record(n * 64 + i, State::InFlight, true, false),
+                    )
+                })
+                .collect();
+            db.write(&Batch {
+                records,
+                ..Batch::default()
+            })
+            .unwrap();
+        }
+        // Commits go to the WAL; the thread copies them into the file while it is open.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while size() <= before && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(size() > before, "checkpointed while open");
+        drop(db);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
