@@ -207,3 +207,18 @@ test('a record that changes while Redis is down reaches Redis once it is back: a
   assert.equal(status.messageId, 'wamid-offline');
   assert.deepEqual(status.metadata, { n: 2 });
 });
+
+test('cluster mode: stop({ drainMs }) caps the drain at drainMs instead of requestTimeout', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a', requestTimeout: 20_000 });
+  const extension = await cluster.extension(a, { respond: () => null });
+  await visibleOn([a], extension);
+  const call = settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'never answered' }), 30_000, 'the call');
+  await eventually(() => extension.commands.length === 1, PROPAGATION_MS, 'the command');
+  const started = Date.now();
+  await a.gateway.stop({ drainMs: 300 });
+  const took = Date.now() - started;
+  assert.ok(took < 300 + 5000, `stop() took ${took} ms`);
+  const outcome = await call;
+  assert.equal(outcome.error?.code, 'GATEWAY_SHUTDOWN');
+});
