@@ -304,7 +304,9 @@ function normalizeConfig(userConfig) {
     ...storeOptions(config),
   };
   checkPositiveDurations(native);
-  return { native, callbacks, server: server(config.server) };
+  // Whether the user chose requestTimeout (v1's unset values do not count).
+  const requestTimeoutGiven = config.requestTimeout != null;
+  return { native, callbacks, server: server(config.server), requestTimeoutGiven };
 }
 
 module.exports = { normalizeConfig, STRATEGIES };

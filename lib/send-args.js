@@ -4,6 +4,7 @@
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
 const { waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg } = require('./delivery');
+const { warnUnknownSendFields } = require('./warnings');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 
@@ -48,6 +49,8 @@ function sendArgs(kind, apiKey, data) {
   if (data === null || typeof data !== 'object') {
     throw invalid('data', data, 'Send data must be an object');
   }
+  // Before the checks: a misspelt `phoneNumber` is then named along with its error.
+  warnUnknownSendFields(kind, data);
   const problem = phoneProblem(data.phoneNumber);
   if (problem) throw invalid('phoneNumber', data.phoneNumber, problem);
 

@@ -19,7 +19,7 @@ pub mod send_request;
 pub mod settle;
 pub mod slot_index;
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
@@ -75,6 +75,8 @@ pub struct Shared {
     /// Durable mode: calls whose sends `stop()` left waiting in the store, by request
     /// id; a `start()` of the same gateway settles their promises.
     pub kept: Mutex<std::collections::HashMap<u128, CallId>>,
+    /// Whether a paced send whose queue wait passes its timeout was reported (once).
+    pub warned_queue_wait: AtomicBool,
     lifecycle: AtomicU8,
 }
 
@@ -114,6 +116,7 @@ impl Shared {
             directory: OnceLock::new(),
             journal: OnceLock::new(),
             kept: Mutex::default(),
+            warned_queue_wait: AtomicBool::new(false),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
         }
