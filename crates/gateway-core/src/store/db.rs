@@ -1,7 +1,7 @@
 //! The store's file: an SQLite database in WAL mode, its tables (README "Durable mode"
 //! documents each column), one transaction per batch, and reading it back at start.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS meta (
   value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
-  request_id      TEXT PRIMARY KEY,
+  seq             INTEGER PRIMARY KEY,
+  request_id      TEXT NOT NULL,
   api_key         TEXT NOT NULL,
   idempotency_key TEXT,
   kind            TEXT NOT NULL,
@@ -61,7 +62,7 @@ CREATE TABLE IF NOT EXISTS media (
 );
 CREATE TABLE IF NOT EXISTS queued (
   seq           INTEGER PRIMARY KEY AUTOINCREMENT,
-  request_id    TEXT NOT NULL UNIQUE,
+  request_id    TEXT NOT NULL,
   api_key       TEXT NOT NULL,
   kind          TEXT NOT NULL,
   phone_number  TEXT NOT NULL,
@@ -112,8 +113,12 @@ pub struct Db {
     /// First: stopped before `conn` closes (the last connection checkpoints the rest).
     _checkpoints: Option<Checkpoints>,
     conn: Connection,
-    /// Request ids with a row in `queued`: a settled or written record deletes it.
-    queued: HashSet<String>,
+    /// Each record's row by request id. Rows are found by `seq`, which grows: a request
+    /// id is random, and as a key it put each write on another page of the file (a
+    /// third of the store's cost per send).
+    records: HashMap<u128, i64>,
+    /// The same for the rows of `queued`: a settled or written record deletes its row.
+    queued: HashMap<u128, i64>,
     /// Holds the lock that keeps a second process out (closed with the store).
     _lock: File,
     path: PathBuf,
@@ -217,23 +222,37 @@ impl Db {
         let mut db = Self {
             _checkpoints: checkpoints,
             conn,
-            queued: HashSet::new(),
+            records: HashMap::new(),
+            queued: HashMap::new(),
             _lock: lock,
             path,
         };
-        db.queued = db.queued_ids()?;
+        // A send whose record left or settled is never taken up again, whatever order
+        // its rows were written in; media no queued send needs goes with it.
+        db.conn
+            .execute_batch(
+                "DELETE FROM queued WHERE request_id IN (SELECT request_id FROM records WHERE written = 1 OR settled_at IS NOT NULL);
+                 DELETE FROM media WHERE digest NOT IN (SELECT media FROM queued WHERE media IS NOT NULL);",
+            )
+            .map_err(|e| db.error("prepare", e))?;
+        db.records = db.rows("SELECT request_id, seq FROM records")?;
+        db.queued = db.rows("SELECT request_id, seq FROM queued")?;
         Ok(db)
     }
 
-    fn queued_ids(&self) -> Result<HashSet<String>, GatewayError> {
+    /// `request_id -> seq` of a table's rows.
+    fn rows(&self, query: &str) -> Result<HashMap<u128, i64>, GatewayError> {
         let mut statement = self
             .conn
-            .prepare("SELECT request_id FROM queued")
+            .prepare(query)
             .map_err(|e| self.error("read", e))?;
         let rows = statement
-            .query_map([], |r| r.get::<_, String>(0))
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(|e| self.error("read", e))?;
-        Ok(rows.filter_map(Result::ok).collect())
+        Ok(rows
+            .filter_map(Result::ok)
+            .filter_map(|(id, seq)| Some((uuid::Uuid::try_parse(&id).ok()?.as_u128(), seq)))
+            .collect())
     }
 
     pub fn error(&self, what: &str, error: impl std::fmt::Display) -> GatewayError {
@@ -244,6 +263,10 @@ impl Db {
     pub fn write(&mut self, batch: &Batch) -> Result<(), GatewayError> {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| store_error(&path, "write", e);
+        // Rows made or deleted: the maps take them once the transaction commits.
+        let mut made_records = Vec::new();
+        let mut made_queued = Vec::new();
+        let mut unqueued = Vec::new();
         let tx = self.conn.transaction().map_err(fail)?;
         {
             let mut media = tx
@@ -253,11 +276,16 @@ impl Db {
                 .map_err(fail)?;
             let mut queued = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO queued (request_id, api_key, kind, phone_number, text, document_name, strategy, deadline_at, media)
+                    "INSERT INTO queued (request_id, api_key, kind, phone_number, text, document_name, strategy, deadline_at, media)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(fail)?;
             for send in &batch.queued {
+                if self.queued.contains_key(&send.request_id)
+                    || made_queued.iter().any(|(id, _)| *id == send.request_id)
+                {
+                    continue;
+                }
                 let request_id = uuid::Uuid::from_u128(send.request_id).to_string();
                 let digest = match &send.media {
                     Some(m) => {
@@ -283,17 +311,25 @@ impl Db {
                         digest,
                     ])
                     .map_err(fail)?;
-                self.queued.insert(request_id);
+                made_queued.push((send.request_id, tx.last_insert_rowid()));
             }
-            let mut record = tx
+            let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO records (request_id, api_key, idempotency_key, kind, phone_number, fingerprint, state,
+                    "INSERT INTO records (request_id, api_key, idempotency_key, kind, phone_number, fingerprint, state,
                        written, ack, message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                 )
                 .map_err(fail)?;
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE records SET request_id = ?1, api_key = ?2, idempotency_key = ?3, kind = ?4, phone_number = ?5,
+                       fingerprint = ?6, state = ?7, written = ?8, ack = ?9, message_id = ?10, timestamp = ?11, device = ?12,
+                       metadata = ?13, error = ?14, created_at = ?15, updated_at = ?16, settled_at = ?17
+                     WHERE seq = ?18",
+                )
+                .map_err(fail)?;
             let mut unqueue = tx
-                .prepare_cached("DELETE FROM queued WHERE request_id = ?1 RETURNING media")
+                .prepare_cached("DELETE FROM queued WHERE seq = ?1 RETURNING media")
                 .map_err(fail)?;
             let mut orphan = tx
                 .prepare_cached(
@@ -301,34 +337,57 @@ impl Db {
                 )
                 .map_err(fail)?;
             for (api_key, r) in &batch.records {
-                record
-                    .execute(params![
-                        r.request_id,
-                        &**api_key,
-                        r.idempotency_key,
-                        text(&r.kind),
-                        r.phone_number,
-                        r.fingerprint,
-                        text(&r.state),
-                        r.written,
-                        r.ack.map(|a| a.as_str()),
-                        json_text(&Some(&r.message_id)),
-                        r.timestamp,
-                        json_text(&r.device),
-                        json_text(&Some(&r.metadata)),
-                        json_text(&r.error),
-                        r.created_at as i64,
-                        r.updated_at as i64,
-                        r.settled_at.map(|t| t as i64),
-                    ])
-                    .map_err(fail)?;
+                let Ok(id) = uuid::Uuid::try_parse(&r.request_id).map(|u| u.as_u128()) else {
+                    continue;
+                };
+                let ack = r.ack.map(|a| a.as_str());
+                let (message_id, device) = (json_text(&Some(&r.message_id)), json_text(&r.device));
+                let (metadata, error) = (json_text(&Some(&r.metadata)), json_text(&r.error));
+                let (kind, state) = (text(&r.kind), text(&r.state));
+                let columns = params![
+                    r.request_id,
+                    &**api_key,
+                    r.idempotency_key,
+                    kind,
+                    r.phone_number,
+                    r.fingerprint,
+                    state,
+                    r.written,
+                    ack,
+                    message_id,
+                    r.timestamp,
+                    device,
+                    metadata,
+                    error,
+                    r.created_at as i64,
+                    r.updated_at as i64,
+                    r.settled_at.map(|t| t as i64),
+                ];
+                match self.records.get(&id) {
+                    Some(&seq) => {
+                        let mut all: Vec<&dyn rusqlite::ToSql> = columns.to_vec();
+                        all.push(&seq);
+                        update.execute(all.as_slice()).map_err(fail)?;
+                    }
+                    None => {
+                        insert.execute(columns).map_err(fail)?;
+                        made_records.push((id, tx.last_insert_rowid()));
+                    }
+                }
                 // Gone from the queue once it left or settled.
                 let done = r.written || r.settled_at.is_some();
-                if done && self.queued.remove(&r.request_id) {
+                let row = self.queued.get(&id).copied().or_else(|| {
+                    made_queued
+                        .iter()
+                        .find(|(queued, _)| *queued == id)
+                        .map(|(_, seq)| *seq)
+                });
+                if let Some(seq) = row.filter(|_| done) {
                     let media: Option<Option<String>> = unqueue
-                        .query_row([&r.request_id], |row| row.get(0))
+                        .query_row([seq], |row| row.get(0))
                         .optional()
                         .map_err(fail)?;
+                    unqueued.push(id);
                     if let Some(Some(digest)) = media {
                         orphan.execute([digest]).map_err(fail)?;
                     }
@@ -344,7 +403,13 @@ impl Db {
                     .map_err(fail)?;
             }
         }
-        tx.commit().map_err(fail)
+        tx.commit().map_err(fail)?;
+        self.records.extend(made_records);
+        self.queued.extend(made_queued);
+        for id in unqueued {
+            self.queued.remove(&id);
+        }
+        Ok(())
     }
 
     /// Forgets what no start would read back: settled records past `ttl_ms` or beyond
@@ -358,36 +423,34 @@ impl Db {
     ) -> Result<(), GatewayError> {
         let older = now.saturating_sub(ttl_ms) as i64;
         let seen = now.saturating_sub(incoming_ms) as i64;
+        let mut gone = Vec::new();
+        for (query, bound) in [
+            (
+                "DELETE FROM records WHERE settled_at IS NOT NULL AND settled_at < ?1 RETURNING request_id",
+                older,
+            ),
+            (
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE settled_at IS NOT NULL
+                   ORDER BY settled_at DESC LIMIT -1 OFFSET ?1) RETURNING request_id",
+                capacity as i64,
+            ),
+        ] {
+            let mut statement = self
+                .conn
+                .prepare_cached(query)
+                .map_err(|e| self.error("prune", e))?;
+            let ids = statement
+                .query_map([bound], |r| r.get::<_, String>(0))
+                .map_err(|e| self.error("prune", e))?;
+            gone.extend(ids.filter_map(Result::ok));
+        }
+        for id in gone {
+            if let Ok(id) = uuid::Uuid::try_parse(&id) {
+                self.records.remove(&id.as_u128());
+            }
+        }
         self.conn
-            .execute(
-                "DELETE FROM records WHERE settled_at IS NOT NULL AND settled_at < ?1",
-                [older],
-            )
-            .and_then(|_| {
-                self.conn.execute(
-                    "DELETE FROM records WHERE request_id IN (SELECT request_id FROM records WHERE settled_at IS NOT NULL
-                       ORDER BY settled_at DESC LIMIT -1 OFFSET ?1)",
-                    [capacity as i64],
-                )
-            })
-            .and_then(|_| {
-                self.conn
-                    .execute("DELETE FROM incoming WHERE seen_at < ?1", [seen])
-            })
-            // A send whose record left or settled is never taken up again, whatever
-            // order its rows were written in; media no queued send needs goes with it.
-            .and_then(|_| {
-                self.conn.execute(
-                    "DELETE FROM queued WHERE request_id IN (SELECT request_id FROM records WHERE written = 1 OR settled_at IS NOT NULL)",
-                    [],
-                )
-            })
-            .and_then(|_| {
-                self.conn.execute(
-                    "DELETE FROM media WHERE digest NOT IN (SELECT media FROM queued WHERE media IS NOT NULL)",
-                    [],
-                )
-            })
+            .execute("DELETE FROM incoming WHERE seen_at < ?1", [seen])
             .map(|_| ())
             .map_err(|e| self.error("prune", e))
     }
