@@ -138,7 +138,7 @@ function describe(error) {
 }
 
 /**
- * Also an EventEmitter (SPEC 5.4): every event under its `type` and under 'event',
+ * Also an EventEmitter (README "Seeing inside"): every event under its `type` and under 'event',
  * every error under 'gateway-error' (never 'error', which would crash an app that
  * does not listen).
  */
@@ -192,8 +192,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#cluster = native.cluster !== undefined;
     this.#durable = native.store !== undefined;
     if (callbacks.logger) this.#logger = new Log(callbacks.logger);
-    // Listeners may be added at any time, and the debug log wants session events too.
-    const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
+    const settings = { ...native, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
     // gateway nobody uses any more can be collected.
     this.#deliver = (batch, checks) => {
@@ -336,7 +335,7 @@ class WhatsAppGateway extends EventEmitter {
     return this.#native.messageStatusBy(selector) ?? null;
   }
 
-  /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
+  /** Every session of every key, each with its `apiKey` (README "Seeing inside"). */
   getAllSessions() {
     if (this.#cluster) return this.#ask((token) => this.#native.clusterAllSessions(token));
     return this.#localSessions();
@@ -356,7 +355,7 @@ class WhatsAppGateway extends EventEmitter {
     });
   }
 
-  /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (SPEC 5.4). */
+  /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (README "Seeing inside"). */
   metrics() {
     return render({
       // Per process, also in cluster mode (5.3).

@@ -35,16 +35,16 @@ mod timers;
 pub use config::{
     ClusterConfig, Config, Dialect, Pacing, SentinelConfig, StoreConfig, Strategy, TlsConfig,
 };
-pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
-pub use events::LogEvent;
+pub use error::{ErrorCode, GatewayError, StartError};
 pub use gateway::{Gateway, Health, SendRequest};
 pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
 pub use identity::{request_id_text, CallId, Identity};
 pub use media::MediaPolicy;
-pub use metrics::{snapshot as metrics_snapshot, Histogram, MetricsSnapshot};
+pub use metrics::{snapshot as metrics_snapshot, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
 pub use runtime::build_runtime;
-pub use state::records::{State as MessageState, StatusKey, StoredRecord};
+pub use state::link::lock;
+pub use state::records::{StatusKey, StoredRecord};
 pub use state::registry::SessionInfo;

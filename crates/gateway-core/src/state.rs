@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod incoming;
 pub mod journal;
 pub mod link;
+pub mod own_keys;
 pub mod pacing;
 pub mod parking;
 pub mod pending_auth;
