@@ -540,7 +540,7 @@ impl Db {
                         strategy: row
                             .get::<_, Option<String>>(6)
                             .ok()?
-                            .and_then(|s| Strategy::parse(&s)),
+                            .and_then(|s| strategy_of(&s)),
                         deadline_at: row.get::<_, i64>(7).ok()? as u64,
                         media,
                     })
@@ -621,6 +621,12 @@ impl Drop for Checkpoints {
             let _ = thread.join();
         }
     }
+}
+
+fn strategy_of(name: &str) -> Option<Strategy> {
+    [Strategy::RoundRobin, Strategy::Random, Strategy::LeastBusy]
+        .into_iter()
+        .find(|s| strategy_name(*s) == name)
 }
 
 fn strategy_name(strategy: Strategy) -> &'static str {
