@@ -6,6 +6,9 @@ const { STRATEGIES } = require('./options');
 const { waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg } = require('./delivery');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
+/** A person's chat, and a group's in both forms WhatsApp uses (README: "Chats and groups"). */
+const PERSON_CHAT = /^\d{1,20}@c\.us$/;
+const GROUP_CHAT = /^(\d{1,20}-\d{1,20}|[0-9A-Za-z]{1,64})@g\.us$/;
 
 function invalid(field, value, message) {
   return new GatewayError('VALIDATION_ERROR', message, { field, value: shownValue(value) });
@@ -33,6 +36,28 @@ function phoneProblem(phone) {
   return null;
 }
 
+function chatIdProblem(chatId) {
+  if (typeof chatId !== 'string' || chatId.length === 0) return 'chatId must be a non-empty string';
+  if (PERSON_CHAT.test(chatId) || GROUP_CHAT.test(chatId)) return null;
+  return "chatId must be '<digits>@c.us' (a person) or '<digits>-<digits>@g.us' / '<id>@g.us' (a group)";
+}
+
+/** The recipient: `phoneNumber` or `chatId`, exactly one of them. */
+function recipientArg(data) {
+  const hasPhone = data.phoneNumber != null;
+  if (data.chatId != null) {
+    if (hasPhone) {
+      throw invalid('chatId', data.chatId, 'Give phoneNumber or chatId, not both');
+    }
+    const problem = chatIdProblem(data.chatId);
+    if (problem) throw invalid('chatId', data.chatId, problem);
+    return { chatId: data.chatId };
+  }
+  const problem = phoneProblem(data.phoneNumber);
+  if (problem) throw invalid('phoneNumber', data.phoneNumber, hasPhone ? problem : `${problem} (or give chatId)`);
+  return { phoneNumber: data.phoneNumber };
+}
+
 function optionalString(data, field) {
   const value = data[field];
   if (value == null) return undefined;
@@ -40,16 +65,20 @@ function optionalString(data, field) {
   return value;
 }
 
-/** Returns what the native `send` needs for one call, or throws a VALIDATION_ERROR. */
-function sendArgs(kind, apiKey, data) {
+/** Throws the VALIDATION_ERROR of an API key that is not a non-empty string. */
+function checkApiKey(apiKey) {
   if (typeof apiKey !== 'string' || apiKey.length === 0) {
     throw invalid('apiKey', maskApiKey(apiKey), 'API key is required and must be a non-empty string');
   }
+}
+
+/** Returns what the native `send` needs for one call, or throws a VALIDATION_ERROR. */
+function sendArgs(kind, apiKey, data) {
+  checkApiKey(apiKey);
   if (data === null || typeof data !== 'object') {
     throw invalid('data', data, 'Send data must be an object');
   }
-  const problem = phoneProblem(data.phoneNumber);
-  if (problem) throw invalid('phoneNumber', data.phoneNumber, problem);
+  const { phoneNumber, chatId } = recipientArg(data);
 
   let text;
   let media;
@@ -66,23 +95,42 @@ function sendArgs(kind, apiKey, data) {
     if (kind === 'document') documentName = optionalString(data, 'documentName');
   }
 
-  const strategy = data.deviceSelectionStrategy;
-  if (strategy != null && !STRATEGIES.includes(strategy)) {
-    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
-  }
-  const timeout = callTimeout(data.timeout);
   return {
-    phoneNumber: data.phoneNumber,
+    phoneNumber,
+    chatId,
     text,
     media,
     documentName,
-    strategy: strategy ?? undefined,
-    timeout,
-    // SPEC 5.2 (lib/delivery.js): a branch each when absent.
+    ...callOptions(data),
+    // SPEC 5.2 (lib/delivery.js): a branch when absent.
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
-    idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
-    metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
   };
+}
+
+/**
+ * The options every send method and request() take, checked: strategy, timeout,
+ * idempotencyKey, metadata, target (each undefined when absent).
+ */
+function callOptions(options) {
+  const strategy = options.deviceSelectionStrategy;
+  if (strategy != null && !STRATEGIES.includes(strategy)) {
+    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
+  }
+  return {
+    strategy: strategy ?? undefined,
+    timeout: callTimeout(options.timeout),
+    idempotencyKey: options.idempotencyKey == null ? undefined : idempotencyKeyArg(options.idempotencyKey, invalid),
+    metadata: options.metadata == null ? undefined : metadataArg(options.metadata, invalid),
+    target: options.target == null ? undefined : targetArg(options.target),
+  };
+}
+
+/** A call's `target`: the sessionId of one of the key's sessions (getActiveSessions). */
+function targetArg(target) {
+  if (typeof target !== 'string' || target.length === 0 || target.length > 200) {
+    throw invalid('target', target, 'target must be a sessionId (a non-empty string, as getActiveSessions() lists it)');
+  }
+  return target;
 }
 
 /** The native `delivery` field: `waitFor` and `waitForDevice`. */
@@ -138,4 +186,4 @@ function schemelessProblem(field, source) {
   return `${field} must be a data: URL or an http://, https:// or file:// URL`;
 }
 
-module.exports = { sendArgs };
+module.exports = { sendArgs, callOptions, invalid, checkApiKey };

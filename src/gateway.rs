@@ -133,7 +133,8 @@ impl NativeGateway {
         self.core.stop();
     }
 
-    /// Queues a send; its outcome arrives in a batch under the number `call`.
+    /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
+    /// batch under the number `call`.
     #[napi]
     pub fn send(
         &self,
@@ -143,9 +144,25 @@ impl NativeGateway {
         phone_number: String,
         text: String,
         options: Option<SendOptions>,
-    ) {
+    ) -> napi::Result<()> {
+        // lib/request-args.js checks these; a frame must never carry anything else.
+        if kind == SendKind::Command {
+            if !wa_gateway_core::is_custom_type(&phone_number) {
+                return Err(napi::Error::new(
+                    Status::InvalidArg,
+                    "not a custom command type",
+                ));
+            }
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
+                return Err(napi::Error::new(
+                    Status::InvalidArg,
+                    "command data is not JSON",
+                ));
+            }
+        }
         let request = send_request(kind, api_key, phone_number, text, options);
         self.core.send(u64::from(call), request);
+        Ok(())
     }
 
     /// Sends the commands queued by `send` since the last flush.

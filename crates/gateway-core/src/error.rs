@@ -28,6 +28,8 @@ pub enum ErrorCode {
     ClusterUnavailable,
     /// An `idempotencyKey` already used for another message.
     IdempotencyKeyReused,
+    /// Active devices of the key are there, but none handles the custom command.
+    UnsupportedCommand,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -24,6 +24,29 @@ pub struct Identity {
     pub extension_version: String,
     pub browser: String,
     pub dialect: Dialect,
+    /// The custom command types it handles (`auth` `data.commands`).
+    pub commands: Commands,
+}
+
+/// The custom command types a session listed at auth; most list none. One pointer
+/// (not a slice's two words): every session's identity carries it, and with a second
+/// word its allocation moves up a malloc size class (176 to 192 bytes).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[allow(clippy::box_collection)]
+pub struct Commands(Option<Box<Vec<String>>>);
+
+impl Commands {
+    pub fn new(listed: Vec<String>) -> Self {
+        Self((!listed.is_empty()).then(|| Box::new(listed)))
+    }
+
+    pub fn handles(&self, command: &str) -> bool {
+        self.list().iter().any(|c| c == command)
+    }
+
+    pub fn list(&self) -> &[String] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
 }
 
 #[cfg(test)]
@@ -38,6 +61,7 @@ impl Identity {
             extension_version: "1".into(),
             browser: "test".into(),
             dialect: Dialect::Compat,
+            commands: Commands::default(),
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::error::{ErrorCode, GatewayError};
 use crate::identity::{CallId, Identity};
 use crate::metrics;
 use crate::protocol::delivery::Ack;
-use crate::protocol::SendKind;
+use crate::protocol::{Recipient, SendKind};
 
 /// `maxMessageStatuses` when not set.
 pub const DEFAULT_CAPACITY: usize = 200_000;
@@ -151,22 +151,26 @@ pub struct CallPart {
     /// The call has not settled: duplicates wait for it, and it is never evicted.
     pub open: bool,
     pub waiting: Vec<Waiting>,
+    /// A custom command's answer (its `data`, as JSON text), kept when it has an
+    /// `idempotencyKey`: its duplicates resolve with it.
+    answer: Option<Box<str>>,
 }
 
 impl Record {
-    /// The record of a successful result.
+    /// The record of a successful result; `answer` is a send's message id (a custom
+    /// command's data is kept by `Records::answered`).
     pub fn sent(
         identity: Arc<Identity>,
         kind: SendKind,
         phone_number: &str,
-        message_id: &Value,
+        answer: &Value,
         timestamp: f64,
     ) -> Self {
         let mut record = Self::new(kind, phone_number, State::Sent);
         record.identity = Some(identity);
-        record.message_id = MessageId::of(message_id);
         record.timestamp = timestamp;
         record.ack = Some(Ack::Sent);
+        record.answered(answer);
         record.written = true;
         record
     }
@@ -197,8 +201,29 @@ impl Record {
             created_at: now_ms(),
             open: true,
             waiting: Vec::new(),
+            answer: None,
         }));
         record
+    }
+
+    /// Takes a success's answer: a send's message id, or a custom command's data (kept
+    /// only for a call with an `idempotencyKey`, whose duplicates need it).
+    fn answered(&mut self, answer: &Value) {
+        if self.kind != SendKind::Command {
+            self.message_id = MessageId::of(answer);
+            return;
+        }
+        // Acks are for messages.
+        self.ack = None;
+        if let Some(call) = self.call.as_mut().filter(|c| c.idempotency_key.is_some()) {
+            call.answer = Some(answer.to_string().into());
+        }
+    }
+
+    /// A custom command's answer, if kept.
+    fn answer(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.answer.as_deref()?;
+        serde_json::from_str(text).ok()
     }
 
     fn new(kind: SendKind, phone_number: &str, state: State) -> Self {
@@ -314,6 +339,7 @@ impl Record {
             updated_at: wall_ms_at(self.updated),
             settled_at: (!self.is_open() && self.state.settled())
                 .then(|| wall_ms_at(self.settled_at)),
+            data: self.answer(),
         }
     }
 }
@@ -340,6 +366,9 @@ pub struct StoredRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub settled_at: Option<u64>,
+    /// A custom command's answer (`data`), kept for a call with an `idempotencyKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -389,13 +418,16 @@ impl StoredRecord {
             created_at: now,
             updated_at: now,
             settled_at: None,
+            data: None,
         }
     }
 
     /// What `getMessageStatus` answers; `state` as seen now (a call still open may be
     /// further along than its record says).
+    /// A send names its recipient by `phoneNumber` (null when it named a chat) or
+    /// `chatId`; a custom command by `command`.
     pub fn status(&self, state: State) -> Value {
-        json!({
+        let mut status = json!({
             "requestId": self.request_id,
             "state": state.as_str(),
             "ack": self.ack.map(Ack::as_str),
@@ -404,16 +436,29 @@ impl StoredRecord {
             "messageId": self.message_id,
             "idempotencyKey": self.idempotency_key,
             "metadata": self.metadata,
-            "error": self.error.as_ref().map(|e| json!({ "code": e.code, "message": e.message })),
+            "error": self.error.as_ref().map(status_error),
             "kind": self.kind,
-            "phoneNumber": self.phone_number,
-        })
+            "phoneNumber": Value::Null,
+        });
+        let to = Recipient::of(self.kind, &self.phone_number);
+        status[to.field()] = to.text().into();
+        status
     }
 
     /// The fingerprint as a number, if readable.
     pub fn fingerprint(&self) -> Option<u64> {
         u64::from_str_radix(self.fingerprint.as_deref()?, 16).ok()
     }
+}
+
+/// A record's error as `getMessageStatus` shows it: code and message, and the
+/// extension's own failure code when it gave one.
+fn status_error(error: &GatewayError) -> Value {
+    let mut shown = json!({ "code": error.code, "message": error.message });
+    if let Some(code) = error.details.get("extensionCode") {
+        shown["extensionCode"] = code.clone();
+    }
+    shown
 }
 
 /// A string stored in place when it has at most `N` bytes (`N` < 256).
@@ -503,7 +548,8 @@ pub enum StatusKey {
     Message(Value),
 }
 
-/// A late `message-result`: the extension's success (message id, timestamp) or failure.
+/// A late result: the extension's success (its answer, as `Record::sent` takes it, and
+/// timestamp) or failure.
 pub type LateAnswer = Result<(Value, f64), GatewayError>;
 
 /// How a call ended, for its record.
@@ -618,6 +664,13 @@ impl Records {
         self.push(request_id, record);
     }
 
+    /// A custom command's answer, for the record of its call (see `Record::answered`).
+    pub fn answered(&mut self, request_id: u128, answer: &Value) {
+        if let Some(at) = self.position(request_id) {
+            self.ring[at].record.answered(answer);
+        }
+    }
+
     /// The device now holding an open record's command (cluster mode: another
     /// process's).
     pub fn placed(&mut self, request_id: u128, identity: Arc<Identity>) {
@@ -664,7 +717,7 @@ impl Records {
                     record.state = State::Sent;
                     record.written = true;
                     record.ack = Some(ack);
-                    record.message_id = MessageId::of(message_id);
+                    record.answered(message_id);
                     record.timestamp = timestamp;
                 }
                 Outcome::Rejected(error) => {
@@ -799,10 +852,10 @@ impl Records {
         record.identity = Some(answered_by);
         record.updated = monotonic_ms();
         match answer {
-            Ok((message_id, timestamp)) => {
+            Ok((answer, timestamp)) => {
                 record.state = State::Sent;
                 record.ack = Some(Ack::Sent);
-                record.message_id = MessageId::of(&message_id);
+                record.answered(&answer);
                 record.timestamp = timestamp;
                 record.error = None;
             }
@@ -944,7 +997,11 @@ impl Records {
     ) -> Option<Advanced<'_>> {
         let at = self.position(request_id)?;
         let record = &self.ring[at].record;
-        if record.api_key() != Some(api_key) || record.state != State::Sent {
+        // A custom command has no delivery to acknowledge.
+        if record.api_key() != Some(api_key)
+            || record.state != State::Sent
+            || record.kind == SendKind::Command
+        {
             return None;
         }
         if record.ack.is_some_and(|known| known >= ack) {

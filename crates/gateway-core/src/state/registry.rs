@@ -16,6 +16,7 @@ use super::link::{CloseRequest, Enqueued, SessionLink};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
 use super::records::{Records, State, StatusKey, StoredRecord};
+use super::send_request::Wants;
 use crate::clock::now_ms;
 use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
@@ -40,6 +41,9 @@ pub struct SessionInfo {
     pub browser: String,
     pub ip: String,
     pub user_id: Value,
+    /// The custom command types it handles (listed at auth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 /// Hashing for keys the gateway makes itself: sequential session keys, and request ids
@@ -194,6 +198,7 @@ impl Session {
             browser: id.browser.clone(),
             ip: id.ip.clone(),
             user_id: id.user_id.clone(),
+            commands: id.commands.list().to_vec(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl Session {
 pub struct Pending {
     pub call: CallId,
     pub kind: SendKind,
+    /// Who it is for (`protocol::Recipient`), or a custom command's type.
     pub phone_number: String,
     pub timeout_ms: u64,
     pub deadline: Instant,
@@ -212,6 +218,10 @@ pub struct Pending {
     pub queued: bool,
     /// Until when it may wait for a device if its own leaves before it is written.
     pub park_until: Option<Instant>,
+    /// Pacing spaces it (`SendRequest::paced`).
+    pub paced: bool,
+    /// It may go to its session only (`target`).
+    pub pinned: bool,
 }
 
 impl Pending {
@@ -225,7 +235,14 @@ impl Pending {
             wait_for: Ack::Sent,
             queued: false,
             park_until: None,
+            paced: true,
+            pinned: false,
         }
+    }
+
+    /// The type of a custom command.
+    pub fn command(&self) -> Option<&str> {
+        (self.kind == SendKind::Command).then_some(self.phone_number.as_str())
     }
 }
 
@@ -291,6 +308,10 @@ pub enum Unavailable {
     NoSessions,
     /// It has sessions, but none is logged in and ready (or all are closing).
     NoneReady,
+    /// The send's `target` is not a connected, active session of the key.
+    Target,
+    /// Active devices of the key are there, but none handles the custom command.
+    Unsupported,
 }
 
 /// Why a session was not admitted.
@@ -342,6 +363,8 @@ pub struct Unparked {
     pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
     /// Sends that found a device whose socket had too many bytes waiting.
     pub backpressure: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Custom commands that found active devices, none of which handles them.
+    pub unsupported: Vec<(Arc<str>, Parked<Pending>)>,
     /// Whether a placed request now has the earliest deadline.
     pub earliest: bool,
 }
@@ -433,25 +456,39 @@ impl Registry {
         Some(session.identity.clone())
     }
 
-    /// Picks an active device of `api_key` that has not been asked to close.
+    /// Picks an active device of `api_key` that has not been asked to close, and is
+    /// what the send `wants` (its target, a device that handles its command).
     pub fn select(
         &mut self,
         api_key: &str,
         strategy: Strategy,
+        wants: Wants,
     ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        if let Some(session_id) = wants.session {
+            return self.select_pinned(api_key, session_id, wants);
+        }
         let group = self
             .by_api_key
             .get_mut(api_key)
             .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
         let is_active = |k: &SessionKey| {
-            sessions
-                .get(k)
-                .is_some_and(|s| s.device_active() && !s.link.closing())
+            sessions.get(k).is_some_and(|s| {
+                s.device_active() && !s.link.closing() && wants.handled_by(&s.identity)
+            })
         };
         let active = group.members.iter().filter(|k| is_active(k)).count();
         if active == 0 {
-            return Err(Unavailable::NoneReady);
+            let any_active = wants.command.is_some()
+                && group.members.iter().any(|k| {
+                    sessions
+                        .get(k)
+                        .is_some_and(|s| s.device_active() && !s.link.closing())
+                });
+            return Err(match any_active {
+                true => Unavailable::Unsupported,
+                false => Unavailable::NoneReady,
+            });
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
@@ -479,28 +516,50 @@ impl Registry {
         Ok((key, session.identity.clone(), session.link.clone()))
     }
 
-    /// The session `session_id` of `api_key`, if it is an active device (5.3: a send
-    /// another process routed to it); else any active device of the key.
+    /// The session `session_id` of `api_key`, if it is an active device that handles
+    /// the send's command (5.3: a send another process routed to it); else any
+    /// active device of the key that does.
     pub fn select_session(
         &mut self,
         api_key: &str,
         session_id: &str,
         strategy: Strategy,
+        wants: Wants,
     ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
-        let group = self
-            .by_api_key
-            .get(api_key)
-            .ok_or(Unavailable::NoSessions)?;
-        let found = group.members.iter().find_map(|k| {
-            let s = self.sessions.get(k)?;
-            let usable =
-                &*s.identity.session_id == session_id && s.device_active() && !s.link.closing();
-            usable.then(|| (*k, s.identity.clone(), s.link.clone()))
-        });
-        match found {
-            Some(found) => Ok(found),
-            None => self.select(api_key, strategy),
+        let pinned = Wants {
+            session: Some(session_id),
+            ..wants
+        };
+        match self.select_pinned(api_key, session_id, pinned) {
+            Ok(found) => Ok(found),
+            Err(_) => self.select(api_key, strategy, wants),
         }
+    }
+
+    /// The session `session_id` of `api_key`, only: `Target` if it is not an active
+    /// device, `Unsupported` if it does not handle the send's command.
+    fn select_pinned(
+        &self,
+        api_key: &str,
+        session_id: &str,
+        wants: Wants,
+    ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        let group = self.by_api_key.get(api_key).ok_or(Unavailable::Target)?;
+        let (key, session) = group
+            .members
+            .iter()
+            .find_map(|k| {
+                let s = self.sessions.get(k)?;
+                (*s.identity.session_id == *session_id).then_some((*k, s))
+            })
+            .ok_or(Unavailable::Target)?;
+        if !session.device_active() || session.link.closing() {
+            return Err(Unavailable::Target);
+        }
+        if !wants.handled_by(&session.identity) {
+            return Err(Unavailable::Unsupported);
+        }
+        Ok((key, session.identity.clone(), session.link.clone()))
     }
 
     /// The active devices of `api_key` with their sends in flight (5.3: the calling
@@ -533,13 +592,29 @@ impl Registry {
         taken
     }
 
-    /// Whether `api_key` has a device a send could go to now.
-    pub fn has_active_device(&self, api_key: &str) -> bool {
+    /// Whether `session_id` is a session of `api_key` here, active or not.
+    pub fn has_session(&self, api_key: &str, session_id: &str) -> bool {
         self.by_api_key.get(api_key).is_some_and(|group| {
             group.members.iter().any(|k| {
                 self.sessions
                     .get(k)
-                    .is_some_and(|s| s.device_active() && !s.link.closing())
+                    .is_some_and(|s| *s.identity.session_id == *session_id)
+            })
+        })
+    }
+
+    /// Whether `api_key` has a device a send could go to now.
+    pub fn has_active_device(&self, api_key: &str) -> bool {
+        self.has_device_for(api_key, Wants::default())
+    }
+
+    /// Whether `api_key` has a device now that a send with these `wants` could go to.
+    pub fn has_device_for(&self, api_key: &str, wants: Wants) -> bool {
+        self.by_api_key.get(api_key).is_some_and(|group| {
+            group.members.iter().any(|k| {
+                self.sessions.get(k).is_some_and(|s| {
+                    s.device_active() && !s.link.closing() && wants.accepts(&s.identity)
+                })
             })
         })
     }
@@ -717,7 +792,7 @@ impl Registry {
         mut pending: Pending,
         frame: Frame,
     ) -> Result<bool, NotPlaced> {
-        let pacing = self.pacing;
+        let pacing = self.pacing.filter(|_| pending.paced);
         let max_queued = self.max_queued;
         let Some(session) = self.sessions.get_mut(&key) else {
             pending.queued = true;
@@ -821,8 +896,19 @@ impl Registry {
         pending: Pending,
         frame: Frame,
     ) -> Option<Pending> {
-        let (mut pending, frame) = match self.select(&origin.api_key, Strategy::LeastBusy) {
-            Ok((key, _, _)) => match self.place(key, request_id, pending, frame) {
+        // Its target has left, for good: a session never comes back under its id.
+        if pending.pinned {
+            return Some(pending);
+        }
+        let wants = Wants {
+            session: None,
+            command: pending.command(),
+        };
+        let selected = self
+            .select(&origin.api_key, Strategy::LeastBusy, wants)
+            .map(|(key, _, _)| key);
+        let (mut pending, frame) = match selected {
+            Ok(key) => match self.place(key, request_id, pending, frame) {
                 Ok(_) => return None,
                 Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
                 // Its command is gone with the refusal: it fails as never written.
@@ -842,6 +928,7 @@ impl Registry {
             strategy: Strategy::LeastBusy,
             until,
             origin: Some(origin.clone()),
+            target: None,
         };
         self.parking.park(origin.api_key.clone(), parked);
         self.wake_delivery.notify_one();
@@ -868,9 +955,25 @@ impl Registry {
             let mut parked = self.parking.take(&api_key);
             let mut stuck = std::collections::VecDeque::new();
             while let Some(p) = parked.pop_front() {
-                let Ok((key, identity, _)) = self.select(&api_key, p.strategy) else {
-                    stuck.push_back(p);
-                    break;
+                let wants = Wants {
+                    session: p.target.as_deref(),
+                    command: p.pending.command(),
+                };
+                let (key, identity) = match self.select(&api_key, p.strategy, wants) {
+                    Ok((key, identity, _)) => (key, identity),
+                    Err(Unavailable::Unsupported) => {
+                        out.unsupported.push((api_key.clone(), p));
+                        continue;
+                    }
+                    // Its session may still become active; those behind it go on.
+                    Err(Unavailable::Target) => {
+                        stuck.push_back(p);
+                        continue;
+                    }
+                    Err(_) => {
+                        stuck.push_back(p);
+                        break;
+                    }
                 };
                 let Parked {
                     request_id,
@@ -879,6 +982,7 @@ impl Registry {
                     strategy,
                     until,
                     origin,
+                    target,
                 } = p;
                 match self.place(key, request_id, pending, frame) {
                     Ok(earliest) => out.earliest |= earliest,
@@ -896,6 +1000,7 @@ impl Registry {
                         strategy,
                         until,
                         origin,
+                        target,
                     }),
                 }
             }
@@ -1054,15 +1159,25 @@ mod tests {
         let (idle, _) = reg.add(identity("k", 2), Arc::default(), 10).unwrap();
         let b = add_active(&mut reg, "k", 3);
         let picks: Vec<_> = (0..4)
-            .map(|_| reg.select("k", Strategy::RoundRobin).unwrap().0)
+            .map(|_| {
+                reg.select("k", Strategy::RoundRobin, Wants::default())
+                    .unwrap()
+                    .0
+            })
             .collect();
         assert_eq!(picks, [a, b, a, b]);
         assert!(!picks.contains(&idle));
         for _ in 0..20 {
-            assert_ne!(reg.select("k", Strategy::Random).unwrap().0, idle);
+            assert_ne!(
+                reg.select("k", Strategy::Random, Wants::default())
+                    .unwrap()
+                    .0,
+                idle
+            );
         }
         assert_eq!(
-            reg.select("nobody", Strategy::RoundRobin).err(),
+            reg.select("nobody", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoSessions)
         );
         reg.set_status(
@@ -1082,7 +1197,8 @@ mod tests {
             },
         );
         assert_eq!(
-            reg.select("k", Strategy::RoundRobin).err(),
+            reg.select("k", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoneReady)
         );
     }
@@ -1095,14 +1211,15 @@ mod tests {
         reg.sessions[&a].link.request_close(CloseRequest::Stalled);
         for strategy in [Strategy::RoundRobin, Strategy::Random] {
             for _ in 0..10 {
-                assert_eq!(reg.select("k", strategy).unwrap().0, b);
+                assert_eq!(reg.select("k", strategy, Wants::default()).unwrap().0, b);
             }
         }
         reg.sessions[&b]
             .link
             .request_close(CloseRequest::HeartbeatTimeout);
         assert_eq!(
-            reg.select("k", Strategy::RoundRobin).err(),
+            reg.select("k", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoneReady)
         );
     }
