@@ -5,6 +5,16 @@
 // docs/extension-protocol.md describes every frame this file reads and writes.
 
 const COMMANDS = ['send-message', 'send-image', 'send-video', 'send-document'];
+// A custom command's type (docs/extension-protocol.md, "Custom commands"): never one of
+// the protocol's own frame types.
+const CUSTOM_TYPE = /^[a-z][a-z0-9-]{0,63}$/;
+const FRAME_TYPES = [
+  ...COMMANDS,
+  'auth', 'authenticate', 'auth-success', 'authenticated', 'status', 'heartbeat', 'ping', 'error',
+  'message-result', 'message-ack', 'incoming-message', 'incoming-ack', 'command-result',
+];
+// An extension's failure code: one upper-case word (NOT_ON_WHATSAPP, RATE_LIMITED...).
+const FAILURE_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 const EVENTS = ['open', 'authenticated', 'close', 'error'];
 const MEDIA_FIELDS = ['imageDataUrl', 'videoDataUrl', 'documentDataUrl'];
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
@@ -115,10 +125,16 @@ export class GatewayClient {
     return this;
   }
 
-  /** Registers the function that executes one kind of command. */
+  /**
+   * Registers the function that executes one kind of command: a built-in one
+   * (send-message, ...) or a custom one (`^[a-z][a-z0-9-]{0,63}$`, not a frame type of
+   * the protocol), which the gateway learns of at the next authentication.
+   */
   handle(type, handler) {
-    if (!COMMANDS.includes(type)) {
-      throw new TypeError(`GatewayClient.handle: unknown command '${type}' (one of ${COMMANDS.join(', ')})`);
+    if (!COMMANDS.includes(type) && !isCustomType(type)) {
+      throw new TypeError(
+        `GatewayClient.handle: '${type}' is neither a built-in command (${COMMANDS.join(', ')}) nor a custom command type (^[a-z][a-z0-9-]{0,63}$, not a frame type of the protocol)`,
+      );
     }
     if (typeof handler !== 'function') throw new TypeError('GatewayClient.handle: handler must be a function');
     this.#handlers.set(type, handler);
@@ -227,11 +243,11 @@ export class GatewayClient {
     let authenticated = false;
     ws.onopen = () => {
       this.#emit('open');
-      this.#send({
-        type: 'auth',
-        apiKey: this.#apiKey,
-        data: { extensionVersion: this.#extensionVersion, browser: this.#browser },
-      });
+      const data = { extensionVersion: this.#extensionVersion, browser: this.#browser };
+      // The custom commands it handles: the gateway sends each only to sessions that list it.
+      const commands = [...this.#handlers.keys()].filter(isCustomType);
+      if (commands.length > 0) data.commands = commands;
+      this.#send({ type: 'auth', apiKey: this.#apiKey, data });
     };
     ws.onmessage = (event) => {
       if (this.#ws !== ws || typeof event.data !== 'string') return;
@@ -354,6 +370,7 @@ export class GatewayClient {
         return;
       default:
         if (COMMANDS.includes(frame.type)) this.#runCommand(ws, frame);
+        else if (isCustomType(frame.type) && typeof frame.requestId === 'string') this.#runCustom(frame);
     }
   }
 
@@ -384,13 +401,19 @@ export class GatewayClient {
     }, this.#timing.receiveRetryInterval);
   }
 
-  #runCommand(ws, frame) {
-    const requestId = frame.requestId;
-    if (typeof requestId !== 'string' || this.#seenCommands.has(requestId)) return;
+  /** False for a command already taken on (answered at most once). */
+  #remember(requestId) {
+    if (typeof requestId !== 'string' || this.#seenCommands.has(requestId)) return false;
     this.#seenCommands.add(requestId);
     if (this.#seenCommands.size > REMEMBERED_COMMANDS) {
       this.#seenCommands.delete(this.#seenCommands.values().next().value);
     }
+    return true;
+  }
+
+  #runCommand(ws, frame) {
+    const requestId = frame.requestId;
+    if (!this.#remember(requestId)) return;
     const type = frame.type;
     const data = { ...(frame.data ?? {}) };
     const mediaField = MEDIA_FIELDS.find((field) => typeof data[field] === 'string');
@@ -403,12 +426,26 @@ export class GatewayClient {
     work
       .then((outcome) => {
         if (outcome && outcome.success === false) {
-          return { success: false, error: describe(outcome.error, 'The extension reported a failure') };
+          return failure(outcome.error, 'The extension reported a failure', outcome.code ?? outcome.error?.code);
         }
         return { success: true, messageId: outcome?.messageId ?? null };
       })
-      .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
+      .catch((error) => failure(error, 'The handler failed', error?.code))
       .then((result) => this.#sendOrKeep({ type: 'message-result', requestId, ...result, timestamp: Date.now() }));
+  }
+
+  /** A custom command: the handler's return value is the result's `data`; a throw, its failure. */
+  #runCustom(frame) {
+    const { requestId, type } = frame;
+    if (!this.#remember(requestId)) return;
+    const handler = this.#handlers.get(type);
+    const work = handler
+      ? new Promise((resolve) => resolve(handler(frame.data ?? null, { requestId, type })))
+      : Promise.reject(new Error(`This extension has no handler for '${type}'`));
+    work
+      .then((data) => ({ success: true, data: data === undefined ? null : data }))
+      .catch((error) => failure(error, 'The handler failed', error?.code))
+      .then((result) => this.#sendOrKeep({ type: 'command-result', requestId, ...result, timestamp: Date.now() }));
   }
 
   /** Sends a result now if authenticated, else keeps it for the next authentication. */
@@ -447,6 +484,17 @@ export class GatewayClient {
   #sendStatus() {
     this.#send({ type: 'status', data: { ...this.#status } });
   }
+}
+
+function isCustomType(type) {
+  return typeof type === 'string' && CUSTOM_TYPE.test(type) && !FRAME_TYPES.includes(type);
+}
+
+/** A failed result: the reason's text, and its `code` when it is one upper-case word. */
+function failure(reason, fallback, code) {
+  const result = { success: false, error: describe(reason, fallback) };
+  if (typeof code === 'string' && FAILURE_CODE.test(code)) result.code = code;
+  return result;
 }
 
 function describe(error, fallback) {
