@@ -115,3 +115,24 @@ test('the "Seeing inside" block runs as written', { timeout: 30_000 }, () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the "Beyond the four commands" example runs as written and prints what the README says', { timeout: 30_000 }, () => {
+  const block = jsBlocks('README.md').find((b) => b.code.startsWith('// custom-command.js'));
+  assert.ok(block, 'the README has custom-command.js');
+  const dir = scratchApp();
+  try {
+    fs.writeFileSync(path.join(dir, 'custom-command.js'), block.code);
+    const result = spawnSync(process.execPath, ['custom-command.js'], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(result.stdout.trim().split('\n'), [
+      'commands: check-number',
+      'on WhatsApp: true',
+      'EXTENSION_ERROR RATE_LIMITED retryable: true',
+      'UNSUPPORTED_COMMAND',
+    ]);
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    assert.match(readme, /prints `commands: check-number`, `on WhatsApp: true`,\s+`EXTENSION_ERROR RATE_LIMITED retryable: true`\s+and `UNSUPPORTED_COMMAND`/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
