@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'INVALID_MESSAGE'
   | 'UNKNOWN_MESSAGE_TYPE'
   | 'NOT_AUTHENTICATED'
+  | 'IDEMPOTENCY_KEY_REUSED'
   | 'UNSUPPORTED_COMMAND';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
@@ -111,8 +112,10 @@ export interface GatewayConfig {
   mediaFetchTimeout?: number;
   /** Frames written to extensions (default 'compat': every dialect at once). */
   dialect?: ExtensionDialect;
-  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered (default 86400000). */
+  /** ms an idempotencyKey, and a send's getMessageStatus, is remembered after its call settled (default 86400000). */
   idempotencyTtl?: number;
+  /** Records of sends kept at most; the oldest settled go first, pending ones never (default 200000). */
+  maxMessageStatuses?: number;
   /**
    * Space out sends per device (default off: commands leave at once). The first send to an
    * idle device leaves at once; the others wait their turn in that device's queue.
@@ -122,6 +125,8 @@ export interface GatewayConfig {
   maxQueuedSends?: number;
   /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
   waitForDevice?: number;
+  /** Start/stop, Redis up/down, sessions (debug), refusals and failures, pino-style. */
+  logger?: GatewayLogger;
 }
 
 export interface PacingOptions {
@@ -140,9 +145,17 @@ interface SendOptions {
   timeout?: number;
   /**
    * 1 to 200 characters. A later call with the same API key and key within
-   * idempotencyTtl sends nothing and settles like the first, with `duplicate: true`.
+   * idempotencyTtl sends nothing and settles by the first call's state (README: "Delivery"):
+   * like its success with `duplicate: true`, or like its rejection with
+   * `details.duplicate` (and `details.state: 'unknown'` when it may have gone out). The
+   * key with another recipient, kind, text, caption or media rejects IDEMPOTENCY_KEY_REUSED.
    */
   idempotencyKey?: string;
+  /**
+   * Any JSON value of at most 4096 bytes as JSON: echoed in this send's events, its
+   * getMessageStatus record and a duplicate's result.
+   */
+  metadata?: unknown;
   /** Resolve on this ack or a higher one (default 'sent': the extension's result). */
   waitFor?: AckLevel;
   /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
@@ -245,19 +258,40 @@ export interface MessageResult {
   ack: AckLevel;
   /** Present (true) when an earlier call with the same idempotencyKey settled this one. */
   duplicate?: true;
+  /** On a duplicate: the first call's metadata, if it had one. */
+  metadata?: unknown;
 }
 
-/** `getMessageStatus(requestId)`. */
+/**
+ * Where a send is: 'queued' (waiting for a device, its pace or room), 'in-flight' (its
+ * command handed to a device), 'sent', 'failed' (known not to have gone out: refused
+ * before writing, or the extension said it failed) or 'unknown' (it may have been
+ * written, but no result came before the call settled; a late result still moves it).
+ */
+export type MessageState = 'queued' | 'in-flight' | 'sent' | 'failed' | 'unknown';
+
+/** `getMessageStatus(...)`: a send's record. */
 export interface MessageStatus {
   requestId: string;
-  state: 'queued' | 'in-flight' | 'sent' | 'failed';
+  state: MessageState;
   /** null until the extension's result. */
   ack: AckLevel | null;
   /** null while it waits for a device. */
   sessionId: string | null;
   /** ms since the epoch. */
   updatedAt: number;
+  /** The extension's message id, or null. */
+  messageId: string | number | null;
+  idempotencyKey: string | null;
+  metadata: unknown;
+  /** Why its call rejected, or null. */
+  error: { code: ErrorCode; message: string } | null;
+  kind: 'message' | 'image' | 'video' | 'document';
+  phoneNumber: string;
 }
+
+/** What getMessageStatus looks a send up by: its requestId, or within one API key. */
+export type MessageLookup = string | { apiKey: string; idempotencyKey: string } | { apiKey: string; messageId: string | number };
 
 /** What an extension forwards in an `incoming-message` frame; passed through as sent. */
 export interface IncomingMessage {
@@ -327,11 +361,66 @@ export interface MessageLogData {
   ack?: Exclude<AckLevel, 'sent'>;
   /** `message-received`: the incoming message. */
   data?: IncomingMessage;
+  /** `*-sent` for a result that came after its call settled (it may follow its send-failed). */
+  late?: true;
+  /** The outcome of a send taken up again after a restart. */
+  recovered?: true;
+  /** `*-sent`, `send-failed`, `message-ack`: the call's metadata, if it had one. */
+  metadata?: unknown;
+}
+
+/** PEM text: a string or a Buffer (any Uint8Array), or several of them. */
+export type Pem = string | Uint8Array | Array<string | Uint8Array>;
+
+/** `cluster.redis` for a master found through Redis Sentinel (README "Deploying"). */
+export interface SentinelOptions {
+  /** `'host:port'` of each Sentinel. */
+  sentinels: string[];
+  /** The master's name in Sentinel (`sentinel monitor <name> ...`). */
+  name: string;
+  /** ACL user and password on the Redis servers. */
+  username?: string;
+  password?: string;
+  /** ACL user and password on the Sentinels, if they ask for one. */
+  sentinelUsername?: string;
+  sentinelPassword?: string;
+  db?: number;
+}
+
+/** `cluster.tls`: TLS to Redis (and to the Sentinels) with a private CA or client certificates. */
+export interface ClusterTlsOptions {
+  /** Trusted CA certificates instead of the bundled Mozilla list. */
+  ca?: Pem;
+  /** A client certificate (with `key`), for `tls-auth-clients yes`. */
+  cert?: Pem;
+  key?: Pem;
+  /** The name the server's certificate must carry (and SNI), instead of the host's. */
+  servername?: string;
+  /** `false` accepts any certificate: for tests only (default true). */
+  rejectUnauthorized?: boolean;
+}
+
+/** Anything with these four methods: pino, winston, `console`. Called as `(fields, message)`. */
+export interface GatewayLogger {
+  debug(fields: Record<string, unknown>, message: string): unknown;
+  info(fields: Record<string, unknown>, message: string): unknown;
+  warn(fields: Record<string, unknown>, message: string): unknown;
+  error(fields: Record<string, unknown>, message: string): unknown;
 }
 
 export interface ClusterOptions {
-  /** `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later). */
-  redis: string;
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://...` (Redis 7.0 or later), or
+   * `{ sentinels, name, ... }` for a master found through Sentinel.
+   */
+  redis: string | SentinelOptions;
+  /** TLS settings: `rediss://` alone uses the bundled Mozilla roots. */
+  tls?: ClusterTlsOptions;
+  /**
+   * API keys stand in Redis as an HMAC-SHA-256 with this secret (recommended; the same on
+   * every process), else as a SHA-256 digest.
+   */
+  secret?: string;
   /** Unique per live process; default host-pid-random. */
   nodeId?: string;
   /** Isolates clusters sharing one Redis (default `'wa-gw:'`). */
@@ -374,6 +463,10 @@ export interface HealthCheckResponse {
   localSessions: number;
   /** Only in cluster mode. */
   cluster?: ClusterHealth;
+  /** Running, not draining, and Redis connected in cluster mode: take traffic (`/readyz`). */
+  ready: boolean;
+  /** The core answers (`/healthz`): false means restart the process. */
+  live: boolean;
 }
 
 export declare class GatewayError extends Error {
@@ -401,6 +494,16 @@ export type GatewayEventName =
 /** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
 export interface SessionWithKey extends SessionInfo {
   apiKey: string;
+  /** SHA-256 of the API key, in hex (in cluster mode: see ClusterSessionWithKey). */
+  apiKeyDigest: string;
+}
+
+/** A session of getAllSessions() in cluster mode. */
+export interface ClusterSessionWithKey extends ClusterSessionInfo {
+  /** Null for a session of another process whose key this process does not know (Redis holds digests only). */
+  apiKey: string | null;
+  /** HMAC-SHA-256 of the API key with `cluster.secret`, else its SHA-256, in hex. */
+  apiKeyDigest: string;
 }
 
 /**
@@ -422,7 +525,7 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   removeAllListeners(event?: GatewayEventName | 'gateway-error'): this;
   listenerCount(event: GatewayEventName | 'gateway-error'): number;
   /** Every session of every key, with its full apiKey (cluster mode: every process's, with nodeId). */
-  getAllSessions(): Clustered<Config, SessionWithKey[], (SessionWithKey & { nodeId: string })[]>;
+  getAllSessions(): Clustered<Config, SessionWithKey[], ClusterSessionWithKey[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
   readonly isRunning: boolean;
@@ -441,8 +544,12 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   /** Cluster mode: every process's sessions of the key, each with its nodeId. */
   getActiveSessions(apiKey: string): Clustered<Config, SessionInfo[], ClusterSessionInfo[]>;
   getHealth(): HealthCheckResponse;
-  /** What became of a send of the last idempotencyTtl, or null (the oldest are forgotten first). */
-  getMessageStatus(requestId: string): Clustered<Config, MessageStatus | null, MessageStatus | null>;
+  /**
+   * A send's record (by requestId, or by { apiKey, idempotencyKey } or { apiKey, messageId })
+   * for idempotencyTtl after its call settled, or null (at most maxMessageStatuses: the
+   * oldest settled are forgotten first).
+   */
+  getMessageStatus(lookup: MessageLookup): Clustered<Config, MessageStatus | null, MessageStatus | null>;
   /** `{ port }` while listening, else null. */
   address(): { port: number } | null;
 }

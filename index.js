@@ -21,6 +21,8 @@ const { requestArgs } = require('./lib/request-args');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
+const { Log } = require('./lib/logger');
+const { createHash } = require('node:crypto');
 
 /**
  * The addon the install put next to this file, else the one the tarball carries for
@@ -167,6 +169,8 @@ class WhatsAppGateway extends EventEmitter {
   #cluster;
   #answers = new Map();
   #nextAnswer = 0;
+  /** The `logger` option's lines (6.3), or null. */
+  #logger = null;
 
   constructor(config) {
     super();
@@ -178,6 +182,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#port = native.port;
     this.#maxPayload = native.maxPayload;
     this.#cluster = native.cluster !== undefined;
+    if (callbacks.logger) this.#logger = new Log(callbacks.logger);
     // Listeners may be added at any time, and the debug log wants session events too.
     const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
@@ -198,7 +203,11 @@ class WhatsAppGateway extends EventEmitter {
     try {
       if (this.#server) {
         this.#native.startAttached();
-        this.#detach = attach(this.#server, this.#native, this.#path, () => this.#native.closeSessions());
+        // In cluster mode server.close() only stops new connections: requests under way
+        // still send, and stop() then drains the sessions (README "Deploying").
+        this.#detach = attach(this.#server, this.#native, this.#path, () => {
+          if (!this.#cluster) this.#native.closeSessions();
+        });
       } else {
         this.#native.start();
       }
@@ -219,6 +228,11 @@ class WhatsAppGateway extends EventEmitter {
     }
     if (this.#server) debug('attached to the server, WebSocket path %s', this.#path);
     else debug('listening on port %d, WebSocket path %s', this.address()?.port, this.#path);
+    if (this.#logger) {
+      const health = this.getHealth();
+      const where = this.#server ? { attached: true } : { port: health.port };
+      this.#logger.write('info', { ...where, path: this.#path, nodeId: health.cluster?.nodeId }, 'gateway started');
+    }
   }
 
   /** Why start() failed, naming the port and the fix where there is one. */
@@ -246,6 +260,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#detach?.();
     this.#detach = null;
     this.#updateHold();
+    this.#logger?.write('info', { pendingRequests: this.#calls.size }, 'gateway stopping');
     this.#native.stop();
     return this.#stopping;
   }
@@ -316,7 +331,7 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #localSessions() {
-    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey }));
+    return this.#native.allSessions().map(({ apiKey, session }) => ({ ...session, apiKey, apiKeyDigest: sha256(apiKey) }));
   }
 
   /** Asks the core something it answers later (cluster queries need Redis). */
@@ -358,7 +373,7 @@ class WhatsAppGateway extends EventEmitter {
       args = sendArgs(kind, apiKey, data);
     } catch (error) {
       this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR');
-      this.#reportError(error);
+      this.#reportError(error, true);
       return Promise.reject(error);
     }
     return this.#dispatch(kind, apiKey, args);
@@ -432,7 +447,7 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.rejected) {
         const error = fromNative(items[i + 2]);
         // A duplicate's rejection repeats the first call's error, reported then.
-        if (error.details?.duplicate !== true) this.#reportError(error);
+        if (error.details?.duplicate !== true) this.#reportError(error, true);
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
@@ -457,6 +472,11 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.debug) {
         debug('%s', items[i + 1]);
         i += 2;
+      } else if (tag === BATCH.notice) {
+        const { level, message, fields } = JSON.parse(items[i + 1]);
+        debug('%s', message);
+        this.#logger?.write(level, fields, message);
+        i += 2;
       } else if (tag === BATCH.answer) {
         const waiting = this.#answers.get(items[i + 1]);
         this.#answers.delete(items[i + 1]);
@@ -465,6 +485,7 @@ class WhatsAppGateway extends EventEmitter {
         i += 4;
       } else {
         debug('stopped');
+        this.#logger?.write('info', {}, 'gateway stopped');
         this.#stopping = null;
         this.#stopped?.();
         this.#stopped = null;
@@ -534,6 +555,7 @@ class WhatsAppGateway extends EventEmitter {
 
   #log(event) {
     debugEvent(event);
+    this.#logger?.event(event);
     const { onMessageLog } = this.#callbacks;
     if (onMessageLog) call(onMessageLog, this, event, (error) => this.#callbackFailed('onMessageLog', error));
     this.#emitSafely(event.type, event);
@@ -565,8 +587,9 @@ class WhatsAppGateway extends EventEmitter {
    * a failure of the error handler to itself would recurse). With neither, failures
    * the host would want to know about become process warnings.
    */
-  #reportError(error) {
+  #reportError(error, send = false) {
     debugError(error);
+    this.#logger?.error(error, { send });
     const { onError } = this.#callbacks;
     const listening = this.listenerCount('gateway-error') > 0;
     if (onError) call(onError, this, error, ignore);
@@ -588,6 +611,11 @@ function statusSelector(lookup) {
     return text === undefined ? null : { apiKey: lookup.apiKey, messageId: text };
   }
   return null;
+}
+
+/** `apiKeyDigest` without cluster mode: SHA-256 of the key, in hex (as Redis would hold it without `cluster.secret`). */
+function sha256(text) {
+  return createHash('sha256').update(text).digest('hex');
 }
 
 /** Calls a user's function; a throw or a rejected promise goes to `failed`. */

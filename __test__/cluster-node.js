@@ -9,7 +9,8 @@
 // starts with 'bad-'). The child answers { type: 'ready', port, nodeId } once started, or
 // { type: 'start-failed', error }. Requests { id, op, ... } get { type: 'reply', id, ok,
 // value | error }: op 'send' (kind, apiKey, data), 'sessions' (apiKey), 'all-sessions',
-// 'health', 'stop', 'start' (a send's reply comes when its promise settles). With
+// 'status' (lookup: a request id or { apiKey, idempotencyKey | messageId }), 'health',
+// 'stop', 'start' (a send's reply comes when its promise settles). With
 // CLUSTER_NODE_FORWARD=1, events and errors are forwarded as { type: 'event', event }
 // and { type: 'gateway-error', error }.
 const { fork } = require('node:child_process');
@@ -123,6 +124,7 @@ function runChild() {
     },
     sessions: ({ apiKey }) => gateway.getActiveSessions(apiKey),
     'all-sessions': () => gateway.getAllSessions(),
+    status: ({ lookup }) => gateway.getMessageStatus(lookup),
     health: () => gateway.getHealth(),
     stop: () => gateway.stop(),
     start: () => gateway.start(),

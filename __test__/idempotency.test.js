@@ -299,3 +299,44 @@ test('a key stays reserved however long its first call waits for a device; a dup
   assert.deepEqual(await duplicate, { ...result, duplicate: true });
   assert.equal(ext.commands.length, 1);
 });
+
+test('types: lookups, metadata, the unknown state, late events and IDEMPOTENCY_KEY_REUSED type-check; wrong uses do not', { timeout: 120_000 }, () => {
+  const fs = require('node:fs');
+  const os = require('node:os');
+  const path = require('node:path');
+  const { execFileSync } = require('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-ts-'));
+  const compile = (source) => {
+    fs.writeFileSync(path.join(dir, 'use.ts'), `${source}\nexport {};\n`);
+    const tsc = require.resolve('typescript/bin/tsc');
+    const flags = ['--noEmit', '--strict', '--target', 'es2022', '--lib', 'es2022,dom', '--module', 'esnext', '--moduleResolution', 'bundler'];
+    execFileSync(process.execPath, [tsc, ...flags, 'use.ts'], { cwd: dir, stdio: 'pipe' });
+  };
+  try {
+    fs.mkdirSync(path.join(dir, 'node_modules'));
+    fs.symlinkSync(path.resolve(__dirname, '..'), path.join(dir, 'node_modules', 'whatsapp-ws-extension-gateway'), 'dir');
+    const prelude = `import { WhatsAppGateway, ERROR_CODES, type MessageState, type MessageLogData } from 'whatsapp-ws-extension-gateway';
+const gateway = new WhatsAppGateway({ validateApiKey: () => ({ valid: true }), maxMessageStatuses: 1000 });`;
+    compile(`${prelude}
+async function use() {
+  const r = await gateway.sendMessage('k', { phoneNumber: '+1', message: 'x', idempotencyKey: 'o-1', metadata: { order: 1 } });
+  const meta: unknown = r.metadata;
+  const s = gateway.getMessageStatus({ apiKey: 'k', idempotencyKey: 'o-1' });
+  const state: MessageState | undefined = s?.state;
+  if (state === 'unknown' && s?.error?.code === ERROR_CODES.REQUEST_TIMEOUT) console.log(s.idempotencyKey, s.messageId, s.metadata);
+  gateway.getMessageStatus({ apiKey: 'k', messageId: 'wamid' });
+  gateway.getMessageStatus(r.requestId);
+  gateway.on('message-sent', (e: MessageLogData) => { if (e.late) console.log(e.metadata, e.recovered); });
+  const code: 'IDEMPOTENCY_KEY_REUSED' = ERROR_CODES.IDEMPOTENCY_KEY_REUSED;
+  return [meta, code];
+}
+void use;`);
+    assert.throws(() => compile(`${prelude}\ngateway.getMessageStatus({ idempotencyKey: 'no api key' });`), 'a look-up by key needs its apiKey');
+    assert.throws(() => compile(`${prelude}\nconst s = gateway.getMessageStatus('r');\nconst bad: 'sent' | 'failed' | null | undefined = s?.state;`), "'unknown' and the others are states");
+  } catch (error) {
+    if (error.code === 'ERR_ASSERTION') throw error;
+    assert.fail(`tsc failed:\n${error.stdout ?? ''}${error.stderr ?? ''}${error.message}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -133,7 +133,7 @@ test('a listener that throws is a CALLBACK_ERROR; later listeners still run; the
 
 // ---- getAllSessions ----
 
-test('getAllSessions lists every session of every key with its full apiKey', async (t) => {
+test('getAllSessions lists every session of every key with its full apiKey and its apiKeyDigest', async (t) => {
   const { gateway, url } = await bareGateway(t);
   assert.deepEqual(gateway.getAllSessions(), []);
   const a = await newExtension(t, url, { apiKey: GOOD_KEY }).connectReady(gateway);
@@ -150,7 +150,8 @@ test('getAllSessions lists every session of every key with its full apiKey', asy
   assert.equal(byId[c.sessionId].apiKey, OTHER_KEY);
   assert.equal(byId[c.sessionId].deviceActive, false);
   for (const session of all) {
-    const { apiKey, ...fields } = session;
+    const { apiKey, apiKeyDigest, ...fields } = session;
+    assert.equal(apiKeyDigest, require('node:crypto').createHash('sha256').update(apiKey).digest('hex'));
     const [same] = gateway.getActiveSessions(apiKey).filter((s) => s.sessionId === session.sessionId);
     assert.deepEqual(Object.keys(fields).sort(), Object.keys(same).sort());
   }

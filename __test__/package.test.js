@@ -158,3 +158,52 @@ test('without a usable prebuilt binary the install says why and what building ne
   assert.match(missing.stderr, new RegExp(`no prebuilt binary for ${platformTag()}`));
   assert.ok(!fs.existsSync(path.join(pkg, 'gateway.node')), 'no addon claimed to be installed');
 });
+
+/** Runs the command of a devDependency of this checkout; returns its status and output. */
+function lint(pkg, args) {
+  const manifest = path.join(root, 'node_modules', pkg, 'package.json');
+  const { bin } = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+  const main = typeof bin === 'string' ? bin : Object.values(bin)[0];
+  const result = attempt(process.execPath, [path.join(path.dirname(manifest), main), ...args], work);
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+test('types resolve for every resolver: attw on the tarball ("." everywhere, "./client" for ESM and bundlers)', { timeout: 120_000 }, () => {
+  const attw = '@arethetypeswrong/cli';
+  const common = ['--no-emoji', '--no-color', '--format', 'table-flipped'];
+  const root = lint(attw, [tarball, ...common, '--entrypoints', '.']);
+  assert.equal(root.status, 0, root.output);
+  for (const resolver of ['node10', 'node16 (from CJS)', 'node16 (from ESM)', 'bundler']) assert.match(root.output, new RegExp(resolver.replace(/[()]/g, '\\$&')));
+  assert.match(root.output, /OK \(ESM\)/, 'ESM importers get ESM types');
+  assert.doesNotMatch(root.output, /Masquerading/);
+  // The client is an ES module: node10 and require() are out of its scope by design.
+  const client = lint(attw, [tarball, ...common, '--entrypoints', './client', '--profile', 'esm-only']);
+  assert.equal(client.status, 0, client.output);
+});
+
+test('publint finds nothing to warn about in the tarball', { timeout: 120_000 }, () => {
+  const { status, output } = lint('publint', ['run', tarball, '--level', 'warning', '--strict']);
+  assert.equal(status, 0, output);
+  assert.match(output, /All good/);
+});
+
+test('an ES module importer type-checks with the ESM types (default and named imports)', { timeout: 120_000 }, () => {
+  const app = path.join(work, 'app-types');
+  fs.mkdirSync(path.join(app, 'node_modules'), { recursive: true });
+  fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'app3', version: '1.0.0', private: true, type: 'module' }));
+  run('tar', ['-xzf', tarball, '-C', path.join(app, 'node_modules')], work);
+  fs.renameSync(path.join(app, 'node_modules', 'package'), path.join(app, 'node_modules', 'whatsapp-ws-extension-gateway'));
+  fs.writeFileSync(
+    path.join(app, 'app.mts'),
+    `import pkg, { WhatsAppGateway, GatewayError, type GatewayConfig } from 'whatsapp-ws-extension-gateway';
+     const config: GatewayConfig = { validateApiKey: async () => ({ valid: true }) };
+     const gateway: WhatsAppGateway = new pkg.WhatsAppGateway(config);
+     const health = gateway.getHealth();
+     const live: boolean = health.live;
+     export const checks = [live, new GatewayError('SERVER_ERROR', 'y') instanceof Error];\n`,
+  );
+  const tsc = require.resolve('typescript/bin/tsc');
+  const flags = ['--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022'];
+  const result = attempt(process.execPath, [tsc, ...flags, 'app.mts'], app);
+  assert.equal(result.status, 0, `${result.stdout}${result.stderr}`);
+});

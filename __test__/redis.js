@@ -120,10 +120,12 @@ function command(port, args, ms = COMMAND_LIMIT_MS) {
 
 /** A redis-server child process on one loopback port; see startRedis(). */
 class TestRedis {
-  constructor(port, dir) {
+  /** `args`: more server arguments (an ACL user, TLS ports...); the plain port stays the test's. */
+  constructor(port, dir, args = []) {
     this.port = port;
     this.url = `redis://127.0.0.1:${port}`;
     this.dir = dir;
+    this.args = args;
     this.child = null;
     this.exited = null;
     this.log = '';
@@ -145,6 +147,7 @@ class TestRedis {
         '--dir', this.dir,
         '--daemonize', 'no',
         '--logfile', '',
+        ...this.args,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -251,11 +254,12 @@ class TestRedis {
  * dispose() yourself). Call redisSkipReason() first to skip where there is no
  * redis-server.
  */
-async function startRedis(t) {
+async function startRedis(t, { args = [] } = {}) {
   let lastError;
   // The free port may be taken between the probe and the bind: try a few.
   for (let attempt = 0; attempt < 5; attempt++) {
-    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-redis-')));
+    const extra = typeof args === 'function' ? await args() : args;
+    const redis = new TestRedis(await freePort(), fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-redis-')), extra);
     t?.after(() => redis.dispose());
     try {
       await redis.spawn();
@@ -273,4 +277,4 @@ async function unreachableRedisUrl() {
   return `redis://127.0.0.1:${await freePort()}`;
 }
 
-module.exports = { startRedis, redisSkipReason, redisVersion, unreachableRedisUrl, TestRedis };
+module.exports = { startRedis, redisSkipReason, redisVersion, unreachableRedisUrl, TestRedis, command, sleep };

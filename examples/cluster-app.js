@@ -125,12 +125,14 @@ function runWorker() {
   }
 
   // SIGTERM from the primary; SIGINT when Ctrl-C reaches the whole process group.
+  // First no new requests or extension connections (in cluster mode server.close() keeps
+  // the sessions), requests under way finish; then the gateway drains.
   let leaving = false;
   const leave = async () => {
     if (leaving) return;
     leaving = true;
+    await new Promise((resolve) => server.close(resolve));
     await gateway.stop();
-    server.close();
     process.exit(0);
   };
   process.on('SIGTERM', leave);

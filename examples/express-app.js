@@ -25,6 +25,9 @@ const gateway = new WhatsAppGateway({
   validateApiKey: async (apiKey) =>
     API_KEYS.has(apiKey) ? { valid: true, userId: `user-of-${apiKey.slice(0, 4)}` } : { valid: false, reason: 'unknown key' },
   onError: (error) => console.error(`[gateway] ${error.code}: ${error.message}`),
+  // Behind a reverse proxy (README "Deploying": nginx), TRUST_PROXY=1: the client's address
+  // is the one the proxy puts in X-Real-IP / X-Forwarded-For.
+  trustProxy: process.env.TRUST_PROXY === '1',
 });
 gateway.on('session-connected', (e) => console.log(`[gateway] extension connected from ${e.details.ip}`));
 gateway.on('session-disconnected', (e) => console.log(`[gateway] extension left (${e.details.code} ${e.details.reason})`));
@@ -55,6 +58,9 @@ app.get('/health', (_req, res) => {
   const health = gateway.getHealth();
   res.status(health.status === 'running' ? 200 : 503).json(health);
 });
+// Kubernetes probes: restart when not live, send no traffic when not ready.
+app.get('/healthz', (_req, res) => res.sendStatus(gateway.getHealth().live ? 200 : 503));
+app.get('/readyz', (_req, res) => res.sendStatus(gateway.getHealth().ready ? 200 : 503));
 app.get('/metrics', (_req, res) => res.type('text/plain; version=0.0.4').send(gateway.metrics()));
 
 async function main() {

@@ -133,15 +133,22 @@ function peerLimits(config) {
 }
 
 /**
- * 5.3 `cluster: { redis, nodeId?, keyPrefix?, leaseMs? }`. The URL is never echoed
- * in an error: it may carry a password.
+ * 5.3 `cluster: { redis, nodeId?, keyPrefix?, leaseMs? }`, with 6.3's Sentinel, `tls` and
+ * `secret`. Neither the URL nor a password is ever echoed in an error.
  */
 function clusterOptions(cluster) {
   if (cluster == null) return undefined;
   if (typeof cluster !== 'object') throw fail('cluster', 'an object like { redis: "redis://host:6379" }', typeof cluster);
-  const { redis, nodeId, keyPrefix, leaseMs } = cluster;
-  if (typeof redis !== 'string' || !/^rediss?:\/\/./.test(redis)) {
-    throw fail('cluster.redis', 'a redis:// or rediss:// URL', typeof redis === 'string' ? '(not a Redis URL)' : typeof redis);
+  const { redis, nodeId, keyPrefix, leaseMs, tls, secret } = cluster;
+  let url = '';
+  let sentinel;
+  if (typeof redis === 'string') {
+    if (!/^rediss?:\/\/./.test(redis)) throw fail('cluster.redis', 'a redis:// or rediss:// URL', '(not a Redis URL)');
+    url = redis;
+  } else if (redis !== null && typeof redis === 'object' && !Array.isArray(redis)) {
+    sentinel = sentinelOptions(redis);
+  } else {
+    throw fail('cluster.redis', "a redis:// or rediss:// URL, or { sentinels: ['host:port'], name }", typeof redis);
   }
   if (nodeId != null && (typeof nodeId !== 'string' || nodeId === '' || nodeId.length > 200)) {
     throw fail('cluster.nodeId', 'a non-empty string', nodeId);
@@ -150,7 +157,75 @@ function clusterOptions(cluster) {
   if (leaseMs != null && (typeof leaseMs !== 'number' || !Number.isFinite(leaseMs) || leaseMs < 300)) {
     throw fail('cluster.leaseMs', 'a finite number of milliseconds, at least 300', leaseMs);
   }
-  return { redis, nodeId: nodeId ?? undefined, keyPrefix: keyPrefix ?? 'wa-gw:', leaseMs: leaseMs ?? 10000 };
+  if (secret != null && (typeof secret !== 'string' || secret === '')) throw fail('cluster.secret', 'a non-empty string', typeof secret);
+  return {
+    redis: url,
+    nodeId: nodeId ?? undefined,
+    keyPrefix: keyPrefix ?? 'wa-gw:',
+    leaseMs: leaseMs ?? 10000,
+    sentinel,
+    tls: tlsOptions(tls),
+    secret: secret ?? undefined,
+  };
+}
+
+/** 6.3 `cluster.redis: { sentinels, name, username?, password?, sentinelUsername?, sentinelPassword?, db? }`. */
+function sentinelOptions(redis) {
+  const { sentinels, name, db } = redis;
+  const hostPort = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/;
+  if (!Array.isArray(sentinels) || sentinels.length === 0 || !sentinels.every((s) => typeof s === 'string' && hostPort.test(s))) {
+    throw fail('cluster.redis.sentinels', "a non-empty array of 'host:port' strings", sentinels);
+  }
+  if (typeof name !== 'string' || name === '') throw fail('cluster.redis.name', "the master's name in Sentinel (a non-empty string)", name);
+  const secrets = {};
+  for (const field of ['username', 'password', 'sentinelUsername', 'sentinelPassword']) {
+    const value = redis[field];
+    if (value != null && typeof value !== 'string') throw fail(`cluster.redis.${field}`, 'a string', typeof value);
+    secrets[field] = value ?? undefined;
+  }
+  if (db != null && (!Number.isInteger(db) || db < 0 || db > 2 ** 31 - 1)) throw fail('cluster.redis.db', 'a non-negative integer', db);
+  return { sentinels, name, ...secrets, db: db ?? 0 };
+}
+
+/** PEM as a string, a Buffer (any Uint8Array), or an array of them: bytes for the core. */
+function pem(value, option) {
+  if (value == null) return undefined;
+  const parts = Array.isArray(value) ? value : [value];
+  if (parts.length === 0 || !parts.every((p) => typeof p === 'string' || p instanceof Uint8Array)) {
+    throw fail(option, 'PEM text: a string or a Buffer (or an array of them)', Array.isArray(value) ? value : typeof value);
+  }
+  return Buffer.concat(parts.map((p) => Buffer.concat([Buffer.from(p), Buffer.from('\n')])));
+}
+
+/** 6.3 `cluster.tls: { ca?, cert?, key?, servername?, rejectUnauthorized? }`. */
+function tlsOptions(tls) {
+  if (tls == null) return undefined;
+  if (typeof tls !== 'object' || Array.isArray(tls)) throw fail('cluster.tls', 'an object like { ca }', typeof tls);
+  const { servername, rejectUnauthorized } = tls;
+  if (servername != null && (typeof servername !== 'string' || servername === '')) throw fail('cluster.tls.servername', 'a non-empty string', servername);
+  if (rejectUnauthorized != null && typeof rejectUnauthorized !== 'boolean') throw fail('cluster.tls.rejectUnauthorized', 'a boolean', rejectUnauthorized);
+  const cert = pem(tls.cert, 'cluster.tls.cert');
+  const key = pem(tls.key, 'cluster.tls.key');
+  if ((cert === undefined) !== (key === undefined)) throw fail('cluster.tls', 'both cert and key (a client certificate), or neither', 'only one of them');
+  return {
+    ca: pem(tls.ca, 'cluster.tls.ca'),
+    cert,
+    key,
+    servername: servername ?? undefined,
+    rejectUnauthorized: rejectUnauthorized ?? true,
+  };
+}
+
+const LOG_LEVELS = ['debug', 'info', 'warn', 'error'];
+
+/** 6.3 `logger`: any object with debug, info, warn and error (pino, winston, console). */
+function loggerOption(logger) {
+  if (logger == null) return undefined;
+  const missing = LOG_LEVELS.filter((level) => typeof logger?.[level] !== 'function');
+  if ((typeof logger !== 'object' && typeof logger !== 'function') || missing.length > 0) {
+    throw fail('logger', `an object with ${LOG_LEVELS.join(', ')} methods (pino, winston, console)`, logger, missing.length < 4 ? ` (missing: ${missing.join(', ')})` : '');
+  }
+  return logger;
 }
 
 /** Returns the settings for the Rust core and the user's callbacks. */
@@ -166,6 +241,7 @@ function normalizeConfig(userConfig) {
     validateApiKey: config.validateApiKey,
     onMessageLog: optionalFunction(config, 'onMessageLog'),
     onError: optionalFunction(config, 'onError'),
+    logger: loggerOption(config.logger),
   };
   if (config.host != null && typeof config.host !== 'string') throw fail('host', 'a string', config.host);
   if (config.path != null && (typeof config.path !== 'string' || !config.path.startsWith('/'))) {

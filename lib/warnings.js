@@ -13,7 +13,7 @@ const KNOWN_OPTIONS = [
   'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'trustProxy', 'reusePort',
   'cluster', 'dialect', 'maxPendingAuth', 'maxPendingAuthPerIp', 'maxPreAuthPayload',
   'maxQueuedBytes', 'pacing', 'maxQueuedSends', 'waitForDevice', 'idempotencyTtl',
-  'maxMessageStatuses',
+  'logger', 'maxMessageStatuses',
 ];
 
 /** Option names already warned about: once per name per process. */

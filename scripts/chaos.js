@@ -7,11 +7,16 @@
 // Two processes: this one runs a fleet of simulated extensions, most of them doing bad
 // things (disconnect mid-request, answer twice or for a foreign id, garbage and
 // oversized frames, stop or slow reading, floods, reconnect storms with wrong keys,
-// keys whose validator hangs or throws, stalled handshakes), and a few good ones; a
-// child process runs the gateway, sends at a fixed rate with random timeouts, and
-// calls stop()/start() at random. At the end the child checks its invariants and
-// reports; this process adds whether the child crashed or failed to exit by itself,
-// prints a summary and exits 1 on any violation.
+// keys whose validator hangs or throws, stalled handshakes), and a few good ones (which
+// answer some sends only after their call gave up, and give such late results again
+// after reconnecting, as the client SDK does); a child process runs the gateway, sends at
+// a fixed rate with random timeouts (some longer than requestTimeout), some with an
+// idempotencyKey retried (a few with another text), and calls stop()/start() at random.
+// At the end the child checks its invariants (every send settled once; every late result
+// made its record 'sent'; calls with one key settled alike) and reports; this process
+// adds that per idempotencyKey a command reached extensions at most once, and whether
+// the child crashed or failed to exit by itself, prints a summary and exits 1 on any
+// violation.
 //
 // The seed fixes every random choice (behaviours, timings, what is sent, when the
 // gateway restarts); the interleaving of real sockets still varies from run to run,
@@ -94,7 +99,11 @@ const ALLOWED_REJECTIONS = new Set([
   'GATEWAY_SHUTDOWN',
   'BACKPRESSURE',
   'QUEUE_FULL',
+  'IDEMPOTENCY_KEY_REUSED',
 ]);
+/** Texts the fleet reads: an idempotent send names its key; a late one is answered late. */
+const IDEMPOTENT_PREFIX = 'chaos idem ';
+const LATE_PREFIX = 'chaos late ';
 const OUTCOME_EVENTS = new Set(['message-sent', 'image-sent', 'video-sent', 'document-sent', 'send-failed']);
 
 async function runHost(port) {
@@ -151,8 +160,11 @@ async function runHost(port) {
     onMessageLog: (event) => {
       if (!OUTCOME_EVENTS.has(event.type)) return;
       const seen = outcomesByRequest.get(event.requestId);
-      if (seen) violate('a request has two outcome events', `${event.requestId}: ${seen}, ${event.type}`);
-      outcomesByRequest.set(event.requestId, event.type);
+      // The one event allowed after a send-failed: the late *-sent of its late truth.
+      const lateAfterFailure = seen === 'send-failed' && event.late === true && event.type !== 'send-failed';
+      if (seen && !lateAfterFailure) violate('a request has two outcome events', `${event.requestId}: ${seen}, ${event.type}`);
+      if (event.late === true && seen !== 'send-failed') violate('a late *-sent without a failure before it', event.requestId);
+      outcomesByRequest.set(event.requestId, event.late ? `${seen}+late` : event.type);
     },
     onError: (error) => {
       if (error.code === 'SERVER_ERROR') {
@@ -164,6 +176,10 @@ async function runHost(port) {
     },
   });
 
+  /** idempotencyKey -> { text, results: [{ requestId, messageId }] }, and recent keys. */
+  const idempotent = new Map();
+  let recentKeys = [];
+  stats.idempotent = { calls: 0, duplicates: 0, reused: 0 };
   let running = false;
   /** Time from which the good extensions have had time to reconnect. */
   let calmFrom = Infinity;
@@ -186,12 +202,35 @@ async function runHost(port) {
     } else {
       data.message = `chaos ${stats.sent}`;
     }
-    if (key !== null && key !== GOOD_KEY && random.chance(0.7)) data.timeout = random.int(1, 4000);
+    if (key !== null && key !== GOOD_KEY && random.chance(0.7)) data.timeout = random.int(1, 8000);
     if (key === GOOD_KEY) data.timeout = 5000;
+    // Sends a good extension answers only after they gave up: their late truth is checked.
+    const late = key === GOOD_KEY && kind === 'message' && random.chance(0.08);
+    if (late) {
+      data.message = `${LATE_PREFIX}${stats.sent}`;
+      data.timeout = 800;
+    }
+    // Idempotent sends, many of them retries of a recent key (a few with another text).
+    let reusedWith = null;
+    if (key !== null && kind === 'message' && !late && random.chance(0.12)) {
+      const again = recentKeys.length > 0 && random.chance(0.5) ? random.pick(recentKeys) : null;
+      const idem = again ?? { key: `k${stats.sent}`, apiKey: key, phoneNumber: data.phoneNumber };
+      if (!again) recentKeys = [...recentKeys.slice(-7), idem];
+      data.phoneNumber = idem.phoneNumber;
+      data.idempotencyKey = idem.key;
+      data.message = `${IDEMPOTENT_PREFIX}${idem.key}`;
+      if (again && random.chance(0.1)) {
+        data.message += ' (another text)';
+        reusedWith = idem.key;
+      }
+      stats.idempotent.calls += 1;
+      return sendIdempotent(idem.apiKey, data, reusedWith);
+    }
     // A good send is held to succeed when nothing around it may excuse a failure: the
     // gateway is running and settled after a restart, and a good session is ready.
     const strict =
       key === GOOD_KEY &&
+      !late &&
       running &&
       Date.now() >= calmFrom &&
       gateway.getActiveSessions(GOOD_KEY).some((s) => s.deviceActive);
@@ -228,6 +267,70 @@ async function runHost(port) {
       (error) => settle(error),
     );
   };
+
+  /** Keys whose command may have been written (a call resolved, or rejected with sent: true). */
+  const maybeWritten = new Set();
+  /** Keys another text was tried with. */
+  const otherTextTried = new Set();
+
+  /** A send with an idempotencyKey: settles once; calls with one key settle alike. */
+  function sendIdempotent(apiKey, data, reusedWith) {
+    stats.sent += 1;
+    pending += 1;
+    let settled = false;
+    // A key whose calls all failed before writing is free: another text may take it.
+    const mustRefuse = reusedWith !== null && maybeWritten.has(data.idempotencyKey);
+    if (reusedWith !== null) otherTextTried.add(data.idempotencyKey);
+    const settle = (error, value) => {
+      if (settled) violate('a send settled twice');
+      settled = true;
+      pending -= 1;
+      if (error === undefined) stats.resolved += 1;
+      else {
+        stats.rejected += 1;
+        const code = error?.code ?? 'NO_CODE';
+        stats.byCode[code] = (stats.byCode[code] ?? 0) + 1;
+        if (!ALLOWED_REJECTIONS.has(code)) violate(`a send rejected with ${code}`, error?.message);
+      }
+      if (reusedWith !== null) {
+        stats.idempotent.reused += 1;
+        // While stopped or stopping nothing is claimed: refused as not running (SPEC 5.1).
+        const refused = ['IDEMPOTENCY_KEY_REUSED', 'GATEWAY_SHUTDOWN', 'NO_ACTIVE_DEVICE'].includes(error?.code);
+        if (mustRefuse && !refused) violate('a key reused for another text was not refused', `${reusedWith}: ${error?.code ?? 'resolved'}`);
+        return;
+      }
+      if (value || error?.details?.sent === true) maybeWritten.add(data.idempotencyKey);
+      // Unless another text took the key while it was free.
+      if (error?.code === 'IDEMPOTENCY_KEY_REUSED' && !otherTextTried.has(data.idempotencyKey)) {
+        violate('IDEMPOTENCY_KEY_REUSED for the same text', data.idempotencyKey);
+      }
+      if (value?.duplicate || error?.details?.duplicate) stats.idempotent.duplicates += 1;
+      if (value) {
+        const entry = idempotent.get(data.idempotencyKey) ?? [];
+        entry.push(`${value.requestId} ${value.messageId}`);
+        idempotent.set(data.idempotencyKey, entry);
+        if (new Set(entry).size > 1) violate('calls with one idempotencyKey resolved differently', `${data.idempotencyKey}: ${entry.join(', ')}`);
+      }
+    };
+    gateway.sendMessage(apiKey, data).then(
+      (value) => settle(undefined, value),
+      (error) => settle(error),
+    );
+  }
+
+  /** Waits (bounded) until every request the good fleet answered late reads 'sent'. */
+  async function checkLateTruth(requestIds) {
+    const until = Date.now() + 8000;
+    let left = requestIds;
+    while (left.length > 0 && Date.now() < until) {
+      left = left.filter((id) => gateway.getMessageStatus(id)?.state !== 'sent');
+      if (left.length > 0) await sleep(100);
+    }
+    stats.lateChecked = requestIds.length;
+    for (const id of left) {
+      violate('a late result did not make its record sent', `${id}: ${JSON.stringify(gateway.getMessageStatus(id))}`);
+    }
+  }
 
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   const stop = async () => {
@@ -268,8 +371,12 @@ async function runHost(port) {
   }, 250);
 
   let finishing = false;
+  let lateAnswered = [];
   process.on('message', (message) => {
-    if (message.type === 'finish') finishing = true;
+    if (message.type === 'finish') {
+      finishing = true;
+      lateAnswered = message.lateAnswered ?? [];
+    }
   });
 
   await start();
@@ -291,6 +398,7 @@ async function runHost(port) {
   }
   while (!finishing) await sleep(50);
   clearInterval(sender);
+  if (running) await checkLateTruth(lateAnswered);
   await stop();
 
   // Every send settles: stop() rejects what was pending with GATEWAY_SHUTDOWN.
@@ -322,7 +430,15 @@ class Fleet {
     this.running = true;
     this.sockets = new Set();
     this.recentIds = [];
-    this.stats = { connects: 0, refused: 0, goodAnswers: 0, behaviours: {}, closeCodes: {}, failures: {} };
+    this.stats = { connects: 0, refused: 0, goodAnswers: 0, lateAnswers: 0, behaviours: {}, closeCodes: {}, failures: {} };
+    /** Commands received per idempotent text (the text names the key). */
+    this.idempotentCommands = new Map();
+    /** requestId -> when a good extension gave its late answer. */
+    this.lateAnswered = new Map();
+    /** Late results to give again after the next authentication of a good extension. */
+    this.lateResults = [];
+    /** The good extensions' authenticated sockets. */
+    this.goodSockets = new Set();
     // The unknown type is echoed in the error reply: replies as large as the flood.
     this.flood = JSON.stringify({ type: `chaos-flood-${'x'.repeat(200 * 1024)}` });
     this.oversized = JSON.stringify({ type: 'status', pad: 'y'.repeat(MAX_PAYLOAD + 1024) });
@@ -418,6 +534,10 @@ class Fleet {
       else if (typeof frame.type === 'string' && frame.type.startsWith('send-')) {
         this.recentIds.push(frame.requestId);
         if (this.recentIds.length > 256) this.recentIds.shift();
+        const text = frame.data?.message;
+        if (typeof text === 'string' && text.startsWith(IDEMPOTENT_PREFIX)) {
+          this.idempotentCommands.set(text, (this.idempotentCommands.get(text) ?? 0) + 1);
+        }
         onCommand(frame);
       }
     });
@@ -427,9 +547,30 @@ class Fleet {
   async good(random) {
     const ws = await this.open();
     if (!(await this.authenticate(ws, GOOD_KEY))) return ws.close();
+    // Late results, given again on this new connection (any session of the key will do).
+    const kept = this.lateResults;
+    this.lateResults = [];
+    for (const frame of kept) send(ws, frame);
+    this.goodSockets.add(ws);
+    ws.closedP.then(() => this.goodSockets.delete(ws));
     await this.serve(ws, (frame) => {
+      const result = { type: 'message-result', requestId: frame.requestId, success: true, messageId: `ok-${frame.requestId}` };
+      if (frame.data?.message?.startsWith(LATE_PREFIX)) {
+        // After its call gave up (800 ms): the send's late truth.
+        setTimeout(() => {
+          this.lateAnswered.set(frame.requestId, Date.now());
+          this.stats.lateAnswers += 1;
+          // On its own connection, else on another one of the key (as the client SDK does
+          // once it has authenticated again), and again after the next authentication.
+          const open = ws.readyState === WebSocket.OPEN ? ws : [...this.goodSockets].find((s) => s.readyState === WebSocket.OPEN);
+          if (open) send(open, result);
+          if (random.chance(0.5)) send(ws, { type: 'message-ack', requestId: frame.requestId, ack: 'delivered' });
+          this.lateResults.push(result);
+        }, random.int(1200, 2500));
+        return;
+      }
       setTimeout(() => {
-        send(ws, { type: 'message-result', requestId: frame.requestId, success: true, messageId: `ok-${frame.requestId}` });
+        send(ws, result);
         this.stats.goodAnswers += 1;
       }, random.int(0, 30));
     });
@@ -636,8 +777,11 @@ async function main() {
     const good = Math.max(2, Math.round(settings.extensions * 0.15));
     for (let i = 0; i < settings.extensions; i++) fleet.slot(i, i < good);
     await Promise.race([sleep(settings.durationMs), exited]);
-    // The fleet keeps misbehaving through the final stop(): it must not hold it up.
-    child.connected && child.send({ type: 'finish' });
+    // The fleet keeps misbehaving through the final stop(): it must not hold it up. Late
+    // answers of the last moments may not have reached the gateway yet: not judged.
+    const judgedBefore = Date.now() - 1500;
+    const lateAnswered = [...fleet.lateAnswered].filter(([, at]) => at < judgedBefore).map(([id]) => id);
+    child.connected && child.send({ type: 'finish', lateAnswered });
     await Promise.race([new Promise((resolve) => child.on('disconnect', resolve)), exited, sleep(60_000)]);
     fleet.stop();
   }
@@ -650,6 +794,9 @@ async function main() {
   }
   if (!report) violations.push('the gateway process sent no report');
   else violations.push(...report.violations);
+  for (const [text, count] of fleet?.idempotentCommands ?? []) {
+    if (count > 1) violations.push(`an idempotencyKey's command reached extensions ${count} times (${text})`);
+  }
 
   const stats = report?.stats;
   const summary = [
@@ -662,7 +809,8 @@ async function main() {
       .join(', ');
     summary.push(
       `  sends ${stats.sent}: resolved ${stats.resolved}, rejected ${stats.rejected} (${codes || 'none'})`,
-      `  good extensions: ${stats.good.strictOk}/${stats.good.strict} judged sends succeeded`,
+      `  good extensions: ${stats.good.strictOk}/${stats.good.strict} judged sends succeeded; late results checked: ${stats.lateChecked ?? 0}`,
+      `  idempotent calls ${stats.idempotent.calls} (duplicates ${stats.idempotent.duplicates}, reused for another text ${stats.idempotent.reused}); keys written: ${fleet?.idempotentCommands.size ?? 0}`,
       `  stop()/start() ${stats.stops} times, slowest stop() ${stats.maxStopMs} ms; max RSS ${stats.maxRssMb} MB` +
         `; SERVER_ERROR ${stats.serverErrors}, CALLBACK_ERROR ${stats.callbackErrors}`,
     );

@@ -6,19 +6,25 @@
 //
 // A throwaway redis-server on loopback and `--nodes` gateway processes (children, each on
 // its own free port, driven over IPC) form one cluster. Simulated extensions connect to
-// random processes, answer commands (mostly at once, sometimes slowly, sometimes with a
-// failure, sometimes never, sometimes by dropping the connection) and move between
-// processes; sends are called on random processes; a process is SIGKILLed now and then
-// and a new one started in its place; Redis is restarted once (clean stop or SIGKILL,
-// empty afterwards). At the end, for every send whose calling process survived:
+// random processes, answer commands (mostly at once, sometimes slowly, sometimes after the
+// call has given up, sometimes with a failure, sometimes never, sometimes by dropping the
+// connection; acks after some successes) and move between processes; sends are called on
+// random processes, some with timeouts longer than requestTimeout, some with an
+// idempotencyKey retried on any process; a process is SIGKILLed now and then and a new one
+// started in its place; Redis is restarted once (clean stop or SIGKILL, empty afterwards).
+// At the end, for every send whose calling process survived:
 //   - it settled exactly once, within its timeout + leaseMs + slack;
 //   - a rejection has a code SPEC 5.3 allows here;
 //   - a resolution carries the requestId of a command that exactly one extension received
 //     and answered with success, and that extension's messageId;
 //   - exactly one outcome event (`message-sent` / `send-failed`) exists for it, on the
-//     calling process, when a device was chosen;
-// no command reached extensions twice, some sends crossed processes, and the surviving
-// processes agree on the sessions that are left. Prints a summary; exits 1 on a violation.
+//     calling process, when a device was chosen (plus at most one late `*-sent`);
+//   - its record ends at what the extension told (an answer given on an open connection
+//     of a process that survived, to a caller that survived: 'sent' or 'failed', late
+//     answers included);
+// per idempotencyKey a command reached extensions at most once, no command reached
+// extensions twice, some sends crossed processes, and the surviving processes agree on
+// the sessions that are left. Prints a summary; exits 1 on a violation.
 //
 // The seed fixes every random choice; the interleaving of real processes and sockets still
 // varies between runs, so a violation names the seed to re-run with, not an exact replay.
@@ -49,6 +55,8 @@ const settings = {
   leaseMs: numberOption('--lease', 2000, 1),
 };
 const REQUEST_TIMEOUT_MS = 4000;
+/** Some calls outlast requestTimeout: the idempotency reservation must hold for them. */
+const LONG_TIMEOUT_MS = 10_000;
 /** Scheduling and IPC slack on a busy 2-core machine, on top of what SPEC 5.3 allows. */
 const SLACK_MS = 3000;
 const KEYS = ['cluster-chaos-a-0123456789', 'cluster-chaos-b-0123456789'];
@@ -62,6 +70,7 @@ const LEGAL_REJECTIONS = new Set([
   'CLUSTER_UNAVAILABLE',
   'BACKPRESSURE',
   'QUEUE_FULL',
+  'IDEMPOTENCY_KEY_REUSED',
 ]);
 
 /** A small seeded generator (xorshift-multiply): every random choice of the run. */
@@ -263,18 +272,20 @@ class Fleet {
       this.violations.add('a command reached extensions twice', `${frame.requestId} on ${seen.nodeId} and ${device.nodeId}`);
       return;
     }
-    const record = { deliveries: 1, answer: 'none', nodeId: device.nodeId, sessionId: device.sessionId };
+    const slot = this.nodes.all.get(device.nodeId);
+    const record = { deliveries: 1, answer: 'none', nodeId: device.nodeId, sessionId: device.sessionId, holder: slot, answeredAt: null };
     this.commands.set(frame.requestId, record);
     const text = frame.data?.message ?? '';
     if (text.startsWith(IDEMPOTENT_PREFIX)) {
       const key = text.slice(IDEMPOTENT_PREFIX.length);
       this.idempotentDeliveries.set(key, [...(this.idempotentDeliveries.get(key) ?? []), frame.requestId]);
     }
-    const behaviour = random.pick(['fast', 'fast', 'fast', 'fast', 'fast', 'fast', 'fast', 'slow', 'slow', 'fail', 'silent', 'drop']);
+    const behaviour = random.pick(['fast', 'fast', 'fast', 'fast', 'fast', 'fast', 'slow', 'slow', 'late', 'fail', 'silent', 'drop']);
     this.stats.answers[behaviour] = (this.stats.answers[behaviour] ?? 0) + 1;
     const reply = (success) => {
       if (ws.readyState !== WebSocket.OPEN) return;
       record.answer = success ? 'success' : 'failure';
+      record.answeredAt = Date.now();
       send(ws, {
         type: 'message-result',
         requestId: frame.requestId,
@@ -282,9 +293,15 @@ class Fleet {
         ...(success ? { messageId: `m-${frame.requestId}` } : { error: 'chaos says no' }),
         timestamp: Date.now(),
       });
+      // Some successes are acknowledged further (late ones too: accepted forward only).
+      if (success && random.chance(0.3)) {
+        setTimeout(() => send(ws, { type: 'message-ack', requestId: frame.requestId, ack: 'delivered' }), random.int(10, 500));
+      }
     };
     if (behaviour === 'fast') reply(true);
     else if (behaviour === 'slow') setTimeout(() => reply(true), random.int(100, 2500));
+    // After most calls have given up (their timeout is at most 4 s unless long).
+    else if (behaviour === 'late') setTimeout(() => reply(random.chance(0.8)), random.int(4000, 7000));
     else if (behaviour === 'fail') reply(false);
     else if (behaviour === 'drop') ws.terminate();
   }
@@ -318,19 +335,28 @@ class Sends {
   issue() {
     const slot = this.random.pick(this.nodes.alive());
     if (!slot) return;
-    const timeout = this.random.int(500, REQUEST_TIMEOUT_MS);
+    const timeout = this.random.chance(0.15) ? this.random.int(REQUEST_TIMEOUT_MS, LONG_TIMEOUT_MS) : this.random.int(500, REQUEST_TIMEOUT_MS);
     const data = { phoneNumber: `+1555${this.random.int(1000000, 9999999)}`, message: `chaos ${this.all.length}`, timeout };
     if (this.random.chance(0.2)) data.deviceSelectionStrategy = 'random';
     const record = { slot, nodeId: slot.nodeId, key: this.random.pick(KEYS), timeout, sentAt: Date.now(), settlements: 0 };
-    if (this.random.chance(0.15)) {
-      // Idempotent sends, half of them repeating a recent key on any process.
+    if (this.random.chance(0.2)) {
+      // Idempotent sends, half of them repeating a recent key on any process (a few of
+      // those with another text: IDEMPOTENCY_KEY_REUSED, nothing sent).
       const reuse = this.recentIdempotent.length > 0 && this.random.chance(0.5);
-      const idempotent = reuse ? this.random.pick(this.recentIdempotent) : { key: `idem-${this.all.length}`, apiKey: record.key };
+      const idempotent = reuse
+        ? this.random.pick(this.recentIdempotent)
+        : { key: `idem-${this.all.length}`, apiKey: record.key, phoneNumber: data.phoneNumber };
       if (!reuse) this.recentIdempotent = [...this.recentIdempotent.slice(-4), idempotent];
+      // The same message: recipient and text (another recipient would be another message).
+      data.phoneNumber = idempotent.phoneNumber;
       record.key = idempotent.apiKey;
       record.idempotencyKey = idempotent.key;
       data.idempotencyKey = idempotent.key;
       data.message = `${IDEMPOTENT_PREFIX}${idempotent.key}`;
+      if (reuse && this.random.chance(0.1)) {
+        data.message += ' (another text)';
+        record.reused = true;
+      }
     }
     this.all.push(record);
     slot.node.send('message', record.key, data).then(
@@ -368,10 +394,24 @@ class Sends {
         continue;
       }
       const took = record.settledAt - record.sentAt;
-      const limit = record.timeout + settings.leaseMs + SLACK_MS;
+      // A duplicate settles when the first call with its key does, whatever its own timeout.
+      const limit = (record.idempotencyKey ? LONG_TIMEOUT_MS : record.timeout) + settings.leaseMs + SLACK_MS;
       if (took > limit) v.add(`a send settled later than timeout + leaseMs + ${SLACK_MS} ms`, `${took} ms > ${limit} ms on ${record.nodeId}`);
       const { ok, value, error } = record.outcome;
       const events = this.outcomeEvents(ok ? value.requestId : error.details?.requestId);
+      // Another text with a key whose message may have gone out must be refused (a key whose
+      // calls all failed before writing is free: another text may take it).
+      const used = this.all.some(
+        (r) => r !== record && r.idempotencyKey === record.idempotencyKey && r.settledAt < record.sentAt && (r.outcome?.ok || r.outcome?.error?.details?.sent === true),
+      );
+      if (record.reused && used && !(!ok && ['IDEMPOTENCY_KEY_REUSED', 'CLUSTER_UNAVAILABLE'].includes(error.code))) {
+        v.add('a reused idempotencyKey with another text was not refused', `${record.idempotencyKey}: ${describeOutcome(record)}`);
+      }
+      if (ok && record.reused) {
+        // Another text that took a free key: its own message (its text names it apart).
+        stats.resolved += 1;
+        continue;
+      }
       if (ok) {
         stats.resolved += 1;
         const command = this.fleet.commands.get(value.requestId);
@@ -383,16 +423,24 @@ class Sends {
         }
         // A duplicate fires no event again: the first call's is the only one.
         if (value.duplicate) {
-          if (events.length !== 1 || events[0].type !== 'message-sent') {
+          // The first's own: message-sent, or send-failed then a late message-sent.
+          if (events.filter((e) => e.type === 'message-sent').length !== 1 || events.length > 2) {
             v.add('a duplicate resolved for a request without exactly one message-sent', `${value.requestId}: ${JSON.stringify(events)}`);
           }
-        } else if (events.length !== 1 || events[0].nodeId !== record.nodeId || events[0].type !== 'message-sent') {
+        } else if (events.length !== 1 || events[0].nodeId !== record.nodeId || events[0].type !== 'message-sent' || events[0].late) {
           v.add('a resolved send has not exactly one message-sent, on its caller', `${value.requestId}: ${JSON.stringify(events)}`);
         }
       } else {
         const code = error.code ?? 'NO_CODE';
         stats.byCode[code] = (stats.byCode[code] ?? 0) + 1;
         if (!LEGAL_REJECTIONS.has(code)) v.add(`a send rejected with ${code}`, error.message);
+        if (code === 'IDEMPOTENCY_KEY_REUSED') {
+          // Unless another text took the key while it was free.
+          const otherText = this.all.some((r) => r.reused && r.idempotencyKey === record.idempotencyKey && r.sentAt < record.sentAt);
+          if (!record.reused && !otherText) v.add('IDEMPOTENCY_KEY_REUSED for the same message', record.idempotencyKey);
+          continue;
+        }
+        if (record.reused) continue;
         if (code === 'EXTENSION_ERROR' && this.fleet.commands.get(error.details?.requestId)?.answer !== 'failure') {
           v.add('EXTENSION_ERROR without an extension failure', error.details?.requestId);
         }
@@ -403,8 +451,8 @@ class Sends {
         if (['EXTENSION_ERROR', 'REQUEST_TIMEOUT', 'CONNECTION_LOST'].includes(code) && !requestId) {
           v.add(`a ${code} without its requestId in details`, JSON.stringify(error.details));
         } else if (error.details?.duplicate) {
-          if (events.length > 1) v.add('a request rejected for duplicates has more than one outcome event', JSON.stringify(events));
-        } else if (events.length !== (requestId ? 1 : 0) || events.some((e) => e.nodeId !== record.nodeId || e.type !== 'send-failed')) {
+          if (events.filter((e) => !e.late).length > 1) v.add('a request rejected for duplicates has more than one outcome event', JSON.stringify(events));
+        } else if (!onlyLateAfter(events, requestId, record.nodeId)) {
           v.add(
             requestId ? `a ${code} has not exactly one send-failed, on its caller` : `a ${code} before any device was chosen has an outcome event`,
             `${requestId}: ${JSON.stringify(events)}`,
@@ -437,7 +485,7 @@ class Sends {
     }
     const groups = new Map();
     for (const record of this.all) {
-      if (record.idempotencyKey && record.outcome?.ok) {
+      if (record.idempotencyKey && !record.reused && record.outcome?.ok) {
         groups.set(record.idempotencyKey, [...(groups.get(record.idempotencyKey) ?? []), record.outcome.value]);
       }
     }
@@ -460,12 +508,50 @@ class Sends {
     for (const [nodeId, slot] of this.nodes.all) {
       for (const event of slot.node.events) {
         if (event.requestId === requestId && (event.type.endsWith('-sent') || event.type === 'send-failed')) {
-          found.push({ nodeId, type: event.type });
+          found.push({ nodeId, type: event.type, late: event.late === true });
         }
       }
     }
     return found;
   }
+
+  /**
+   * Every record ends at what the extension told: for a command answered on an open
+   * connection of a process that still runs (the same one), to a caller that still runs,
+   * the caller's getMessageStatus says 'sent' or 'failed' as the answer was (late answers
+   * included). Returns how many were checked.
+   */
+  async checkRecords() {
+    let checked = 0;
+    const endedAt = Date.now();
+    for (const record of this.all) {
+      if (record.callerDied || record.slot.diedAt || !record.slot.alive || !record.outcome) continue;
+      const requestId = record.outcome.ok ? record.outcome.value.requestId : record.outcome.error.details?.requestId;
+      if (typeof requestId !== 'string') continue;
+      if (record.outcome.ok && record.outcome.value.duplicate) continue;
+      const command = this.fleet.commands.get(requestId);
+      if (!command || command.answer === 'none' || !command.holder?.alive || command.holder.diedAt) continue;
+      if (endedAt - command.answeredAt < 2000) continue;
+      checked += 1;
+      const want = command.answer === 'success' ? 'sent' : 'failed';
+      const status = await record.slot.node.request('status', { lookup: requestId }).catch((error) => ({ error: error.message }));
+      if (status?.state !== want) {
+        this.violations.add("a send's record does not end at what its extension told", `${requestId}: answered ${command.answer}, record ${JSON.stringify(status)}; call ${describeOutcome(record)}`);
+      }
+    }
+    return checked;
+  }
+}
+
+/**
+ * A failure's outcome events: one `send-failed` on the caller when a device was chosen
+ * (none before), then at most one late `*-sent` there.
+ */
+function onlyLateAfter(events, requestId, callerNodeId) {
+  const failed = events.filter((e) => e.type === 'send-failed');
+  const late = events.filter((e) => e.type !== 'send-failed');
+  if (failed.length !== (requestId ? 1 : 0) || late.length > (requestId ? 1 : 0)) return false;
+  return events.every((e) => e.nodeId === callerNodeId) && late.every((e) => e.late);
 }
 
 /** How a send ended, in a few words: `resolved <requestId> (duplicate)` or `<code> <requestId>`. */
@@ -543,6 +629,8 @@ async function main() {
     while (sends.pending() > 0 && Date.now() < settleBy) await sleep(100);
     await sleep(1000); // events travel over IPC after the replies
     stats = sends.check();
+    // Late answers still travelling: their timers ran out by now (at most 7 s after a call).
+    stats.recordsChecked = await sends.checkRecords();
 
     // The survivors converge on the sessions that are really there.
     fleet.running = false;
@@ -586,7 +674,7 @@ async function main() {
       .map(([code, n]) => `${code} ${n}`)
       .join(', ');
     summary.push(
-      `  sends ${stats.sent}: judged ${stats.judged} (caller killed: ${stats.callerDied}); resolved ${stats.resolved} (${stats.remote} through another process, ${stats.idempotentRepeats} idempotent repeats), rejected ${stats.judged - stats.resolved} (${codes || 'none'})`,
+      `  sends ${stats.sent}: judged ${stats.judged} (caller killed: ${stats.callerDied}); resolved ${stats.resolved} (${stats.remote} through another process, ${stats.idempotentRepeats} idempotent repeats), rejected ${stats.judged - stats.resolved} (${codes || 'none'}); records checked against the extensions' word: ${stats.recordsChecked}`,
     );
   }
   summary.push(`  processes killed ${nodes.kills}, Redis restarts ${redisRestarts}`);

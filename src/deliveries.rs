@@ -31,8 +31,10 @@ const DEBUG: u32 = 6;
 /// Followed by the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
+/// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
+const NOTICE: u32 = 9;
 /// Followed by the call id and its result (an object): a duplicate's success.
-const DUPLICATE: u32 = 9;
+const DUPLICATE: u32 = 10;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -60,6 +62,7 @@ pub struct BatchLayout {
     pub debug: u32,
     pub answer: u32,
     pub session: u32,
+    pub notice: u32,
     pub duplicate: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
@@ -78,6 +81,7 @@ pub fn batch_layout() -> BatchLayout {
         debug: DEBUG,
         answer: ANSWER,
         session: SESSION,
+        notice: NOTICE,
         duplicate: DUPLICATE,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
@@ -230,6 +234,10 @@ fn push_delivery(
             items.insert(line)?;
         }
         Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Notice(notice) => {
+            items.insert(NOTICE)?;
+            items.insert(notice.to_string())?;
+        }
         Delivery::Answer { token, result } => {
             items.insert(ANSWER)?;
             items.insert(token)?;

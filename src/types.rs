@@ -109,19 +109,64 @@ pub struct NativeConfig {
 
 #[napi(object)]
 pub struct NativeCluster {
+    /// The URL; empty when `sentinel` is given.
     pub redis: String,
     pub node_id: Option<String>,
     pub key_prefix: String,
     pub lease_ms: f64,
+    /// 6.3: the master found through Sentinel.
+    pub sentinel: Option<NativeSentinel>,
+    /// 6.3 `cluster.tls`, PEM as bytes.
+    pub tls: Option<NativeTls>,
+    /// 6.3 `cluster.secret`.
+    pub secret: Option<String>,
+}
+
+#[napi(object)]
+pub struct NativeSentinel {
+    pub sentinels: Vec<String>,
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub db: u32,
+}
+
+#[napi(object)]
+pub struct NativeTls {
+    pub ca: Option<napi::bindgen_prelude::Buffer>,
+    pub cert: Option<napi::bindgen_prelude::Buffer>,
+    pub key: Option<napi::bindgen_prelude::Buffer>,
+    pub servername: Option<String>,
+    pub reject_unauthorized: bool,
 }
 
 impl From<NativeCluster> for core::ClusterConfig {
     fn from(c: NativeCluster) -> Self {
+        let bytes = |b: Option<napi::bindgen_prelude::Buffer>| b.map(|b| b.to_vec());
         Self {
             redis_url: c.redis,
             node_id: c.node_id,
             key_prefix: c.key_prefix,
             lease: ms(c.lease_ms),
+            sentinel: c.sentinel.map(|s| core::SentinelConfig {
+                sentinels: s.sentinels,
+                name: s.name,
+                username: s.username,
+                password: s.password,
+                sentinel_username: s.sentinel_username,
+                sentinel_password: s.sentinel_password,
+                db: i64::from(s.db),
+            }),
+            tls: c.tls.map(|t| core::TlsConfig {
+                ca: bytes(t.ca),
+                cert: bytes(t.cert),
+                key: bytes(t.key),
+                servername: t.servername,
+                reject_unauthorized: t.reject_unauthorized,
+            }),
+            secret: c.secret,
         }
     }
 }
@@ -281,6 +326,7 @@ pub fn send_request(
         request.wait_for = o.wait_for.map(Into::into);
         request.wait_for_device = o.wait_for_device.map(ms_or_zero);
         request.idempotency_key = o.idempotency_key;
+        request.metadata = o.metadata;
         if let Some(target) = o.target {
             request.target = Some(target.into());
             request.pinned = true;
@@ -288,11 +334,6 @@ pub fn send_request(
         if kind == SendKind::Command {
             request.paced = o.paced == Some(true);
         }
-        // JSON.stringify's output; anything else would be a bug of the JavaScript side,
-        // and is kept as the text it was rather than lost.
-        request.metadata = o
-            .metadata
-            .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)));
     }
     request
 }
@@ -348,6 +389,10 @@ pub struct Health {
     /// Sessions of this process (5.3; equal to `active_sessions` without a cluster).
     pub local_sessions: u32,
     pub cluster: Option<ClusterHealth>,
+    /// Running, not draining, Redis connected in cluster mode (6.3, `/readyz`).
+    pub ready: bool,
+    /// The core answers (6.3, `/healthz`).
+    pub live: bool,
 }
 
 /// `getHealth().cluster` (5.3).
@@ -372,6 +417,8 @@ impl From<core::Health> for Health {
             queued_sends: h.queued_sends as u32,
             port: h.port.map(u32::from),
             local_sessions: h.local_sessions as u32,
+            ready: h.ready,
+            live: h.live,
             cluster: h.cluster.map(|c| ClusterHealth {
                 node_id: c.node_id,
                 nodes: c.nodes as u32,

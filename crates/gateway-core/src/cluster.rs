@@ -4,6 +4,7 @@
 //! stream, and gets the outcome back through its own.
 //!
 //! - `keys`: where the state lives in Redis, and its scripts;
+//! - `connect`: connections to Redis (URL or Sentinel, TLS), and why they fail;
 //! - `redis_io`: the commands; `envelope`: what processes tell each other;
 //! - `view`: other processes' devices as last read, and device choice;
 //! - `routing`: sends across processes; `calls`: this process's sends carried out
@@ -14,6 +15,7 @@
 //! - `run`: the tasks (lease, outbox, inbox).
 
 mod calls;
+mod connect;
 mod directory;
 mod envelope;
 mod keys;
@@ -26,7 +28,7 @@ mod run;
 mod view;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +43,9 @@ use crate::host::Host;
 use crate::state::link::lock;
 use crate::state::Shared;
 use calls::RemoteCalls;
+use connect::{Cause, Failure, Target};
 use envelope::Listing;
+use keys::Keys;
 use redis_io::{LiveNode, Redis};
 use relay::{ClusterHost, Outgoing, Relay};
 use view::View;
@@ -55,6 +59,8 @@ pub struct ClusterHealth {
     pub node_id: String,
     pub nodes: usize,
     pub connected: bool,
+    /// Another live process holds this node id: local service only.
+    pub duplicate: bool,
     /// Sessions on every live node, as of the last lease round.
     pub sessions: usize,
 }
@@ -62,18 +68,21 @@ pub struct ClusterHealth {
 /// The parts made before the gateway's shared state, which takes the wrapped host.
 pub struct Prepared {
     config: ClusterConfig,
+    keys: Arc<Keys>,
     relay: Arc<Relay>,
     outbox: mpsc::UnboundedReceiver<Outgoing>,
 }
 
 pub fn prepare(config: ClusterConfig, host: Arc<dyn Host>) -> (Prepared, Arc<dyn Host>) {
-    let (relay, outbox) = Relay::new();
+    let keys = Arc::new(Keys::new(&config.key_prefix, config.secret.as_deref()));
+    let (relay, outbox) = Relay::new(keys.clone());
     let host = Arc::new(ClusterHost {
         inner: host,
         relay: relay.clone(),
     });
     let prepared = Prepared {
         config,
+        keys,
         relay,
         outbox,
     };
@@ -99,7 +108,15 @@ pub struct Cluster {
     /// `getMessageStatus` queries waiting for other processes' replies.
     status_queries: Mutex<HashMap<u64, mpsc::UnboundedSender<Option<Value>>>>,
     next_query: AtomicU64,
+    /// API keys this process knows (a session of it connected here, or a call here
+    /// named it), by digest: Redis holds digests only.
+    known: Mutex<HashMap<String, Arc<str>>>,
+    /// Causes that retrying cannot fix already reported to `onError` (`Cause::bit`).
+    reported: AtomicU8,
 }
+
+/// API keys remembered by digest at most; past that the map starts again.
+const KNOWN_MAX: usize = 100_000;
 
 impl Cluster {
     pub fn new(
@@ -109,23 +126,24 @@ impl Cluster {
     ) -> Result<Arc<Self>, GatewayError> {
         let Prepared {
             config,
+            keys,
             relay,
             outbox,
         } = prepared;
         let _runtime = rt.enter();
         // The URL may hold a password: neither it nor the parser's message is repeated.
-        let redis = Redis::open(&config.redis_url, &config.key_prefix, config.lease).map_err(|_| {
-            GatewayError::validation(
-                "cluster.redis",
-                "",
-                "cluster.redis must be a Redis URL: redis://[user:password@]host:port[/db] or rediss://...",
-            )
-        })?;
-        let node_id = config.node_id.clone().unwrap_or_else(default_node_id);
+        let target = Target::new(&config)
+            .map_err(|problem| GatewayError::validation("cluster.redis", "", &problem))?;
+        let node_id: Arc<str> = config
+            .node_id
+            .clone()
+            .unwrap_or_else(default_node_id)
+            .into();
+        let redis = Redis::open(target, keys, node_id.clone(), config.lease);
         Ok(Arc::new(Self {
             shared,
             rt: rt.clone(),
-            node_id: node_id.into(),
+            node_id,
             token: format!("{:032x}", fastrand::u128(..)),
             lease: config.lease,
             redis,
@@ -138,7 +156,73 @@ impl Cluster {
             cluster_sessions: AtomicUsize::new(0),
             status_queries: Mutex::default(),
             next_query: AtomicU64::new(0),
+            known: Mutex::default(),
+            reported: AtomicU8::new(0),
         }))
+    }
+
+    /// Remembers `api_key` under its digest (returned).
+    fn know(&self, api_key: &str) -> String {
+        let digest = self.redis.keys.digest(api_key);
+        let mut known = lock(&self.known);
+        if !known.contains_key(&digest) {
+            if known.len() >= KNOWN_MAX {
+                known.clear();
+            }
+            known.insert(digest.clone(), api_key.into());
+        }
+        digest
+    }
+
+    /// The API key behind a digest, if this process knows it.
+    fn known_key(&self, digest: &str) -> Option<Arc<str>> {
+        lock(&self.known).get(digest).cloned()
+    }
+
+    /// `CLUSTER_UNAVAILABLE` for a cause that retrying cannot fix, naming it.
+    fn cause_error(cause: Cause, failure: &Failure) -> GatewayError {
+        let what = match cause {
+            Cause::Auth => "Redis refused the user name or password (auth)",
+            Cause::Permission => "Redis refused a command the gateway needs: the ACL user lacks a permission (permission)",
+            Cause::Tls => "the TLS handshake with Redis failed: a certificate was rejected (tls)",
+            Cause::Dns => "the Redis host name does not exist (dns)",
+        };
+        GatewayError::new(
+            ErrorCode::ClusterUnavailable,
+            format!("Cannot use the cluster's Redis: {what}: {}", failure.detail),
+            json!({ "cause": cause.as_str() }),
+        )
+    }
+
+    /// A Redis failure seen while running: one that retrying cannot fix goes to
+    /// `onError`, once per cause.
+    fn trouble(&self, failure: &Failure) {
+        let Some(cause) = failure.cause else { return };
+        if self.reported.fetch_or(cause.bit(), Ordering::AcqRel) & cause.bit() == 0 {
+            self.shared.report(Self::cause_error(cause, failure));
+        }
+    }
+
+    /// Redis reachable or not, as the lease rounds find it; changes go to the logger.
+    fn set_connected(&self, connected: bool, why: Option<&Failure>) {
+        if self.connected.swap(connected, Ordering::AcqRel) == connected {
+            return;
+        }
+        let (level, message) = match connected {
+            true => ("info", "cluster: Redis connected"),
+            false => (
+                "warn",
+                "cluster: Redis unreachable, serving local devices only until it is back",
+            ),
+        };
+        let mut fields = json!({ "nodeId": &*self.node_id });
+        if let Some(failure) = why {
+            fields["reason"] = failure.detail.as_str().into();
+            if let Some(cause) = failure.cause {
+                fields["cause"] = cause.as_str().into();
+            }
+        }
+        self.shared.notice(level, message, fields);
     }
 
     /// Whether sends may use other processes' devices right now.
@@ -148,20 +232,36 @@ impl Cluster {
 
     /// Takes the lease for `start()`: fails only if another live process holds this
     /// node id; with Redis unreachable the process starts local-only and keeps trying.
+    /// A cause that retrying cannot fix (wrong password, missing ACL permission,
+    /// rejected certificate, unknown host) fails it too.
     pub async fn join(&self) -> Result<(), GatewayError> {
         let sessions = lock(&self.shared.registry).session_count();
-        let claimed = self
-            .redis
-            .claim(&self.token, self.lease, &self.node_id, sessions)
-            .await;
+        let claimed = self.redis.claim(&self.token, sessions, true).await;
         match claimed {
             Ok((-1, _)) => Err(self.duplicate_error()),
             Ok((_, nodes)) => {
+                if let Err(failure) = self.redis.probe(&self.token).await {
+                    if let Some(cause) = failure.cause {
+                        self.reported.fetch_or(cause.bit(), Ordering::AcqRel);
+                        return Err(Self::cause_error(cause, &failure));
+                    }
+                }
                 self.seen_nodes(nodes);
-                self.connected.store(true, Ordering::Release);
+                self.set_connected(true, None);
                 Ok(())
             }
-            Err(_) => Ok(()),
+            Err(failure) => match failure.cause {
+                Some(cause) => {
+                    self.reported.fetch_or(cause.bit(), Ordering::AcqRel);
+                    Err(Self::cause_error(cause, &failure))
+                }
+                None => {
+                    let fields = json!({ "nodeId": &*self.node_id, "reason": failure.detail });
+                    let message = "cluster: Redis unreachable at start, serving local devices only until it is reached";
+                    self.shared.notice("warn", message, fields);
+                    Ok(())
+                }
+            },
         }
     }
 
@@ -201,6 +301,7 @@ impl Cluster {
             node_id: self.node_id.to_string(),
             nodes: if connected { nodes.max(1) } else { 1 },
             connected: self.connected.load(Ordering::Acquire),
+            duplicate: self.duplicate.load(Ordering::Acquire),
             sessions: if connected {
                 self.cluster_sessions.load(Ordering::Relaxed).max(local)
             } else {

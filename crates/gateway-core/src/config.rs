@@ -66,6 +66,53 @@ pub struct ClusterConfig {
     pub key_prefix: String,
     /// How long a process that stops renewing its lease stays in the registry.
     pub lease: Duration,
+    /// 6.3: the master found through Sentinel instead of `redis_url` (then empty).
+    pub sentinel: Option<SentinelConfig>,
+    /// 6.3 `cluster.tls`: a private CA, client certificates, the name checked.
+    pub tls: Option<TlsConfig>,
+    /// 6.3 `cluster.secret`: API keys stand in Redis as an HMAC-SHA-256 with it, else
+    /// as a SHA-256 digest.
+    pub secret: Option<String>,
+}
+
+/// 6.3 `cluster.redis: { sentinels, name, ... }`.
+#[derive(Clone, Debug, Default)]
+pub struct SentinelConfig {
+    /// `host:port` of each Sentinel.
+    pub sentinels: Vec<String>,
+    /// The master's name in Sentinel.
+    pub name: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    pub db: i64,
+}
+
+/// 6.3 `cluster.tls` (PEM bytes).
+#[derive(Clone, Default)]
+pub struct TlsConfig {
+    /// Trusted roots instead of the bundled Mozilla list.
+    pub ca: Option<Vec<u8>>,
+    pub cert: Option<Vec<u8>>,
+    pub key: Option<Vec<u8>>,
+    /// The name the server's certificate must carry (and SNI), instead of the host's.
+    pub servername: Option<String>,
+    /// `false` accepts any certificate (testing only).
+    pub reject_unauthorized: bool,
+}
+
+/// Never prints the key or certificates.
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca", &self.ca.is_some())
+            .field("cert", &self.cert.is_some())
+            .field("key", &self.key.is_some())
+            .field("servername", &self.servername)
+            .field("reject_unauthorized", &self.reject_unauthorized)
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug)]

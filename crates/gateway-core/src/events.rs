@@ -198,9 +198,9 @@ impl LogEvent {
     }
 
     /// Adds the call's `metadata`, if it had one.
-    pub fn with_metadata(mut self, metadata: Option<&Value>) -> Self {
+    pub fn with_metadata(mut self, metadata: Option<Value>) -> Self {
         if let Some(metadata) = metadata {
-            self.delivery.get_or_insert_with(Box::default).metadata = Some(metadata.clone());
+            self.delivery.get_or_insert_with(Box::default).metadata = Some(metadata);
         }
         self
     }

@@ -57,7 +57,16 @@ pub struct Health {
     /// Sessions of this process (`active_sessions` counts the cluster's in cluster mode).
     pub local_sessions: usize,
     pub cluster: Option<ClusterHealth>,
+    /// 6.3: running, not draining, and Redis connected in cluster mode.
+    pub ready: bool,
+    /// 6.3: the core's runtime answers (its pulse is recent).
+    pub live: bool,
 }
+
+/// How often the running core's runtime shows it is alive, and how stale that may get
+/// before `getHealth().live` says no.
+const PULSE: Duration = Duration::from_secs(1);
+const PULSE_STALE_MS: u64 = 5_000;
 
 struct Run {
     shutdown: CancellationToken,
@@ -67,6 +76,8 @@ struct Run {
     started_at: u64,
     /// Where the standalone server listens; `None` when attached to a Node server.
     addr: Option<SocketAddr>,
+    /// When the runtime last ran the pulse task (ms since the epoch).
+    pulse: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -174,12 +185,25 @@ impl Gateway {
         if let Some(cluster) = &self.cluster {
             tasks.spawn(cluster.clone().run(shutdown.clone()));
         }
+        let pulse = Arc::new(std::sync::atomic::AtomicU64::new(now_ms()));
+        let beating = pulse.clone();
+        let stopped = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                beating.store(now_ms(), Ordering::Relaxed);
+                tokio::select! {
+                    _ = stopped.cancelled() => return,
+                    _ = tokio::time::sleep(PULSE) => {}
+                }
+            }
+        });
         Run {
             accepting: shutdown.child_token(),
             shutdown,
             tasks,
             started_at: now_ms(),
             addr,
+            pulse,
         }
     }
 
@@ -260,7 +284,12 @@ impl Gateway {
         self.rt.spawn(async move {
             let until = tokio::time::Instant::now() + gateway.shared.config.request_timeout;
             while tokio::time::Instant::now() < until {
-                let busy = lock(&gateway.shared.registry).pending_count() + cluster.in_flight();
+                // Sends waiting for a device count too: one that connects to another
+                // process takes them (`waitForDevice` is cluster-wide).
+                let busy = {
+                    let registry = lock(&gateway.shared.registry);
+                    registry.pending_count() + registry.parking.len()
+                } + cluster.in_flight();
                 if busy == 0 {
                     break;
                 }
@@ -482,7 +511,14 @@ impl Gateway {
         let run = lock(&self.run);
         let cluster = self.cluster.as_ref().map(|c| c.health());
         let registry = lock(&self.shared.registry);
+        let draining = self.shared.lifecycle() != Lifecycle::Running;
+        let redis_ok = cluster.as_ref().is_none_or(|c| c.connected && !c.duplicate);
+        let live = run.as_ref().is_none_or(|r| {
+            now_ms().saturating_sub(r.pulse.load(Ordering::Relaxed)) <= PULSE_STALE_MS
+        });
         Health {
+            ready: run.is_some() && !draining && redis_ok && live,
+            live,
             running: run.is_some(),
             active_sessions: cluster
                 .as_ref()

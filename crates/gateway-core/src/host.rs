@@ -59,6 +59,9 @@ pub enum Delivery {
     Debug(String),
     /// `stop()` has finished: sessions closed, port free.
     Stopped,
+    /// Something for the host's logger (6.3 `logger`), as `{ level, message, fields }`:
+    /// the cluster's Redis connected or lost.
+    Notice(Value),
     /// The answer to a query the host made with this token (5.3: cluster-wide queries
     /// and joining the cluster, which need Redis).
     Answer {

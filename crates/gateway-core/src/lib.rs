@@ -31,7 +31,7 @@ mod state;
 mod supervise;
 mod timers;
 
-pub use config::{ClusterConfig, Config, Dialect, Pacing, Strategy};
+pub use config::{ClusterConfig, Config, Dialect, Pacing, SentinelConfig, Strategy, TlsConfig};
 pub use error::{mask_api_key, ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};

@@ -143,6 +143,12 @@ impl Shared {
         self.host.deliver(Delivery::Error(error));
     }
 
+    /// A line for the host's logger at `level` ('debug', 'info', 'warn', 'error').
+    pub fn notice(&self, level: &str, message: &str, fields: serde_json::Value) {
+        let notice = serde_json::json!({ "level": level, "message": message, "fields": fields });
+        self.host.deliver(Delivery::Notice(notice));
+    }
+
     /// Sends the commands queued with `Wake::Later`: written through where the
     /// session's task is idle, else by the task, woken.
     pub fn wake_corked(&self) {

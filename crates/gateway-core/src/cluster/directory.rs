@@ -36,7 +36,6 @@ impl Directory for Arc<Cluster> {
             return;
         }
         self.relay.send(Outgoing::List {
-            api_key: who.api_key.clone(),
             session_id: who.session_id.clone(),
             listing: Box::new(self.listing(who, info)),
         });

@@ -27,7 +27,7 @@ pub enum Envelope {
         from: String,
         token: u64,
         request_id: String,
-        /// A look-up by `(apiKey, messageId)` instead of by request id.
+        /// A look-up by `(digest of the apiKey, messageId)` instead of by request id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by_message: Option<(String, Value)>,
     },
@@ -40,7 +40,8 @@ pub enum Envelope {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct AckEvent {
-    pub api_key: String,
+    /// The API key's digest (`keys::Keys::digest`): keys never travel through Redis.
+    pub key_digest: String,
     pub session_id: String,
     pub user_id: Value,
     pub request_id: String,
@@ -53,7 +54,8 @@ pub struct AckEvent {
 #[derive(Serialize, Deserialize, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct LateResult {
-    pub api_key: String,
+    /// The API key's digest (`keys::Keys::digest`): keys never travel through Redis.
+    pub key_digest: String,
     pub record: crate::state::records::StoredRecord,
 }
 
@@ -66,7 +68,8 @@ pub struct Command {
     pub from: String,
     /// The call's number on the calling process.
     pub call: CallId,
-    pub api_key: String,
+    /// The API key's digest; the holder knows the key of its session.
+    pub key_digest: String,
     pub session_id: String,
     pub kind: SendKind,
     pub phone_number: String,
@@ -119,12 +122,11 @@ pub struct Success {
     pub device: Device,
 }
 
-/// The device that answered, as events and results name it.
+/// The device that answered, as events and results name it (the caller knows its key).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     pub session_id: String,
-    pub api_key: String,
     pub user_id: Value,
     pub ip: String,
     pub extension_version: String,
@@ -139,7 +141,6 @@ impl Device {
     pub fn of(who: &Identity) -> Self {
         Self {
             session_id: who.session_id.to_string(),
-            api_key: who.api_key.to_string(),
             user_id: who.user_id.clone(),
             ip: who.ip.clone(),
             extension_version: who.extension_version.clone(),
@@ -150,10 +151,10 @@ impl Device {
     }
 
     /// The device as this process names it in results and events.
-    pub fn into_identity(self, dialect: Dialect) -> Identity {
+    pub fn into_identity(self, api_key: std::sync::Arc<str>, dialect: Dialect) -> Identity {
         Identity {
             session_id: self.session_id.into(),
-            api_key: self.api_key.into(),
+            api_key,
             user_id: self.user_id,
             ip: self.ip,
             extension_version: self.extension_version,
@@ -164,12 +165,12 @@ impl Device {
     }
 }
 
-/// A session as the cluster's registry lists it (`sessions:<apiKey>` in Redis).
+/// A session as the cluster's registry lists it (`sessions:<digest>` in Redis).
 #[derive(Serialize, Deserialize, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct Listing {
     pub node_id: String,
-    pub api_key: String,
+    pub api_key_digest: String,
     #[serde(flatten)]
     pub info: crate::state::registry::SessionInfo,
 }

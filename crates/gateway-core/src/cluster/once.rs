@@ -69,7 +69,6 @@ impl Cluster {
             }
             let claim = KeyClaim {
                 request_id: &id_text,
-                node_id: &self.node_id,
                 token: &self.token,
                 fingerprint: &fingerprint,
                 record: &record,
@@ -260,7 +259,7 @@ impl Cluster {
         self.relay.send(Outgoing::Envelope {
             to: node,
             envelope: Envelope::Late(Box::new(LateResult {
-                api_key: api_key.to_string(),
+                key_digest: self.redis.keys.digest(api_key),
                 record,
             })),
             call: None,
@@ -271,8 +270,12 @@ impl Cluster {
     /// process's record takes it, and a success fires the kind's `*-sent` with
     /// `late: true`.
     pub(super) fn on_late(&self, late: LateResult) {
-        let LateResult { api_key, record } = late;
+        let LateResult { key_digest, record } = late;
         let Ok(id) = Uuid::try_parse(&record.request_id) else {
+            return;
+        };
+        // Known here: this process called the send.
+        let Some(api_key) = self.known_key(&key_digest) else {
             return;
         };
         let Some(device) = record.device.as_ref() else {
@@ -280,7 +283,7 @@ impl Cluster {
         };
         let who = Arc::new(Identity {
             session_id: device.session_id.as_str().into(),
-            api_key: api_key.as_str().into(),
+            api_key: api_key.clone(),
             user_id: device.user_id.clone(),
             ip: String::new(),
             extension_version: device.extension_version.clone(),
@@ -308,7 +311,7 @@ impl Cluster {
                         .call()
                         .filter(|c| c.idempotency_key.is_some())
                         .map(|_| changed.stored(id.as_u128()));
-                    (changed.metadata().cloned(), keyed)
+                    (changed.metadata(), keyed)
                 }
                 // This process keeps no record of a plain send it routed; the holder's counts.
                 None if !here => (None, None),
@@ -326,7 +329,7 @@ impl Cluster {
                 &record.request_id,
                 record.message_id.clone(),
             )
-            .with_metadata(metadata.as_ref());
+            .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
     }

@@ -48,7 +48,8 @@ impl Cluster {
                     .map_or(Value::Null, |record| record.status(record.state))
             }
             StatusKey::Message(id) => {
-                let by_message = Some((api_key.to_string(), id.clone()));
+                // The key by its digest: keys never travel through Redis.
+                let by_message = Some((self.know(api_key), id.clone()));
                 self.ask_others("", by_message).await
             }
         }
@@ -106,6 +107,7 @@ impl Cluster {
             .map(|s| self.with_node(&self.node_id, s, None))
             .collect();
         if self.usable() {
+            self.know(api_key);
             if let Ok((listings, _)) = self.redis.listings(api_key).await {
                 all.extend(self.remote_listings(listings, false));
             }
@@ -113,12 +115,18 @@ impl Cluster {
         Value::Array(all)
     }
 
-    /// `getAllSessions` across the cluster, each session with its `apiKey`.
+    /// `getAllSessions` across the cluster, each session with its `apiKeyDigest`, and
+    /// its `apiKey` when this process knows that key (else null: Redis has digests only).
     pub async fn all_sessions(&self) -> Value {
         let local = lock(&self.shared.registry).all_sessions();
         let mut all: Vec<Value> = local
             .into_iter()
-            .map(|(key, s)| self.with_node(&self.node_id, s, Some(&key)))
+            .map(|(key, s)| {
+                let digest = self.know(&key);
+                let mut value = self.with_node(&self.node_id, s, Some(&key));
+                value["apiKeyDigest"] = digest.into();
+                value
+            })
             .collect();
         if self.usable() {
             if let Ok(listings) = self.redis.all_listings().await {
@@ -133,8 +141,13 @@ impl Cluster {
             .into_iter()
             .filter(|l| *l.node_id != *self.node_id)
             .map(|l| {
-                let key = with_key.then_some(l.api_key.as_str());
-                self.with_node(&l.node_id, l.info.clone(), key)
+                let mut value = self.with_node(&l.node_id, l.info.clone(), None);
+                if with_key {
+                    let key = self.known_key(&l.api_key_digest);
+                    value["apiKey"] = key.map_or(Value::Null, |k| (*k).into());
+                    value["apiKeyDigest"] = l.api_key_digest.into();
+                }
+                value
             })
             .collect()
     }
@@ -155,7 +168,7 @@ impl Cluster {
     pub(super) fn listing(&self, who: &Identity, info: SessionInfo) -> Listing {
         Listing {
             node_id: self.node_id.to_string(),
-            api_key: who.api_key.to_string(),
+            api_key_digest: self.know(&who.api_key),
             info,
         }
     }

@@ -1,13 +1,17 @@
 //! Every Redis command the cluster sends, over two multiplexed connections on the
-//! core's runtime that reconnect by themselves: one for commands, one for the
-//! blocking read of this process's inbox (which would hold up the other).
+//! core's runtime that are made again when they break (`connect::Link`): one for
+//! commands, one for the blocking read of this process's inbox (which would hold up
+//! the other).
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamReadOptions, StreamReadReply};
-use redis::{AsyncCommands, RedisResult, Script, Value};
+use redis::{AsyncCommands, RedisError, RedisResult, Script, Value};
 
+use super::connect::{Failure, Link, Target};
 use super::envelope::Listing;
 use super::keys::{self, Keys};
 use super::relay::Outgoing;
@@ -16,85 +20,199 @@ use super::relay::Outgoing;
 const READ_BLOCK: Duration = Duration::from_millis(1000);
 /// Inbox entries kept at most (roughly): a process that is gone does not read its inbox.
 const INBOX_MAX: usize = 10_000;
+/// How long a command may wait for its reply.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub type Reply<T> = Result<T, Failure>;
 
 pub struct Redis {
-    commands: ConnectionManager,
-    reader: ConnectionManager,
-    pub keys: Keys,
+    commands: Link,
+    reader: Link,
+    pub keys: Arc<Keys>,
+    node_id: Arc<str>,
+    lease: Duration,
     claim: Script,
     admit: Script,
     release: Script,
+    /// Run in pipelines by hash (`EVALSHA`): loaded when Redis says it lacks them.
+    list: Script,
+    unlist: Script,
     take_key: Script,
     place_key: Script,
 }
 
 impl Redis {
     /// Connects lazily (on first use), so a Redis that is down does not stop `start()`.
-    /// Needs the runtime's context. Reconnect backoff is capped at half the lease.
-    pub fn open(url: &str, prefix: &str, lease: Duration) -> RedisResult<Self> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_max_delay(lease / 2)
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
-        let reader = ConnectionManager::new_lazy_with_config(
-            client,
-            config.set_response_timeout(Some(READ_BLOCK + Duration::from_secs(2))),
-        )?;
-        Ok(Self {
-            commands,
-            reader,
-            keys: Keys::new(prefix),
+    /// Reconnect backoff is capped at half the lease (and a second: a failover is over
+    /// in seconds).
+    pub fn open(target: Target, keys: Arc<Keys>, node_id: Arc<str>, lease: Duration) -> Self {
+        let target = Arc::new(target);
+        let max_backoff = (lease / 2).min(Duration::from_secs(1));
+        Self {
+            commands: Link::new(target.clone(), RESPONSE_TIMEOUT, max_backoff),
+            reader: Link::new(target, READ_BLOCK + RESPONSE_TIMEOUT, max_backoff),
+            keys,
+            node_id,
+            lease,
             claim: keys::claim_lease(),
             admit: keys::admit_session(),
             release: keys::release_lease(),
+            list: Script::new(keys::LIST_SESSION),
+            unlist: Script::new(keys::UNLIST_SESSION),
             take_key: keys::take_idempotency(),
             place_key: keys::place_idempotency(),
+        }
+    }
+
+    /// Runs `op` on `link`'s connection; a connection that broke is made again next time.
+    async fn on<T, F, Fut>(&self, link: &Link, op: F) -> Reply<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let con = link.get().await?;
+        op(con).await.map_err(|e| {
+            link.failed(&e);
+            Failure::of(&e)
         })
     }
 
     /// Takes or renews the lease; returns the claim (1, 0 or -1, see `keys`) and the
-    /// live nodes with their session counts.
+    /// live nodes with their session counts. `refresh`: extend the life of every key
+    /// that lists this process's sessions.
     pub async fn claim(
         &self,
         token: &str,
-        lease: Duration,
-        node_id: &str,
         sessions: usize,
-    ) -> RedisResult<(i64, Vec<LiveNode>)> {
+        refresh: bool,
+    ) -> Reply<(i64, Vec<LiveNode>)> {
         let keys = &self.keys;
-        let reply: Vec<Value> = self
-            .claim
-            .key(keys.node(node_id))
+        let node_id = &*self.node_id;
+        let mut invocation = self.claim.key(keys.node(node_id));
+        invocation
             .key(keys.nodes())
             .key(keys.counts())
+            .key(keys.api_keys())
+            .key(keys.inbox(node_id))
+            .key(keys.listed(node_id))
             .arg(token)
-            .arg(lease.as_millis() as u64)
+            .arg(self.lease.as_millis() as u64)
             .arg(node_id)
             .arg(sessions)
-            .invoke_async(&mut self.commands.clone())
+            .arg(keys.prefix())
+            .arg(if refresh { "1" } else { "0" });
+        let reply: Vec<Value> = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         let mut items = reply.into_iter();
         let claim: i64 = match items.next() {
-            Some(v) => redis::from_redis_value(v)?,
+            Some(v) => redis::from_redis_value(v).map_err(|e| Failure::of(&RedisError::from(e)))?,
             None => -1,
         };
-        let nodes = live_nodes(items.collect())?;
+        let nodes = live_nodes(items.collect()).map_err(|e| Failure::of(&e))?;
         Ok((claim, nodes))
     }
 
-    pub async fn release(&self, token: &str, node_id: &str) -> RedisResult<()> {
+    /// Runs every command the gateway needs once, on keys of its own: a user whose
+    /// ACL lacks one is refused here, at `start()`, rather than at some later send.
+    pub async fn probe(&self, token: &str) -> Reply<()> {
         let keys = &self.keys;
-        self.release
-            .key(keys.node(node_id))
+        let (a, b, c) = (
+            keys.probe(&format!("{token}:a")),
+            keys.probe(&format!("{token}:b")),
+            keys.probe(&format!("{token}:c")),
+        );
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(keys::PROBE_SCRIPTS)
+            .arg(3)
+            .arg(&a)
+            .arg(&b)
+            .arg(&c)
+            .ignore();
+        pipe.cmd("EVAL")
+            .arg(keys::LIVE_NODES)
+            .arg(2)
+            .arg(&a)
+            .arg(&b)
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(&a)
+            .arg("MAXLEN")
+            .arg("0")
+            .arg("*")
+            .arg("m")
+            .arg("")
+            .ignore();
+        pipe.cmd("XADD")
+            .arg(&a)
+            .arg("NOMKSTREAM")
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(INBOX_MAX)
+            .arg("*")
+            .arg("m")
+            .arg("")
+            .ignore();
+        pipe.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("STREAMS")
+            .arg(&a)
+            .arg("0-0")
+            .ignore();
+        pipe.cmd("XTRIM").arg(&a).arg("MINID").arg("0-1").ignore();
+        pipe.hset(&b, "p", "1")
+            .ignore()
+            .hvals(&b)
+            .ignore()
+            .hdel(&b, "p")
+            .ignore();
+        pipe.sadd(&c, "p")
+            .ignore()
+            .smembers(&c)
+            .ignore()
+            .srem(&c, "p")
+            .ignore();
+        pipe.cmd("SET")
+            .arg(&c)
+            .arg("1")
+            .arg("NX")
+            .arg("PX")
+            .arg(5000)
+            .arg("GET")
+            .ignore();
+        pipe.pset_ex(&c, "1", 5000).ignore();
+        pipe.del(&[&a, &b, &c]).ignore();
+        self.on(&self.commands, |mut con| async move {
+            pipe.query_async::<()>(&mut con).await
+        })
+        .await
+    }
+
+    /// Gives up the lease and the inbox; returns the inbox entries after `after`.
+    pub async fn release(&self, token: &str, after: Option<&str>) -> Reply<Vec<(String, Vec<u8>)>> {
+        let keys = &self.keys;
+        let node_id = &*self.node_id;
+        let mut invocation = self.release.key(keys.node(node_id));
+        invocation
             .key(keys.nodes())
             .key(keys.counts())
+            .key(keys.api_keys())
+            .key(keys.inbox(node_id))
+            .key(keys.listed(node_id))
             .arg(token)
             .arg(node_id)
-            .invoke_async::<Value>(&mut self.commands.clone())
+            .arg(keys.prefix())
+            .arg(after.unwrap_or_default());
+        let rest: Value = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
-        Ok(())
+        Ok(stream_entries(rest))
     }
 
     /// Adds the live nodes (`keys::LIVE_NODES`) to a round trip.
@@ -107,95 +225,152 @@ impl Redis {
     }
 
     /// Lists a session unless its key is full cluster-wide.
-    pub async fn admit(&self, listing: &Listing, max: usize) -> RedisResult<bool> {
+    pub async fn admit(&self, listing: &Listing, max: usize) -> Reply<bool> {
         let keys = &self.keys;
         let text = serde_json::to_string(listing).unwrap_or_default();
-        let listed: i64 = self
-            .admit
-            .key(keys.sessions(&listing.api_key))
+        let digest = &listing.api_key_digest;
+        let mut invocation = self.admit.key(keys.sessions(digest));
+        invocation
             .key(keys.nodes())
             .key(keys.api_keys())
+            .key(keys.listed(&self.node_id))
             .arg(&*listing.info.session_id)
             .arg(text)
             .arg(max)
-            .arg(&listing.api_key)
-            .invoke_async(&mut self.commands.clone())
+            .arg(digest)
+            .arg(self.lease.as_millis() as u64);
+        let listed: i64 = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         Ok(listed == 1)
     }
 
     /// The listings of one API key on live nodes, and the live nodes, in one round trip.
-    pub async fn listings(&self, api_key: &str) -> RedisResult<(Vec<Listing>, Vec<LiveNode>)> {
+    pub async fn listings(&self, api_key: &str) -> Reply<(Vec<Listing>, Vec<LiveNode>)> {
         let mut pipe = redis::pipe();
-        pipe.hvals(self.keys.sessions(api_key));
+        pipe.hvals(self.keys.sessions(&self.keys.digest(api_key)));
         self.ask_live_nodes(&mut pipe);
-        let (raw, live): (Vec<String>, Vec<Value>) =
-            pipe.query_async(&mut self.commands.clone()).await?;
-        let live = live_nodes(live)?;
+        let (raw, live): (Vec<String>, Vec<Value>) = self
+            .on(&self.commands, |mut con| async move {
+                pipe.query_async(&mut con).await
+            })
+            .await?;
+        let live = live_nodes(live).map_err(|e| Failure::of(&e))?;
         Ok((live_only(parse_listings(raw), &live), live))
     }
 
     /// Every listing on a live node, of every key.
-    pub async fn all_listings(&self) -> RedisResult<Vec<Listing>> {
-        let mut con = self.commands.clone();
-        let api_keys: Vec<String> = con.smembers(self.keys.api_keys()).await?;
-        if api_keys.is_empty() {
+    pub async fn all_listings(&self) -> Reply<Vec<Listing>> {
+        let set = self.keys.api_keys();
+        let digests: Vec<String> = self
+            .on(
+                &self.commands,
+                |mut con| async move { con.smembers(set).await },
+            )
+            .await?;
+        if digests.is_empty() {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
         self.ask_live_nodes(&mut pipe);
-        for api_key in &api_keys {
-            pipe.hvals(self.keys.sessions(api_key));
+        for digest in &digests {
+            pipe.hvals(self.keys.sessions(digest));
         }
-        let mut replies: Vec<Value> = pipe.query_async(&mut con).await?;
+        let mut replies: Vec<Value> = self
+            .on(&self.commands, |mut con| async move {
+                pipe.query_async(&mut con).await
+            })
+            .await?;
         if replies.is_empty() {
             return Ok(Vec::new());
         }
-        let live = live_nodes(redis::from_redis_value(replies.remove(0))?)?;
+        let live = redis::from_redis_value(replies.remove(0))
+            .map_err(|e| Failure::of(&RedisError::from(e)))
+            .and_then(|v| live_nodes(v).map_err(|e| Failure::of(&e)))?;
         let per_key: Vec<Vec<String>> = replies
             .into_iter()
-            .map(|v| redis::from_redis_value(v).map_err(redis::RedisError::from))
-            .collect::<RedisResult<_>>()?;
-        let empty: Vec<&String> = api_keys
-            .iter()
-            .zip(&per_key)
-            .filter(|(_, l)| l.is_empty())
-            .map(|(k, _)| k)
-            .collect();
-        if !empty.is_empty() {
-            let _: RedisResult<Value> = con.srem(self.keys.api_keys(), empty).await;
-        }
+            .map(|v| redis::from_redis_value(v).map_err(|e| Failure::of(&RedisError::from(e))))
+            .collect::<Reply<_>>()?;
         let all = per_key.into_iter().flat_map(parse_listings).collect();
         Ok(live_only(all, &live))
     }
 
-    /// Writes a batch of outgoing items in one round trip.
-    pub async fn write(&self, batch: &[Outgoing]) -> RedisResult<()> {
+    /// Writes a batch of outgoing items in one round trip; says, for each item in
+    /// order, what became of it (each item is one command, and one refused command does
+    /// not hide what became of the others).
+    pub async fn write(&self, batch: &[Outgoing]) -> Reply<Vec<Written>> {
+        let pipe = self.pipeline(batch.iter());
+        let replies = self
+            .on(&self.commands, |mut con| async move {
+                pipe.query_async::<Vec<Value>>(&mut con).await
+            })
+            .await?;
+        let mut written: Vec<Written> = replies.iter().map(Written::of).collect();
+        written.resize(batch.len(), Written::Refused);
+        let missing: Vec<usize> = (0..batch.len())
+            .filter(|&i| written[i] == Written::NoScript)
+            .collect();
+        if !missing.is_empty() {
+            // A Redis restarted, or a replica promoted, has no scripts: loaded, and the
+            // listings written again (they alone run scripts).
+            let mut load = redis::pipe();
+            for script in [keys::LIST_SESSION, keys::UNLIST_SESSION] {
+                load.cmd("SCRIPT").arg("LOAD").arg(script).ignore();
+            }
+            let pipe = self.pipeline(missing.iter().map(|&i| &batch[i]));
+            let again = self
+                .on(&self.commands, |mut con| async move {
+                    load.query_async::<()>(&mut con).await?;
+                    pipe.query_async::<Vec<Value>>(&mut con).await
+                })
+                .await?;
+            for (&i, reply) in missing.iter().zip(&again) {
+                written[i] = Written::of(reply);
+            }
+        }
+        Ok(written)
+    }
+
+    /// One command per item, none ignored; errors come back as replies.
+    fn pipeline<'a>(&self, batch: impl Iterator<Item = &'a Outgoing>) -> redis::Pipeline {
+        let keys = &self.keys;
+        let lease = self.lease.as_millis() as u64;
+        let listed = keys.listed(&self.node_id);
         let mut pipe = redis::pipe();
+        pipe.ignore_errors();
         for item in batch {
             match item {
                 Outgoing::Envelope { to, envelope, .. } => {
                     let payload = serde_json::to_vec(envelope).unwrap_or_default();
                     pipe.cmd("XADD")
-                        .arg(self.keys.inbox(to))
+                        .arg(keys.inbox(to))
+                        .arg("NOMKSTREAM")
                         .arg("MAXLEN")
                         .arg("~")
                         .arg(INBOX_MAX)
                         .arg("*")
                         .arg("m")
-                        .arg(payload)
-                        .ignore();
+                        .arg(payload);
                 }
                 Outgoing::List {
-                    api_key,
                     session_id,
                     listing,
+                    ..
                 } => {
                     let text = serde_json::to_string(listing).unwrap_or_default();
-                    pipe.hset(self.keys.sessions(api_key), &**session_id, text)
-                        .ignore()
-                        .sadd(self.keys.api_keys(), &**api_key)
-                        .ignore();
+                    let digest = &listing.api_key_digest;
+                    pipe.cmd("EVALSHA")
+                        .arg(self.list.get_hash())
+                        .arg(3)
+                        .arg(keys.sessions(digest))
+                        .arg(keys.api_keys())
+                        .arg(&listed)
+                        .arg(&**session_id)
+                        .arg(text)
+                        .arg(digest)
+                        .arg(lease);
                 }
                 Outgoing::Record {
                     key,
@@ -204,6 +379,7 @@ impl Redis {
                     record,
                     ttl,
                 } => {
+                    // By its text: rare, and never refused for a missing script.
                     pipe.cmd("EVAL")
                         .arg(keys::SETTLE_IDEMPOTENCY)
                         .arg(1)
@@ -211,91 +387,104 @@ impl Redis {
                         .arg(request_id)
                         .arg(*state)
                         .arg(record)
-                        .arg(ttl.as_millis() as u64)
-                        .ignore();
+                        .arg(ttl.as_millis() as u64);
                 }
                 Outgoing::Unlist {
                     api_key,
                     session_id,
                 } => {
-                    pipe.hdel(self.keys.sessions(api_key), &**session_id)
-                        .ignore();
+                    let digest = keys.digest(api_key);
+                    pipe.cmd("EVALSHA")
+                        .arg(self.unlist.get_hash())
+                        .arg(3)
+                        .arg(keys.sessions(&digest))
+                        .arg(keys.api_keys())
+                        .arg(&listed)
+                        .arg(&**session_id)
+                        .arg(&digest);
                 }
             }
         }
-        pipe.query_async::<()>(&mut self.commands.clone()).await
+        pipe
     }
 
     /// Claims an `idempotencyKey`'s record for a call (`keys::take_idempotency`).
-    pub async fn take_key(&self, key: &str, claim: &KeyClaim<'_>) -> RedisResult<Taken> {
-        let reply: Vec<String> = self
-            .take_key
-            .key(key)
+    pub async fn take_key(&self, key: &str, claim: &KeyClaim<'_>) -> Reply<Taken> {
+        let mut invocation = self.take_key.key(key);
+        invocation
             .key(self.keys.nodes())
             .arg(claim.request_id)
-            .arg(claim.node_id)
+            .arg(&*self.node_id)
             .arg(claim.token)
             .arg(claim.fingerprint)
             .arg(claim.record)
             .arg(claim.ttl.as_millis() as u64)
-            .arg(self.keys.node(""))
-            .invoke_async(&mut self.commands.clone())
+            .arg(self.keys.node(""));
+        let reply: Vec<String> = self
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         let mut items = reply.into_iter();
-        let (kind, first, second) = (items.next(), items.next(), items.next());
-        Ok(match (kind.as_deref(), first, second) {
-            (Some("first"), _, _) => Taken::First,
-            (Some("reused"), Some(request_id), _) => Taken::Reused(request_id),
-            (Some("settled"), Some(record), _) => Taken::Settled(record),
-            (Some("wait"), Some(owner), _) => Taken::Wait(owner),
-            (Some("gone"), Some(record), _) => Taken::Gone(record),
+        let (kind, first) = (items.next(), items.next());
+        Ok(match (kind.as_deref(), first) {
+            (Some("first"), _) => Taken::First,
+            (Some("reused"), Some(request_id)) => Taken::Reused(request_id),
+            (Some("settled"), Some(record)) => Taken::Settled(record),
+            (Some("wait"), Some(owner)) => Taken::Wait(owner),
+            (Some("gone"), Some(record)) => Taken::Gone(record),
             _ => Taken::Unreadable,
         })
     }
 
     /// Marks a claimed key's command as possibly written; false if the key is no
     /// longer this call's.
-    pub async fn place_key(&self, key: &str, request_id: &str) -> RedisResult<bool> {
+    pub async fn place_key(&self, key: &str, request_id: &str) -> Reply<bool> {
+        let mut invocation = self.place_key.key(key);
+        invocation.arg(request_id);
         let placed: i64 = self
-            .place_key
-            .key(key)
-            .arg(request_id)
-            .invoke_async(&mut self.commands.clone())
+            .on(&self.commands, |mut con| async move {
+                invocation.invoke_async(&mut con).await
+            })
             .await?;
         Ok(placed == 1)
     }
 
     /// The record JSON of the call holding a key, if any.
-    pub async fn key_record(&self, key: &str) -> RedisResult<Option<String>> {
-        self.commands.clone().hget(key, "record").await
+    pub async fn key_record(&self, key: &str) -> Reply<Option<String>> {
+        let key = key.to_string();
+        self.on(&self.commands, |mut con| async move {
+            con.hget(key, "record").await
+        })
+        .await
     }
 
     /// Marks `key` seen for `window`; false if it already was.
-    pub async fn first_sighting(&self, key: &str, window: Duration) -> RedisResult<bool> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
+    pub async fn first_sighting(&self, key: &str, window: Duration) -> Reply<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
             .arg(1)
             .arg("NX")
             .arg("PX")
-            .arg(window.as_millis() as u64)
-            .query_async(&mut self.commands.clone())
+            .arg(window.as_millis() as u64);
+        let set: Option<String> = self
+            .on(&self.commands, |mut con| async move {
+                cmd.query_async(&mut con).await
+            })
             .await?;
         Ok(set.is_some())
     }
 
     /// Entries of this process's inbox after `after`, waiting a while for some.
-    pub async fn read_inbox(
-        &self,
-        node_id: &str,
-        after: &str,
-    ) -> RedisResult<Vec<(String, Vec<u8>)>> {
+    pub async fn read_inbox(&self, after: &str) -> Reply<Vec<(String, Vec<u8>)>> {
         let options = StreamReadOptions::default()
             .block(READ_BLOCK.as_millis() as usize)
             .count(256);
+        let inbox = self.keys.inbox(&self.node_id);
         let reply: Option<StreamReadReply> = self
-            .reader
-            .clone()
-            .xread_options(&[self.keys.inbox(node_id)], &[after], &options)
+            .on(&self.reader, |mut con| async move {
+                con.xread_options(&[inbox], &[after], &options).await
+            })
             .await?;
         let mut entries = Vec::new();
         for key in reply.map(|r| r.keys).unwrap_or_default() {
@@ -311,21 +500,71 @@ impl Redis {
     }
 
     /// Forgets inbox entries before `upto` (read already).
-    pub async fn trim_inbox(&self, node_id: &str, upto: &str) -> RedisResult<()> {
-        redis::cmd("XTRIM")
-            .arg(self.keys.inbox(node_id))
+    pub async fn trim_inbox(&self, upto: &str) -> Reply<()> {
+        let mut cmd = redis::cmd("XTRIM");
+        cmd.arg(self.keys.inbox(&self.node_id))
             .arg("MINID")
-            .arg(upto)
-            .query_async::<Value>(&mut self.commands.clone())
-            .await?;
+            .arg(upto);
+        self.on(&self.commands, |mut con| async move {
+            cmd.query_async::<Value>(&mut con).await
+        })
+        .await?;
         Ok(())
+    }
+}
+
+/// `XRANGE`'s reply as (id, the `m` field), in order.
+fn stream_entries(reply: Value) -> Vec<(String, Vec<u8>)> {
+    let Value::Array(entries) = reply else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let Value::Array(parts) = entry else { continue };
+        let mut parts = parts.into_iter();
+        let (Some(Value::BulkString(id)), Some(Value::Array(fields))) =
+            (parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let mut fields = fields.into_iter();
+        while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+            if let (Value::BulkString(name), Value::BulkString(value)) = (name, value) {
+                if name == b"m" && !value.is_empty() {
+                    out.push((String::from_utf8_lossy(&id).into_owned(), value));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What became of one item written (`Redis::write`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Done,
+    /// An inbox that is gone: its process left.
+    Gone,
+    /// Redis lacks the script (loaded and tried again by `write`).
+    NoScript,
+    /// Refused (a missing permission, say): not written.
+    Refused,
+}
+
+impl Written {
+    fn of(reply: &Value) -> Self {
+        match reply {
+            Value::Nil => Self::Gone,
+            Value::ServerError(e) if e.code() == "NOSCRIPT" => Self::NoScript,
+            Value::ServerError(_) => Self::Refused,
+            _ => Self::Done,
+        }
     }
 }
 
 /// A call's claim of an `idempotencyKey`.
 pub struct KeyClaim<'a> {
     pub request_id: &'a str,
-    pub node_id: &'a str,
     pub token: &'a str,
     pub fingerprint: &'a str,
     /// The record as it reads while the call is pending.

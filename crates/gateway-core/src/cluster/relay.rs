@@ -26,7 +26,6 @@ pub enum Outgoing {
     },
     /// A local session's listing changed (serialized by the writer, off the locks).
     List {
-        api_key: Arc<str>,
         session_id: Arc<str>,
         listing: Box<super::envelope::Listing>,
     },
@@ -63,6 +62,8 @@ const ROUTES_KEPT: usize = 100_000;
 type Routes = (HashMap<String, (Arc<str>, Instant)>, VecDeque<String>);
 
 pub struct Relay {
+    /// Digests for API keys in what goes through Redis.
+    keys: Arc<super::keys::Keys>,
     origins: Mutex<HashMap<CallId, Origin>>,
     /// The calling process of each send run here for another, by request id.
     routes: Mutex<Routes>,
@@ -71,9 +72,10 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
+    pub fn new(keys: Arc<super::keys::Keys>) -> (Arc<Self>, mpsc::UnboundedReceiver<Outgoing>) {
         let (outbox, rx) = mpsc::unbounded_channel();
         let relay = Self {
+            keys,
             origins: Mutex::default(),
             routes: Mutex::default(),
             outbox,
@@ -163,7 +165,7 @@ impl Relay {
             .and_then(|d| d.ack)
             .unwrap_or("sent");
         let forwarded = AckEvent {
-            api_key: event.api_key.clone(),
+            key_digest: self.keys.digest(&event.api_key),
             session_id: event.session_id.clone(),
             user_id: event.user_id.clone(),
             request_id: request_id.clone(),

@@ -2,6 +2,7 @@
 //! process that holds it, running sends handed here, and settling the caller's call
 //! with what comes back (outcomes, acks, sends handed back to be chosen again).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +23,16 @@ use crate::media::Media;
 use crate::protocol::delivery::Ack;
 use crate::protocol::{Recipient, SendKind};
 use crate::state::link::lock;
+use crate::state::parking::Parked;
 use crate::state::records::StatusKey;
-use crate::state::registry::Unavailable;
+use crate::state::registry::{Pending, Unavailable};
 use crate::state::requests::{
     no_device, shutdown_error, unsupported_command, SendRequest, Wake, Wants,
 };
 use crate::state::Lifecycle;
 
-/// A listing read that takes longer than this counts as Redis being away: sends wait
-/// for it, and local devices serve meanwhile.
+/// A listing read that takes longer than this counts as Redis being away: local
+/// devices serve meanwhile.
 const READ_LIMIT: Duration = Duration::from_secs(1);
 /// How often a send waiting for its `target` to become active looks for it.
 const TARGET_POLL: Duration = Duration::from_millis(100);
@@ -127,17 +129,26 @@ impl Cluster {
     /// The other processes' active devices of `api_key`, read now; `None` when Redis
     /// could not be read (the process serves its own devices until it can again).
     pub(super) async fn read_remote_devices(&self, api_key: &str) -> Option<Vec<RemoteDevice>> {
+        // A call here named the key: `getAllSessions` may show it (at most one read per
+        // key and second, so the digest is not made on every send).
+        self.know(api_key);
         let read = tokio::time::timeout(READ_LIMIT, self.redis.listings(api_key)).await;
-        let Ok(Ok((listings, live))) = read else {
-            self.connected
-                .store(false, std::sync::atomic::Ordering::Release);
-            return None;
+        let (listings, live) = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(failure)) => {
+                self.set_connected(false, Some(&failure));
+                return None;
+            }
+            Err(_) => {
+                self.set_connected(false, None);
+                return None;
+            }
         };
         self.set_live(live);
         let devices = listings
             .into_iter()
             .filter(|l| l.info.device_active && *l.node_id != *self.node_id)
-            .map(remote_device)
+            .map(|l| remote_device(l, api_key))
             .collect();
         Some(devices)
     }
@@ -275,7 +286,7 @@ impl Cluster {
         let command = Command {
             from: self.node_id.to_string(),
             call,
-            api_key: request.api_key,
+            key_digest: self.know(&request.api_key),
             session_id: device.identity.session_id.to_string(),
             kind: request.kind,
             phone_number: request.phone_number.clone(),
@@ -332,7 +343,7 @@ impl Cluster {
             let metadata = self.metadata_of(request_id);
             let to = Recipient::of(remote.kind, &remote.phone_number);
             let event = LogEvent::send_failed(&remote.device, to, request_id, &error)
-                .with_metadata(metadata.as_ref());
+                .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
         self.reject(call, error);
@@ -342,7 +353,7 @@ impl Cluster {
     fn metadata_of(&self, request_id: &str) -> Option<Value> {
         let id = uuid::Uuid::try_parse(request_id).ok()?;
         let registry = lock(&self.shared.registry);
-        registry.statuses.get(id.as_u128())?.metadata().cloned()
+        registry.statuses.get(id.as_u128())?.metadata()
     }
 
     /// A send another process routed here.
@@ -350,19 +361,23 @@ impl Cluster {
         if now_ms() >= command.expires_at {
             return;
         }
+        // Its key is known here: the device it was routed to connected here.
+        let api_key = self.known_key(&command.key_digest);
         let wants = Wants {
             session: command.pinned.then_some(command.session_id.as_str()),
             command: (command.kind == SendKind::Command).then_some(command.phone_number.as_str()),
         };
         let takes = self.shared.lifecycle() == Lifecycle::Running
-            && lock(&self.shared.registry).has_device_for(&command.api_key, wants);
-        if !takes && !command.rerouted {
+            && api_key
+                .as_ref()
+                .is_some_and(|k| lock(&self.shared.registry).has_device_for(k, wants));
+        let Some(api_key) = api_key.filter(|_| takes || command.rerouted) else {
             return self.relay.send(Outgoing::Envelope {
                 to: command.from.as_str().into(),
                 envelope: Envelope::Reroute(Box::new(command)),
                 call: None,
             });
-        }
+        };
         let origin: Arc<str> = command.from.as_str().into();
         // Its acks and a late result go to the caller, for as long as it keeps records.
         let until = Instant::now() + self.shared.config.idempotency_ttl;
@@ -373,7 +388,7 @@ impl Cluster {
             call: command.call,
         });
         let target: Arc<str> = command.session_id.as_str().into();
-        let (mut request, media) = request_of(command);
+        let (mut request, media) = request_of(command, &api_key);
         // Pinned or not: the session the caller chose.
         request.target = Some(target);
         // Woken together once the inbox read is handled (`wake_corked`).
@@ -398,10 +413,11 @@ impl Cluster {
                 .saturating_duration_since(Instant::now())
                 .as_millis() as u64;
             let (media, document_name) = (written.media, written.document_name);
+            let api_key = settled.identity.api_key.clone();
             let mut command = Command {
                 from: self.node_id.to_string(),
                 call: pending.call,
-                api_key: settled.identity.api_key.to_string(),
+                key_digest: self.know(&api_key),
                 session_id: String::new(),
                 kind: written.kind,
                 phone_number: written.phone_number,
@@ -421,7 +437,7 @@ impl Cluster {
                 unpaced: !pending.paced,
             };
             if pending.call & CLUSTER_CALL == 0 {
-                self.route_elsewhere(command);
+                self.route_elsewhere(command, api_key);
                 continue;
             }
             let Some(origin) = self.relay.take_origin(pending.call) else {
@@ -437,14 +453,67 @@ impl Cluster {
         }
     }
 
+    /// 5.2 `waitForDevice` across the cluster: sends called here that wait for a
+    /// device of their key go to one that connected to another process (a rolling
+    /// restart moves extensions between processes).
+    pub(super) async fn unpark_elsewhere(self: &Arc<Self>) {
+        let waiting: Vec<Arc<str>> = lock(&self.shared.registry)
+            .parking
+            .keys()
+            .cloned()
+            .collect();
+        for api_key in waiting {
+            let Some(remote) = self.read_remote_devices(&api_key).await else {
+                return;
+            };
+            if remote.is_empty() {
+                continue;
+            }
+            let parked = lock(&self.shared.registry).parking.take(&api_key);
+            // Its own calls that a device there will do for (the target, the command).
+            let (own, others): (VecDeque<_>, VecDeque<_>) = parked.into_iter().partition(|p| {
+                let wants = Wants {
+                    session: p.target.as_deref(),
+                    command: p.pending.command(),
+                };
+                p.pending.call & CLUSTER_CALL == 0
+                    && remote.iter().any(|d| wants.accepts(&d.identity))
+            });
+            lock(&self.shared.registry)
+                .parking
+                .restore(api_key.clone(), others);
+            let strategy = self.shared.config.strategy;
+            for parked in own {
+                let call = parked.pending.call;
+                let Some((request, media)) = unparked_request(&api_key, parked) else {
+                    let error = crate::state::requests::shutdown_error("", "");
+                    self.reject(call, error);
+                    continue;
+                };
+                let wants = request.wants();
+                let usable = remote.iter().filter(|d| wants.accepts(&d.identity));
+                let choice = lock(&self.view).choose(
+                    &api_key,
+                    request.strategy.unwrap_or(strategy),
+                    Vec::new(),
+                    usable.cloned().map(|d| (d, 0)).collect(),
+                );
+                match choice {
+                    Some(Choice::Remote(device)) => self.forward(call, request, media, device),
+                    _ => self.shared.dispatch(call, request, media, Wake::Now),
+                }
+            }
+        }
+    }
+
     /// A send called on this draining process: to another process's device, if any.
-    fn route_elsewhere(self: &Arc<Self>, command: Command) {
+    fn route_elsewhere(self: &Arc<Self>, command: Command, api_key: Arc<str>) {
         let cluster = self.clone();
         self.rt.spawn(async move {
             let call = command.call;
             let session_id = command.session_id.clone();
             let request_id = command.request_id.clone();
-            let (request, media) = request_of(command);
+            let (request, media) = request_of(command, &api_key);
             let remote = match cluster.usable() {
                 true => cluster.read_remote_devices(&request.api_key).await,
                 false => None,
@@ -472,12 +541,33 @@ impl Cluster {
     /// A send the chosen holder could not take: chosen again among fresh listings.
     fn on_reroute(self: &Arc<Self>, command: Command) {
         let call = command.call;
-        if lock(&self.calls).take(call).is_none() {
+        let Some(remote) = lock(&self.calls).take(call) else {
             return;
-        }
-        lock(&self.view).forget(&command.api_key);
-        let (request, media) = request_of(command);
+        };
+        let api_key = remote.device.api_key.clone();
+        lock(&self.view).forget(&api_key);
+        let (request, media) = request_of(command, &api_key);
         self.dispatch(call, request, media, Wake::Now);
+    }
+
+    /// A send written for a holder whose inbox is gone (the holder left): chosen
+    /// again once; a second time it fails, never sent.
+    pub(super) fn holder_gone(self: &Arc<Self>, call: CallId, command: Command) {
+        if !command.rerouted {
+            return self.on_reroute(command);
+        }
+        let Some(remote) = lock(&self.calls).take(call) else {
+            return;
+        };
+        let mut error =
+            crate::state::requests::connection_lost(&remote.request_id, &remote.device.session_id);
+        error.message = format!(
+            "The gateway process holding the device ({}) left before the send reached it",
+            remote.holder
+        );
+        error.details["sent"] = false.into();
+        error.details["nodeId"] = (*remote.holder).into();
+        self.fail_remote(call, &remote, error);
     }
 
     /// The outcome of a send this process routed elsewhere.
@@ -490,16 +580,16 @@ impl Cluster {
                 let owed = {
                     let mut calls = lock(&self.calls);
                     if stage == Stage::ResultAwaitingAck {
-                        calls.get(call).is_some()
+                        calls.get(call).map(|c| c.device.api_key.clone())
                     } else {
-                        calls.take(call).is_some()
+                        calls.take(call).map(|c| c.device.api_key.clone())
                     }
                 };
-                if !owed {
+                let Some(api_key) = owed else {
                     return;
-                }
+                };
                 let dialect = self.shared.config.dialect;
-                let session = Arc::new(success.device.into_identity(dialect));
+                let session = Arc::new(success.device.into_identity(api_key, dialect));
                 let request_id =
                     uuid::Uuid::try_parse(&success.request_id).map_or(0, |u| u.as_u128());
                 self.shared.host.deliver(Delivery::Resolved(Resolved {
@@ -524,12 +614,16 @@ impl Cluster {
         }
     }
 
-    /// A `message-ack` for a send called here and carried out elsewhere: this
-    /// process's record of it moves too (forward only).
+    /// A `message-ack` for a send called here and carried out elsewhere.
     fn on_ack(&self, ack: AckEvent) {
         let (Some(level), true) = (Ack::parse(&ack.ack), self.shared.config.log_events) else {
             return;
         };
+        // Known here: this process called the send.
+        let Some(api_key) = self.known_key(&ack.key_digest) else {
+            return;
+        };
+        // This process's record of the send moves too (forward only).
         let mut metadata = None;
         let mut keyed = None;
         if let Ok(id) = uuid::Uuid::try_parse(&ack.request_id) {
@@ -537,30 +631,25 @@ impl Cluster {
             let id = id.as_u128();
             match registry
                 .statuses
-                .advance(id, &ack.api_key, level, ack.message_id.clone())
+                .advance(id, &api_key, level, ack.message_id.clone())
             {
                 Some(advanced) => {
                     let record = advanced.record;
-                    metadata = record.metadata().cloned();
+                    metadata = record.metadata();
                     keyed = record
                         .call()
                         .filter(|c| c.idempotency_key.is_some() && !c.open)
                         .map(|_| record.stored(id));
                 }
-                None => {
-                    metadata = registry
-                        .statuses
-                        .get(id)
-                        .and_then(|r| r.metadata().cloned())
-                }
+                None => metadata = registry.statuses.get(id).and_then(|r| r.metadata()),
             }
         }
         if let Some(stored) = keyed {
-            self.publish_record(&ack.api_key, stored, false);
+            self.publish_record(&api_key, stored, false);
         }
         let device = Identity {
             session_id: ack.session_id.into(),
-            api_key: ack.api_key.into(),
+            api_key,
             user_id: ack.user_id,
             ip: String::new(),
             extension_version: String::new(),
@@ -575,7 +664,7 @@ impl Cluster {
             ack.message_id,
             level,
         )
-        .with_metadata(metadata.as_ref());
+        .with_metadata(metadata);
         self.shared.host.deliver(Delivery::Log(event));
     }
 
@@ -592,9 +681,13 @@ impl Cluster {
                 request_id,
                 by_message,
             }) => {
+                // By message id: the key, named by its digest, is known here if this
+                // process has a record of it.
                 let status = match by_message {
-                    Some((api_key, message_id)) => lock(&self.shared.registry)
-                        .message_status_by(&api_key, &StatusKey::Message(message_id)),
+                    Some((digest, message_id)) => self.known_key(&digest).and_then(|api_key| {
+                        lock(&self.shared.registry)
+                            .message_status_by(&api_key, &StatusKey::Message(message_id))
+                    }),
                     None => self.local_status(&request_id),
                 };
                 self.relay.send(Outgoing::Envelope {
@@ -618,12 +711,12 @@ impl Cluster {
 }
 
 /// The send a routed command carries; its timeout still counts from the call.
-fn request_of(command: Command) -> (SendRequest, Option<Media>) {
+fn request_of(command: Command, api_key: &str) -> (SendRequest, Option<Media>) {
     let timeout = Duration::from_millis(command.timeout_ms.max(1));
     let left = Duration::from_millis(command.expires_at.saturating_sub(now_ms()));
     let mut request = SendRequest::new(
         command.kind,
-        command.api_key,
+        api_key.to_string(),
         command.phone_number,
         command.text,
     );
@@ -674,11 +767,45 @@ pub(super) fn refusal(
     }
 }
 
-fn remote_device(listing: Listing) -> RemoteDevice {
+/// A send that waited here for a device, as a request to route: its request id and
+/// its deadline (from the call) are kept.
+fn unparked_request(
+    api_key: &str,
+    parked: Parked<Pending>,
+) -> Option<(SendRequest, Option<Media>)> {
+    let written = crate::protocol::command_of_frame(&parked.frame)?;
+    let pending = parked.pending;
+    let timeout = Duration::from_millis(pending.timeout_ms.max(1));
+    let mut request = SendRequest::new(
+        written.kind,
+        api_key.to_string(),
+        written.phone_number,
+        written.text,
+    );
+    request.called_at = pending.deadline.into_std().checked_sub(timeout);
+    request.timeout = Some(timeout);
+    request.wait_for = (pending.wait_for > Ack::Sent).then_some(pending.wait_for);
+    request.document_name = written.document_name;
+    request.request_id = Some(parked.request_id);
+    request.rerouted = true;
+    request.strategy = Some(parked.strategy);
+    request.paced = pending.paced;
+    if let Some(target) = parked.target {
+        request.target = Some(target);
+        request.pinned = true;
+    }
+    let media = written.media.map(|(data_url, mime_type)| Media {
+        data_url,
+        mime_type,
+        file_name: None,
+    });
+    Some((request, media))
+}
+
+fn remote_device(listing: Listing, api_key: &str) -> RemoteDevice {
     let info = listing.info;
     let device = Device {
         session_id: info.session_id.to_string(),
-        api_key: listing.api_key,
         user_id: info.user_id,
         ip: info.ip,
         extension_version: info.extension_version,
@@ -688,6 +815,6 @@ fn remote_device(listing: Listing) -> RemoteDevice {
     RemoteDevice {
         node_id: listing.node_id.into(),
         // Its holder writes its commands, in its own dialect.
-        identity: Arc::new(device.into_identity(crate::config::Dialect::Compat)),
+        identity: Arc::new(device.into_identity(api_key.into(), crate::config::Dialect::Compat)),
     }
 }

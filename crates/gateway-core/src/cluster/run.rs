@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::redis_io::Written;
 use super::relay::Outgoing;
 use super::{unavailable, Cluster};
 use crate::state::link::lock;
@@ -25,6 +26,9 @@ const HOLDER_FIRST: Duration = Duration::from_millis(250);
 const RETRY_FOR: Duration = Duration::from_secs(10);
 /// A bound on any one Redis round trip of these tasks.
 const ROUND_TRIP: Duration = Duration::from_secs(2);
+/// How often sends waiting for a device (`waitForDevice`) look for one on another
+/// process.
+const UNPARK_EVERY: Duration = Duration::from_millis(200);
 
 impl Cluster {
     /// Runs until `shutdown`, then leaves the cluster.
@@ -37,6 +41,10 @@ impl Cluster {
         let mut sweep = tokio::time::interval(SWEEP);
         let mut next_beat = Instant::now();
         let mut next_refresh = Instant::now() + REFRESH;
+        let mut next_unpark = Instant::now();
+        // The life of the keys listing this process's sessions is extended every half
+        // lease (each key lives 3 leases: see `keys`).
+        let mut next_keep = Instant::now();
         let mut retry: Vec<(Instant, Outgoing)> = Vec::new();
         loop {
             tokio::select! {
@@ -45,9 +53,19 @@ impl Cluster {
                     let now = Instant::now();
                     if now >= next_beat {
                         next_beat = now + beat;
-                        if self.beat().await {
-                            next_refresh = now;
+                        let keep = now >= next_keep;
+                        if let Some(afresh) = self.beat(keep).await {
+                            if keep {
+                                next_keep = now + self.lease / 2;
+                            }
+                            if afresh {
+                                next_refresh = now;
+                            }
                         }
+                    }
+                    if now >= next_unpark && self.usable() {
+                        next_unpark = now + UNPARK_EVERY;
+                        self.unpark_elsewhere().await;
                     }
                     if now >= next_refresh && self.usable() {
                         next_refresh = now + REFRESH;
@@ -75,23 +93,28 @@ impl Cluster {
                 }
             }
         }
-        self.leave(&mut outbox).await;
-        inbox.abort();
+        // Where the reader stopped: what came after is handled by `leave`.
+        let mut inbox = inbox;
+        let after = match timeout(ROUND_TRIP, &mut inbox).await {
+            Ok(Ok(after)) => Some(after),
+            _ => {
+                inbox.abort();
+                None
+            }
+        };
+        self.leave(&mut outbox, after).await;
         *lock(&self.outbox) = Some(outbox);
     }
 
-    /// Renews the lease; returns whether Redis had lost it (listings must be written again).
-    async fn beat(&self) -> bool {
+    /// Renews the lease (`keep`: and the life of this process's keys); returns
+    /// whether Redis had lost it (listings must be written again), or None if Redis
+    /// could not be reached.
+    async fn beat(&self, keep: bool) -> Option<bool> {
         let sessions = lock(&self.shared.registry).session_count();
-        let claimed = timeout(
-            ROUND_TRIP,
-            self.redis
-                .claim(&self.token, self.lease, &self.node_id, sessions),
-        )
-        .await;
+        let claimed = timeout(ROUND_TRIP, self.redis.claim(&self.token, sessions, keep)).await;
         match claimed {
             Ok(Ok((claim, nodes))) => {
-                self.connected.store(true, Ordering::Release);
+                self.set_connected(true, None);
                 if claim == -1 {
                     if !self.duplicate.swap(true, Ordering::AcqRel) {
                         let mut error = self.duplicate_error();
@@ -100,14 +123,23 @@ impl Cluster {
                             .push_str(": this process serves its own devices only");
                         self.shared.report(error);
                     }
-                    return false;
+                    return Some(false);
                 }
                 self.seen_nodes(nodes);
-                claim == 0 && !self.duplicate.load(Ordering::Acquire)
+                Some(claim == 0 && !self.duplicate.load(Ordering::Acquire))
             }
-            _ => {
-                self.connected.store(false, Ordering::Release);
-                false
+            Ok(Err(failure)) => {
+                self.trouble(&failure);
+                self.set_connected(false, Some(&failure));
+                None
+            }
+            Err(_) => {
+                let failure = super::Failure {
+                    cause: None,
+                    detail: "no reply from Redis in time".into(),
+                };
+                self.set_connected(false, Some(&failure));
+                None
             }
         }
     }
@@ -124,11 +156,10 @@ impl Cluster {
             let session_id = info.session_id.clone();
             let listing = super::Listing {
                 node_id: self.node_id.to_string(),
-                api_key: api_key.to_string(),
+                api_key_digest: self.know(&api_key),
                 info,
             };
             self.relay.send(Outgoing::List {
-                api_key,
                 session_id,
                 listing: Box::new(listing),
             });
@@ -137,21 +168,34 @@ impl Cluster {
 
     /// Writes a batch; returns the outcomes to retry. A send that cannot be routed
     /// fails `CLUSTER_UNAVAILABLE` on its caller at once.
-    async fn write(&self, batch: Vec<Outgoing>) -> Vec<Outgoing> {
+    async fn write(self: &Arc<Self>, batch: Vec<Outgoing>) -> Vec<Outgoing> {
         if batch.is_empty() {
             return batch;
         }
-        let written = matches!(
-            timeout(ROUND_TRIP, self.redis.write(&batch)).await,
-            Ok(Ok(()))
-        );
+        let reached = match timeout(ROUND_TRIP, self.redis.write(&batch)).await {
+            Ok(Ok(reached)) => Some(reached),
+            Ok(Err(failure)) => {
+                self.trouble(&failure);
+                None
+            }
+            Err(_) => None,
+        };
+        let written = reached.is_some();
+        let mut reached = reached.unwrap_or_default().into_iter();
         let mut retry = Vec::new();
         for item in batch {
+            let fate = reached.next().unwrap_or(Written::Refused);
             match item {
+                // Its holder's inbox is gone (so is the holder): chosen again, once.
+                Outgoing::Envelope {
+                    call: Some(call),
+                    envelope: super::envelope::Envelope::Send(command),
+                    ..
+                } if fate == Written::Gone => self.holder_gone(call, *command),
                 Outgoing::Envelope {
                     call: Some(call), ..
                 } => {
-                    if written {
+                    if fate == Written::Done {
                         lock(&self.calls).mark_routed(call);
                         continue;
                     }
@@ -163,8 +207,10 @@ impl Cluster {
                         self.fail_remote(call, &remote, error);
                     }
                 }
+                // An outcome for a caller that is gone is dropped; one refused, retried. So
+                // is a key's record.
                 outcome @ (Outgoing::Envelope { call: None, .. } | Outgoing::Record { .. })
-                    if !written =>
+                    if fate == Written::Refused =>
                 {
                     retry.push(outcome)
                 }
@@ -173,7 +219,7 @@ impl Cluster {
             }
         }
         if !written {
-            self.connected.store(false, Ordering::Release);
+            self.set_connected(false, None);
         }
         retry
     }
@@ -205,15 +251,16 @@ impl Cluster {
     }
 
     /// Reads this process's inbox: sends routed here and outcomes of sends routed away.
-    async fn read_inbox(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Returns, once `shutdown` comes, the id of the last entry it handled.
+    async fn read_inbox(self: Arc<Self>, shutdown: CancellationToken) -> String {
         // From the start: entries written before this process read (its own node id
         // restarted) are filtered by their expiry.
         let mut after = "0-0".to_string();
         let mut trimmed_at = Instant::now();
         loop {
             let read = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                read = self.redis.read_inbox(&self.node_id, &after) => read,
+                _ = shutdown.cancelled() => return after,
+                read = self.redis.read_inbox(&after) => read,
             };
             match read {
                 Ok(entries) => {
@@ -223,7 +270,8 @@ impl Cluster {
                     after = last.clone();
                     // The outcomes of one read reach the host in one hand-over.
                     self.shared.host.hold_deliveries();
-                    for (_, payload) in &entries {
+                    // The entry that makes an inbox (see `keys`) carries nothing.
+                    for (_, payload) in entries.iter().filter(|(_, p)| !p.is_empty()) {
                         self.on_envelope(payload);
                     }
                     self.shared.host.release_deliveries();
@@ -231,13 +279,14 @@ impl Cluster {
                     self.shared.wake_corked();
                     if trimmed_at.elapsed() > Duration::from_millis(500) {
                         trimmed_at = Instant::now();
-                        let _ = self.redis.trim_inbox(&self.node_id, &after).await;
+                        let _ = self.redis.trim_inbox(&after).await;
                     }
                 }
-                Err(_) => {
+                Err(failure) => {
+                    self.trouble(&failure);
                     let pause = (self.lease / 4).min(Duration::from_millis(500));
                     tokio::select! {
-                        _ = shutdown.cancelled() => return,
+                        _ = shutdown.cancelled() => return after,
                         _ = tokio::time::sleep(pause) => {}
                     }
                 }
@@ -247,13 +296,35 @@ impl Cluster {
 
     /// Writes what is queued (last unlistings, outcomes), gives up the lease and fails
     /// the sends still out on other processes.
-    async fn leave(&self, outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
-        let mut batch = Vec::new();
-        while let Ok(item) = outbox.try_recv() {
-            batch.push(item);
+    /// Its inbox goes with the lease, in one step that returns what came after `after`
+    /// (the reader's last entry): sends routed here meanwhile go back to their callers,
+    /// and a caller writing later finds no inbox (it chooses again).
+    async fn leave(
+        self: &Arc<Self>,
+        outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
+        after: Option<String>,
+    ) {
+        let drain = |outbox: &mut tokio::sync::mpsc::UnboundedReceiver<Outgoing>| {
+            let mut batch = Vec::new();
+            while let Ok(item) = outbox.try_recv() {
+                batch.push(item);
+            }
+            batch
+        };
+        let _ = self.write(drain(outbox)).await;
+        let released = timeout(
+            ROUND_TRIP,
+            self.redis.release(&self.token, after.as_deref()),
+        )
+        .await;
+        if let Ok(Ok(rest)) = released {
+            self.shared.host.hold_deliveries();
+            for (_, payload) in &rest {
+                self.on_envelope(payload);
+            }
+            self.shared.host.release_deliveries();
+            let _ = self.write(drain(outbox)).await;
         }
-        let _ = self.write(batch).await;
-        let _ = timeout(ROUND_TRIP, self.redis.release(&self.token, &self.node_id)).await;
         self.connected.store(false, Ordering::Release);
         let calls: Vec<_> = {
             let mut calls = lock(&self.calls);

@@ -25,8 +25,10 @@ use crate::protocol::{Recipient, SendKind};
 
 /// `maxMessageStatuses` when not set.
 pub const DEFAULT_CAPACITY: usize = 200_000;
-/// Index entries made up front; the indexes grow as records come.
-const FIRST_ROOM: usize = 16_384;
+/// Records the ring and its index are sized for up front (only the memory they write
+/// becomes resident): growing them later would copy megabytes under the registry's
+/// lock, which every send waits for. Beyond this they grow.
+const UP_FRONT: usize = 1 << 20;
 
 /// Request ids are random UUIDs the gateway made itself (an extension can only look
 /// one up, never add one): mixing their halves is hash enough, and much cheaper on
@@ -145,7 +147,9 @@ pub struct CallPart {
     pub api_key: Arc<str>,
     pub idempotency_key: Option<Box<str>>,
     pub fingerprint: u64,
-    pub metadata: Option<Value>,
+    /// As JSON text: a parsed value costs several hundred bytes more per record, and
+    /// it is read only for events, look-ups and duplicates.
+    metadata: Option<Box<str>>,
     /// Wall-clock ms of the call.
     created_at: u64,
     /// The call has not settled: duplicates wait for it, and it is never evicted.
@@ -197,7 +201,7 @@ impl Record {
             api_key,
             idempotency_key: request.idempotency_key.as_deref().map(Into::into),
             fingerprint: request.fingerprint(),
-            metadata: request.metadata.clone(),
+            metadata: request.metadata.as_deref().map(Into::into),
             created_at: now_ms(),
             open: true,
             waiting: Vec::new(),
@@ -270,8 +274,11 @@ impl Record {
         self.call.as_deref()
     }
 
-    pub fn metadata(&self) -> Option<&Value> {
-        self.call.as_ref()?.metadata.as_ref()
+    /// The call's `metadata`, if it had one (JSON text the host checked; kept as text
+    /// if it somehow is not JSON).
+    pub fn metadata(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.metadata.as_deref()?;
+        Some(serde_json::from_str(text).unwrap_or_else(|_| Value::from(text)))
     }
 
     pub fn is_open(&self) -> bool {
@@ -333,7 +340,7 @@ impl Record {
             message_id: self.message_id(),
             timestamp: self.timestamp,
             device: self.identity.as_deref().map(StoredDevice::of),
-            metadata: self.metadata().cloned().unwrap_or(Value::Null),
+            metadata: self.metadata().unwrap_or(Value::Null),
             error: self.error.as_deref().cloned(),
             created_at: call.map_or_else(|| wall_ms_at(self.updated), |c| c.created_at),
             updated_at: wall_ms_at(self.updated),
@@ -606,9 +613,9 @@ impl Records {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: VecDeque::new(),
+            ring: VecDeque::with_capacity(capacity.min(UP_FRONT) + 1),
             first_seq: 0,
-            by_id: SlotIndex::with_room_for(capacity.min(FIRST_ROOM)),
+            by_id: SlotIndex::with_room_for(capacity.min(UP_FRONT)),
             by_key: SlotIndex::with_room_for(16),
             keyed: 0,
             by_message: None,

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::Strategy;
@@ -44,8 +43,8 @@ pub struct SendRequest {
     pub request_id: Option<u128>,
     /// `idempotencyKey` (1 to 200 characters).
     pub idempotency_key: Option<String>,
-    /// The caller's `metadata`, any JSON value (checked for size by the host).
-    pub metadata: Option<Value>,
+    /// The caller's `metadata` as JSON text (checked, and for size, by the host).
+    pub metadata: Option<String>,
     /// Cluster mode: this call holds its key's record in Redis, which must say
     /// `placed` before the command may be written anywhere (docs/delivery-records.md).
     pub needs_placing: bool,
@@ -166,7 +165,7 @@ mod tests {
         // Options that do not change the message do not change it.
         let mut later = text("+1555", "hi");
         later.timeout = Some(Duration::from_secs(5));
-        later.metadata = Some(Value::from(1));
+        later.metadata = Some("1".into());
         assert_eq!(base, later.fingerprint());
         // The same in every process and every build (a record in Redis, or on disk,
         // is compared with a fingerprint computed later): a known value.

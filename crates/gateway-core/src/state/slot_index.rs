@@ -1,16 +1,19 @@
 //! An index from a key's hash to the sequence number of a record in the records' ring
-//! (`records.rs`): open addressing with linear probing over `u64` entries (31 bits of
-//! the hash, 32 of the sequence number), no allocation per entry. Entries keep their
-//! hash so that removing one (every send, once the ring is full) never reads the ring;
-//! whoever finds an entry confirms with the ring that the record is the one wanted, so
-//! colliding hashes only cost a probe.
+//! (`records.rs`): open addressing with linear probing over `u64` entries (a set bit, 31
+//! bits of the hash, 32 of the sequence number), no allocation per entry. Entries keep
+//! their hash so that removing one (every send, once the ring is full) never reads the
+//! ring; whoever finds an entry confirms with the ring that the record is the one
+//! wanted, so colliding hashes only cost a probe. An empty entry is 0, so a table is
+//! zeroed memory: sized for every record up front, it costs only the pages written.
 
 pub struct SlotIndex {
     entries: Vec<u64>,
     mask: usize,
 }
 
-const EMPTY: u64 = u64::MAX;
+const EMPTY: u64 = 0;
+/// Set in every entry, so that none is `EMPTY`.
+const TAG: u64 = 1 << 31;
 
 impl SlotIndex {
     /// Sized for `records` entries at first; it grows as they come.
@@ -22,9 +25,9 @@ impl SlotIndex {
         }
     }
 
-    /// The part of a 64-bit hash an entry keeps.
+    /// The part of a 64-bit hash an entry keeps, tagged.
     pub fn short(hash: u64) -> u64 {
-        hash >> 33
+        (hash >> 33) | TAG
     }
 
     fn entry(short: u64, seq: u32) -> u64 {
