@@ -71,3 +71,18 @@ impl Identity {
 pub fn request_id_text(id: u128, buf: &mut [u8; 36]) -> &str {
     uuid::Uuid::from_u128(id).hyphenated().encode_lower(buf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every session keeps its identity in an `Arc`: 16 bytes of counts plus this. Up to
+    /// 152 bytes it is a 176-byte glibc chunk; a slice's second word for `Commands`
+    /// would make it 192 for every idle session.
+    #[test]
+    fn an_identity_stays_within_152_bytes() {
+        let size = std::mem::size_of::<Identity>();
+        assert!(size <= 152, "Identity grew to {size} bytes");
+        assert_eq!(std::mem::size_of::<Commands>(), 8);
+    }
+}

@@ -650,6 +650,75 @@ mod tests {
     }
 
     #[test]
+    fn results_carry_data_and_failure_codes_of_the_right_shape() {
+        let result = |text: &str| match parse(text) {
+            Inbound::Result(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let mut answered = result(
+            r#"{"type":"command-result","requestId":"r","success":true,"data":{"on":true},"messageId":"m"}"#,
+        );
+        assert_eq!(answered.answer(SendKind::Command), json!({ "on": true }));
+        let mut sent = result(
+            r#"{"type":"message-result","requestId":"r","success":true,"data":{"x":1},"messageId":"m"}"#,
+        );
+        assert_eq!(sent.data, Value::Null, "only a command-result has data");
+        assert_eq!(sent.answer(SendKind::Message), json!("m"));
+        let long = "X".repeat(65);
+        let cases = [
+            (json!("NOT_ON_WHATSAPP"), Some("NOT_ON_WHATSAPP")),
+            (json!("RATE_LIMITED"), Some("RATE_LIMITED")),
+            (json!("X2_Y"), Some("X2_Y")),
+            (json!("not_on_whatsapp"), None),
+            (json!("_X"), None),
+            (json!("A B"), None),
+            (json!(""), None),
+            (json!(long), None),
+            (json!(7), None),
+            (json!(["X"]), None),
+        ];
+        for (code, kept) in cases {
+            let frame = json!({ "type": "message-result", "requestId": "r", "success": false, "code": code });
+            let r = result(&frame.to_string());
+            assert_eq!(r.code.as_deref(), kept, "{code}");
+        }
+        assert!(retryable("RATE_LIMITED") && retryable("LOGGED_OUT"));
+        assert!(!retryable("NOT_ON_WHATSAPP"));
+        match parse(r#"{"type":"auth","apiKey":"k","data":{"commands":["check-number","ping",3]}}"#)
+        {
+            Inbound::Auth(a) => assert_eq!(a.commands, ["check-number"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_chat_is_named_by_chat_id_and_commands_read_back_from_their_frames() {
+        let group = "120363025246125486@g.us";
+        let v = json_of(message_frame("r", group, "hi"));
+        assert_eq!(v["data"], json!({ "chatId": group, "message": "hi" }));
+        let command = MediaCommand {
+            phone_number: "15551234567@c.us",
+            ..image("cap")
+        };
+        let url = || "data:image/png;base64,AA==".to_string();
+        let read = command_of_frame(&media_frame(&command, url(), Dialect::Doc)).unwrap();
+        assert_eq!(read.phone_number, "15551234567@c.us");
+        let v = json_of(media_frame(&command, url(), Dialect::Doc));
+        assert!(v["data"].get("phoneNumber").is_none());
+        let custom = custom::custom_frame("r", "check-number", r#"{"phone":"+1"}"#);
+        let read = command_of_frame(&custom).unwrap();
+        assert_eq!(read.kind, SendKind::Command);
+        assert_eq!(read.phone_number, "check-number");
+        assert_eq!(read.text, r#"{"phone":"+1"}"#);
+        assert_eq!(
+            Recipient::of(SendKind::Message, "+1").field(),
+            "phoneNumber"
+        );
+        assert_eq!(Recipient::of(SendKind::Image, "1@c.us").field(), "chatId");
+        assert_eq!(Recipient::of(SendKind::Command, "x").field(), "command");
+    }
+
+    #[test]
     fn auth_replies_follow_the_dialect() {
         let kinds = |d, g| -> Vec<String> {
             auth_replies(d, g, "s1")

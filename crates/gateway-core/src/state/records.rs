@@ -1107,6 +1107,49 @@ mod tests {
         r
     }
 
+    #[test]
+    fn a_commands_answer_is_kept_only_for_its_idempotency_key() {
+        let mut records = Records::default();
+        let command = |key: Option<&str>| {
+            let mut r = SendRequest::new(
+                SendKind::Command,
+                "k".into(),
+                "check-number".into(),
+                "{}".into(),
+            );
+            r.idempotency_key = key.map(str::to_string);
+            r
+        };
+        records.open(1, Record::opened(&command(Some("i")), "k".into()));
+        let answer = json!({ "onWhatsApp": true });
+        let sent = || Record::sent(who("k"), SendKind::Command, "check-number", &answer, 1.0);
+        records.record(1, sent());
+        records.answered(1, &answer);
+        let stored = records.get(1).unwrap().stored(1);
+        assert_eq!(stored.data, Some(answer.clone()));
+        assert_eq!(stored.message_id, Value::Null, "an answer is no message id");
+        assert_eq!(stored.ack, None, "a command has no acks");
+        let status = stored.status(stored.state);
+        assert_eq!(status["command"], "check-number");
+        assert_eq!(status["phoneNumber"], Value::Null);
+        assert!(records.advance(1, "k", Ack::Read, Value::Null).is_none());
+
+        records.record(2, sent());
+        records.answered(2, &answer);
+        assert_eq!(
+            records.get(2).unwrap().stored(2).data,
+            None,
+            "a plain call keeps no answer"
+        );
+
+        let group = "120363025246125486@g.us";
+        let chat = Record::sent(who("k"), SendKind::Message, group, &Value::from("m"), 1.0);
+        let stored = chat.stored(3);
+        let status = stored.status(stored.state);
+        assert_eq!(status["chatId"], group);
+        assert_eq!(status["phoneNumber"], Value::Null);
+    }
+
     fn timeout() -> GatewayError {
         GatewayError::new(
             ErrorCode::RequestTimeout,

@@ -1140,6 +1140,76 @@ mod tests {
     }
 
     #[test]
+    fn a_target_is_used_alone_and_a_command_only_where_it_is_handled() {
+        let mut reg = Registry::default();
+        let plain = add_active(&mut reg, "k", 1);
+        let mut lister = identity("k", 2);
+        lister.commands = crate::identity::Commands::new(vec!["check-number".into()]);
+        let (handling, _) = reg.add(lister, Arc::default(), 10).unwrap();
+        reg.set_status(handling, ready());
+        reg.add(identity("k", 3), Arc::default(), 10).unwrap();
+
+        let check = Wants {
+            session: None,
+            command: Some("check-number"),
+        };
+        for strategy in [Strategy::RoundRobin, Strategy::Random, Strategy::LeastBusy] {
+            for _ in 0..4 {
+                assert_eq!(reg.select("k", strategy, check).unwrap().0, handling);
+            }
+        }
+        let react = Wants {
+            command: Some("react"),
+            ..check
+        };
+        let rr = Strategy::RoundRobin;
+        assert_eq!(
+            reg.select("k", rr, react).err(),
+            Some(Unavailable::Unsupported)
+        );
+        assert_eq!(
+            reg.select("none", rr, react).err(),
+            Some(Unavailable::NoSessions)
+        );
+
+        let to = |session| Wants {
+            session: Some(session),
+            command: None,
+        };
+        for _ in 0..3 {
+            assert_eq!(reg.select("k", rr, to("s1")).unwrap().0, plain);
+        }
+        // Not active, not there, another key's.
+        assert_eq!(
+            reg.select("k", rr, to("s3")).err(),
+            Some(Unavailable::Target)
+        );
+        assert_eq!(
+            reg.select("k", rr, to("s9")).err(),
+            Some(Unavailable::Target)
+        );
+        assert_eq!(
+            reg.select("other", rr, to("s1")).err(),
+            Some(Unavailable::Target)
+        );
+        let pinned_check = Wants {
+            session: Some("s1"),
+            command: Some("check-number"),
+        };
+        assert_eq!(
+            reg.select("k", rr, pinned_check).err(),
+            Some(Unavailable::Unsupported)
+        );
+        // A routed send's preferred session gives way to one that handles its command.
+        assert_eq!(
+            reg.select_session("k", "s1", rr, check).unwrap().0,
+            handling
+        );
+        assert!(reg.has_session("k", "s3") && !reg.has_device_for("k", to("s3")));
+        assert!(!reg.has_device_for("k", react) && reg.has_device_for("k", check));
+    }
+
+    #[test]
     fn enforces_the_per_key_limit() {
         let mut reg = Registry::default();
         reg.add(identity("k", 1), Arc::default(), 2).unwrap();
