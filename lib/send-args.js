@@ -42,8 +42,11 @@ function chatIdProblem(chatId) {
   return "chatId must be '<digits>@c.us' (a person) or '<digits>-<digits>@g.us' / '<id>@g.us' (a group)";
 }
 
-/** The recipient: `phoneNumber` or `chatId`, exactly one of them. */
-function recipientArg(data) {
+/**
+ * The recipient, `phoneNumber` or `chatId`, exactly one of them, checked: returns the
+ * chatId, or undefined when the send names a phone number.
+ */
+function chatIdArg(data) {
   const hasPhone = data.phoneNumber != null;
   if (data.chatId != null) {
     if (hasPhone) {
@@ -51,11 +54,11 @@ function recipientArg(data) {
     }
     const problem = chatIdProblem(data.chatId);
     if (problem) throw invalid('chatId', data.chatId, problem);
-    return { chatId: data.chatId };
+    return data.chatId;
   }
   const problem = phoneProblem(data.phoneNumber);
   if (problem) throw invalid('phoneNumber', data.phoneNumber, hasPhone ? problem : `${problem} (or give chatId)`);
-  return { phoneNumber: data.phoneNumber };
+  return undefined;
 }
 
 function optionalString(data, field) {
@@ -78,7 +81,7 @@ function sendArgs(kind, apiKey, data) {
   if (data === null || typeof data !== 'object') {
     throw invalid('data', data, 'Send data must be an object');
   }
-  const { phoneNumber, chatId } = recipientArg(data);
+  const chatId = chatIdArg(data);
 
   let text;
   let media;
@@ -95,34 +98,43 @@ function sendArgs(kind, apiKey, data) {
     if (kind === 'document') documentName = optionalString(data, 'documentName');
   }
 
+  // One object literal, each option a branch when absent: this runs on every send.
   return {
-    phoneNumber,
+    phoneNumber: chatId === undefined ? data.phoneNumber : undefined,
     chatId,
     text,
     media,
     documentName,
-    ...callOptions(data),
-    // SPEC 5.2 (lib/delivery.js): a branch when absent.
+    strategy: strategyArg(data.deviceSelectionStrategy),
+    timeout: callTimeout(data.timeout),
+    // SPEC 5.2 (lib/delivery.js).
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
+    idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
+    metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
+    target: data.target == null ? undefined : targetArg(data.target),
   };
 }
 
 /**
- * The options every send method and request() take, checked: strategy, timeout,
+ * The options request() shares with the send methods, checked: strategy, timeout,
  * idempotencyKey, metadata, target (each undefined when absent).
  */
 function callOptions(options) {
-  const strategy = options.deviceSelectionStrategy;
-  if (strategy != null && !STRATEGIES.includes(strategy)) {
-    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
-  }
   return {
-    strategy: strategy ?? undefined,
+    strategy: strategyArg(options.deviceSelectionStrategy),
     timeout: callTimeout(options.timeout),
     idempotencyKey: options.idempotencyKey == null ? undefined : idempotencyKeyArg(options.idempotencyKey, invalid),
     metadata: options.metadata == null ? undefined : metadataArg(options.metadata, invalid),
     target: options.target == null ? undefined : targetArg(options.target),
   };
+}
+
+function strategyArg(strategy) {
+  if (strategy == null) return undefined;
+  if (!STRATEGIES.includes(strategy)) {
+    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
+  }
+  return strategy;
 }
 
 /** A call's `target`: the sessionId of one of the key's sessions (getActiveSessions). */
