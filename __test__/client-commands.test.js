@@ -122,6 +122,10 @@ test('handle() takes the built-in commands and valid custom types only', async (
     assert.throws(() => client.handle(type, () => {}), TypeError, String(type));
   }
   assert.throws(() => client.handle('check-number', 'not a function'), TypeError);
+  for (const typo of ['send-mesage', 'send-images', 'sned-video', 'send-documnt']) {
+    assert.throws(() => client.handle(typo, () => {}), /did you mean 'send-/, typo);
+  }
+  client.handle('send-location', () => ({ sent: true }));
   let runs = 0;
   client.handle('check-number', () => ++runs);
   await ready(gateway, client);

@@ -139,8 +139,9 @@ export class GatewayClient {
   /**
    * A custom command's handler (`^[a-z][a-z0-9-]{0,63}$`, not a frame type of the protocol):
    * listed to the gateway at the next authentication, so register it before `connect()`.
-   * In the types, a `send-…` name other than the built-in ones is taken for a typo of one
-   * (a compile error); the runtime accepts it.
+   * A name one or two letters off a built-in command is taken for a typo of it (a TypeError);
+   * in the types, any `send-…` name other than the built-in ones is (a compile error: to name
+   * a custom command so, pass its type as a `string`).
    */
   handle<Type extends string, Data = any, Answer = unknown>(
     type: Type extends `send-${string}` ? never : Type,

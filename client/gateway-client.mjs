@@ -136,6 +136,12 @@ export class GatewayClient {
         `GatewayClient.handle: '${type}' is neither a built-in command (${COMMANDS.join(', ')}) nor a custom command type (^[a-z][a-z0-9-]{0,63}$, not a frame type of the protocol)`,
       );
     }
+    // A custom type one or two letters off a built-in command is taken for a typo of it:
+    // registered as custom, the built-in one would have no handler.
+    const meant = COMMANDS.find((command) => command !== type && editDistance(command, type) <= 2);
+    if (meant) {
+      throw new TypeError(`GatewayClient.handle: unknown command '${type}'; did you mean '${meant}'?`);
+    }
     if (typeof handler !== 'function') throw new TypeError('GatewayClient.handle: handler must be a function');
     this.#handlers.set(type, handler);
     return this;
@@ -484,6 +490,22 @@ export class GatewayClient {
   #sendStatus() {
     this.#send({ type: 'status', data: { ...this.#status } });
   }
+}
+
+/** Insertions, deletions, substitutions and swaps of neighbours from `a` to `b`. */
+function editDistance(a, b) {
+  const rows = [[...Array(b.length + 1).keys()]];
+  for (let i = 1; i <= a.length; i++) {
+    rows[i] = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return rows[a.length][b.length];
 }
 
 function isCustomType(type) {

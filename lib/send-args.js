@@ -107,7 +107,7 @@ function sendArgs(kind, apiKey, data) {
     documentName,
     strategy: strategyArg(data.deviceSelectionStrategy),
     timeout: callTimeout(data.timeout),
-    // SPEC 5.2 (lib/delivery.js).
+    // Delivery options (lib/delivery.js).
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
     idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
     metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
