@@ -76,8 +76,10 @@ export interface GatewayConfig {
   /** Largest frame accepted before auth succeeds, in bytes; more closes with 1009 (default 16384). */
   maxPreAuthPayload?: number;
   /**
-   * Bytes of commands waiting to be written to one session's socket; a send that would pass
-   * it rejects with BACKPRESSURE (default 64 MiB).
+   * Bytes of commands waiting to be written to one session's socket (its pacing queue
+   * included); a send that would pass it waits for room, in order, and rejects with
+   * BACKPRESSURE (details.sent: false) only if its timeout ends while it waits; a single
+   * larger command goes once nothing is queued (default 64 MiB).
    */
   maxQueuedBytes?: number;
   /** Required. Sync or async; a throw, a rejection or no answer within authTimeout counts as invalid. */
@@ -121,7 +123,7 @@ export interface GatewayConfig {
    * idle device leaves at once; the others wait their turn in that device's queue.
    */
   pacing?: PacingOptions;
-  /** Sends waiting in one device's pacing queue, and sends of one key waiting for a device (default 1000). */
+  /** Sends waiting on one device (in its pacing queue or for room on its socket), and sends of one key waiting for a device (default 1000). */
   maxQueuedSends?: number;
   /** ms a send waits for an active device of its key before NO_ACTIVE_DEVICE (default 0). */
   waitForDevice?: number;

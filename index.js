@@ -60,10 +60,11 @@ function runChecks(checks, validateApiKey, native) {
     } catch (error) {
       answered = Promise.reject(error);
     }
-    answered.then(
-      (answer) => native.validated(token, answer.valid, answer.userId, answer.reason),
-      (error) => native.validationFailed(token, problemOf(error)),
-    );
+    answered
+      .then((answer) => native.validated(token, answer.valid, answer.userId, answer.reason))
+      // Also an answer the core cannot take (a userId nested past what it converts):
+      // the check fails rather than the process.
+      .catch((error) => native.validationFailed(token, problemOf(error)));
   }
 }
 

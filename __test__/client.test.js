@@ -473,6 +473,49 @@ test('receive(): INVALID_MESSAGE with its messageId rejects and stops retries; o
   assert.equal(log.error[0].frame.type, 'error');
 });
 
+test('the auth reply says what the gateway takes: the authenticated event and client.limits carry it', async (t) => {
+  const { gateway, url } = await startGateway({ maxPayload: 64 * 1024, maxMediaBytes: 32 * 1024 });
+  t.after(() => gateway.stop());
+  const { client, log } = newClient(t, url);
+  assert.equal(client.limits, null, 'not known before auth');
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
+  const limits = { maxPayload: 64 * 1024, maxMediaBytes: 32 * 1024 };
+  assert.deepEqual(log.authenticated[0], { sessionId: client.sessionId, limits });
+  assert.deepEqual(client.limits, limits);
+});
+
+test('receive(): a message whose frame would pass maxPayload rejects INVALID_MESSAGE at once, without sending or reconnecting', async (t) => {
+  const { gateway, url, events } = await startGateway({ maxPayload: 64 * 1024 });
+  t.after(() => gateway.stop());
+  const { client, sent, log } = newClient(t, url);
+  const message = (messageId, body) => ({ messageId, from: PHONE, timestamp: 1, body });
+  // Made before the first auth: refused once the limits are known, never sent.
+  const early = client.receive(message('early', 'x'.repeat(70 * 1024))).catch((e) => e);
+  client.connect();
+  await waitFor(() => log.authenticated.length === 1, 3000, 'authenticated');
+  const refused = await early;
+  assert.equal(refused.code, 'INVALID_MESSAGE');
+  assert.equal(refused.messageId, 'early');
+  // Counted in UTF-8 bytes, as it would go out: fewer characters than maxPayload, more bytes.
+  const started = Date.now();
+  const late = await client.receive(message('late', 'é'.repeat(33 * 1024))).catch((e) => e);
+  assert.equal(late.code, 'INVALID_MESSAGE');
+  assert.match(late.message, /maxPayload 65536/);
+  assert.ok(Date.now() - started < 1000, 'at once');
+  // One that fits goes through.
+  assert.deepEqual(await client.receive(message('fits', 'hello')), { messageId: 'fits' });
+  assert.deepEqual(
+    sent.filter((f) => f.type === 'incoming-message').map((f) => f.data.messageId),
+    ['fits'],
+    'only the one that fits was sent',
+  );
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  assert.deepEqual(log.close, [], 'the connection stayed up');
+  assert.equal(log.authenticated.length, 1);
+  assert.equal(events.filter((e) => e.type === 'message-received').length, 1);
+});
+
 test('receive(): bounded, and close() rejects what is pending', async (t) => {
   const fake = await startFakeGateway(t); // never acks
   const { client } = newClient(t, fake.url, { maxPendingReceives: 2 });

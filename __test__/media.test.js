@@ -473,6 +473,8 @@ function sandbox(t) {
   fs.writeFileSync(path.join(base, 'secret', 'key.png'), PNG_BYTES);
   fs.symlinkSync(path.join(base, 'outside.png'), path.join(root, 'link.png'));
   fs.symlinkSync(path.join(base, 'secret'), path.join(root, 'linkdir'));
+  fs.symlinkSync(path.join(base, 'outside-missing.png'), path.join(root, 'link-missing.png'));
+  fs.symlinkSync(path.join(base, 'no-such-dir'), path.join(root, 'linkdir-missing'));
   return { base, root };
 }
 
@@ -514,6 +516,10 @@ test('file:// escapes from mediaFileRoots are MEDIA_NOT_ALLOWED; missing and lar
     `file://${root}/../outside.png`, // written by hand: `..` is not resolved by us
     `file://${root}/link.png`, // symlink to a file outside
     `file://${root}/linkdir/key.png`, // symlinked directory outside
+    // The same answer whether what a symlink leads to outside exists or not.
+    `file://${root}/link-missing.png`,
+    `file://${root}/linkdir/missing.png`,
+    `file://${root}/linkdir-missing/key.png`,
     `file://${base}/media-evil/x.png`, // sibling whose name starts with the root's
     `file://${base}/outside.png`,
     `file://${base}/outside-missing.png`, // a missing file outside is not probed

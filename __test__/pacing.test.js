@@ -88,13 +88,16 @@ test('pacing: queued sends report queued, count against maxQueuedSends, and QUEU
   assert.equal(ext.commands.length, 1);
 });
 
-test('maxQueuedBytes counts the pacing queue: one more command over it is BACKPRESSURE, never written', async (t) => {
+test('maxQueuedBytes counts the pacing queue: one more command over it waits, and is BACKPRESSURE at its timeout, never written', async (t) => {
   const { gateway, url, events } = await startGateway({ pacing: { minIntervalMs: LONG }, maxQueuedBytes: 2000 });
   t.after(() => gateway.stop());
   const ext = await silent(url).connectReady(gateway);
   // Each command is about 700 bytes: one leaves, two fit in the queue, the fourth does not.
   const message = 'x'.repeat(600);
-  const sends = Array.from({ length: 4 }, () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message }).catch((e) => e));
+  const sends = Array.from({ length: 4 }, () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message, timeout: 500 }).catch((e) => e));
+  // Those that only waited for their turn time out as never written (SPEC 6.1).
+  const waited = await Promise.all(sends.slice(1, 3));
+  assert.deepEqual(waited.map((e) => [e.code, e.details.sent]), [['REQUEST_TIMEOUT', false], ['REQUEST_TIMEOUT', false]]);
   const refused = await sends[3];
   assert.equal(refused.code, 'BACKPRESSURE');
   assert.equal(refused.details.sent, false);

@@ -5,7 +5,8 @@
 //   node bench/ab.js [--runs 3] [--cases 'D=1 C=1,D=1 C=64,D=1 C=1024'] LABEL=PATH ... [v1]
 //
 // A case is `D=<devices> C=<in flight>` (round trips), with ` +10k` for 10k idle sessions
-// connected beside them; `media C=<n>` (4 MiB images, v1 dialect); `idle <sessions>`.
+// connected beside them; `media C=<n>` (4 MiB images, v1 dialect; `media C=<n> compat`
+// in the default dialect, two copies of each); `idle <sessions>`.
 //
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
 // package from ../shared/baseline-v1 and `peer` the uWebSockets.js peer from
@@ -67,8 +68,11 @@ function runCase(spec) {
 }
 
 function caseSpec(name) {
-  const media = name.match(/^media C=(\d+)/);
-  if (media) return { scenario: 'media', devices: 1, concurrency: Number(media[1]), imageBytes: 4 << 20, dialect: 'v1' };
+  const media = name.match(/^media C=(\d+)( compat)?/);
+  if (media) {
+    const dialect = media[2] ? 'compat' : 'v1';
+    return { scenario: 'media', devices: 1, concurrency: Number(media[1]), imageBytes: 4 << 20, dialect };
+  }
   const idle = name.match(/^idle (\d+)/);
   if (idle) return { scenario: 'idle', idle: Number(idle[1]), heartbeatInterval: 5000, idleSeconds: 10 };
   const [, devices, concurrency] = name.match(/D=(\d+) C=(\d+)/).map(Number);

@@ -109,6 +109,8 @@ export interface GatewayClientError extends Error {
   frame?: Record<string, unknown>;
   /** 1008 when the gateway refused the connection. */
   closeCode?: number;
+  /** The message a `receive()` rejected with `INVALID_MESSAGE` was for. */
+  messageId?: string;
 }
 
 export interface CloseEvent {
@@ -119,9 +121,18 @@ export interface CloseEvent {
   reconnectDelay: number | null;
 }
 
+/** What the gateway takes, from its auth reply. */
+export interface GatewayLimits {
+  /** The largest frame in bytes; a larger one closes the connection (1009). */
+  maxPayload: number;
+  /** The largest media of an incoming message, in bytes. */
+  maxMediaBytes: number;
+}
+
 export interface GatewayClientEvents {
   open: () => void;
-  authenticated: (event: { sessionId: string }) => void;
+  /** `limits` is null from a gateway that does not send them. */
+  authenticated: (event: { sessionId: string; limits: GatewayLimits | null }) => void;
   close: (event: CloseEvent) => void;
   error: (error: GatewayClientError) => void;
 }
@@ -132,6 +143,8 @@ export class GatewayClient {
   readonly sessionId: string | null;
   /** True while a session is authenticated. */
   readonly connected: boolean;
+  /** What the gateway takes, from its last auth reply; null before it (or from a gateway that does not say). */
+  readonly limits: GatewayLimits | null;
   on<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
   off<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
   /** A built-in command's handler. */
@@ -155,6 +168,9 @@ export class GatewayClient {
   setStatus(status: Status): void;
   /** Sent now if connected, else queued until the next authentication. */
   ack(requestId: string, ack: Ack, messageId?: string): void;
-  /** Resolves when the gateway answers `incoming-ack`; re-sent every `receiveRetryInterval` and after each reconnect. */
+  /**
+   * Resolves when the gateway answers `incoming-ack`; re-sent every `receiveRetryInterval` and after each reconnect.
+   * Rejects with `INVALID_MESSAGE` (never sent) if its frame would be larger than the gateway's `maxPayload`.
+   */
   receive(message: IncomingMessage): Promise<{ messageId: string }>;
 }

@@ -62,6 +62,7 @@ export class GatewayClient {
   #running = false;
   #ws = null;
   #sessionId = null;
+  #limits = null; // what the gateway said it takes, in its auth reply
   #attempt = 0;
   #reconnectTimer = null;
   #heartbeatTimer = null;
@@ -113,6 +114,14 @@ export class GatewayClient {
   /** True while a session is authenticated. */
   get connected() {
     return this.#sessionId !== null;
+  }
+
+  /**
+   * What the gateway takes, from its last auth reply: { maxPayload, maxMediaBytes } in
+   * bytes, or null (not authenticated yet, or a gateway that does not say).
+   */
+  get limits() {
+    return this.#limits;
   }
 
   on(name, listener) {
@@ -222,7 +231,15 @@ export class GatewayClient {
         ),
       );
     }
-    const pending = { frame: { type: 'incoming-message', data: message }, timer: null };
+    let text;
+    try {
+      text = JSON.stringify({ type: 'incoming-message', data: message });
+    } catch (error) {
+      return Promise.reject(new TypeError(`GatewayClient.receive: the message cannot be sent as JSON (${describe(error, 'unknown error')})`));
+    }
+    const pending = { messageId, text, bytes: utf8Length(text), timer: null };
+    const tooBig = this.#tooBig(pending);
+    if (tooBig) return Promise.reject(tooBig);
     pending.promise = new Promise((resolve, reject) => {
       pending.resolve = resolve;
       pending.reject = reject;
@@ -230,6 +247,21 @@ export class GatewayClient {
     this.#pendingReceives.set(messageId, pending);
     if (this.connected) this.#sendReceive(pending);
     return pending.promise;
+  }
+
+  /**
+   * The INVALID_MESSAGE error for a receive() whose frame the gateway would refuse by its
+   * size (it closes the connection, 1009: sending it would only reconnect and send it
+   * again), or null. Known once the gateway has said its limits.
+   */
+  #tooBig(pending) {
+    const max = this.#limits?.maxPayload;
+    if (max === undefined || pending.bytes <= max) return null;
+    return codedError(
+      'INVALID_MESSAGE',
+      `receive(${pending.messageId}): its frame is ${pending.bytes} bytes, more than the gateway takes (maxPayload ${max})`,
+      { messageId: pending.messageId },
+    );
   }
 
   // ---- connection ----
@@ -268,7 +300,7 @@ export class GatewayClient {
       if (frame.type === 'auth-success' || frame.type === 'authenticated') {
         if (!authenticated) {
           authenticated = true;
-          this.#onAuthenticated(frame.sessionId);
+          this.#onAuthenticated(frame.sessionId, frame.limits);
         }
         return;
       }
@@ -281,11 +313,12 @@ export class GatewayClient {
     ws.onclose = (event) => this.#onClose(ws, event);
   }
 
-  #onAuthenticated(sessionId) {
+  #onAuthenticated(sessionId, limits) {
     this.#sessionId = typeof sessionId === 'string' ? sessionId : '';
+    this.#limits = limitsOf(limits);
     this.#attempt = 0;
     this.#heartbeatTimer = setInterval(() => this.#send({ type: 'heartbeat' }), this.#timing.heartbeatInterval);
-    this.#emit('authenticated', { sessionId: this.#sessionId });
+    this.#emit('authenticated', { sessionId: this.#sessionId, limits: this.#limits });
     if (this.#status) this.#sendStatus();
     // Results before acks: an ack counts only once its result is in.
     const results = this.#undeliveredResults;
@@ -351,10 +384,14 @@ export class GatewayClient {
   }
 
   #send(frame) {
+    return this.#sendText(JSON.stringify(frame));
+  }
+
+  #sendText(text) {
     const ws = this.#ws;
     if (!ws || ws.readyState !== OPEN) return false;
     try {
-      ws.send(JSON.stringify(frame));
+      ws.send(text);
       return true;
     } catch {
       return false;
@@ -401,7 +438,13 @@ export class GatewayClient {
 
   #sendReceive(pending) {
     clearTimeout(pending.timer);
-    this.#send(pending.frame);
+    // Made before the limits were known: refused now rather than sent.
+    const tooBig = this.#tooBig(pending);
+    if (tooBig) {
+      this.#settleReceive(pending.messageId, (waiting) => waiting.reject(tooBig));
+      return;
+    }
+    this.#sendText(pending.text);
     pending.timer = setTimeout(() => {
       if (this.connected) this.#sendReceive(pending);
     }, this.#timing.receiveRetryInterval);
@@ -517,6 +560,33 @@ function failure(reason, fallback, code) {
   const result = { success: false, error: describe(reason, fallback) };
   if (typeof code === 'string' && FAILURE_CODE.test(code)) result.code = code;
   return result;
+}
+
+/** The `limits` of an auth reply, if it has usable ones. */
+function limitsOf(limits) {
+  const size = (n) => typeof n === 'number' && Number.isFinite(n) && n > 0;
+  if (!limits || !size(limits.maxPayload) || !size(limits.maxMediaBytes)) return null;
+  return { maxPayload: limits.maxPayload, maxMediaBytes: limits.maxMediaBytes };
+}
+
+/** Bytes of `text` in UTF-8, as it goes on the wire. */
+function utf8Length(text) {
+  let bytes = text.length;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) {
+      bytes += 1;
+    } else if (c >= 0xd800 && c <= 0xdbff && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      // A surrogate pair: 4 bytes for its two units.
+      bytes += 2;
+      i += 1;
+    } else {
+      // Also a lone surrogate, which goes out as U+FFFD.
+      bytes += 2;
+    }
+  }
+  return bytes;
 }
 
 function describe(error, fallback) {

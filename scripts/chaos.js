@@ -6,17 +6,17 @@
 //
 // Two processes: this one runs a fleet of simulated extensions, most of them doing bad
 // things (disconnect mid-request, answer twice or for a foreign id, garbage and
-// oversized frames, stop or slow reading, floods, reconnect storms with wrong keys,
-// keys whose validator hangs or throws, stalled handshakes), and a few good ones (which
-// answer some sends only after their call gave up, and give such late results again
-// after reconnecting, as the client SDK does); a child process runs the gateway, sends at
-// a fixed rate with random timeouts (some longer than requestTimeout), some with an
-// idempotencyKey retried (a few with another text), and calls stop()/start() at random.
-// At the end the child checks its invariants (every send settled once; every late result
-// made its record 'sent'; calls with one key settled alike) and reports; this process
-// adds that per idempotencyKey a command reached extensions at most once, and whether
-// the child crashed or failed to exit by itself, prints a summary and exits 1 on any
-// violation.
+// oversized frames, stop or slow reading (also with big commands in flight), floods,
+// reconnect storms with wrong keys, keys whose validator hangs or throws, stalled
+// handshakes), and a few good ones (which answer some sends only after their call gave
+// up, and give such late results again after reconnecting, as the client SDK does); a
+// child process runs the gateway, sends at a fixed rate with random timeouts (some
+// longer than requestTimeout), some with an idempotencyKey retried (a few with another
+// text), and calls stop()/start() at random. At the end the child checks its invariants
+// (every send settled once; every late result made its record 'sent'; calls with one key
+// settled alike) and reports; this process adds that per idempotencyKey a command reached
+// extensions at most once, and whether the child crashed or failed to exit by itself,
+// prints a summary and exits 1 on any violation.
 //
 // The seed fixes every random choice (behaviours, timings, what is sent, when the
 // gateway restarts); the interleaving of real sockets still varies from run to run,
@@ -80,6 +80,8 @@ function rng(seed) {
 const GOOD_KEY = 'good-key-0123456789';
 const CHAOS_KEYS = Array.from({ length: 6 }, (_, i) => `chaos-key-${i}-0123456789`);
 const UNKNOWN_KEY = 'nobody-key-0123456789';
+/** The key of extensions that stop reading for seconds while big commands are in flight. */
+const LAGGING_KEY = 'lagging-key-0123456789';
 const PATH = '/wa-ext-ws';
 const MAX_PAYLOAD = 256 * 1024;
 /** What stop() may take (SPEC 5.1), plus scheduling slack on a busy 2-core machine. */
@@ -122,6 +124,7 @@ async function runHost(port) {
     rejected: 0,
     byCode: {},
     good: { strict: 0, strictOk: 0 },
+    lagging: { sent: 0, ok: 0, backpressure: 0 },
     stops: 0,
     maxStopMs: 0,
     maxRssMb: 0,
@@ -135,7 +138,7 @@ async function runHost(port) {
   ]).toString('base64')}`;
 
   const validateApiKey = (apiKey) => {
-    if (apiKey === GOOD_KEY || CHAOS_KEYS.includes(apiKey)) return { valid: true, userId: apiKey.slice(0, 10) };
+    if (apiKey === GOOD_KEY || apiKey === LAGGING_KEY || CHAOS_KEYS.includes(apiKey)) return { valid: true, userId: apiKey.slice(0, 10) };
     if (apiKey.startsWith('hang-')) return new Promise(() => {});
     if (apiKey.startsWith('throw-')) throw new Error('validator exploded');
     if (apiKey.startsWith('reject-')) return Promise.reject(new Error('validator rejected'));
@@ -189,12 +192,18 @@ async function runHost(port) {
 
   const send = () => {
     const roll = random.next();
-    const key = roll < 0.4 ? GOOD_KEY : roll < 0.85 ? random.pick(CHAOS_KEYS) : roll < 0.95 ? UNKNOWN_KEY : null;
+    const key =
+      roll < 0.35 ? GOOD_KEY : roll < 0.42 ? LAGGING_KEY : roll < 0.85 ? random.pick(CHAOS_KEYS) : roll < 0.95 ? UNKNOWN_KEY : null;
     const data = { phoneNumber: `+1555${random.int(1000000, 9999999)}` };
     let kind = 'message';
     if (key === null) {
       // Arguments a caller gets wrong: must reject with VALIDATION_ERROR, nothing else.
       Object.assign(data, random.pick([{ message: '' }, { message: 'x', timeout: 0.5 }, { message: 'x', timeout: -1 }]));
+    } else if (key === LAGGING_KEY) {
+      // Big commands (twice the data URL in the default dialect): a few fill maxQueuedBytes.
+      kind = 'image';
+      data.dataUrl = bigImage;
+      data.caption = 'lagging';
     } else if (random.chance(0.15)) {
       kind = 'image';
       data.dataUrl = key !== GOOD_KEY && random.chance(0.3) ? bigImage : PNG_1x1;
@@ -226,6 +235,12 @@ async function runHost(port) {
       stats.idempotent.calls += 1;
       return sendIdempotent(idem.apiKey, data, reusedWith);
     }
+    if (key === LAGGING_KEY) {
+      data.timeout = random.int(500, 6000);
+      stats.lagging.sent += 1;
+    }
+    // What the call may wait, its timeout counted from the call (requestTimeout by default).
+    const timeoutMs = typeof data.timeout === 'number' && data.timeout >= 1 ? data.timeout : 3000;
     // A good send is held to succeed when nothing around it may excuse a failure: the
     // gateway is running and settled after a restart, and a good session is ready.
     const strict =
@@ -245,11 +260,19 @@ async function runHost(port) {
       if (settled) violate('a send settled twice');
       settled = true;
       pending -= 1;
+      if (key === LAGGING_KEY && error === undefined) stats.lagging.ok += 1;
       if (error === undefined) stats.resolved += 1;
       else {
         stats.rejected += 1;
         const code = error?.code ?? 'NO_CODE';
         stats.byCode[code] = (stats.byCode[code] ?? 0) + 1;
+        // A send waits for room on its session; it fails for the lack of it only at its timeout.
+        if (code === 'BACKPRESSURE') {
+          if (key === LAGGING_KEY) stats.lagging.backpressure += 1;
+          const waited = Date.now() - sentAt;
+          if (waited < timeoutMs - 20) violate('BACKPRESSURE before the send\'s timeout', `${waited} ms of ${timeoutMs}`);
+          if (error.details?.sent !== false) violate('BACKPRESSURE without details.sent: false', JSON.stringify(error.details));
+        }
         if (!ALLOWED_REJECTIONS.has(code)) violate(`a send rejected with ${code}`, error?.message);
         if (key === null && code !== 'VALIDATION_ERROR') violate(`invalid arguments rejected with ${code}`, error?.message);
       }
@@ -462,6 +485,7 @@ class Fleet {
             stopReading: 2,
             floodNoRead: 1,
             slowReader: 2,
+            laggingReader: 2,
             wrongKeyStorm: 1,
             hangingValidator: 1,
             silentPreAuth: 1,
@@ -685,6 +709,27 @@ class Fleet {
     await closed;
   }
 
+  /**
+   * Answers every command, but stops reading for seconds at a time (less than
+   * heartbeatTimeout) while big commands are in flight: they must wait for room, not fail.
+   */
+  async laggingReader(random) {
+    const ws = await this.open();
+    if (!(await this.authenticate(ws, LAGGING_KEY))) return ws.close();
+    const closed = this.serve(ws, (frame) =>
+      send(ws, { type: 'message-result', requestId: frame.requestId, success: true, messageId: 'lagging' }),
+    );
+    const until = Date.now() + random.int(4000, 15000);
+    while (this.running && ws.readyState === WebSocket.OPEN && Date.now() < until) {
+      await sleep(random.int(200, 1000));
+      ws._socket.pause();
+      await sleep(random.int(1000, 3500));
+      ws._socket.resume();
+    }
+    ws.close();
+    await closed;
+  }
+
   async wrongKeyStorm(random) {
     const attempts = random.int(5, 40);
     await Promise.all(
@@ -811,6 +856,7 @@ async function main() {
       `  sends ${stats.sent}: resolved ${stats.resolved}, rejected ${stats.rejected} (${codes || 'none'})`,
       `  good extensions: ${stats.good.strictOk}/${stats.good.strict} judged sends succeeded; late results checked: ${stats.lateChecked ?? 0}`,
       `  idempotent calls ${stats.idempotent.calls} (duplicates ${stats.idempotent.duplicates}, reused for another text ${stats.idempotent.reused}); keys written: ${fleet?.idempotentCommands.size ?? 0}`,
+      `  lagging readers (big commands, reading paused): ${stats.lagging.sent} sends, ${stats.lagging.ok} succeeded, ${stats.lagging.backpressure} BACKPRESSURE at their timeout`,
       `  stop()/start() ${stats.stops} times, slowest stop() ${stats.maxStopMs} ms; max RSS ${stats.maxRssMb} MB` +
         `; SERVER_ERROR ${stats.serverErrors}, CALLBACK_ERROR ${stats.callbackErrors}`,
     );

@@ -165,10 +165,167 @@ impl ToNapiValue for Batch {
         // Kept alive (not just its address) so that no later identity can be taken for it.
         let mut session: Option<Arc<Identity>> = None;
         for delivery in batch.0 {
-            push_delivery(&mut items, delivery, &mut session)?;
+            // One delivery that cannot be converted (a value past what napi converts)
+            // must not cost the others: it goes in as its fallback, or not at all.
+            let fallback = Fallback::of(&delivery);
+            let mut staged = Staged::new(raw_env);
+            match stage_delivery(&mut staged, delivery, &mut session) {
+                Ok(()) => staged.commit(&mut items)?,
+                Err(_) => {
+                    clear_exception(raw_env);
+                    // The session slots may not have gone in: name the session again.
+                    session = None;
+                    let mut staged = Staged::new(raw_env);
+                    if fallback.stage(&mut staged).is_ok() {
+                        staged.commit(&mut items)?;
+                    } else {
+                        clear_exception(raw_env);
+                    }
+                }
+            }
         }
         Ok(items.raw())
     }
+}
+
+/// The slots of one delivery, converted before any goes into the batch, so that a
+/// delivery whose conversion fails leaves nothing half-written in it.
+struct Staged {
+    env: napi::sys::napi_env,
+    values: [napi::sys::napi_value; 1 + SESSION_FIELDS.len() + 1 + RESOLVED_FIELDS.len()],
+    len: usize,
+}
+
+impl Staged {
+    fn new(env: napi::sys::napi_env) -> Self {
+        Self {
+            env,
+            values: [std::ptr::null_mut(); 1 + SESSION_FIELDS.len() + 1 + RESOLVED_FIELDS.len()],
+            len: 0,
+        }
+    }
+
+    fn insert<T: ToNapiValue>(&mut self, value: T) -> napi::Result<()> {
+        let slot = self
+            .values
+            .get_mut(self.len)
+            .ok_or_else(|| napi::Error::from_reason("too many slots for one delivery"))?;
+        // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`.
+        *slot = unsafe { T::to_napi_value(self.env, value) }?;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn commit(self, items: &mut Array) -> napi::Result<()> {
+        for value in &self.values[..self.len] {
+            items.insert(*value)?;
+        }
+        Ok(())
+    }
+}
+
+/// A failed conversion may leave a JavaScript exception pending; later napi calls of
+/// this batch would fail with it. On the JavaScript thread only.
+pub fn clear_exception(env: napi::sys::napi_env) {
+    let mut pending = false;
+    // SAFETY: on the JavaScript thread with its live env.
+    unsafe {
+        if napi::sys::napi_is_exception_pending(env, &mut pending) == napi::sys::Status::napi_ok
+            && pending
+        {
+            let mut error = std::ptr::null_mut();
+            napi::sys::napi_get_and_clear_last_exception(env, &mut error);
+        }
+    }
+}
+
+/// What stands in for a delivery whose conversion failed: the core bounds every value
+/// an extension hands on (see its `protocol`), so this is a last resort, which still
+/// settles the call with the plain values it has. (A success cannot fail but for its
+/// `messageId`, which falls back to null in place: see `stage_delivery`.)
+enum Fallback {
+    /// The error without the details that could not be converted.
+    Rejected {
+        call: u32,
+        error: Value,
+    },
+    Error(Value),
+    /// An event as JSON text, which JavaScript parses.
+    Log(String),
+    Answer(u32),
+    Nothing,
+}
+
+impl Fallback {
+    fn of(delivery: &Delivery) -> Self {
+        match delivery {
+            // Not on the hot path: a rejection or an event costs a copy of its plain
+            // fields here.
+            Delivery::Rejected { call, error } => Self::Rejected {
+                call: host_call(*call),
+                error: plain_error(error),
+            },
+            Delivery::Error(error) => Self::Error(plain_error(error)),
+            Delivery::Log(event) => serde_json::to_string(event).map_or(Self::Nothing, Self::Log),
+            Delivery::Answer { token, .. } => Self::Answer(*token),
+            // Settled all the same: its caller must not wait for ever.
+            Delivery::Duplicate { call, .. } => Self::Rejected {
+                call: host_call(*call),
+                error: plain_error(&wa_gateway_core::GatewayError::new(
+                    wa_gateway_core::ErrorCode::ServerError,
+                    "The first call's result could not be handed to JavaScript (a value in it is nested too deeply)",
+                    serde_json::json!({ "duplicate": true }),
+                )),
+            },
+            Delivery::Resolved(_)
+            | Delivery::Debug(_)
+            | Delivery::Notice(_)
+            | Delivery::Stopped => Self::Nothing,
+        }
+    }
+
+    fn stage(self, staged: &mut Staged) -> napi::Result<()> {
+        match self {
+            Self::Rejected { call, error } => {
+                staged.insert(REJECTED)?;
+                staged.insert(call)?;
+                staged.insert(error)
+            }
+            Self::Error(error) => {
+                staged.insert(ERROR)?;
+                staged.insert(error)
+            }
+            Self::Log(text) => {
+                staged.insert(LOG)?;
+                staged.insert(text)
+            }
+            Self::Answer(token) => {
+                let error = wa_gateway_core::GatewayError::new(
+                    wa_gateway_core::ErrorCode::ServerError,
+                    "The answer could not be handed to JavaScript",
+                    Value::Null,
+                );
+                staged.insert(ANSWER)?;
+                staged.insert(token)?;
+                staged.insert(false)?;
+                staged.insert(plain_error(&error))
+            }
+            Self::Nothing => Ok(()),
+        }
+    }
+}
+
+/// An error with only the plain (string, number, boolean) fields of its details.
+fn plain_error(error: &wa_gateway_core::GatewayError) -> Value {
+    let details: serde_json::Map<String, Value> = error
+        .details
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_array() && !v.is_object())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_json::json!({ "code": error.code, "message": error.message, "details": details })
 }
 
 /// Through `serde_json::Value`, whose conversion keeps millisecond timestamps plain
@@ -177,21 +334,25 @@ fn plain(value: &impl serde::Serialize) -> napi::Result<Value> {
     serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
 }
 
-fn push_delivery(
-    items: &mut Array,
+/// The slots that name the session of the successes that follow, in the order of
+/// SESSION_FIELDS.
+fn stage_session(staged: &mut Staged, who: &Identity) -> napi::Result<()> {
+    staged.insert(SESSION)?;
+    staged.insert(&*who.session_id)?;
+    staged.insert(who.extension_version.as_str())?;
+    staged.insert(who.browser.as_str())?;
+    staged.insert(who.user_id.clone())
+}
+
+fn stage_delivery(
+    items: &mut Staged,
     delivery: Delivery,
     session: &mut Option<Arc<Identity>>,
 ) -> napi::Result<()> {
     match delivery {
         Delivery::Resolved(r) => {
             if !session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &r.session)) {
-                let who = &r.session;
-                // In the order of SESSION_FIELDS.
-                items.insert(SESSION)?;
-                items.insert(&*who.session_id)?;
-                items.insert(who.extension_version.as_str())?;
-                items.insert(who.browser.as_str())?;
-                items.insert(who.user_id.clone())?;
+                stage_session(items, &r.session)?;
                 *session = Some(r.session.clone());
             }
             let mut id_text = [0u8; 36];
@@ -199,7 +360,11 @@ fn push_delivery(
             items.insert(RESOLVED)?;
             items.insert(host_call(r.id))?;
             items.insert(wa_gateway_core::request_id_text(r.request_id, &mut id_text))?;
-            items.insert(r.message_id)?;
+            // The extension's value: should it not convert, the success still stands.
+            if items.insert(r.message_id).is_err() {
+                clear_exception(items.env);
+                items.insert(Value::Null)?;
+            }
             items.insert(r.timestamp)?;
             items.insert(r.ack.index() * 4 + r.stage.code())?;
         }

@@ -6,11 +6,12 @@ use std::os::fd::{BorrowedFd, IntoRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use napi::bindgen_prelude::{Function, JsValue};
-use napi::{Env, Status};
+use napi::Env;
 use napi_derive::napi;
 use tokio::runtime::Runtime;
 use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError, Upgrade};
 
+use crate::args::{type_error, Arg};
 use crate::deliveries::NodeHost;
 use crate::js_wake::JsWakeOwner;
 use crate::types::{
@@ -48,7 +49,14 @@ pub struct NativeGateway {
 #[napi]
 impl NativeGateway {
     #[napi(constructor)]
-    pub fn new(env: Env, config: NativeConfig, deliver: Function<(), ()>) -> napi::Result<Self> {
+    pub fn new(
+        env: Env,
+        config: Arg<NativeConfig>,
+        deliver: Arg<Function<(), ()>>,
+    ) -> napi::Result<Self> {
+        let (Arg(config), Arg(deliver)) = (config, deliver);
+        // Checked before anything is set up, so that a bad one leaves nothing behind.
+        let config = Config::try_from(config).map_err(|e| type_error(env.raw(), &e.reason))?;
         let rt = runtime()?;
         let checks = Arc::new(Validations::default());
         let batch = Arc::new(Mutex::new(Vec::new()));
@@ -61,7 +69,6 @@ impl NativeGateway {
             batch,
             owed: Default::default(),
         });
-        let config = Config::try_from(config)?;
         let core = Gateway::new(config, host, rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
         Ok(Self { core, wake, checks })
@@ -71,18 +78,19 @@ impl NativeGateway {
     #[napi]
     pub fn validated(
         &self,
-        token: u32,
-        valid: bool,
-        user_id: Option<serde_json::Value>,
-        reason: Option<String>,
+        token: Arg<u32>,
+        valid: Arg<bool>,
+        user_id: Arg<Option<serde_json::Value>>,
+        reason: Arg<Option<String>>,
     ) {
-        self.checks.answer_valid(token, valid, user_id, reason);
+        self.checks
+            .answer_valid(token.0, valid.0, user_id.0, reason.0);
     }
 
     /// The check `token` failed: `validateApiKey` threw, rejected or answered nonsense.
     #[napi]
-    pub fn validation_failed(&self, token: u32, problem: String) {
-        self.checks.answer(token, Err(problem));
+    pub fn validation_failed(&self, token: Arg<u32>, problem: Arg<String>) {
+        self.checks.answer(token.0, Err(problem.0));
     }
 
     /// Binds and serves; returns the port. Errors carry the errno name as `code`.
@@ -103,10 +111,17 @@ impl NativeGateway {
     /// Takes over a plain TCP connection after its upgrade request: the gateway gets
     /// its own descriptor for the socket, and Node may then destroy its handle.
     #[napi]
-    pub fn adopt_socket(&self, fd: i32, request: UpgradeRequest) -> napi::Result<()> {
-        let (upgrade, peer) = upgrade_of(request)?;
-        // SAFETY: Node owns `fd` and keeps it open for the duration of this call; we only
-        // duplicate it, so Node closing its own descriptor later leaves ours valid.
+    pub fn adopt_socket(
+        &self,
+        env: Env,
+        fd: Arg<i32>,
+        request: Arg<UpgradeRequest>,
+    ) -> napi::Result<()> {
+        let fd = tcp_socket(fd.0).map_err(|why| type_error(env.raw(), why))?;
+        let (upgrade, peer) = upgrade_of(env, request.0)?;
+        // SAFETY: `fd` is an open TCP socket (checked above), which Node owns and keeps
+        // open for the duration of this call; we only duplicate it, so Node closing its
+        // own descriptor later leaves ours valid.
         let ours = unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?;
         self.core
             .adopt_tcp(std::net::TcpStream::from(ours), upgrade, peer)
@@ -116,8 +131,8 @@ impl NativeGateway {
     /// Takes over a connection whose bytes Node relays (TLS ends in Node); returns the
     /// descriptor of the socket Node relays them through.
     #[napi]
-    pub fn adopt_relayed(&self, request: UpgradeRequest) -> napi::Result<i32> {
-        let (upgrade, peer) = upgrade_of(request)?;
+    pub fn adopt_relayed(&self, env: Env, request: Arg<UpgradeRequest>) -> napi::Result<i32> {
+        let (upgrade, peer) = upgrade_of(env, request.0)?;
         let theirs = self.core.adopt_relayed(upgrade, peer).map_err(io_error)?;
         Ok(theirs.into_raw_fd())
     }
@@ -135,33 +150,33 @@ impl NativeGateway {
 
     /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
     /// batch under the number `call`.
+    // Positional: on the hot path every property read of an object is a napi call.
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub fn send(
         &self,
-        call: u32,
-        kind: SendKind,
-        api_key: String,
-        phone_number: String,
-        text: String,
-        options: Option<SendOptions>,
+        env: Env,
+        call: Arg<u32>,
+        kind: Arg<SendKind>,
+        api_key: Arg<String>,
+        phone_number: Arg<String>,
+        text: Arg<String>,
+        options: Arg<Option<SendOptions>>,
     ) -> napi::Result<()> {
         // lib/request-args.js checks these; a frame must never carry anything else.
-        if kind == SendKind::Command {
-            if !wa_gateway_core::is_custom_type(&phone_number) {
-                return Err(napi::Error::new(
-                    Status::InvalidArg,
-                    "not a custom command type",
-                ));
+        if kind.0 == SendKind::Command {
+            if !wa_gateway_core::is_custom_type(&phone_number.0) {
+                return Err(type_error(env.raw(), "not a custom command type"));
             }
-            if serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
-                return Err(napi::Error::new(
-                    Status::InvalidArg,
-                    "command data is not JSON",
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text.0).is_err() {
+                return Err(type_error(
+                    env.raw(),
+                    "a custom command's data is not JSON text",
                 ));
             }
         }
-        let request = send_request(kind, api_key, phone_number, text, options);
-        self.core.send(u64::from(call), request);
+        let request = send_request(kind.0, api_key.0, phone_number.0, text.0, options.0);
+        self.core.send(u64::from(call.0), request);
         Ok(())
     }
 
@@ -172,9 +187,9 @@ impl NativeGateway {
     }
 
     #[napi]
-    pub fn sessions(&self, api_key: String) -> Vec<SessionInfo> {
+    pub fn sessions(&self, api_key: Arg<String>) -> Vec<SessionInfo> {
         self.core
-            .sessions(&api_key)
+            .sessions(&api_key.0)
             .into_iter()
             .map(SessionInfo::from)
             .collect()
@@ -182,46 +197,47 @@ impl NativeGateway {
 
     /// `getMessageStatus(requestId)`, or `null`.
     #[napi]
-    pub fn message_status(&self, request_id: String) -> Option<serde_json::Value> {
-        self.core.message_status(&request_id)
+    pub fn message_status(&self, request_id: Arg<String>) -> Option<serde_json::Value> {
+        self.core.message_status(&request_id.0)
     }
 
     /// `getMessageStatus({ apiKey, idempotencyKey | messageId })`, or `null`.
     #[napi]
-    pub fn message_status_by(&self, selector: StatusSelector) -> Option<serde_json::Value> {
-        let (api_key, by) = selector.key()?;
+    pub fn message_status_by(&self, selector: Arg<StatusSelector>) -> Option<serde_json::Value> {
+        let (api_key, by) = selector.0.key()?;
         self.core.message_status_by(&api_key, &by)
     }
 
     /// Cluster mode: takes this process's lease; the answer (null or an error) comes
     /// in a batch under `token`.
     #[napi]
-    pub fn join_cluster(&self, token: u32) {
-        self.core.join_cluster(token);
+    pub fn join_cluster(&self, token: Arg<u32>) {
+        self.core.join_cluster(token.0);
     }
 
     /// Cluster mode: `getActiveSessions` across processes, answered under `token`.
     #[napi]
-    pub fn cluster_sessions(&self, token: u32, api_key: String) {
-        self.core.cluster_sessions(token, api_key);
+    pub fn cluster_sessions(&self, token: Arg<u32>, api_key: Arg<String>) {
+        self.core.cluster_sessions(token.0, api_key.0);
     }
 
     /// Cluster mode: `getAllSessions` across processes, answered under `token`.
     #[napi]
-    pub fn cluster_all_sessions(&self, token: u32) {
-        self.core.cluster_all_sessions(token);
+    pub fn cluster_all_sessions(&self, token: Arg<u32>) {
+        self.core.cluster_all_sessions(token.0);
     }
 
     /// Cluster mode: `getMessageStatus` across processes, answered under `token`.
     #[napi]
-    pub fn cluster_message_status(&self, token: u32, request_id: String) {
-        self.core.cluster_message_status(token, request_id);
+    pub fn cluster_message_status(&self, token: Arg<u32>, request_id: Arg<String>) {
+        self.core.cluster_message_status(token.0, request_id.0);
     }
 
     /// Cluster mode: `getMessageStatus` by key across processes, answered under `token`.
     #[napi]
-    pub fn cluster_message_status_by(&self, token: u32, selector: StatusSelector) {
-        self.core.cluster_message_status_by(token, selector.key());
+    pub fn cluster_message_status_by(&self, token: Arg<u32>, selector: Arg<StatusSelector>) {
+        self.core
+            .cluster_message_status_by(token.0, selector.0.key());
     }
 
     #[napi]
@@ -247,8 +263,8 @@ impl NativeGateway {
 
     /// Whether deliveries keep the Node event loop alive (like a listening server).
     #[napi]
-    pub fn keep_alive(&self, on: bool) {
-        self.wake.set_ref(on);
+    pub fn keep_alive(&self, on: Arg<bool>) {
+        self.wake.set_ref(on.0);
     }
 }
 
@@ -261,9 +277,9 @@ impl Drop for NativeGateway {
     }
 }
 
-fn upgrade_of(request: UpgradeRequest) -> napi::Result<(Upgrade, IpAddr)> {
+fn upgrade_of(env: Env, request: UpgradeRequest) -> napi::Result<(Upgrade, IpAddr)> {
     let parsed = parsed_request(&request.method, &request.url, &request.raw_headers)
-        .ok_or_else(|| napi::Error::new(Status::InvalidArg, "unreadable upgrade request"))?;
+        .ok_or_else(|| type_error(env.raw(), "unreadable upgrade request"))?;
     let peer = request
         .remote_address
         .parse()
@@ -275,4 +291,48 @@ fn upgrade_of(request: UpgradeRequest) -> napi::Result<(Upgrade, IpAddr)> {
         },
         peer,
     ))
+}
+
+/// `fd` if it is an open TCP socket's descriptor; else why not. Anything else handed to
+/// `adoptSocket` (a negative number, a closed descriptor, a file, a Unix socket) would
+/// end the process (a descriptor of -1 panics std) or confuse the runtime.
+fn tcp_socket(fd: i32) -> Result<i32, &'static str> {
+    if fd < 0 {
+        return Err("adoptSocket: fd must be a socket's descriptor, a non-negative integer");
+    }
+    // SAFETY: a zeroed sockaddr_storage is valid, and its size is what is passed; the
+    // kernel only writes into it. An fd that is not open or not a socket fails cleanly.
+    let family = unsafe {
+        let mut address: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(
+            fd,
+            (&mut address as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) != 0
+        {
+            return Err("adoptSocket: fd is not an open socket");
+        }
+        i32::from(address.ss_family)
+    };
+    let mut kind: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `kind` is a c_int and `len` its size, as SO_TYPE writes.
+    let read = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut kind as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    let tcp = read == 0
+        && kind == libc::SOCK_STREAM
+        && (family == libc::AF_INET || family == libc::AF_INET6);
+    if tcp {
+        Ok(fd)
+    } else {
+        Err("adoptSocket: fd is not a TCP socket")
+    }
 }

@@ -16,7 +16,7 @@ use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 use wa_gateway_core::Delivery;
 
-use crate::deliveries::{lock, Batch};
+use crate::deliveries::{clear_exception, lock, Batch};
 use crate::validations::{Checks, Validations};
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
@@ -110,20 +110,16 @@ impl JsWakeOwner {
         checks: Arc<Validations>,
     ) -> napi::Result<(Self, JsWaker)> {
         // SAFETY: called on the JavaScript thread with its live env; every pointer passed
-        // below is valid for the call, and the handle's memory outlives the handle.
+        // below is valid for the call, and the handle's memory outlives the handle. Each
+        // step's failure releases what the steps before it took (`Taken`), so that an
+        // error leaves no reference to `deliver` and no handle in the loop: a worker whose
+        // loop still holds a handle cannot close it.
         unsafe {
             if uv_handle_size(UV_ASYNC) > HANDLE_WORDS * 8 {
                 return Err(napi::Error::from_reason("unexpected libuv handle size"));
             }
             let mut loop_ = ptr::null_mut();
             check(sys::napi_get_uv_event_loop(env, &mut loop_))?;
-            let mut deliver_ref = ptr::null_mut();
-            check(sys::napi_create_reference(
-                env,
-                deliver,
-                0,
-                &mut deliver_ref,
-            ))?;
             let mut name = ptr::null_mut();
             let label = "wa-gateway deliveries";
             check(sys::napi_create_string_utf8(
@@ -132,12 +128,22 @@ impl JsWakeOwner {
                 label.len() as isize,
                 &mut name,
             ))?;
-            let mut context = ptr::null_mut();
+            let mut taken = Taken {
+                env,
+                deliver: ptr::null_mut(),
+                context: ptr::null_mut(),
+            };
+            check(sys::napi_create_reference(
+                env,
+                deliver,
+                0,
+                &mut taken.deliver,
+            ))?;
             check(sys::napi_async_init(
                 env,
                 ptr::null_mut(),
                 name,
-                &mut context,
+                &mut taken.context,
             ))?;
 
             let handle = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvAsync>();
@@ -147,20 +153,26 @@ impl JsWakeOwner {
             }
             uv_unref(handle);
             let open = Arc::new(Open(Mutex::new(Some(HandlePtr(handle)))));
+            // From here `close` releases the reference and the context with the handle.
+            let (deliver, context) = taken.hand_over();
             let side = Box::into_raw(Box::new(OnJsThread {
                 env,
-                deliver: deliver_ref,
+                deliver,
                 context,
                 batch,
                 checks,
                 open: open.clone(),
             }));
             uv_handle_set_data(handle, side.cast());
-            check(sys::napi_add_env_cleanup_hook(
+            if let Err(e) = check(sys::napi_add_env_cleanup_hook(
                 env,
                 Some(on_env_teardown),
                 side.cast(),
-            ))?;
+            )) {
+                // Not hooked: closed now, freed once libuv has let go of it.
+                close(&open, side, false);
+                return Err(e);
+            }
             Ok((
                 Self {
                     side,
@@ -194,6 +206,35 @@ impl JsWakeOwner {
                     uv_unref(handle.0);
                     sys::napi_reference_unref(env, deliver, &mut count);
                 }
+            }
+        }
+    }
+}
+
+/// What `JsWakeOwner::new` has taken so far, released if a later step fails.
+struct Taken {
+    env: sys::napi_env,
+    deliver: sys::napi_ref,
+    context: sys::napi_async_context,
+}
+
+impl Taken {
+    /// Now owned by the handle's side (`close` releases them).
+    fn hand_over(self) -> (sys::napi_ref, sys::napi_async_context) {
+        let this = std::mem::ManuallyDrop::new(self);
+        (this.deliver, this.context)
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        // SAFETY: on the JavaScript thread, during `new`: whichever was made is live.
+        unsafe {
+            if !self.context.is_null() {
+                sys::napi_async_destroy(self.env, self.context);
+            }
+            if !self.deliver.is_null() {
+                sys::napi_delete_reference(self.env, self.deliver);
             }
         }
     }
@@ -254,10 +295,12 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
     {
         let batch = Batch::take(&side.batch);
         let checks = Checks::take(&side.checks);
-        if let (Ok(items), Ok(checks)) = (
-            Batch::to_napi_value(env, batch),
-            Checks::to_napi_value(env, checks),
-        ) {
+        // Each on its own: deliveries that cannot be converted must not cost the key
+        // checks, nor the checks the deliveries (`Batch` isolates one delivery from
+        // another).
+        let items = Batch::to_napi_value(env, batch).unwrap_or_else(|_| empty_array(env));
+        let checks = Checks::to_napi_value(env, checks).unwrap_or_else(|_| undefined(env));
+        if !items.is_null() {
             let args = [items, checks];
             let mut result = ptr::null_mut();
             let status = sys::napi_make_callback(
@@ -278,6 +321,21 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
         }
     }
     sys::napi_close_handle_scope(env, scope);
+}
+
+/// An empty array, or null if not even that can be made (the environment is going).
+unsafe fn empty_array(env: sys::napi_env) -> sys::napi_value {
+    clear_exception(env);
+    let mut array = ptr::null_mut();
+    sys::napi_create_array(env, &mut array);
+    array
+}
+
+unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
+    clear_exception(env);
+    let mut value = ptr::null_mut();
+    sys::napi_get_undefined(env, &mut value);
+    value
 }
 
 fn check(status: sys::napi_status) -> napi::Result<()> {

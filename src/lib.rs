@@ -2,6 +2,7 @@
 //! and out, the tokio runtime, and the wake-up that carries the core's deliveries to
 //! JavaScript in batches. `index.js` wraps it into the v1 API.
 
+mod args;
 mod deliveries;
 mod gateway;
 mod js_wake;

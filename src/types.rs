@@ -213,8 +213,46 @@ impl TryFrom<NativeConfig> for core::Config {
 
     fn try_from(c: NativeConfig) -> napi::Result<Self> {
         let defaults = core::Config::default();
-        let port = u16::try_from(c.port)
-            .map_err(|_| napi::Error::new(napi::Status::InvalidArg, "invalid port"))?;
+        let port = u16::try_from(c.port).map_err(|_| invalid("port", "an integer up to 65535"))?;
+        // lib/options.js checks these for the package; the class itself is reachable too.
+        let durations = [
+            ("heartbeatInterval", Some(c.heartbeat_interval)),
+            ("heartbeatTimeout", Some(c.heartbeat_timeout)),
+            ("requestTimeout", Some(c.request_timeout)),
+            ("authTimeout", Some(c.auth_timeout)),
+            ("mediaFetchTimeout", Some(c.media_fetch_timeout)),
+            ("idempotencyTtl", c.idempotency_ttl),
+            ("cluster.leaseMs", c.cluster.as_ref().map(|k| k.lease_ms)),
+        ];
+        for (name, value) in durations {
+            if value.is_some_and(|v| !(v >= 1.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, at least 1"));
+            }
+        }
+        let sizes = [
+            ("maxPayload", Some(c.max_payload)),
+            ("maxMediaBytes", Some(c.max_media_bytes)),
+            ("maxPreAuthPayload", c.max_pre_auth_payload),
+            ("maxQueuedBytes", c.max_queued_bytes),
+        ];
+        for (name, value) in sizes {
+            if value.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a positive finite number"));
+            }
+        }
+        let off_or_more = [
+            ("waitForDevice", c.wait_for_device),
+            (
+                "pacing.minIntervalMs",
+                c.pacing.as_ref().map(|p| p.min_interval_ms),
+            ),
+            ("pacing.jitterMs", c.pacing.as_ref().map(|p| p.jitter_ms)),
+        ];
+        for (name, value) in off_or_more {
+            if value.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
+                return Err(invalid(name, "a finite number of milliseconds, 0 or more"));
+            }
+        }
         Ok(Self {
             port,
             host: c.host,
@@ -264,6 +302,14 @@ impl TryFrom<NativeConfig> for core::Config {
             cluster: c.cluster.map(Into::into),
         })
     }
+}
+
+/// A config value the core cannot take (the constructor throws it as a `TypeError`).
+fn invalid(name: &str, what: &str) -> napi::Error {
+    napi::Error::new(
+        napi::Status::InvalidArg,
+        format!("config.{name} must be {what}"),
+    )
 }
 
 /// The optional parts of a send call, absent on a plain text send: the hot path

@@ -802,6 +802,100 @@ mod tests {
         gateway.stop();
     }
 
+    /// Cluster mode with Redis that does not answer: admissions never complete.
+    struct HangingDirectory(std::sync::atomic::AtomicUsize);
+
+    impl crate::state::directory::Directory for HangingDirectory {
+        fn admit(
+            &self,
+            _: &Arc<crate::identity::Identity>,
+            _: SessionInfo,
+            _: usize,
+        ) -> crate::state::directory::Admission {
+            Box::pin(std::future::pending())
+        }
+        fn update(&self, _: &Arc<crate::identity::Identity>, _: SessionInfo) {}
+        fn remove(&self, _: &Arc<crate::identity::Identity>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn first_incoming(&self, _: &str, _: &str) -> crate::state::directory::Admission {
+            Box::pin(async { true })
+        }
+        fn record_changed(&self, _: &str, _: crate::state::records::StoredRecord, _: bool) {}
+        fn late_result(&self, _: &str, _: crate::state::records::StoredRecord) {}
+    }
+
+    async fn local_sessions_become(gateway: &Gateway, n: usize) -> usize {
+        for _ in 0..200 {
+            if gateway.health().local_sessions == n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        gateway.health().local_sessions
+    }
+
+    /// An auth cancelled (auth deadline, stop()) while the cluster admits its session
+    /// leaves no session behind: none that holds a maxSessionsPerKey slot, none that
+    /// outlives stop() and start().
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_auth_cancelled_while_the_cluster_admits_it_leaves_no_session() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let config = Config {
+            port: 0,
+            host: Some("127.0.0.1".into()),
+            log_events: false,
+            auth_timeout: Duration::from_millis(300),
+            max_sessions_per_key: 1,
+            ..Config::default()
+        };
+        let gateway = Gateway::new(config, Arc::new(TestHost(tx)), Handle::current()).unwrap();
+        let directory = Arc::new(HangingDirectory(Default::default()));
+        assert!(gateway.shared.directory.set(directory.clone()).is_ok());
+        let addr = gateway.start().unwrap();
+        let auth = || async {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{addr}/wa-ext-ws"), tcp)
+                    .await
+                    .unwrap();
+            ws.send(Message::text(r#"{"type":"auth","apiKey":"good-key-123"}"#))
+                .await
+                .unwrap();
+            ws
+        };
+        // The auth deadline passes while the cluster admits the session.
+        let mut ws = auth().await;
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => assert_eq!(u16::from(frame.code), 1008),
+            other => panic!("expected the auth timeout's close, got {other:?}"),
+        }
+        assert_eq!(
+            local_sessions_become(&gateway, 0).await,
+            0,
+            "no session left by the timed-out auth"
+        );
+        // stop() while the cluster admits one.
+        let _admitting = auth().await;
+        local_sessions_become(&gateway, 1).await;
+        gateway.stop();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
+                Ok(Some(Delivery::Stopped)) => break,
+                Ok(Some(_)) => continue,
+                other => panic!("expected Stopped, got {other:?}"),
+            }
+        }
+        assert_eq!(gateway.health().local_sessions, 0, "none after stop()");
+        gateway.start().unwrap();
+        assert_eq!(gateway.health().local_sessions, 0, "none after start()");
+        assert!(
+            directory.0.load(Ordering::SeqCst) >= 2,
+            "the directory is told each one left"
+        );
+        gateway.stop();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stop_fails_pending_sends_and_frees_the_port() {
         let (gateway, addr, mut rx) = started().await;

@@ -206,13 +206,20 @@ fn parse_result(wire: Wire) -> Inbound {
         _ => return Inbound::Invalid("A result needs a boolean success"),
     };
     let command_result = wire.kind.as_deref() == Some("command-result");
+    let data = wire.data.filter(|_| command_result);
+    if !bounded(wire.message_id.as_ref())
+        || !bounded(wire.error.as_ref())
+        || !bounded(data.as_ref())
+    {
+        return Inbound::Invalid(TOO_LARGE);
+    }
     Inbound::Result(ResultFrame {
         request_id: request_id.into_owned(),
         success,
         message_id: wire.message_id.unwrap_or(Value::Null),
         error: wire.error.unwrap_or(Value::Null),
         timestamp: wire.timestamp.as_ref().and_then(Value::as_f64),
-        data: wire.data.filter(|_| command_result).unwrap_or(Value::Null),
+        data: data.unwrap_or(Value::Null),
         code: wire.code.as_ref().and_then(failure_code),
     })
 }
@@ -234,14 +241,66 @@ pub fn retryable(code: &str) -> bool {
     matches!(code, "RATE_LIMITED" | "LOGGED_OUT")
 }
 
+/// How deep and how large a value from an extension that the gateway hands on
+/// (`messageId`, `error`, a command-result's `data`, an incoming message's `data`) may be.
+/// Far beyond any real
+/// one; what JavaScript receives stays cheap to build and within what napi converts
+/// (128 levels, a million items), wrapped in an event or an error as it is.
+pub const MAX_VALUE_DEPTH: usize = 32;
+pub const MAX_VALUE_ITEMS: usize = 10_000;
+
+pub(crate) const TOO_LARGE: &str =
+    "A value in this frame is nested deeper than 32 levels or has more than 10000 items";
+
+/// Whether `value` is within `MAX_VALUE_DEPTH` and `MAX_VALUE_ITEMS` (absent is).
+/// Walked without recursion, stopping at the first item over the limits.
+pub fn bounded(value: Option<&Value>) -> bool {
+    let Some(value) = value else {
+        return true;
+    };
+    let mut items = 0usize;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        items += 1;
+        if items > MAX_VALUE_ITEMS || depth > MAX_VALUE_DEPTH {
+            return false;
+        }
+        match value {
+            Value::Array(list) => stack.extend(list.iter().map(|v| (v, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|v| (v, depth + 1))),
+            _ => {}
+        }
+    }
+    true
+}
+
 // ---- gateway to extension ----
 
 pub const PING: &str = r#"{"type":"ping"}"#;
 
-/// The replies to a successful auth, in the order they are sent.
-pub fn auth_replies(dialect: Dialect, guide_client: bool, session_id: &str) -> Vec<String> {
-    let reply =
-        |kind: &str| serde_json::json!({ "type": kind, "sessionId": session_id }).to_string();
+/// What an extension may send after auth: its frames' size (`maxPayload`) and an
+/// incoming message's media (`maxMediaBytes`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_payload: usize,
+    pub max_media_bytes: usize,
+}
+
+/// The replies to a successful auth, in the order they are sent; each tells the
+/// extension its `limits`, so that a client can refuse an oversized frame itself.
+pub fn auth_replies(
+    dialect: Dialect,
+    guide_client: bool,
+    session_id: &str,
+    limits: Limits,
+) -> Vec<String> {
+    let limits = serde_json::json!({
+        "maxPayload": limits.max_payload,
+        "maxMediaBytes": limits.max_media_bytes,
+    });
+    let reply = |kind: &str| {
+        serde_json::json!({ "type": kind, "sessionId": session_id, "limits": limits }).to_string()
+    };
     match (dialect, guide_client) {
         (_, true) | (Dialect::Doc, _) => vec![reply("authenticated")],
         (Dialect::V1, false) => vec![reply("auth-success")],
@@ -692,6 +751,56 @@ mod tests {
     }
 
     #[test]
+    fn values_an_extension_hands_on_are_bounded_in_depth_and_items() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let items = |n: usize| format!("[{}]", vec!["0"; n].join(","));
+        let result = |field: &str, value: &str| {
+            parse(&format!(
+                r#"{{"type":"message-result","requestId":"r","success":true,"{field}":{value}}}"#
+            ))
+        };
+        for field in ["messageId", "error"] {
+            assert!(matches!(
+                result(field, &nested(MAX_VALUE_DEPTH)),
+                Inbound::Result(_)
+            ));
+            assert_eq!(
+                result(field, &nested(MAX_VALUE_DEPTH + 1)),
+                Inbound::Invalid(TOO_LARGE)
+            );
+            // The array itself is an item.
+            assert!(matches!(
+                result(field, &items(MAX_VALUE_ITEMS - 1)),
+                Inbound::Result(_)
+            ));
+            assert_eq!(
+                result(field, &items(MAX_VALUE_ITEMS)),
+                Inbound::Invalid(TOO_LARGE)
+            );
+        }
+        assert!(TOO_LARGE.contains(&MAX_VALUE_DEPTH.to_string()));
+        assert!(TOO_LARGE.contains(&MAX_VALUE_ITEMS.to_string()));
+        let ack = |value: &str| {
+            parse(&format!(
+                r#"{{"type":"message-ack","requestId":"r","ack":"read","messageId":{value}}}"#
+            ))
+        };
+        assert!(matches!(ack("\"m\""), Inbound::Ack(Some(_))));
+        assert_eq!(ack(&items(MAX_VALUE_ITEMS)), Inbound::Ack(None));
+        let incoming = parse(&format!(
+            r#"{{"type":"incoming-message","data":{{"messageId":"in","from":"x","timestamp":1,"extra":{}}}}}"#,
+            nested(MAX_VALUE_DEPTH)
+        ));
+        match incoming {
+            Inbound::Incoming(Err(refused)) => {
+                assert_eq!(refused.message_id.as_deref(), Some("in"));
+                assert_eq!(refused.why, TOO_LARGE);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_chat_is_named_by_chat_id_and_commands_read_back_from_their_frames() {
         let group = "120363025246125486@g.us";
         let v = json_of(message_frame("r", group, "hi"));
@@ -720,8 +829,12 @@ mod tests {
 
     #[test]
     fn auth_replies_follow_the_dialect() {
+        let limits = Limits {
+            max_payload: 1 << 20,
+            max_media_bytes: 10 << 20,
+        };
         let kinds = |d, g| -> Vec<String> {
-            auth_replies(d, g, "s1")
+            auth_replies(d, g, "s1", limits)
                 .iter()
                 .map(|f| {
                     serde_json::from_str::<Value>(f).unwrap()["type"]
@@ -738,6 +851,14 @@ mod tests {
         assert_eq!(kinds(Dialect::Compat, true), ["authenticated"]);
         assert_eq!(kinds(Dialect::V1, false), ["auth-success"]);
         assert_eq!(kinds(Dialect::Doc, false), ["authenticated"]);
+        for reply in auth_replies(Dialect::Compat, false, "s1", limits) {
+            let v: Value = serde_json::from_str(&reply).unwrap();
+            assert_eq!(v["sessionId"], "s1");
+            assert_eq!(
+                v["limits"],
+                serde_json::json!({ "maxPayload": 1 << 20, "maxMediaBytes": 10 << 20 })
+            );
+        }
     }
 
     #[test]

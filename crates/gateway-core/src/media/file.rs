@@ -8,8 +8,11 @@
 //! `/proc` is missing, the opened file must be the very inode (device and number) found
 //! at a path inside the roots after opening.
 //!
-//! A path outside the roots is refused the same way whether or not it exists: a missing
-//! file is reported as missing only when its nearest existing directory is inside a root.
+//! A path outside the roots is refused the same way whether or not it exists: the path is
+//! followed a component at a time, symlinks included, and nothing is looked at that is
+//! neither inside a root nor on the way to one. A symlink inside a root that leads out is
+//! refused at its first step out, so its target's existence changes no answer; a missing
+//! file is reported as missing only where the lookup failed inside a root.
 
 use std::fs::{File, Metadata};
 use std::io::{self, Read};
@@ -98,27 +101,11 @@ enum Refusal {
 
 /// Blocking: reads `path` if the file it opens is inside one of `roots`.
 fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result<Vec<u8>, Refusal> {
-    let roots: Vec<PathBuf> = roots
-        .iter()
-        .filter_map(|root| std::fs::canonicalize(root).ok())
-        .collect();
-    let inside = |p: &Path| roots.iter().any(|root| p.starts_with(root));
-    let missing_or_outside = |e: io::Error| {
-        // Only a directory inside the roots may say what it does not contain.
-        let parent = path
-            .ancestors()
-            .skip(1)
-            .find_map(|dir| std::fs::canonicalize(dir).ok());
-        if parent.is_some_and(|dir| inside(&dir)) {
-            Refusal::Unreadable(e)
-        } else {
-            Refusal::Outside
-        }
-    };
-    match std::fs::canonicalize(path) {
-        Ok(target) if inside(&target) => {}
-        Ok(_) => return Err(Refusal::Outside),
-        Err(e) => return Err(missing_or_outside(e)),
+    let roots = Roots::new(roots);
+    match roots.locate(path) {
+        Located::Inside => {}
+        Located::Outside => return Err(Refusal::Outside),
+        Located::Unreadable(e) => return Err(Refusal::Unreadable(e)),
     }
     // Non-blocking and no controlling terminal: if a swap makes this open a FIFO or a
     // device, the open itself must neither hang nor have effects.
@@ -126,9 +113,13 @@ fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(missing_or_outside)?;
+        .map_err(|e| match roots.locate(path) {
+            // Changed since it was located: answered by where it leads now.
+            Located::Outside => Refusal::Outside,
+            _ => Refusal::Unreadable(e),
+        })?;
     let meta = file.metadata().map_err(Refusal::Unreadable)?;
-    if !opened_inside(&file, &meta, path, inside) {
+    if !opened_inside(&file, &meta, path, |p| roots.inside(p)) {
         return Err(Refusal::Outside);
     }
     if !meta.is_file() {
@@ -147,6 +138,123 @@ fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result
         return Err(Refusal::TooLarge);
     }
     Ok(body)
+}
+
+/// `mediaFileRoots`, resolved (symlinks followed) and as configured.
+struct Roots {
+    real: Vec<PathBuf>,
+    given: Vec<PathBuf>,
+}
+
+/// Where a path leads.
+enum Located {
+    /// To an existing entry inside a root.
+    Inside,
+    /// Out of the roots, or to where nothing may be looked at.
+    Outside,
+    /// Its lookup failed inside a root (missing, not a directory, a symlink loop).
+    Unreadable(io::Error),
+}
+
+/// Symlinks followed in one lookup before it is a loop (as Linux's ELOOP).
+const MAX_SYMLINKS: usize = 40;
+
+impl Roots {
+    fn new(roots: &[PathBuf]) -> Self {
+        Self {
+            real: roots
+                .iter()
+                .filter_map(|root| std::fs::canonicalize(root).ok())
+                .collect(),
+            given: roots.iter().filter(|r| r.is_absolute()).cloned().collect(),
+        }
+    }
+
+    fn inside(&self, path: &Path) -> bool {
+        self.real.iter().any(|root| path.starts_with(root))
+    }
+
+    /// Whether the entry at `path` may be looked at: inside a root, or on the way to
+    /// one (an ancestor of a root, resolved or as configured). Nothing else is, so
+    /// that no answer depends on what exists outside the roots.
+    fn may_look_at(&self, path: &Path) -> bool {
+        self.inside(path)
+            || self
+                .real
+                .iter()
+                .chain(&self.given)
+                .any(|r| r.starts_with(path))
+    }
+
+    /// Follows `path` as the kernel would, a component at a time, symlinks included,
+    /// looking only at entries `may_look_at` allows: a symlink inside a root that
+    /// leads out is refused at the first step out, whether or not its target exists.
+    fn locate(&self, path: &Path) -> Located {
+        use std::collections::VecDeque;
+        use std::ffi::OsString;
+        use std::path::Component;
+        let mut to_do: VecDeque<OsString> = VecDeque::new();
+        let push_front = |to_do: &mut VecDeque<OsString>, path: &Path| {
+            for part in path.components().rev() {
+                match part {
+                    Component::Normal(name) => to_do.push_front(name.to_owned()),
+                    Component::ParentDir => to_do.push_front("..".into()),
+                    Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+                }
+            }
+        };
+        if !path.is_absolute() {
+            return Located::Outside;
+        }
+        push_front(&mut to_do, path);
+        let mut at = PathBuf::from("/");
+        let mut symlinks = 0;
+        while let Some(name) = to_do.pop_front() {
+            if name == ".." {
+                at.pop();
+                continue;
+            }
+            let next = at.join(&name);
+            if !self.may_look_at(&next) {
+                return Located::Outside;
+            }
+            let meta = match std::fs::symlink_metadata(&next) {
+                Ok(meta) => meta,
+                Err(e) if self.inside(&next) => return Located::Unreadable(e),
+                Err(_) => return Located::Outside,
+            };
+            if !meta.file_type().is_symlink() {
+                at = next;
+                continue;
+            }
+            symlinks += 1;
+            let target = match std::fs::read_link(&next) {
+                Ok(target) if symlinks <= MAX_SYMLINKS => target,
+                Ok(_) => {
+                    let e = io::Error::other("too many levels of symbolic links");
+                    return self.unreadable_if_inside(&next, e);
+                }
+                Err(e) => return self.unreadable_if_inside(&next, e),
+            };
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            push_front(&mut to_do, &target);
+        }
+        if self.inside(&at) {
+            Located::Inside
+        } else {
+            Located::Outside
+        }
+    }
+
+    fn unreadable_if_inside(&self, path: &Path, e: io::Error) -> Located {
+        if self.inside(path) {
+            Located::Unreadable(e)
+        } else {
+            Located::Outside
+        }
+    }
 }
 
 /// Whether the open file `file` lives inside the roots, by where the kernel says the
@@ -291,6 +399,64 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("mediaFileRoots is empty"));
+    }
+
+    /// A symlink inside a root that leads out gives the same answer whether its target
+    /// exists or not: nothing outside the roots is probed.
+    #[tokio::test]
+    async fn a_symlink_leading_out_answers_alike_whether_its_target_exists() {
+        let sb = Sandbox::new();
+        let loader = test_loader(false, 1024, vec![sb.0.join("root")]);
+        sb.write("outside/there.png", PNG);
+        let link = |name: &str, target: &Path| {
+            std::os::unix::fs::symlink(target, sb.0.join("root").join(name)).unwrap();
+            sb.url(&format!("root/{name}"))
+        };
+        let out = sb.0.join("outside");
+        let cases = [
+            link("file-there.png", &out.join("there.png")),
+            link("file-missing.png", &out.join("missing.png")),
+            link("dir-missing", &out.join("no-such-dir")) + "/x.png",
+            link("relative-missing.png", Path::new("../outside/missing.png")),
+            link("chain-missing.png", &sb.0.join("root/relative-missing.png")),
+        ];
+        for url in cases {
+            let err = loader.load(MediaKind::Image, &url).await.unwrap_err();
+            assert_eq!(
+                err.code,
+                ErrorCode::MediaNotAllowed,
+                "{url}: {}",
+                err.message
+            );
+        }
+        // A link that stays inside is followed, and a missing target there is missing.
+        sb.write("root/sub/real.png", PNG);
+        let inside = link("inside.png", Path::new("sub/real.png"));
+        assert!(loader.load(MediaKind::Image, &inside).await.is_ok());
+        let dangling = link("dangling.png", Path::new("sub/gone.png"));
+        let err = loader.load(MediaKind::Image, &dangling).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FetchError, "{}", err.message);
+        // A loop is an unreadable file inside the roots, not a hang.
+        let looped = link("loop.png", Path::new("loop.png"));
+        let err = loader.load(MediaKind::Image, &looped).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::FetchError, "{}", err.message);
+        // A root configured through a symlink is reached through it too.
+        std::os::unix::fs::symlink(sb.0.join("root"), sb.0.join("via")).unwrap();
+        let via = test_loader(false, 1024, vec![sb.0.join("via")]);
+        assert!(via
+            .load(MediaKind::Image, &sb.url("via/sub/real.png"))
+            .await
+            .is_ok());
+        let err = via
+            .load(MediaKind::Image, &sb.url("via/sub/gone.png"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::FetchError, "{}", err.message);
+        let err = via
+            .load(MediaKind::Image, &sb.url("via/file-missing.png"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::MediaNotAllowed, "{}", err.message);
     }
 
     /// Issue 9: with the check made before the open, a directory swapped for a symlink

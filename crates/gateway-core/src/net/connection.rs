@@ -25,7 +25,8 @@ use crate::identity::{Commands, Identity};
 use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
-use crate::state::registry::Refusal;
+use crate::state::registry::{Refusal, SessionKey};
+use crate::state::requests::connection_lost;
 use crate::state::Shared;
 use crate::supervise::{catch_panic, panic_error};
 
@@ -301,27 +302,78 @@ async fn admit(
         Err(Refusal::Closing) => return Err(Refused::close(1001, "Server shutting down")),
         Err(Refusal::Full(limit)) => return Err(refuse_full(ws, shared, &api_key, limit, "").await),
     };
+    let registered = Registered {
+        shared,
+        key,
+        identity,
+        handed_over: false,
+    };
     // 5.3: the limit also holds across the cluster's processes.
     if let Some(directory) = shared.directory.get() {
         let info = lock(&shared.registry).info_of(key);
         let max = shared.config.max_sessions_per_key;
         let admitted = match info {
-            Some(info) => directory.admit(&identity, info, max).await,
+            Some(info) => directory.admit(&registered.identity, info, max).await,
             None => false,
         };
         if !admitted {
-            lock(&shared.registry).remove(key);
+            drop(registered);
             let across = " (across the cluster)";
             return Err(refuse_full(ws, shared, &api_key, max, across).await);
         }
     }
-    shared.log(|| LogEvent::session_connected(&identity));
-    let replies = protocol::auth_replies(shared.config.dialect, auth.guide_dialect, &session_id);
+    shared.log(|| LogEvent::session_connected(&registered.identity));
+    let limits = protocol::Limits {
+        max_payload: shared.config.max_payload,
+        max_media_bytes: shared.config.media.max_bytes,
+    };
+    let replies = protocol::auth_replies(
+        shared.config.dialect,
+        auth.guide_dialect,
+        &session_id,
+        limits,
+    );
     // A failed write shows up as a closed socket in the session loop, which cleans up.
     let _ = write_frames(ws, replies.into_iter().map(|r| Frame::Text(r.into()))).await;
     Ok(Admitted {
         key,
         link,
-        identity,
+        identity: registered.handed_over(),
     })
+}
+
+/// A session in the registry (and perhaps the cluster's directory) whose auth is still
+/// under way: taken out again however the auth ends before the session's task owns it,
+/// refused or cancelled at an await (the auth deadline, `stop()`), so that no session
+/// outlives its connection, holds a `maxSessionsPerKey` slot, or survives a restart.
+/// From `handed_over` on, `session::run` owns the leaving.
+struct Registered<'a> {
+    shared: &'a Shared,
+    key: SessionKey,
+    identity: Arc<Identity>,
+    handed_over: bool,
+}
+
+impl Registered<'_> {
+    fn handed_over(mut self) -> Arc<Identity> {
+        self.handed_over = true;
+        self.identity.clone()
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
+        let removed = lock(&self.shared.registry).remove(self.key);
+        // Listed or not (an admission cut short may have listed it): unlisted.
+        if let Some(directory) = self.shared.directory.get() {
+            directory.remove(&self.identity);
+        }
+        // Not yet ready, it was chosen for nothing; should it have been, those fail.
+        for settled in removed.into_iter().flat_map(|(_, owed)| owed) {
+            self.shared.fail(settled, connection_lost);
+        }
+    }
 }

@@ -80,6 +80,8 @@ impl Outgoing {
     /// Takes over the rest of frames another thread began writing (`write_through`):
     /// nothing else may be written before it.
     pub fn resume(&mut self, rest: Bytes) {
+        // Write-through happens only while the task has nothing under way.
+        debug_assert!(!self.mid_frame(), "a write-through began inside a frame");
         self.chunks.push_front(Chunk {
             bytes: rest,
             ends_frame: true,

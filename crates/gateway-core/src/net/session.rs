@@ -134,7 +134,8 @@ struct Owned {
 impl Owned {
     fn close_socket(&mut self) {
         if let Some(leaving) = &self.leaving {
-            leaving.link.running();
+            // The rest of a write-through, if any, goes with the socket.
+            drop(leaving.link.running());
         }
         self.ws = None;
     }
@@ -202,7 +203,12 @@ fn serve<'a>(
         held: false,
     };
     poll_fn(move |cx| {
-        link.running();
+        if let Some(rest) = link.running() {
+            // Another thread wrote part of a frame while the task was parked (so with
+            // nothing of its own under way): the rest goes before anything else, the
+            // pong or close reply tungstenite may want to write included.
+            out.resume(rest);
+        }
         serve_step(cx, ws, out, key, link, &mut burst)
     })
 }
@@ -219,11 +225,7 @@ fn serve_step(
     let shared = burst.shared;
     loop {
         if link.poll_woken(cx).is_ready() {
-            let (unfinished, frames, close_request) = link.take();
-            if let Some(rest) = unfinished {
-                // Finished before anything else, the close frame included.
-                out.resume(rest);
-            }
+            let (frames, close_request) = link.take();
             if let Some(request) = close_request {
                 return Poll::Ready(End::Requested(request));
             }
@@ -445,6 +447,181 @@ mod tests {
     /// rounds up to 128-byte steps, so 528 bytes in a release build (536 in a test
     /// build) keep the task at 640 bytes where it was 1024. Growing it by a word costs
     /// every idle session 128 bytes: box what an idle session does not use instead.
+    mod write_through_race {
+        use std::io::{Read, Write};
+        use std::os::unix::net::UnixStream as StdUnix;
+        use std::sync::mpsc;
+        use std::task::{Context, Waker};
+
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::WebSocketStream;
+        use tokio_util::either::Either;
+
+        use super::super::*;
+        use crate::config::Config;
+        use crate::host::{Delivery, Host, Validation};
+        use crate::net::wire::Wire;
+
+        struct NoHost;
+
+        impl Host for NoHost {
+            fn deliver(&self, _: Delivery) {}
+            fn validate(&self, _: String) -> Validation {
+                Box::pin(async { Err("no keys here".to_string()) })
+            }
+        }
+
+        /// The frames a server wrote (unmasked), as (opcode, payload); panics on a
+        /// stream that is not whole frames.
+        fn frames_of(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+            let mut frames = Vec::new();
+            while !bytes.is_empty() {
+                assert!(bytes.len() >= 2, "a cut frame header: {bytes:?}");
+                let opcode = bytes[0] & 0x0f;
+                assert_eq!(bytes[0] & 0xf0, 0x80, "a final frame, no reserved bits");
+                assert_eq!(bytes[1] & 0x80, 0, "a server frame is not masked");
+                let (len, start) = match bytes[1] & 0x7f {
+                    126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                    127 => (
+                        u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    n => (n as usize, 2),
+                };
+                assert!(bytes.len() >= start + len, "a frame cut short");
+                frames.push((opcode, bytes[start..start + len].to_vec()));
+                bytes = &bytes[start + len..];
+            }
+            frames
+        }
+
+        fn drain(client: &mut StdUnix, into: &mut Vec<u8>) {
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = client.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.extend_from_slice(&buf[..n]);
+            }
+        }
+
+        fn small_send_buffer(socket: &StdUnix) {
+            use std::os::fd::AsRawFd;
+            let size: libc::c_int = 4096;
+            // SAFETY: a valid socket and a c_int option value of the size passed.
+            let done = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(done, 0);
+        }
+
+        /// A write-through that the socket takes only in part leaves the rest to the
+        /// session's task. The task may run before the writing thread wakes it (woken by
+        /// a read): here, forced, with a ping to answer. Its pong, and the next
+        /// write-through, must come after the rest of the frame, never inside it.
+        #[test]
+        fn the_rest_of_a_partial_write_through_comes_before_anything_else() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _runtime = rt.enter();
+            let (server, mut client) = StdUnix::pair().unwrap();
+            small_send_buffer(&server);
+            server.set_nonblocking(true).unwrap();
+            client.set_nonblocking(true).unwrap();
+            let mut wire = Wire::new(
+                Either::Right(tokio::net::UnixStream::from_std(server).unwrap()),
+                usize::MAX,
+                &[],
+            );
+            wire.authenticated();
+            let mut ws = rt.block_on(WebSocketStream::from_raw_socket(wire, Role::Server, None));
+            let shared = Shared::new(Config::default(), Arc::new(NoHost)).unwrap();
+            let link = Arc::new(SessionLink::default());
+            let identity = crate::identity::Identity::for_test("k", "s");
+            let (key, _) = lock(&shared.registry)
+                .add(identity, link.clone(), 10)
+                .unwrap();
+            let mut out = Outgoing::default();
+            let task =
+                std::cell::RefCell::new(Box::pin(serve(&mut ws, &mut out, key, &link, &shared)));
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut poll = || task.borrow_mut().as_mut().poll(&mut cx).is_pending();
+            assert!(poll(), "idle: parked");
+
+            let first = "a".repeat(64 * 1024);
+            let second = "b".repeat(64 * 1024);
+            let mut received = Vec::new();
+            // The writing thread waits in the gap until the test has run the task.
+            let (in_gap, gap_reached) = mpsc::channel();
+            let (go_on, wait) = mpsc::channel::<()>();
+            let wait = std::sync::Mutex::new(wait);
+            *lock(&link.in_the_gap) = Some(Arc::new(move || {
+                let _ = in_gap.send(());
+                let _ = lock(&wait).recv();
+            }));
+            link.enqueue(Frame::Text(first.clone().into()), usize::MAX);
+            let writer = {
+                let link = link.clone();
+                std::thread::spawn(move || link.write_through())
+            };
+            gap_reached
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("a partial write-through");
+            // In the gap: the extension reads what was written and pings; the task runs.
+            drain(&mut client, &mut received);
+            assert!(!received.is_empty() && received.len() < first.len());
+            client.write_all(&[0x89, 0x80, 1, 2, 3, 4]).unwrap();
+            *lock(&link.in_the_gap) = None;
+            for _ in 0..3 {
+                poll();
+            }
+            // And another thread writes the next commands through.
+            drain(&mut client, &mut received);
+            link.enqueue(Frame::Text(second.clone().into()), usize::MAX);
+            link.write_through();
+            go_on.send(()).unwrap();
+            writer.join().unwrap();
+
+            let expected = first.len() + second.len() + 2 * 10 + 2;
+            for _ in 0..10_000 {
+                if received.len() >= expected {
+                    break;
+                }
+                poll();
+                drain(&mut client, &mut received);
+                // Turns the runtime's I/O driver, which tells the socket it may write again.
+                rt.block_on(tokio::time::sleep(std::time::Duration::from_micros(100)));
+            }
+            assert_eq!(
+                received.len(),
+                expected,
+                "every byte arrives, and nothing more"
+            );
+            let frames = frames_of(&received);
+            assert_eq!(frames.len(), 3, "two commands and a pong");
+            assert_eq!(
+                frames[0],
+                (1, first.into_bytes()),
+                "the first command, whole, first"
+            );
+            let rest: Vec<_> = frames[1..].iter().collect();
+            assert!(
+                rest.contains(&&(1, second.into_bytes())),
+                "the second command, whole"
+            );
+            assert!(rest.contains(&&(10, Vec::new())), "the pong");
+            assert_eq!(link.queued_bytes(), 0, "every byte counted as written was");
+        }
+    }
+
     #[test]
     fn an_idle_sessions_task_stays_within_640_bytes() {
         let size = output_size(run);

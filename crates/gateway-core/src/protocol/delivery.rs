@@ -76,6 +76,9 @@ pub fn parse_ack(text: &str) -> Option<AckFrame> {
     if ack == Ack::Sent {
         return None;
     }
+    if !super::bounded(wire.message_id.as_ref()) {
+        return None;
+    }
     Some(AckFrame {
         request_id: wire.request_id?,
         message_id: wire.message_id.unwrap_or(Value::Null),
@@ -137,10 +140,11 @@ pub fn parse_incoming(
             return fail(&why);
         }
     }
-    Ok(IncomingFrame {
-        message_id,
-        data: Value::Object(fields),
-    })
+    let data = Value::Object(fields);
+    if !super::bounded(Some(&data)) {
+        return Err(refused(Some(message_id), super::TOO_LARGE));
+    }
+    Ok(IncomingFrame { message_id, data })
 }
 
 fn check_media(media: &Value, max_media_bytes: usize) -> Result<(), String> {

@@ -5,7 +5,12 @@
 //! Write-through: while the task is parked with nothing of its own to write, the
 //! thread that queued commands (JavaScript's, at the end of its tick) writes them to
 //! the socket itself, without waking the task: one thread hand-off less per send.
-//! What the socket does not take at once is left for the task to finish, woken.
+//! What the socket does not take at once is left for the task to finish, woken: the
+//! task takes it whenever it next runs (`running`), whatever woke it, and writes it
+//! before any other byte; until then nobody writes through (`parked` refuses).
+//!
+//! Lock order: the registry's lock may be held when a link's is taken, never the
+//! other way; nothing is locked while a link's lock is held, and nothing awaits.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -59,6 +64,34 @@ pub enum Enqueued {
     },
 }
 
+/// Where a send's command went (`enqueue_command`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommandQueued {
+    /// Into the socket's queue, which was empty: the task needs a wake-up.
+    First,
+    /// Into the socket's queue, behind frames whose wake-up is due.
+    Behind,
+    /// Nowhere: the session is closing (it fails its requests as it leaves).
+    Closing,
+    /// To wait for room (`maxQueuedBytes`) behind those already waiting; it joins the
+    /// socket's queue as the socket takes bytes (`wrote`), in order.
+    Waiting,
+}
+
+/// A command that would wait for room, but `waiting` commands already do.
+#[derive(Debug)]
+pub struct TooManyWaiting {
+    pub waiting: usize,
+    pub frame: Frame,
+}
+
+/// A command withdrawn while it waited for room: never written.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// The bytes queued for the socket then.
+    pub queued: usize,
+}
+
 #[derive(Default)]
 struct Outbound {
     frames: VecDeque<Frame>,
@@ -69,9 +102,46 @@ struct Outbound {
     /// even half a frame, not tungstenite's): others may write whole frames to it.
     /// Taken back (under this lock) whenever the task runs.
     writable: Option<RawFd>,
+    /// What only a busy session needs. Boxed: every idle session's link would carry it.
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Default)]
+struct Rare {
     /// The rest of frames written through in part: the task writes it before anything.
-    /// Boxed: rare, and every session's link would carry its 32 bytes.
-    unfinished: Option<Box<Bytes>>,
+    unfinished: Option<Bytes>,
+    /// Commands waiting for room, in the order they came, with their request ids.
+    waiting: VecDeque<(u128, Frame)>,
+    /// The `maxQueuedBytes` they wait under.
+    max_bytes: usize,
+}
+
+impl Outbound {
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn take_unfinished(&mut self) -> Option<Bytes> {
+        let rare = self.rare.as_mut()?;
+        let rest = rare.unfinished.take();
+        self.tidy();
+        rest
+    }
+
+    fn has_unfinished(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.unfinished.is_some())
+    }
+
+    /// Frees the box once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.unfinished.is_none() && r.waiting.is_empty())
+        {
+            self.rare = None;
+        }
+    }
 }
 
 pub struct SessionLink {
@@ -84,6 +154,9 @@ pub struct SessionLink {
     /// A close was requested (kept under `outbound` too): read without the lock by
     /// device selection, which asks it of every device of a key on every send.
     closing: AtomicBool,
+    /// Commands wait for room (kept under `outbound` too): read without the lock after
+    /// every write and every settled request, which have nothing to do unless it is set.
+    waiting: AtomicBool,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
     /// Bytes of frames queued or being written and not yet taken by the socket.
@@ -91,6 +164,10 @@ pub struct SessionLink {
     /// `monotonic_ms()` of the last time the socket took bytes, or of when bytes
     /// started waiting after none did.
     last_progress: AtomicU64,
+    /// Tests: run by `write_through` after a partial write, between releasing the lock
+    /// and waking the task, to force what another thread may do in that gap.
+    #[cfg(test)]
+    pub(crate) in_the_gap: Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 impl Default for SessionLink {
@@ -101,9 +178,12 @@ impl Default for SessionLink {
             task: AtomicWaker::new(),
             woken: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            waiting: AtomicBool::new(false),
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
+            #[cfg(test)]
+            in_the_gap: Mutex::default(),
         }
     }
 }
@@ -149,6 +229,137 @@ impl SessionLink {
         }
     }
 
+    /// Queues a send's command, or, if its bytes would take those waiting for the
+    /// socket past `max_bytes`, keeps it waiting for room, behind any command already
+    /// waiting (a command larger than `max_bytes` goes once nothing is queued). At
+    /// most `max_waiting` commands wait. With `Enqueued::First` the caller owes a `wake()`.
+    pub fn enqueue_command(
+        &self,
+        request_id: u128,
+        frame: Frame,
+        max_bytes: usize,
+        max_waiting: usize,
+    ) -> Result<CommandQueued, TooManyWaiting> {
+        let len = frame_len(&frame);
+        let mut out = lock(&self.outbound);
+        if out.close.is_some() {
+            return Ok(CommandQueued::Closing);
+        }
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        let room = queued == 0 || queued.saturating_add(len) <= max_bytes;
+        if room && !self.waiting.load(Ordering::Relaxed) {
+            if queued == 0 {
+                self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
+            }
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            out.frames.push_back(frame);
+            return Ok(if out.frames.len() == 1 {
+                CommandQueued::First
+            } else {
+                CommandQueued::Behind
+            });
+        }
+        let rare = out.rare();
+        if rare.waiting.len() >= max_waiting {
+            let waiting = rare.waiting.len();
+            out.tidy();
+            return Err(TooManyWaiting { waiting, frame });
+        }
+        rare.max_bytes = max_bytes;
+        rare.waiting.push_back((request_id, frame));
+        self.waiting.store(true, Ordering::Relaxed);
+        Ok(CommandQueued::Waiting)
+    }
+
+    /// Takes a command off the room queue if it still waits there (it was never
+    /// written); else it was queued for the socket, or never waited.
+    pub fn withdraw(&self, request_id: u128) -> Option<Withdrawn> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut out = lock(&self.outbound);
+        let rare = out.rare.as_mut()?;
+        let at = rare.waiting.iter().position(|(id, _)| *id == request_id)?;
+        rare.waiting.remove(at);
+        self.waiting
+            .store(!rare.waiting.is_empty(), Ordering::Relaxed);
+        out.tidy();
+        Some(Withdrawn {
+            queued: self.queued_bytes.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Whether the command of `request_id` waits for room.
+    pub fn is_waiting(&self, request_id: u128) -> bool {
+        self.waiting.load(Ordering::Acquire)
+            && lock(&self.outbound)
+                .rare
+                .as_ref()
+                .is_some_and(|r| r.waiting.iter().any(|(id, _)| *id == request_id))
+    }
+
+    /// Every command waiting for room, in order (the session leaves, or hands its
+    /// unwritten sends to other processes).
+    pub fn take_waiting(&self) -> Vec<(u128, Frame)> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut out = lock(&self.outbound);
+        let taken = out
+            .rare
+            .as_mut()
+            .map_or_else(Vec::new, |r| r.waiting.drain(..).collect());
+        self.waiting.store(false, Ordering::Relaxed);
+        out.tidy();
+        taken
+    }
+
+    /// Commands waiting for room.
+    pub fn waiting_count(&self) -> usize {
+        if !self.waiting.load(Ordering::Acquire) {
+            return 0;
+        }
+        lock(&self.outbound)
+            .rare
+            .as_ref()
+            .map_or(0, |r| r.waiting.len())
+    }
+
+    /// Moves the commands that now fit from the room queue to the socket's queue, in
+    /// order; whether any moved into an empty queue (the task is then owed a wake-up).
+    fn admit_waiting(&self, out: &mut Outbound) -> bool {
+        let was_empty = out.frames.is_empty();
+        // A closing session writes nothing more: what waits stays unwritten, for the
+        // registry to send elsewhere as the session leaves.
+        if out.close.is_some() {
+            return false;
+        }
+        let Some(rare) = out.rare.as_mut() else {
+            return false;
+        };
+        let mut moved = false;
+        while let Some((_, frame)) = rare.waiting.front() {
+            let len = frame_len(frame);
+            let queued = self.queued_bytes.load(Ordering::Relaxed);
+            if queued != 0 && queued.saturating_add(len) > rare.max_bytes {
+                break;
+            }
+            if queued == 0 {
+                self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
+            }
+            let Some((_, frame)) = rare.waiting.pop_front() else {
+                break;
+            };
+            self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            out.frames.push_back(frame);
+            moved = true;
+        }
+        self.waiting
+            .store(!rare.waiting.is_empty(), Ordering::Relaxed);
+        out.tidy();
+        moved && was_empty
+    }
+
     pub fn wake(&self) {
         self.woken.store(true, Ordering::Release);
         self.task.wake();
@@ -160,23 +371,30 @@ impl SessionLink {
         self.wake();
     }
 
-    /// Everything queued so far, and a close request if there is one; the rest of a
-    /// write-through comes first, to be finished before any other byte.
-    pub fn take(&self) -> (Option<Bytes>, VecDeque<Frame>, Option<CloseRequest>) {
+    /// Everything queued so far, and a close request if there is one.
+    pub fn take(&self) -> (VecDeque<Frame>, Option<CloseRequest>) {
         let mut out = lock(&self.outbound);
-        let unfinished = out.unfinished.take().map(|rest| *rest);
-        (unfinished, std::mem::take(&mut out.frames), out.close)
+        (std::mem::take(&mut out.frames), out.close)
     }
 
-    /// The task runs: nobody else writes to its socket until `parked`.
-    pub fn running(&self) {
-        lock(&self.outbound).writable = None;
+    /// The task runs: nobody else writes to its socket until `parked`. Returns the
+    /// rest of a frame written through in part, which the task must write before any
+    /// other byte: taken here, whenever the task runs, and not at its wake-up, since it
+    /// may run for another reason (a read) before the writing thread has woken it.
+    pub fn running(&self) -> Option<Bytes> {
+        let mut out = lock(&self.outbound);
+        out.writable = None;
+        out.take_unfinished()
     }
 
     /// The task parks with nothing of its own to write: frames may be written
-    /// through to `socket` until it runs again.
+    /// through to `socket` until it runs again. Not while the rest of a write-through
+    /// waits for it (it has not run since), so that nothing is written before it.
     pub fn parked(&self, socket: RawFd) {
-        lock(&self.outbound).writable = Some(socket);
+        let mut out = lock(&self.outbound);
+        if !out.has_unfinished() {
+            out.writable = Some(socket);
+        }
     }
 
     /// Writes the queued frames to the socket from this thread if the task is parked
@@ -207,11 +425,25 @@ impl SessionLink {
             return self.wake();
         }
         out.frames.clear();
-        self.wrote(written);
+        self.progress(written);
         metrics::bytes_written(written);
+        // Room made: commands waiting for it join the queue, for the task to write.
+        let admitted = self.waiting.load(Ordering::Relaxed) && self.admit_waiting(&mut out);
         if written < bytes.len() {
-            out.unfinished = Some(Box::new(Bytes::from(bytes).slice(written..)));
+            // Under the lock that `running` and `parked` take: the task, whenever it runs
+            // next, finds the rest first, and nobody writes through until it has.
+            out.rare().unfinished = Some(Bytes::from(bytes).slice(written..));
             out.writable = None;
+            drop(out);
+            #[cfg(test)]
+            {
+                let gap = lock(&self.in_the_gap).clone();
+                if let Some(gap) = gap {
+                    gap();
+                }
+            }
+            self.wake();
+        } else if admitted {
             drop(out);
             self.wake();
         }
@@ -252,8 +484,19 @@ impl SessionLink {
         self.closing.load(Ordering::Acquire)
     }
 
-    /// The socket took `n` bytes of what was queued.
+    /// The socket took `n` bytes of what was queued; commands waiting for room that
+    /// now fit join the queue (the task, which calls this, is woken for them).
     pub fn wrote(&self, n: usize) {
+        self.progress(n);
+        if self.waiting.load(Ordering::Acquire) {
+            let admitted = self.admit_waiting(&mut lock(&self.outbound));
+            if admitted {
+                self.wake();
+            }
+        }
+    }
+
+    fn progress(&self, n: usize) {
         self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
     }
@@ -295,7 +538,10 @@ impl SessionLink {
 fn send_now(socket: RawFd, bytes: &[u8]) -> usize {
     // SAFETY: `socket` is open: the task owning it parked with it registered under the
     // link's lock, which the caller holds, and takes it back under that lock before
-    // closing it. MSG_NOSIGNAL: a closed peer is an error, not a SIGPIPE.
+    // closing it (`running`, also from the task's drop). No other byte is written to it
+    // meanwhile: the task writes only after `running`, and only whole frames or, first,
+    // the rest this leaves (`unfinished`). `bytes` is a live slice of `len` bytes.
+    // MSG_NOSIGNAL: a closed peer is an error, not a SIGPIPE.
     let n = unsafe {
         libc::send(
             socket,
@@ -358,7 +604,7 @@ mod tests {
         link.request_close(CloseRequest::Stalled);
         assert!(link.closing());
         assert!(!link.push(text("after close"), MAX));
-        let (_, frames, close) = link.take();
+        let (frames, close) = link.take();
         assert_eq!(frames.len(), 1);
         assert_eq!(close, Some(CloseRequest::Stalled));
     }
@@ -377,6 +623,84 @@ mod tests {
         link.wrote(len + 1);
         assert_eq!(link.queued_bytes(), len - 1);
         assert_eq!(link.enqueue(text("hello"), 2 * len), Enqueued::Behind);
+    }
+
+    fn command(link: &SessionLink, id: u128, len: usize, max: usize) -> CommandQueued {
+        link.enqueue_command(id, Frame::Text("x".repeat(len).into()), max, 10)
+            .expect("room to wait")
+    }
+
+    #[test]
+    fn commands_without_room_wait_in_order_and_join_as_bytes_are_written() {
+        let link = SessionLink::default();
+        let wakes = std::sync::Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = futures_util::task::waker(wakes.clone());
+        assert!(link
+            .poll_woken(&mut Context::from_waker(&waker))
+            .is_pending());
+        // 1000-byte payloads: 1004 bytes on the wire each.
+        let max = 2500;
+        assert_eq!(command(&link, 1, 1000, max), CommandQueued::First);
+        assert_eq!(command(&link, 2, 1000, max), CommandQueued::Behind);
+        assert_eq!(command(&link, 3, 1000, max), CommandQueued::Waiting);
+        // Behind one that waits, even a small one waits: first come, first written.
+        assert_eq!(command(&link, 4, 10, max), CommandQueued::Waiting);
+        assert!(link.is_waiting(3) && link.is_waiting(4) && !link.is_waiting(1));
+        assert_eq!(link.waiting_count(), 2);
+        assert_eq!(link.take().0.len(), 2);
+        // Room for the third but not yet the fourth? Both fit once 1004 bytes are out.
+        link.wrote(500);
+        assert!(link.is_waiting(3), "no room yet");
+        link.wrote(504);
+        assert!(!link.is_waiting(3) && !link.is_waiting(4));
+        assert_eq!(link.waiting_count(), 0);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the task is woken for them"
+        );
+        let (frames, _) = link.take();
+        let lens: Vec<usize> = frames.iter().map(frame_len).collect();
+        assert_eq!(lens, [1004, 12]);
+        assert_eq!(link.queued_bytes(), 1004 + 1004 + 12);
+    }
+
+    #[test]
+    fn a_command_larger_than_the_limit_goes_once_nothing_is_queued() {
+        let link = SessionLink::default();
+        assert_eq!(command(&link, 1, 10, 100), CommandQueued::First);
+        assert_eq!(command(&link, 2, 1000, 100), CommandQueued::Waiting);
+        link.take();
+        link.wrote(12);
+        assert_eq!(link.take().0.len(), 1, "alone, it goes");
+        assert_eq!(link.queued_bytes(), 1004);
+        // An empty link takes it at once.
+        let fresh = SessionLink::default();
+        assert_eq!(command(&fresh, 1, 1000, 100), CommandQueued::First);
+    }
+
+    #[test]
+    fn a_waiting_command_is_withdrawn_once_and_the_number_waiting_is_bounded() {
+        let link = SessionLink::default();
+        assert_eq!(command(&link, 1, 100, 150), CommandQueued::First);
+        for id in 2..4 {
+            let queued = link.enqueue_command(id, Frame::Text("y".repeat(100).into()), 150, 2);
+            assert_eq!(queued.ok(), Some(CommandQueued::Waiting));
+        }
+        let refused = link
+            .enqueue_command(4, Frame::Text("z".into()), 150, 2)
+            .expect_err("two wait already");
+        assert_eq!(refused.waiting, 2);
+        assert_eq!(link.withdraw(2), Some(Withdrawn { queued: 102 }));
+        assert_eq!(link.withdraw(2), None, "withdrawn once");
+        assert_eq!(link.withdraw(1), None, "queued for the socket: not waiting");
+        link.request_close(CloseRequest::Shutdown);
+        assert_eq!(command(&link, 5, 1, 150), CommandQueued::Closing);
+        // Closing, bytes still written (the frame under way) admit nothing more.
+        link.wrote(102);
+        assert!(link.is_waiting(3), "left for the registry");
+        assert_eq!(link.take_waiting().len(), 1);
+        assert_eq!(link.waiting_count(), 0);
     }
 
     fn socket_pair() -> (
@@ -422,7 +746,7 @@ mod tests {
             read_all(&mut theirs).is_empty(),
             "the task runs: left to it"
         );
-        assert_eq!(link.take().1.len(), 2);
+        assert_eq!(link.take().0.len(), 2);
         link.wrote(link.queued_bytes()); // As the task does.
 
         link.parked(ours.as_raw_fd());
@@ -431,10 +755,9 @@ mod tests {
         link.write_through();
         assert_eq!(read_all(&mut theirs), encoded(&["one", "two"]));
         assert_eq!(link.queued_bytes(), 0);
-        let (unfinished, frames, _) = link.take();
-        assert!(unfinished.is_none() && frames.is_empty());
+        let (frames, _) = link.take();
+        assert!(link.running().is_none() && frames.is_empty());
 
-        link.running();
         link.enqueue(text("three"), MAX);
         link.write_through();
         assert!(read_all(&mut theirs).is_empty());
@@ -450,11 +773,18 @@ mod tests {
         link.enqueue(Frame::Text(big.clone().into()), 8 << 20);
         link.write_through();
         let written = read_all(&mut theirs);
-        let (unfinished, frames, _) = link.take();
-        let rest = unfinished.expect("a socket buffer is smaller than 4 MiB");
-        assert!(frames.is_empty());
+        // Parked again before it ran: still nothing may be written before the rest.
+        link.parked(ours.as_raw_fd());
+        link.enqueue(text("early"), 8 << 20);
+        link.write_through();
+        assert_eq!(read_all(&mut theirs), Vec::<u8>::new());
+        let (frames, _) = link.take();
+        let rest = link
+            .running()
+            .expect("a socket buffer is smaller than 4 MiB");
+        assert_eq!(frames.len(), 1, "the early frame waits for the task");
         assert_eq!([written, rest.to_vec()].concat(), encoded(&[&big]));
-        assert_eq!(link.queued_bytes(), rest.len());
+        assert_eq!(link.queued_bytes(), rest.len() + frame_len(&text("early")));
         // No longer parked: the next frame waits for the task.
         link.enqueue(text("after"), MAX);
         link.write_through();

@@ -17,13 +17,22 @@ const MINUTE: Duration = Duration::from_secs(60);
 /// allocate.
 #[derive(Default)]
 pub struct DeviceQueue {
-    waiting: VecDeque<(u128, Frame)>,
+    waiting: VecDeque<Waiting>,
     /// Bytes of the commands waiting: they count against `maxQueuedBytes` too.
     bytes: usize,
     /// Earliest time of the next departure by `minIntervalMs + jitter`.
     next_allowed: Option<Instant>,
     /// Departures of the last minute, when `maxPerMinute` is set.
     recent: VecDeque<Instant>,
+}
+
+/// A command in the queue.
+struct Waiting {
+    request_id: u128,
+    frame: Frame,
+    /// The bytes ahead of it when it came, if with it they passed `maxQueuedBytes`: it
+    /// waits for room as well as for its turn.
+    room: Option<usize>,
 }
 
 impl DeviceQueue {
@@ -39,36 +48,42 @@ impl DeviceQueue {
         self.bytes
     }
 
-    pub fn push(&mut self, request_id: u128, frame: Frame) {
+    /// Queues a command; `room` says it also waits for room (see `Waiting`).
+    pub fn push(&mut self, request_id: u128, frame: Frame, room: Option<usize>) {
         self.bytes += frame_len(&frame);
-        self.waiting.push_back((request_id, frame));
+        self.waiting.push_back(Waiting {
+            request_id,
+            frame,
+            room,
+        });
     }
 
     pub fn front_id(&self) -> Option<u128> {
-        self.waiting.front().map(|(id, _)| *id)
+        self.waiting.front().map(|w| w.request_id)
     }
 
     pub fn pop(&mut self) -> Option<(u128, Frame)> {
-        let popped = self.waiting.pop_front();
-        if let Some((_, frame)) = &popped {
-            self.bytes = self.bytes.saturating_sub(frame_len(frame));
-        }
-        popped
+        let popped = self.waiting.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(frame_len(&popped.frame));
+        Some((popped.request_id, popped.frame))
     }
 
-    /// Takes a command out of the queue (its send settled before leaving).
-    pub fn remove(&mut self, request_id: u128) {
-        if let Some(at) = self.waiting.iter().position(|(id, _)| *id == request_id) {
-            if let Some((_, frame)) = self.waiting.remove(at) {
-                self.bytes = self.bytes.saturating_sub(frame_len(&frame));
-            }
-        }
+    /// Takes a command out of the queue (its send settled before leaving); if it was
+    /// there, whether it waited for room too (the bytes ahead of it then).
+    pub fn remove(&mut self, request_id: u128) -> Option<Option<usize>> {
+        let at = self
+            .waiting
+            .iter()
+            .position(|w| w.request_id == request_id)?;
+        let removed = self.waiting.remove(at)?;
+        self.bytes = self.bytes.saturating_sub(frame_len(&removed.frame));
+        Some(removed.room)
     }
 
     /// Everything still waiting, in order.
     pub fn drain(&mut self) -> impl Iterator<Item = (u128, Frame)> + '_ {
         self.bytes = 0;
-        self.waiting.drain(..)
+        self.waiting.drain(..).map(|w| (w.request_id, w.frame))
     }
 
     /// When the next command may leave; `None` or a past instant is now.
@@ -132,15 +147,16 @@ mod tests {
     #[test]
     fn waiting_bytes_follow_the_queue() {
         let mut queue = DeviceQueue::default();
-        queue.push(1, Frame::Text("abcd".into()));
-        queue.push(2, Frame::Text("efghij".into()));
+        queue.push(1, Frame::Text("abcd".into()), None);
+        queue.push(2, Frame::Text("efghij".into()), Some(6));
         // On the wire: payload plus a 2-byte header each.
         assert_eq!(queue.bytes(), 14);
-        queue.remove(1);
+        assert_eq!(queue.remove(1), Some(None));
+        assert_eq!(queue.remove(1), None);
         assert_eq!(queue.bytes(), 8);
         assert_eq!(queue.pop().map(|(id, _)| id), Some(2));
         assert_eq!(queue.bytes(), 0);
-        queue.push(3, Frame::Text("xy".into()));
+        queue.push(3, Frame::Text("xy".into()), None);
         assert_eq!(queue.drain().count(), 1);
         assert_eq!(queue.bytes(), 0);
     }

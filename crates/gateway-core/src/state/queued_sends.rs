@@ -13,7 +13,7 @@ use super::link::lock;
 use super::parking::Parked;
 use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
 use super::requests::{
-    backpressure, command_frame, connection_lost, no_device, unsupported_command, SendRequest,
+    command_frame, connection_lost, no_device, unsupported_command, SendRequest,
 };
 use super::Shared;
 use crate::config::Strategy;
@@ -51,31 +51,12 @@ impl Shared {
             Err(NotPlaced::QueueFull(pending, _, queued)) => {
                 self.queue_full(identity, request_id, pending, queued)
             }
-            Err(NotPlaced::Backpressure(pending, queued)) => {
-                self.refuse_bytes(identity, request_id, pending, queued)
-            }
         }
     }
 
-    /// `BACKPRESSURE` for a paced or waiting send whose device's socket is behind.
-    fn refuse_bytes(
-        &self,
-        identity: Arc<Identity>,
-        request_id: u128,
-        pending: Pending,
-        queued: usize,
-    ) {
-        let settled = Settled {
-            identity,
-            request_id,
-            pending,
-        };
-        self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
-    }
-
-    /// `QUEUE_FULL` for a send whose device's pacing queue is full (`send-failed` fires:
-    /// a device was chosen).
-    fn queue_full(
+    /// `QUEUE_FULL` for a send whose device has `maxQueuedSends` sends waiting, paced
+    /// or for room on its socket (`send-failed` fires: a device was chosen).
+    pub(super) fn queue_full(
         &self,
         identity: Arc<Identity>,
         request_id: u128,
@@ -86,7 +67,7 @@ impl Shared {
         let error = GatewayError::new(
             ErrorCode::QueueFull,
             format!(
-                "The device's pacing queue is full ({queued} sends waiting; see maxQueuedSends)"
+                "The device's queue is full ({queued} sends waiting to be written; see maxQueuedSends)"
             ),
             json!({ "requestId": &id_text, "sessionId": &*identity.session_id, "queued": queued, "sent": false }),
         );
@@ -162,7 +143,7 @@ impl Shared {
                 None => registry.why_no_device(api_key),
             })
             .collect();
-        let (next_paced, refused) = registry.release_due(now);
+        let next_paced = registry.release_due(now);
         let next = next_paced
             .into_iter()
             .chain(registry.parking.next_deadline())
@@ -174,12 +155,6 @@ impl Shared {
         }
         for (identity, request_id, pending, queued) in unparked.queue_full {
             self.queue_full(identity, request_id, pending, queued);
-        }
-        for (identity, request_id, pending, queued) in unparked.backpressure {
-            self.refuse_bytes(identity, request_id, pending, queued);
-        }
-        for (settled, queued) in refused {
-            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
         }
         for (api_key, parked) in unparked.unsupported {
             let command = parked.pending.command().unwrap_or_default();

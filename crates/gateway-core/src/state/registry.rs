@@ -12,7 +12,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::link::{CloseRequest, Enqueued, SessionLink};
+use super::link::{CloseRequest, CommandQueued, SessionLink, TooManyWaiting};
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
 use super::records::{Records, State, StatusKey, StoredRecord};
@@ -130,18 +130,16 @@ impl PacingQueue {
         self.state().departed(now, pacing);
     }
 
-    fn push(&mut self, request_id: u128, frame: Frame) {
-        self.state().push(request_id, frame);
+    fn push(&mut self, request_id: u128, frame: Frame, room: Option<usize>) {
+        self.state().push(request_id, frame, room);
     }
 
     fn pop(&mut self) -> Option<(u128, Frame)> {
         self.0.as_mut()?.pop()
     }
 
-    fn remove(&mut self, request_id: u128) {
-        if let Some(q) = self.0.as_mut() {
-            q.remove(request_id);
-        }
+    fn remove(&mut self, request_id: u128) -> Option<Option<usize>> {
+        self.0.as_mut()?.remove(request_id)
     }
 
     fn drain(&mut self) -> Vec<(u128, Frame)> {
@@ -244,6 +242,14 @@ impl Pending {
     pub fn command(&self) -> Option<&str> {
         (self.kind == SendKind::Command).then_some(self.phone_number.as_str())
     }
+}
+
+/// A request whose deadline passed (`Registry::expire`).
+pub struct Expired {
+    pub settled: Settled,
+    /// Its command waited for room on its session (`maxQueuedBytes`) until now, with
+    /// these bytes ahead of it: `BACKPRESSURE` rather than `REQUEST_TIMEOUT`.
+    pub room_wait: Option<usize>,
 }
 
 /// A pending request taken out of the registry, with the session it was sent to.
@@ -351,9 +357,8 @@ pub struct Registry {
 /// Why `place` could not record a request; the request and command come back.
 pub enum NotPlaced {
     Gone(Pending, Frame),
+    /// The device has this many sends waiting (`maxQueuedSends`): paced, or for room.
     QueueFull(Pending, Frame, usize),
-    /// The session's socket already has this many bytes waiting (`BACKPRESSURE`).
-    Backpressure(Pending, usize),
 }
 
 /// What the delivery timer found to do besides letting commands leave.
@@ -361,8 +366,6 @@ pub enum NotPlaced {
 pub struct Unparked {
     /// Sends that found a device whose queue was full: (device, request id, request, queued).
     pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
-    /// Sends that found a device whose socket had too many bytes waiting.
-    pub backpressure: Vec<(Arc<Identity>, u128, Pending, usize)>,
     /// Custom commands that found active devices, none of which handles them.
     pub unsupported: Vec<(Arc<str>, Parked<Pending>)>,
     /// Whether a placed request now has the earliest deadline.
@@ -414,9 +417,11 @@ impl Registry {
                 self.by_api_key.remove(api_key);
             }
         }
-        // 5.2: commands never written go back to selection, in their order.
+        // 5.2: commands never written go back to selection, in their order: those that
+        // waited for room on the socket first (they left the pacing queue earlier).
         let mut unplaced = Vec::new();
-        let unwritten = session.queue.drain();
+        let mut unwritten = session.link.take_waiting();
+        unwritten.extend(session.queue.drain());
         for (request_id, frame) in unwritten {
             let Some(pending) = session.pending.remove(&request_id) else {
                 continue;
@@ -582,7 +587,8 @@ impl Registry {
     pub fn take_queued(&mut self) -> Vec<(Settled, Frame)> {
         let mut taken = Vec::new();
         for session in self.sessions.values_mut() {
-            let unwritten = session.queue.drain();
+            let mut unwritten = session.link.take_waiting();
+            unwritten.extend(session.queue.drain());
             for (request_id, frame) in unwritten {
                 if let Some(settled) = session.take_request(request_id, &mut self.deadlines) {
                     taken.push((settled, frame));
@@ -645,12 +651,27 @@ impl Registry {
     /// Takes the request `request_id` if it was sent to `key`; results from any
     /// other session, or for unknown ids, settle nothing.
     pub fn settle(&mut self, key: SessionKey, request_id: u128) -> Option<Settled> {
+        self.take_unwritten(key, request_id)
+            .map(|(settled, _)| settled)
+    }
+
+    /// `settle`, and whether its command still waited for room (the bytes ahead of it).
+    /// A command taken off before it was written never will be: `queued` says so.
+    fn take_unwritten(
+        &mut self,
+        key: SessionKey,
+        request_id: u128,
+    ) -> Option<(Settled, Option<usize>)> {
         let session = self.sessions.get_mut(&key)?;
-        let settled = session.take_request(request_id, &mut self.deadlines)?;
+        let mut settled = session.take_request(request_id, &mut self.deadlines)?;
+        let mut room_wait = None;
         if settled.pending.queued {
-            session.queue.remove(request_id);
+            room_wait = session.queue.remove(request_id).flatten();
+        } else if let Some(withdrawn) = session.link.withdraw(request_id) {
+            settled.pending.queued = true;
+            room_wait = Some(withdrawn.queued);
         }
-        Some(settled)
+        Some((settled, room_wait))
     }
 
     /// Takes the request `request_id` for a result from session `key`: sent to it, or
@@ -679,7 +700,7 @@ impl Registry {
     }
 
     /// Takes every request whose deadline has passed.
-    pub fn expire(&mut self, now: Instant) -> Vec<Settled> {
+    pub fn expire(&mut self, now: Instant) -> Vec<Expired> {
         let mut expired = Vec::new();
         while let Some(entry) = self.deadlines.first_entry() {
             let (deadline, request_id) = *entry.key();
@@ -687,8 +708,8 @@ impl Registry {
                 break;
             }
             let key = entry.remove();
-            if let Some(settled) = self.settle(key, request_id) {
-                expired.push(settled);
+            if let Some((settled, room_wait)) = self.take_unwritten(key, request_id) {
+                expired.push(Expired { settled, room_wait });
             }
         }
         expired
@@ -739,7 +760,8 @@ impl Registry {
         }
         self.sessions.values().find_map(|s| {
             let p = s.pending.get(&request_id)?;
-            let state = if p.queued {
+            // Still waiting for room on its session's socket: not written yet.
+            let state = if p.queued || s.link.is_waiting(request_id) {
                 State::Queued
             } else {
                 State::InFlight
@@ -803,31 +825,38 @@ impl Registry {
             None => true,
             Some(p) => session.queue.is_empty() && session.queue.may_leave(now, p),
         };
-        if !leave_now && session.queue.len() >= max_queued {
-            let queued = session.queue.len();
-            pending.queued = true;
-            return Err(NotPlaced::QueueFull(pending, frame, queued));
-        }
-        // SPEC 5.1: `maxQueuedBytes` counts a pacing queue too.
-        let waiting = session.link.queued_bytes() + session.queue.bytes();
-        if !leave_now && waiting.saturating_add(frame_len(&frame)) > self.max_queued_bytes {
-            pending.queued = true;
-            return Err(NotPlaced::Backpressure(pending, waiting));
+        // `maxQueuedSends` counts the sends waiting on this device, paced or for room on
+        // its socket.
+        if !leave_now {
+            let waiting = session.queue.len() + session.link.waiting_count();
+            if waiting >= max_queued {
+                pending.queued = true;
+                return Err(NotPlaced::QueueFull(pending, frame, waiting));
+            }
         }
         if leave_now {
+            // Its bytes wait for room on the socket if they must (`maxQueuedBytes`).
+            let queued =
+                session
+                    .link
+                    .enqueue_command(request_id, frame, self.max_queued_bytes, max_queued);
+            match queued {
+                Ok(CommandQueued::First) => session.link.wake(),
+                Ok(_) => {}
+                Err(TooManyWaiting { waiting, frame }) => {
+                    pending.queued = true;
+                    return Err(NotPlaced::QueueFull(pending, frame, waiting));
+                }
+            }
             if let Some(p) = &pacing {
                 session.queue.departed(now, p);
             }
-            match session.link.enqueue(frame, self.max_queued_bytes) {
-                Enqueued::First => session.link.wake(),
-                Enqueued::Behind | Enqueued::Closing => {}
-                Enqueued::Full { queued } => {
-                    pending.queued = true;
-                    return Err(NotPlaced::Backpressure(pending, queued));
-                }
-            }
         } else {
-            session.queue.push(request_id, frame);
+            // `maxQueuedBytes` counts the pacing queue: with more ahead than it takes, the
+            // command waits for room as well as for its turn.
+            let ahead = session.link.queued_bytes() + session.queue.bytes();
+            let over = ahead > 0 && ahead.saturating_add(frame_len(&frame)) > self.max_queued_bytes;
+            session.queue.push(request_id, frame, over.then_some(ahead));
             self.wake_delivery.notify_one();
         }
         pending.queued = !leave_now;
@@ -841,13 +870,10 @@ impl Registry {
         Ok(earliest)
     }
 
-    /// Lets every paced command that is due leave; returns when the next one is due,
-    /// and the requests whose session had too many bytes waiting (`BACKPRESSURE`).
-    pub fn release_due(&mut self, now: Instant) -> (Option<Instant>, Vec<(Settled, usize)>) {
-        let mut refused = Vec::new();
-        let Some(pacing) = self.pacing else {
-            return (None, refused);
-        };
+    /// Lets every paced command that is due leave (to wait for room on its socket if
+    /// it must); returns when the next one is due.
+    pub fn release_due(&mut self, now: Instant) -> Option<Instant> {
+        let pacing = self.pacing?;
         let max_bytes = self.max_queued_bytes;
         let mut next: Option<Instant> = None;
         for session in self.sessions.values_mut() {
@@ -865,25 +891,21 @@ impl Registry {
                 let Some((_, frame)) = session.queue.pop() else {
                     break;
                 };
-                // Every departure counts against the pace, refused or not.
                 session.queue.departed(now, &pacing);
-                match session.link.enqueue(frame, max_bytes) {
-                    Enqueued::First => session.link.wake(),
-                    Enqueued::Behind | Enqueued::Closing => {}
-                    Enqueued::Full { queued } => {
-                        if let Some(settled) = session.take_request(request_id, &mut self.deadlines)
-                        {
-                            refused.push((settled, queued));
-                        }
-                        continue;
-                    }
+                // It was counted among the device's waiting sends already: from the pacing
+                // queue it may always go on to wait for room (no limit, so never refused).
+                let queued = session
+                    .link
+                    .enqueue_command(request_id, frame, max_bytes, usize::MAX);
+                if matches!(queued, Ok(CommandQueued::First)) {
+                    session.link.wake();
                 }
                 if let Some(pending) = session.pending.get_mut(&request_id) {
                     pending.queued = false;
                 }
             }
         }
-        (next, refused)
+        next
     }
 
     /// An unwritten command whose device left: to another active device of the key,
@@ -911,8 +933,6 @@ impl Registry {
             Ok(key) => match self.place(key, request_id, pending, frame) {
                 Ok(_) => return None,
                 Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
-                // Its command is gone with the refusal: it fails as never written.
-                Err(NotPlaced::Backpressure(p, _)) => return Some(p),
             },
             Err(_) => (pending, frame),
         };
@@ -989,10 +1009,6 @@ impl Registry {
                     Err(NotPlaced::QueueFull(pending, _, queued)) => {
                         out.queue_full.push((identity, request_id, pending, queued));
                     }
-                    Err(NotPlaced::Backpressure(pending, queued)) => {
-                        out.backpressure
-                            .push((identity, request_id, pending, queued));
-                    }
                     Err(NotPlaced::Gone(pending, frame)) => stuck.push_back(Parked {
                         request_id,
                         frame,
@@ -1027,6 +1043,14 @@ impl Registry {
     /// Takes every request in flight.
     fn take_all_pending(&mut self) -> Vec<Settled> {
         self.deadlines.clear();
+        for session in self.sessions.values_mut() {
+            // Never written, and now never will be.
+            for (request_id, _) in session.link.take_waiting() {
+                if let Some(pending) = session.pending.get_mut(&request_id) {
+                    pending.queued = true;
+                }
+            }
+        }
         self.sessions
             .values_mut()
             .flat_map(|s| {
@@ -1328,6 +1352,62 @@ mod tests {
             .is_none());
     }
 
+    fn big(n: usize) -> Frame {
+        Frame::Text("x".repeat(n).into())
+    }
+
+    #[test]
+    fn a_request_whose_command_waits_for_room_is_withdrawn_when_it_settles() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let link = reg.sessions[&a].link.clone();
+        for id in 1..=3 {
+            reg.insert_pending(
+                a,
+                id,
+                Pending::new(id as u64, "+1".into(), Duration::from_secs(5)),
+            );
+            link.enqueue_command(id, big(100), 150, 10).unwrap();
+        }
+        assert_eq!(reg.message_status(1).unwrap()["state"], "in-flight");
+        assert_eq!(reg.message_status(2).unwrap()["state"], "queued");
+        let (settled, room_wait) = reg.take_unwritten(a, 2).unwrap();
+        assert!(settled.pending.queued, "never written");
+        assert_eq!(room_wait, Some(102));
+        assert!(!link.is_waiting(2) && link.is_waiting(3));
+        let (written, room_wait) = reg.take_unwritten(a, 1).unwrap();
+        assert!(!written.pending.queued && room_wait.is_none());
+        // Shutting down: what still waits is known never written.
+        let owed = reg.shut_down();
+        assert_eq!(owed.len(), 1);
+        assert!(owed[0].pending.queued);
+        assert_eq!(link.waiting_count(), 0);
+    }
+
+    #[test]
+    fn commands_waiting_for_room_go_to_another_device_when_theirs_leaves() {
+        let mut reg = Registry::default();
+        let a = add_active(&mut reg, "k", 1);
+        let b = add_active(&mut reg, "k", 2);
+        let link = reg.sessions[&a].link.clone();
+        for id in 1..=2 {
+            reg.insert_pending(
+                a,
+                id,
+                Pending::new(id as u64, "+1".into(), Duration::from_secs(5)),
+            );
+            link.enqueue_command(id, big(100), 150, 10).unwrap();
+        }
+        let (_, owed) = reg.remove(a).unwrap();
+        let owed: Vec<u128> = owed.iter().map(|s| s.request_id).collect();
+        assert_eq!(owed, [1], "only the written one is owed");
+        assert!(
+            reg.sessions[&b].pending.contains_key(&2),
+            "the other went to b"
+        );
+        assert_eq!(reg.sessions[&b].link.take().0.len(), 1);
+    }
+
     #[test]
     fn shutting_down_closes_sessions_and_refuses_new_ones() {
         let mut reg = Registry::default();
@@ -1374,7 +1454,7 @@ mod tests {
         let expired: Vec<_> = reg
             .expire(Instant::now())
             .iter()
-            .map(|s| s.request_id)
+            .map(|e| e.settled.request_id)
             .collect();
         assert_eq!(expired, [2, 1]);
         assert_eq!(reg.pending_count(), 1);

@@ -6,7 +6,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::acks::extension_error;
-use super::link::{lock, Enqueued};
+use super::link::{lock, CommandQueued};
 use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
 pub use super::send_request::{SendRequest, Wants};
@@ -125,18 +125,31 @@ impl Shared {
                 if earliest {
                     self.deadline_changed.notify_one();
                 }
-                // A closing session fails its requests as it leaves the registry.
-                match link.enqueue(frame, self.config.max_queued_bytes) {
-                    Enqueued::First => match wake {
+                // A closing session fails its requests as it leaves the registry. Without
+                // room on the socket (`maxQueuedBytes`) the command waits for it, in order.
+                let queued = link.enqueue_command(
+                    request_id.as_u128(),
+                    frame,
+                    self.config.max_queued_bytes,
+                    self.config.max_queued_sends,
+                );
+                match queued {
+                    Ok(CommandQueued::First) => match wake {
                         Wake::Now => link.wake(),
                         Wake::Later => lock(&self.corked).push(link),
                     },
-                    Enqueued::Behind | Enqueued::Closing => {}
-                    Enqueued::Full { queued } => {
+                    Ok(_) => {}
+                    Err(too_many) => {
                         // Taken back, unless a close settled it meanwhile.
                         let taken = lock(&self.registry).settle(key, request_id.as_u128());
-                        if let Some(settled) = taken {
-                            self.fail(settled, backpressure(queued, self.config.max_queued_bytes));
+                        if let Some(Settled {
+                            identity,
+                            request_id,
+                            mut pending,
+                        }) = taken
+                        {
+                            pending.queued = true;
+                            self.queue_full(identity, request_id, pending, too_many.waiting);
                         }
                     }
                 }
@@ -292,13 +305,14 @@ pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
     )
 }
 
-/// `BACKPRESSURE`: the chosen session already has `queued` bytes waiting for its socket.
-pub(super) fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
+/// `BACKPRESSURE`: the send's timeout ended while its command waited for room on its
+/// session, which had `queued` bytes of commands waiting for its socket then.
+pub fn backpressure(queued: usize, max: usize) -> impl FnOnce(&str, &str) -> GatewayError {
     move |request_id, session_id| {
         GatewayError::new(
             ErrorCode::Backpressure,
             format!(
-                "The extension's connection has {queued} bytes of commands waiting to be written; one more would pass maxQueuedBytes ({max})"
+                "No room on the extension's connection before the send's timeout: {queued} bytes of commands were waiting to be written, and this one would pass maxQueuedBytes ({max})"
             ),
             json!({ "requestId": request_id, "sessionId": session_id, "queuedBytes": queued, "maxQueuedBytes": max }),
         )

@@ -8,7 +8,8 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::state::link::lock;
-use crate::state::requests::timeout_error;
+use crate::state::registry::Expired;
+use crate::state::requests::{backpressure, timeout_error};
 use crate::state::Shared;
 use crate::supervise::{catch_panic_sync, panic_error};
 
@@ -34,9 +35,18 @@ fn expire(shared: &Shared) -> Option<Instant> {
         let mut registry = lock(&shared.registry);
         (registry.expire(Instant::now()), registry.next_deadline())
     };
-    for settled in expired {
-        let timeout_ms = settled.pending.timeout_ms;
-        shared.fail(settled, timeout_error(timeout_ms));
+    for Expired { settled, room_wait } in expired {
+        match room_wait {
+            // Its command waited for room on its session until now: never written.
+            Some(queued) => {
+                let max = shared.config.max_queued_bytes;
+                shared.fail(settled, backpressure(queued, max));
+            }
+            None => {
+                let timeout_ms = settled.pending.timeout_ms;
+                shared.fail(settled, timeout_error(timeout_ms));
+            }
+        }
     }
     shared.expire_ack_waits(Instant::now());
     next
