@@ -134,3 +134,24 @@ test('handle() takes the built-in commands and valid custom types only', async (
   assert.equal(sent.filter((f) => f.type === 'command-result').length, 1);
   assert.equal(runs, 1);
 });
+
+test("a custom handler's answer that is not JSON, or larger than the gateway's maxPayload, fails the command instead of being sent", async (t) => {
+  const { gateway, url } = await startGateway({ maxPayload: 4096 });
+  t.after(() => gateway.stop());
+  const { client, sent, errors } = newClient(t, url);
+  client.handle('big', () => 'x'.repeat(5000));
+  client.handle('odd', () => ({ n: 10n }));
+  client.handle('fits', () => 'x'.repeat(3000));
+  await ready(gateway, client);
+  const big = await gateway.request(GOOD_KEY, 'big', {}).catch((e) => e);
+  assert.equal(big.code, 'EXTENSION_ERROR');
+  assert.equal(big.details.extensionCode, 'RESULT_TOO_LARGE');
+  assert.match(big.details.error, /maxPayload 4096/);
+  const odd = await gateway.request(GOOD_KEY, 'odd', {}).catch((e) => e);
+  assert.equal(odd.code, 'EXTENSION_ERROR');
+  assert.match(odd.details.error, /not JSON/);
+  assert.equal((await gateway.request(GOOD_KEY, 'fits', {})).data.length, 3000);
+  assert.equal(client.connected, true, 'the connection was never closed for a frame too big');
+  assert.equal(sent.filter((f) => f.type === 'command-result').length, 3);
+  assert.deepEqual(errors, []);
+});

@@ -306,3 +306,20 @@ void n;
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a command-result whose data is nested past 32 levels is refused with INVALID_MESSAGE; that call alone times out", async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await silent(url).connectReady(gateway);
+  const deep = gateway.request(GOOD_KEY, CHECK, { n: 1 }, { timeout: 600 }).catch((e) => e);
+  const fine = gateway.request(GOOD_KEY, CHECK, { n: 2 }, { timeout: 5000 });
+  await waitFor(() => ext.commands.length === 2, 3000, 'both commands');
+  let nested = 1;
+  for (let i = 0; i < 40; i++) nested = [nested];
+  ext.commandResult(ext.commands[0].requestId, { success: true, data: nested });
+  const refusal = await ext.next((f) => f.type === 'error' && f.code === 'INVALID_MESSAGE');
+  assert.match(refusal.message, /32 levels/);
+  ext.commandResult(ext.commands[1].requestId, { success: true, data: { ok: true } });
+  assert.deepEqual((await fine).data, { ok: true });
+  assert.equal((await deep).code, 'REQUEST_TIMEOUT');
+});

@@ -492,9 +492,32 @@ export class GatewayClient {
       ? new Promise((resolve) => resolve(handler(frame.data ?? null, { requestId, type })))
       : Promise.reject(new Error(`This extension has no handler for '${type}'`));
     work
-      .then((data) => ({ success: true, data: data === undefined ? null : data }))
-      .catch((error) => failure(error, 'The handler failed', error?.code))
-      .then((result) => this.#sendOrKeep({ type: 'command-result', requestId, ...result, timestamp: Date.now() }));
+      .then((data) => this.#answer(requestId, data === undefined ? null : data))
+      .catch((error) => ({ type: 'command-result', requestId, ...failure(error, 'The handler failed', error?.code) }))
+      .then((frame) => this.#sendOrKeep({ ...frame, timestamp: Date.now() }));
+  }
+
+  /**
+   * A custom command's successful result, unless its data cannot go: not JSON, or a frame
+   * the gateway would refuse by its size (it closes the connection, 1009, and the result
+   * would be sent again after every reconnect). Then the command fails, saying why.
+   */
+  #answer(requestId, data) {
+    const frame = { type: 'command-result', requestId, success: true, data };
+    let text;
+    try {
+      text = JSON.stringify(frame);
+    } catch (error) {
+      throw new Error(`The handler's answer is not JSON: ${describe(error, 'it cannot be serialized')}`);
+    }
+    const max = this.#limits?.maxPayload;
+    const bytes = utf8Length(text);
+    if (max !== undefined && bytes > max) {
+      throw Object.assign(new Error(`The handler's answer is ${bytes} bytes as a frame, more than the gateway takes (maxPayload ${max})`), {
+        code: 'RESULT_TOO_LARGE',
+      });
+    }
+    return frame;
   }
 
   /** Sends a result now if authenticated, else keeps it for the next authentication. */
