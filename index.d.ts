@@ -286,10 +286,16 @@ export interface MessageStatus {
   messageId: string | number | null;
   idempotencyKey: string | null;
   metadata: unknown;
-  /** Why its call rejected, or null. */
-  error: { code: ErrorCode; message: string } | null;
-  kind: 'message' | 'image' | 'video' | 'document';
-  phoneNumber: string;
+  /** Why its call rejected, or null; `extensionCode` when the extension said why. */
+  error: { code: ErrorCode; message: string; extensionCode?: string } | null;
+  /** 'command': a custom command (request()). */
+  kind: 'message' | 'image' | 'video' | 'document' | 'command';
+  /** The recipient's phone number; null for a send to a chat, and for a custom command. */
+  phoneNumber: string | null;
+  /** A send to a chat: its chat id. */
+  chatId?: string;
+  /** A custom command: its type. */
+  command?: string;
 }
 
 /** What getMessageStatus looks a send up by: its requestId, or within one API key. */

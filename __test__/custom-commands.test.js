@@ -251,7 +251,7 @@ test('request() is paced only with paced: true', async (t) => {
   assert.equal((await queued).code, 'GATEWAY_SHUTDOWN');
 });
 
-test('the request() types compile with a generic answer; a send needs exactly one of phoneNumber and chatId', () => {
+test('the request() types compile with a generic answer; a send needs exactly one of phoneNumber and chatId; a status names a command, a chat and an extension code', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-types-'));
   const root = path.resolve(__dirname, '..');
   try {
@@ -269,7 +269,12 @@ async function main() {
   await gateway.sendImage('k', { chatId: '1@c.us', dataUrl: 'data:image/png;base64,AA==' });
   await gateway.sendMessage('k', { phoneNumber: '+1', message: 'v1 unchanged' });
   const commands: string[] = (gateway.getActiveSessions('k') as { commands: string[] }[])[0].commands;
-  return [on, sessionId, commands];
+  const status = gateway.getMessageStatus(checked.requestId);
+  const command: string | undefined = status?.kind === 'command' ? status.command : undefined;
+  const chat: string | undefined = status?.chatId;
+  const why: string | undefined = status?.error?.extensionCode;
+  const phone: string | null | undefined = status?.phoneNumber;
+  return [on, sessionId, commands, command, chat, why, phone];
 }
 void main;
 `;
@@ -279,7 +284,8 @@ declare const gateway: WhatsAppGateway;
 void gateway.sendMessage('k', { phoneNumber: '+1', chatId: '1@c.us', message: 'both' });
 void gateway.sendMessage('k', { message: 'neither' });
 const n: number = (null as unknown as Awaited<ReturnType<typeof gateway.request<string>>>).data;
-void n;
+const phone: string = gateway.getMessageStatus('r')!.phoneNumber;
+void [n, phone];
 `;
     fs.writeFileSync(path.join(dir, 'good.ts'), good);
     fs.writeFileSync(path.join(dir, 'bad.ts'), bad);
@@ -299,7 +305,7 @@ void n;
     const errors = output.split('\n').filter((line) => /^bad\.ts\(\d+,\d+\): error/.test(line));
     assert.deepEqual(
       errors.map((line) => Number(/^bad\.ts\((\d+),/.exec(line)[1])),
-      [4, 5, 6],
+      [4, 5, 6, 7],
       `each wrong line fails, and only those:\n${output}`,
     );
   } finally {
