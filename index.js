@@ -460,7 +460,7 @@ class WhatsAppGateway extends EventEmitter {
         const call = this.#settle(items[i + 1]);
         if (call) {
           this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-          call.resolve(items[i + 2]);
+          call.resolve(JSON.parse(items[i + 2]));
         }
         i += 3;
       } else if (tag === BATCH.log) {

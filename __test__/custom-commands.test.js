@@ -329,3 +329,17 @@ test("a command-result whose data is nested past 32 levels is refused with INVAL
   assert.deepEqual((await fine).data, { ok: true });
   assert.equal((await deep).code, 'REQUEST_TIMEOUT');
 });
+
+test('request() idempotencyKey: a duplicate resolves with data nested as deep as a command-result may carry', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  let deep = { onWhatsApp: true };
+  for (let i = 0; i < 30; i++) deep = [deep];
+  const ext = await new FakeExtension(url, { commands: [CHECK], respond: () => ({ success: true, data: deep }) }).connectReady(gateway);
+  const options = { idempotencyKey: 'deep-1', metadata: { nested: [[[[1]]]] } };
+  const first = await gateway.request(GOOD_KEY, CHECK, { phoneNumber: '+1' }, options);
+  assert.deepEqual(first.data, deep);
+  const again = await gateway.request(GOOD_KEY, CHECK, { phoneNumber: '+1' }, options);
+  assert.deepEqual(again, { ...first, duplicate: true, metadata: options.metadata });
+  assert.equal(ext.commands.length, 1);
+});

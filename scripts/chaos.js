@@ -10,10 +10,10 @@
 // reconnect storms with wrong keys, keys whose validator hangs or throws, stalled
 // handshakes), and a few good ones (which answer some sends only after their call gave
 // up, and give such late results again after reconnecting, as the client SDK does); a
-// child process runs the gateway, sends at a fixed rate with random timeouts (some
-// longer than requestTimeout), some with an idempotencyKey retried (a few with another
-// text), and calls stop()/start() at random. At the end the child checks its invariants
-// (every send settled once; every late result made its record 'sent'; calls with one key
+// child process runs the gateway, sends at a fixed rate with random timeouts (some longer
+// than requestTimeout), some with an idempotencyKey retried (a few with another text),
+// and calls stop()/start() at random. At the end the child checks its invariants (every
+// send settled once; every late result made its record 'sent'; calls with one key
 // settled alike) and reports; this process adds that per idempotencyKey a command reached
 // extensions at most once, and whether the child crashed or failed to exit by itself,
 // prints a summary and exits 1 on any violation.
@@ -213,6 +213,12 @@ async function runHost(port) {
     }
     if (key !== null && key !== GOOD_KEY && random.chance(0.7)) data.timeout = random.int(1, 8000);
     if (key === GOOD_KEY) data.timeout = 5000;
+    if (key === LAGGING_KEY) {
+      data.timeout = random.int(500, 6000);
+      stats.lagging.sent += 1;
+    }
+    // What the call may wait, its timeout counted from the call (requestTimeout by default).
+    const timeoutMs = typeof data.timeout === 'number' && data.timeout >= 1 ? data.timeout : 3000;
     // Sends a good extension answers only after they gave up: their late truth is checked.
     const late = key === GOOD_KEY && kind === 'message' && random.chance(0.08);
     if (late) {
@@ -221,7 +227,7 @@ async function runHost(port) {
     }
     // Idempotent sends, many of them retries of a recent key (a few with another text).
     let reusedWith = null;
-    if (key !== null && kind === 'message' && !late && random.chance(0.12)) {
+    if (key !== null && key !== LAGGING_KEY && kind === 'message' && !late && random.chance(0.12)) {
       const again = recentKeys.length > 0 && random.chance(0.5) ? random.pick(recentKeys) : null;
       const idem = again ?? { key: `k${stats.sent}`, apiKey: key, phoneNumber: data.phoneNumber };
       if (!again) recentKeys = [...recentKeys.slice(-7), idem];
@@ -235,12 +241,6 @@ async function runHost(port) {
       stats.idempotent.calls += 1;
       return sendIdempotent(idem.apiKey, data, reusedWith);
     }
-    if (key === LAGGING_KEY) {
-      data.timeout = random.int(500, 6000);
-      stats.lagging.sent += 1;
-    }
-    // What the call may wait, its timeout counted from the call (requestTimeout by default).
-    const timeoutMs = typeof data.timeout === 'number' && data.timeout >= 1 ? data.timeout : 3000;
     // A good send is held to succeed when nothing around it may excuse a failure: the
     // gateway is running and settled after a restart, and a good session is ready.
     const strict =
@@ -855,8 +855,8 @@ async function main() {
     summary.push(
       `  sends ${stats.sent}: resolved ${stats.resolved}, rejected ${stats.rejected} (${codes || 'none'})`,
       `  good extensions: ${stats.good.strictOk}/${stats.good.strict} judged sends succeeded; late results checked: ${stats.lateChecked ?? 0}`,
-      `  idempotent calls ${stats.idempotent.calls} (duplicates ${stats.idempotent.duplicates}, reused for another text ${stats.idempotent.reused}); keys written: ${fleet?.idempotentCommands.size ?? 0}`,
       `  lagging readers (big commands, reading paused): ${stats.lagging.sent} sends, ${stats.lagging.ok} succeeded, ${stats.lagging.backpressure} BACKPRESSURE at their timeout`,
+      `  idempotent calls ${stats.idempotent.calls} (duplicates ${stats.idempotent.duplicates}, reused for another text ${stats.idempotent.reused}); keys written: ${fleet?.idempotentCommands.size ?? 0}`,
       `  stop()/start() ${stats.stops} times, slowest stop() ${stats.maxStopMs} ms; max RSS ${stats.maxRssMb} MB` +
         `; SERVER_ERROR ${stats.serverErrors}, CALLBACK_ERROR ${stats.callbackErrors}`,
     );

@@ -33,7 +33,7 @@ const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
 /// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
 const NOTICE: u32 = 9;
-/// Followed by the call id and its result (an object): a duplicate's success.
+/// Followed by the call id and its result (JSON text of an object): a duplicate's success.
 const DUPLICATE: u32 = 10;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
@@ -250,6 +250,11 @@ enum Fallback {
         error: Value,
     },
     Error(Value),
+    /// A duplicate's success with its plain fields only, as JSON text.
+    Duplicate {
+        call: u32,
+        result: String,
+    },
     /// An event as JSON text, which JavaScript parses.
     Log(String),
     Answer(u32),
@@ -266,17 +271,21 @@ impl Fallback {
                 error: plain_error(error),
             },
             Delivery::Error(error) => Self::Error(plain_error(error)),
+            Delivery::Duplicate { call, result } => {
+                let plain: serde_json::Map<String, Value> = result
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, v)| !v.is_array() && !v.is_object())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                Self::Duplicate {
+                    call: host_call(*call),
+                    result: Value::Object(plain).to_string(),
+                }
+            }
             Delivery::Log(event) => serde_json::to_string(event).map_or(Self::Nothing, Self::Log),
             Delivery::Answer { token, .. } => Self::Answer(*token),
-            // Settled all the same: its caller must not wait for ever.
-            Delivery::Duplicate { call, .. } => Self::Rejected {
-                call: host_call(*call),
-                error: plain_error(&wa_gateway_core::GatewayError::new(
-                    wa_gateway_core::ErrorCode::ServerError,
-                    "The first call's result could not be handed to JavaScript (a value in it is nested too deeply)",
-                    serde_json::json!({ "duplicate": true }),
-                )),
-            },
             Delivery::Resolved(_)
             | Delivery::Debug(_)
             | Delivery::Notice(_)
@@ -298,6 +307,11 @@ impl Fallback {
             Self::Log(text) => {
                 staged.insert(LOG)?;
                 staged.insert(text)
+            }
+            Self::Duplicate { call, result } => {
+                staged.insert(DUPLICATE)?;
+                staged.insert(call)?;
+                staged.insert(result)
             }
             Self::Answer(token) => {
                 let error = wa_gateway_core::GatewayError::new(
@@ -374,9 +388,11 @@ fn stage_delivery(
             items.insert(plain(&error)?)?;
         }
         Delivery::Duplicate { call, result } => {
+            // As JSON text, which JavaScript parses: its `messageId`, `metadata` or a
+            // command's `data` may nest past what napi converts (not a hot path).
             items.insert(DUPLICATE)?;
             items.insert(host_call(call))?;
-            items.insert(result)?;
+            items.insert(result.to_string())?;
         }
         Delivery::Log(event) => {
             items.insert(LOG)?;

@@ -26,8 +26,8 @@ pub trait Directory: Send + Sync + 'static {
     /// The record of a call with an `idempotencyKey`, owned by this process, changed
     /// (settled, or later truth); `freed`: the call failed before writing and its key
     /// is free again.
-    fn record_changed(&self, api_key: &str, record: StoredRecord, freed: bool);
+    fn record_changed(&self, _api_key: &str, _record: StoredRecord, _freed: bool) {}
     /// A late result for a send run here for another process, whose record is the
     /// caller's: to the caller.
-    fn late_result(&self, api_key: &str, record: StoredRecord);
+    fn late_result(&self, _api_key: &str, _record: StoredRecord) {}
 }

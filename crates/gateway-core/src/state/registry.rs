@@ -687,13 +687,14 @@ impl Registry {
             return Some((settled, answering));
         }
         let group = self.by_api_key.get(&answering.api_key)?;
+        // Only a command that was written there: one still queued (paced, or waiting
+        // for room) has had no answer.
         let holder = group.members.iter().copied().find(|k| {
             *k != key
-                && self
-                    .sessions
-                    .get(k)
-                    .and_then(|s| s.pending.get(&request_id))
-                    .is_some_and(|p| !p.queued)
+                && self.sessions.get(k).is_some_and(|s| {
+                    s.pending.get(&request_id).is_some_and(|p| !p.queued)
+                        && !s.link.is_waiting(request_id)
+                })
         })?;
         let settled = self.settle(holder, request_id)?;
         Some((settled, answering))
@@ -760,7 +761,7 @@ impl Registry {
         }
         self.sessions.values().find_map(|s| {
             let p = s.pending.get(&request_id)?;
-            // Still waiting for room on its session's socket: not written yet.
+            // Waiting in its pace, or for room on the connection: not handed over yet.
             let state = if p.queued || s.link.is_waiting(request_id) {
                 State::Queued
             } else {
