@@ -1,7 +1,6 @@
 //! Two clocks: wall-clock milliseconds for every timestamp the API shows, and a
 //! monotonic one for liveness and stalls, so that moving the wall clock changes nothing.
 
-use std::cell::Cell;
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,26 +21,19 @@ pub fn monotonic_ms() -> u64 {
     Instant::now().saturating_duration_since(start).as_millis() as u64
 }
 
-/// The wall-clock time at which `monotonic_ms()` read `reading`, for display. The two
-/// clocks, read a moment apart (and a thread may be preempted between the two reads),
-/// round to milliseconds differently from one call to the next: their difference is
-/// kept, per thread (a test's paused tokio time moves its own thread's monotonic clock
-/// only), while it stays within a second of what they read now, so that a record's
-/// times read the same at every look-up, and taken anew when they move further apart
-/// (the wall clock was set).
+/// The wall-clock time at which `monotonic_ms()` read `reading`, for display.
 pub fn wall_ms_at(reading: u64) -> u64 {
-    thread_local! {
-        static OFFSET: Cell<Option<i64>> = const { Cell::new(None) };
-    }
-    let live = now_ms() as i64 - monotonic_ms() as i64;
-    let offset = OFFSET.with(|kept| match kept.get() {
-        Some(offset) if (live - offset).abs() < 1000 => offset,
-        _ => {
-            kept.set(Some(live));
-            live
-        }
-    });
-    u64::try_from(offset.saturating_add(reading as i64)).unwrap_or(0)
+    now_ms().saturating_sub(monotonic_ms().saturating_sub(reading))
+}
+
+/// The wall-clock time of a monotonic `reading` as a fixed point: the same reading
+/// always shows the same time (the records' `updatedAt`, read again and again, must not
+/// move when nothing changed). The two clocks' offset is taken once per process, so a
+/// later step of the wall clock does not show here.
+pub fn fixed_wall_ms_at(reading: u64) -> u64 {
+    static OFFSET: OnceLock<u64> = OnceLock::new();
+    let offset = *OFFSET.get_or_init(|| now_ms().saturating_sub(monotonic_ms()));
+    offset + reading
 }
 
 #[cfg(test)]
@@ -62,11 +54,11 @@ mod tests {
     }
 
     #[test]
-    fn a_reading_shows_the_same_wall_time_at_every_look_up() {
+    fn a_reading_shows_the_same_wall_time_every_time_it_is_read() {
         let reading = monotonic_ms();
-        let first = wall_ms_at(reading);
-        for _ in 0..200_000 {
-            assert_eq!(wall_ms_at(reading), first);
-        }
+        let first = fixed_wall_ms_at(reading);
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert_eq!(fixed_wall_ms_at(reading), first);
+        assert!(first.abs_diff(wall_ms_at(reading)) < 1_000);
     }
 }

@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::send_request::SendRequest;
 use super::slot_index::SlotIndex;
-use crate::clock::{monotonic_ms, now_ms, wall_ms_at};
+use crate::clock::{fixed_wall_ms_at, monotonic_ms, now_ms};
 use crate::error::{ErrorCode, GatewayError};
 use crate::identity::{CallId, Identity};
 use crate::metrics;
@@ -342,10 +342,10 @@ impl Record {
             device: self.identity.as_deref().map(StoredDevice::of),
             metadata: self.metadata().unwrap_or(Value::Null),
             error: self.error.as_deref().cloned(),
-            created_at: call.map_or_else(|| wall_ms_at(self.updated), |c| c.created_at),
-            updated_at: wall_ms_at(self.updated),
+            created_at: call.map_or_else(|| fixed_wall_ms_at(self.updated), |c| c.created_at),
+            updated_at: fixed_wall_ms_at(self.updated),
             settled_at: (!self.is_open() && self.state.settled())
-                .then(|| wall_ms_at(self.settled_at)),
+                .then(|| fixed_wall_ms_at(self.settled_at)),
             data: self.answer(),
         }
     }
