@@ -452,6 +452,39 @@ export interface ClusterHealth {
 /** With `cluster` in the config, the session queries answer promises (SPEC 5.3). */
 type Clustered<Config, Local, Cluster> = Config extends { cluster: ClusterOptions } ? Promise<Cluster> : Local;
 
+/**
+ * The option objects whose keys are checked: an unknown key in one of them is a compile
+ * error (the runtime warns of it too). A new nested option object is added here.
+ */
+type OptionObject = GatewayConfig | PacingOptions | ClusterOptions | SentinelOptions | ClusterTlsOptions;
+
+/** What an unknown key's value must be: nothing can be, and the error names the key. */
+type UnknownOption<Key> = `unknown option '${Key & string}' (a typo?)`;
+
+/** Keys of every member of a union. */
+type KeysOfAny<T> = T extends unknown ? keyof T : never;
+/** The type of `Key` in whichever members of a union have it. */
+type ValueAt<T, Key> = T extends unknown ? (Key extends keyof T ? T[Key] : never) : never;
+
+/**
+ * `Given` (the config as written) with each key that `Known` lacks typed as an
+ * `UnknownOption`, inside nested option objects too. The constructor is generic (its
+ * type says whether `cluster` is set), which turns off TypeScript's own check of excess
+ * properties; this restores it. Values that are not option objects (functions, arrays,
+ * servers, buffers) are left as they are.
+ */
+type CheckedOptions<Given, Known> = [Extract<Known, OptionObject>] extends [never]
+  ? Given
+  : Given extends (...args: any[]) => unknown
+    ? Given
+    : Given extends object
+      ? {
+          [Key in keyof Given]: Key extends KeysOfAny<Extract<Known, OptionObject>>
+            ? CheckedOptions<Given[Key], ValueAt<Extract<Known, OptionObject>, Key>>
+            : UnknownOption<Key>;
+        }
+      : Given;
+
 export interface HealthCheckResponse {
   status: 'running' | 'stopped';
   activeSessions: number;
@@ -465,7 +498,7 @@ export interface HealthCheckResponse {
   pendingRequests: number;
   /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
   queuedSends: number;
-  /** The port listened on, while running. */
+  /** The port listened on, while running; attached, the server's port once it listens. */
   port?: number;
   /** Sessions of this process (`activeSessions` is cluster-wide in cluster mode). */
   localSessions: number;
@@ -522,7 +555,8 @@ export interface ClusterSessionWithKey extends ClusterSessionInfo {
 // The EventEmitter methods are declared here rather than inherited from
 // 'node:events' so that the types need no @types/node.
 export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfig> {
-  constructor(config: Config);
+  /** An object literal with an unknown option, at any depth, does not compile. */
+  constructor(config: CheckedOptions<Config, GatewayConfig>);
   on(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
   on(event: 'gateway-error', listener: (error: GatewayError) => void | Promise<void>): this;
   once(event: GatewayEventName, listener: (event: MessageLogData) => void | Promise<void>): this;
@@ -536,6 +570,7 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   getAllSessions(): Clustered<Config, SessionWithKey[], ClusterSessionWithKey[]>;
   /** Prometheus text exposition format 0.0.4; synchronous; works while stopped. */
   metrics(): string;
+  /** True from start() until stop(), or until the attached server has closed. */
   readonly isRunning: boolean;
   start(): Promise<void>;
   stop(): Promise<void>;

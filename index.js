@@ -19,7 +19,7 @@ const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
 const { requestArgs } = require('./lib/request-args');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
-const { warnUnknownOptions, warnUnhandled } = require('./lib/warnings');
+const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
 const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
@@ -170,13 +170,19 @@ class WhatsAppGateway extends EventEmitter {
   #cluster;
   #answers = new Map();
   #nextAnswer = 0;
+  /**
+   * Whether a paced send that will time out in its queue is warned about: the user
+   * chose pacing but left requestTimeout at its default, which a queue easily outlasts.
+   */
+  #warnPacedTimeouts;
   /** The `logger` option's lines (6.3), or null. */
   #logger = null;
 
   constructor(config) {
     super();
-    const { native, callbacks, server } = normalizeConfig(config);
+    const { native, callbacks, server, requestTimeoutGiven } = normalizeConfig(config);
     warnUnknownOptions(config);
+    this.#warnPacedTimeouts = native.pacing !== undefined && !requestTimeoutGiven;
     this.#callbacks = callbacks;
     this.#server = server;
     this.#path = native.path;
@@ -204,11 +210,19 @@ class WhatsAppGateway extends EventEmitter {
     try {
       if (this.#server) {
         this.#native.startAttached();
-        // In cluster mode server.close() only stops new connections: requests under way
-        // still send, and stop() then drains the sessions (README "Deploying").
-        this.#detach = attach(this.#server, this.#native, this.#path, () => {
-          if (!this.#cluster) this.#native.closeSessions();
-        });
+        // Once the server has closed, nothing can reach the gateway: it stops with it, so
+        // that isRunning and getHealth() tell the truth. In cluster mode server.close()
+        // only stops new connections: requests under way still send, and stop() then
+        // drains the sessions (README "Deploying").
+        this.#detach = attach(
+          this.#server,
+          this.#native,
+          this.#path,
+          () => {
+            if (!this.#cluster) this.#native.closeSessions();
+          },
+          () => this.stop(),
+        );
       } else {
         this.#native.start();
       }
@@ -358,7 +372,13 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   getHealth() {
-    return this.#native.health();
+    const health = this.#native.health();
+    // Attached, the port is the server's, once it listens (a pipe has no port).
+    if (this.#server && this.#running) {
+      const port = this.#server.address()?.port;
+      if (port !== undefined) health.port = port;
+    }
+    return health;
   }
 
   /** `{ port }` while listening on its own port; attached, the server's address(). */
@@ -373,7 +393,9 @@ class WhatsAppGateway extends EventEmitter {
     try {
       args = sendArgs(kind, apiKey, data);
     } catch (error) {
-      this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR');
+      // Counted in the duration histogram too (it settles as it is called), so that the
+      // histogram's count agrees with wa_gateway_sends_total.
+      this.#sendMetrics.settled(kind, error.code ?? 'VALIDATION_ERROR', performance.now());
       this.#reportError(error, true);
       return Promise.reject(error);
     }
@@ -473,6 +495,12 @@ class WhatsAppGateway extends EventEmitter {
       } else if (tag === BATCH.debug) {
         debug('%s', items[i + 1]);
         i += 2;
+      } else if (tag === BATCH.warning) {
+        if (items[i + 1] !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) {
+          warnOnce(items[i + 1], items[i + 2]);
+          this.#logger?.write('warn', { code: items[i + 1] }, items[i + 2]);
+        }
+        i += 3;
       } else if (tag === BATCH.notice) {
         const { level, message, fields } = JSON.parse(items[i + 1]);
         debug('%s', message);

@@ -780,6 +780,41 @@ test('start() before and after server.listen(); stop() detaches and leaves the s
   assert.deepEqual(late.gateway.address(), late.server.address());
 });
 
+test("attached: getHealth().port is the server's once it listens; after server.close() isRunning is false and health 'stopped'", { timeout: 15_000 }, async (t) => {
+  for (const listenFirst of [false, true]) {
+    const ctx = await attachedSetup(t, { listenFirst });
+    assert.equal(ctx.gateway.getHealth().port, ctx.port, `listenFirst ${listenFirst}`);
+    assert.equal((await ctx.call('GET', '/api/health')).body.port, ctx.port);
+    const ext = await ctx.extension().connectReady(ctx.gateway);
+    assert.equal(ctx.gateway.isRunning, true);
+
+    ctx.server.closeAllConnections();
+    await new Promise((resolve, reject) => ctx.server.close((error) => (error ? reject(error) : resolve())));
+    assert.deepEqual(await ext.whenClosed, { code: 1001, reason: 'Server closing' });
+    await waitFor(() => !ctx.gateway.isRunning, 3000, 'isRunning to turn false');
+    const health = ctx.gateway.getHealth();
+    assert.equal(health.status, 'stopped');
+    assert.equal(health.port, undefined);
+    assert.equal(ctx.gateway.address(), null);
+    assert.match(ctx.gateway.metrics(), /^wa_gateway_up 0$/m);
+    // The stop the close began: stop() gives the same one, resolved once it is done.
+    await ctx.gateway.stop();
+    await assert.rejects(ctx.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'x' }), (e) => {
+      assert.equal(e.code, 'NO_ACTIVE_DEVICE');
+      assert.equal(e.details.reason, 'not-running');
+      return true;
+    });
+    assert.equal(ctx.server.close, http.Server.prototype.close, 'detached from the closed server');
+  }
+  // Before the server listens there is no port to report.
+  const server = http.createServer();
+  const gateway = new WhatsAppGateway({ server, validateApiKey: () => ({ valid: true }) });
+  await gateway.start();
+  t.after(() => gateway.stop());
+  assert.equal(gateway.getHealth().status, 'running');
+  assert.equal(gateway.getHealth().port, undefined);
+});
+
 // ---------------------------------------------------------------------------
 // 6. trustProxy
 

@@ -311,6 +311,97 @@ test('a refused Origin (403) gets the normal backoff; the allowed one connects',
   assert.equal(gateway.getActiveSessions(GOOD_KEY).length, 1);
 });
 
+test('a wrong path (404) or a refused Origin (403): error CONNECTION_FAILED naming the status at each try, normal backoff', async (t) => {
+  const origin = 'chrome-extension://abcdefghijklmnopabcdefghijklmnop';
+  const { gateway, url } = await startGateway({ allowedOrigins: [origin] });
+  t.after(() => gateway.stop());
+  const cases = [
+    { url: url.replace('/wa-ext-ws', '/wrong-path?token=secret'), options: { origin }, status: 404, hint: /wrong path/ },
+    { url, options: {}, status: 403, hint: /allowedOrigins/ },
+  ];
+  for (const { url: target, options, status, hint } of cases) {
+    const { client, log } = newClient(t, target, options);
+    client.connect();
+    await waitFor(() => log.error.length >= 3 && log.close.length >= 3, 3000, `three refused tries (${status})`);
+    for (const [i, error] of log.error.slice(0, 3).entries()) {
+      assert.ok(error instanceof Error);
+      assert.equal(error.code, 'CONNECTION_FAILED');
+      assert.equal(error.status, status);
+      assert.match(error.message, new RegExp(`HTTP ${status}`));
+      assert.match(error.message, hint);
+      assert.doesNotMatch(error.message, /secret/, 'the query string is left out');
+      assert.match(error.message, new RegExp(`next try in ${log.close[i].reconnectDelay} ms`));
+    }
+    const delays = log.close.map((c) => c.reconnectDelay);
+    assert.deepEqual(delays, expectedDelays(delays.length), 'the normal backoff');
+    assert.ok(log.close.every((c) => c.code === 1006 && c.willReconnect));
+    assert.equal(log.open.length, 0);
+    await client.close();
+  }
+});
+
+/**
+ * What a browser's WebSocket shows of a failed connect: a bare `error` event and close
+ * 1006, never the HTTP status.
+ */
+class BrowserLikeWebSocket {
+  static OPEN = 1;
+  constructor(url) {
+    this.ws = new WebSocket(url);
+    this.ws.on('open', () => this.onopen?.({ type: 'open' }));
+    this.ws.on('message', (data) => this.onmessage?.({ type: 'message', data: data.toString() }));
+    this.ws.on('error', () => this.onerror?.({ type: 'error' }));
+    this.ws.on('close', (code, reason) => this.onclose?.({ type: 'close', code, reason: reason.toString() }));
+  }
+  get readyState() {
+    return this.ws.readyState;
+  }
+  send(data) {
+    this.ws.send(data);
+  }
+  close(code, reason) {
+    this.ws.close(code, reason);
+  }
+}
+
+test('where the status is hidden (browsers): error CONNECTION_FAILED after three failed connects in a row without an open', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const wrong = newClient(t, url.replace('/wa-ext-ws', '/wrong-path'), { WebSocket: BrowserLikeWebSocket });
+  const closesAtError = [];
+  wrong.client.on('error', () => closesAtError.push(wrong.log.close.length));
+  wrong.client.connect();
+  await waitFor(() => wrong.log.error.length >= 2, 3000, 'two errors');
+  assert.deepEqual(closesAtError.slice(0, 2), [3, 4], 'the first error comes with the third failed connect');
+  const [error] = wrong.log.error;
+  assert.equal(error.code, 'CONNECTION_FAILED');
+  assert.equal(error.status, null);
+  assert.equal(error.failedConnects, 3);
+  assert.match(error.message, /3 tries in a row/);
+  assert.match(error.message, /404 for a wrong path, 403 for an Origin/);
+  const delays = wrong.log.close.map((c) => c.reconnectDelay);
+  assert.deepEqual(delays, expectedDelays(delays.length), 'the normal backoff');
+  await wrong.client.close();
+
+  // Failures that an open interrupts do not add up.
+  let refuse = 2;
+  const sockets = [];
+  class FlakyWebSocket extends BrowserLikeWebSocket {
+    constructor(address) {
+      super(refuse-- > 0 ? address.replace('/wa-ext-ws', '/down') : address);
+      sockets.push(this);
+    }
+  }
+  const flaky = newClient(t, url, { WebSocket: FlakyWebSocket });
+  flaky.client.connect();
+  await waitFor(() => flaky.log.authenticated.length === 1, 3000, 'authenticated after two failures');
+  refuse = 2;
+  sockets.at(-1).ws.terminate(); // the connection drops
+  await waitFor(() => flaky.log.authenticated.length === 2, 3000, 'authenticated again after two more failures');
+  assert.equal(flaky.log.close.length, 5);
+  assert.equal(flaky.log.error.length, 0, 'two failures, an open, two failures: no error');
+});
+
 test('close(): code 1000, no reconnection, also from the backoff wait', async (t) => {
   const { gateway, url, events } = await startGateway();
   t.after(() => gateway.stop());

@@ -271,6 +271,49 @@ test('metrics() is Prometheus text 0.0.4 that a parser reads, with the SPEC 5.4 
   assert.ok(ready.sessionId);
 });
 
+test('every settled send is counted in both wa_gateway_sends_total and the duration histogram, validation failures included', async (t) => {
+  const { gateway, url } = await bareGateway(t);
+  await newExtension(t, url).connectReady(gateway);
+  const failing = newExtension(t, url, { apiKey: OTHER_KEY, respond: () => ({ success: false, error: 'no chat' }) });
+  await failing.connectReady(gateway);
+
+  const calls = [
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'one' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'two' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'three' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: '12345', message: 'bad number' }),
+    gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: '' }),
+    gateway.sendMessage(GOOD_KEY, null),
+    gateway.sendMessage('', { phoneNumber: PHONE, message: 'no key' }),
+    gateway.sendMessage(OTHER_KEY, { phoneNumber: PHONE, message: 'refused' }),
+    gateway.sendMessage('nobody-0123456789', { phoneNumber: PHONE, message: 'nobody' }),
+    gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, caption: 'no media' }),
+    gateway.sendDocument(GOOD_KEY, { phoneNumber: PHONE, documentUrl: '/not/a/url.pdf' }),
+    gateway.sendVideo(GOOD_KEY, { phoneNumber: PHONE, videoUrl: 'file:///outside/the/roots.mp4' }),
+  ];
+  const outcomes = (await Promise.allSettled(calls)).map((r) => (r.status === 'fulfilled' ? 'success' : r.reason.code));
+  assert.deepEqual(outcomes, [
+    'success', 'success', 'success',
+    'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR',
+    'EXTENSION_ERROR', 'NO_ACTIVE_DEVICE',
+    'VALIDATION_ERROR', 'VALIDATION_ERROR', 'MEDIA_NOT_ALLOWED',
+  ]);
+
+  const text = gateway.metrics();
+  const parsed = parsePrometheus(text);
+  const counted = {};
+  for (const m of family(parsed, 'wa_gateway_sends_total').metrics) {
+    counted[m.labels.kind] = (counted[m.labels.kind] ?? 0) + Number(m.value);
+  }
+  assert.deepEqual(counted, { message: 9, image: 1, document: 1, video: 1 });
+  assert.equal(sample(parsed, 'wa_gateway_sends_total', { kind: 'message', outcome: 'VALIDATION_ERROR' }).value, '4');
+  for (const [kind, count] of Object.entries(counted)) {
+    const histogram = labelledHistogram(text, 'wa_gateway_send_duration_seconds', `kind="${kind}"`);
+    assert.equal(histogram.count, String(count), `${kind}: the histogram's _count is the counter's total`);
+    assert.equal(histogram.buckets['+Inf'], String(count), kind);
+  }
+});
+
 test('auth failures are counted by reason: origin, auth_timeout, max_sessions, pre_auth_limit', async (t) => {
   const origin = 'chrome-extension://allowed';
   const { gateway, url } = await bareGateway(t, { allowedOrigins: [origin], authTimeout: 300, maxSessionsPerKey: 1 });
@@ -381,6 +424,53 @@ test('NODE_DEBUG=wa-gateway logs connections, auth results, closes and errors wi
   assert.equal(quiet.stderr, '', 'nothing is printed without NODE_DEBUG');
 });
 
+test('NODE_DEBUG=wa-gateway logs refused upgrades (status, path without its query, address), standalone and attached', async () => {
+  const script = `${SCRIPT_PRELUDE}
+    const http = require('node:http');
+    /** Resolves with the HTTP status the upgrade got. */
+    function upgrade(url, origin) {
+      const ws = new WebSocket(url, { origin });
+      return new Promise((resolve) => {
+        ws.on('unexpected-response', (_req, res) => { resolve(res.statusCode); ws.terminate(); });
+        ws.on('error', () => {});
+      });
+    }
+    (async () => {
+      const options = { host: '127.0.0.1', allowedOrigins: ['chrome-extension://good'], validateApiKey: () => ({ valid: true }) };
+      const standalone = new WhatsAppGateway({ ...options, port: '0' });
+      await standalone.start();
+      const base = 'ws://127.0.0.1:' + standalone.address().port;
+      const seen = [
+        await upgrade(base + '/wrong-path?token=secret-in-query', 'chrome-extension://good'),
+        await upgrade(base + '/wa-ext-ws', 'https://evil.example'),
+      ];
+      await standalone.stop();
+
+      const server = http.createServer();
+      const attached = new WhatsAppGateway({ ...options, server });
+      await attached.start();
+      await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const attachedBase = 'ws://127.0.0.1:' + server.address().port;
+      seen.push(
+        await upgrade(attachedBase + '/attached-wrong?token=secret-in-query', 'chrome-extension://good'),
+        await upgrade(attachedBase + '/wa-ext-ws', 'https://evil.example'),
+      );
+      await attached.stop();
+      server.close();
+      console.log(JSON.stringify(seen));
+    })();`;
+  const { code, stdout, stderr } = await runScript(script, { NODE_DEBUG: 'wa-gateway' });
+  assert.equal(code, 0, stderr);
+  assert.deepEqual(JSON.parse(stdout), [404, 403, 404, 403]);
+  const refused = stderr.split('\n').filter((line) => line.includes('upgrade refused'));
+  assert.equal(refused.length, 4, stderr);
+  assert.match(refused[0], /^WA-GATEWAY \d+: upgrade refused with HTTP 404 \(path \/wrong-path, from 127\.0\.0\.1\)$/);
+  assert.match(refused[1], /^WA-GATEWAY \d+: upgrade refused with HTTP 403 \(path \/wa-ext-ws, from 127\.0\.0\.1\)$/);
+  assert.match(refused[2], /^WA-GATEWAY \d+: upgrade refused with HTTP 404 \(path \/attached-wrong, from 127\.0\.0\.1\)$/);
+  assert.match(refused[3], /^WA-GATEWAY \d+: upgrade refused with HTTP 403 \(path \/wa-ext-ws, from 127\.0\.0\.1\)$/);
+  assert.doesNotMatch(stderr, /secret-in-query/);
+});
+
 // ---- process warnings (SPEC 5.1) ----
 
 const COLLECT_WARNINGS = `
@@ -403,6 +493,74 @@ test('an unknown option is a process warning once per name, naming a close known
   assert.match(warnings[0].message, /'requestTimout'; did you mean 'requestTimeout'\?/);
   assert.match(warnings[1].message, /'hearbeatInterval'; did you mean 'heartbeatInterval'\?/);
   assert.match(warnings[2].message, /'colour'; it is ignored/);
+});
+
+test('unknown keys inside pacing, cluster, cluster.tls and a send call are warned about like top-level ones', async () => {
+  const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
+    const validateApiKey = () => ({ valid: true });
+    new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 4000, jiter: 5 } });
+    new WhatsAppGateway({ validateApiKey, pacing: { minInterval: 10, minIntervalMs: 10, jitter: 5 } });
+    // Rejected for its redis URL, after which nothing else is looked at.
+    try { new WhatsAppGateway({ validateApiKey, cluster: { redis: 'nope', nodeID: 'x' } }); } catch {}
+    new WhatsAppGateway({ validateApiKey, cluster: { redis: 'redis://127.0.0.1:1', nodeID: 'a', leaseMS: 1000,
+      tls: { ca: 'PEM', servrname: 'redis.internal', rejectUnauthorized: false } } });
+    (async () => {
+      const gateway = new WhatsAppGateway({ validateApiKey });
+      const calls = [
+        gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', timout: 5000 }),
+        gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', timout: 5000 }),
+        // Misspelt required fields: the warning names the fix along with the VALIDATION_ERROR.
+        gateway.sendImage('key-0123456789', { phoneNumber: '+1234567890', imageURL: 'https://example.com/a.png', caption: 'c' }),
+        gateway.sendDocument('key-0123456789', { phonenumber: '+1234567890', documentUrl: 'https://example.com/a.pdf', colour: 1 }),
+        // Known everywhere: no warning.
+        gateway.sendVideo('key-0123456789', { phoneNumber: '+1234567890', videoUrl: 'https://example.com/a.mp4',
+          caption: 'c', timeout: 5, deviceSelectionStrategy: 'random', waitForDevice: 0, waitFor: 'sent', idempotencyKey: 'k' }),
+      ];
+      const codes = (await Promise.allSettled(calls)).map((r) => r.reason?.code);
+      setImmediate(() => console.log(JSON.stringify({ warnings, codes })));
+    })();`);
+  assert.equal(code, 0, stderr);
+  const { warnings, codes } = JSON.parse(stdout);
+  assert.deepEqual(codes, ['NO_ACTIVE_DEVICE', 'NO_ACTIVE_DEVICE', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'NO_ACTIVE_DEVICE']);
+  assert.ok(warnings.every((w) => w.code === 'WA_GATEWAY_UNKNOWN_OPTION' && w.name === 'WhatsAppGatewayWarning'));
+  assert.deepEqual(
+    warnings.map((w) => w.message),
+    [
+      "WhatsAppGateway config: unknown option 'pacing.minInterval'; did you mean 'pacing.minIntervalMs'?",
+      // Farther than 2 edits from any option.
+      "WhatsAppGateway config: unknown option 'pacing.jiter'; it is ignored",
+      "WhatsAppGateway config: unknown option 'pacing.jitter'; did you mean 'pacing.jitterMs'?",
+      "WhatsAppGateway config: unknown option 'cluster.nodeID'; did you mean 'cluster.nodeId'?",
+      "WhatsAppGateway config: unknown option 'cluster.leaseMS'; did you mean 'cluster.leaseMs'?",
+      "WhatsAppGateway config: unknown option 'cluster.tls.servrname'; did you mean 'cluster.tls.servername'?",
+      "sendMessage: unknown option 'timout'; did you mean 'timeout'?",
+      "sendImage: unknown option 'imageURL'; did you mean 'imageUrl'?",
+      "sendDocument: unknown option 'phonenumber'; did you mean 'phoneNumber'?",
+      "sendDocument: unknown option 'colour'; it is ignored",
+    ],
+  );
+});
+
+test("unknown send fields from a client's request body: bounded in number, shown cut and without control characters", async () => {
+  const { code, stdout, stderr } = await runScript(`${SCRIPT_PRELUDE}${COLLECT_WARNINGS}
+    (async () => {
+      const gateway = new WhatsAppGateway({ validateApiKey: () => ({ valid: true }) });
+      const body = { phoneNumber: '+1234567890', message: 'hi', ['evil\\nWARNING: forged line' + 'x'.repeat(500)]: 1 };
+      for (let i = 0; i < 5000; i++) body['field' + i] = i;
+      await gateway.sendMessage('key-0123456789', body).catch(() => {});
+      await gateway.sendMessage('key-0123456789', { phoneNumber: '+1234567890', message: 'hi', another: 1 }).catch(() => {});
+      // The config's typos are still reported.
+      new WhatsAppGateway({ validateApiKey: () => ({ valid: true }), requestTimout: 1 });
+      setImmediate(() => console.log(JSON.stringify(warnings)));
+    })();`);
+  assert.equal(code, 0, stderr);
+  const warnings = JSON.parse(stdout);
+  assert.ok(warnings.length >= 10 && warnings.length <= 201, String(warnings.length));
+  assert.ok(!warnings.some((w) => w.message.includes("'another'")), 'past the bound');
+  assert.match(warnings.at(-1).message, /'requestTimout'; did you mean 'requestTimeout'\?/);
+  assert.match(warnings[0].message, /^sendMessage: unknown option 'evil\?WARNING: forged linex+\.\.\.'; it is ignored$/);
+  assert.ok(warnings[0].message.length < 150, warnings[0].message);
+  assert.ok(warnings.every((w) => !w.message.includes('\n')));
 });
 
 test('without onError a failing validator is a process warning, at most once a minute per code; with a gateway-error listener none', async () => {

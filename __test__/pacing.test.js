@@ -260,3 +260,104 @@ test('pacing options are checked', () => {
   assert.throws(() => make({ waitForDevice: -5 }), { name: 'TypeError', message: /waitForDevice/ });
   make({ pacing: { minIntervalMs: 0, jitterMs: 0, maxPerMinute: Infinity }, waitForDevice: 0 });
 });
+
+test('pacing with the default requestTimeout: a send whose queue wait alone passes its timeout is warned about once per process, naming `timeout`', async () => {
+  const { runScript } = require('./child-script');
+  const script = `
+    const { WhatsAppGateway } = require('.');
+    const WebSocket = require(${JSON.stringify(require.resolve('ws'))});
+    const warnings = [];
+    process.removeAllListeners('warning');
+    process.on('warning', (w) => warnings.push({ code: w.code, message: w.message }));
+    const KEY = 'paced-key-0123456789';
+    /** A ready extension that never answers: every command stays in flight. */
+    function extension(url) {
+      const ws = new WebSocket(url);
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', apiKey: KEY })));
+      ws.on('message', (raw) => {
+        if (JSON.parse(raw).type === 'auth-success') ws.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true } }));
+      });
+      return ws;
+    }
+    /** A gateway with one ready device; makes n sends at once; returns what was warned meanwhile. */
+    async function bulk(options, n, call = {}) {
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }), ...options });
+      await gateway.start();
+      const ws = extension('ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws');
+      while (!gateway.getActiveSessions(KEY).some((s) => s.deviceActive)) await new Promise((r) => setTimeout(r, 10));
+      const before = warnings.length;
+      const sends = Array.from({ length: n }, (_, i) =>
+        gateway.sendMessage(KEY, { phoneNumber: '+1234567890', message: 'm' + i, ...call }).catch((e) => e.code));
+      // Long enough for a warning to arrive; far shorter than any of the timeouts.
+      await new Promise((r) => setTimeout(r, 300));
+      const warned = warnings.length - before;
+      ws.terminate();
+      await gateway.stop();
+      await Promise.all(sends);
+      return warned;
+    }
+    (async () => {
+      const seen = [];
+      // The queue fits in the timeout: nothing to say.
+      seen.push(await bulk({ pacing: { minIntervalMs: 1000 } }, 9));
+      // requestTimeout chosen by the user: theirs to decide.
+      seen.push(await bulk({ pacing: { minIntervalMs: 4000 }, requestTimeout: 10000 }, 9));
+      // Long enough per-call timeouts: nothing to say.
+      seen.push(await bulk({ pacing: { minIntervalMs: 4000 } }, 9, { timeout: 60000 }));
+      // The first hour: nine quick sends, 4 s apart, with the default 30 s.
+      seen.push(await bulk({ pacing: { minIntervalMs: 4000, jitterMs: 3000 } }, 9));
+      // Once per process.
+      seen.push(await bulk({ pacing: { minIntervalMs: 4000 } }, 9));
+      console.log(JSON.stringify({ seen, warnings }));
+    })();`;
+  const { code, stdout, stderr } = await runScript(script, { limit: 30_000 });
+  assert.equal(code, 0, stderr);
+  const { seen, warnings } = JSON.parse(stdout);
+  assert.deepEqual(seen, [0, 0, 0, 1, 0]);
+  assert.equal(warnings.length, 1);
+  assert.equal(warnings[0].code, 'WA_GATEWAY_PACED_SEND_TIMEOUT');
+  // The 9th waits at least 8 × 4 s; with the first jitter drawn, the 8th may already be past 30 s.
+  const waited = Number(/waits at least (\d+) ms in its device's queue, past its timeout of 30000 ms/.exec(warnings[0].message)?.[1]);
+  assert.ok(waited > 30_000 && waited <= 35_000, warnings[0].message);
+  assert.match(warnings[0].message, /REQUEST_TIMEOUT/);
+  assert.match(warnings[0].message, /`timeout`/);
+});
+
+test('pacing: maxPerMinute counts in the queue wait that is warned about', async () => {
+  const { runScript } = require('./child-script');
+  const script = `
+    const { WhatsAppGateway } = require('.');
+    const WebSocket = require(${JSON.stringify(require.resolve('ws'))});
+    const warnings = [];
+    process.removeAllListeners('warning');
+    process.on('warning', (w) => warnings.push({ code: w.code, message: w.message }));
+    (async () => {
+      const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: () => ({ valid: true }),
+        pacing: { minIntervalMs: 0, maxPerMinute: 12 } });
+      await gateway.start();
+      const ws = new WebSocket('ws://127.0.0.1:' + gateway.address().port + '/wa-ext-ws');
+      ws.on('open', () => ws.send(JSON.stringify({ type: 'auth', apiKey: 'k-0123456789' })));
+      ws.on('message', (raw) => {
+        const f = JSON.parse(raw);
+        if (f.type === 'auth-success') ws.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true } }));
+        if (f.type === 'send-message') ws.send(JSON.stringify({ type: 'message-result', requestId: f.requestId, success: true }));
+      });
+      while (!gateway.getActiveSessions('k-0123456789').some((s) => s.deviceActive)) await new Promise((r) => setTimeout(r, 10));
+      const sends = Array.from({ length: 12 }, (_, i) =>
+        gateway.sendMessage('k-0123456789', { phoneNumber: '+1234567890', message: 'm' + i }).catch((e) => e.code));
+      await Promise.all(sends);
+      const afterTwelve = warnings.length;
+      const thirteenth = gateway.sendMessage('k-0123456789', { phoneNumber: '+1234567890', message: 'm12' }).catch((e) => e.code);
+      await new Promise((r) => setTimeout(r, 300));
+      ws.terminate();
+      await gateway.stop();
+      await thirteenth;
+      console.log(JSON.stringify({ afterTwelve, warnings }));
+    })();`;
+  const { code, stdout, stderr } = await runScript(script, { limit: 30_000 });
+  assert.equal(code, 0, stderr);
+  const { afterTwelve, warnings } = JSON.parse(stdout);
+  assert.equal(afterTwelve, 0);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0].message, /waits at least (5\d|60)\d\d\d ms/);
+});

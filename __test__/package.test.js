@@ -34,6 +34,14 @@ function attempt(cmd, args, cwd, extraEnv = {}) {
   return spawnSync(cmd, args, { cwd, encoding: 'utf8', env: { ...process.env, ...extraEnv }, timeout: 120_000 });
 }
 
+/** Every native addon file under `dir`, with its size. */
+function addonsIn(dir) {
+  return fs
+    .readdirSync(dir, { recursive: true })
+    .filter((file) => file.endsWith('.node'))
+    .map((file) => ({ file, bytes: fs.statSync(path.join(dir, file)).size }));
+}
+
 const work = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-gw-pack-'));
 let tarball;
 
@@ -74,7 +82,10 @@ test('the tarball installs without Rust into a fresh app and sends', { timeout: 
   assert.match(install.stderr, new RegExp(`using the prebuilt binary for ${platformTag()}`));
   assert.doesNotMatch(install.stderr, /building the addon from source/);
   const installed = path.join(app, 'node_modules', 'whatsapp-ws-extension-gateway');
-  assert.ok(fs.existsSync(path.join(installed, 'gateway.node')), 'install put gateway.node in place');
+  // One copy of the addon on disk: the carried one, used where it is.
+  const addons = addonsIn(installed);
+  assert.deepEqual(addons.map((a) => a.file), [path.join('prebuilds', platformTag(), 'gateway.node')]);
+  assert.ok(addons[0].bytes > 1e6 && addons[0].bytes < 12e6, `${addons[0].bytes} bytes`);
   assert.ok(!fs.existsSync(path.join(installed, 'node_modules')), 'no dependencies were installed with it');
 
   // A client to play the extension: `ws` from this checkout, outside the app.
@@ -152,7 +163,28 @@ test('without a usable prebuilt binary the install says why and what building ne
   assert.match(broken.stderr, /cargo was not found on PATH/);
   assert.match(broken.stderr, /npm rebuild whatsapp-ws-extension-gateway/);
 
-  fs.rmSync(path.join(pkg, 'prebuilds'), { recursive: true });
+  // Built from source (here by a stand-in for cargo that puts this checkout's addon where
+  // cargo would): the carried binary goes, the built one stays, one copy.
+  const fakeCargo = path.join(work, 'fake-cargo');
+  fs.mkdirSync(fakeCargo);
+  const built = path.join(root, 'gateway.node');
+  const libFile = { darwin: 'libwhatsapp_ws_extension_gateway.dylib', win32: 'whatsapp_ws_extension_gateway.dll' }[process.platform] ?? 'libwhatsapp_ws_extension_gateway.so';
+  fs.writeFileSync(
+    path.join(fakeCargo, 'cargo'),
+    `#!/bin/sh\nmkdir -p "$CARGO_TARGET_DIR/release" && cp ${JSON.stringify(built)} "$CARGO_TARGET_DIR/release/${libFile}"\n`,
+    { mode: 0o755 },
+  );
+  const fromSource = attempt(process.execPath, ['scripts/install.js'], pkg, {
+    PATH: `${fakeCargo}${path.delimiter}${PATH_WITHOUT_CARGO}`,
+  });
+  assert.equal(fromSource.status, 0, fromSource.stderr);
+  assert.match(fromSource.stderr, /the prebuilt binary did not load/);
+  assert.deepEqual(addonsIn(pkg).map((a) => a.file), ['gateway.node']);
+  assert.ok(!fs.existsSync(path.join(pkg, 'prebuilds')), 'the carried binary is gone');
+  const loads = attempt(process.execPath, ['-e', "require('.').WhatsAppGateway"], pkg, noRust);
+  assert.equal(loads.status, 0, loads.stderr);
+
+  fs.rmSync(path.join(pkg, 'gateway.node'));
   const missing = attempt(process.execPath, ['scripts/install.js'], pkg, noRust);
   assert.notEqual(missing.status, 0);
   assert.match(missing.stderr, new RegExp(`no prebuilt binary for ${platformTag()}`));

@@ -109,6 +109,13 @@ export interface GatewayClientError extends Error {
   frame?: Record<string, unknown>;
   /** 1008 when the gateway refused the connection. */
   closeCode?: number;
+  /**
+   * `CONNECTION_FAILED`: the HTTP status the gateway answered the upgrade with (404 wrong
+   * path, 403 refused Origin), or null where it is not known (browsers hide it).
+   */
+  status?: number | null;
+  /** `CONNECTION_FAILED`: connects in a row that ended without an open. */
+  failedConnects?: number;
   /** The message a `receive()` rejected with `INVALID_MESSAGE` was for. */
   messageId?: string;
 }

@@ -22,6 +22,20 @@ const POLICY_VIOLATION = 1008;
 const NORMAL_CLOSURE = 1000;
 // Request ids of commands already taken on, so a repeated command is never run again.
 const REMEMBERED_COMMANDS = 1000;
+// Browsers hide why an upgrade failed (a wrong path, a refused Origin, a gateway that is
+// down all look alike): after this many failed connects in a row, `error` says so.
+const FAILED_CONNECTS_BEFORE_ERROR = 3;
+// Node's errors for a gateway that is down or out of reach: not a refusal, and left to
+// the backoff without a word.
+const UNREACHABLE = /\b(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|EPIPE)\b/;
+// What the gateway's refusal of an upgrade usually means (docs/extension-protocol.md).
+const UPGRADE_REFUSALS = {
+  400: 'not a valid WebSocket upgrade',
+  403: "this Origin is not in the gateway's allowedOrigins",
+  404: "wrong path: the gateway's default is /wa-ext-ws",
+  426: 'not a WebSocket upgrade',
+  503: 'too many connections waiting to authenticate; it will take this one again',
+};
 // Results that could not be sent (the connection closed while the handler ran), kept
 // for the next authentication: the gateway takes a late result from any session of the
 // key, so the backend learns what happened.
@@ -64,6 +78,7 @@ export class GatewayClient {
   #sessionId = null;
   #limits = null; // what the gateway said it takes, in its auth reply
   #attempt = 0;
+  #failedConnects = 0; // connects in a row that ended without an open
   #reconnectTimer = null;
   #heartbeatTimer = null;
   #refusal = null; // the error frame that preceded a 1008 close, if any
@@ -161,6 +176,7 @@ export class GatewayClient {
     if (this.#running) return this;
     this.#running = true;
     this.#attempt = 0;
+    this.#failedConnects = 0;
     this.#open();
     return this;
   }
@@ -279,7 +295,11 @@ export class GatewayClient {
     }
     this.#ws = ws;
     let authenticated = false;
+    // Why the upgrade failed, as far as the WebSocket implementation tells.
+    const attempt = { opened: false, status: null, unreachable: false };
     ws.onopen = () => {
+      attempt.opened = true;
+      this.#failedConnects = 0;
       this.#emit('open');
       const data = { extensionVersion: this.#extensionVersion, browser: this.#browser };
       // The custom commands it handles: the gateway sends each only to sessions that list it.
@@ -307,10 +327,16 @@ export class GatewayClient {
       if (authenticated) this.#onFrame(ws, frame);
       else if (frame.type === 'error') this.#refusal = frame;
     };
-    ws.onerror = () => {
-      // Always followed by a close event, which carries what can be known.
+    ws.onerror = (event) => {
+      // Always followed by a close event, which reports it. Node's `ws` names the HTTP
+      // status the gateway answered the upgrade with, or the network error; browsers
+      // say neither.
+      if (attempt.opened) return;
+      const text = `${event?.message ?? ''} ${event?.error?.message ?? ''} ${event?.error?.code ?? ''}`;
+      attempt.status ??= upgradeStatus(text);
+      attempt.unreachable ||= UNREACHABLE.test(text);
     };
-    ws.onclose = (event) => this.#onClose(ws, event);
+    ws.onclose = (event) => this.#onClose(ws, event, attempt);
   }
 
   #onAuthenticated(sessionId, limits) {
@@ -330,7 +356,7 @@ export class GatewayClient {
     for (const pending of this.#pendingReceives.values()) this.#sendReceive(pending);
   }
 
-  #onClose(ws, event) {
+  #onClose(ws, event, attempt) {
     const waiters = this.#closeWaiters.get(ws) ?? [];
     this.#closeWaiters.delete(ws);
     for (const resolve of waiters) resolve();
@@ -359,7 +385,29 @@ export class GatewayClient {
         ),
       );
     }
+    // Not after close(): the user stopped it.
+    if (!attempt.opened && willReconnect && !attempt.unreachable) this.#connectFailed(attempt.status, reconnectDelay);
     if (willReconnect) this.#scheduleReconnect(reconnectDelay);
+  }
+
+  /**
+   * A connect that ended without an open, and not because the gateway is known to be
+   * down (that the backoff handles quietly): reported at once when the HTTP status is
+   * known (a wrong path or Origin will not fix itself), else after a few in a row.
+   */
+  #connectFailed(status, reconnectDelay) {
+    this.#failedConnects += 1;
+    if (status === null && this.#failedConnects < FAILED_CONNECTS_BEFORE_ERROR) return;
+    // Without its query: whatever a deployment put there stays out of logs.
+    const url = this.#url.replace(/[?#].*$/, '');
+    const next = `; next try in ${reconnectDelay} ms`;
+    const message =
+      status === null
+        ? `Could not connect to ${url} (${this.#failedConnects} tries in a row): the gateway is down or unreachable, ` +
+          `or it refused the upgrade (404 for a wrong path, 403 for an Origin not in allowedOrigins)${next}`
+        : `The gateway answered the WebSocket upgrade at ${url} with HTTP ${status}` +
+          `${UPGRADE_REFUSALS[status] ? ` (${UPGRADE_REFUSALS[status]})` : ''}${next}`;
+    this.#emit('error', codedError('CONNECTION_FAILED', message, { status, failedConnects: this.#failedConnects }));
   }
 
   #endSession() {
@@ -583,6 +631,12 @@ function failure(reason, fallback, code) {
   const result = { success: false, error: describe(reason, fallback) };
   if (typeof code === 'string' && FAILURE_CODE.test(code)) result.code = code;
   return result;
+}
+
+/** The HTTP status in a WebSocket error's text, if the implementation gives one (`ws` does). */
+function upgradeStatus(text) {
+  const found = /\b(?:response|status)\D{0,20}\b([1-5]\d\d)\b/i.exec(text);
+  return found ? Number(found[1]) : null;
 }
 
 /** The `limits` of an auth reply, if it has usable ones. */

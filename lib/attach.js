@@ -3,6 +3,7 @@
 // requests on its path and hands their connections to the Rust core, leaving every
 // other request and upgrade to the server.
 const net = require('node:net');
+const { debug } = require('./debug');
 
 const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
 const NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n';
@@ -10,6 +11,12 @@ const NOT_FOUND = 'HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length
 function pathnameOf(url) {
   const query = url.indexOf('?');
   return query === -1 ? url : url.slice(0, query);
+}
+
+/** The debug log's line for an upgrade refused here, as the core writes it for its own. */
+function debugRefused(status, pathname, socket) {
+  const shown = pathname.length > 100 ? `${pathname.slice(0, 100)}...` : pathname;
+  debug('upgrade refused with HTTP %d (path %s, from %s)', status, shown.replace(/[^\x21-\x7e]/g, '?'), socket.remoteAddress);
 }
 
 /**
@@ -52,14 +59,19 @@ function relay(socket, fd) {
 
 /**
  * Starts handing `server`'s upgrades on `path` to `native`; returns a function that
- * detaches again. `onClosing` runs when the server's close() is called.
+ * detaches again. `onClosing` runs when the server's close() is called, `onClosed` once
+ * the server has closed.
  */
-function attach(server, native, path, onClosing) {
+function attach(server, native, path, onClosing, onClosed) {
   const onUpgrade = (req, socket, head) => {
-    if (pathnameOf(req.url) !== path) {
+    const pathname = pathnameOf(req.url);
+    if (pathname !== path) {
       // Without us Node would close it; with only us listening, nobody would answer,
       // and the open socket would also hold up server.close().
-      if (server.listenerCount('upgrade') === 1) socket.end(NOT_FOUND, () => socket.destroy());
+      if (server.listenerCount('upgrade') === 1) {
+        debugRefused(404, pathname, socket);
+        socket.end(NOT_FOUND, () => socket.destroy());
+      }
       return;
     }
     const request = {
@@ -80,6 +92,7 @@ function attach(server, native, path, onClosing) {
         relay(socket, native.adoptRelayed(request));
       }
     } catch {
+      debugRefused(400, pathname, socket);
       socket.end(BAD_REQUEST);
     }
   };
@@ -96,9 +109,11 @@ function attach(server, native, path, onClosing) {
     return close.apply(this, args);
   };
   server.close = closeWithSessions;
+  server.on('close', onClosed);
 
   return function detach() {
     server.removeListener('upgrade', onUpgrade);
+    server.removeListener('close', onClosed);
     if (server.close === closeWithSessions) {
       if (hadOwnClose) server.close = close;
       else delete server.close;

@@ -32,12 +32,15 @@ class SendMetrics {
   /** kind -> Histogram. */
   #durations = new Map();
 
-  /** A send call settled: `outcome` is 'success' or the error code; `startedAt` is its `performance.now()`. */
+  /**
+   * A send call settled: `outcome` is 'success' or the error code; `startedAt` is its
+   * `performance.now()`. Every call counted is also timed, so that the histogram's
+   * `_count` per kind is the sum of the counter's outcomes for it.
+   */
   settled(kind, outcome, startedAt) {
     let outcomes = this.#sends.get(kind);
     if (!outcomes) this.#sends.set(kind, (outcomes = new Map()));
     outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
-    if (startedAt === undefined) return;
     let histogram = this.#durations.get(kind);
     if (!histogram) this.#durations.set(kind, (histogram = new Histogram(SEND_BUCKETS)));
     histogram.observe((performance.now() - startedAt) / 1000);

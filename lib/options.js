@@ -284,7 +284,9 @@ function normalizeConfig(userConfig) {
     cluster: clusterOptions(config.cluster),
   };
   checkPositiveDurations(native);
-  return { native, callbacks, server: server(config.server) };
+  // Whether the user chose requestTimeout (v1's unset values do not count).
+  const requestTimeoutGiven = config.requestTimeout != null;
+  return { native, callbacks, server: server(config.server), requestTimeoutGiven };
 }
 
 module.exports = { normalizeConfig, STRATEGIES };

@@ -4,6 +4,7 @@
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
 const { waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg } = require('./delivery');
+const { warnUnknownSendFields } = require('./warnings');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
 /** A person's chat, and a group's in both forms WhatsApp uses (README: "Chats and groups"). */
@@ -81,6 +82,8 @@ function sendArgs(kind, apiKey, data) {
   if (data === null || typeof data !== 'object') {
     throw invalid('data', data, 'Send data must be an object');
   }
+  // Before the checks: a misspelt `phoneNumber` or `chatId` is then named along with its error.
+  warnUnknownSendFields(kind, data);
   const chatId = chatIdArg(data);
 
   let text;

@@ -3,21 +3,24 @@
 // option or a failing validator with nobody listening would otherwise go unseen.
 // Both go through process.emitWarning, which the host can route or silence.
 
+const { CONFIG_OPTIONS, NESTED_OPTIONS, SEND_FIELDS } = require('./known-options');
+
 const WARNING_TYPE = 'WhatsAppGatewayWarning';
 
-/** Every option of SPEC 2.1 and 5, whether or not this build acts on it yet. */
-const KNOWN_OPTIONS = [
-  'port', 'host', 'path', 'server', 'validateApiKey', 'onMessageLog', 'onError',
-  'heartbeatInterval', 'heartbeatTimeout', 'requestTimeout', 'maxSessionsPerKey',
-  'deviceSelectionStrategy', 'authTimeout', 'maxPayload', 'maxMediaBytes', 'allowedOrigins',
-  'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'trustProxy', 'reusePort',
-  'cluster', 'dialect', 'maxPendingAuth', 'maxPendingAuthPerIp', 'maxPreAuthPayload',
-  'maxQueuedBytes', 'pacing', 'maxQueuedSends', 'waitForDevice', 'idempotencyTtl',
-  'logger', 'maxMessageStatuses',
-];
-
-/** Option names already warned about: once per name per process. */
+/** Names already warned about (with where they were found): once each per process. */
 const warnedOptions = new Set();
+/**
+ * Send data may come straight from an HTTP request (`req.body`), whose keys a client
+ * chooses: past this many names, unknown send fields are no longer remembered nor
+ * reported (the config's always are).
+ */
+const MAX_WARNED_SEND_FIELDS = 200;
+let warnedSendFields = 0;
+/** Longest part of an unknown name a warning shows. */
+const MAX_SHOWN_NAME = 60;
+
+const SEND_KNOWN = Object.fromEntries(Object.entries(SEND_FIELDS).map(([kind, fields]) => [kind, new Set(fields)]));
+const SEND_METHODS = { message: 'sendMessage', image: 'sendImage', video: 'sendVideo', document: 'sendDocument' };
 
 function editDistance(a, b) {
   let previous = Array.from({ length: b.length + 1 }, (_, i) => i);
@@ -32,11 +35,13 @@ function editDistance(a, b) {
   return previous[b.length];
 }
 
-/** The known option closest to `name`, if one is within edit distance 2. */
-function closestOption(name) {
+/** The name in `known` closest to `name`, if one is within edit distance 2. */
+function closestOption(name, known = CONFIG_OPTIONS) {
   let best = null;
   let bestDistance = 3;
-  for (const option of KNOWN_OPTIONS) {
+  for (const option of known) {
+    // Farther apart in length than the distance allows: no need to compare.
+    if (Math.abs(option.length - name.length) >= bestDistance) continue;
     const distance = editDistance(name.toLowerCase(), option.toLowerCase());
     if (distance < bestDistance) {
       best = option;
@@ -46,18 +51,67 @@ function closestOption(name) {
   return best;
 }
 
-/** Unknown options are not errors (v1 code may pass extra keys) but are worth a word. */
+/** A name as a warning shows it: cut, and without control characters (it may come from a client). */
+function shownName(name) {
+  const cut = name.length > MAX_SHOWN_NAME ? `${name.slice(0, MAX_SHOWN_NAME)}...` : name;
+  return cut.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+}
+
+/** Warns of `name`, which `known` lacks, the first time it is seen there. */
+function warnUnknown(where, prefix, name, known, fromSend = false) {
+  const id = `${where}\0${prefix}${name}`;
+  if (warnedOptions.has(id)) return;
+  if (fromSend && warnedSendFields++ >= MAX_WARNED_SEND_FIELDS) return;
+  warnedOptions.add(id);
+  const suggestion = name.length <= MAX_SHOWN_NAME ? closestOption(name, known) : null;
+  const hint = suggestion ? `; did you mean '${prefix}${suggestion}'?` : '; it is ignored';
+  process.emitWarning(`${where}: unknown option '${prefix}${shownName(name)}'${hint}`, {
+    type: WARNING_TYPE,
+    code: 'WA_GATEWAY_UNKNOWN_OPTION',
+  });
+}
+
+function isOptionObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+/**
+ * Unknown options are not errors (v1 code may pass extra keys) but are worth a word,
+ * at the top level and inside the nested option objects (`pacing`, `cluster`, ...).
+ */
 function warnUnknownOptions(config) {
+  const where = 'WhatsAppGateway config';
   for (const name of Object.keys(config)) {
-    if (KNOWN_OPTIONS.includes(name) || warnedOptions.has(name)) continue;
-    warnedOptions.add(name);
-    const suggestion = closestOption(name);
-    const hint = suggestion ? `; did you mean '${suggestion}'?` : '; it is ignored';
-    process.emitWarning(`WhatsAppGateway config: unknown option '${name}'${hint}`, {
-      type: WARNING_TYPE,
-      code: 'WA_GATEWAY_UNKNOWN_OPTION',
-    });
+    if (!CONFIG_OPTIONS.includes(name)) warnUnknown(where, '', name, CONFIG_OPTIONS);
   }
+  for (const [path, known] of Object.entries(NESTED_OPTIONS)) {
+    const value = path.split('.').reduce((object, key) => (isOptionObject(object) ? object[key] : undefined), config);
+    if (!isOptionObject(value)) continue;
+    for (const name of Object.keys(value)) {
+      if (!known.includes(name)) warnUnknown(where, `${path}.`, name, known);
+    }
+  }
+}
+
+/** The same for a send call's data (`kind`: 'message', 'image', 'video', 'document'). */
+function warnUnknownSendFields(kind, data) {
+  const known = SEND_KNOWN[kind];
+  for (const name in data) {
+    if (!known.has(name)) warnUnknown(SEND_METHODS[kind], '', name, SEND_FIELDS[kind], true);
+  }
+}
+
+/** Codes of the core's warnings already emitted: once each per process. */
+const warnedCodes = new Set();
+
+/**
+ * A warning the core raised about how the gateway is used (src/deliveries.rs), e.g.
+ * PACED_SEND_TIMEOUT: once per code per process.
+ */
+function warnOnce(code, message) {
+  if (warnedCodes.has(code)) return;
+  warnedCodes.add(code);
+  process.emitWarning(`WhatsAppGateway: ${message}`, { type: WARNING_TYPE, code: `WA_GATEWAY_${code}` });
 }
 
 /** Codes worth a warning when the host has no onError and no 'gateway-error' listener. */
@@ -83,4 +137,4 @@ function warnUnhandled(error, now = Date.now()) {
   );
 }
 
-module.exports = { warnUnknownOptions, warnUnhandled, closestOption, KNOWN_OPTIONS };
+module.exports = { warnUnknownOptions, warnUnknownSendFields, warnUnhandled, warnOnce, closestOption };

@@ -1,7 +1,9 @@
 'use strict';
 // `npm install`: use the binary the tarball carries when it loads on this machine
 // (no Rust needed, seconds), else build from source and say why (SPEC 5.6).
-// WA_GATEWAY_BUILD_FROM_SOURCE=1 skips the prebuilt binary.
+// WA_GATEWAY_BUILD_FROM_SOURCE=1 skips the prebuilt binary. Either way one copy of the
+// addon stays on disk: the carried one where it is (index.js loads it from there), or
+// the one built, without the carried one.
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
@@ -30,7 +32,8 @@ function main() {
     ? 'WA_GATEWAY_BUILD_FROM_SOURCE is set'
     : prebuiltProblem(file);
   if (!problem) {
-    fs.copyFileSync(file, path.join(root, 'gateway.node'));
+    // A gateway.node left by an earlier build would be loaded first, and is a second copy.
+    fs.rmSync(path.join(root, 'gateway.node'), { force: true });
     process.stderr.write(`whatsapp-ws-extension-gateway: using the prebuilt binary for ${platformTag()}\n`);
     return;
   }
@@ -38,10 +41,14 @@ function main() {
     `whatsapp-ws-extension-gateway: ${problem}; building the addon from source ` +
       '(needs Rust/cargo and a C compiler, takes a few minutes)...',
   );
-  build().catch((error) => {
-    tell(error.message);
-    process.exitCode = 1;
-  });
+  build().then(
+    // Only once the build has worked: until then the carried binary is all there is.
+    () => fs.rmSync(path.join(root, 'prebuilds'), { recursive: true, force: true }),
+    (error) => {
+      tell(error.message);
+      process.exitCode = 1;
+    },
+  );
 }
 
 main();

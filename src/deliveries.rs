@@ -21,7 +21,8 @@ use crate::validations::Validator;
 /// successes from the same session: its strings are not made again for each),
 /// `REJECTED` by the call id and the error, `LOG` by the event (mostly as JSON text),
 /// `ERROR` by the error,
-/// `STOPPED` by nothing, `DEBUG` by a line of the debug log.
+/// `STOPPED` by nothing, `DEBUG` by a line of the debug log, `WARNING` by its code and
+/// message.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
 const LOG: u32 = 3;
@@ -35,6 +36,8 @@ const SESSION: u32 = 8;
 const NOTICE: u32 = 9;
 /// Followed by the call id and its result (JSON text of an object): a duplicate's success.
 const DUPLICATE: u32 = 10;
+/// Followed by the warning's code and message, for `process.emitWarning`.
+const WARNING: u32 = 11;
 
 /// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
 const RESOLVED_FIELDS: [&str; 5] = [
@@ -64,6 +67,7 @@ pub struct BatchLayout {
     pub session: u32,
     pub notice: u32,
     pub duplicate: u32,
+    pub warning: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
     /// Ack names by index, for `ackStage`.
@@ -83,6 +87,7 @@ pub fn batch_layout() -> BatchLayout {
         session: SESSION,
         notice: NOTICE,
         duplicate: DUPLICATE,
+        warning: WARNING,
         resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
         session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
         acks: wa_gateway_core::Ack::ALL
@@ -289,6 +294,7 @@ impl Fallback {
             Delivery::Resolved(_)
             | Delivery::Debug(_)
             | Delivery::Notice(_)
+            | Delivery::Warning { .. }
             | Delivery::Stopped => Self::Nothing,
         }
     }
@@ -418,6 +424,11 @@ fn stage_delivery(
         Delivery::Notice(notice) => {
             items.insert(NOTICE)?;
             items.insert(notice.to_string())?;
+        }
+        Delivery::Warning { code, message } => {
+            items.insert(WARNING)?;
+            items.insert(code)?;
+            items.insert(message)?;
         }
         Delivery::Answer { token, result } => {
             items.insert(ANSWER)?;

@@ -57,6 +57,12 @@ pub enum Delivery {
     Error(GatewayError),
     /// A line for the debug log; only with `Config::debug_log`.
     Debug(String),
+    /// Something about how the gateway is used that its operator should hear of (Node:
+    /// a process warning), not the failure of a call. `code` names the kind.
+    Warning {
+        code: &'static str,
+        message: String,
+    },
     /// `stop()` has finished: sessions closed, port free.
     Stopped,
     /// Something for the host's logger (6.3 `logger`), as `{ level, message, fields }`:

@@ -18,7 +18,7 @@ pub mod send_request;
 pub mod settle;
 pub mod slot_index;
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::Notify;
@@ -69,6 +69,8 @@ pub struct Shared {
     pub pending_auth: Arc<PendingAuth>,
     /// The cluster-wide directory of sessions, in cluster mode (5.3).
     pub directory: OnceLock<Arc<dyn directory::Directory>>,
+    /// Whether a paced send whose queue wait passes its timeout was reported (once).
+    pub warned_queue_wait: AtomicBool,
     lifecycle: AtomicU8,
 }
 
@@ -106,6 +108,7 @@ impl Shared {
             incoming: Mutex::default(),
             pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
             directory: OnceLock::new(),
+            warned_queue_wait: AtomicBool::new(false),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
         }

@@ -72,7 +72,18 @@ async fn serve_connection(
     let accepted = tokio::select! {
         _ = shutdown.cancelled() => return,
         done = timeout_at(deadline, handshake::accept(transport, upgrade, peer, &shared.config, &shared.pending_auth)) => match done {
-            Ok(Some(accepted)) => accepted,
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(Some(refused))) => {
+                shared.debug(|| {
+                    format!(
+                        "upgrade refused with HTTP {} (path {}, from {})",
+                        refused.status,
+                        refused.path.as_deref().unwrap_or("unreadable"),
+                        refused.addr
+                    )
+                });
+                return;
+            }
             _ => return,
         },
     };

@@ -52,24 +52,59 @@ pub struct Accepted {
     pub slot: AuthSlot,
 }
 
-/// Completes the upgrade, or answers the request with a refusal (and returns None);
-/// also None when the connection failed.
+/// An upgrade answered with an HTTP error status: what the debug log says of it.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    /// The request's path without its query (which may carry secrets), cut to
+    /// `MAX_LOGGED_PATH`; `None` when the request could not be read.
+    pub path: Option<String>,
+    /// The client's address (after `trustProxy`).
+    pub addr: IpAddr,
+}
+
+/// Longest part of a refused request's path the debug log shows.
+const MAX_LOGGED_PATH: usize = 100;
+
+impl Refused {
+    fn of(status: StatusCode, request: Option<&Request>, addr: IpAddr) -> Self {
+        let path = request.map(|r| {
+            let path = r.uri().path();
+            match path.char_indices().nth(MAX_LOGGED_PATH) {
+                Some((cut, _)) => format!("{}...", &path[..cut]),
+                None => path.to_string(),
+            }
+        });
+        Self {
+            status: status.as_u16(),
+            path,
+            addr,
+        }
+    }
+}
+
+/// Completes the upgrade, or answers the request with a refusal (`Err(Some)`); `Err(None)`
+/// when the connection failed or the client left.
 pub async fn accept(
     transport: Transport,
     upgrade: Upgrade,
     peer: IpAddr,
     config: &Config,
     pending: &Arc<PendingAuth>,
-) -> Option<Accepted> {
+) -> Result<Accepted, Option<Refused>> {
     let mut transport = transport;
     let (request, head) = match upgrade {
         Upgrade::Parsed { request, head } => (request, head),
         Upgrade::Unread => match read_request(&mut transport).await {
             Ok(Some(read)) => read,
-            Ok(None) => return None,
-            Err(status) => return refuse(transport, status).await,
+            Ok(None) => return Err(None),
+            Err(status) => {
+                refuse(transport, status).await;
+                return Err(Some(Refused::of(status, None, peer.to_canonical())));
+            }
         },
     };
+    let addr = client_addr(request.headers(), peer, config.trust_proxy);
     let answer = if wants_websocket(&request) {
         check(config, &request)
             .and_then(|()| create_response(&request).map_err(|_| StatusCode::BAD_REQUEST))
@@ -78,9 +113,11 @@ pub async fn accept(
     };
     let response = match answer {
         Ok(response) => response,
-        Err(status) => return refuse(transport, status).await,
+        Err(status) => {
+            refuse(transport, status).await;
+            return Err(Some(Refused::of(status, Some(&request), addr)));
+        }
     };
-    let addr = client_addr(request.headers(), peer, config.trust_proxy);
     // Without trustProxy a loopback peer is usually a local reverse proxy speaking for
     // every extension: only the total cap applies to it.
     let per_ip = config.trust_proxy || !addr.is_loopback();
@@ -88,12 +125,14 @@ pub async fn accept(
         Ok(slot) => slot,
         Err(_) => {
             crate::metrics::auth_failed(crate::metrics::AuthFailure::PreAuthLimit);
-            return refuse(transport, StatusCode::SERVICE_UNAVAILABLE).await;
+            let status = StatusCode::SERVICE_UNAVAILABLE;
+            refuse(transport, status).await;
+            return Err(Some(Refused::of(status, Some(&request), addr)));
         }
     };
     let mut bytes = Vec::with_capacity(256);
-    write_response(&mut bytes, &response).ok()?;
-    transport.write_all(&bytes).await.ok()?;
+    write_response(&mut bytes, &response).map_err(|_| None)?;
+    transport.write_all(&bytes).await.map_err(|_| None)?;
     let wire = Wire::new(transport, config.max_pre_auth_payload, &head);
     let ws = WebSocketStream::from_partially_read(
         wire,
@@ -102,7 +141,7 @@ pub async fn accept(
         Some(websocket_config(config)),
     )
     .await;
-    Some(Accepted {
+    Ok(Accepted {
         ws,
         ip: addr.to_string(),
         slot,
@@ -110,7 +149,7 @@ pub async fn accept(
 }
 
 /// Answers a request the gateway does not take, and closes.
-async fn refuse<T>(mut transport: Transport, status: StatusCode) -> Option<T> {
+async fn refuse(mut transport: Transport, status: StatusCode) {
     let upgrade = if status == StatusCode::UPGRADE_REQUIRED {
         "Upgrade: websocket\r\n"
     } else {
@@ -123,7 +162,6 @@ async fn refuse<T>(mut transport: Transport, status: StatusCode) -> Option<T> {
     );
     let _ = transport.write_all(reply.as_bytes()).await;
     let _ = transport.shutdown().await;
-    None
 }
 
 /// A plain HTTP request (no `Upgrade: websocket`) is told to upgrade rather than dropped.
@@ -377,5 +415,27 @@ mod tests {
             check(&config, &request("/wa-ext-ws", None)),
             Err(StatusCode::FORBIDDEN)
         );
+    }
+
+    #[test]
+    fn a_refused_upgrade_is_logged_without_its_query_and_cut() {
+        let addr: IpAddr = "192.0.2.7".parse().unwrap();
+        let request = |uri: &str| Request::builder().uri(uri).body(()).unwrap();
+        let refused = Refused::of(
+            StatusCode::NOT_FOUND,
+            Some(&request("/wrong?token=secret")),
+            addr,
+        );
+        assert_eq!(refused.status, 404);
+        assert_eq!(refused.path.as_deref(), Some("/wrong"));
+        assert_eq!(refused.addr, addr);
+        let long = format!("/{}", "a".repeat(300));
+        let cut = Refused::of(StatusCode::FORBIDDEN, Some(&request(&long)), addr);
+        assert_eq!(
+            cut.path,
+            Some(format!("/{}...", "a".repeat(MAX_LOGGED_PATH - 1)))
+        );
+        let unreadable = Refused::of(StatusCode::BAD_REQUEST, None, addr);
+        assert_eq!(unreadable.path, None);
     }
 }

@@ -95,6 +95,28 @@ impl DeviceQueue {
         self.next_allowed.into_iter().chain(by_minute).max()
     }
 
+    /// The earliest the command with `ahead` others in front of it can leave, by the
+    /// pace alone (jitter taken as 0, so never later than it will): the next departure,
+    /// then `minIntervalMs` between each two, and at most `maxPerMinute` in any 60 s.
+    /// `None` when that is too far off to tell.
+    pub fn earliest_departure(
+        &self,
+        ahead: usize,
+        now: Instant,
+        pacing: &Pacing,
+    ) -> Option<Instant> {
+        let first = self.ready_at(pacing).map_or(now, |at| at.max(now));
+        let steps = u32::try_from(ahead).unwrap_or(u32::MAX);
+        let by_interval = pacing.min_interval.saturating_mul(steps);
+        let by_minute = match pacing.max_per_minute {
+            Some(max) if max > 0 => {
+                MINUTE.saturating_mul(u32::try_from(ahead / max).unwrap_or(u32::MAX))
+            }
+            _ => Duration::ZERO,
+        };
+        first.checked_add(by_interval.max(by_minute))
+    }
+
     pub fn may_leave(&mut self, now: Instant, pacing: &Pacing) -> bool {
         self.forget_before(now);
         self.ready_at(pacing).is_none_or(|at| at <= now)
@@ -174,6 +196,50 @@ mod tests {
                 "{at:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_earliest_departure_is_a_lower_bound_of_the_real_one() {
+        let t0 = Instant::now();
+        for p in [
+            pacing(4000, 3000, None),
+            pacing(100, 0, Some(12)),
+            pacing(0, 0, Some(3)),
+        ] {
+            let mut queue = DeviceQueue::default();
+            queue.departed(t0, &p);
+            let estimates: Vec<Instant> = (0..30)
+                .map(|ahead| queue.earliest_departure(ahead, t0, &p).unwrap())
+                .collect();
+            // Let the 30 leave as the delivery timer would, checking every 10 ms.
+            let mut now = t0;
+            let mut left = Vec::new();
+            while left.len() < estimates.len() {
+                if queue.may_leave(now, &p) {
+                    queue.departed(now, &p);
+                    left.push(now);
+                } else {
+                    now += Duration::from_millis(10);
+                }
+            }
+            for (i, (estimate, real)) in estimates.iter().zip(&left).enumerate() {
+                assert!(
+                    estimate <= real,
+                    "{p:?} command {i}: {estimate:?} > {real:?}"
+                );
+            }
+        }
+        // Nine sends at 4 s apart, the first one gone: the last waits at least 32 s.
+        let p = pacing(4000, 0, None);
+        let mut queue = DeviceQueue::default();
+        queue.departed(t0, &p);
+        assert_eq!(
+            queue.earliest_departure(7, t0, &p),
+            Some(t0 + Duration::from_secs(32))
+        );
+        assert!(queue
+            .earliest_departure(usize::MAX, t0, &p)
+            .is_none_or(|at| at > t0));
     }
 
     #[test]

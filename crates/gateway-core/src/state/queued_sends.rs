@@ -3,6 +3,7 @@
 //! failure (`QUEUE_FULL`, `NO_ACTIVE_DEVICE`, `CONNECTION_LOST` with `sent: false`,
 //! `GATEWAY_SHUTDOWN`).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -33,7 +34,19 @@ impl Shared {
         pending: Pending,
         frame: crate::protocol::Frame,
     ) {
-        let placed = lock(&self.registry).place(key, request_id, pending, frame);
+        let mut registry = lock(&self.registry);
+        let placed = registry.place(key, request_id, pending, frame);
+        // Checked until it has been found once: a bulk send's first such send says it.
+        let late = match placed {
+            Ok(_) if !self.warned_queue_wait.load(Ordering::Relaxed) => {
+                registry.queue_outlasts_timeout(key, request_id, Instant::now())
+            }
+            _ => None,
+        };
+        drop(registry);
+        if let Some((wait, timeout_ms)) = late {
+            self.warn_queue_wait(wait, timeout_ms);
+        }
         match placed {
             Ok(earliest) => {
                 if earliest {
@@ -52,6 +65,28 @@ impl Shared {
                 self.queue_full(identity, request_id, pending, queued)
             }
         }
+    }
+
+    /// Tells the host, once, that a paced send will time out in its queue: with pacing,
+    /// a timeout must cover the wait behind the sends queued before it.
+    fn warn_queue_wait(&self, wait: std::time::Duration, timeout_ms: u64) {
+        if self.warned_queue_wait.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let wait = if wait == std::time::Duration::MAX {
+            "longer than can be told".to_string()
+        } else {
+            format!("at least {} ms", wait.as_millis())
+        };
+        let message = format!(
+            "a paced send waits {wait} in its device's queue, past its timeout of {timeout_ms} ms: it will fail \
+             REQUEST_TIMEOUT without being sent. With pacing, give sends a `timeout` that covers the queue \
+             (the call's `timeout` option, or requestTimeout)"
+        );
+        self.host.deliver(Delivery::Warning {
+            code: "PACED_SEND_TIMEOUT",
+            message,
+        });
     }
 
     /// `QUEUE_FULL` for a send whose device has `maxQueuedSends` sends waiting, paced

@@ -121,6 +121,11 @@ impl PacingQueue {
         self.0.as_ref()?.ready_at(pacing)
     }
 
+    /// `None` when nothing waits, or too far off to tell (see `DeviceQueue`).
+    fn earliest_departure(&self, ahead: usize, now: Instant, pacing: &Pacing) -> Option<Instant> {
+        self.0.as_ref()?.earliest_departure(ahead, now, pacing)
+    }
+
     /// Without any state yet, nothing has left and anything may.
     fn may_leave(&mut self, now: Instant, pacing: &Pacing) -> bool {
         self.0.as_mut().is_none_or(|q| q.may_leave(now, pacing))
@@ -869,6 +874,25 @@ impl Registry {
             .is_none_or(|((d, _), _)| deadline < *d);
         self.deadlines.insert((deadline, request_id), key);
         Ok(earliest)
+    }
+
+    /// For a command `place` has just queued behind `key`'s pace (the last in its
+    /// queue): whether its queue wait alone passes its deadline, as (the wait at least,
+    /// its timeout in ms). It would then fail `REQUEST_TIMEOUT` without being sent.
+    pub fn queue_outlasts_timeout(
+        &self,
+        key: SessionKey,
+        request_id: u128,
+        now: Instant,
+    ) -> Option<(std::time::Duration, u64)> {
+        let pacing = self.pacing.as_ref()?;
+        let session = self.sessions.get(&key)?;
+        let pending = session.pending.get(&request_id).filter(|p| p.queued)?;
+        let ahead = session.queue.len().checked_sub(1)?;
+        let departure = session.queue.earliest_departure(ahead, now, pacing);
+        let late = departure.is_none_or(|at| at > pending.deadline);
+        let wait = departure.map_or(std::time::Duration::MAX, |at| at - now);
+        late.then_some((wait, pending.timeout_ms))
     }
 
     /// Lets every paced command that is due leave (to wait for room on its socket if
