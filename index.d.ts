@@ -3,7 +3,7 @@
 
 export type DeviceSelectionStrategy = 'round-robin' | 'random' | 'least-busy';
 
-/** How far a sent message got, lowest first (SPEC 5.2). `'sent'` is the extension's result. */
+/** How far a sent message got, lowest first (README "Delivery"). `'sent'` is the extension's result. */
 export type AckLevel = 'sent' | 'server' | 'delivered' | 'read' | 'played';
 
 /** Which reply frames and media fields the gateway writes to extensions (README: "Dialects"). */
@@ -64,7 +64,7 @@ export interface GatewayConfig {
   trustProxy?: boolean;
   /** `SO_REUSEPORT` on the standalone port, so several processes can serve it (default `false`; not on Windows). */
   reusePort?: boolean;
-  /** SPEC 5.3: several processes sharing one Redis act as one gateway. */
+  /** Several processes sharing one Redis act as one gateway (README "Cluster mode"). */
   cluster?: ClusterOptions;
   /** Connections upgraded but not yet authenticated, in all; one more gets HTTP 503 (default 1024). */
   maxPendingAuth?: number;
@@ -449,8 +449,38 @@ export interface ClusterHealth {
   redis: 'connected' | 'reconnecting';
 }
 
-/** With `cluster` in the config, the session queries answer promises (SPEC 5.3). */
-type Clustered<Config, Local, Cluster> = Config extends { cluster: ClusterOptions } ? Promise<Cluster> : Local;
+/**
+ * With `cluster` in the config, the session queries answer promises (README "Cluster mode").
+ * A config whose `cluster` is decided at run time (`cluster: url ? { redis: url } : undefined`)
+ * gets either, so `await` the answer. A variable typed as plain `GatewayConfig` is taken to be
+ * without `cluster`, as in v1: type it `GatewayConfig & { cluster: ClusterOptions }` otherwise.
+ */
+type Clustered<Config, Local, Cluster> = Config extends { cluster: ClusterOptions }
+  ? Promise<Cluster>
+  : Config extends { cluster?: undefined }
+    ? Local
+    : Config extends { cluster: unknown }
+      ? Local | Promise<Cluster>
+      : Local;
+
+/** What Node's `server.address()` answers for a server listening on TCP. */
+export interface ServerAddress {
+  address: string;
+  family: string;
+  port: number;
+}
+
+/**
+ * `address()`: `{ port }` on the gateway's own server; attached, the server's own answer (a
+ * string for a pipe or Unix socket). A `server` decided at run time gets either.
+ */
+type AddressOf<Config> = Config extends { server: object }
+  ? ServerAddress | string | null
+  : Config extends { server?: undefined | null | false | 0 | '' }
+    ? { port: number } | null
+    : Config extends { server: unknown }
+      ? { port: number } | ServerAddress | string | null
+      : { port: number } | null;
 
 /**
  * The option objects whose keys are checked: an unknown key in one of them is a compile
@@ -496,7 +526,7 @@ export interface HealthCheckResponse {
   connections: number;
   /** Sends waiting for their result. */
   pendingRequests: number;
-  /** Sends in pacing queues or waiting for a device (SPEC 5.2). */
+  /** Sends in pacing queues or waiting for a device (README "Delivery"). */
   queuedSends: number;
   /** The port listened on, while running; attached, the server's port once it listens. */
   port?: number;
@@ -516,7 +546,7 @@ export declare class GatewayError extends Error {
   details: any;
 }
 
-/** Names the gateway emits (SPEC 5.4); never 'error'. */
+/** Names the gateway emits (README "Seeing inside"); never 'error'. */
 export type GatewayEventName =
   | 'event'
   | 'session-connected'
@@ -593,8 +623,8 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
    * oldest settled are forgotten first).
    */
   getMessageStatus(lookup: MessageLookup): Clustered<Config, MessageStatus | null, MessageStatus | null>;
-  /** `{ port }` while listening, else null. */
-  address(): { port: number } | null;
+  /** `{ port }` while listening on its own port; attached, the server's `address()`; else null. */
+  address(): AddressOf<Config>;
 }
 
 export declare const ERROR_CODES: { readonly [K in ErrorCode]: K };

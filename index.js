@@ -141,7 +141,7 @@ function describe(error) {
 }
 
 /**
- * Also an EventEmitter (SPEC 5.4): every event under its `type` and under 'event',
+ * Also an EventEmitter (README "Seeing inside"): every event under its `type` and under 'event',
  * every error under 'gateway-error' (never 'error', which would crash an app that
  * does not listen).
  */
@@ -190,8 +190,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#maxPayload = native.maxPayload;
     this.#cluster = native.cluster !== undefined;
     if (callbacks.logger) this.#logger = new Log(callbacks.logger);
-    // Listeners may be added at any time, and the debug log wants session events too.
-    const settings = { ...native, logEvents: true, debugLog: debugEnabled() };
+    const settings = { ...native, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
     // gateway nobody uses any more can be collected.
     this.#deliver = (batch, checks) => {
@@ -339,7 +338,7 @@ class WhatsAppGateway extends EventEmitter {
     return this.#native.messageStatusBy(selector) ?? null;
   }
 
-  /** Every session of every key, each with its `apiKey` (SPEC 5.4). */
+  /** Every session of every key, each with its `apiKey` (README "Seeing inside"). */
   getAllSessions() {
     if (this.#cluster) return this.#ask((token) => this.#native.clusterAllSessions(token));
     return this.#localSessions();
@@ -359,7 +358,7 @@ class WhatsAppGateway extends EventEmitter {
     });
   }
 
-  /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (SPEC 5.4). */
+  /** Counters, gauges and histograms in the Prometheus text format 0.0.4 (README "Seeing inside"). */
   metrics() {
     return render({
       // Per process, also in cluster mode (5.3).

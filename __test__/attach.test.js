@@ -1,5 +1,5 @@
 'use strict';
-// Attaching the gateway to the user's own Node http.Server / https.Server (SPEC 2.1
+// Attaching the gateway to the user's own Node http.Server / https.Server (README "Attaching to Express",
 // `server`): the guide's Express and production examples run unchanged, extensions
 // share the port with REST calls over http and https, other WebSocket servers on other
 // paths keep working, start/stop attach and detach, trustProxy, and bad or stalled
@@ -19,7 +19,7 @@ const { WebSocketServer } = WebSocket;
 const gatewayPackage = require('..');
 const { WhatsAppGateway } = gatewayPackage;
 const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY, PNG_1x1 } = require('./helpers');
-const { guideBlock } = require('./guide-source');
+const { guideBlock, guideSkip } = require('./guide-source');
 
 const PHONE = '+1234567890';
 const WS_PATH = '/wa-ext-ws';
@@ -392,7 +392,7 @@ async function restSendWorks(ctx, ext, apiKey = ext.apiKey, message = `hello ${e
 // ---------------------------------------------------------------------------
 // 1. The guide's Complete REST API Example
 
-test('guide "Complete REST API Example" runs unchanged on port 3000 (its validateApiKey is a stub)', { timeout: 15_000 }, async (t) => {
+test('guide "Complete REST API Example" runs unchanged on port 3000 (its validateApiKey is a stub)', { timeout: 15_000, skip: guideSkip }, async (t) => {
   if (!(await portIsFree(3000))) {
     t.skip('port 3000 is in use');
     return;
@@ -544,7 +544,7 @@ function productionFakes(knownKeys) {
   return { fakes: { winston, pg: { Pool }, dotenv }, logged, queries, pools };
 }
 
-test('guide "Complete Production Example" runs unchanged with fake winston/pg/dotenv; SIGTERM shuts down', { timeout: 15_000 }, async (t) => {
+test('guide "Complete Production Example" runs unchanged with fake winston/pg/dotenv; SIGTERM shuts down', { timeout: 15_000, skip: guideSkip }, async (t) => {
   const add = cleanups(t);
   const PROD_KEY = 'prod-key-0123456789';
   const { fakes, logged, queries, pools } = productionFakes([PROD_KEY]);

@@ -1,5 +1,5 @@
 'use strict';
-// One bad value fails one delivery (SPEC 6.1): whatever an extension puts in a frame,
+// One bad value fails one delivery (README "Delivery"): whatever an extension puts in a frame,
 // only the call it answers is affected; every other call and key check still settles.
 const test = require('node:test');
 const assert = require('node:assert/strict');

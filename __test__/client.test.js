@@ -1,5 +1,5 @@
 'use strict';
-// The client for extension authors (SPEC 5.5), run in Node with `ws` as its WebSocket.
+// The client for extension authors (docs/extension-protocol.md, "The client"), run in Node with `ws` as its WebSocket.
 // Auth, status, commands, heartbeats, reconnection and refusals are observed against the
 // real gateway; the 5.2 frames (message-ack, incoming-message / incoming-ack), which the
 // gateway does not speak yet, against a small fake gateway that does.
@@ -72,7 +72,7 @@ function activeSession(gateway, sessionId) {
 }
 
 /**
- * A gateway stand-in that speaks the SPEC 5.2 frames: it answers `auth` (unless
+ * A gateway stand-in that speaks the delivery frames: it answers `auth` (unless
  * `holdAuth(conn)` says not yet) and records everything.
  */
 async function startFakeGateway(t, onFrame = () => {}, { holdAuth = () => false } = {}) {
@@ -477,7 +477,7 @@ test('in Node with its own global WebSocket, and close() leaves nothing that kee
 
 // ---- the 5.2 frames, against a fake gateway ----
 
-test('status, acks and their queue: frames as SPEC 5.5 says, acks made offline sent after auth, bounded', async (t) => {
+test('status, acks and their queue: frames as docs/extension-protocol.md says, acks made offline sent after auth, bounded', async (t) => {
   const fake = await startFakeGateway(t);
   const { client, log } = newClient(t, fake.url, { maxQueuedAcks: 2 });
   client.setStatus({ whatsappLoggedIn: true, ready: true, status: 'Ready' });

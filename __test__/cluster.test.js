@@ -1,5 +1,5 @@
 'use strict';
-// Cluster mode over Redis (SPEC 5.3), seen from the public API only: two or three
+// Cluster mode over Redis (README "Cluster mode"), seen from the public API only: two or three
 // gateways (in this process with different nodeIds, or in child processes where one
 // must die by SIGKILL) share a throwaway redis-server on loopback; simulated extensions
 // connect to one gateway and sends are called on another. Nothing here knows how the

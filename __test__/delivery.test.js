@@ -1,5 +1,5 @@
 'use strict';
-// SPEC 5.2 delivery: acks and waitFor, getMessageStatus, least-busy, idempotency keys,
+// Delivery (README): acks and waitFor, getMessageStatus, least-busy, idempotency keys,
 // incoming messages, against real extensions on loopback.
 const test = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,5 +1,5 @@
 'use strict';
-// What a new user (or a v1 app) meets first: v1's `||` defaults (SPEC 2.1), messages
+// What a new user (or a v1 app) meets first: v1's `||` defaults (README "new WhatsAppGateway(config)"), messages
 // that name the fix for common mistakes, and the demo stopping on SIGTERM.
 const test = require('node:test');
 const assert = require('node:assert/strict');

@@ -1,6 +1,6 @@
 'use strict';
 // Test harness: a real gateway on loopback and simulated extensions speaking any of
-// the three dialects of SPEC section 3 over real WebSocket connections.
+// the three dialects of docs/extension-protocol.md over real WebSocket connections.
 const WebSocket = require('ws');
 const { WhatsAppGateway } = require('..');
 

@@ -1,5 +1,5 @@
 'use strict';
-// Hostile, slow and broken peers (SPEC 5.1): what the gateway answers to requests it
+// Hostile, slow and broken peers (README "Migrating from v1"): what the gateway answers to requests it
 // does not take, and durations that would round to nothing.
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -203,7 +203,7 @@ test('an extension on a slow line that keeps heartbeating receives a large comma
 
 test('maxQueuedBytes: sends to a session that reads nothing wait for room, and reject with BACKPRESSURE when their timeout ends', { timeout: 30_000 }, async (t) => {
   const maxQueuedBytes = 2 * 1024 * 1024;
-  // The timeout ends while the later sends still wait for room (SPEC 6.1).
+  // The timeout ends while the later sends still wait for room (README "Delivery").
   const { gateway, url, events } = await startGateway({ maxQueuedBytes, heartbeatTimeout: 30_000, requestTimeout: 1000 });
   t.after(() => gateway.stop());
   const ws = await rawExtension(url, gateway);

@@ -1,7 +1,7 @@
 'use strict';
 // Lifecycle of the gateway as a user sees it: start/stop, ports, shutdown of pending
 // sends, what keeps the Node process alive, user callbacks that misbehave, and the
-// constructor's config checks (SPEC 2.1, 2.2).
+// constructor's config checks (README "API").
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const net = require('node:net');
@@ -529,7 +529,7 @@ test('bad config throws a TypeError naming the option', () => {
     [{ validateApiKey: fn, port: 70000 }, 'port'],
     [{ validateApiKey: fn, heartbeatInterval: -1 }, 'heartbeatInterval'],
     [{ validateApiKey: fn, heartbeatInterval: '30000' }, 'heartbeatInterval'],
-    // 0 is v1's "unset" (SPEC 2.1): see first-hour.test.js.
+    // 0 is v1's "unset" (README "new WhatsAppGateway(config)"): see first-hour.test.js.
     [{ validateApiKey: fn, maxSessionsPerKey: -1 }, 'maxSessionsPerKey'],
     [{ validateApiKey: fn, maxSessionsPerKey: 2.5 }, 'maxSessionsPerKey'],
     [{ validateApiKey: fn, deviceSelectionStrategy: 'fastest' }, 'deviceSelectionStrategy'],
@@ -639,4 +639,30 @@ test('reusePort: two gateways serve one port, each keeps serving when the other 
 
 test('reusePort must be a boolean', () => {
   assert.throws(() => new WhatsAppGateway({ validateApiKey, reusePort: 'yes' }), /reusePort/);
+});
+
+test('every config TypeError shows a bad value the same way: never a function\'s source, never a whole object', () => {
+  const fn = () => ({ valid: true });
+  const secretFn = function pacing() {
+    return 'hunter2-token';
+  };
+  const cases = [
+    [{ validateApiKey: fn, pacing: secretFn }, 'pacing', 'a function'],
+    [{ validateApiKey: fn, maxQueuedSends: { limit: 'hunter2-token' } }, 'maxQueuedSends', 'an object (Object)'],
+    [{ validateApiKey: fn, maxMessageStatuses: [1, 2] }, 'maxMessageStatuses', 'an array'],
+    [{ validateApiKey: fn, pacing: { minIntervalMs: 'x'.repeat(100) } }, 'pacing.minIntervalMs', `"${'x'.repeat(60)}..."`],
+    [{ validateApiKey: fn, heartbeatInterval: secretFn }, 'heartbeatInterval', 'a function'],
+  ];
+  for (const [config, option, shown] of cases) {
+    assert.throws(
+      () => new WhatsAppGateway(config),
+      (error) => {
+        assert.ok(error instanceof TypeError, `${option}: ${error}`);
+        assert.ok(error.message.startsWith(`WhatsAppGateway config: '${option}' must be `), error.message);
+        assert.ok(error.message.includes(`got ${shown}`), `${option} shows ${shown}: ${error.message}`);
+        assert.ok(!error.message.includes('hunter2'), error.message);
+        return true;
+      },
+    );
+  }
 });

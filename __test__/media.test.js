@@ -1,5 +1,5 @@
 'use strict';
-// Media sources of sendImage / sendVideo / sendDocument (SPEC 2.2): data: URLs,
+// Media sources of sendImage / sendVideo / sendDocument (README "Methods"): data: URLs,
 // http(s) URLs fetched under size, time and address limits, and file:// URLs under
 // mediaFileRoots. Every error is checked for its code, its details, onError, and that
 // the gateway keeps serving; every success for what the extension received.
@@ -224,7 +224,7 @@ test('broken or mistyped data URLs and missing media are VALIDATION_ERRORs', asy
   await assertServes(gateway, ext);
 });
 
-// SPEC 2.2 keeps a data: URL "as is after checking it parses"; '@@@' is not base64, so
+// README "Media" keeps a data: URL "checked and passed on"; '@@@' is not base64, so
 // the URL does not parse (the WHATWG data: URL processor fails on it too).
 test(
   'a data URL whose payload is not base64 is a VALIDATION_ERROR',

@@ -1,5 +1,5 @@
 'use strict';
-// Seeing inside (SPEC 5.4 and 5.1's warnings): the gateway as an EventEmitter,
+// Seeing inside (README "Seeing inside", and process warnings): the gateway as an EventEmitter,
 // getAllSessions(), metrics() read by a real Prometheus text parser, the debug log
 // of NODE_DEBUG=wa-gateway, and process warnings, all against real extensions on
 // loopback.
@@ -190,7 +190,7 @@ function labelledHistogram(text, name, labelText) {
   return series;
 }
 
-test('metrics() is Prometheus text 0.0.4 that a parser reads, with the SPEC 5.4 families', async (t) => {
+test('metrics() is Prometheus text 0.0.4 that a parser reads, with the families the README lists', async (t) => {
   const { gateway, url } = await bareGateway(t, { requestTimeout: 300 });
   const before = parsePrometheus(gateway.metrics());
   const authFailuresBefore = Number(sample(before, 'wa_gateway_auth_failures_total', { reason: 'invalid_key' }).value);
@@ -471,7 +471,7 @@ test('NODE_DEBUG=wa-gateway logs refused upgrades (status, path without its quer
   assert.doesNotMatch(stderr, /secret-in-query/);
 });
 
-// ---- process warnings (SPEC 5.1) ----
+// ---- process warnings (README "Errors") ----
 
 const COLLECT_WARNINGS = `
   const warnings = [];

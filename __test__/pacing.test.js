@@ -1,5 +1,5 @@
 'use strict';
-// SPEC 5.2 queues: pacing per device, maxQueuedSends / QUEUE_FULL, waitForDevice,
+// Delivery queues (README "Delivery"): pacing per device, maxQueuedSends / QUEUE_FULL, waitForDevice,
 // a device leaving with unwritten sends, stop(). Order and counts, no timing asserts:
 // intervals are long enough that "still queued" holds however slow the machine is.
 const test = require('node:test');
@@ -95,7 +95,7 @@ test('maxQueuedBytes counts the pacing queue: one more command over it waits, an
   // Each command is about 700 bytes: one leaves, two fit in the queue, the fourth does not.
   const message = 'x'.repeat(600);
   const sends = Array.from({ length: 4 }, () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message, timeout: 500 }).catch((e) => e));
-  // Those that only waited for their turn time out as never written (SPEC 6.1).
+  // Those that only waited for their turn time out as never written (README "Delivery").
   const waited = await Promise.all(sends.slice(1, 3));
   assert.deepEqual(waited.map((e) => [e.code, e.details.sent]), [['REQUEST_TIMEOUT', false], ['REQUEST_TIMEOUT', false]]);
   const refused = await sends[3];

@@ -1,5 +1,5 @@
 'use strict';
-// The path users take (SPEC 5.6): `npm pack` in this checkout, then `npm install
+// The path users take (README "Install"): `npm pack` in this checkout, then `npm install
 // <tarball>` into a fresh app with production dependencies only, on a PATH without
 // cargo: the carried prebuilt binary must load, and the package must work from
 // CommonJS and ESM. When the carried binary cannot be used, the install says why.

@@ -1,5 +1,5 @@
 'use strict';
-// The extension side of the gateway (SPEC section 3): the three client dialects,
+// The extension side of the gateway (docs/extension-protocol.md): the three client dialects,
 // error frames, auth and its failures, limits, upgrades, events, heartbeats and
 // session listings, all observed through real WebSocket connections.
 const test = require('node:test');

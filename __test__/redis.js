@@ -1,5 +1,5 @@
 'use strict';
-// A throwaway Redis for the cluster tests (SPEC 5.3): Debian's `redis-server` binary
+// A throwaway Redis for the cluster tests (README "Cluster mode"): Debian's `redis-server` binary
 // started on a free loopback port with persistence off, spoken to in RESP over a plain
 // socket (no client library: the tests need PING, FLUSHALL, INFO and little else).
 // Never a system-wide service: the binary runs as a child of the test and is killed

@@ -1,5 +1,5 @@
 'use strict';
-// Waiting for room, not failing (SPEC 6.1): a send whose command would take its
+// Waiting for room, not failing (README "Delivery"): a send whose command would take its
 // session past maxQueuedBytes waits, in order, for the socket to take bytes; it rejects
 // BACKPRESSURE (details.sent: false) only if its timeout ends while it waits.
 const test = require('node:test');

@@ -199,7 +199,7 @@ async function media(gateway) {
 }
 
 /**
- * SPEC 5.2: `spec.queued` sends to one paced device whose interval is a minute, so
+ * Delivery (README): `spec.queued` sends to one paced device whose interval is a minute, so
  * all but the first wait in its queue: what each waiting send costs, then stop().
  */
 async function queued(gateway) {

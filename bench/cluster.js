@@ -1,5 +1,5 @@
 'use strict';
-// The cluster cases (SPEC 5.3): a send called on the process that holds the device
+// The cluster cases: a send called on the process that holds the device
 // (local) against one called on another process, routed through Redis to the holder
 // and back (remote), with 1 to 4 gateway processes sharing a throwaway redis-server.
 //
@@ -351,7 +351,7 @@ const COMPARED = new Set(['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall']);
 
 function tableLines(cases, results, runs) {
   const lines = [
-    `Cluster mode (SPEC 5.3), ${runs} run(s), median [min–max]: N gateway processes and one redis-server ` +
+    `Cluster mode, ${runs} run(s), median [min–max]: N gateway processes and one redis-server ` +
       `(${DEVICES} device, connected to process 0). local: sends called on process 0; remote: called on ` +
       'processes 1..N-1 (C in flight in all, split evenly), routed through Redis to process 0 and back; ' +
       '"no cluster": one process without the `cluster` option. cpuUsPerCall: all gateway processes together; ' +

@@ -119,7 +119,7 @@ function cases(maxSessions) {
     const spec = { scenario: 'idle', idle, heartbeatInterval: 5000, idleSeconds: quick ? 1 : 10 };
     list.push([`idle sessions ${idle}`, spec, idleMetrics, ['ours', 'v1', 'peer']]);
   }
-  // SPEC 5.2 delivery: the cost of pacing (interval 0: every send through a device
+  // Delivery (README): the cost of pacing (interval 0: every send through a device
   // queue) and of idempotency keys when they are on; then 10k sends queued on one device.
   const deliveryMetrics = ['callsPerSec', 'p50Us', 'p99Us', 'cpuUsPerCall'];
   for (const [label, extra] of [
@@ -201,7 +201,7 @@ async function main() {
     }
   }
 
-  // SPEC 5.3: processes sharing one Redis, when redis-server is installed.
+  // Cluster mode: processes sharing one Redis, when redis-server is installed.
   let clusterLines = [];
   if (!cluster.redisVersion()) {
     log('redis-server not found: skipping the cluster cases');

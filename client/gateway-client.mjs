@@ -94,7 +94,7 @@ export class GatewayClient {
    *   url, apiKey (required); extensionVersion, browser (reported to the gateway);
    *   WebSocket (a class; default globalThis.WebSocket);
    *   heartbeatInterval, reconnectBaseDelay, maxReconnectDelay, receiveRetryInterval
-   *   (ms; SPEC defaults 25 s, 1 s, 30 s, 5 s); maxQueuedAcks, maxPendingReceives;
+   *   (ms; defaults 25 s, 1 s, 30 s, 5 s); maxQueuedAcks, maxPendingReceives;
    *   random (a function returning [0, 1), for the reconnect jitter; default Math.random).
    */
   constructor(options = {}) {

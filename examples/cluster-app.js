@@ -1,5 +1,5 @@
 'use strict';
-// Several worker processes on one port, acting as one gateway (cluster mode, SPEC 5.3).
+// Several worker processes on one port, acting as one gateway (cluster mode, README "Cluster mode").
 // The primary forks WORKERS workers (node:cluster); each runs a plain HTTP server on the
 // shared PORT with the gateway attached to it and `cluster: { redis: REDIS_URL }`. An
 // extension lands on one worker, a REST call on any other, and the send still reaches it:

@@ -1,5 +1,5 @@
 'use strict';
-// The debug log (SPEC 5.4): NODE_DEBUG=wa-gateway switches it on; lines go through
+// The debug log (README "Seeing inside"): NODE_DEBUG=wa-gateway switches it on; lines go through
 // util.debuglog, so they read `WA-GATEWAY <pid>: ...` on stderr. API keys show masked.
 const util = require('node:util');
 const { maskApiKey } = require('./errors');

@@ -1,15 +1,12 @@
 'use strict';
-// SPEC 5.2 (delivery) on the JavaScript side: its options and per-call arguments,
+// Delivery (README "Delivery") on the JavaScript side: its options and per-call arguments,
 // checked here so that index.js, options.js and send-args.js each call one function.
 
 /** `waitFor` levels, lowest first. */
 const ACKS = ['sent', 'server', 'delivered', 'read', 'played'];
 const DAY = 24 * 60 * 60 * 1000;
 
-function typeError(option, expected, value) {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value);
-  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${shown}`);
-}
+const { configError: typeError } = require('./config-error');
 
 function duration(value, option, { zeroAllowed }) {
   const min = zeroAllowed ? 0 : 1;
@@ -103,4 +100,4 @@ function metadataArg(metadata, invalid) {
   return { text, value: JSON.parse(text) };
 }
 
-module.exports = { ACKS, deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg };
+module.exports = { deliveryOptions, waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg };

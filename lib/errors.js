@@ -18,7 +18,7 @@ const ERROR_CODES = Object.freeze({
   MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
   CALLBACK_ERROR: 'CALLBACK_ERROR',
   SERVER_ERROR: 'SERVER_ERROR',
-  // SPEC 5: delivery (5.2), hostile peers (5.1), cluster (5.3), and the wire codes.
+  // Delivery, hostile peers, cluster mode (README), and the wire codes.
   QUEUE_FULL: 'QUEUE_FULL',
   BACKPRESSURE: 'BACKPRESSURE',
   CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
@@ -54,7 +54,7 @@ const SERVER_MESSAGE_TYPES = Object.freeze({
   AUTH_SUCCESS: 'auth-success',
   AUTHENTICATED: 'authenticated',
   ERROR: 'error',
-  // SPEC 5.2: the answer to an incoming-message.
+  // Delivery (README): the answer to an incoming-message.
   INCOMING_ACK: 'incoming-ack',
 });
 
@@ -65,7 +65,7 @@ const EXTENSION_MESSAGE_TYPES = Object.freeze({
   STATUS: 'status',
   MESSAGE_RESULT: 'message-result',
   HEARTBEAT: 'heartbeat',
-  // SPEC 5.2: delivery acks and incoming messages.
+  // Delivery (README): acks and incoming messages.
   MESSAGE_ACK: 'message-ack',
   INCOMING_MESSAGE: 'incoming-message',
   // The answer to a custom command (README: "Beyond the four commands").
@@ -89,7 +89,7 @@ function fromNative({ code, message, details }) {
 /**
  * API keys are secrets: errors and the debug log show the first min(8, half its
  * length) characters, so that a short key keeps most of itself hidden (a
- * 9-character key shows 4). The core (src/error.rs) masks the same way.
+ * 9-character key shows 4). The core (crates/gateway-core/src/error.rs) masks the same way.
  */
 function maskApiKey(apiKey) {
   if (typeof apiKey !== 'string') return '***';

@@ -1,8 +1,8 @@
 'use strict';
-// `gateway.metrics()` (SPEC 5.4): Prometheus text exposition format 0.0.4. What the
+// `gateway.metrics()` (README "Seeing inside"): Prometheus text exposition format 0.0.4. What the
 // JavaScript side sees (send calls, their outcomes and durations) is counted here;
 // what only the core sees (auth failures by reason, bytes written, media fetch
-// durations) comes from src/metrics.rs.
+// durations) comes from crates/gateway-core/src/metrics.rs.
 
 /** Upper bounds (seconds) of the send duration histogram. */
 const SEND_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -159,4 +159,4 @@ function render({ sessions, health, pendingSends, sends, core }) {
   return out.toString();
 }
 
-module.exports = { SendMetrics, render, SEND_BUCKETS };
+module.exports = { SendMetrics, render };

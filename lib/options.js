@@ -1,24 +1,12 @@
 'use strict';
-// Checks the constructor's config and fills in defaults (SPEC 2.1). Every mistake
+// Checks the constructor's config and fills in defaults (README "new WhatsAppGateway(config)"). Every mistake
 // is a TypeError that names the option.
 const path = require('node:path');
 const { deliveryOptions } = require('./delivery');
+const { configError: fail } = require('./config-error');
 
 const STRATEGIES = ['round-robin', 'random', 'least-busy'];
 const DIALECTS = ['compat', 'v1', 'doc'];
-
-function fail(option, expected, value, fix = '') {
-  return new TypeError(`WhatsAppGateway config: '${option}' must be ${expected}, got ${describeValue(value)}${fix}`);
-}
-
-/** A value as an error message shows it: never a function's source, never a whole object. */
-function describeValue(value) {
-  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 60)}...` : value);
-  if (typeof value === 'function') return 'a function';
-  if (Array.isArray(value)) return 'an array';
-  if (value !== null && typeof value === 'object') return `an object (${value.constructor?.name ?? 'no prototype'})`;
-  return String(value);
-}
 
 function optionalFunction(config, name) {
   const value = config[name];
@@ -77,7 +65,7 @@ function server(value) {
   return value;
 }
 
-/** The options v1 read as `config.x || default` (SPEC 2.1). */
+/** The options v1 read as `config.x || default` (README "new WhatsAppGateway(config)"). */
 const V1_OR_DEFAULT = ['port', 'path', 'server', 'heartbeatInterval', 'requestTimeout', 'maxSessionsPerKey', 'deviceSelectionStrategy'];
 
 /**
@@ -97,7 +85,7 @@ function withV1Defaults(config) {
   return copy ?? config;
 }
 
-/** Durations that must be positive (SPEC 5.1); durations where 0 means "off" are not here. */
+/** Durations that must be positive (README "new WhatsAppGateway(config)"); durations where 0 means "off" are not here. */
 const POSITIVE_DURATIONS = ['heartbeatInterval', 'heartbeatTimeout', 'requestTimeout', 'authTimeout', 'mediaFetchTimeout'];
 
 /**
@@ -122,7 +110,7 @@ function positiveInteger(config, name, fallback) {
   return value;
 }
 
-/** The limits that keep hostile, slow and broken peers in check (SPEC 5.1). */
+/** The limits that keep hostile, slow and broken peers in check (README "new WhatsAppGateway(config)"). */
 function peerLimits(config) {
   return {
     maxPendingAuth: positiveInteger(config, 'maxPendingAuth', 1024),
@@ -275,9 +263,10 @@ function normalizeConfig(userConfig) {
     mediaAllowPrivateHosts: config.mediaAllowPrivateHosts ?? false,
     mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', 30000),
     dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
-    logEvents: callbacks.onMessageLog !== undefined,
+    // Always: listeners may be added at any time, and the debug log wants session events too.
+    logEvents: true,
     trustProxy: config.trustProxy ?? false,
-    // SPEC 5.2 delivery options (lib/delivery.js).
+    // Delivery options (README "Delivery", lib/delivery.js).
     ...deliveryOptions(config),
     reusePort: config.reusePort ?? false,
     ...peerLimits(config),

@@ -1,6 +1,6 @@
 'use strict';
 // Where a packed tarball carries the addon built on the machine that packed it
-// (SPEC 5.6): prebuilds/<platform tag>/gateway.node. The install script copies it
+// (README "Install"): prebuilds/<platform tag>/gateway.node. The install script copies it
 // next to index.js; index.js also loads it from here when the install script did not
 // run (npm --ignore-scripts, package managers that skip dependencies' scripts).
 const path = require('node:path');

@@ -1,5 +1,5 @@
 'use strict';
-// Checks the arguments of the four send methods (SPEC 2.2) before they cross into
+// Checks the arguments of the four send methods (README "Methods") before they cross into
 // Rust, so that a mistake is reported with the caller's own value.
 const { GatewayError, maskApiKey } = require('./errors');
 const { STRATEGIES } = require('./options');
@@ -110,7 +110,7 @@ function sendArgs(kind, apiKey, data) {
     documentName,
     strategy: strategyArg(data.deviceSelectionStrategy),
     timeout: callTimeout(data.timeout),
-    // Delivery options (lib/delivery.js).
+    // Delivery options (lib/delivery.js): a branch each when absent.
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
     idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
     metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
@@ -156,7 +156,7 @@ function deliveryArg(data) {
   };
 }
 
-/** A call's own `timeout`: a finite number of milliseconds, at least 1 (SPEC 5.1). */
+/** A call's own `timeout`: a finite number of milliseconds, at least 1 (README "new WhatsAppGateway(config)"). */
 function callTimeout(timeout) {
   if (timeout == null) return undefined;
   if (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 1) {

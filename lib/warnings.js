@@ -1,5 +1,5 @@
 'use strict';
-// Process warnings (SPEC 5.1): the gateway prints nothing by itself, but a misspelt
+// Process warnings (README "Errors"): the gateway prints nothing by itself, but a misspelt
 // option or a failing validator with nobody listening would otherwise go unseen.
 // Both go through process.emitWarning, which the host can route or silence.
 
@@ -137,4 +137,4 @@ function warnUnhandled(error, now = Date.now()) {
   );
 }
 
-module.exports = { warnUnknownOptions, warnUnknownSendFields, warnUnhandled, warnOnce, closestOption };
+module.exports = { warnUnknownOptions, warnUnknownSendFields, warnUnhandled, warnOnce };

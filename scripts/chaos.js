@@ -1,5 +1,5 @@
 'use strict';
-// `npm run chaos`: a seeded chaos run against a real gateway on loopback (SPEC 5.1).
+// `npm run chaos`: a seeded chaos run against a real gateway on loopback (README "Migrating from v1", hostile and slow peers).
 //
 //   node scripts/chaos.js [--seed 1] [--duration 30] [--extensions 60] [--rate 100]
 //                         [--max-rss-mb 512] [--verbose]
@@ -84,7 +84,7 @@ const UNKNOWN_KEY = 'nobody-key-0123456789';
 const LAGGING_KEY = 'lagging-key-0123456789';
 const PATH = '/wa-ext-ws';
 const MAX_PAYLOAD = 256 * 1024;
-/** What stop() may take (SPEC 5.1), plus scheduling slack on a busy 2-core machine. */
+/** What stop() may take (README "Methods"), plus scheduling slack on a busy 2-core machine. */
 const STOP_LIMIT_MS = 5000 + 500;
 const PNG_1x1 =
   'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
@@ -317,7 +317,7 @@ async function runHost(port) {
       }
       if (reusedWith !== null) {
         stats.idempotent.reused += 1;
-        // While stopped or stopping nothing is claimed: refused as not running (SPEC 5.1).
+        // While stopped or stopping nothing is claimed: refused as not running (README "Errors").
         const refused = ['IDEMPOTENCY_KEY_REUSED', 'GATEWAY_SHUTDOWN', 'NO_ACTIVE_DEVICE'].includes(error?.code);
         if (mustRefuse && !refused) violate('a key reused for another text was not refused', `${reusedWith}: ${error?.code ?? 'resolved'}`);
         return;

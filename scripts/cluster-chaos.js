@@ -1,5 +1,5 @@
 'use strict';
-// `npm run chaos:cluster`: a seeded chaos run of cluster mode (SPEC 5.3).
+// `npm run chaos:cluster`: a seeded chaos run of cluster mode (README "Cluster mode").
 //
 //   node scripts/cluster-chaos.js [--seed 1] [--duration 30] [--nodes 3] [--extensions 8]
 //                                 [--rate 20] [--lease 2000]
@@ -14,7 +14,7 @@
 // started in its place; Redis is restarted once (clean stop or SIGKILL, empty afterwards).
 // At the end, for every send whose calling process survived:
 //   - it settled exactly once, within its timeout + leaseMs + slack;
-//   - a rejection has a code SPEC 5.3 allows here;
+//   - a rejection has a code the README allows here;
 //   - a resolution carries the requestId of a command that exactly one extension received
 //     and answered with success, and that extension's messageId;
 //   - exactly one outcome event (`message-sent` / `send-failed`) exists for it, on the
@@ -57,7 +57,7 @@ const settings = {
 const REQUEST_TIMEOUT_MS = 4000;
 /** Some calls outlast requestTimeout: the idempotency reservation must hold for them. */
 const LONG_TIMEOUT_MS = 10_000;
-/** Scheduling and IPC slack on a busy 2-core machine, on top of what SPEC 5.3 allows. */
+/** Scheduling and IPC slack on a busy 2-core machine, on top of what the README's cluster mode allows. */
 const SLACK_MS = 3000;
 const KEYS = ['cluster-chaos-a-0123456789', 'cluster-chaos-b-0123456789'];
 /** The text of an idempotent send names its key, so that the fleet can count what went out. */
@@ -472,7 +472,7 @@ class Sends {
           .join(', ')}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`;
         // A Redis restarted empty (this run's Redis keeps nothing) between the first call
         // and a repeat may have taken the key with it: counted and shown, not a violation,
-        // since SPEC 5.3 promises republishing of sessions only.
+        // since cluster mode promises republishing of sessions only.
         const first = Math.min(...calls.map((r) => r.sentAt));
         const last = Math.max(...calls.map((r) => r.sentAt));
         if (this.redisRestarts.some((at) => at > first && at <= last + REQUEST_TIMEOUT_MS)) {

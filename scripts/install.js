@@ -1,6 +1,6 @@
 'use strict';
 // `npm install`: use the binary the tarball carries when it loads on this machine
-// (no Rust needed, seconds), else build from source and say why (SPEC 5.6).
+// (no Rust needed, seconds), else build from source and say why (README "Install").
 // WA_GATEWAY_BUILD_FROM_SOURCE=1 skips the prebuilt binary. Either way one copy of the
 // addon stays on disk: the carried one where it is (index.js loads it from there), or
 // the one built, without the carried one.

@@ -10,7 +10,7 @@ use napi::bindgen_prelude::{FromNapiValue, Function};
 use napi::{sys, Status, ValueType};
 use serde_json::Value;
 
-use crate::deliveries::clear_exception;
+use crate::exception::clear_exception;
 use crate::types::{NativeConfig, SendKind, SendOptions, StatusSelector, UpgradeRequest};
 
 /// A method argument of type `T`, checked (see the module's comment).

@@ -1,19 +1,16 @@
-//! The core's host inside Node: deliveries are queued and handed to JavaScript in
-//! batches (`js_wake` wakes the JavaScript thread for them), as one flat array that
-//! `index.js` walks; `validations` calls the validator.
+//! A batch of deliveries as JavaScript gets it: one flat array that `index.js` walks, in
+//! the layout below (`batch_layout` tells `index.js` its tags and slots). The outbox
+//! (`outbox`) queues the deliveries and hands them over.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::{Array, JsValue, ToNapiValue};
 use napi::Env;
 use napi_derive::napi;
 use serde_json::Value;
-use wa_gateway_core::{Delivery, Host, Identity, Validation};
+use wa_gateway_core::{lock, Delivery, Identity};
 
-use crate::js_wake::JsWaker;
-use crate::validations::Validator;
+use crate::exception::clear_exception;
 
 /// Tags that start each delivery in a batch, followed by its slots:
 /// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
@@ -97,61 +94,6 @@ pub fn batch_layout() -> BatchLayout {
     }
 }
 
-pub struct NodeHost {
-    pub validator: Validator,
-    pub waker: JsWaker,
-    /// Deliveries JavaScript has not taken yet.
-    pub batch: Arc<Mutex<Vec<Delivery>>>,
-    /// The batch became non-empty while a thread held deliveries: the wake-up is
-    /// owed, made when that thread releases them.
-    pub owed: AtomicBool,
-}
-
-thread_local! {
-    /// Whether a session task on this thread holds deliveries (`Host::hold_deliveries`).
-    static HOLDING: Cell<bool> = const { Cell::new(false) };
-}
-
-impl Host for NodeHost {
-    fn deliver(&self, delivery: Delivery) {
-        let is_log = matches!(delivery, Delivery::Log(_));
-        let mut batch = lock(&self.batch);
-        batch.push(delivery);
-        let first = batch.len() == 1;
-        drop(batch);
-        // One call per non-empty batch: JavaScript takes everything queued by the
-        // time it runs, so batches grow while it is busy. A thread holding deliveries
-        // makes the call when it releases them, before its task yields. An event
-        // (nobody waits on it) first in the batch on the runtime calls once the ready
-        // tasks have run: in a connect storm one wake-up of the JavaScript thread then
-        // carries the events of many sessions instead of one each.
-        if first {
-            if HOLDING.get() {
-                self.owed.store(true, Ordering::Release);
-            } else if is_log {
-                self.waker.wake_soon();
-            } else {
-                self.waker.wake();
-            }
-        }
-    }
-
-    fn hold_deliveries(&self) {
-        HOLDING.set(true);
-    }
-
-    fn release_deliveries(&self) {
-        HOLDING.set(false);
-        if self.owed.swap(false, Ordering::AcqRel) {
-            self.waker.wake();
-        }
-    }
-
-    fn validate(&self, api_key: String) -> Validation {
-        self.validator.validate(api_key)
-    }
-}
-
 pub struct Batch(Vec<Delivery>);
 
 impl Batch {
@@ -226,21 +168,6 @@ impl Staged {
             items.insert(*value)?;
         }
         Ok(())
-    }
-}
-
-/// A failed conversion may leave a JavaScript exception pending; later napi calls of
-/// this batch would fail with it. On the JavaScript thread only.
-pub fn clear_exception(env: napi::sys::napi_env) {
-    let mut pending = false;
-    // SAFETY: on the JavaScript thread with its live env.
-    unsafe {
-        if napi::sys::napi_is_exception_pending(env, &mut pending) == napi::sys::Status::napi_ok
-            && pending
-        {
-            let mut error = std::ptr::null_mut();
-            napi::sys::napi_get_and_clear_last_exception(env, &mut error);
-        }
     }
 }
 
@@ -477,9 +404,4 @@ fn same_as_json(value: &Value, depth: u32) -> bool {
 /// for other cluster processes never get here), numbered by a u32.
 fn host_call(call: wa_gateway_core::CallId) -> u32 {
     call as u32
-}
-
-/// A poisoned lock only means another thread panicked mid-update of plain data.
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -1,9 +1,9 @@
 //! `NativeGateway`: the class `index.js` drives. Each method converts its arguments
-//! and calls the core; outcomes come back in batches (`deliveries`, `js_wake`).
+//! and calls the core; outcomes come back in batches (`outbox`, `deliveries`).
 
 use std::net::IpAddr;
 use std::os::fd::{BorrowedFd, IntoRawFd};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use napi::bindgen_prelude::{Function, JsValue};
 use napi::Env;
@@ -12,13 +12,13 @@ use tokio::runtime::Runtime;
 use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError, Upgrade};
 
 use crate::args::{type_error, Arg};
-use crate::deliveries::NodeHost;
 use crate::js_wake::JsWakeOwner;
+use crate::outbox::{Outbox, Queued};
 use crate::types::{
     send_request, CoreMetrics, Health, KeyedSession, NativeConfig, SendKind, SendOptions,
     SessionInfo, StatusSelector, UpgradeRequest,
 };
-use crate::validations::{Validations, Validator};
+use crate::validations::Validations;
 
 fn runtime() -> napi::Result<&'static Runtime> {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -58,17 +58,11 @@ impl NativeGateway {
         // Checked before anything is set up, so that a bad one leaves nothing behind.
         let config = Config::try_from(config).map_err(|e| type_error(env.raw(), &e.reason))?;
         let rt = runtime()?;
-        let checks = Arc::new(Validations::default());
-        let batch = Arc::new(Mutex::new(Vec::new()));
+        let queued = Arc::new(Queued::default());
+        let checks = queued.checks.clone();
         // Held (with the event loop) only while the gateway runs or sends are pending.
-        let (wake, waker) =
-            JsWakeOwner::new(env.raw(), deliver.raw(), batch.clone(), checks.clone())?;
-        let host = Arc::new(NodeHost {
-            validator: Validator::new(waker.clone(), checks.clone()),
-            waker,
-            batch,
-            owed: Default::default(),
-        });
+        let (wake, waker) = JsWakeOwner::new(env.raw(), deliver.raw(), queued.clone())?;
+        let host = Arc::new(Outbox::new(queued, waker));
         let core = Gateway::new(config, host, rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
         Ok(Self { core, wake, checks })

@@ -1,5 +1,5 @@
-//! Waking the JavaScript thread for a batch of deliveries, through a libuv async handle
-//! on Node's event loop.
+//! Waking the JavaScript thread, through a libuv async handle on Node's event loop, to
+//! drain whatever was queued for it (`Drain`: this module knows nothing more of it).
 //!
 //! A threadsafe function would do the same job, but Node signals the loop while holding
 //! the function's queue lock: the JavaScript thread wakes at once, blocks on that lock,
@@ -12,12 +12,21 @@ use std::ffi::c_void;
 use std::ptr;
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
-use wa_gateway_core::Delivery;
+use wa_gateway_core::lock;
 
-use crate::deliveries::{clear_exception, lock, Batch};
-use crate::validations::{Checks, Validations};
+/// The arguments of `deliver` (what they hold is the drain's business); fixed in number
+/// so that a wake-up allocates nothing of its own.
+pub type Args = [sys::napi_value; 2];
+
+/// What a wake-up hands to JavaScript.
+pub trait Drain: Send + Sync {
+    /// The arguments of `deliver` for everything queued by now, or `None` to call nothing.
+    ///
+    /// # Safety
+    /// On the JavaScript thread with its live env, inside a handle scope.
+    unsafe fn drain(&self, env: sys::napi_env) -> Option<Args>;
+}
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
 type UvAsync = c_void;
@@ -84,9 +93,7 @@ struct OnJsThread {
     env: sys::napi_env,
     deliver: sys::napi_ref,
     context: sys::napi_async_context,
-    batch: Arc<Mutex<Vec<Delivery>>>,
-    /// `validateApiKey` checks, handed over by the same wake-ups.
-    checks: Arc<Validations>,
+    drain: Arc<dyn Drain>,
     open: Arc<Open>,
 }
 
@@ -99,15 +106,13 @@ pub struct JsWakeOwner {
 }
 
 impl JsWakeOwner {
-    /// On the JavaScript thread: a handle that calls `deliver(batch, checks)` with what
-    /// is queued in `batch` and `checks` whenever the waker is woken. Until `set_ref(true)` it keeps
-    /// neither the event loop nor `deliver` alive: the caller keeps `deliver` as long
-    /// as it wants deliveries.
+    /// On the JavaScript thread: a handle that calls `deliver` with what `drain` gives
+    /// whenever the waker is woken. Until `set_ref(true)` it keeps neither the event loop
+    /// nor `deliver` alive: the caller keeps `deliver` as long as it wants its calls.
     pub fn new(
         env: sys::napi_env,
         deliver: sys::napi_value,
-        batch: Arc<Mutex<Vec<Delivery>>>,
-        checks: Arc<Validations>,
+        drain: Arc<dyn Drain>,
     ) -> napi::Result<(Self, JsWaker)> {
         // SAFETY: called on the JavaScript thread with its live env; every pointer passed
         // below is valid for the call, and the handle's memory outlives the handle. Each
@@ -159,8 +164,7 @@ impl JsWakeOwner {
                 env,
                 deliver,
                 context,
-                batch,
-                checks,
+                drain,
                 open: open.clone(),
             }));
             uv_handle_set_data(handle, side.cast());
@@ -276,9 +280,9 @@ unsafe extern "C" fn on_closed(handle: *mut UvAsync) {
     drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
 }
 
-/// On the JavaScript thread, from the event loop: hands the queued deliveries (and
-/// key checks, `deliver(batch, checks)`) to JavaScript inside a callback scope, so that the promises it settles run their
-/// reactions before the loop goes on, as with any I/O callback.
+/// On the JavaScript thread, from the event loop: hands what is queued to `deliver`
+/// inside a callback scope, so that the promises it settles run their reactions before
+/// the loop goes on, as with any I/O callback.
 unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
     let side = &*uv_handle_get_data(handle).cast::<OnJsThread>();
     let env = side.env;
@@ -293,15 +297,7 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
         && !deliver.is_null()
         && sys::napi_get_global(env, &mut global) == sys::Status::napi_ok
     {
-        let batch = Batch::take(&side.batch);
-        let checks = Checks::take(&side.checks);
-        // Each on its own: deliveries that cannot be converted must not cost the key
-        // checks, nor the checks the deliveries (`Batch` isolates one delivery from
-        // another).
-        let items = Batch::to_napi_value(env, batch).unwrap_or_else(|_| empty_array(env));
-        let checks = Checks::to_napi_value(env, checks).unwrap_or_else(|_| undefined(env));
-        if !items.is_null() {
-            let args = [items, checks];
+        if let Some(args) = side.drain.drain(env) {
             let mut result = ptr::null_mut();
             let status = sys::napi_make_callback(
                 env,
@@ -321,21 +317,6 @@ unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
         }
     }
     sys::napi_close_handle_scope(env, scope);
-}
-
-/// An empty array, or null if not even that can be made (the environment is going).
-unsafe fn empty_array(env: sys::napi_env) -> sys::napi_value {
-    clear_exception(env);
-    let mut array = ptr::null_mut();
-    sys::napi_create_array(env, &mut array);
-    array
-}
-
-unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
-    clear_exception(env);
-    let mut value = ptr::null_mut();
-    sys::napi_get_undefined(env, &mut value);
-    value
 }
 
 fn check(status: sys::napi_status) -> napi::Result<()> {

@@ -2,10 +2,18 @@
 //! and out, the tokio runtime, and the wake-up that carries the core's deliveries to
 //! JavaScript in batches. `index.js` wraps it into the v1 API.
 
+//!
+//! Modules depend one way (`tests/module_layers.rs`): `gateway` (the class) over `outbox`
+//! (the two queues for JavaScript and when to wake it) over `deliveries` (a batch's
+//! layout), `validations` (key checks) and `args`, over the leaves `js_wake` (waking the
+//! JavaScript thread to drain something), `exception` and `types`.
+
 mod args;
 mod deliveries;
+mod exception;
 mod gateway;
 mod js_wake;
+mod outbox;
 mod types;
 mod validations;
 

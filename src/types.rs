@@ -1,5 +1,6 @@
-//! The shapes that cross the boundary, typed on both sides (`binding.d.ts` is generated
-//! from them), and their conversions into the core's own types.
+//! The shapes that cross the boundary (napi checks each value against them; `index.js`
+//! builds them in lib/options.js and lib/send-args.js), and their conversions into the
+//! core's own types.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -90,7 +91,7 @@ pub struct NativeConfig {
     /// `NODE_DEBUG=wa-gateway`: the core reports connections before auth.
     pub debug_log: Option<bool>,
     pub reuse_port: bool,
-    /// The limits of SPEC 5.1; the core's defaults when absent.
+    /// The limits on hostile peers (README "new WhatsAppGateway(config)"); the core's defaults when absent.
     pub max_pending_auth: Option<u32>,
     pub max_pending_auth_per_ip: Option<u32>,
     pub max_pre_auth_payload: Option<f64>,
@@ -199,7 +200,7 @@ pub fn ms(value: f64) -> Duration {
     Duration::try_from_secs_f64(value / 1000.0).map_or(LONGEST, |d| d.min(LONGEST))
 }
 
-/// A duration where 0 means "off" (SPEC 5.1: `minIntervalMs`, `jitterMs`, `waitForDevice`).
+/// A duration where 0 means "off" (`minIntervalMs`, `jitterMs`, `waitForDevice`: README "new WhatsAppGateway(config)").
 pub fn ms_or_zero(value: f64) -> Duration {
     if value > 0.0 {
         ms(value)

@@ -1,5 +1,5 @@
 //! `validateApiKey` calls. A connection waiting for its key check queues it here; the
-//! deliveries' wake-up (`js_wake`) hands every queued check to JavaScript at once, which
+//! outbox's wake-up (`outbox`) hands every queued check to JavaScript at once, which
 //! answers each through `NativeGateway::validated` / `validation_failed`. A threadsafe
 //! function call per check (as before) cost a queue lock round, a JavaScript call frame
 //! and a wake-up of its own each, and its promise another two napi callbacks: a connect
@@ -15,10 +15,7 @@ use napi::bindgen_prelude::{JsValue, ToNapiValue};
 use napi::Env;
 use serde_json::Value;
 use tokio::sync::oneshot;
-use wa_gateway_core::{AuthAnswer, Validation};
-
-use crate::deliveries::lock;
-use crate::js_wake::JsWaker;
+use wa_gateway_core::{lock, AuthAnswer};
 
 type Outcome = Result<AuthAnswer, String>;
 
@@ -36,33 +33,10 @@ struct State {
     next_token: u32,
 }
 
-/// The validator as the core's host sees it.
-pub struct Validator {
-    waker: JsWaker,
-    checks: Arc<Validations>,
-}
-
-impl Validator {
-    pub fn new(waker: JsWaker, checks: Arc<Validations>) -> Self {
-        Self { waker, checks }
-    }
-
-    /// Queues the check; the first queued wakes JavaScript once the runtime's ready
-    /// tasks have run: in a storm they queue their checks too, and one wake-up of the
-    /// JavaScript thread carries them all.
-    pub fn validate(&self, api_key: String) -> Validation {
-        let (first, answer) = self.checks.ask(api_key);
-        if first {
-            self.waker.wake_soon();
-        }
-        Box::pin(answer)
-    }
-}
-
 impl Validations {
     /// Queues a check of `api_key`; also whether the queue was empty before, in which
-    /// case JavaScript has to be called to take it.
-    fn ask(self: &Arc<Self>, api_key: String) -> (bool, Answer) {
+    /// case JavaScript has to be called to take it (the outbox's rule).
+    pub fn ask(self: &Arc<Self>, api_key: String) -> (bool, Answer) {
         let (tx, rx) = oneshot::channel();
         let mut state = lock(&self.state);
         let token = state.next_token;
@@ -105,7 +79,7 @@ impl Validations {
 }
 
 /// One connection's wait for its answer; dropping it stops the wait.
-struct Answer {
+pub struct Answer {
     /// None once answered: nothing left to remove.
     token: Option<u32>,
     checks: Arc<Validations>,

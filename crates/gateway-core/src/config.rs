@@ -13,18 +13,7 @@ pub enum Strategy {
     LeastBusy,
 }
 
-impl Strategy {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "round-robin" => Some(Self::RoundRobin),
-            "random" => Some(Self::Random),
-            "least-busy" => Some(Self::LeastBusy),
-            _ => None,
-        }
-    }
-}
-
-/// Which of the wire dialects (SPEC section 3) the gateway writes to extensions.
+/// Which of the wire dialects (docs/extension-protocol.md, "Dialects") the gateway writes to extensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     /// Every reply a known client waits for: `auth-success` and `authenticated`,
@@ -34,17 +23,6 @@ pub enum Dialect {
     V1,
     /// v1's extension integration doc and the guide: `authenticated`, `dataUrl`.
     Doc,
-}
-
-impl Dialect {
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "compat" => Some(Self::Compat),
-            "v1" => Some(Self::V1),
-            "doc" => Some(Self::Doc),
-            _ => None,
-        }
-    }
 }
 
 /// 5.2 `pacing`: how sends to one device are spaced out.
@@ -147,7 +125,7 @@ pub struct Config {
     pub max_queued_sends: usize,
     /// How long a send waits for an active device of its key (zero: not at all).
     pub wait_for_device: Duration,
-    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (SPEC 5.4).
+    /// `NODE_DEBUG=wa-gateway`: deliver lines about connections before auth (README "Seeing inside").
     pub debug_log: bool,
     /// `SO_REUSEPORT` on the standalone listener: several processes may serve one port.
     pub reuse_port: bool,

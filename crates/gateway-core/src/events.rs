@@ -1,4 +1,4 @@
-//! `onMessageLog` events (SPEC 2.4).
+//! `onMessageLog` events (README "Events").
 
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! Media sources of the send methods (SPEC 2.2): a `data:` URL is checked and passed on,
+//! Media sources of the send methods (README "Methods"): a `data:` URL is checked and passed on,
 //! `http(s)://` and `file://` URLs are loaded under [`MediaPolicy`] and turned into a
 //! base64 data URL. Media URLs often come straight from untrusted HTTP requests, so every
 //! path is bounded in size and time and guarded against reaching private hosts or files.
@@ -46,7 +46,7 @@ impl MediaKind {
     }
 }
 
-/// The media options of the gateway config (SPEC 2.1).
+/// The media options of the gateway config (README "new WhatsAppGateway(config)").
 #[derive(Clone, Debug)]
 pub struct MediaPolicy {
     /// `maxMediaBytes`: largest decoded media.

@@ -1,4 +1,4 @@
-//! Counters of what only the core sees, for `gateway.metrics()` (SPEC 5.4): auth
+//! Counters of what only the core sees, for `gateway.metrics()` (README "Seeing inside"): auth
 //! failures by reason, bytes written to extensions, media fetch durations. Process-wide
 //! atomics, so that recording costs one relaxed add and needs no handle to a gateway;
 //! several gateways in one process share them (`metrics()` is per process anyway).

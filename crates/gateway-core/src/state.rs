@@ -7,6 +7,7 @@ pub mod directory;
 pub mod idempotency;
 pub mod incoming;
 pub mod link;
+pub mod own_keys;
 pub mod pacing;
 pub mod parking;
 pub mod pending_auth;

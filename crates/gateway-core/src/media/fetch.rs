@@ -62,7 +62,7 @@ pub(super) async fn load(
         )
     })??;
     // The caller's URL names the file, never a redirect target: a media server must not
-    // choose the name the extension saves it under (SPEC 5.1).
+    // choose the name the extension saves it under (README "Migrating from v1").
     let file_name = super::file_name_from_url(url);
     let declared = fetched.content_type.as_deref();
     let candidates = [

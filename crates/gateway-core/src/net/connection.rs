@@ -251,7 +251,7 @@ async fn admit(
     let answer = match answer {
         Ok(answer) => answer,
         // The key may well be valid: tell the extension to try again later rather
-        // than that its key is wrong. Still 1008, as for every failed auth (SPEC 3).
+        // than that its key is wrong. Still 1008, as for every failed auth (docs/extension-protocol.md, "Close codes").
         Err(problem) => {
             shared.report(GatewayError::new(
                 ErrorCode::CallbackError,

@@ -1,4 +1,4 @@
-//! The frames of SPEC 5.2 that extensions may send (`message-ack`, `incoming-message`)
+//! The frames of README "Delivery" that extensions may send (`message-ack`, `incoming-message`)
 //! and the gateway's answers to them. Old extensions never send these.
 
 use serde::Deserialize;

@@ -1,4 +1,4 @@
-//! What the session tasks tell a cluster-wide directory of sessions (SPEC 5.3), when
+//! What the session tasks tell a cluster-wide directory of sessions (README "Cluster mode"), when
 //! the gateway runs in cluster mode. The `cluster` module implements it; `net` only
 //! sees this trait, so that neither depends on the other.
 

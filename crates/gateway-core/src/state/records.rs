@@ -5,7 +5,6 @@
 //! lock of its own.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use super::own_keys::{request_id_hash, OwnKeys};
 use super::send_request::SendRequest;
 use super::slot_index::SlotIndex;
 use crate::clock::{fixed_wall_ms_at, monotonic_ms, now_ms};
@@ -30,33 +30,7 @@ pub const DEFAULT_CAPACITY: usize = 200_000;
 /// lock, which every send waits for. Beyond this they grow.
 const UP_FRONT: usize = 1 << 20;
 
-/// Request ids are random UUIDs the gateway made itself (an extension can only look
-/// one up, never add one): mixing their halves is hash enough, and much cheaper on
-/// the send path than SipHash.
-#[derive(Default, Clone, Copy)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.0 = id_hash(n);
-    }
-}
-
-type ById<V> = HashMap<u128, V, BuildHasherDefault<IdHasher>>;
-
-fn id_hash(request_id: u128) -> u64 {
-    ((request_id as u64) ^ ((request_id >> 64) as u64)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
+type ById<V> = HashMap<u128, V, OwnKeys>;
 
 /// `(apiKey, idempotencyKey)` and `(apiKey, messageId)` pairs: keys a peer chooses, so
 /// a real hash (seeded per pair kind), never the cheap mix of request ids.
@@ -881,7 +855,7 @@ impl Records {
         let message = self.by_message.as_ref().and_then(|_| record.message_hash());
         self.ring.push_back(Slot { request_id, record });
         let len = self.ring.len();
-        self.by_id.insert(id_hash(request_id), seq, len);
+        self.by_id.insert(request_id_hash(request_id), seq, len);
         if let Some(hash) = key {
             self.keyed += 1;
             self.by_key.insert(hash, seq, self.keyed);
@@ -924,7 +898,7 @@ impl Records {
         let slot = self.ring.pop_front()?;
         let seq = self.first_seq;
         self.first_seq = self.first_seq.wrapping_add(1);
-        self.by_id.remove(id_hash(slot.request_id), seq);
+        self.by_id.remove(request_id_hash(slot.request_id), seq);
         if let Some(hash) = slot.record.key_hash() {
             // Absent when a later call of the key took its place.
             let before = self.by_key_holds(hash, seq);
@@ -949,7 +923,7 @@ impl Records {
     /// Where `request_id` is in `ring`.
     fn position(&self, request_id: u128) -> Option<usize> {
         let (first_seq, ring) = (self.first_seq, &self.ring);
-        self.by_id.find(id_hash(request_id), |seq| {
+        self.by_id.find(request_id_hash(request_id), |seq| {
             let at = seq.wrapping_sub(first_seq) as usize;
             ring.get(at)
                 .filter(|s| s.request_id == request_id)

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::link::{CloseRequest, CommandQueued, SessionLink, TooManyWaiting};
+use super::own_keys::OwnKeys;
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
 use super::records::{Records, State, StatusKey, StoredRecord};
@@ -45,39 +46,6 @@ pub struct SessionInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub commands: Vec<String>,
 }
-
-/// Hashing for keys the gateway makes itself: sequential session keys, and request ids
-/// that are its own random UUIDs. A peer inserts none of them, so a keyed hash (and its
-/// per-map keys, 16 bytes in every session's entry) buys nothing, and SipHash showed in
-/// the profile of every send: selection looks each of a key's devices up.
-#[derive(Default)]
-struct OwnKeyHasher(u64);
-
-impl std::hash::Hasher for OwnKeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: spreads sequential keys over the high bits hashbrown tags by.
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-
-    fn write_u128(&mut self, n: u128) {
-        self.write_u64(n as u64);
-        self.write_u64((n >> 64) as u64);
-    }
-}
-
-type OwnKeys = std::hash::BuildHasherDefault<OwnKeyHasher>;
 
 pub struct Session {
     pub identity: Arc<Identity>,
