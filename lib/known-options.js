@@ -27,7 +27,7 @@ const NESTED_OPTIONS = {
 };
 
 /** What every send method reads besides its message or media. */
-const SEND_OPTIONS = ['phoneNumber', 'deviceSelectionStrategy', 'timeout', 'idempotencyKey', 'waitFor', 'waitForDevice', 'metadata'];
+const SEND_OPTIONS = ['phoneNumber', 'deviceSelectionStrategy', 'timeout', 'idempotencyKey', 'waitFor', 'waitForDevice', 'metadata', 'chatId', 'target'];
 
 /** A send call's data, by the kind of send. */
 const SEND_FIELDS = {

@@ -30,6 +30,8 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     /// Durable mode: another gateway has the `store` open.
     StoreLocked,
+    /// Active devices of the key are there, but none handles the custom command.
+    UnsupportedCommand,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -904,6 +904,8 @@ mod tests {
         fn first_incoming(&self, _: &str, _: &str) -> crate::state::directory::Admission {
             Box::pin(async { true })
         }
+        fn record_changed(&self, _: &str, _: crate::state::records::StoredRecord, _: bool) {}
+        fn late_result(&self, _: &str, _: crate::state::records::StoredRecord) {}
     }
 
     async fn local_sessions_become(gateway: &Gateway, n: usize) -> usize {

@@ -42,6 +42,7 @@ pub use identity::{request_id_text, CallId, Identity};
 pub use media::MediaPolicy;
 pub use metrics::{snapshot as metrics_snapshot, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};
+pub use protocol::custom::is_custom_type;
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
 pub use runtime::build_runtime;

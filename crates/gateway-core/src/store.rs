@@ -272,11 +272,11 @@ impl Store {
                         let id = id.to_string();
                         let event = match &record.identity {
                             Some(who) => {
-                                LogEvent::send_failed(who, record.phone_number(), &id, &error)
+                                LogEvent::send_failed(who, record.recipient(), &id, &error)
                             }
                             None => LogEvent::send_failed_unplaced(
                                 record.api_key().unwrap_or(""),
-                                record.phone_number(),
+                                record.recipient(),
                                 &id,
                                 &error,
                             ),

@@ -183,6 +183,10 @@ impl Cluster {
 
     fn with_node(&self, node_id: &str, info: SessionInfo, api_key: Option<&str>) -> Value {
         let mut value = serde_json::to_value(info).unwrap_or(Value::Null);
+        // Listings leave out an empty list; sessions always show one.
+        if value.get("commands").is_none() {
+            value["commands"] = Value::Array(Vec::new());
+        }
         value["nodeId"] = node_id.into();
         if let Some(api_key) = api_key {
             value["apiKey"] = api_key.into();

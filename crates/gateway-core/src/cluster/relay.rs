@@ -175,7 +175,11 @@ impl Relay {
             session_id: event.session_id.clone(),
             user_id: event.user_id.clone(),
             request_id: request_id.clone(),
-            phone_number: event.phone_number.clone().unwrap_or_default(),
+            phone_number: event
+                .phone_number
+                .clone()
+                .or_else(|| event.delivery.as_ref().and_then(|d| d.chat_id.clone()))
+                .unwrap_or_default(),
             message_id: event.message_id.clone().unwrap_or(serde_json::Value::Null),
             ack: ack.to_string(),
         };

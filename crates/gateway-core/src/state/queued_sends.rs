@@ -13,7 +13,9 @@ use uuid::Uuid;
 use super::link::lock;
 use super::parking::Parked;
 use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
-use super::requests::{command_frame, connection_lost, no_device, SendRequest};
+use super::requests::{
+    command_frame, connection_lost, no_device, unsupported_command, SendRequest,
+};
 use super::Shared;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
@@ -138,6 +140,7 @@ impl Shared {
         let id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, id_text, self.config.dialect);
         let api_key: Arc<str> = request.api_key.as_str().into();
+        let target = request.target.clone().filter(|_| request.pinned);
         let pending = self.pending_for(call, request);
         let until = pending.park_until.unwrap_or(pending.deadline);
         let mut registry = lock(&self.registry);
@@ -169,6 +172,7 @@ impl Shared {
                 strategy,
                 until,
                 origin: None,
+                target,
             },
         );
         // The delivery timer sleeps until its next due time: this one may be earlier,
@@ -189,7 +193,10 @@ impl Shared {
         let expired = registry.parking.expire(now);
         let reasons: Vec<Unavailable> = expired
             .iter()
-            .map(|(api_key, _)| registry.why_no_device(api_key))
+            .map(|(api_key, parked)| match parked.target {
+                Some(_) => Unavailable::Target,
+                None => registry.why_no_device(api_key),
+            })
             .collect();
         let next_paced = registry.release_due(now);
         let next = next_paced
@@ -203,6 +210,15 @@ impl Shared {
         }
         for (identity, request_id, pending, queued) in unparked.queue_full {
             self.queue_full(identity, request_id, pending, queued);
+        }
+        for (api_key, parked) in unparked.unsupported {
+            let command = parked.pending.command().unwrap_or_default();
+            let mut error = unsupported_command(&api_key, command, parked.target.as_deref());
+            error.details["requestId"] = Uuid::from_u128(parked.request_id).to_string().into();
+            self.host.deliver(Delivery::Rejected {
+                call: parked.pending.call,
+                error,
+            });
         }
         for ((api_key, parked), reason) in expired.into_iter().zip(reasons) {
             self.end_wait(&api_key, parked, reason);

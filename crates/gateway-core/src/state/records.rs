@@ -21,7 +21,7 @@ use crate::error::{ErrorCode, GatewayError};
 use crate::identity::{CallId, Identity};
 use crate::metrics;
 use crate::protocol::delivery::Ack;
-use crate::protocol::SendKind;
+use crate::protocol::{Recipient, SendKind};
 
 /// `maxMessageStatuses` when not set.
 pub const DEFAULT_CAPACITY: usize = 200_000;
@@ -129,22 +129,26 @@ pub struct CallPart {
     /// The call has not settled: duplicates wait for it, and it is never evicted.
     pub open: bool,
     pub waiting: Vec<Waiting>,
+    /// A custom command's answer (its `data`, as JSON text), kept when it has an
+    /// `idempotencyKey`: its duplicates resolve with it.
+    answer: Option<Box<str>>,
 }
 
 impl Record {
-    /// The record of a successful result.
+    /// The record of a successful result; `answer` is a send's message id (a custom
+    /// command's data is kept by `Records::answered`).
     pub fn sent(
         identity: Arc<Identity>,
         kind: SendKind,
         phone_number: &str,
-        message_id: &Value,
+        answer: &Value,
         timestamp: f64,
     ) -> Self {
         let mut record = Self::new(kind, phone_number, State::Sent);
         record.identity = Some(identity);
-        record.message_id = MessageId::of(message_id);
         record.timestamp = timestamp;
         record.ack = Some(Ack::Sent);
+        record.answered(answer);
         record.written = true;
         record
     }
@@ -175,8 +179,29 @@ impl Record {
             created_at: now_ms(),
             open: true,
             waiting: Vec::new(),
+            answer: None,
         }));
         record
+    }
+
+    /// Takes a success's answer: a send's message id, or a custom command's data (kept
+    /// only for a call with an `idempotencyKey`, whose duplicates need it).
+    fn answered(&mut self, answer: &Value) {
+        if self.kind != SendKind::Command {
+            self.message_id = MessageId::of(answer);
+            return;
+        }
+        // Acks are for messages.
+        self.ack = None;
+        if let Some(call) = self.call.as_mut().filter(|c| c.idempotency_key.is_some()) {
+            call.answer = Some(answer.to_string().into());
+        }
+    }
+
+    /// A custom command's answer, if kept.
+    fn answer(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.answer.as_deref()?;
+        serde_json::from_str(text).ok()
     }
 
     fn new(kind: SendKind, phone_number: &str, state: State) -> Self {
@@ -201,6 +226,11 @@ impl Record {
 
     pub fn phone_number(&self) -> &str {
         self.phone_number.as_str()
+    }
+
+    /// Whom the send was for, as events name it.
+    pub fn recipient(&self) -> Recipient<'_> {
+        Recipient::of(self.kind, self.phone_number.as_str())
     }
 
     pub fn message_id(&self) -> Value {
@@ -295,6 +325,7 @@ impl Record {
             updated_at: fixed_wall_ms_at(self.updated),
             settled_at: (!self.is_open() && self.state.settled())
                 .then(|| fixed_wall_ms_at(self.settled_at)),
+            data: self.answer(),
         }
     }
 }
@@ -321,6 +352,9 @@ pub struct StoredRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub settled_at: Option<u64>,
+    /// A custom command's answer (`data`), kept for a call with an `idempotencyKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -370,13 +404,16 @@ impl StoredRecord {
             created_at: now,
             updated_at: now,
             settled_at: None,
+            data: None,
         }
     }
 
     /// What `getMessageStatus` answers; `state` as seen now (a call still open may be
     /// further along than its record says).
+    /// A send names its recipient by `phoneNumber` (null when it named a chat) or
+    /// `chatId`; a custom command by `command`.
     pub fn status(&self, state: State) -> Value {
-        json!({
+        let mut status = json!({
             "requestId": self.request_id,
             "state": state.as_str(),
             "ack": self.ack.map(Ack::as_str),
@@ -385,16 +422,29 @@ impl StoredRecord {
             "messageId": self.message_id,
             "idempotencyKey": self.idempotency_key,
             "metadata": self.metadata,
-            "error": self.error.as_ref().map(|e| json!({ "code": e.code, "message": e.message })),
+            "error": self.error.as_ref().map(status_error),
             "kind": self.kind,
-            "phoneNumber": self.phone_number,
-        })
+            "phoneNumber": Value::Null,
+        });
+        let to = Recipient::of(self.kind, &self.phone_number);
+        status[to.field()] = to.text().into();
+        status
     }
 
     /// The fingerprint as a number, if readable.
     pub fn fingerprint(&self) -> Option<u64> {
         u64::from_str_radix(self.fingerprint.as_deref()?, 16).ok()
     }
+}
+
+/// A record's error as `getMessageStatus` shows it: code and message, and the
+/// extension's own failure code when it gave one.
+fn status_error(error: &GatewayError) -> Value {
+    let mut shown = json!({ "code": error.code, "message": error.message });
+    if let Some(code) = error.details.get("extensionCode") {
+        shown["extensionCode"] = code.clone();
+    }
+    shown
 }
 
 /// A string stored in place when it has at most `N` bytes (`N` < 256).
@@ -484,7 +534,8 @@ pub enum StatusKey {
     Message(Value),
 }
 
-/// A late `message-result`: the extension's success (message id, timestamp) or failure.
+/// A late result: the extension's success (its answer, as `Record::sent` takes it, and
+/// timestamp) or failure.
 pub type LateAnswer = Result<(Value, f64), GatewayError>;
 
 /// How a call ended, for its record.
@@ -669,6 +720,7 @@ impl Records {
                 extension_version: d.extension_version.clone(),
                 browser: d.browser.clone(),
                 dialect: crate::config::Dialect::Compat,
+                commands: Default::default(),
             })
         });
         record.message_id = MessageId::of(&stored.message_id);
@@ -686,6 +738,7 @@ impl Records {
             created_at: stored.created_at,
             open,
             waiting: Vec::new(),
+            answer: stored.data.as_ref().map(|data| data.to_string().into()),
         }));
         record
     }
@@ -729,6 +782,13 @@ impl Records {
         self.forget_old(now, 1);
         self.push(request_id, record);
         self.note(request_id);
+    }
+
+    /// A custom command's answer, for the record of its call (see `Record::answered`).
+    pub fn answered(&mut self, request_id: u128, answer: &Value) {
+        if let Some(at) = self.position(request_id) {
+            self.ring[at].record.answered(answer);
+        }
     }
 
     /// The device now holding an open record's command (cluster mode: another
@@ -778,7 +838,7 @@ impl Records {
                     record.state = State::Sent;
                     record.written = true;
                     record.ack = Some(ack);
-                    record.message_id = MessageId::of(message_id);
+                    record.answered(message_id);
                     record.timestamp = timestamp;
                 }
                 Outcome::Rejected(error) => {
@@ -914,10 +974,10 @@ impl Records {
         record.identity = Some(answered_by);
         record.updated = monotonic_ms();
         match answer {
-            Ok((message_id, timestamp)) => {
+            Ok((answer, timestamp)) => {
                 record.state = State::Sent;
                 record.ack = Some(Ack::Sent);
-                record.message_id = MessageId::of(&message_id);
+                record.answered(&answer);
                 record.timestamp = timestamp;
                 record.error = None;
             }
@@ -1060,7 +1120,11 @@ impl Records {
     ) -> Option<Advanced<'_>> {
         let at = self.position(request_id)?;
         let record = &self.ring[at].record;
-        if record.api_key() != Some(api_key) || record.state != State::Sent {
+        // A custom command has no delivery to acknowledge.
+        if record.api_key() != Some(api_key)
+            || record.state != State::Sent
+            || record.kind == SendKind::Command
+        {
             return None;
         }
         if record.ack.is_some_and(|known| known >= ack) {
@@ -1158,6 +1222,49 @@ mod tests {
         let mut r = SendRequest::new(SendKind::Message, "k".into(), "+1".into(), text.into());
         r.idempotency_key = key.map(str::to_string);
         r
+    }
+
+    #[test]
+    fn a_commands_answer_is_kept_only_for_its_idempotency_key() {
+        let mut records = Records::default();
+        let command = |key: Option<&str>| {
+            let mut r = SendRequest::new(
+                SendKind::Command,
+                "k".into(),
+                "check-number".into(),
+                "{}".into(),
+            );
+            r.idempotency_key = key.map(str::to_string);
+            r
+        };
+        records.open(1, Record::opened(&command(Some("i")), "k".into()));
+        let answer = json!({ "onWhatsApp": true });
+        let sent = || Record::sent(who("k"), SendKind::Command, "check-number", &answer, 1.0);
+        records.record(1, sent());
+        records.answered(1, &answer);
+        let stored = records.get(1).unwrap().stored(1);
+        assert_eq!(stored.data, Some(answer.clone()));
+        assert_eq!(stored.message_id, Value::Null, "an answer is no message id");
+        assert_eq!(stored.ack, None, "a command has no acks");
+        let status = stored.status(stored.state);
+        assert_eq!(status["command"], "check-number");
+        assert_eq!(status["phoneNumber"], Value::Null);
+        assert!(records.advance(1, "k", Ack::Read, Value::Null).is_none());
+
+        records.record(2, sent());
+        records.answered(2, &answer);
+        assert_eq!(
+            records.get(2).unwrap().stored(2).data,
+            None,
+            "a plain call keeps no answer"
+        );
+
+        let group = "120363025246125486@g.us";
+        let chat = Record::sent(who("k"), SendKind::Message, group, &Value::from("m"), 1.0);
+        let stored = chat.stored(3);
+        let status = stored.status(stored.state);
+        assert_eq!(status["chatId"], group);
+        assert_eq!(status["phoneNumber"], Value::Null);
     }
 
     fn timeout() -> GatewayError {

@@ -10,7 +10,7 @@ use super::journal::QueuedSend;
 use super::link::{lock, CommandQueued};
 use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
-pub use super::send_request::SendRequest;
+pub use super::send_request::{SendRequest, Wants};
 use super::{Lifecycle, Shared};
 use crate::config::Dialect;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
@@ -18,7 +18,10 @@ use crate::events::LogEvent;
 use crate::host::Delivery;
 use crate::identity::{CallId, CLUSTER_CALL, RECOVERED_CALL};
 use crate::media::{default_document_name, Media};
-use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
+use crate::protocol::custom::custom_frame;
+use crate::protocol::{
+    media_frame, message_frame, Frame, MediaCommand, Recipient, ResultFrame, SendKind,
+};
 
 /// The command for a request, in the gateway's dialect.
 pub(super) fn command_frame(
@@ -28,6 +31,9 @@ pub(super) fn command_frame(
     dialect: Dialect,
 ) -> Frame {
     match media {
+        None if request.kind == SendKind::Command => {
+            custom_frame(request_id_text, &request.phone_number, &request.text)
+        }
         None => message_frame(request_id_text, &request.phone_number, &request.text),
         Some(media) => {
             let document_name = match request.kind {
@@ -64,12 +70,16 @@ impl Shared {
     /// Picks a device, records the request and queues its command.
     pub fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
+        let wants = request.wants();
         let selected = match self.lifecycle() {
             Lifecycle::Running => {
                 let mut registry = lock(&self.registry);
                 match &request.target {
-                    Some(target) => registry.select_session(&request.api_key, target, strategy),
-                    None => registry.select(&request.api_key, strategy),
+                    // Chosen by another process: another device will do if it is gone.
+                    Some(target) if !request.pinned => {
+                        registry.select_session(&request.api_key, target, strategy, wants)
+                    }
+                    _ => registry.select(&request.api_key, strategy, wants),
                 }
                 .map_err(Some)
             }
@@ -82,14 +92,15 @@ impl Shared {
         let (key, identity, link) = match selected {
             Ok(selected) => selected,
             Err(why) => {
-                // 5.2 `waitForDevice`, only while running.
+                // 5.2 `waitForDevice`, only while running; a command no active device
+                // handles is refused at once.
                 let wait = request
                     .wait_for_device
                     .unwrap_or(self.config.wait_for_device);
-                if why.is_some() && !wait.is_zero() {
+                if why.is_some_and(|w| w != Unavailable::Unsupported) && !wait.is_zero() {
                     return self.park(call, request, media, strategy);
                 }
-                let error = no_device(&request.api_key, why);
+                let error = unavailable(&request.api_key, why, request.wants());
                 return self.host.deliver(Delivery::Rejected { call, error });
             }
         };
@@ -114,7 +125,7 @@ impl Shared {
         let frame = command_frame(&request, media, request_id_text, identity.dialect);
         let mut pending = self.pending_for(call, request);
         pending.stored = stored;
-        if self.config.pacing.is_some() {
+        if self.config.pacing.is_some() && pending.paced {
             return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
@@ -190,6 +201,8 @@ impl Shared {
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let mut pending = Pending::new(call, request.phone_number, timeout);
         pending.kind = request.kind;
+        pending.paced = request.paced;
+        pending.pinned = request.pinned;
         if let Some(wait_for) = request.wait_for {
             pending.wait_for = wait_for;
         }
@@ -211,7 +224,7 @@ impl Shared {
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
         if !result.success {
             let request_id = Uuid::from_u128(settled.request_id).to_string();
-            let error = extension_error(settled.request_id, &settled.identity, &result.error);
+            let error = extension_error(settled.request_id, &settled.identity, &result);
             return self.fail_with(settled, request_id, error);
         }
         self.succeed(lock(&self.registry), settled, result);
@@ -253,13 +266,9 @@ impl Shared {
         let mut registry = lock(&self.registry);
         let record = registry.statuses.record(settled.request_id, record);
         let event = (self.config.log_events && !for_other && !recovered).then(|| {
-            LogEvent::send_failed(
-                &settled.identity,
-                &pending.phone_number,
-                &request_id,
-                &error,
-            )
-            .with_metadata(record.metadata())
+            let to = Recipient::of(pending.kind, &pending.phone_number);
+            LogEvent::send_failed(&settled.identity, to, &request_id, &error)
+                .with_metadata(record.metadata())
         });
         drop(registry);
         if let Some(event) = event {
@@ -282,6 +291,34 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
     }
 }
 
+/// Why a send found no device: `UNSUPPORTED_COMMAND` when active devices are there
+/// but none handles its command, else `NO_ACTIVE_DEVICE`.
+pub fn unavailable(api_key: &str, why: Option<Unavailable>, wants: Wants) -> GatewayError {
+    match (why, wants.command) {
+        (Some(Unavailable::Unsupported), Some(command)) => {
+            unsupported_command(api_key, command, wants.session)
+        }
+        _ => no_device(api_key, why),
+    }
+}
+
+/// `UNSUPPORTED_COMMAND`: nothing was sent.
+pub fn unsupported_command(api_key: &str, command: &str, target: Option<&str>) -> GatewayError {
+    let message = match target {
+        Some(_) => format!(
+            "The target session does not handle the custom command '{command}' (an extension lists the commands it handles when it authenticates: auth data.commands)"
+        ),
+        None => format!(
+            "No active device of this API key handles the custom command '{command}' (an extension lists the commands it handles when it authenticates: auth data.commands)"
+        ),
+    };
+    let mut details = json!({ "apiKey": mask_api_key(api_key), "command": command, "sent": false });
+    if let Some(target) = target {
+        details["target"] = target.into();
+    }
+    GatewayError::new(ErrorCode::UnsupportedCommand, message, details)
+}
+
 /// `NO_ACTIVE_DEVICE`, saying why: `why` is `None` when the gateway is not running.
 pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
     let (reason, message) = match why {
@@ -293,9 +330,13 @@ pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
             "no-sessions",
             "No active WhatsApp device: no extension is connected with this API key",
         ),
-        Some(Unavailable::NoneReady) => (
+        Some(Unavailable::NoneReady | Unavailable::Unsupported) => (
             "none-ready",
             "No active WhatsApp device: extensions are connected with this API key, but none reports WhatsApp Web logged in and ready",
+        ),
+        Some(Unavailable::Target) => (
+            "target-unavailable",
+            "No active WhatsApp device: the target session is not connected with this API key, or does not report WhatsApp Web logged in and ready",
         ),
     };
     GatewayError::new(

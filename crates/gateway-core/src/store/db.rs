@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS records (
   error           TEXT,
   created_at      INTEGER NOT NULL,
   updated_at      INTEGER NOT NULL,
-  settled_at      INTEGER
+  settled_at      INTEGER,
+  data            TEXT
 );
 CREATE INDEX IF NOT EXISTS records_by_key ON records (api_key, idempotency_key)
   WHERE idempotency_key IS NOT NULL;
@@ -316,16 +317,17 @@ impl Db {
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO records (request_id, api_key, idempotency_key, kind, phone_number, fingerprint, state,
-                       written, ack, message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                       written, ack, message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )
                 .map_err(fail)?;
             let mut update = tx
                 .prepare_cached(
                     "UPDATE records SET request_id = ?1, api_key = ?2, idempotency_key = ?3, kind = ?4, phone_number = ?5,
                        fingerprint = ?6, state = ?7, written = ?8, ack = ?9, message_id = ?10, timestamp = ?11, device = ?12,
-                       metadata = ?13, error = ?14, created_at = ?15, updated_at = ?16, settled_at = ?17
-                     WHERE seq = ?18",
+                       metadata = ?13, error = ?14, created_at = ?15, updated_at = ?16, settled_at = ?17,
+                       data = ?18
+                     WHERE seq = ?19",
                 )
                 .map_err(fail)?;
             let mut unqueue = tx
@@ -344,6 +346,7 @@ impl Db {
                 let (message_id, device) = (json_text(&Some(&r.message_id)), json_text(&r.device));
                 let (metadata, error) = (json_text(&Some(&r.metadata)), json_text(&r.error));
                 let (kind, state) = (text(&r.kind), text(&r.state));
+                let data = json_text(&r.data);
                 let columns = params![
                     r.request_id,
                     &**api_key,
@@ -362,6 +365,7 @@ impl Db {
                     r.created_at as i64,
                     r.updated_at as i64,
                     r.settled_at.map(|t| t as i64),
+                    data,
                 ];
                 match self.records.get(&id) {
                     Some(&seq) => {
@@ -470,7 +474,7 @@ impl Db {
             .conn
             .prepare(
                 "SELECT request_id, api_key, idempotency_key, kind, phone_number, fingerprint, state, written, ack,
-                   message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at
+                   message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at, data
                  FROM records WHERE settled_at IS NULL OR settled_at >= ?1 ORDER BY updated_at, rowid",
             )
             .map_err(fail)?;
@@ -497,6 +501,7 @@ impl Db {
                         created_at: row.get::<_, i64>(14).ok()? as u64,
                         updated_at: row.get::<_, i64>(15).ok()? as u64,
                         settled_at: row.get::<_, Option<i64>>(16).ok()?.map(|t| t as u64),
+                        data: json_of(row.get(17).ok()?),
                     })
                 })();
                 Ok(record.zip(row.get::<_, String>(1).ok()))
