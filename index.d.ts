@@ -36,7 +36,9 @@ export type ErrorCode =
   | 'INVALID_MESSAGE'
   | 'UNKNOWN_MESSAGE_TYPE'
   | 'NOT_AUTHENTICATED'
-  | 'IDEMPOTENCY_KEY_REUSED';
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'STORE_LOCKED'
+  | 'UNSUPPORTED_COMMAND';
 
 /** What `validateApiKey` returns; extra fields are allowed and ignored. */
 export interface ApiKeyValidation {
@@ -45,6 +47,12 @@ export interface ApiKeyValidation {
   /** Sent to the extension in the AUTHENTICATION_FAILED frame. */
   reason?: string;
   [key: string]: unknown;
+}
+
+/** `stop()`'s options. */
+export interface StopOptions {
+  /** ms that sends already written get to settle before the gateway closes (default 0; cluster mode: requestTimeout). */
+  drainMs?: number;
 }
 
 export interface GatewayConfig {
@@ -118,6 +126,15 @@ export interface GatewayConfig {
   /** Records of sends kept at most; the oldest settled go first, pending ones never (default 200000). */
   maxMessageStatuses?: number;
   /**
+   * Durable mode (README "Durable mode"): the path of an SQLite file the gateway creates and
+   * owns. It keeps idempotency keys, status records, incoming ids and every send not yet
+   * written, so that start() after a crash or a deploy takes them up again. API keys are in
+   * it in clear: protect it like a credential. Not with `cluster` (a TypeError).
+   */
+  store?: string;
+  /** 'normal' (default): survives a crash of the process; 'full': also a power loss, slower. */
+  storeSync?: 'normal' | 'full';
+  /**
    * Space out sends per device (default off: commands leave at once). The first send to an
    * idle device leaves at once; the others wait their turn in that device's queue.
    */
@@ -161,39 +178,85 @@ interface SendOptions {
   waitFor?: AckLevel;
   /** ms to wait for an active device, counted from the call (default: config waitForDevice; 0 turns it off). */
   waitForDevice?: number;
+  /**
+   * A sessionId (getActiveSessions): only that session is used, with its pacing; if it is
+   * not connected and active, NO_ACTIVE_DEVICE with details.reason 'target-unavailable'
+   * (after waitForDevice, which then waits for that session only).
+   */
+  target?: string;
 }
 
-export interface SendMessageData extends SendOptions {
-  /** E.164: '+' then 2 to 15 digits, e.g. '+1234567890'. */
-  phoneNumber: string;
-  message: string;
+/** Who a send is for: a phone number or a chat, exactly one of the two. */
+export type SendRecipient =
+  | {
+      /** E.164: '+' then 2 to 15 digits, e.g. '+1234567890'. */
+      phoneNumber: string;
+      chatId?: undefined;
+    }
+  | {
+      /** '<digits>@c.us' (a person), '<digits>-<digits>@g.us' or '<id>@g.us' (a group). */
+      chatId: string;
+      phoneNumber?: undefined;
+    };
+
+export type SendMessageData = SendOptions &
+  SendRecipient & {
+    message: string;
+  };
+
+export type SendImageData = SendOptions &
+  SendRecipient & {
+    /** A data: URL, an http(s):// URL or a file:// URL (inside mediaFileRoots). */
+    dataUrl?: string;
+    imageDataUrl?: string;
+    imageUrl?: string;
+    caption?: string;
+  };
+
+export type SendVideoData = SendOptions &
+  SendRecipient & {
+    dataUrl?: string;
+    videoDataUrl?: string;
+    videoUrl?: string;
+    caption?: string;
+  };
+
+export type SendDocumentData = SendOptions &
+  SendRecipient & {
+    dataUrl?: string;
+    documentDataUrl?: string;
+    documentUrl?: string;
+    /** Defaults to the URL's file name, else 'document.<ext>'. */
+    documentName?: string;
+    caption?: string;
+  };
+
+/** The options of `request()` (README: "Beyond the four commands"). */
+export interface RequestOptions {
+  /** Overrides the config's deviceSelectionStrategy for this call. */
+  deviceSelectionStrategy?: DeviceSelectionStrategy;
+  /** A sessionId: that session only (see SendOptions.target). */
+  target?: string;
+  /** ms to wait for the command-result (default: config requestTimeout), counted from the call. */
+  timeout?: number;
+  /** ms to wait for an active device that handles the command (default: config waitForDevice). */
+  waitForDevice?: number;
+  /** As for sends: a retry with the same key within idempotencyTtl is not sent again. */
+  idempotencyKey?: string;
+  /** Any JSON value of at most 4096 bytes as JSON, echoed in events and the status record. */
+  metadata?: unknown;
+  /** Space it out with the device's sends under `pacing` (default false: custom commands leave at once). */
+  paced?: boolean;
 }
 
-export interface SendImageData extends SendOptions {
-  phoneNumber: string;
-  /** A data: URL, an http(s):// URL or a file:// URL (inside mediaFileRoots). */
-  dataUrl?: string;
-  imageDataUrl?: string;
-  imageUrl?: string;
-  caption?: string;
-}
-
-export interface SendVideoData extends SendOptions {
-  phoneNumber: string;
-  dataUrl?: string;
-  videoDataUrl?: string;
-  videoUrl?: string;
-  caption?: string;
-}
-
-export interface SendDocumentData extends SendOptions {
-  phoneNumber: string;
-  dataUrl?: string;
-  documentDataUrl?: string;
-  documentUrl?: string;
-  /** Defaults to the URL's file name, else 'document.<ext>'. */
-  documentName?: string;
-  caption?: string;
+/** What `request()` resolves with: the extension's `command-result` data. */
+export interface CommandResult<T = unknown> {
+  requestId: string;
+  /** The `data` of the extension's command-result (null if it sent none). */
+  data: T;
+  deviceInfo: DeviceInfo;
+  /** Present (true) when an earlier call with the same idempotencyKey settled this one. */
+  duplicate?: true;
 }
 
 export interface DeviceInfo {
@@ -215,6 +278,8 @@ export interface MessageResult {
   duplicate?: true;
   /** On a duplicate: the first call's metadata, if it had one. */
   metadata?: unknown;
+  /** Durable mode: stop() kept this send in the store and a later start() sent it. */
+  recovered?: true;
 }
 
 /**
@@ -239,10 +304,16 @@ export interface MessageStatus {
   messageId: string | number | null;
   idempotencyKey: string | null;
   metadata: unknown;
-  /** Why its call rejected, or null. */
-  error: { code: ErrorCode; message: string } | null;
-  kind: 'message' | 'image' | 'video' | 'document';
-  phoneNumber: string;
+  /** Why its call rejected, or null; `extensionCode` when the extension said why. */
+  error: { code: ErrorCode; message: string; extensionCode?: string } | null;
+  /** 'command': a custom command (request()). */
+  kind: 'message' | 'image' | 'video' | 'document' | 'command';
+  /** The recipient's phone number; null for a send to a chat, and for a custom command. */
+  phoneNumber: string | null;
+  /** A send to a chat: its chat id. */
+  chatId?: string;
+  /** A custom command: its type. */
+  command?: string;
 }
 
 /** What getMessageStatus looks a send up by: its requestId, or within one API key. */
@@ -273,6 +344,8 @@ export interface SessionInfo {
   browser: string;
   ip: string;
   userId: any;
+  /** The custom command types it handles (listed by the extension at auth). */
+  commands: string[];
 }
 
 /** v1's name for SessionInfo. */
@@ -289,7 +362,8 @@ export type MessageLogType =
   | 'document-sent'
   | 'send-failed'
   | 'message-ack'
-  | 'message-received';
+  | 'message-received'
+  | 'command-result';
 
 export interface MessageLogData {
   type: MessageLogType;
@@ -298,7 +372,12 @@ export interface MessageLogData {
   sessionId: string;
   userId?: any;
   timestamp: number;
+  /** The recipient of a send to a phone number. */
   phoneNumber?: string;
+  /** The recipient of a send to a chat (instead of phoneNumber). */
+  chatId?: string;
+  /** `command-result`: the custom command's type. */
+  command?: string;
   requestId?: string;
   messageId?: string | number | null;
   status?: 'success' | 'failure';
@@ -498,7 +577,8 @@ export type GatewayEventName =
   | 'document-sent'
   | 'send-failed'
   | 'message-ack'
-  | 'message-received';
+  | 'message-received'
+  | 'command-result';
 
 /** A session of getAllSessions(): the getActiveSessions fields plus its API key. */
 export interface SessionWithKey extends SessionInfo {
@@ -541,11 +621,22 @@ export declare class WhatsAppGateway<Config extends GatewayConfig = GatewayConfi
   /** True from start() until stop(), or until the attached server has closed. */
   readonly isRunning: boolean;
   start(): Promise<void>;
-  stop(): Promise<void>;
+  /**
+   * Closes every session and frees the port. With `drainMs`, first takes no new sends and
+   * gives sends already written up to that long to settle (resolves within drainMs + 5 s);
+   * in durable mode, sends not yet written stay in the store for the next start().
+   */
+  stop(options?: StopOptions): Promise<void>;
   sendMessage(apiKey: string, data: SendMessageData): Promise<MessageResult>;
   sendImage(apiKey: string, data: SendImageData): Promise<MessageResult>;
   sendVideo(apiKey: string, data: SendVideoData): Promise<MessageResult>;
   sendDocument(apiKey: string, data: SendDocumentData): Promise<MessageResult>;
+  /**
+   * A custom command: `{type, requestId, data}` to a device whose extension listed `type`
+   * at auth; resolves with its command-result's data, or rejects EXTENSION_ERROR,
+   * UNSUPPORTED_COMMAND, NO_ACTIVE_DEVICE, REQUEST_TIMEOUT... like a send.
+   */
+  request<T = unknown>(apiKey: string, type: string, data?: unknown, options?: RequestOptions): Promise<CommandResult<T>>;
   /** Cluster mode: every process's sessions of the key, each with its nodeId. */
   getActiveSessions(apiKey: string): Clustered<Config, SessionInfo[], ClusterSessionInfo[]>;
   getHealth(): HealthCheckResponse;
@@ -581,4 +672,5 @@ export declare const EXTENSION_MESSAGE_TYPES: {
   readonly HEARTBEAT: 'heartbeat';
   readonly MESSAGE_ACK: 'message-ack';
   readonly INCOMING_MESSAGE: 'incoming-message';
+  readonly COMMAND_RESULT: 'command-result';
 };

@@ -17,6 +17,7 @@ const { attach } = require('./lib/attach');
 const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
+const { requestArgs } = require('./lib/request-args');
 const { debug, debugEvent, debugError, enabled: debugEnabled } = require('./lib/debug');
 const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings');
 const { SendMetrics, render } = require('./lib/metrics');
@@ -119,7 +120,33 @@ const AT = Object.fromEntries(BATCH.resolvedFields.map((name, i) => [name, i + 1
 const SESSION_SLOTS = BATCH.sessionFields.length;
 const SESSION_AT = Object.fromEntries(BATCH.sessionFields.map((name, i) => [name, i + 1]));
 
-const SENT_EVENTS = { message: 'message-sent', image: 'image-sent', video: 'video-sent', document: 'document-sent' };
+const SENT_EVENTS = {
+  message: 'message-sent',
+  image: 'image-sent',
+  video: 'video-sent',
+  document: 'document-sent',
+  // README: "Beyond the four commands".
+  command: 'command-result',
+};
+
+/** How events name whom a call was for: `phoneNumber`, `chatId`, or a custom command's `command`. */
+function recipientOf(call) {
+  if (call.command !== undefined) return { command: call.command };
+  if (call.chatId !== undefined) return { chatId: call.chatId };
+  return { phoneNumber: call.phoneNumber };
+}
+
+/** `stop()`'s options: `{ drainMs }`, a finite number of ms (0: no drain). */
+function drainOption(options) {
+  if (options == null) return undefined;
+  if (typeof options !== 'object') throw new TypeError(`stop(): options must be an object like { drainMs: 10000 }, got ${typeof options}`);
+  const { drainMs } = options;
+  if (drainMs == null) return undefined;
+  if (typeof drainMs !== 'number' || !Number.isFinite(drainMs) || drainMs < 0) {
+    throw new TypeError(`stop(): 'drainMs' must be a finite number of milliseconds (0 or more), got ${String(drainMs)}`);
+  }
+  return drainMs;
+}
 
 function describe(error) {
   return error instanceof Error ? error.message : String(error);
@@ -137,10 +164,17 @@ class WhatsAppGateway extends EventEmitter {
   #server;
   #path;
   #port;
+  #maxPayload;
   /** Undoes attaching to `server`, while attached. */
   #detach = null;
   /** Send calls in flight: id -> { resolve, reject }. */
   #calls = new Map();
+  /**
+   * Durable mode: calls whose sends stop() left waiting in the store; they do not keep
+   * Node alive, and settle if this gateway starts again (README "Durable mode").
+   */
+  #kept = new Map();
+  #durable = false;
   #nextCall = 0;
   #running = false;
   #stopping = null;
@@ -171,7 +205,9 @@ class WhatsAppGateway extends EventEmitter {
     this.#server = server;
     this.#path = native.path;
     this.#port = native.port;
+    this.#maxPayload = native.maxPayload;
     this.#cluster = native.cluster !== undefined;
+    this.#durable = native.store !== undefined;
     if (callbacks.logger) this.#logger = new Log(callbacks.logger);
     const settings = { ...native, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
@@ -214,6 +250,8 @@ class WhatsAppGateway extends EventEmitter {
       });
     }
     this.#running = true;
+    for (const [id, call] of this.#kept) this.#calls.set(id, call);
+    this.#kept.clear();
     this.#updateHold();
     if (this.#cluster) {
       try {
@@ -247,7 +285,17 @@ class WhatsAppGateway extends EventEmitter {
     }
   }
 
-  stop() {
+  /**
+   * `stop({ drainMs })`: with `drainMs`, sends already written get up to that long to
+   * settle first (README "Stopping").
+   */
+  stop(options) {
+    let drainMs;
+    try {
+      drainMs = drainOption(options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#stopping) return this.#stopping;
     if (!this.#running) return Promise.resolve();
     this.#running = false;
@@ -258,7 +306,7 @@ class WhatsAppGateway extends EventEmitter {
     this.#detach = null;
     this.#updateHold();
     this.#logger?.write('info', { pendingRequests: this.#calls.size }, 'gateway stopping');
-    this.#native.stop();
+    this.#native.stop(drainMs);
     return this.#stopping;
   }
 
@@ -276,6 +324,23 @@ class WhatsAppGateway extends EventEmitter {
 
   sendDocument(apiKey, data) {
     return this.#send('document', apiKey, data);
+  }
+
+  /**
+   * A custom command (README: "Beyond the four commands"): `{type, requestId, data}` to
+   * a device that listed `type`; resolves `{ requestId, data, deviceInfo }` with the
+   * extension's `command-result`.
+   */
+  request(apiKey, type, data, options) {
+    let args;
+    try {
+      args = requestArgs(apiKey, type, data, options, this.#maxPayload);
+    } catch (error) {
+      this.#sendMetrics.settled('command', error.code ?? 'VALIDATION_ERROR');
+      this.#reportError(error);
+      return Promise.reject(error);
+    }
+    return this.#dispatch('command', apiKey, args);
   }
 
   /** With `cluster`, a promise of every process's sessions, each with its `nodeId` (5.3). */
@@ -371,11 +436,13 @@ class WhatsAppGateway extends EventEmitter {
     const id = (this.#nextCall = (this.#nextCall + 1) >>> 0);
     const startedAt = performance.now();
     return new Promise((resolve, reject) => {
-      // What the `*-sent` event and the metrics need besides what the core reports.
-      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber: args.phoneNumber, startedAt, metadata: args.metadata });
+      // What the `*-sent` event and the metrics need besides what the core reports:
+      // who it is for (phoneNumber, chatId, or a custom command's type).
+      const { phoneNumber, chatId, command } = args;
+      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber, chatId, command, startedAt, metadata: args.metadata });
       this.#updateHold();
       try {
-        const { phoneNumber, text, media, documentName, strategy, timeout, delivery, idempotencyKey, metadata } = args;
+        const { text, media, documentName, strategy, timeout, delivery, idempotencyKey, metadata, target, paced } = args;
         // A plain text send passes no options object: each of its properties is a napi read.
         const options =
           media === undefined &&
@@ -384,7 +451,9 @@ class WhatsAppGateway extends EventEmitter {
           timeout === undefined &&
           delivery === undefined &&
           idempotencyKey === undefined &&
-          metadata === undefined
+          metadata === undefined &&
+          target === undefined &&
+          !paced
             ? undefined
             : {
                 mediaSource: media,
@@ -395,8 +464,10 @@ class WhatsAppGateway extends EventEmitter {
                 waitForDevice: delivery?.waitForDevice,
                 idempotencyKey,
                 metadata: metadata?.text,
+                target,
+                paced,
               };
-        this.#native.send(id, kind, apiKey, phoneNumber, text, options);
+        this.#native.send(id, kind, apiKey, command ?? chatId ?? phoneNumber, text, options);
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -473,6 +544,11 @@ class WhatsAppGateway extends EventEmitter {
         i += 4;
       } else {
         debug('stopped');
+        // Durable mode: what is still pending now waits in the store (end_waiting).
+        if (this.#durable) {
+          for (const [id, call] of this.#calls) this.#kept.set(id, call);
+          this.#calls.clear();
+        }
         this.#logger?.write('info', {}, 'gateway stopped');
         this.#stopping = null;
         this.#stopped?.();
@@ -490,13 +566,18 @@ class WhatsAppGateway extends EventEmitter {
     const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
     if (!call) return;
     const requestId = items[at + AT.requestId];
+    // A custom command's `data` comes where a send's message id does.
     const messageId = items[at + AT.messageId];
     const sessionId = items[session + SESSION_AT.sessionId];
+    const command = call.kind === 'command';
     if (stage !== 1) {
       const deviceInfo = { sessionId, extensionVersion: items[session + SESSION_AT.extensionVersion], browser: items[session + SESSION_AT.browser] };
       this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-      const ack = BATCH.acks[ackStage >> 2];
-      call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+      if (command) call.resolve({ requestId, data: messageId, deviceInfo });
+      else {
+        const ack = BATCH.acks[ackStage >> 2];
+        call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+      }
     }
     if (stage === 2) return;
     const type = SENT_EVENTS[call.kind];
@@ -508,9 +589,9 @@ class WhatsAppGateway extends EventEmitter {
         sessionId,
         userId: items[session + SESSION_AT.userId],
         timestamp: Date.now(),
-        phoneNumber: call.phoneNumber,
+        ...recipientOf(call),
         requestId,
-        messageId,
+        ...(command ? undefined : { messageId }),
         status: 'success',
         ...(call.metadata === undefined ? undefined : { metadata: call.metadata.value }),
       });

@@ -815,6 +815,9 @@ test('types: a TypeScript extension compiles against the ./client export', { tim
        void client.close();
        // @ts-expect-error unknown command
        client.handle('send-mesage', () => {});
+       client.handle('check-number', async (data: { phoneNumber: string }, { requestId, type }) => ({ onWhatsApp: data.phoneNumber !== requestId + type }));
+       client.handle('react', () => { throw Object.assign(new Error('gone'), { code: 'CHAT_NOT_FOUND' }); });
+       client.handle('send-video', () => ({ success: false, error: 'too long', code: 'INVALID_MEDIA' }));
        // @ts-expect-error unknown ack
        client.ack('r', 'seen');
        export {};

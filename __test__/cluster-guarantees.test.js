@@ -147,3 +147,78 @@ test('a result naming a request no process remembers costs no Redis command', CL
   });
   assert.ok(noisy - quiet < 100, `500 unknown results cost ${noisy - quiet} Redis commands more than a quiet second`);
 });
+
+test('getMessageStatus on any process answers for a send whose calling process died: settled as it ended, pending as unknown', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  const extension = await cluster.extension(a, {
+    respond: (command) => (command.data.message === 'silent' ? null : { success: true, messageId: `wamid-${command.data.message}` }),
+  });
+  await visibleOn([caller], extension);
+  const plain = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'plain' });
+  const keyed = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'keyed', idempotencyKey: 'k-1', metadata: { n: 1 } });
+  const silent = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'silent', idempotencyKey: 'k-2', timeout: 3000 });
+  silent.catch(() => {});
+  await eventually(() => extension.commands.some((c) => c.data.message === 'silent'), PROPAGATION_MS, 'the silent command');
+  const pendingId = extension.commands.find((c) => c.data.message === 'silent').requestId;
+  await sleep(500); // a round of the caller's record writes
+  await caller.kill();
+
+  for (const node of [a, c]) {
+    const one = await eventually(() => node.gateway.getMessageStatus(plain.requestId), PROPAGATION_MS, 'the plain send');
+    assert.equal(one.state, 'sent');
+    assert.equal(one.messageId, 'wamid-plain');
+    const two = await node.gateway.getMessageStatus(keyed.requestId);
+    assert.equal(two.state, 'sent');
+    assert.deepEqual(two.metadata, { n: 1 });
+  }
+  // While its holder waits for the result, every process says so; once the holder's
+  // wait ends, unknown (it may have gone out; its caller can no longer settle it).
+  assert.equal((await c.gateway.getMessageStatus(pendingId)).state, 'in-flight');
+  for (const node of [c, a]) {
+    await eventually(async () => (await node.gateway.getMessageStatus(pendingId))?.state === 'unknown', PROPAGATION_MS, 'unknown');
+  }
+});
+
+test('a record that changes while Redis is down reaches Redis once it is back: another process answers for it after its caller died', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const extension = await cluster.extension(caller, { respond: () => ({ success: true, messageId: 'wamid-offline' }) });
+  await visibleOn([caller, c], extension);
+  await cluster.redis.kill();
+  await sleep(300);
+  // A local send while Redis is down: it settles on the caller, whose record changes then.
+  const sent = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'while Redis is down', metadata: { n: 2 } });
+  await cluster.redis.spawn();
+  const key = `wa-gw:status:${sent.requestId}`;
+  const stored = await eventually(async () => {
+    const text = await cluster.redis.command('GET', key).catch(() => null);
+    return text && JSON.parse(text).state === 'sent' ? text : null;
+  }, PROPAGATION_MS + 5000, 'the settled record in Redis');
+  assert.ok(stored);
+  await caller.kill();
+  const status = await eventually(() => c.gateway.getMessageStatus(sent.requestId), PROPAGATION_MS, 'the record on node-c');
+  assert.equal(status.state, 'sent');
+  assert.equal(status.messageId, 'wamid-offline');
+  assert.deepEqual(status.metadata, { n: 2 });
+});
+
+test('cluster mode: stop({ drainMs }) caps the drain at drainMs instead of requestTimeout', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const a = await cluster.node({ nodeId: 'node-a', requestTimeout: 20_000 });
+  const extension = await cluster.extension(a, { respond: () => null });
+  await visibleOn([a], extension);
+  const call = settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'never answered' }), 30_000, 'the call');
+  await eventually(() => extension.commands.length === 1, PROPAGATION_MS, 'the command');
+  const started = Date.now();
+  await a.gateway.stop({ drainMs: 300 });
+  const took = Date.now() - started;
+  assert.ok(took < 300 + 5000, `stop() took ${took} ms`);
+  const outcome = await call;
+  assert.equal(outcome.error?.code, 'GATEWAY_SHUTDOWN');
+});

@@ -126,7 +126,7 @@ function runChild() {
     'all-sessions': () => gateway.getAllSessions(),
     status: ({ lookup }) => gateway.getMessageStatus(lookup),
     health: () => gateway.getHealth(),
-    stop: () => gateway.stop(),
+    stop: ({ drainMs }) => gateway.stop(drainMs === undefined ? undefined : { drainMs }),
     start: () => gateway.start(),
   };
 

@@ -2,7 +2,8 @@
 // Every JavaScript block of README.md and docs/*.md compiles (`node --check`), and
 // the README's quick start runs as written: app.js waits for a device, the scripted
 // extension.js connects, a message is sent, both exit. Other blocks that start a
-// server are compiled only.
+// server are compiled only. The frames docs/extension-protocol.md shows for custom commands
+// and failure codes are played against a real gateway, with the effects it states.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { spawn, spawnSync } = require('node:child_process');
@@ -113,5 +114,105 @@ test('the "Seeing inside" block runs as written', { timeout: 30_000 }, () => {
     assert.match(result.stdout, /lines of metrics/);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('the "Beyond the four commands" example runs as written and prints what the README says', { timeout: 30_000 }, () => {
+  const block = jsBlocks('README.md').find((b) => b.code.startsWith('// custom-command.js'));
+  assert.ok(block, 'the README has custom-command.js');
+  const dir = scratchApp();
+  try {
+    fs.writeFileSync(path.join(dir, 'custom-command.js'), block.code);
+    const result = spawnSync(process.execPath, ['custom-command.js'], { cwd: dir, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(result.status, 0, result.stderr);
+    assert.deepEqual(result.stdout.trim().split('\n'), [
+      'commands: check-number',
+      'on WhatsApp: true',
+      'EXTENSION_ERROR RATE_LIMITED retryable: true',
+      'UNSUPPORTED_COMMAND',
+    ]);
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    assert.match(readme, /prints `commands: check-number`, `on WhatsApp: true`,\s+`EXTENSION_ERROR RATE_LIMITED retryable: true`\s+and `UNSUPPORTED_COMMAND`/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** The one-line JSON frames shown in a markdown file's plain fenced blocks. */
+function shownFrames(file) {
+  const frames = [];
+  let fence = null; // the open block's language ('' for a plain one), or null outside blocks
+  for (const line of fs.readFileSync(path.join(root, file), 'utf8').split('\n')) {
+    if (line.startsWith('```')) fence = fence === null ? line.slice(3).trim() : null;
+    else if (fence === '' && line.startsWith('{')) frames.push(JSON.parse(line));
+  }
+  return frames;
+}
+
+test("docs/extension-protocol.md: its custom-command and failure-code frames do what it says", { timeout: 30_000 }, async (t) => {
+  const { startGateway, FakeExtension, waitFor, GOOD_KEY } = require('./helpers');
+  const file = 'docs/extension-protocol.md';
+  const frames = shownFrames(file);
+  const shown = (what, predicate) => {
+    const frame = frames.find(predicate);
+    assert.ok(frame, `${file} shows ${what}`);
+    return frame;
+  };
+  const auth = shown('an auth frame listing commands', (f) => f.type === 'auth' && Array.isArray(f.data?.commands));
+  const command = shown('a check-number command', (f) => f.type === 'check-number');
+  const answer = shown('a successful command-result', (f) => f.type === 'command-result' && f.success === true);
+  const refusal = shown('a failed command-result', (f) => f.type === 'command-result' && f.success === false);
+  const failedSend = shown('a failed message-result with a code', (f) => f.type === 'message-result' && f.code);
+  const text = fs.readFileSync(path.join(root, file), 'utf8');
+  const table = [...text.matchAll(/^\| `([A-Z_]+)` \| [^|]+ \| (yes|no) \|$/gm)].map((m) => [m[1], m[2] === 'yes']);
+  assert.deepEqual(
+    table.map(([code]) => code),
+    ['NOT_ON_WHATSAPP', 'LOGGED_OUT', 'RATE_LIMITED', 'INVALID_MEDIA', 'CHAT_NOT_FOUND'],
+    'the table lists the named codes',
+  );
+  const own = /^\| your own upper-case word \| [^|]+ \| (yes|no) \|$/m.exec(text);
+  assert.ok(own, 'the table says what any other word is');
+  table.push(['BLOCKED_BY_USER', own[1] === 'yes']);
+
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = new FakeExtension(url, { respond: () => null });
+  await ext.open();
+  ext.send({ ...auth, apiKey: GOOD_KEY });
+  ext.sessionId = (await ext.next((f) => f.type === 'auth-success')).sessionId;
+  ext.sendStatus(true);
+  const session = await waitFor(() => gateway.getActiveSessions(GOOD_KEY).find((s) => s.deviceActive), 3000, 'the session');
+  assert.deepEqual(session.commands, auth.data.commands, 'the listed commands');
+
+  // The command as shown, answered with the results as shown.
+  const asked = gateway.request(GOOD_KEY, command.type, command.data);
+  const sent = await waitFor(() => ext.commands[0], 3000, 'the command');
+  assert.deepEqual(Object.keys(sent), Object.keys(command));
+  assert.deepEqual(sent.data, command.data);
+  ext.send({ ...answer, requestId: sent.requestId });
+  assert.deepEqual((await asked).data, answer.data);
+
+  const refused = gateway.request(GOOD_KEY, command.type, command.data).catch((e) => e);
+  const second = await waitFor(() => ext.commands[1], 3000, 'the second command');
+  ext.send({ ...refusal, requestId: second.requestId });
+  const error = await refused;
+  assert.equal(error.code, 'EXTENSION_ERROR');
+  assert.equal(error.details.error, refusal.error);
+  assert.equal(error.details.extensionCode, refusal.code);
+  assert.equal(error.details.retryable, table.find(([code]) => code === refusal.code)[1]);
+
+  const { type: _type, requestId: _id, ...failure } = failedSend;
+  ext.respond = () => failure;
+  const notSent = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+15551234567', message: 'x' }).catch((e) => e);
+  assert.equal(notSent.details.error, failedSend.error);
+  assert.equal(notSent.details.extensionCode, failedSend.code);
+
+  // Each row of the table, as the backend sees it.
+  for (const [code, retryable] of table) {
+    ext.respond = () => ({ success: false, error: 'why', code });
+    const failed = await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+15551234567', message: 'x' }).catch((e) => e);
+    assert.equal(failed.code, 'EXTENSION_ERROR', code);
+    assert.equal(failed.details.extensionCode, code);
+    assert.equal(failed.details.retryable, retryable, `${code}: retryable as the table says`);
   }
 });

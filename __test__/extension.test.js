@@ -3,7 +3,9 @@
 // configured through its options page, it connects from its service worker to a real
 // gateway that accepts only its chrome-extension:// origin; sends travel gateway ->
 // service worker -> content script -> fake WhatsApp page -> back, and a restarted gateway
-// is reconnected to without help. Needs Debian's `chromium` (.ci/run installs it).
+// is reconnected to without help. Its custom command `check-number` goes the same way
+// (gateway.request), failures carry the extension's code, and chats are reached by chatId.
+// Needs Debian's `chromium` (.ci/run installs it).
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { execFileSync } = require('node:child_process');
@@ -100,6 +102,7 @@ test(
       'the extension to connect and report its status',
     );
     assert.equal(session.extensionVersion, '1.0.0', 'the manifest version is reported');
+    assert.deepEqual(session.commands, ['check-number'], 'the client lists its custom command at auth');
     assert.equal(session.deviceActive, false, 'WhatsApp Web is not open yet');
     await options.waitForFunction(() => document.querySelector('#state').textContent === 'connected', null, {
       timeout: 10_000,
@@ -137,6 +140,24 @@ test(
       .catch((e) => e);
     assert.equal(failed.code, 'EXTENSION_ERROR');
     assert.equal(failed.details.error, 'Phone number +19999999999 is not on WhatsApp');
+    assert.equal(failed.details.extensionCode, 'NOT_ON_WHATSAPP', "the handler's error code reaches the backend");
+    assert.equal(failed.details.retryable, false);
+
+    // The reference extension's custom command, through the same path.
+    const known = await gateway.request(GOOD_KEY, 'check-number', { phoneNumber: PHONE }, { timeout: 20_000 });
+    assert.deepEqual(known.data, { phoneNumber: PHONE, onWhatsApp: true });
+    assert.equal(known.deviceInfo.sessionId, session.sessionId);
+    const unknownNumber = await gateway.request(GOOD_KEY, 'check-number', { phoneNumber: '+19999999999' }, { timeout: 20_000 });
+    assert.deepEqual(unknownNumber.data, { phoneNumber: '+19999999999', onWhatsApp: false });
+    assert.equal(await whatsapp.locator('#lookup-result').textContent(), '+19999999999 is not on WhatsApp');
+    const checked = first.events.filter((e) => e.type === 'command-result');
+    assert.deepEqual(
+      checked.map((e) => [e.command, e.status, e.requestId]),
+      [
+        ['check-number', 'success', known.requestId],
+        ['check-number', 'success', unknownNumber.requestId],
+      ],
+    );
 
     // Restart the gateway on the same port: the extension reconnects by itself.
     const { port } = first;
@@ -155,6 +176,16 @@ test(
     });
     assert.equal(again.messageId, await whatsapp.locator('#sent li').last().getAttribute('data-message-id'));
     assert.equal(await whatsapp.locator('#sent li').count(), 3);
+
+    // A group, by its chat id.
+    const group = '120363025246125486@g.us';
+    const toGroup = await gateway.sendMessage(GOOD_KEY, { chatId: group, message: 'Hello group', timeout: 20_000 });
+    const groupItem = whatsapp.locator('#sent li').last();
+    assert.equal(toGroup.messageId, await groupItem.getAttribute('data-message-id'));
+    assert.equal(await groupItem.textContent(), `${group} [message] Hello group`);
+    const sentToGroup = second.events.find((e) => e.type === 'message-sent' && e.requestId === toGroup.requestId);
+    assert.equal(sentToGroup.chatId, group);
+    assert.equal(sentToGroup.phoneNumber, undefined);
 
     // Closing the tab tells the gateway the device is no longer usable.
     await whatsapp.close();

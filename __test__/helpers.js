@@ -47,15 +47,22 @@ async function waitFor(predicate, ms = 3000, what = 'condition') {
  * dialect: 'v1' (auth / auth-success / imageDataUrl), 'doc' (auth / authenticated /
  * dataUrl), 'guide' (authenticate / authenticated / status text).
  * respond(command) returns the result fields to send ({ success, messageId, error }),
- * or null to stay silent.
+ * or null to stay silent. `commands` lists custom command types at auth; a custom
+ * command is answered with a `command-result` (by default echoing its data).
  */
 class FakeExtension {
-  constructor(url, { dialect = 'v1', apiKey = GOOD_KEY, respond, origin } = {}) {
+  constructor(url, { dialect = 'v1', apiKey = GOOD_KEY, respond, origin, commands } = {}) {
     this.url = url;
     this.dialect = dialect;
     this.apiKey = apiKey;
-    this.respond = respond ?? ((command) => ({ success: true, messageId: `msg-${command.requestId.slice(0, 8)}` }));
+    this.respond =
+      respond ??
+      ((command) =>
+        command.type.startsWith('send-')
+          ? { success: true, messageId: `msg-${command.requestId.slice(0, 8)}` }
+          : { success: true, data: { echo: command.data ?? null } });
     this.origin = origin;
+    this.listed = commands;
     this.frames = [];
     this.commands = [];
     this.sessionId = null;
@@ -86,8 +93,9 @@ class FakeExtension {
 
   /** Sends the dialect's auth frame and waits for the reply it expects. */
   async authenticate() {
-    if (this.dialect === 'guide') this.send({ type: 'authenticate', apiKey: this.apiKey });
-    else this.send({ type: 'auth', apiKey: this.apiKey, data: { extensionVersion: '1.0.0', browser: 'Chrome' } });
+    const listed = this.listed === undefined ? {} : { commands: this.listed };
+    if (this.dialect === 'guide') this.send({ type: 'authenticate', apiKey: this.apiKey, ...(this.listed && { data: listed }) });
+    else this.send({ type: 'auth', apiKey: this.apiKey, data: { extensionVersion: '1.0.0', browser: 'Chrome', ...listed } });
     const expected = this.dialect === 'v1' ? 'auth-success' : 'authenticated';
     const reply = await this.next((f) => f.type === expected || f.type === 'error');
     if (reply.type === 'error') throw Object.assign(new Error(reply.message), { frame: reply });
@@ -135,6 +143,10 @@ class FakeExtension {
     this.send({ type: 'message-result', requestId, timestamp: Date.now(), ...fields });
   }
 
+  commandResult(requestId, fields) {
+    this.send({ type: 'command-result', requestId, ...fields });
+  }
+
   close(code = 1000) {
     this.ws.close(code);
     return this.whenClosed;
@@ -149,6 +161,10 @@ class FakeExtension {
       this.commands.push(frame);
       const answer = this.respond(frame);
       if (answer) this.result(frame.requestId, answer);
+    } else if (typeof frame.requestId === 'string' && frame.type !== 'error') {
+      this.commands.push(frame);
+      const answer = this.respond(frame);
+      if (answer) this.commandResult(frame.requestId, answer);
     }
   }
 }

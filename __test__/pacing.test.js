@@ -94,7 +94,12 @@ test('maxQueuedBytes counts the pacing queue: one more command over it waits, an
   const ext = await silent(url).connectReady(gateway);
   // Each command is about 700 bytes: one leaves, two fit in the queue, the fourth does not.
   const message = 'x'.repeat(600);
-  const sends = Array.from({ length: 4 }, () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message, timeout: 500 }).catch((e) => e));
+  const send = () => gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message, timeout: 500 }).catch((e) => e);
+  // The first is on the wire before the others are made: under load its bytes could
+  // still wait for the socket and count as ahead of them.
+  const sends = [send()];
+  await waitFor(() => ext.commands.length === 1, 5000, 'the first command');
+  sends.push(send(), send(), send());
   // Those that only waited for their turn time out as never written (README "Delivery").
   const waited = await Promise.all(sends.slice(1, 3));
   assert.deepEqual(waited.map((e) => [e.code, e.details.sent]), [['REQUEST_TIMEOUT', false], ['REQUEST_TIMEOUT', false]]);

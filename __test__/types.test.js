@@ -166,9 +166,12 @@ test('the options the typo warnings know are the ones index.d.ts declares, objec
   const program = ts.createProgram([file], { strict: true, noEmit: true, types: [] });
   const checker = program.getTypeChecker();
   const source = program.getSourceFile(file);
-  /** The property names of an interface of index.d.ts, inherited ones included. */
+  /**
+   * The property names of an interface or type of index.d.ts, inherited ones included (a
+   * send's data is a type: its options and one of two recipients, each naming both fields).
+   */
   const declared = (name) => {
-    const node = source.statements.find((s) => ts.isInterfaceDeclaration(s) && s.name.text === name);
+    const node = source.statements.find((s) => (ts.isInterfaceDeclaration(s) || ts.isTypeAliasDeclaration(s)) && s.name.text === name);
     assert.ok(node, `index.d.ts declares ${name}`);
     return checker.getPropertiesOfType(checker.getTypeAtLocation(node)).map((p) => p.name).sort();
   };

@@ -5,8 +5,9 @@
 //   node bench/ab.js [--runs 3] [--cases 'D=1 C=1,D=1 C=64,D=1 C=1024'] LABEL=PATH ... [v1]
 //
 // A case is `D=<devices> C=<in flight>` (round trips), with ` +10k` for 10k idle sessions
-// connected beside them; `media C=<n>` (4 MiB images, v1 dialect; `media C=<n> compat`
-// in the default dialect, two copies of each); `idle <sessions>`.
+// connected beside them and ` store` for durable mode (a build that has it); `media C=<n>`
+// (4 MiB images, v1 dialect; `media C=<n> compat` in the default dialect, two copies of
+// each); `idle <sessions>`.
 //
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
 // package from ../shared/baseline-v1 and `peer` the uWebSockets.js peer from
@@ -76,7 +77,8 @@ function caseSpec(name) {
   const idle = name.match(/^idle (\d+)/);
   if (idle) return { scenario: 'idle', idle: Number(idle[1]), heartbeatInterval: 5000, idleSeconds: 10 };
   const [, devices, concurrency] = name.match(/D=(\d+) C=(\d+)/).map(Number);
-  return { scenario: 'roundtrip', devices, concurrency, idle: name.includes('+10k') ? 10_000 : 0, seconds, calls: 200_000 };
+  // ` store`: durable mode (README "Durable mode"), a fresh store file per run.
+  return { scenario: 'roundtrip', devices, concurrency, idle: name.includes('+10k') ? 10_000 : 0, seconds, calls: 200_000, store: / store\b/.test(name) };
 }
 
 

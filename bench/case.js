@@ -6,6 +6,7 @@ const { spawn } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
+const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
@@ -279,6 +280,12 @@ async function main() {
     // maxQueuedBytes stays at its default: eight 4 MiB images in the compat dialect (two
     // copies each) pass it, and wait for room rather than fail.
     Object.assign(config, spec.options);
+    // Durable mode: a fresh store file, removed when the case ends.
+    if (spec.store) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-bench-store-'));
+      config.store = path.join(dir, 'bench.db');
+      process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    }
   }
   const gateway = new Gateway(config);
   await gateway.start();

@@ -129,6 +129,14 @@ function cases(maxSessions) {
     const spec = { scenario: 'roundtrip', devices: 1, concurrency: quick ? 16 : 64, idle: 0, seconds, calls: 200_000, ...extra };
     list.push([`round trips D=1 C=${spec.concurrency} (${label})`, spec, deliveryMetrics, ['ours']]);
   }
+  // Durable mode: text round trips with and without a store, one at a time and 64 in
+  // flight (README "Durable mode": its measured cost).
+  for (const concurrency of quick ? [16] : [1, 64]) {
+    for (const store of [false, true]) {
+      const spec = { scenario: 'roundtrip', devices: 1, concurrency, idle: 0, seconds, calls: 200_000, store };
+      list.push([`round trips D=1 C=${concurrency} (store ${store ? 'on' : 'off'})`, spec, deliveryMetrics, ['ours']]);
+    }
+  }
   const queuedSpec = { scenario: 'queued', devices: 1, queued: quick ? 500 : 10_000, options: { pacing: { minIntervalMs: 60_000 }, maxQueuedSends: 100_000 } };
   list.push([`${queuedSpec.queued} sends queued on one paced device`, queuedSpec, ['rssPerQueuedSendB', 'heapPerQueuedSendB', 'enqueueUsPerSend', 'stopMs'], ['ours']]);
   for (const concurrency of quick ? [2] : [1, 8]) {

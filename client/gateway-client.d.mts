@@ -5,7 +5,10 @@ export type Ack = 'server' | 'delivered' | 'read' | 'played';
 
 /** What a command handler receives; media, whichever field carried it, is in `dataUrl`. */
 export interface CommandData {
-  phoneNumber: string;
+  /** The recipient: a phone number (E.164), or `chatId` instead. */
+  phoneNumber?: string;
+  /** '<digits>@c.us' (a person), '<digits>-<digits>@g.us' or '<id>@g.us' (a group), when the backend named a chat. */
+  chatId?: string;
   /** send-message */
   message?: string;
   /** send-image, send-video, send-document: a data: URL */
@@ -17,16 +20,37 @@ export interface CommandData {
   [field: string]: unknown;
 }
 
-export interface CommandContext {
+export interface CommandContext<Type extends string = CommandType> {
   requestId: string;
-  type: CommandType;
+  type: Type;
 }
 
-/** What a handler returns: success (with WhatsApp's id of the message, if known) or a failure. */
+/**
+ * Why a command failed, as the backend sees it in EXTENSION_ERROR's details.extensionCode:
+ * one of these or any other upper-case word (RATE_LIMITED and LOGGED_OUT are retryable).
+ */
+export type FailureCode = 'NOT_ON_WHATSAPP' | 'LOGGED_OUT' | 'RATE_LIMITED' | 'INVALID_MEDIA' | 'CHAT_NOT_FOUND' | (string & {});
+
+/**
+ * What a handler returns: success (with WhatsApp's id of the message, if known) or a
+ * failure. A handler may also throw; an error with a `code` (one upper-case word) reports it.
+ */
 export type CommandOutcome =
-  { success?: true; messageId?: string | null } | { success: false; error?: string | Error } | void;
+  | { success?: true; messageId?: string | null }
+  | { success: false; error?: string | Error; code?: FailureCode }
+  | void;
 
 export type CommandHandler = (data: CommandData, context: CommandContext) => CommandOutcome | Promise<CommandOutcome>;
+
+/**
+ * A custom command's handler: gets the `data` the backend passed to `request()`; its return
+ * value (anything JSON can carry) is the `data` the backend's promise resolves with. To fail,
+ * throw (an error with a `code` reports it).
+ */
+export type CustomCommandHandler<Data = any, Answer = unknown> = (
+  data: Data,
+  context: CommandContext<string>,
+) => Answer | Promise<Answer>;
 
 export interface Status {
   whatsappLoggedIn: boolean;
@@ -130,7 +154,19 @@ export class GatewayClient {
   readonly limits: GatewayLimits | null;
   on<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
   off<E extends keyof GatewayClientEvents>(name: E, listener: GatewayClientEvents[E]): this;
+  /** A built-in command's handler. */
   handle(type: CommandType, handler: CommandHandler): this;
+  /**
+   * A custom command's handler (`^[a-z][a-z0-9-]{0,63}$`, not a frame type of the protocol):
+   * listed to the gateway at the next authentication, so register it before `connect()`.
+   * A name one or two letters off a built-in command is taken for a typo of it (a TypeError);
+   * in the types, any `send-…` name other than the built-in ones is (a compile error: to name
+   * a custom command so, pass its type as a `string`).
+   */
+  handle<Type extends string, Data = any, Answer = unknown>(
+    type: Type extends `send-${string}` ? never : Type,
+    handler: CustomCommandHandler<Data, Answer>,
+  ): this;
   /** Connects and stays connected (reconnecting with backoff) until `close()`. */
   connect(): this;
   /** Closes with 1000, stops reconnecting, rejects pending `receive()` calls (`CLIENT_CLOSED`). */

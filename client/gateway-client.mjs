@@ -5,6 +5,16 @@
 // docs/extension-protocol.md describes every frame this file reads and writes.
 
 const COMMANDS = ['send-message', 'send-image', 'send-video', 'send-document'];
+// A custom command's type (docs/extension-protocol.md, "Custom commands"): never one of
+// the protocol's own frame types.
+const CUSTOM_TYPE = /^[a-z][a-z0-9-]{0,63}$/;
+const FRAME_TYPES = [
+  ...COMMANDS,
+  'auth', 'authenticate', 'auth-success', 'authenticated', 'status', 'heartbeat', 'ping', 'error',
+  'message-result', 'message-ack', 'incoming-message', 'incoming-ack', 'command-result',
+];
+// An extension's failure code: one upper-case word (NOT_ON_WHATSAPP, RATE_LIMITED...).
+const FAILURE_CODE = /^[A-Z][A-Z0-9_]{0,63}$/;
 const EVENTS = ['open', 'authenticated', 'close', 'error'];
 const MEDIA_FIELDS = ['imageDataUrl', 'videoDataUrl', 'documentDataUrl'];
 const OPEN = 1; // WebSocket.OPEN, the same in every implementation
@@ -139,10 +149,22 @@ export class GatewayClient {
     return this;
   }
 
-  /** Registers the function that executes one kind of command. */
+  /**
+   * Registers the function that executes one kind of command: a built-in one
+   * (send-message, ...) or a custom one (`^[a-z][a-z0-9-]{0,63}$`, not a frame type of
+   * the protocol), which the gateway learns of at the next authentication.
+   */
   handle(type, handler) {
-    if (!COMMANDS.includes(type)) {
-      throw new TypeError(`GatewayClient.handle: unknown command '${type}' (one of ${COMMANDS.join(', ')})`);
+    if (!COMMANDS.includes(type) && !isCustomType(type)) {
+      throw new TypeError(
+        `GatewayClient.handle: '${type}' is neither a built-in command (${COMMANDS.join(', ')}) nor a custom command type (^[a-z][a-z0-9-]{0,63}$, not a frame type of the protocol)`,
+      );
+    }
+    // A custom type one or two letters off a built-in command is taken for a typo of it:
+    // registered as custom, the built-in one would have no handler.
+    const meant = COMMANDS.find((command) => command !== type && editDistance(command, type) <= 2);
+    if (meant) {
+      throw new TypeError(`GatewayClient.handle: unknown command '${type}'; did you mean '${meant}'?`);
     }
     if (typeof handler !== 'function') throw new TypeError('GatewayClient.handle: handler must be a function');
     this.#handlers.set(type, handler);
@@ -279,11 +301,11 @@ export class GatewayClient {
       attempt.opened = true;
       this.#failedConnects = 0;
       this.#emit('open');
-      this.#send({
-        type: 'auth',
-        apiKey: this.#apiKey,
-        data: { extensionVersion: this.#extensionVersion, browser: this.#browser },
-      });
+      const data = { extensionVersion: this.#extensionVersion, browser: this.#browser };
+      // The custom commands it handles: the gateway sends each only to sessions that list it.
+      const commands = [...this.#handlers.keys()].filter(isCustomType);
+      if (commands.length > 0) data.commands = commands;
+      this.#send({ type: 'auth', apiKey: this.#apiKey, data });
     };
     ws.onmessage = (event) => {
       if (this.#ws !== ws || typeof event.data !== 'string') return;
@@ -439,6 +461,7 @@ export class GatewayClient {
         return;
       default:
         if (COMMANDS.includes(frame.type)) this.#runCommand(ws, frame);
+        else if (isCustomType(frame.type) && typeof frame.requestId === 'string') this.#runCustom(frame);
     }
   }
 
@@ -475,13 +498,19 @@ export class GatewayClient {
     }, this.#timing.receiveRetryInterval);
   }
 
-  #runCommand(ws, frame) {
-    const requestId = frame.requestId;
-    if (typeof requestId !== 'string' || this.#seenCommands.has(requestId)) return;
+  /** False for a command already taken on (answered at most once). */
+  #remember(requestId) {
+    if (typeof requestId !== 'string' || this.#seenCommands.has(requestId)) return false;
     this.#seenCommands.add(requestId);
     if (this.#seenCommands.size > REMEMBERED_COMMANDS) {
       this.#seenCommands.delete(this.#seenCommands.values().next().value);
     }
+    return true;
+  }
+
+  #runCommand(ws, frame) {
+    const requestId = frame.requestId;
+    if (!this.#remember(requestId)) return;
     const type = frame.type;
     const data = { ...(frame.data ?? {}) };
     const mediaField = MEDIA_FIELDS.find((field) => typeof data[field] === 'string');
@@ -494,12 +523,49 @@ export class GatewayClient {
     work
       .then((outcome) => {
         if (outcome && outcome.success === false) {
-          return { success: false, error: describe(outcome.error, 'The extension reported a failure') };
+          return failure(outcome.error, 'The extension reported a failure', outcome.code ?? outcome.error?.code);
         }
         return { success: true, messageId: outcome?.messageId ?? null };
       })
-      .catch((error) => ({ success: false, error: describe(error, 'The handler failed') }))
+      .catch((error) => failure(error, 'The handler failed', error?.code))
       .then((result) => this.#sendOrKeep({ type: 'message-result', requestId, ...result, timestamp: Date.now() }));
+  }
+
+  /** A custom command: the handler's return value is the result's `data`; a throw, its failure. */
+  #runCustom(frame) {
+    const { requestId, type } = frame;
+    if (!this.#remember(requestId)) return;
+    const handler = this.#handlers.get(type);
+    const work = handler
+      ? new Promise((resolve) => resolve(handler(frame.data ?? null, { requestId, type })))
+      : Promise.reject(new Error(`This extension has no handler for '${type}'`));
+    work
+      .then((data) => this.#answer(requestId, data === undefined ? null : data))
+      .catch((error) => ({ type: 'command-result', requestId, ...failure(error, 'The handler failed', error?.code) }))
+      .then((frame) => this.#sendOrKeep({ ...frame, timestamp: Date.now() }));
+  }
+
+  /**
+   * A custom command's successful result, unless its data cannot go: not JSON, or a frame
+   * the gateway would refuse by its size (it closes the connection, 1009, and the result
+   * would be sent again after every reconnect). Then the command fails, saying why.
+   */
+  #answer(requestId, data) {
+    const frame = { type: 'command-result', requestId, success: true, data };
+    let text;
+    try {
+      text = JSON.stringify(frame);
+    } catch (error) {
+      throw new Error(`The handler's answer is not JSON: ${describe(error, 'it cannot be serialized')}`);
+    }
+    const max = this.#limits?.maxPayload;
+    const bytes = utf8Length(text);
+    if (max !== undefined && bytes > max) {
+      throw Object.assign(new Error(`The handler's answer is ${bytes} bytes as a frame, more than the gateway takes (maxPayload ${max})`), {
+        code: 'RESULT_TOO_LARGE',
+      });
+    }
+    return frame;
   }
 
   /** Sends a result now if authenticated, else keeps it for the next authentication. */
@@ -538,6 +604,33 @@ export class GatewayClient {
   #sendStatus() {
     this.#send({ type: 'status', data: { ...this.#status } });
   }
+}
+
+/** Insertions, deletions, substitutions and swaps of neighbours from `a` to `b`. */
+function editDistance(a, b) {
+  const rows = [[...Array(b.length + 1).keys()]];
+  for (let i = 1; i <= a.length; i++) {
+    rows[i] = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      rows[i][j] = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, rows[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) {
+        rows[i][j] = Math.min(rows[i][j], rows[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return rows[a.length][b.length];
+}
+
+function isCustomType(type) {
+  return typeof type === 'string' && CUSTOM_TYPE.test(type) && !FRAME_TYPES.includes(type);
+}
+
+/** A failed result: the reason's text, and its `code` when it is one upper-case word. */
+function failure(reason, fallback, code) {
+  const result = { success: false, error: describe(reason, fallback) };
+  if (typeof code === 'string' && FAILURE_CODE.test(code)) result.code = code;
+  return result;
 }
 
 /** The HTTP status in a WebSocket error's text, if the implementation gives one (`ws` does). */

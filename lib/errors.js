@@ -27,6 +27,10 @@ const ERROR_CODES = Object.freeze({
   NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
   // An idempotencyKey already used for another message.
   IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  // Durable mode: start() found the store open in another gateway.
+  STORE_LOCKED: 'STORE_LOCKED',
+  // request(): the key has active devices, but none handles the custom command.
+  UNSUPPORTED_COMMAND: 'UNSUPPORTED_COMMAND',
   // start(): already running, or the port cannot be bound (errno names, as Node's servers).
   ALREADY_RUNNING: 'ALREADY_RUNNING',
   EADDRINUSE: 'EADDRINUSE',
@@ -66,6 +70,8 @@ const EXTENSION_MESSAGE_TYPES = Object.freeze({
   // Delivery (README): acks and incoming messages.
   MESSAGE_ACK: 'message-ack',
   INCOMING_MESSAGE: 'incoming-message',
+  // The answer to a custom command (README: "Beyond the four commands").
+  COMMAND_RESULT: 'command-result',
 });
 
 class GatewayError extends Error {

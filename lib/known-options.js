@@ -12,7 +12,7 @@ const CONFIG_OPTIONS = [
   'mediaFileRoots', 'mediaAllowPrivateHosts', 'mediaFetchTimeout', 'trustProxy', 'reusePort',
   'cluster', 'dialect', 'maxPendingAuth', 'maxPendingAuthPerIp', 'maxPreAuthPayload',
   'maxQueuedBytes', 'pacing', 'maxQueuedSends', 'waitForDevice', 'idempotencyTtl', 'logger',
-  'maxMessageStatuses',
+  'maxMessageStatuses', 'store', 'storeSync',
 ];
 
 /**
@@ -27,7 +27,7 @@ const NESTED_OPTIONS = {
 };
 
 /** What every send method reads besides its message or media. */
-const SEND_OPTIONS = ['phoneNumber', 'deviceSelectionStrategy', 'timeout', 'idempotencyKey', 'waitFor', 'waitForDevice', 'metadata'];
+const SEND_OPTIONS = ['phoneNumber', 'deviceSelectionStrategy', 'timeout', 'idempotencyKey', 'waitFor', 'waitForDevice', 'metadata', 'chatId', 'target'];
 
 /** A send call's data, by the kind of send. */
 const SEND_FIELDS = {

@@ -216,6 +216,25 @@ function loggerOption(logger) {
   return logger;
 }
 
+/**
+ * Durable mode: `store: '<path>'` (an SQLite file the gateway owns) and
+ * `storeSync: 'normal' | 'full'`. Not with `cluster` (Redis keeps its records).
+ */
+function storeOptions(config) {
+  const { store, storeSync } = config;
+  if (storeSync != null && storeSync !== 'normal' && storeSync !== 'full') {
+    throw fail('storeSync', "'normal' or 'full'", storeSync);
+  }
+  if (store == null) return {};
+  if (typeof store !== 'string' || store.trim() === '' || store.includes('\0')) {
+    throw fail('store', 'the path of a file (a non-empty string)', store);
+  }
+  if (config.cluster != null) {
+    throw fail('store', 'unset when cluster is set (in cluster mode Redis keeps the records)', store);
+  }
+  return { store: path.resolve(store), storeFullSync: storeSync === 'full' };
+}
+
 /** Returns the settings for the Rust core and the user's callbacks. */
 function normalizeConfig(userConfig) {
   if (userConfig === null || typeof userConfig !== 'object') {
@@ -271,6 +290,7 @@ function normalizeConfig(userConfig) {
     reusePort: config.reusePort ?? false,
     ...peerLimits(config),
     cluster: clusterOptions(config.cluster),
+    ...storeOptions(config),
   };
   checkPositiveDurations(native);
   // Whether the user chose requestTimeout (v1's unset values do not count).

@@ -7,6 +7,9 @@ const { waitForArg, idempotencyKeyArg, waitForDeviceArg, metadataArg } = require
 const { warnUnknownSendFields } = require('./warnings');
 
 const E164 = /^\+[1-9]\d{1,14}$/;
+/** A person's chat, and a group's in both forms WhatsApp uses (README: "Chats and groups"). */
+const PERSON_CHAT = /^\d{1,20}@c\.us$/;
+const GROUP_CHAT = /^(\d{1,20}-\d{1,20}|[0-9A-Za-z]{1,64})@g\.us$/;
 
 function invalid(field, value, message) {
   return new GatewayError('VALIDATION_ERROR', message, { field, value: shownValue(value) });
@@ -34,6 +37,31 @@ function phoneProblem(phone) {
   return null;
 }
 
+function chatIdProblem(chatId) {
+  if (typeof chatId !== 'string' || chatId.length === 0) return 'chatId must be a non-empty string';
+  if (PERSON_CHAT.test(chatId) || GROUP_CHAT.test(chatId)) return null;
+  return "chatId must be '<digits>@c.us' (a person) or '<digits>-<digits>@g.us' / '<id>@g.us' (a group)";
+}
+
+/**
+ * The recipient, `phoneNumber` or `chatId`, exactly one of them, checked: returns the
+ * chatId, or undefined when the send names a phone number.
+ */
+function chatIdArg(data) {
+  const hasPhone = data.phoneNumber != null;
+  if (data.chatId != null) {
+    if (hasPhone) {
+      throw invalid('chatId', data.chatId, 'Give phoneNumber or chatId, not both');
+    }
+    const problem = chatIdProblem(data.chatId);
+    if (problem) throw invalid('chatId', data.chatId, problem);
+    return data.chatId;
+  }
+  const problem = phoneProblem(data.phoneNumber);
+  if (problem) throw invalid('phoneNumber', data.phoneNumber, hasPhone ? problem : `${problem} (or give chatId)`);
+  return undefined;
+}
+
 function optionalString(data, field) {
   const value = data[field];
   if (value == null) return undefined;
@@ -41,18 +69,22 @@ function optionalString(data, field) {
   return value;
 }
 
-/** Returns what the native `send` needs for one call, or throws a VALIDATION_ERROR. */
-function sendArgs(kind, apiKey, data) {
+/** Throws the VALIDATION_ERROR of an API key that is not a non-empty string. */
+function checkApiKey(apiKey) {
   if (typeof apiKey !== 'string' || apiKey.length === 0) {
     throw invalid('apiKey', maskApiKey(apiKey), 'API key is required and must be a non-empty string');
   }
+}
+
+/** Returns what the native `send` needs for one call, or throws a VALIDATION_ERROR. */
+function sendArgs(kind, apiKey, data) {
+  checkApiKey(apiKey);
   if (data === null || typeof data !== 'object') {
     throw invalid('data', data, 'Send data must be an object');
   }
-  // Before the checks: a misspelt `phoneNumber` is then named along with its error.
+  // Before the checks: a misspelt `phoneNumber` or `chatId` is then named along with its error.
   warnUnknownSendFields(kind, data);
-  const problem = phoneProblem(data.phoneNumber);
-  if (problem) throw invalid('phoneNumber', data.phoneNumber, problem);
+  const chatId = chatIdArg(data);
 
   let text;
   let media;
@@ -69,23 +101,51 @@ function sendArgs(kind, apiKey, data) {
     if (kind === 'document') documentName = optionalString(data, 'documentName');
   }
 
-  const strategy = data.deviceSelectionStrategy;
-  if (strategy != null && !STRATEGIES.includes(strategy)) {
-    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
-  }
-  const timeout = callTimeout(data.timeout);
+  // One object literal, each option a branch when absent: this runs on every send.
   return {
-    phoneNumber: data.phoneNumber,
+    phoneNumber: chatId === undefined ? data.phoneNumber : undefined,
+    chatId,
     text,
     media,
     documentName,
-    strategy: strategy ?? undefined,
-    timeout,
+    strategy: strategyArg(data.deviceSelectionStrategy),
+    timeout: callTimeout(data.timeout),
     // Delivery options (lib/delivery.js): a branch each when absent.
     delivery: data.waitFor == null && data.waitForDevice == null ? undefined : deliveryArg(data),
     idempotencyKey: data.idempotencyKey == null ? undefined : idempotencyKeyArg(data.idempotencyKey, invalid),
     metadata: data.metadata == null ? undefined : metadataArg(data.metadata, invalid),
+    target: data.target == null ? undefined : targetArg(data.target),
   };
+}
+
+/**
+ * The options request() shares with the send methods, checked: strategy, timeout,
+ * idempotencyKey, metadata, target (each undefined when absent).
+ */
+function callOptions(options) {
+  return {
+    strategy: strategyArg(options.deviceSelectionStrategy),
+    timeout: callTimeout(options.timeout),
+    idempotencyKey: options.idempotencyKey == null ? undefined : idempotencyKeyArg(options.idempotencyKey, invalid),
+    metadata: options.metadata == null ? undefined : metadataArg(options.metadata, invalid),
+    target: options.target == null ? undefined : targetArg(options.target),
+  };
+}
+
+function strategyArg(strategy) {
+  if (strategy == null) return undefined;
+  if (!STRATEGIES.includes(strategy)) {
+    throw invalid('deviceSelectionStrategy', strategy, `deviceSelectionStrategy must be one of ${STRATEGIES.join(', ')}`);
+  }
+  return strategy;
+}
+
+/** A call's `target`: the sessionId of one of the key's sessions (getActiveSessions). */
+function targetArg(target) {
+  if (typeof target !== 'string' || target.length === 0 || target.length > 200) {
+    throw invalid('target', target, 'target must be a sessionId (a non-empty string, as getActiveSessions() lists it)');
+  }
+  return target;
 }
 
 /** The native `delivery` field: `waitFor` and `waitForDevice`. */
@@ -141,4 +201,4 @@ function schemelessProblem(field, source) {
   return `${field} must be a data: URL or an http://, https:// or file:// URL`;
 }
 
-module.exports = { sendArgs };
+module.exports = { sendArgs, callOptions, invalid, checkApiKey };

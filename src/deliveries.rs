@@ -321,8 +321,8 @@ fn stage_delivery(
             items.insert(plain(&error)?)?;
         }
         Delivery::Duplicate { call, result } => {
-            // As JSON text, which JavaScript parses: its `messageId` and `metadata` may
-            // nest past what napi converts (not a hot path).
+            // As JSON text, which JavaScript parses: its `messageId`, `metadata` or a
+            // command's `data` may nest past what napi converts (not a hot path).
             items.insert(DUPLICATE)?;
             items.insert(host_call(call))?;
             items.insert(result.to_string())?;

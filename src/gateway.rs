@@ -137,24 +137,43 @@ impl NativeGateway {
         self.core.close_sessions();
     }
 
+    /// `stop({ drainMs })`: `drain_ms` lets written sends settle first (README).
     #[napi]
-    pub fn stop(&self) {
-        self.core.stop();
+    pub fn stop(&self, drain_ms: Option<f64>) {
+        let drain = drain_ms.filter(|ms| *ms > 0.0).map(crate::types::ms);
+        self.core.stop_draining(drain);
     }
 
-    /// Queues a send; its outcome arrives in a batch under the number `call`.
+    /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
+    /// batch under the number `call`.
+    // Positional: on the hot path every property read of an object is a napi call.
+    #[allow(clippy::too_many_arguments)]
     #[napi]
     pub fn send(
         &self,
+        env: Env,
         call: Arg<u32>,
         kind: Arg<SendKind>,
         api_key: Arg<String>,
         phone_number: Arg<String>,
         text: Arg<String>,
         options: Arg<Option<SendOptions>>,
-    ) {
+    ) -> napi::Result<()> {
+        // lib/request-args.js checks these; a frame must never carry anything else.
+        if kind.0 == SendKind::Command {
+            if !wa_gateway_core::is_custom_type(&phone_number.0) {
+                return Err(type_error(env.raw(), "not a custom command type"));
+            }
+            if serde_json::from_str::<serde::de::IgnoredAny>(&text.0).is_err() {
+                return Err(type_error(
+                    env.raw(),
+                    "a custom command's data is not JSON text",
+                ));
+            }
+        }
         let request = send_request(kind.0, api_key.0, phone_number.0, text.0, options.0);
         self.core.send(u64::from(call.0), request);
+        Ok(())
     }
 
     /// Sends the commands queued by `send` since the last flush.

@@ -10,11 +10,15 @@ use serde_json::Value;
 use wa_gateway_core as core;
 
 #[napi(string_enum = "lowercase")]
+#[derive(PartialEq, Eq, Clone, Copy)]
 pub enum SendKind {
     Message,
     Image,
     Video,
     Document,
+    /// `request()`: the type where `send` takes the recipient, the data (JSON text)
+    /// where it takes the text.
+    Command,
 }
 
 impl From<SendKind> for core::SendKind {
@@ -24,6 +28,7 @@ impl From<SendKind> for core::SendKind {
             SendKind::Image => Self::Image,
             SendKind::Video => Self::Video,
             SendKind::Document => Self::Document,
+            SendKind::Command => Self::Command,
         }
     }
 }
@@ -101,6 +106,10 @@ pub struct NativeConfig {
     pub wait_for_device: Option<f64>,
     /// 5.3 cluster mode, checked by lib/options.js.
     pub cluster: Option<NativeCluster>,
+    /// Durable mode: the store's file (`store`), checked by lib/options.js.
+    pub store: Option<String>,
+    /// `storeSync: 'full'`.
+    pub store_full_sync: Option<bool>,
 }
 
 #[napi(object)]
@@ -296,6 +305,10 @@ impl TryFrom<NativeConfig> for core::Config {
                 .max_queued_bytes
                 .map_or(defaults.max_queued_bytes, |n| n as usize),
             cluster: c.cluster.map(Into::into),
+            store: c.store.map(|path| core::StoreConfig {
+                path: PathBuf::from(path),
+                full_sync: c.store_full_sync.unwrap_or(false),
+            }),
         })
     }
 }
@@ -323,6 +336,10 @@ pub struct SendOptions {
     pub idempotency_key: Option<String>,
     /// The call's `metadata` as JSON text (checked by lib/send-args.js).
     pub metadata: Option<String>,
+    /// `target`: this session of the key and no other.
+    pub target: Option<String>,
+    /// A custom command is paced only with `paced: true`.
+    pub paced: Option<bool>,
 }
 
 #[napi(string_enum = "lowercase")]
@@ -365,6 +382,13 @@ pub fn send_request(
         request.wait_for_device = o.wait_for_device.map(ms_or_zero);
         request.idempotency_key = o.idempotency_key;
         request.metadata = o.metadata;
+        if let Some(target) = o.target {
+            request.target = Some(target.into());
+            request.pinned = true;
+        }
+        if kind == SendKind::Command {
+            request.paced = o.paced == Some(true);
+        }
     }
     request
 }
@@ -480,6 +504,8 @@ pub struct SessionInfo {
     pub browser: String,
     pub ip: String,
     pub user_id: Value,
+    /// The custom command types it handles (listed at auth).
+    pub commands: Vec<String>,
 }
 
 impl From<core::SessionInfo> for SessionInfo {
@@ -497,6 +523,7 @@ impl From<core::SessionInfo> for SessionInfo {
             browser: s.browser,
             ip: s.ip,
             user_id: s.user_id,
+            commands: s.commands,
         }
     }
 }

@@ -11,15 +11,18 @@ const fakeWhatsAppDriver = {
     return document.querySelector('#app')?.dataset.loggedIn === 'true';
   },
 
-  /** Fills the compose form, presses send, and waits for the page to list the sent message. */
-  async send({ phoneNumber, text, dataUrl, documentName, kind }) {
+  /**
+   * Fills the compose form, presses send, and waits for the page to list the sent message.
+   * `to` is a phone number or a chat id.
+   */
+  async send({ to, text, dataUrl, documentName, kind }) {
     const form = document.querySelector('#compose');
     if (!form) throw new Error('The compose form is not on the page');
     const sent = document.querySelector('#sent');
     const error = document.querySelector('#error');
     const before = sent.children.length;
     error.textContent = '';
-    form.elements.phone.value = phoneNumber;
+    form.elements.phone.value = to;
     form.elements.text.value = text ?? '';
     form.elements.attachment.value = dataUrl ?? '';
     form.elements.attachmentName.value = documentName ?? '';
@@ -30,8 +33,24 @@ const fakeWhatsAppDriver = {
       if (error.textContent) return { error: error.textContent };
       return null;
     }, [sent, error]);
-    if (outcome.error) throw new Error(outcome.error);
+    if (outcome.error) {
+      // Why it failed, in words the backend can act on (README: "Why an extension failed").
+      const code = /not on WhatsApp/.test(outcome.error) ? 'NOT_ON_WHATSAPP' : undefined;
+      throw Object.assign(new Error(outcome.error), { code });
+    }
     return { messageId: outcome.item.dataset.messageId };
+  },
+
+  /** The custom command `check-number`: asks the page's lookup form. */
+  async checkNumber(phoneNumber) {
+    const form = document.querySelector('#lookup');
+    if (!form) throw new Error('The lookup form is not on the page');
+    const result = document.querySelector('#lookup-result');
+    delete result.dataset.phone;
+    form.elements.phone.value = phoneNumber;
+    form.elements.check.click();
+    await waitForChange(() => result.dataset.phone === phoneNumber, [result]);
+    return { phoneNumber, onWhatsApp: result.dataset.onWhatsapp === 'true' };
   },
 };
 
@@ -48,13 +67,15 @@ function waitForChange(check, nodes) {
     });
     const timer = setTimeout(() => {
       finish();
-      reject(new Error(`The page did not confirm the send within ${SEND_TIMEOUT_MS / 1000} s`));
+      reject(new Error(`The page did not answer within ${SEND_TIMEOUT_MS / 1000} s`));
     }, SEND_TIMEOUT_MS);
     function finish() {
       observer.disconnect();
       clearTimeout(timer);
     }
-    for (const node of nodes) observer.observe(node, { childList: true, characterData: true, subtree: true });
+    for (const node of nodes) {
+      observer.observe(node, { childList: true, characterData: true, subtree: true, attributes: true });
+    }
   });
 }
 
@@ -63,14 +84,17 @@ let queue = Promise.resolve();
 
 function execute({ type, data }) {
   const kind = type.replace(/^send-/, '');
-  const job = () =>
-    driver.send({
-      kind,
-      phoneNumber: data.phoneNumber,
-      text: kind === 'message' ? data.message : data.caption,
-      dataUrl: data.dataUrl,
-      documentName: data.documentName,
-    });
+  const job =
+    type === 'check-number'
+      ? () => driver.checkNumber(data?.phoneNumber)
+      : () =>
+          driver.send({
+            kind,
+            to: data.chatId ?? data.phoneNumber,
+            text: kind === 'message' ? data.message : data.caption,
+            dataUrl: data.dataUrl,
+            documentName: data.documentName,
+          });
   const result = queue.then(job, job);
   queue = result.catch(() => {});
   return result;
@@ -79,8 +103,8 @@ function execute({ type, data }) {
 chrome.runtime.onMessage.addListener((message, _sender, sendResponse) => {
   if (message?.kind !== 'command') return false;
   execute(message).then(
-    ({ messageId }) => sendResponse({ ok: true, messageId }),
-    (error) => sendResponse({ ok: false, error: error.message }),
+    (result) => sendResponse({ ok: true, result }),
+    (error) => sendResponse({ ok: false, error: error.message, code: error.code }),
   );
   return true; // answers asynchronously
 });

@@ -3,6 +3,9 @@
 import { GatewayClient } from './gateway-client.mjs';
 
 const COMMANDS = ['send-message', 'send-image', 'send-video', 'send-document'];
+// A custom command (README: "Beyond the four commands"): the backend calls
+// gateway.request(apiKey, 'check-number', { phoneNumber }) and gets { phoneNumber, onWhatsApp }.
+const CUSTOM_COMMANDS = ['check-number'];
 const NOT_OPEN = { whatsappLoggedIn: false, ready: false, status: 'WhatsApp Web is not open' };
 
 let client = null;
@@ -69,7 +72,11 @@ async function start() {
     await showConnection('invalid settings', error.message);
     return;
   }
-  for (const type of COMMANDS) next.handle(type, (data, context) => executeInPage(type, data, context));
+  for (const type of COMMANDS) {
+    next.handle(type, async (data, context) => ({ messageId: (await executeInPage(type, data, context)).messageId }));
+  }
+  // Registered before connect(): the client lists them to the gateway when it authenticates.
+  for (const type of CUSTOM_COMMANDS) next.handle(type, (data, context) => executeInPage(type, data, context));
   next.on('open', () => showConnection('authenticating'));
   next.on('authenticated', ({ sessionId }) => showConnection('connected', `session ${sessionId}`));
   next.on('close', ({ code, willReconnect, reconnectDelay }) =>
@@ -85,18 +92,25 @@ async function start() {
   next.connect();
 }
 
-/** Runs one command in the WhatsApp Web tab; the content script answers { ok, messageId | error }. */
+/**
+ * Runs one command in the WhatsApp Web tab; the content script answers { ok, result } or
+ * { ok: false, error, code }. A failure is thrown with its code, which the gateway reports.
+ */
 async function executeInPage(type, data, { requestId }) {
   const { pageTabId } = await chrome.storage.session.get('pageTabId');
-  if (pageTabId === null || pageTabId === undefined) throw new Error('WhatsApp Web is not open in this browser');
+  if (pageTabId === null || pageTabId === undefined) {
+    throw Object.assign(new Error('WhatsApp Web is not open in this browser'), { code: 'LOGGED_OUT' });
+  }
   let answer;
   try {
     answer = await chrome.tabs.sendMessage(pageTabId, { kind: 'command', type, data, requestId });
   } catch (error) {
     throw new Error(`The WhatsApp Web tab did not answer: ${error.message}`);
   }
-  if (!answer?.ok) throw new Error(answer?.error ?? 'The WhatsApp Web tab did not answer');
-  return { messageId: answer.messageId };
+  if (!answer?.ok) {
+    throw Object.assign(new Error(answer?.error ?? 'The WhatsApp Web tab did not answer'), { code: answer?.code });
+  }
+  return answer.result;
 }
 
 /** What the options page shows. */

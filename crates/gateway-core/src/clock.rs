@@ -13,12 +13,21 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Milliseconds since the first reading in this process, on tokio's monotonic clock
-/// (which tests can pause and advance).
+/// Where `monotonic_ms()` starts: far enough from zero that a time read back from a
+/// store (durable mode), from before this process began, still has a reading.
+const ORIGIN_MS: u64 = 1000 * 86_400_000;
+
+/// Milliseconds since the first reading in this process (plus `ORIGIN_MS`), on tokio's
+/// monotonic clock (which tests can pause and advance).
 pub fn monotonic_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(start).as_millis() as u64
+    ORIGIN_MS + Instant::now().saturating_duration_since(start).as_millis() as u64
+}
+
+/// The `monotonic_ms()` reading of a past wall-clock time (a time read from a store).
+pub fn monotonic_at(wall: u64) -> u64 {
+    monotonic_ms().saturating_sub(now_ms().saturating_sub(wall))
 }
 
 /// The wall-clock time at which `monotonic_ms()` read `reading`, for display.

@@ -93,6 +93,15 @@ impl std::fmt::Debug for TlsConfig {
     }
 }
 
+/// Durable mode (`store`): the file of an embedded SQLite database.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub path: std::path::PathBuf,
+    /// `storeSync: 'full'`: each commit waits for the disk (power-loss durability);
+    /// else a commit survives a crash of the process.
+    pub full_sync: bool,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub port: u16,
@@ -139,6 +148,8 @@ pub struct Config {
     pub max_queued_bytes: usize,
     /// 5.3 cluster mode; `None` is one process on its own, with no Redis.
     pub cluster: Option<ClusterConfig>,
+    /// Durable mode; `None` writes nothing to disk.
+    pub store: Option<StoreConfig>,
 }
 
 impl Default for Config {
@@ -176,6 +187,7 @@ impl Default for Config {
             max_pre_auth_payload: 16 << 10,
             max_queued_bytes: 64 << 20,
             cluster: None,
+            store: None,
         }
     }
 }

@@ -28,6 +28,10 @@ pub enum ErrorCode {
     ClusterUnavailable,
     /// An `idempotencyKey` already used for another message.
     IdempotencyKeyReused,
+    /// Durable mode: another gateway has the `store` open.
+    StoreLocked,
+    /// Active devices of the key are there, but none handles the custom command.
+    UnsupportedCommand,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +74,9 @@ pub enum StartError {
     AlreadyRunning,
     #[error("cannot listen on port {port}: {source}")]
     Bind { port: u16, source: std::io::Error },
+    /// Durable mode: the store could not be opened (`STORE_LOCKED`, or why).
+    #[error("{}", .0.message)]
+    Store(GatewayError),
 }
 
 impl StartError {
@@ -79,6 +86,8 @@ impl StartError {
         use std::io::ErrorKind::*;
         match self {
             Self::AlreadyRunning => "ALREADY_RUNNING",
+            Self::Store(e) if e.code == ErrorCode::StoreLocked => "STORE_LOCKED",
+            Self::Store(_) => "SERVER_ERROR",
             Self::Bind { source, .. } => match source.kind() {
                 AddrInUse => "EADDRINUSE",
                 AddrNotAvailable => "EADDRNOTAVAIL",

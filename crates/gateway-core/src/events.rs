@@ -7,15 +7,17 @@ use crate::clock::now_ms;
 use crate::error::GatewayError;
 use crate::identity::Identity;
 use crate::protocol::delivery::Ack;
-use crate::protocol::{SendKind, StatusFrame};
+use crate::protocol::{Recipient, SendKind, StatusFrame};
 
-/// The event of a successful send of this kind.
+/// The event of a successful send of this kind (a custom command's success or
+/// failure: `command-result`, README "Beyond the four commands").
 pub fn sent_event(kind: SendKind) -> &'static str {
     match kind {
         SendKind::Message => "message-sent",
         SendKind::Image => "image-sent",
         SendKind::Video => "video-sent",
         SendKind::Document => "document-sent",
+        SendKind::Command => "command-result",
     }
 }
 
@@ -40,13 +42,21 @@ pub struct LogEvent {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
-    /// The fields of 5.2's events, boxed: most events do without them.
+    /// The fields of 5.2's events and of sends to chats and custom commands, boxed:
+    /// most events do without them.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Box<DeliveryFields>>,
 }
 
 #[derive(Serialize, Debug, Default)]
+#[serde(rename_all = "camelCase")]
 pub struct DeliveryFields {
+    /// A send to a chat names it here instead of `phoneNumber`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chat_id: Option<String>,
+    /// A custom command's type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack: Option<&'static str>,
     /// An incoming message, as the extension sent it.
@@ -121,42 +131,113 @@ impl LogEvent {
         }
     }
 
+    /// Names who a send was for: `phoneNumber`, `chatId`, or a custom command's type.
+    fn to(mut self, to: Recipient) -> Self {
+        let text = Some(to.text().to_string());
+        match to {
+            Recipient::Phone(_) => self.phone_number = text,
+            Recipient::Chat(_) => self.delivery.get_or_insert_with(Box::default).chat_id = text,
+            Recipient::Command(_) => {
+                self.delivery.get_or_insert_with(Box::default).command = text;
+            }
+        }
+        self
+    }
+
+    /// `send-failed`; for a custom command, `command-result` with `status: 'failure'`.
     pub fn send_failed(
         who: &Identity,
-        phone_number: &str,
+        to: Recipient,
         request_id: &str,
         error: &GatewayError,
     ) -> Self {
-        let details = json!({ "error": error.message, "code": error.code });
+        let mut details = json!({ "error": error.message, "code": error.code });
+        if let Some(code) = error.details.get("extensionCode") {
+            details["extensionCode"] = code.clone();
+        }
+        let kind = match to {
+            Recipient::Command(_) => "command-result",
+            _ => "send-failed",
+        };
         Self {
-            phone_number: Some(phone_number.to_string()),
             request_id: Some(request_id.to_string()),
             status: Some("failure"),
             error: Some(error.message.clone()),
             details: Some(details),
-            ..Self::about("send-failed", who)
+            ..Self::about(kind, who)
         }
+        .to(to)
     }
 
-    /// The kind's `*-sent` for a result that came after its call had settled.
+    /// The kind's `*-sent` (or `command-result`) for a result that came after its
+    /// call had settled.
     pub fn sent_late(
         kind: SendKind,
         who: &Identity,
-        phone_number: &str,
+        to: Recipient,
         request_id: &str,
         message_id: Value,
     ) -> Self {
-        Self {
-            phone_number: Some(phone_number.to_string()),
+        let sent = Self {
             request_id: Some(request_id.to_string()),
-            message_id: Some(message_id),
             status: Some("success"),
             delivery: Some(Box::new(DeliveryFields {
                 late: Some(true),
                 ..DeliveryFields::default()
             })),
             ..Self::about(sent_event(kind), who)
+        };
+        match to {
+            Recipient::Command(_) => sent.to(to),
+            _ => Self {
+                message_id: Some(message_id),
+                ..sent
+            }
+            .to(to),
         }
+    }
+
+    /// Marks the outcome of a send taken up again after a restart (durable mode).
+    pub fn recovered(mut self) -> Self {
+        self.delivery.get_or_insert_with(Box::default).recovered = Some(true);
+        self
+    }
+
+    /// The kind's `*-sent` for a send taken up again after a restart; the caller is
+    /// gone, so the core makes the event the host makes for other successes.
+    pub fn sent_recovered(
+        kind: SendKind,
+        who: &Identity,
+        phone_number: &str,
+        request_id: &str,
+        message_id: Value,
+    ) -> Self {
+        let to = Recipient::of(kind, phone_number);
+        let mut event = Self::sent_late(kind, who, to, request_id, message_id);
+        if let Some(fields) = event.delivery.as_mut() {
+            fields.late = None;
+        }
+        event.recovered()
+    }
+
+    /// `send-failed` for a recovered send that failed before any device took it.
+    pub fn send_failed_unplaced(
+        api_key: &str,
+        to: Recipient,
+        request_id: &str,
+        error: &GatewayError,
+    ) -> Self {
+        let nobody = Identity {
+            session_id: "".into(),
+            api_key: api_key.into(),
+            user_id: Value::Null,
+            ip: String::new(),
+            extension_version: String::new(),
+            browser: String::new(),
+            dialect: crate::config::Dialect::Compat,
+            commands: Default::default(),
+        };
+        Self::send_failed(&nobody, to, request_id, error)
     }
 
     /// Adds the call's `metadata`, if it had one.
@@ -170,12 +251,11 @@ impl LogEvent {
     pub fn message_ack(
         who: &Identity,
         request_id: &str,
-        phone_number: &str,
+        to: Recipient,
         message_id: Value,
         ack: Ack,
     ) -> Self {
         Self {
-            phone_number: Some(phone_number.to_string()),
             request_id: Some(request_id.to_string()),
             message_id: Some(message_id),
             delivery: Some(Box::new(DeliveryFields {
@@ -184,6 +264,7 @@ impl LogEvent {
             })),
             ..Self::about("message-ack", who)
         }
+        .to(to)
     }
 
     pub fn message_received(who: &Identity, data: Value) -> Self {

@@ -31,6 +31,7 @@ use crate::state::registry::SessionInfo;
 pub use crate::state::requests::SendRequest;
 use crate::state::requests::{shutdown_error, Wake};
 use crate::state::{Lifecycle, Shared};
+use crate::store::{self, Store};
 use crate::supervise::{catch_panic, panic_error};
 use crate::timers::{deadlines, delivery, heartbeat};
 
@@ -84,6 +85,8 @@ struct Run {
 pub struct Gateway {
     shared: Arc<Shared>,
     cluster: Option<Arc<Cluster>>,
+    /// Durable mode (`store`).
+    store: Option<Arc<Store>>,
     run: Arc<Mutex<Option<Run>>>,
     rt: Handle,
 }
@@ -97,16 +100,35 @@ impl Gateway {
             }
             None => (None, host),
         };
+        // Durable mode: every delivery passes the store's writer, after its commit.
+        let store = config
+            .store
+            .clone()
+            .map(|settings| Store::new(settings, host.clone()));
+        let host = match &store {
+            Some(store) => store.clone() as Arc<dyn Host>,
+            None => host,
+        };
         let shared = Shared::new(config, host)?;
+        if let Some(store) = &store {
+            store.attach(&shared);
+            let _ = shared.journal.set(store.clone());
+            let mut registry = lock(&shared.registry);
+            registry.journal = Some(store.clone());
+            registry.statuses.track_changes();
+        }
         let cluster = prepared
             .map(|p| Cluster::new(p, shared.clone(), rt.clone()))
             .transpose()?;
         if let Some(cluster) = &cluster {
             let _ = shared.directory.set(Arc::new(cluster.clone()));
+            // Every record this process calls is written to Redis as it changes.
+            lock(&shared.registry).statuses.track_changes();
         }
         let gateway = Self {
             shared,
             cluster,
+            store,
             run: Arc::default(),
             rt,
         };
@@ -125,6 +147,7 @@ impl Gateway {
         WeakGateway {
             shared: Arc::downgrade(&self.shared),
             cluster: self.cluster.as_ref().map(Arc::downgrade),
+            store: self.store.as_ref().map(Arc::downgrade),
             run: Arc::downgrade(&self.run),
             rt: self.rt.clone(),
         }
@@ -149,7 +172,8 @@ impl Gateway {
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Bind { port, source })?;
-        let started = self.begin(Some(addr));
+        let contents = self.open_store()?;
+        let started = self.begin(Some(addr), contents);
         started.tasks.spawn(listener::run(
             listener,
             shared.clone(),
@@ -168,15 +192,28 @@ impl Gateway {
             return Err(StartError::AlreadyRunning);
         }
         let _runtime = self.rt.enter();
-        *run = Some(self.begin(None));
+        let contents = self.open_store()?;
+        *run = Some(self.begin(None, contents));
         Ok(())
     }
 
-    /// The timer tasks every running gateway has.
-    fn begin(&self, addr: Option<SocketAddr>) -> Run {
+    /// Durable mode: opens the store (`STORE_LOCKED` if another gateway has it).
+    fn open_store(&self) -> Result<Option<store::Contents>, StartError> {
+        self.store
+            .as_ref()
+            .map(|store| store.open().map_err(StartError::Store))
+            .transpose()
+    }
+
+    /// The timer tasks every running gateway has; in durable mode, what the store
+    /// held is taken up again first.
+    fn begin(&self, addr: Option<SocketAddr>, contents: Option<store::Contents>) -> Run {
         let shared = &self.shared;
         lock(&shared.registry).reopen();
         shared.set_lifecycle(Lifecycle::Running);
+        if let Some(contents) = contents {
+            store::recover(shared, contents);
+        }
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(heartbeat::run(shared.clone(), shutdown.clone()));
@@ -258,14 +295,23 @@ impl Gateway {
         lock(&self.shared.registry).close_all(CloseRequest::ServerClosing);
     }
 
+    /// `stop()`: see `stop_draining`, with no `drainMs`.
+    pub fn stop(&self) {
+        self.stop_draining(None);
+    }
+
     /// Starts stopping; the host gets `Delivery::Stopped` once the port is free and
     /// every session has closed. Every pending send fails with `GATEWAY_SHUTDOWN`,
-    /// except in cluster mode, which first drains (5.3): no new connections or sends,
-    /// its sessions leave the cluster's registry, and sends under way get up to
-    /// `requestTimeout` to finish.
-    pub fn stop(&self) {
-        let Some(cluster) = self.cluster.clone() else {
-            return self.finish_stop();
+    /// unless the gateway drains first: in cluster mode always (5.3), else with a
+    /// `drainMs`. Draining takes no new connections or sends and gives written sends up
+    /// to `drain` (cluster mode: `requestTimeout` without it) to settle. Sends not yet
+    /// written reject `GATEWAY_SHUTDOWN` (cluster mode: go back to selection on their
+    /// callers), or in durable mode stay in the store for the next start.
+    pub fn stop_draining(&self, drain: Option<Duration>) {
+        let cap = match (&self.cluster, drain) {
+            (_, Some(drain)) => drain,
+            (Some(_), None) => self.shared.config.request_timeout,
+            (None, None) => Duration::ZERO,
         };
         let run = lock(&self.run);
         let Some(accepting) = run.as_ref().map(|r| r.accepting.clone()) else {
@@ -273,23 +319,31 @@ impl Gateway {
             return self.finish_stop();
         };
         drop(run);
+        if self.cluster.is_none() && cap.is_zero() {
+            return self.finish_stop();
+        }
         if self.shared.lifecycle() != Lifecycle::Running {
             return; // Already draining: its `Stopped` comes once.
         }
         self.shared.set_lifecycle(Lifecycle::Stopping);
         accepting.cancel();
-        cluster.unlist_all();
-        cluster.hand_back_queued();
+        match &self.cluster {
+            Some(cluster) => {
+                cluster.unlist_all();
+                cluster.hand_back_queued();
+            }
+            None => self.end_waiting(),
+        }
         let gateway = self.clone();
         self.rt.spawn(async move {
-            let until = tokio::time::Instant::now() + gateway.shared.config.request_timeout;
+            let until = tokio::time::Instant::now() + cap;
             while tokio::time::Instant::now() < until {
                 // Sends waiting for a device count too: one that connects to another
                 // process takes them (`waitForDevice` is cluster-wide).
                 let busy = {
                     let registry = lock(&gateway.shared.registry);
                     registry.pending_count() + registry.parking.len()
-                } + cluster.in_flight();
+                } + gateway.cluster.as_ref().map_or(0, |c| c.in_flight());
                 if busy == 0 {
                     break;
                 }
@@ -299,6 +353,26 @@ impl Gateway {
         });
     }
 
+    /// Sends not yet written, when stopping: kept in the store (durable mode) for the
+    /// next start, else rejected `GATEWAY_SHUTDOWN` (`sent: false`).
+    fn end_waiting(&self) {
+        let shared = &self.shared;
+        if self.store.is_some() {
+            let kept = lock(&shared.registry).keep_waiting();
+            let mut calls = lock(&shared.kept);
+            for (request_id, call) in kept {
+                shared.settling.forget(call);
+                calls.insert(request_id, call);
+            }
+            return;
+        }
+        let queued = lock(&shared.registry).take_queued();
+        for (settled, _) in queued {
+            shared.fail(settled, shutdown_error);
+        }
+        shared.abandon_parked();
+    }
+
     fn finish_stop(&self) {
         let shared = self.shared.clone();
         let Some(run) = lock(&self.run).take() else {
@@ -306,6 +380,9 @@ impl Gateway {
             return;
         };
         shared.set_lifecycle(Lifecycle::Stopping);
+        if self.store.is_some() {
+            self.end_waiting();
+        }
         run.shutdown.cancel();
         let owed = lock(&shared.registry).shut_down();
         for settled in owed {
@@ -337,11 +414,12 @@ impl Gateway {
     }
 
     /// A call with an `idempotencyKey` claims it first; one with a key or `metadata`
-    /// gets its record (docs/delivery-records.md). In cluster mode a key is claimed in
-    /// Redis too, before anything is sent.
+    /// gets its record (docs/delivery-records.md), and so does every call in durable
+    /// mode. In cluster mode a key is claimed in Redis too, before anything is sent.
     fn send_with(&self, call: CallId, request: SendRequest, wake: Wake) {
         let running = self.shared.lifecycle() == Lifecycle::Running;
-        if !running || !request.has_record_from_the_start() {
+        let recorded = request.has_record_from_the_start() || self.store.is_some();
+        if !running || !recorded {
             return self.submit(call, request, wake);
         }
         let cluster = self
@@ -541,6 +619,7 @@ impl Gateway {
 struct WeakGateway {
     shared: Weak<Shared>,
     cluster: Option<Weak<Cluster>>,
+    store: Option<Weak<Store>>,
     run: Weak<Mutex<Option<Run>>>,
     rt: Handle,
 }
@@ -551,6 +630,10 @@ impl WeakGateway {
             shared: self.shared.upgrade()?,
             cluster: match &self.cluster {
                 Some(cluster) => Some(cluster.upgrade()?),
+                None => None,
+            },
+            store: match &self.store {
+                Some(store) => Some(store.upgrade()?),
                 None => None,
             },
             run: self.run.upgrade()?,
@@ -821,6 +904,8 @@ mod tests {
         fn first_incoming(&self, _: &str, _: &str) -> crate::state::directory::Admission {
             Box::pin(async { true })
         }
+        fn record_changed(&self, _: &str, _: crate::state::records::StoredRecord, _: bool) {}
+        fn late_result(&self, _: &str, _: crate::state::records::StoredRecord) {}
     }
 
     async fn local_sessions_become(gateway: &Gateway, n: usize) -> usize {

@@ -28,10 +28,13 @@ mod net;
 mod protocol;
 mod runtime;
 mod state;
+mod store;
 mod supervise;
 mod timers;
 
-pub use config::{ClusterConfig, Config, Dialect, Pacing, SentinelConfig, Strategy, TlsConfig};
+pub use config::{
+    ClusterConfig, Config, Dialect, Pacing, SentinelConfig, StoreConfig, Strategy, TlsConfig,
+};
 pub use error::{ErrorCode, GatewayError, StartError};
 pub use gateway::{Gateway, Health, SendRequest};
 pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
@@ -39,6 +42,7 @@ pub use identity::{request_id_text, CallId, Identity};
 pub use media::MediaPolicy;
 pub use metrics::{snapshot as metrics_snapshot, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};
+pub use protocol::custom::is_custom_type;
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
 pub use runtime::build_runtime;

@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Dialect;
 
+pub mod custom;
 pub mod delivery;
 use delivery::{AckFrame, IncomingFrame, RefusedIncoming};
 
@@ -37,6 +38,8 @@ pub struct AuthFrame {
     pub browser: String,
     /// `authenticate` (the guide's dialect) rather than `auth`.
     pub guide_dialect: bool,
+    /// The custom command types the extension handles (`data.commands`), checked.
+    pub commands: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +50,7 @@ pub struct StatusFrame {
     pub whatsapp_logged_in: bool,
 }
 
+/// A `message-result` or a `command-result`: either answers any command.
 #[derive(Debug, PartialEq)]
 pub struct ResultFrame {
     pub request_id: String,
@@ -54,6 +58,21 @@ pub struct ResultFrame {
     pub message_id: Value,
     pub error: Value,
     pub timestamp: Option<f64>,
+    /// A `command-result`'s `data`, null if none.
+    pub data: Value,
+    /// Why it failed, as an upper-case word (`NOT_ON_WHATSAPP`...), if the extension said.
+    pub code: Option<String>,
+}
+
+impl ResultFrame {
+    /// What a success answers: a custom command's `data`, a send's `messageId`.
+    pub fn answer(&mut self, kind: SendKind) -> Value {
+        let answer = match kind {
+            SendKind::Command => &mut self.data,
+            _ => &mut self.message_id,
+        };
+        std::mem::take(answer)
+    }
 }
 
 /// Every field any dialect uses; unknown fields are ignored.
@@ -81,6 +100,8 @@ struct Wire<'a> {
     ready: Option<Value>,
     #[serde(rename = "whatsappLoggedIn", default)]
     whatsapp_logged_in: Option<Value>,
+    #[serde(default)]
+    code: Option<Value>,
 }
 
 pub fn parse(text: &str) -> Inbound {
@@ -100,7 +121,7 @@ pub fn parse_with_limit(text: &str, max_media_bytes: usize) -> Inbound {
         "auth" | "authenticate" => parse_auth(&wire, kind == "authenticate"),
         "status" => Inbound::Status(parse_status(&wire)),
         "heartbeat" => Inbound::Heartbeat,
-        "message-result" => parse_result(wire),
+        "message-result" | "command-result" => parse_result(wire),
         "message-ack" => Inbound::Ack(delivery::parse_ack(text)),
         "incoming-message" => {
             Inbound::Incoming(delivery::parse_incoming(wire.data, max_media_bytes))
@@ -122,11 +143,13 @@ fn parse_auth(wire: &Wire, guide_dialect: bool) -> Inbound {
             .unwrap_or("unknown")
             .to_string()
     };
+    let commands = wire.data.as_ref().and_then(|d| d.get("commands"));
     Inbound::Auth(AuthFrame {
         api_key,
         extension_version: field("extensionVersion"),
         browser: field("browser"),
         guide_dialect,
+        commands: custom::listed_commands(commands),
     })
 }
 
@@ -176,13 +199,18 @@ fn truthy(v: &Value) -> bool {
 
 fn parse_result(wire: Wire) -> Inbound {
     let Some(request_id) = wire.request_id else {
-        return Inbound::Invalid("message-result needs a string requestId");
+        return Inbound::Invalid("A result needs a string requestId");
     };
     let success = match wire.success {
         Some(Value::Bool(b)) => b,
-        _ => return Inbound::Invalid("message-result needs a boolean success"),
+        _ => return Inbound::Invalid("A result needs a boolean success"),
     };
-    if !bounded(wire.message_id.as_ref()) || !bounded(wire.error.as_ref()) {
+    let command_result = wire.kind.as_deref() == Some("command-result");
+    let data = wire.data.filter(|_| command_result);
+    if !bounded(wire.message_id.as_ref())
+        || !bounded(wire.error.as_ref())
+        || !bounded(data.as_ref())
+    {
         return Inbound::Invalid(TOO_LARGE);
     }
     Inbound::Result(ResultFrame {
@@ -191,11 +219,31 @@ fn parse_result(wire: Wire) -> Inbound {
         message_id: wire.message_id.unwrap_or(Value::Null),
         error: wire.error.unwrap_or(Value::Null),
         timestamp: wire.timestamp.as_ref().and_then(Value::as_f64),
+        data: data.unwrap_or(Value::Null),
+        code: wire.code.as_ref().and_then(failure_code),
     })
 }
 
+/// An extension's failure `code`: one upper-case word (letters, digits, `_`), at most
+/// 64 characters. Anything else is ignored: a code is advice, and a malformed one
+/// must not cost the caller its error.
+fn failure_code(code: &Value) -> Option<String> {
+    let code = code.as_str()?;
+    let mut chars = code.chars();
+    let shaped = chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        && code.len() <= 64;
+    shaped.then(|| code.to_string())
+}
+
+/// Failure codes after which the same command may well succeed later.
+pub fn retryable(code: &str) -> bool {
+    matches!(code, "RATE_LIMITED" | "LOGGED_OUT")
+}
+
 /// How deep and how large a value from an extension that the gateway hands on
-/// (`messageId`, `error`, an incoming message's `data`) may be. Far beyond any real
+/// (`messageId`, `error`, a command-result's `data`, an incoming message's `data`) may be.
+/// Far beyond any real
 /// one; what JavaScript receives stays cheap to build and within what napi converts
 /// (128 levels, a million items), wrapped in an event or an error as it is.
 pub const MAX_VALUE_DEPTH: usize = 32;
@@ -279,15 +327,55 @@ pub enum SendKind {
     Image,
     Video,
     Document,
+    /// A custom command (`gateway.request()`): its type stands where a send's
+    /// recipient does, its data (JSON text) where a message's text does.
+    Command,
 }
 
 impl SendKind {
+    /// The frame type of a built-in command; a custom command's type is its own.
     pub fn command(self) -> &'static str {
         match self {
             Self::Message => "send-message",
             Self::Image => "send-image",
             Self::Video => "send-video",
             Self::Document => "send-document",
+            Self::Command => "command",
+        }
+    }
+}
+
+/// Who a send is for, read from the one text a request, a record and an event keep
+/// for it: a phone number (E.164), a chat id (`…@c.us`, `…@g.us`: the only form with
+/// an `@`, which a phone number never has), or, for a custom command, its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient<'a> {
+    Phone(&'a str),
+    Chat(&'a str),
+    Command(&'a str),
+}
+
+impl<'a> Recipient<'a> {
+    pub fn of(kind: SendKind, text: &'a str) -> Self {
+        match kind {
+            SendKind::Command => Self::Command(text),
+            _ if text.contains('@') => Self::Chat(text),
+            _ => Self::Phone(text),
+        }
+    }
+
+    /// The field that names it in commands, events and records.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Phone(_) => "phoneNumber",
+            Self::Chat(_) => "chatId",
+            Self::Command(_) => "command",
+        }
+    }
+
+    pub fn text(self) -> &'a str {
+        match self {
+            Self::Phone(t) | Self::Chat(t) | Self::Command(t) => t,
         }
     }
 }
@@ -314,17 +402,22 @@ struct Command<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TextData<'a> {
-    phone_number: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone_number: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chat_id: Option<&'a str>,
     message: &'a str,
 }
 
-/// A `send-message` command.
-pub fn message_frame(request_id: &str, phone_number: &str, message: &str) -> Frame {
+/// A `send-message` command to a phone number or a chat id (`recipient`).
+pub fn message_frame(request_id: &str, recipient: &str, message: &str) -> Frame {
+    let to = Recipient::of(SendKind::Message, recipient);
     let command = Command {
         kind: SendKind::Message.command(),
         request_id,
         data: TextData {
-            phone_number,
+            phone_number: matches!(to, Recipient::Phone(_)).then_some(recipient),
+            chat_id: matches!(to, Recipient::Chat(_)).then_some(recipient),
             message,
         },
     };
@@ -336,6 +429,7 @@ pub fn message_frame(request_id: &str, phone_number: &str, message: &str) -> Fra
 pub struct MediaCommand<'a> {
     pub kind: SendKind,
     pub request_id: &'a str,
+    /// A phone number or a chat id.
     pub phone_number: &'a str,
     pub caption: &'a str,
     pub mime_type: &'a str,
@@ -347,9 +441,10 @@ pub struct MediaCommand<'a> {
 pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -> Frame {
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut head = format!(
-        r#"{{"type":"{}","requestId":{},"data":{{"phoneNumber":{},"caption":{},"mimeType":{}"#,
+        r#"{{"type":"{}","requestId":{},"data":{{"{}":{},"caption":{},"mimeType":{}"#,
         command.kind.command(),
         quoted(command.request_id),
+        Recipient::of(command.kind, command.phone_number).field(),
         quoted(command.phone_number),
         quoted(command.caption),
         quoted(command.mime_type),
@@ -407,8 +502,9 @@ fn needs_json_escape(bytes: &[u8]) -> bool {
 #[derive(Debug, PartialEq)]
 pub struct WrittenCommand {
     pub kind: SendKind,
+    /// The phone number or chat id; a custom command's type.
     pub phone_number: String,
-    /// The message, or the caption of media.
+    /// The message, or the caption of media; a custom command's data as JSON text.
     pub text: String,
     /// The data URL and its MIME type.
     pub media: Option<(String, String)>,
@@ -425,6 +521,15 @@ pub fn command_of_frame(frame: &Frame) -> Option<WrittenCommand> {
         "send-image" => SendKind::Image,
         "send-video" => SendKind::Video,
         "send-document" => SendKind::Document,
+        other if custom::is_custom_type(other) => {
+            return Some(WrittenCommand {
+                kind: SendKind::Command,
+                phone_number: other.to_string(),
+                text: value["data"].to_string(),
+                media: None,
+                document_name: None,
+            })
+        }
         _ => return None,
     };
     let data = &value["data"];
@@ -440,7 +545,7 @@ pub fn command_of_frame(frame: &Frame) -> Option<WrittenCommand> {
     };
     Some(WrittenCommand {
         kind,
-        phone_number: text("phoneNumber")?,
+        phone_number: text("phoneNumber").or_else(|| text("chatId"))?,
         text: text("message")
             .or_else(|| text("caption"))
             .unwrap_or_default(),
@@ -536,7 +641,8 @@ mod tests {
                 api_key: "k1".into(),
                 extension_version: "1.2".into(),
                 browser: "Chrome".into(),
-                guide_dialect: false
+                guide_dialect: false,
+                commands: Vec::new(),
             })
         );
         match parse(r#"{"type":"authenticate","apiKey":"k2"}"#) {
@@ -603,6 +709,48 @@ mod tests {
     }
 
     #[test]
+    fn results_carry_data_and_failure_codes_of_the_right_shape() {
+        let result = |text: &str| match parse(text) {
+            Inbound::Result(r) => r,
+            other => panic!("{other:?}"),
+        };
+        let mut answered = result(
+            r#"{"type":"command-result","requestId":"r","success":true,"data":{"on":true},"messageId":"m"}"#,
+        );
+        assert_eq!(answered.answer(SendKind::Command), json!({ "on": true }));
+        let mut sent = result(
+            r#"{"type":"message-result","requestId":"r","success":true,"data":{"x":1},"messageId":"m"}"#,
+        );
+        assert_eq!(sent.data, Value::Null, "only a command-result has data");
+        assert_eq!(sent.answer(SendKind::Message), json!("m"));
+        let long = "X".repeat(65);
+        let cases = [
+            (json!("NOT_ON_WHATSAPP"), Some("NOT_ON_WHATSAPP")),
+            (json!("RATE_LIMITED"), Some("RATE_LIMITED")),
+            (json!("X2_Y"), Some("X2_Y")),
+            (json!("not_on_whatsapp"), None),
+            (json!("_X"), None),
+            (json!("A B"), None),
+            (json!(""), None),
+            (json!(long), None),
+            (json!(7), None),
+            (json!(["X"]), None),
+        ];
+        for (code, kept) in cases {
+            let frame = json!({ "type": "message-result", "requestId": "r", "success": false, "code": code });
+            let r = result(&frame.to_string());
+            assert_eq!(r.code.as_deref(), kept, "{code}");
+        }
+        assert!(retryable("RATE_LIMITED") && retryable("LOGGED_OUT"));
+        assert!(!retryable("NOT_ON_WHATSAPP"));
+        match parse(r#"{"type":"auth","apiKey":"k","data":{"commands":["check-number","ping",3]}}"#)
+        {
+            Inbound::Auth(a) => assert_eq!(a.commands, ["check-number"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn values_an_extension_hands_on_are_bounded_in_depth_and_items() {
         let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let items = |n: usize| format!("[{}]", vec!["0"; n].join(","));
@@ -650,6 +798,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_chat_is_named_by_chat_id_and_commands_read_back_from_their_frames() {
+        let group = "120363025246125486@g.us";
+        let v = json_of(message_frame("r", group, "hi"));
+        assert_eq!(v["data"], json!({ "chatId": group, "message": "hi" }));
+        let command = MediaCommand {
+            phone_number: "15551234567@c.us",
+            ..image("cap")
+        };
+        let url = || "data:image/png;base64,AA==".to_string();
+        let read = command_of_frame(&media_frame(&command, url(), Dialect::Doc)).unwrap();
+        assert_eq!(read.phone_number, "15551234567@c.us");
+        let v = json_of(media_frame(&command, url(), Dialect::Doc));
+        assert!(v["data"].get("phoneNumber").is_none());
+        let custom = custom::custom_frame("r", "check-number", r#"{"phone":"+1"}"#);
+        let read = command_of_frame(&custom).unwrap();
+        assert_eq!(read.kind, SendKind::Command);
+        assert_eq!(read.phone_number, "check-number");
+        assert_eq!(read.text, r#"{"phone":"+1"}"#);
+        assert_eq!(
+            Recipient::of(SendKind::Message, "+1").field(),
+            "phoneNumber"
+        );
+        assert_eq!(Recipient::of(SendKind::Image, "1@c.us").field(), "chatId");
+        assert_eq!(Recipient::of(SendKind::Command, "x").field(), "command");
     }
 
     #[test]

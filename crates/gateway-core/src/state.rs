@@ -6,6 +6,7 @@ pub mod acks;
 pub mod directory;
 pub mod idempotency;
 pub mod incoming;
+pub mod journal;
 pub mod link;
 pub mod own_keys;
 pub mod pacing;
@@ -70,6 +71,11 @@ pub struct Shared {
     pub pending_auth: Arc<PendingAuth>,
     /// The cluster-wide directory of sessions, in cluster mode (5.3).
     pub directory: OnceLock<Arc<dyn directory::Directory>>,
+    /// Durable mode's store (`store`); empty otherwise.
+    pub journal: OnceLock<Arc<dyn journal::Journal>>,
+    /// Durable mode: calls whose sends `stop()` left waiting in the store, by request
+    /// id; a `start()` of the same gateway settles their promises.
+    pub kept: Mutex<std::collections::HashMap<u128, CallId>>,
     /// Whether a paced send whose queue wait passes its timeout was reported (once).
     pub warned_queue_wait: AtomicBool,
     lifecycle: AtomicU8,
@@ -109,6 +115,8 @@ impl Shared {
             incoming: Mutex::default(),
             pending_auth: PendingAuth::new(config.max_pending_auth, config.max_pending_auth_per_ip),
             directory: OnceLock::new(),
+            journal: OnceLock::new(),
+            kept: Mutex::default(),
             warned_queue_wait: AtomicBool::new(false),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,

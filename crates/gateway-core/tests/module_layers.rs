@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "supervise",
     ],
     &["state"],
-    &["net", "timers", "cluster"],
+    &["net", "timers", "cluster", "store"],
     &["gateway", "fuzzing"],
     &[""],
 ];

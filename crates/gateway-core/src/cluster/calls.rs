@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::identity::{CallId, Identity};
+use crate::protocol::SendKind;
 
 #[derive(Debug)]
 pub struct RemoteCall {
@@ -17,6 +18,8 @@ pub struct RemoteCall {
     pub deadline: Instant,
     pub timeout_ms: u64,
     pub device: Arc<Identity>,
+    pub kind: SendKind,
+    /// Who it is for (`protocol::Recipient`), or a custom command's type.
     pub phone_number: String,
     /// The send's command has reached the holder's inbox.
     pub routed: bool,
@@ -113,6 +116,7 @@ mod tests {
             deadline,
             timeout_ms: 1000,
             device: Arc::new(Identity::for_test("k", "s")),
+            kind: SendKind::Message,
             phone_number: "+1".into(),
             routed: true,
         }

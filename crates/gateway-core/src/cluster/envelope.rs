@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::config::Dialect;
 use crate::error::GatewayError;
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Commands, Identity};
 use crate::protocol::SendKind;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -84,6 +84,12 @@ pub struct Command {
     pub request_id: String,
     /// Routed a second time after a `Reroute`: the holder takes it whatever happens.
     pub rerouted: bool,
+    /// The caller's `target`: `session_id` and no other session may take it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// A custom command that pacing does not space (`paced` not asked for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpaced: bool,
     /// Past this (ms since the epoch) the caller has given up: not worth sending.
     pub expires_at: u64,
 }
@@ -125,6 +131,10 @@ pub struct Device {
     pub ip: String,
     pub extension_version: String,
     pub browser: String,
+    /// The custom command types it handles (listings carry them: a caller chooses
+    /// among the devices that handle its command).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 impl Device {
@@ -135,6 +145,8 @@ impl Device {
             ip: who.ip.clone(),
             extension_version: who.extension_version.clone(),
             browser: who.browser.clone(),
+            // Results and events name a device; only choosing one needs its commands.
+            commands: Vec::new(),
         }
     }
 
@@ -148,6 +160,7 @@ impl Device {
             extension_version: self.extension_version,
             browser: self.browser,
             dialect,
+            commands: Commands::new(self.commands),
         }
     }
 }

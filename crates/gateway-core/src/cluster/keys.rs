@@ -105,6 +105,12 @@ impl Keys {
         format!("{}rebuilding", self.prefix)
     }
 
+    /// The record of one send by its request id, written by its calling process, so
+    /// that any process answers `getMessageStatus` for it, even once that one is gone.
+    pub fn status(&self, request_id: &str) -> String {
+        format!("{}status:{request_id}", self.prefix)
+    }
+
     pub fn inbox(&self, node_id: &str) -> String {
         format!("{}inbox:{node_id}", self.prefix)
     }

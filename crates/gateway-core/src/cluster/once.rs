@@ -13,15 +13,18 @@ use uuid::Uuid;
 use super::envelope::{Envelope, LateResult};
 use super::redis_io::{KeyClaim, Taken};
 use super::relay::Outgoing;
+use super::routing::refusal;
 use super::{unavailable, Cluster};
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Commands, Identity};
 use crate::media::Media;
+use crate::protocol::{Recipient, SendKind};
 use crate::state::link::lock;
 use crate::state::records::{Record, State, StoredRecord};
-use crate::state::requests::{no_device, SendRequest, Wake};
+use crate::state::registry::Unavailable;
+use crate::state::requests::{no_device, unsupported_command, SendRequest, Wake, Wants};
 use crate::state::settle::{duplicate_of, key_reused};
 use crate::state::Lifecycle;
 
@@ -183,7 +186,17 @@ impl Cluster {
             if !self.usable() {
                 return self.reject(call, unplaced(&request.api_key, &request_id, None));
             }
-            if self.has_device(&request.api_key, waited).await {
+            let found = self
+                .find_device(&request.api_key, request.wants(), waited)
+                .await;
+            if let Err(Some(Unavailable::Unsupported)) = found {
+                let wants = request.wants();
+                let command = wants.command.unwrap_or_default();
+                let mut error = unsupported_command(&request.api_key, command, wants.session);
+                error.details["requestId"] = request_id.as_str().into();
+                return self.reject(call, error);
+            }
+            if found.is_ok() {
                 let placed = timeout(ROUND_TRIP, self.redis.place_key(&key, &request_id)).await;
                 return match placed {
                     Ok(Ok(true)) => {
@@ -203,7 +216,10 @@ impl Cluster {
             }
             let now = Instant::now();
             if now >= until {
-                let why = lock(&self.shared.registry).why_no_device(&request.api_key);
+                let why = match request.pinned {
+                    true => Unavailable::Target,
+                    false => lock(&self.shared.registry).why_no_device(&request.api_key),
+                };
                 let mut error = no_device(&request.api_key, Some(why));
                 error.details["requestId"] = request_id.as_str().into();
                 error.details["sent"] = false.into();
@@ -214,13 +230,21 @@ impl Cluster {
         }
     }
 
-    /// Whether an active device of `api_key` is on this process or, as last listed
-    /// (read again at most every `view::FRESH_FOR`), on another. A listing without
-    /// devices is read again unless `waiting` (a send that waits reads at that pace; a
-    /// new one sees a device that connected elsewhere just now, as other sends do).
-    async fn has_device(&self, api_key: &str, waiting: bool) -> bool {
-        if lock(&self.shared.registry).has_active_device(api_key) {
-            return true;
+    /// Whether an active device of `api_key` that the send `wants` (its target, one
+    /// that handles its command) is on this process or, as last listed (read again at
+    /// most every `view::FRESH_FOR`), on another; else why not, if known
+    /// (`routing::refusal`). A listing without devices is read again unless `waiting`
+    /// (a send that waits reads at that pace; a new one sees a device that connected
+    /// elsewhere just now, as other sends do).
+    pub(super) async fn find_device(
+        &self,
+        api_key: &str,
+        wants: Wants<'_>,
+        waiting: bool,
+    ) -> Result<(), Option<Unavailable>> {
+        let local = lock(&self.shared.registry).active_devices(api_key);
+        if local.iter().any(|(who, _)| wants.accepts(who)) {
+            return Ok(());
         }
         let known = lock(&self.view)
             .remote_devices(api_key, Instant::now())
@@ -233,7 +257,10 @@ impl Cluster {
                 read
             }
         };
-        !remote.is_empty()
+        if remote.iter().any(|d| wants.accepts(&d.identity)) {
+            return Ok(());
+        }
+        Err(refusal(wants, &local, &remote))
     }
 
     /// Redis lost this process's lease (restarted empty, flushed, or the lease ran
@@ -331,8 +358,12 @@ impl Cluster {
             extension_version: device.extension_version.clone(),
             browser: device.browser.clone(),
             dialect: self.shared.config.dialect,
+            commands: Commands::default(),
         });
         let answer = match (&record.state, &record.error) {
+            (State::Sent, _) if record.kind == SendKind::Command => {
+                Ok((record.data.clone().unwrap_or(Value::Null), record.timestamp))
+            }
             (State::Sent, _) => Ok((record.message_id.clone(), record.timestamp)),
             (State::Failed, Some(error)) => Err(error.clone()),
             _ => return,
@@ -363,7 +394,7 @@ impl Cluster {
             let event = LogEvent::sent_late(
                 record.kind,
                 &who,
-                &record.phone_number,
+                Recipient::of(record.kind, &record.phone_number),
                 &record.request_id,
                 record.message_id.clone(),
             )

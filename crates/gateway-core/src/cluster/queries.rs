@@ -12,7 +12,7 @@ use super::relay::Outgoing;
 use super::Cluster;
 use crate::identity::Identity;
 use crate::state::link::lock;
-use crate::state::records::{StatusKey, StoredRecord};
+use crate::state::records::{State, StatusKey, StoredRecord};
 use crate::state::registry::SessionInfo;
 
 impl Cluster {
@@ -23,11 +23,40 @@ impl Cluster {
 
     /// `getMessageStatus` across the cluster: this process's record, else the first
     /// other process's that has one (each asked through its inbox, for up to a second).
+    /// The order: this process's own record; the caller's record in Redis once settled;
+    /// a live process that has it; this process's record of a send it ran for another
+    /// (the holder of a command whose caller is gone); else the caller's last record,
+    /// as `unknown` (it can no longer settle, and may have been written).
     pub async fn message_status(&self, request_id: &str) -> Value {
-        if let Some(status) = self.local_status(request_id) {
-            return status;
+        let local = self.local_status(request_id);
+        let for_other = uuid::Uuid::try_parse(request_id)
+            .is_ok_and(|id| lock(&self.shared.registry).ran_for_other(id.as_u128()));
+        if let Some(status) = local.as_ref().filter(|_| !for_other) {
+            return status.clone();
         }
-        self.ask_others(request_id, None).await
+        // Written by its calling process (every change, within a round): found even
+        // when that process is gone.
+        let mut stored = None;
+        if uuid::Uuid::try_parse(request_id).is_ok() && self.usable() {
+            let key = self.redis.keys.status(request_id);
+            let read = self.redis.status_record(&key).await.ok().flatten();
+            stored = read.and_then(|text| serde_json::from_str::<StoredRecord>(&text).ok());
+            if let Some(record) = stored.as_ref().filter(|r| r.settled_at.is_some()) {
+                return record.status(record.state);
+            }
+        }
+        let live = self.ask_others(request_id, None).await;
+        // Run here for a caller that is gone: this process holds the command's truth.
+        let live = match local {
+            Some(status) if live.is_null() => status,
+            _ => live,
+        };
+        match stored {
+            // Its caller is gone before it settled: it can no longer settle, and it may
+            // have been written.
+            Some(record) if live.is_null() => record.status(State::Unknown),
+            _ => live,
+        }
     }
 
     /// `getMessageStatus({ apiKey, idempotencyKey | messageId })` across the cluster:
@@ -154,6 +183,10 @@ impl Cluster {
 
     fn with_node(&self, node_id: &str, info: SessionInfo, api_key: Option<&str>) -> Value {
         let mut value = serde_json::to_value(info).unwrap_or(Value::Null);
+        // Listings leave out an empty list; sessions always show one.
+        if value.get("commands").is_none() {
+            value["commands"] = Value::Array(Vec::new());
+        }
         value["nodeId"] = node_id.into();
         if let Some(api_key) = api_key {
             value["apiKey"] = api_key.into();

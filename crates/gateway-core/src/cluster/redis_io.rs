@@ -377,6 +377,17 @@ impl Redis {
                         .arg(record)
                         .arg(ttl.as_millis() as u64);
                 }
+                Outgoing::Status {
+                    request_id,
+                    record,
+                    ttl,
+                } => {
+                    pipe.cmd("SET")
+                        .arg(self.keys.status(request_id))
+                        .arg(record)
+                        .arg("PX")
+                        .arg(ttl.as_millis() as u64);
+                }
                 Outgoing::Restore {
                     key,
                     token,
@@ -459,6 +470,13 @@ impl Redis {
             con.hget(key, "record").await
         })
         .await
+    }
+
+    /// A send's record (`keys::status`).
+    pub async fn status_record(&self, key: &str) -> Reply<Option<String>> {
+        let key = key.to_string();
+        self.on(&self.commands, |mut con| async move { con.get(key).await })
+            .await
     }
 
     /// Marks `key` seen for `window`; false if it already was.

@@ -57,6 +57,12 @@ pub enum Outgoing {
         fingerprint: String,
         ttl: std::time::Duration,
     },
+    /// A send's record (`keys::status`), as its calling process has it now.
+    Status {
+        request_id: String,
+        record: String,
+        ttl: std::time::Duration,
+    },
 }
 
 /// A session (by id) listed as it is now, or unlisted (`None`).
@@ -185,7 +191,11 @@ impl Relay {
             session_id: event.session_id.clone(),
             user_id: event.user_id.clone(),
             request_id: request_id.clone(),
-            phone_number: event.phone_number.clone().unwrap_or_default(),
+            phone_number: event
+                .phone_number
+                .clone()
+                .or_else(|| event.delivery.as_ref().and_then(|d| d.chat_id.clone()))
+                .unwrap_or_default(),
             message_id: event.message_id.clone().unwrap_or(serde_json::Value::Null),
             ack: ack.to_string(),
         };

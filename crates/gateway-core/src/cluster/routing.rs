@@ -18,19 +18,24 @@ use crate::clock::now_ms;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Resolved, Stage};
-use crate::identity::{CallId, Identity, CLUSTER_CALL};
+use crate::identity::{CallId, Commands, Identity, CLUSTER_CALL};
 use crate::media::Media;
 use crate::protocol::delivery::Ack;
+use crate::protocol::{Recipient, SendKind};
 use crate::state::link::lock;
 use crate::state::parking::Parked;
 use crate::state::records::StatusKey;
-use crate::state::registry::Pending;
-use crate::state::requests::{shutdown_error, SendRequest, Wake};
+use crate::state::registry::{Pending, Unavailable};
+use crate::state::requests::{
+    no_device, shutdown_error, unsupported_command, SendRequest, Wake, Wants,
+};
 use crate::state::Lifecycle;
 
 /// A listing read that takes longer than this counts as Redis being away: local
 /// devices serve meanwhile.
 const READ_LIMIT: Duration = Duration::from_secs(1);
+/// How often a send waiting for its `target` to become active looks for it.
+const TARGET_POLL: Duration = Duration::from_millis(100);
 
 impl Cluster {
     /// Chooses a device across the cluster and sends there.
@@ -51,7 +56,7 @@ impl Cluster {
             return;
         }
         if !self.usable() {
-            if !lock(&self.shared.registry).has_active_device(&request.api_key) {
+            if !self.serves_locally(&request) {
                 return self.reject(call, unavailable(&request.api_key));
             }
             return self.shared.dispatch(call, request, media, wake);
@@ -75,9 +80,20 @@ impl Cluster {
         }
     }
 
+    /// Whether this process alone can take the send (Redis is away): it has a device
+    /// that will do, or the send's target is one of its sessions.
+    fn serves_locally(&self, request: &SendRequest) -> bool {
+        let registry = lock(&self.shared.registry);
+        let wants = request.wants();
+        registry.has_device_for(&request.api_key, wants)
+            || wants
+                .session
+                .is_some_and(|s| registry.has_session(&request.api_key, s))
+    }
+
     /// Reads `api_key`'s listing once for every send waiting on it, and routes them in
     /// call order, with those that queue meanwhile.
-    async fn read_then_route(&self, api_key: Arc<str>) {
+    async fn read_then_route(self: &Arc<Self>, api_key: Arc<str>) {
         let read = self.read_remote_devices(&api_key).await;
         // An empty listing with no local device is not kept: a device that connects
         // elsewhere is seen by the next send.
@@ -100,9 +116,10 @@ impl Cluster {
                         remote.clone(),
                     ),
                     // Redis is away: local devices only, as when it was known to be.
-                    None if lock(&self.shared.registry).has_active_device(&api_key) => self
-                        .shared
-                        .dispatch(send.call, send.request, send.media, Wake::Now),
+                    None if self.serves_locally(&send.request) => {
+                        self.shared
+                            .dispatch(send.call, send.request, send.media, Wake::Now)
+                    }
                     None => self.reject(send.call, unavailable(&api_key)),
                 }
             }
@@ -137,7 +154,7 @@ impl Cluster {
     }
 
     fn route(
-        &self,
+        self: &Arc<Self>,
         call: CallId,
         mut request: SendRequest,
         media: Option<Media>,
@@ -145,11 +162,39 @@ impl Cluster {
         remote: Vec<RemoteDevice>,
     ) {
         let local = lock(&self.shared.registry).active_devices(&request.api_key);
-        if remote.is_empty() {
-            if local.is_empty() {
-                // A device that connects elsewhere meanwhile is seen at the next read.
-                lock(&self.view).forget(&request.api_key);
+        if remote.is_empty() && local.is_empty() {
+            // A device that connects elsewhere meanwhile is seen at the next read.
+            lock(&self.view).forget(&request.api_key);
+        }
+        // Only the devices the send can use: its target, those handling its command.
+        let wants = request.wants();
+        let (local, remote) = match wants == Wants::default() {
+            true => (local, remote),
+            false => {
+                let refused = refusal(wants, &local, &remote);
+                if let Some(Unavailable::Unsupported) = refused {
+                    let command = wants.command.unwrap_or_default();
+                    let error = unsupported_command(&request.api_key, command, wants.session);
+                    return self.reject(call, error);
+                }
+                let target_here = wants
+                    .session
+                    .is_some_and(|s| lock(&self.shared.registry).has_session(&request.api_key, s));
+                if refused == Some(Unavailable::Target) && !target_here {
+                    return self.wait_for_target(call, request, media);
+                }
+                let local: Vec<_> = local
+                    .into_iter()
+                    .filter(|(who, _)| wants.accepts(who))
+                    .collect();
+                let remote: Vec<_> = remote
+                    .into_iter()
+                    .filter(|d| wants.accepts(&d.identity))
+                    .collect();
+                (local, remote)
             }
+        };
+        if remote.is_empty() {
             return self.shared.dispatch(call, request, media, wake);
         }
         let strategy = request.strategy.unwrap_or(self.shared.config.strategy);
@@ -172,6 +217,47 @@ impl Cluster {
             }
             None => self.shared.dispatch(call, request, media, wake),
         }
+    }
+
+    /// A send whose `target` is no active session anywhere now: waits for it (its
+    /// `waitForDevice`, counted from the call) on any process, then goes to it; else
+    /// `NO_ACTIVE_DEVICE` (`target-unavailable`), never sent.
+    fn wait_for_target(self: &Arc<Self>, call: CallId, request: SendRequest, media: Option<Media>) {
+        let config = &self.shared.config;
+        let called_at = request
+            .called_at
+            .map_or_else(Instant::now, Instant::from_std);
+        let deadline = called_at + request.timeout.unwrap_or(config.request_timeout);
+        let wait = request.wait_for_device.unwrap_or(config.wait_for_device);
+        let until = (called_at + wait).min(deadline);
+        let cluster = self.clone();
+        self.rt.spawn(async move {
+            let mut request = request;
+            loop {
+                if cluster.shared.lifecycle() != Lifecycle::Running {
+                    // Refused there, nothing written.
+                    return cluster.shared.dispatch(call, request, media, Wake::Now);
+                }
+                let now = Instant::now();
+                if now >= until {
+                    let mut error = no_device(&request.api_key, Some(Unavailable::Target));
+                    if let Some(id) = request.request_id {
+                        error.details["requestId"] = uuid::Uuid::from_u128(id).to_string().into();
+                    }
+                    error.details["sent"] = false.into();
+                    return cluster.reject(call, error);
+                }
+                tokio::time::sleep(TARGET_POLL.min(until - now)).await;
+                let found = cluster.find_device(&request.api_key, request.wants(), true);
+                if !matches!(found.await, Err(None | Some(Unavailable::Target))) {
+                    // Its remaining wait counts from the call wherever it goes now.
+                    request
+                        .called_at
+                        .get_or_insert_with(|| called_at.into_std());
+                    return cluster.dispatch(call, request, media, Wake::Now);
+                }
+            }
+        });
     }
 
     /// Hands a send to the process holding its device.
@@ -216,6 +302,8 @@ impl Cluster {
             expires_at: now_ms() + left.as_millis() as u64,
             request_id: request_id.clone(),
             rerouted,
+            pinned: request.pinned,
+            unpaced: !request.paced,
         };
         let remote = RemoteCall {
             holder: device.node_id.clone(),
@@ -223,6 +311,7 @@ impl Cluster {
             deadline,
             timeout_ms: timeout.as_millis() as u64,
             device: device.identity,
+            kind: request.kind,
             phone_number: request.phone_number,
             routed: false,
         };
@@ -252,9 +341,9 @@ impl Cluster {
         if self.shared.config.log_events {
             let request_id = error.details["requestId"].as_str().unwrap_or_default();
             let metadata = self.metadata_of(request_id);
-            let event =
-                LogEvent::send_failed(&remote.device, &remote.phone_number, request_id, &error)
-                    .with_metadata(metadata);
+            let to = Recipient::of(remote.kind, &remote.phone_number);
+            let event = LogEvent::send_failed(&remote.device, to, request_id, &error)
+                .with_metadata(metadata);
             self.shared.host.deliver(Delivery::Log(event));
         }
         self.reject(call, error);
@@ -274,10 +363,14 @@ impl Cluster {
         }
         // Its key is known here: the device it was routed to connected here.
         let api_key = self.known_key(&command.key_digest);
+        let wants = Wants {
+            session: command.pinned.then_some(command.session_id.as_str()),
+            command: (command.kind == SendKind::Command).then_some(command.phone_number.as_str()),
+        };
         let takes = self.shared.lifecycle() == Lifecycle::Running
             && api_key
                 .as_ref()
-                .is_some_and(|k| lock(&self.shared.registry).has_active_device(k));
+                .is_some_and(|k| lock(&self.shared.registry).has_device_for(k, wants));
         let Some(api_key) = api_key.filter(|_| takes || command.rerouted) else {
             return self.relay.send(Outgoing::Envelope {
                 to: command.from.as_str().into(),
@@ -296,6 +389,7 @@ impl Cluster {
         });
         let target: Arc<str> = command.session_id.as_str().into();
         let (mut request, media) = request_of(command, &api_key);
+        // Pinned or not: the session the caller chose.
         request.target = Some(target);
         // Woken together once the inbox read is handled (`wake_corked`).
         self.shared.dispatch(call, request, media, Wake::Later);
@@ -307,7 +401,9 @@ impl Cluster {
     pub fn hand_back_queued(self: &Arc<Self>) {
         let taken = lock(&self.shared.registry).take_queued();
         for (settled, frame) in taken {
-            let Some(written) = crate::protocol::command_of_frame(&frame) else {
+            let written = crate::protocol::command_of_frame(&frame);
+            // A send for one of this process's sessions (`target`) cannot go elsewhere.
+            let Some(written) = written.filter(|_| !settled.pending.pinned) else {
                 self.shared.fail(settled, shutdown_error);
                 continue;
             };
@@ -337,6 +433,8 @@ impl Cluster {
                 expires_at: now_ms() + left,
                 request_id: uuid::Uuid::from_u128(settled.request_id).to_string(),
                 rerouted: false,
+                pinned: false,
+                unpaced: !pending.paced,
             };
             if pending.call & CLUSTER_CALL == 0 {
                 self.route_elsewhere(command, api_key);
@@ -372,9 +470,15 @@ impl Cluster {
                 continue;
             }
             let parked = lock(&self.shared.registry).parking.take(&api_key);
-            let (own, others): (VecDeque<_>, VecDeque<_>) = parked
-                .into_iter()
-                .partition(|p| p.pending.call & CLUSTER_CALL == 0);
+            // Its own calls that a device there will do for (the target, the command).
+            let (own, others): (VecDeque<_>, VecDeque<_>) = parked.into_iter().partition(|p| {
+                let wants = Wants {
+                    session: p.target.as_deref(),
+                    command: p.pending.command(),
+                };
+                p.pending.call & CLUSTER_CALL == 0
+                    && remote.iter().any(|d| wants.accepts(&d.identity))
+            });
             lock(&self.shared.registry)
                 .parking
                 .restore(api_key.clone(), others);
@@ -386,11 +490,13 @@ impl Cluster {
                     self.reject(call, error);
                     continue;
                 };
+                let wants = request.wants();
+                let usable = remote.iter().filter(|d| wants.accepts(&d.identity));
                 let choice = lock(&self.view).choose(
                     &api_key,
                     request.strategy.unwrap_or(strategy),
                     Vec::new(),
-                    remote.iter().cloned().map(|d| (d, 0)).collect(),
+                    usable.cloned().map(|d| (d, 0)).collect(),
                 );
                 match choice {
                     Some(Choice::Remote(device)) => self.forward(call, request, media, device),
@@ -413,9 +519,11 @@ impl Cluster {
                 false => None,
             };
             let strategy = request.strategy.unwrap_or(cluster.shared.config.strategy);
+            let wants = request.wants();
             let remote: Vec<(RemoteDevice, usize)> = remote
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|d| wants.accepts(&d.identity))
                 .map(|d| (d, 0))
                 .collect();
             let choice = lock(&cluster.view).choose(&request.api_key, strategy, Vec::new(), remote);
@@ -547,11 +655,12 @@ impl Cluster {
             extension_version: String::new(),
             browser: String::new(),
             dialect: self.shared.config.dialect,
+            commands: Commands::default(),
         };
         let event = LogEvent::message_ack(
             &device,
             &ack.request_id,
-            &ack.phone_number,
+            Recipient::of(SendKind::Message, &ack.phone_number),
             ack.message_id,
             level,
         )
@@ -619,12 +728,43 @@ fn request_of(command: Command, api_key: &str) -> (SendRequest, Option<Media>) {
         .ok()
         .map(|id| id.as_u128());
     request.rerouted = true;
+    request.paced = !command.unpaced;
+    if command.pinned {
+        request.target = Some(command.session_id.as_str().into());
+        request.pinned = true;
+    }
     let media = command.media.map(|m| Media {
         data_url: m.data_url,
         mime_type: m.mime_type,
         file_name: m.file_name,
     });
     (request, media)
+}
+
+/// Why none of a key's active devices (here and elsewhere) will do for a send that
+/// `wants` something of them; `None` if one will.
+pub(super) fn refusal(
+    wants: Wants,
+    local: &[(Arc<Identity>, usize)],
+    remote: &[RemoteDevice],
+) -> Option<Unavailable> {
+    let devices = || {
+        local
+            .iter()
+            .map(|(who, _)| &**who)
+            .chain(remote.iter().map(|d| &*d.identity))
+    };
+    if devices().any(|who| wants.accepts(who)) {
+        return None;
+    }
+    let named = |who: &Identity| wants.session.is_none_or(|s| *who.session_id == *s);
+    match devices().any(named) {
+        // The target is active (or, without one, devices are): none handles the command.
+        true if wants.command.is_some() => Some(Unavailable::Unsupported),
+        true => None,
+        false if wants.session.is_some() => Some(Unavailable::Target),
+        false => None,
+    }
 }
 
 /// A send that waited here for a device, as a request to route: its request id and
@@ -649,6 +789,11 @@ fn unparked_request(
     request.request_id = Some(parked.request_id);
     request.rerouted = true;
     request.strategy = Some(parked.strategy);
+    request.paced = pending.paced;
+    if let Some(target) = parked.target {
+        request.target = Some(target);
+        request.pinned = true;
+    }
     let media = written.media.map(|(data_url, mime_type)| Media {
         data_url,
         mime_type,
@@ -665,6 +810,7 @@ fn remote_device(listing: Listing, api_key: &str) -> RemoteDevice {
         ip: info.ip,
         extension_version: info.extension_version,
         browser: info.browser,
+        commands: info.commands,
     };
     RemoteDevice {
         node_id: listing.node_id.into(),

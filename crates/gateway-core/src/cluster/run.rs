@@ -98,6 +98,7 @@ impl Cluster {
                         next_unpark = now + UNPARK_EVERY;
                         self.unpark_elsewhere().await;
                     }
+                    self.publish_statuses();
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
                         let batch = retry.drain(..).map(|(_, o)| o).collect();
@@ -133,6 +134,29 @@ impl Cluster {
         };
         self.leave(&mut outbox, after).await;
         *lock(&self.outbox) = Some(outbox);
+    }
+
+    /// Writes the records of this process's calls that changed since the last round to
+    /// Redis (`keys::status`), so that any process can read them, even after this one
+    /// is gone. While Redis is unreachable the changes wait (each record once, as it is
+    /// then): a send settled meanwhile is not left in Redis as it was before.
+    fn publish_statuses(&self) {
+        if !self.usable() {
+            return;
+        }
+        let changed = lock(&self.shared.registry).statuses.take_changed();
+        if changed.is_empty() {
+            return;
+        }
+        let ttl = self.shared.config.idempotency_ttl;
+        for (_, record) in changed {
+            let text = serde_json::to_string(&record).unwrap_or_default();
+            self.relay.send(Outgoing::Status {
+                request_id: record.request_id,
+                record: text,
+                ttl,
+            });
+        }
     }
 
     /// Renews the lease (`keep`: and the life of this process's keys); returns
@@ -306,6 +330,13 @@ impl Cluster {
                         unsynced.insert(session_id, api_key.clone());
                     }
                 }
+                // A record refused is written again as it is by then, at the next round.
+                Outgoing::Status { request_id, .. } if fate == Written::Refused => {
+                    if let Ok(id) = uuid::Uuid::try_parse(&request_id) {
+                        lock(&self.shared.registry).statuses.changed(id.as_u128());
+                    }
+                }
+                // Listings are written again at the next refresh.
                 _ => {}
             }
         }
@@ -404,6 +435,7 @@ impl Cluster {
             }
             batch
         };
+        self.publish_statuses();
         let _ = self.write(drain(outbox)).await;
         let released = timeout(
             ROUND_TRIP,
@@ -416,6 +448,7 @@ impl Cluster {
                 self.on_envelope(payload);
             }
             self.shared.host.release_deliveries();
+            self.publish_statuses();
             let _ = self.write(drain(outbox)).await;
         }
         self.connected.store(false, Ordering::Release);

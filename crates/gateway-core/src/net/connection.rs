@@ -21,7 +21,7 @@ use super::session::{self, Admitted};
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::identity::Identity;
+use crate::identity::{Commands, Identity};
 use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
@@ -301,6 +301,7 @@ async fn admit(
         extension_version: auth.extension_version,
         browser: auth.browser,
         dialect: shared.config.dialect,
+        commands: Commands::new(auth.commands),
     };
     let session_id = identity.session_id.clone();
     let api_key = identity.api_key.clone();

@@ -19,7 +19,7 @@ use crate::events::LogEvent;
 use crate::host::{Delivery, Resolved, Stage};
 use crate::identity::{Identity, CLUSTER_CALL};
 use crate::protocol::delivery::{Ack, AckFrame};
-use crate::protocol::ResultFrame;
+use crate::protocol::{retryable, Recipient, ResultFrame, SendKind};
 
 impl Shared {
     /// Settles the request a `message-result` answers, if it was written to a session
@@ -51,31 +51,42 @@ impl Shared {
     /// A result for a send whose call settled without one (timed out, connection
     /// lost): an `unknown` record takes it; a success fires the kind's `*-sent` with
     /// `late: true` where the call was made.
-    fn late_result(&self, request_id: u128, answered_by: Arc<Identity>, result: ResultFrame) {
-        let answer = if result.success {
-            Ok((
-                result.message_id,
-                result.timestamp.unwrap_or(now_ms() as f64),
-            ))
-        } else {
-            Err(extension_error(request_id, &answered_by, &result.error))
-        };
+    fn late_result(&self, request_id: u128, answered_by: Arc<Identity>, mut result: ResultFrame) {
         let api_key = answered_by.api_key.clone();
         let mut registry = lock(&self.registry);
+        // Which answer a success gives depends on what the request was.
+        let Some(kind) = registry.statuses.get(request_id).map(|r| r.kind) else {
+            return;
+        };
+        let answer = if result.success {
+            let timestamp = result.timestamp.unwrap_or(now_ms() as f64);
+            Ok((result.answer(kind), timestamp))
+        } else {
+            Err(extension_error(request_id, &answered_by, &result))
+        };
+        // Carried to the calling process of a command run here for it, which may keep it.
+        let carried = match (&answer, kind) {
+            (Ok((data, _)), SendKind::Command) => Some(data.clone()),
+            _ => None,
+        };
         let Some(record) = registry
             .statuses
             .late(request_id, &api_key, answered_by, answer)
         else {
             return;
         };
-        let stored = record.stored(request_id);
+        let mut stored = record.stored(request_id);
+        if record.for_other && stored.data.is_none() {
+            stored.data = carried;
+        }
         let event = (record.state == State::Sent && !record.for_other && self.config.log_events)
             .then(|| {
                 record.identity.as_ref().map(|who| {
+                    let to = Recipient::of(record.kind, record.phone_number());
                     LogEvent::sent_late(
                         record.kind,
                         who,
-                        record.phone_number(),
+                        to,
                         &stored.request_id,
                         record.message_id(),
                     )
@@ -115,15 +126,20 @@ impl Shared {
             pending,
         } = settled;
         let timestamp = result.timestamp.unwrap_or(now_ms() as f64);
+        let mut result = result;
+        let answer = result.answer(pending.kind);
         let mut record = Record::sent(
             identity.clone(),
             pending.kind,
             &pending.phone_number,
-            &result.message_id,
+            &answer,
             timestamp,
         );
         record.for_other = pending.call & CLUSTER_CALL != 0;
         registry.statuses.record(request_id, record);
+        if pending.kind == SendKind::Command {
+            registry.statuses.answered(request_id, &answer);
+        }
         let stage = if pending.wait_for > Ack::Sent {
             let waiter = Waiter {
                 call: pending.call,
@@ -140,7 +156,7 @@ impl Shared {
         self.host.deliver(Delivery::Resolved(Resolved {
             id: pending.call,
             request_id,
-            message_id: result.message_id,
+            message_id: answer,
             timestamp,
             session: identity,
             ack: Ack::Sent,
@@ -172,10 +188,11 @@ impl Shared {
             return;
         };
         let event = self.config.log_events.then(|| {
+            let to = Recipient::of(record.kind, record.phone_number());
             LogEvent::message_ack(
                 &identity,
                 &frame.request_id,
-                record.phone_number(),
+                to,
                 message_id.clone(),
                 frame.ack,
             )
@@ -236,13 +253,18 @@ impl Shared {
     }
 }
 
-/// `EXTENSION_ERROR` for a `message-result` with `success: false`.
-pub fn extension_error(request_id: u128, who: &Identity, error: &Value) -> GatewayError {
-    GatewayError::new(
-        ErrorCode::ExtensionError,
-        format!("Extension reported failure: {}", describe(error)),
-        json!({ "requestId": request_text(request_id), "sessionId": &*who.session_id, "error": error, "sent": true }),
-    )
+/// `EXTENSION_ERROR` for a result with `success: false`; with the extension's failure
+/// `code`, if it gave one, and whether trying again later may succeed.
+pub fn extension_error(request_id: u128, who: &Identity, result: &ResultFrame) -> GatewayError {
+    let error = &result.error;
+    let mut message = format!("Extension reported failure: {}", describe(error));
+    let mut details = json!({ "requestId": request_text(request_id), "sessionId": &*who.session_id, "error": error, "sent": true });
+    if let Some(code) = &result.code {
+        message.push_str(&format!(" ({code})"));
+        details["extensionCode"] = code.as_str().into();
+        details["retryable"] = retryable(code).into();
+    }
+    GatewayError::new(ErrorCode::ExtensionError, message, details)
 }
 
 fn describe(error: &Value) -> String {

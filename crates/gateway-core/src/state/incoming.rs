@@ -84,6 +84,9 @@ impl Shared {
         };
         let identity = lock(&self.registry).identity_of(key)?;
         let first = lock(&self.incoming).first_time(&identity.api_key, &message_id, monotonic_ms());
+        if let (true, Some(journal)) = (first, self.journal.get()) {
+            journal.incoming(&identity.api_key, &message_id, crate::clock::now_ms());
+        }
         match (first, self.directory.get()) {
             (false, _) => {}
             (true, None) => self.log(|| LogEvent::message_received(&identity, data)),

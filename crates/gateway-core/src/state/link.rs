@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -106,12 +106,28 @@ struct Outbound {
     rare: Option<Box<Rare>>,
 }
 
+/// Durable mode (README "Durable mode"): whether a command waiting in the room queue
+/// may go to the socket's queue as far as the store is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// Yes: no store, or the store has it as leaving.
+    Open,
+    /// Not yet: the store has not been asked.
+    Shut,
+    /// Not yet: it had room, and the store was asked to mark it leaving.
+    Asked,
+}
+
+/// Asks the store to mark commands as leaving (`SessionLink::set_clearance`); called
+/// outside the link's lock, possibly with the registry's held.
+pub type Clearance = Box<dyn Fn(Vec<u128>) + Send + Sync>;
+
 #[derive(Default)]
 struct Rare {
     /// The rest of frames written through in part: the task writes it before anything.
     unfinished: Option<Bytes>,
     /// Commands waiting for room, in the order they came, with their request ids.
-    waiting: VecDeque<(u128, Frame)>,
+    waiting: VecDeque<(u128, Frame, Gate)>,
     /// The `maxQueuedBytes` they wait under.
     max_bytes: usize,
 }
@@ -157,6 +173,10 @@ pub struct SessionLink {
     /// Commands wait for room (kept under `outbound` too): read without the lock after
     /// every write and every settled request, which have nothing to do unless it is set.
     waiting: AtomicBool,
+    /// Durable mode: every command waits for the store to have it as leaving before it
+    /// joins the socket's queue; asked when it has room, so one waiting for room is
+    /// still only queued in the store.
+    clearance: OnceLock<Clearance>,
     /// `monotonic_ms()` of the last frame from the extension.
     last_seen: AtomicU64,
     /// Bytes of frames queued or being written and not yet taken by the socket.
@@ -179,6 +199,7 @@ impl Default for SessionLink {
             woken: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             waiting: AtomicBool::new(false),
+            clearance: OnceLock::new(),
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
@@ -247,7 +268,8 @@ impl SessionLink {
         }
         let queued = self.queued_bytes.load(Ordering::Relaxed);
         let room = queued == 0 || queued.saturating_add(len) <= max_bytes;
-        if room && !self.waiting.load(Ordering::Relaxed) {
+        let durable = self.clearance.get().is_some();
+        if room && !durable && !self.waiting.load(Ordering::Relaxed) {
             if queued == 0 {
                 self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
             }
@@ -266,9 +288,54 @@ impl SessionLink {
             return Err(TooManyWaiting { waiting, frame });
         }
         rare.max_bytes = max_bytes;
-        rare.waiting.push_back((request_id, frame));
+        let gate = if durable { Gate::Shut } else { Gate::Open };
+        rare.waiting.push_back((request_id, frame, gate));
         self.waiting.store(true, Ordering::Relaxed);
+        if durable {
+            let (_, asked) = self.admit_waiting(&mut out);
+            drop(out);
+            self.ask(asked);
+        }
         Ok(CommandQueued::Waiting)
+    }
+
+    /// Nothing is queued for the socket and nothing waits for room: a command queued
+    /// now goes without waiting (`enqueue_command`), whatever its size.
+    pub fn idle(&self) -> bool {
+        self.queued_bytes.load(Ordering::Relaxed) == 0 && !self.waiting.load(Ordering::Acquire)
+    }
+
+    /// Durable mode: `clearance` asks the store to mark commands as leaving.
+    pub fn set_clearance(&self, clearance: Clearance) {
+        let _ = self.clearance.set(clearance);
+    }
+
+    fn ask(&self, asked: Vec<u128>) {
+        if asked.is_empty() {
+            return;
+        }
+        if let Some(clearance) = self.clearance.get() {
+            clearance(asked);
+        }
+    }
+
+    /// Durable mode: the store has these commands as leaving; those with room join the
+    /// socket's queue. Returns whether they went into an empty one (it is then owed a
+    /// write, `write_through`).
+    pub fn cleared(&self, request_ids: &[u128]) -> bool {
+        let mut out = lock(&self.outbound);
+        let Some(rare) = out.rare.as_mut() else {
+            return false;
+        };
+        for (id, _, gate) in rare.waiting.iter_mut() {
+            if *gate == Gate::Asked && request_ids.contains(id) {
+                *gate = Gate::Open;
+            }
+        }
+        let (first, asked) = self.admit_waiting(&mut out);
+        drop(out);
+        self.ask(asked);
+        first
     }
 
     /// Takes a command off the room queue if it still waits there (it was never
@@ -279,7 +346,7 @@ impl SessionLink {
         }
         let mut out = lock(&self.outbound);
         let rare = out.rare.as_mut()?;
-        let at = rare.waiting.iter().position(|(id, _)| *id == request_id)?;
+        let at = rare.waiting.iter().position(|(id, ..)| *id == request_id)?;
         rare.waiting.remove(at);
         self.waiting
             .store(!rare.waiting.is_empty(), Ordering::Relaxed);
@@ -289,13 +356,37 @@ impl SessionLink {
         })
     }
 
+    /// Durable mode, stopping: takes off the room queue, in order, the commands `keep`
+    /// selects among those the store was not asked to mark leaving (never written).
+    pub fn withdraw_unasked(&self, keep: impl Fn(u128) -> bool) -> Vec<u128> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut out = lock(&self.outbound);
+        let Some(rare) = out.rare.as_mut() else {
+            return Vec::new();
+        };
+        let mut taken = Vec::new();
+        rare.waiting.retain(|(id, _, gate)| {
+            let take = *gate == Gate::Shut && keep(*id);
+            if take {
+                taken.push(*id);
+            }
+            !take
+        });
+        self.waiting
+            .store(!rare.waiting.is_empty(), Ordering::Relaxed);
+        out.tidy();
+        taken
+    }
+
     /// Whether the command of `request_id` waits for room.
     pub fn is_waiting(&self, request_id: u128) -> bool {
         self.waiting.load(Ordering::Acquire)
             && lock(&self.outbound)
                 .rare
                 .as_ref()
-                .is_some_and(|r| r.waiting.iter().any(|(id, _)| *id == request_id))
+                .is_some_and(|r| r.waiting.iter().any(|(id, ..)| *id == request_id))
     }
 
     /// Every command waiting for room, in order (the session leaves, or hands its
@@ -305,10 +396,12 @@ impl SessionLink {
             return Vec::new();
         }
         let mut out = lock(&self.outbound);
-        let taken = out
-            .rare
-            .as_mut()
-            .map_or_else(Vec::new, |r| r.waiting.drain(..).collect());
+        let taken = out.rare.as_mut().map_or_else(Vec::new, |r| {
+            r.waiting
+                .drain(..)
+                .map(|(id, frame, _)| (id, frame))
+                .collect()
+        });
         self.waiting.store(false, Ordering::Relaxed);
         out.tidy();
         taken
@@ -327,18 +420,20 @@ impl SessionLink {
 
     /// Moves the commands that now fit from the room queue to the socket's queue, in
     /// order; whether any moved into an empty queue (the task is then owed a wake-up).
-    fn admit_waiting(&self, out: &mut Outbound) -> bool {
+    /// Durable mode: only those the store has as leaving move; those that have room and
+    /// wait for it are returned, for the store to be asked (outside the lock).
+    fn admit_waiting(&self, out: &mut Outbound) -> (bool, Vec<u128>) {
         let was_empty = out.frames.is_empty();
         // A closing session writes nothing more: what waits stays unwritten, for the
         // registry to send elsewhere as the session leaves.
         if out.close.is_some() {
-            return false;
+            return (false, Vec::new());
         }
         let Some(rare) = out.rare.as_mut() else {
-            return false;
+            return (false, Vec::new());
         };
         let mut moved = false;
-        while let Some((_, frame)) = rare.waiting.front() {
+        while let Some((_, frame, Gate::Open)) = rare.waiting.front() {
             let len = frame_len(frame);
             let queued = self.queued_bytes.load(Ordering::Relaxed);
             if queued != 0 && queued.saturating_add(len) > rare.max_bytes {
@@ -347,17 +442,33 @@ impl SessionLink {
             if queued == 0 {
                 self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
             }
-            let Some((_, frame)) = rare.waiting.pop_front() else {
+            let Some((_, frame, _)) = rare.waiting.pop_front() else {
                 break;
             };
             self.queued_bytes.fetch_add(len, Ordering::Relaxed);
             out.frames.push_back(frame);
             moved = true;
         }
+        let mut asked = Vec::new();
+        if self.clearance.get().is_some() {
+            // The bytes ahead of each: queued for the socket, or cleared or asked for.
+            let mut ahead = self.queued_bytes.load(Ordering::Relaxed);
+            for (id, frame, gate) in rare.waiting.iter_mut() {
+                let len = frame_len(frame);
+                if *gate == Gate::Shut {
+                    if ahead != 0 && ahead.saturating_add(len) > rare.max_bytes {
+                        break;
+                    }
+                    *gate = Gate::Asked;
+                    asked.push(*id);
+                }
+                ahead = ahead.saturating_add(len);
+            }
+        }
         self.waiting
             .store(!rare.waiting.is_empty(), Ordering::Relaxed);
         out.tidy();
-        moved && was_empty
+        (moved && was_empty, asked)
     }
 
     pub fn wake(&self) {
@@ -428,7 +539,11 @@ impl SessionLink {
         self.progress(written);
         metrics::bytes_written(written);
         // Room made: commands waiting for it join the queue, for the task to write.
-        let admitted = self.waiting.load(Ordering::Relaxed) && self.admit_waiting(&mut out);
+        let (admitted, asked) = if self.waiting.load(Ordering::Relaxed) {
+            self.admit_waiting(&mut out)
+        } else {
+            (false, Vec::new())
+        };
         if written < bytes.len() {
             // Under the lock that `running` and `parked` take: the task, whenever it runs
             // next, finds the rest first, and nobody writes through until it has.
@@ -443,10 +558,13 @@ impl SessionLink {
                 }
             }
             self.wake();
-        } else if admitted {
+        } else {
             drop(out);
-            self.wake();
+            if admitted {
+                self.wake();
+            }
         }
+        self.ask(asked);
     }
 
     /// Ready once for any number of `wake()`s since it was last ready; a wake-up
@@ -489,10 +607,11 @@ impl SessionLink {
     pub fn wrote(&self, n: usize) {
         self.progress(n);
         if self.waiting.load(Ordering::Acquire) {
-            let admitted = self.admit_waiting(&mut lock(&self.outbound));
+            let (admitted, asked) = self.admit_waiting(&mut lock(&self.outbound));
             if admitted {
                 self.wake();
             }
+            self.ask(asked);
         }
     }
 
@@ -701,6 +820,42 @@ mod tests {
         assert!(link.is_waiting(3), "left for the registry");
         assert_eq!(link.take_waiting().len(), 1);
         assert_eq!(link.waiting_count(), 0);
+    }
+
+    #[test]
+    fn durable_commands_go_once_the_store_has_them_and_are_asked_for_only_with_room() {
+        let link = SessionLink::default();
+        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        link.set_clearance(Box::new(move |ids| lock(&seen).extend(ids)));
+        let take_asked = || std::mem::take(&mut *lock(&asked));
+        // 1004 bytes on the wire each, 2500 of room: two are asked for at once.
+        let max = 2500;
+        for id in 1..=4 {
+            assert_eq!(command(&link, id, 1000, max), CommandQueued::Waiting);
+        }
+        assert_eq!(take_asked(), [1, 2]);
+        assert_eq!(
+            link.take().0.len(),
+            0,
+            "nothing goes before the store has it"
+        );
+        assert!(link.is_waiting(1), "queued until then");
+        // Cleared out of order: the second waits for the first.
+        assert!(!link.cleared(&[2]));
+        assert_eq!(link.take().0.len(), 0);
+        assert!(link.cleared(&[1]), "into an empty queue");
+        let (frames, _) = link.take();
+        assert_eq!(frames.len(), 2, "both, in order");
+        assert!(take_asked().is_empty(), "no room for the third yet");
+        // The socket takes the first: room for the third.
+        link.wrote(1004);
+        assert_eq!(take_asked(), [3]);
+        // Stopping: the fourth was never asked for and is kept; the third is leaving.
+        assert_eq!(link.withdraw_unasked(|_| true), [4]);
+        assert!(link.is_waiting(3));
+        assert!(!link.idle());
+        assert!(SessionLink::default().idle());
     }
 
     fn socket_pair() -> (

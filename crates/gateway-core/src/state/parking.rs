@@ -22,6 +22,8 @@ pub struct Parked<P> {
     pub until: Instant,
     /// The device it had been queued on, if it left before the command was written.
     pub origin: Option<Arc<Identity>>,
+    /// The caller's `target`: it waits for that session only.
+    pub target: Option<Arc<str>>,
 }
 
 pub struct Parking<P> {

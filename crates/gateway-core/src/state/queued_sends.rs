@@ -13,12 +13,14 @@ use uuid::Uuid;
 use super::link::lock;
 use super::parking::Parked;
 use super::registry::{NotPlaced, Pending, SessionKey, Settled, Unavailable};
-use super::requests::{command_frame, connection_lost, no_device, SendRequest};
+use super::requests::{
+    command_frame, connection_lost, no_device, unsupported_command, SendRequest,
+};
 use super::Shared;
 use crate::config::Strategy;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::host::Delivery;
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Identity, RECOVERED_CALL};
 use crate::media::Media;
 
 impl Shared {
@@ -124,10 +126,21 @@ impl Shared {
         let request_id = request
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
+        // Taken up from the store: it is there already, and was accepted before, so no
+        // bound refuses it now.
+        let recovered = call & RECOVERED_CALL != 0;
+        let queued = match self.journal.get() {
+            Some(journal) if !recovered => Some((
+                journal,
+                self.queued_send(request_id.as_u128(), &request, media.as_ref()),
+            )),
+            _ => None,
+        };
         let mut id_buf = Uuid::encode_buffer();
         let id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, id_text, self.config.dialect);
         let api_key: Arc<str> = request.api_key.as_str().into();
+        let target = request.target.clone().filter(|_| request.pinned);
         let pending = self.pending_for(call, request);
         let until = pending.park_until.unwrap_or(pending.deadline);
         let mut registry = lock(&self.registry);
@@ -136,8 +149,9 @@ impl Shared {
             let error = no_device(&api_key, None);
             return self.host.deliver(Delivery::Rejected { call, error });
         }
-        let queued = registry.parking.count(&api_key);
-        if queued >= self.config.max_queued_sends {
+        let waiting = registry.parking.count(&api_key);
+        if waiting >= self.config.max_queued_sends && !recovered {
+            let queued = waiting;
             drop(registry);
             let error = GatewayError::new(
                 ErrorCode::QueueFull,
@@ -145,6 +159,9 @@ impl Shared {
                 json!({ "sessionId": null, "queued": queued, "apiKey": mask_api_key(&api_key), "sent": false }),
             );
             return self.host.deliver(Delivery::Rejected { call, error });
+        }
+        if let Some((journal, send)) = queued {
+            journal.queued(send);
         }
         registry.parking.park(
             api_key,
@@ -155,11 +172,18 @@ impl Shared {
                 strategy,
                 until,
                 origin: None,
+                target,
             },
         );
         // The delivery timer sleeps until its next due time: this one may be earlier,
         // and a device may have become active since the selection above.
         registry.wake_delivery.notify_one();
+    }
+
+    /// Durable mode: a send taken up from the store after a restart goes to a device of
+    /// its key, or waits for one until its deadline.
+    pub fn take_up(&self, call: CallId, request: SendRequest, media: Option<Media>) {
+        self.dispatch(call, request, media, super::requests::Wake::Now);
     }
 
     /// One round of the delivery timer; returns when the next is due.
@@ -169,7 +193,10 @@ impl Shared {
         let expired = registry.parking.expire(now);
         let reasons: Vec<Unavailable> = expired
             .iter()
-            .map(|(api_key, _)| registry.why_no_device(api_key))
+            .map(|(api_key, parked)| match parked.target {
+                Some(_) => Unavailable::Target,
+                None => registry.why_no_device(api_key),
+            })
             .collect();
         let next_paced = registry.release_due(now);
         let next = next_paced
@@ -183,6 +210,15 @@ impl Shared {
         }
         for (identity, request_id, pending, queued) in unparked.queue_full {
             self.queue_full(identity, request_id, pending, queued);
+        }
+        for (api_key, parked) in unparked.unsupported {
+            let command = parked.pending.command().unwrap_or_default();
+            let mut error = unsupported_command(&api_key, command, parked.target.as_deref());
+            error.details["requestId"] = Uuid::from_u128(parked.request_id).to_string().into();
+            self.host.deliver(Delivery::Rejected {
+                call: parked.pending.call,
+                error,
+            });
         }
         for ((api_key, parked), reason) in expired.into_iter().zip(reasons) {
             self.end_wait(&api_key, parked, reason);

@@ -16,12 +16,12 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use super::own_keys::{request_id_hash, OwnKeys};
 use super::send_request::SendRequest;
 use super::slot_index::SlotIndex;
-use crate::clock::{fixed_wall_ms_at, monotonic_ms, now_ms};
+use crate::clock::{fixed_wall_ms_at, monotonic_at, monotonic_ms, now_ms};
 use crate::error::{ErrorCode, GatewayError};
 use crate::identity::{CallId, Identity};
 use crate::metrics;
 use crate::protocol::delivery::Ack;
-use crate::protocol::SendKind;
+use crate::protocol::{Recipient, SendKind};
 
 /// `maxMessageStatuses` when not set.
 pub const DEFAULT_CAPACITY: usize = 200_000;
@@ -129,22 +129,26 @@ pub struct CallPart {
     /// The call has not settled: duplicates wait for it, and it is never evicted.
     pub open: bool,
     pub waiting: Vec<Waiting>,
+    /// A custom command's answer (its `data`, as JSON text), kept when it has an
+    /// `idempotencyKey`: its duplicates resolve with it.
+    answer: Option<Box<str>>,
 }
 
 impl Record {
-    /// The record of a successful result.
+    /// The record of a successful result; `answer` is a send's message id (a custom
+    /// command's data is kept by `Records::answered`).
     pub fn sent(
         identity: Arc<Identity>,
         kind: SendKind,
         phone_number: &str,
-        message_id: &Value,
+        answer: &Value,
         timestamp: f64,
     ) -> Self {
         let mut record = Self::new(kind, phone_number, State::Sent);
         record.identity = Some(identity);
-        record.message_id = MessageId::of(message_id);
         record.timestamp = timestamp;
         record.ack = Some(Ack::Sent);
+        record.answered(answer);
         record.written = true;
         record
     }
@@ -175,8 +179,29 @@ impl Record {
             created_at: now_ms(),
             open: true,
             waiting: Vec::new(),
+            answer: None,
         }));
         record
+    }
+
+    /// Takes a success's answer: a send's message id, or a custom command's data (kept
+    /// only for a call with an `idempotencyKey`, whose duplicates need it).
+    fn answered(&mut self, answer: &Value) {
+        if self.kind != SendKind::Command {
+            self.message_id = MessageId::of(answer);
+            return;
+        }
+        // Acks are for messages.
+        self.ack = None;
+        if let Some(call) = self.call.as_mut().filter(|c| c.idempotency_key.is_some()) {
+            call.answer = Some(answer.to_string().into());
+        }
+    }
+
+    /// A custom command's answer, if kept.
+    fn answer(&self) -> Option<Value> {
+        let text = self.call.as_ref()?.answer.as_deref()?;
+        serde_json::from_str(text).ok()
     }
 
     fn new(kind: SendKind, phone_number: &str, state: State) -> Self {
@@ -201,6 +226,11 @@ impl Record {
 
     pub fn phone_number(&self) -> &str {
         self.phone_number.as_str()
+    }
+
+    /// Whom the send was for, as events name it.
+    pub fn recipient(&self) -> Recipient<'_> {
+        Recipient::of(self.kind, self.phone_number.as_str())
     }
 
     pub fn message_id(&self) -> Value {
@@ -295,6 +325,7 @@ impl Record {
             updated_at: fixed_wall_ms_at(self.updated),
             settled_at: (!self.is_open() && self.state.settled())
                 .then(|| fixed_wall_ms_at(self.settled_at)),
+            data: self.answer(),
         }
     }
 }
@@ -321,6 +352,9 @@ pub struct StoredRecord {
     pub created_at: u64,
     pub updated_at: u64,
     pub settled_at: Option<u64>,
+    /// A custom command's answer (`data`), kept for a call with an `idempotencyKey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -370,13 +404,16 @@ impl StoredRecord {
             created_at: now,
             updated_at: now,
             settled_at: None,
+            data: None,
         }
     }
 
     /// What `getMessageStatus` answers; `state` as seen now (a call still open may be
     /// further along than its record says).
+    /// A send names its recipient by `phoneNumber` (null when it named a chat) or
+    /// `chatId`; a custom command by `command`.
     pub fn status(&self, state: State) -> Value {
-        json!({
+        let mut status = json!({
             "requestId": self.request_id,
             "state": state.as_str(),
             "ack": self.ack.map(Ack::as_str),
@@ -385,16 +422,29 @@ impl StoredRecord {
             "messageId": self.message_id,
             "idempotencyKey": self.idempotency_key,
             "metadata": self.metadata,
-            "error": self.error.as_ref().map(|e| json!({ "code": e.code, "message": e.message })),
+            "error": self.error.as_ref().map(status_error),
             "kind": self.kind,
-            "phoneNumber": self.phone_number,
-        })
+            "phoneNumber": Value::Null,
+        });
+        let to = Recipient::of(self.kind, &self.phone_number);
+        status[to.field()] = to.text().into();
+        status
     }
 
     /// The fingerprint as a number, if readable.
     pub fn fingerprint(&self) -> Option<u64> {
         u64::from_str_radix(self.fingerprint.as_deref()?, 16).ok()
     }
+}
+
+/// A record's error as `getMessageStatus` shows it: code and message, and the
+/// extension's own failure code when it gave one.
+fn status_error(error: &GatewayError) -> Value {
+    let mut shown = json!({ "code": error.code, "message": error.message });
+    if let Some(code) = error.details.get("extensionCode") {
+        shown["extensionCode"] = code.clone();
+    }
+    shown
 }
 
 /// A string stored in place when it has at most `N` bytes (`N` < 256).
@@ -484,7 +534,8 @@ pub enum StatusKey {
     Message(Value),
 }
 
-/// A late `message-result`: the extension's success (message id, timestamp) or failure.
+/// A late result: the extension's success (its answer, as `Record::sent` takes it, and
+/// timestamp) or failure.
 pub type LateAnswer = Result<(Value, f64), GatewayError>;
 
 /// How a call ended, for its record.
@@ -523,6 +574,8 @@ pub struct Records {
     deadlines: BTreeSet<(Instant, u128)>,
     ttl_ms: u64,
     capacity: usize,
+    /// Durable mode: request ids whose record changed since the store last took them.
+    changed: Option<Vec<u128>>,
 }
 
 #[derive(Debug)]
@@ -552,12 +605,142 @@ impl Records {
             deadlines: BTreeSet::new(),
             ttl_ms: ttl.as_millis() as u64,
             capacity,
+            changed: None,
         }
     }
 
-    /// `idempotencyTtl` and `maxMessageStatuses`.
+    /// `idempotencyTtl` and `maxMessageStatuses`; forgets every record.
     pub fn configure(&mut self, ttl: Duration, capacity: usize) {
+        let changed = self.changed.take().map(|_| Vec::new());
         *self = Self::new(ttl, capacity);
+        self.changed = changed;
+    }
+
+    /// Durable mode: every change of a record is noted for the store.
+    pub fn track_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    /// A record to be taken by `take_changed` again (cluster mode: Redis refused it).
+    pub fn changed(&mut self, request_id: u128) {
+        self.note(request_id);
+    }
+
+    fn note(&mut self, request_id: u128) {
+        let Some(changed) = &mut self.changed else {
+            return;
+        };
+        changed.push(request_id);
+        // Not taken for a long while (Redis down in cluster mode): each record once, and
+        // only those still kept, so it never holds more ids than there are records.
+        if changed.len() >= 2 * self.capacity.max(1024) {
+            let mut ids = std::mem::take(changed);
+            ids.sort_unstable();
+            ids.dedup();
+            ids.retain(|&id| self.position(id).is_some());
+            self.changed = Some(ids);
+        }
+    }
+
+    /// The records changed since the last call, as the store writes them (with their
+    /// API key); each once, whatever its changes.
+    pub fn take_changed(&mut self) -> Vec<(Arc<str>, StoredRecord)> {
+        let Some(changed) = self.changed.as_mut().filter(|c| !c.is_empty()) else {
+            return Vec::new();
+        };
+        let mut ids = std::mem::take(changed);
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter()
+            .filter_map(|id| {
+                let record = &self.ring[self.position(id)?].record;
+                // Run here for another process: that process's record is the one kept.
+                if record.for_other {
+                    return None;
+                }
+                let api_key: Arc<str> = match (&record.call, &record.identity) {
+                    (Some(call), _) => call.api_key.clone(),
+                    (None, Some(who)) => who.api_key.clone(),
+                    (None, None) => return None,
+                };
+                Some((api_key, record.stored(id)))
+            })
+            .collect()
+    }
+
+    /// Durable mode: a command is about to leave for `identity`: its record says it may
+    /// have been written from now on.
+    pub fn leaving(&mut self, request_id: u128, identity: &Arc<Identity>) {
+        if let Some(at) = self.position(request_id) {
+            let record = &mut self.ring[at].record;
+            if !record.state.settled() {
+                record.identity = Some(identity.clone());
+                record.state = State::InFlight;
+                record.written = true;
+                record.updated = monotonic_ms();
+                self.note(request_id);
+            }
+        }
+    }
+
+    /// Durable mode: a record read back from the store after a restart. `open`: its
+    /// call is taken up again (it waits unwritten), so it is never evicted and its key
+    /// makes duplicates wait.
+    pub fn restore(
+        &mut self,
+        api_key: Arc<str>,
+        stored: &StoredRecord,
+        open: bool,
+    ) -> Option<u128> {
+        let request_id = uuid::Uuid::try_parse(&stored.request_id).ok()?.as_u128();
+        let mut record = Self::restored(api_key, stored, open);
+        if self.position(request_id).is_some() {
+            return Some(request_id);
+        }
+        if open {
+            record.state = State::Queued;
+        }
+        if record.call.is_some() {
+            self.open(request_id, record);
+        } else {
+            self.forget_old(record.settled_at, 1);
+            self.push(request_id, record);
+        }
+        Some(request_id)
+    }
+
+    fn restored(api_key: Arc<str>, stored: &StoredRecord, open: bool) -> Record {
+        let mut record = Record::new(stored.kind, &stored.phone_number, stored.state);
+        record.identity = stored.device.as_ref().map(|d| {
+            Arc::new(Identity {
+                session_id: d.session_id.as_str().into(),
+                api_key: api_key.clone(),
+                user_id: d.user_id.clone(),
+                ip: String::new(),
+                extension_version: d.extension_version.clone(),
+                browser: d.browser.clone(),
+                dialect: crate::config::Dialect::Compat,
+                commands: Default::default(),
+            })
+        });
+        record.message_id = MessageId::of(&stored.message_id);
+        record.timestamp = stored.timestamp;
+        record.ack = stored.ack;
+        record.written = stored.written;
+        record.updated = monotonic_at(stored.updated_at);
+        record.settled_at = monotonic_at(stored.settled_at.unwrap_or(stored.updated_at));
+        record.error = stored.error.clone().map(Box::new);
+        record.call = Some(Box::new(CallPart {
+            api_key,
+            idempotency_key: stored.idempotency_key.as_deref().map(Into::into),
+            fingerprint: stored.fingerprint().unwrap_or(0),
+            metadata: (!stored.metadata.is_null()).then(|| stored.metadata.to_string().into()),
+            created_at: stored.created_at,
+            open,
+            waiting: Vec::new(),
+            answer: stored.data.as_ref().map(|data| data.to_string().into()),
+        }));
+        record
     }
 
     /// Writes the outcome of a settled send; a record it had from the start keeps
@@ -575,6 +758,7 @@ impl Records {
                 self.push(request_id, record)
             }
         };
+        self.note(request_id);
         &self.ring[at].record
     }
 
@@ -597,6 +781,14 @@ impl Records {
         let now = record.updated;
         self.forget_old(now, 1);
         self.push(request_id, record);
+        self.note(request_id);
+    }
+
+    /// A custom command's answer, for the record of its call (see `Record::answered`).
+    pub fn answered(&mut self, request_id: u128, answer: &Value) {
+        if let Some(at) = self.position(request_id) {
+            self.ring[at].record.answered(answer);
+        }
     }
 
     /// The device now holding an open record's command (cluster mode: another
@@ -608,6 +800,7 @@ impl Records {
                 record.identity = Some(identity);
                 record.state = State::InFlight;
                 record.updated = monotonic_ms();
+                self.note(request_id);
             }
         }
     }
@@ -645,7 +838,7 @@ impl Records {
                     record.state = State::Sent;
                     record.written = true;
                     record.ack = Some(ack);
-                    record.message_id = MessageId::of(message_id);
+                    record.answered(message_id);
                     record.timestamp = timestamp;
                 }
                 Outcome::Rejected(error) => {
@@ -657,6 +850,7 @@ impl Records {
             }
             self.index_message(at);
         }
+        self.note(request_id);
         let record = &mut self.ring[at].record;
         record.settled_at = monotonic_ms();
         let freed = record.freed();
@@ -811,10 +1005,10 @@ impl Records {
         record.identity = Some(answered_by);
         record.updated = monotonic_ms();
         match answer {
-            Ok((message_id, timestamp)) => {
+            Ok((answer, timestamp)) => {
                 record.state = State::Sent;
                 record.ack = Some(Ack::Sent);
-                record.message_id = MessageId::of(&message_id);
+                record.answered(&answer);
                 record.timestamp = timestamp;
                 record.error = None;
             }
@@ -824,6 +1018,7 @@ impl Records {
             }
         }
         self.index_message(at);
+        self.note(request_id);
         Some(&self.ring[at].record)
     }
 
@@ -956,7 +1151,11 @@ impl Records {
     ) -> Option<Advanced<'_>> {
         let at = self.position(request_id)?;
         let record = &self.ring[at].record;
-        if record.api_key() != Some(api_key) || record.state != State::Sent {
+        // A custom command has no delivery to acknowledge.
+        if record.api_key() != Some(api_key)
+            || record.state != State::Sent
+            || record.kind == SendKind::Command
+        {
             return None;
         }
         if record.ack.is_some_and(|known| known >= ack) {
@@ -984,6 +1183,7 @@ impl Records {
         } else {
             None
         };
+        self.note(request_id);
         let record = &self.ring[at].record;
         Some(Advanced { record, waiter })
     }
@@ -1055,6 +1255,49 @@ mod tests {
         r
     }
 
+    #[test]
+    fn a_commands_answer_is_kept_only_for_its_idempotency_key() {
+        let mut records = Records::default();
+        let command = |key: Option<&str>| {
+            let mut r = SendRequest::new(
+                SendKind::Command,
+                "k".into(),
+                "check-number".into(),
+                "{}".into(),
+            );
+            r.idempotency_key = key.map(str::to_string);
+            r
+        };
+        records.open(1, Record::opened(&command(Some("i")), "k".into()));
+        let answer = json!({ "onWhatsApp": true });
+        let sent = || Record::sent(who("k"), SendKind::Command, "check-number", &answer, 1.0);
+        records.record(1, sent());
+        records.answered(1, &answer);
+        let stored = records.get(1).unwrap().stored(1);
+        assert_eq!(stored.data, Some(answer.clone()));
+        assert_eq!(stored.message_id, Value::Null, "an answer is no message id");
+        assert_eq!(stored.ack, None, "a command has no acks");
+        let status = stored.status(stored.state);
+        assert_eq!(status["command"], "check-number");
+        assert_eq!(status["phoneNumber"], Value::Null);
+        assert!(records.advance(1, "k", Ack::Read, Value::Null).is_none());
+
+        records.record(2, sent());
+        records.answered(2, &answer);
+        assert_eq!(
+            records.get(2).unwrap().stored(2).data,
+            None,
+            "a plain call keeps no answer"
+        );
+
+        let group = "120363025246125486@g.us";
+        let chat = Record::sent(who("k"), SendKind::Message, group, &Value::from("m"), 1.0);
+        let stored = chat.stored(3);
+        let status = stored.status(stored.state);
+        assert_eq!(status["chatId"], group);
+        assert_eq!(status["phoneNumber"], Value::Null);
+    }
+
     fn timeout() -> GatewayError {
         GatewayError::new(
             ErrorCode::RequestTimeout,
@@ -1072,6 +1315,30 @@ mod tests {
         assert_eq!(records.remembered(), 3);
         assert!(records.get(1).is_none() && records.get(2).is_none());
         assert_eq!(records.get(5).unwrap().state, State::Sent);
+    }
+
+    #[test]
+    fn changes_not_taken_for_long_hold_each_kept_record_once() {
+        let mut records = Records::new(Duration::from_secs(60), 3);
+        records.track_changes();
+        for round in 0..2000 {
+            records.record(round % 5 + 1, sent("k"));
+            records.changed(round % 5 + 1);
+        }
+        assert!(
+            records.changed.as_ref().unwrap().len() <= 2 * 1024,
+            "bounded while not taken"
+        );
+        let mut taken: Vec<String> = records
+            .take_changed()
+            .into_iter()
+            .map(|(_, r)| r.request_id)
+            .collect();
+        taken.sort();
+        let kept: Vec<String> = (3..=5)
+            .map(|id| uuid::Uuid::from_u128(id).to_string())
+            .collect();
+        assert_eq!(taken, kept, "the newest three, each once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,11 +12,13 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::journal::Journal;
 use super::link::{CloseRequest, CommandQueued, SessionLink, TooManyWaiting};
 use super::own_keys::OwnKeys;
 use super::pacing::DeviceQueue;
 use super::parking::{Parked, Parking};
 use super::records::{Records, State, StatusKey, StoredRecord};
+use super::send_request::Wants;
 use crate::clock::now_ms;
 use crate::config::{Pacing, Strategy};
 use crate::identity::{CallId, Identity};
@@ -41,6 +43,9 @@ pub struct SessionInfo {
     pub browser: String,
     pub ip: String,
     pub user_id: Value,
+    /// The custom command types it handles (listed at auth).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
 }
 
 pub struct Session {
@@ -165,6 +170,7 @@ impl Session {
             browser: id.browser.clone(),
             ip: id.ip.clone(),
             user_id: id.user_id.clone(),
+            commands: id.commands.list().to_vec(),
         }
     }
 }
@@ -174,6 +180,7 @@ impl Session {
 pub struct Pending {
     pub call: CallId,
     pub kind: SendKind,
+    /// Who it is for (`protocol::Recipient`), or a custom command's type.
     pub phone_number: String,
     pub timeout_ms: u64,
     pub deadline: Instant,
@@ -183,6 +190,12 @@ pub struct Pending {
     pub queued: bool,
     /// Until when it may wait for a device if its own leaves before it is written.
     pub park_until: Option<Instant>,
+    /// Durable mode: the store keeps its send while it waits (`QueuedSend`).
+    pub stored: bool,
+    /// Pacing spaces it (`SendRequest::paced`).
+    pub paced: bool,
+    /// It may go to its session only (`target`).
+    pub pinned: bool,
 }
 
 impl Pending {
@@ -196,7 +209,15 @@ impl Pending {
             wait_for: Ack::Sent,
             queued: false,
             park_until: None,
+            stored: false,
+            paced: true,
+            pinned: false,
         }
+    }
+
+    /// The type of a custom command.
+    pub fn command(&self) -> Option<&str> {
+        (self.kind == SendKind::Command).then_some(self.phone_number.as_str())
     }
 }
 
@@ -270,6 +291,10 @@ pub enum Unavailable {
     NoSessions,
     /// It has sessions, but none is logged in and ready (or all are closing).
     NoneReady,
+    /// The send's `target` is not a connected, active session of the key.
+    Target,
+    /// Active devices of the key are there, but none handles the custom command.
+    Unsupported,
 }
 
 /// Why a session was not admitted.
@@ -304,6 +329,8 @@ pub struct Registry {
     /// Wakes the delivery timer: a paced command was queued, or a send parked, or a
     /// key with parked sends got an active device.
     pub wake_delivery: Arc<Notify>,
+    /// Durable mode's store: commands leave through it (`state::journal`).
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 /// Why `place` could not record a request; the request and command come back.
@@ -318,6 +345,8 @@ pub enum NotPlaced {
 pub struct Unparked {
     /// Sends that found a device whose queue was full: (device, request id, request, queued).
     pub queue_full: Vec<(Arc<Identity>, u128, Pending, usize)>,
+    /// Custom commands that found active devices, none of which handles them.
+    pub unsupported: Vec<(Arc<str>, Parked<Pending>)>,
     /// Whether a placed request now has the earliest deadline.
     pub earliest: bool,
 }
@@ -344,6 +373,16 @@ impl Registry {
         let key = self.next_key;
         group.members.push(key);
         let identity = Arc::new(identity);
+        if let Some(journal) = &self.journal {
+            // Durable mode: its commands go to its socket once the store has them as
+            // leaving (`SessionLink::cleared`).
+            let (journal, who, me) = (journal.clone(), identity.clone(), Arc::downgrade(&link));
+            link.set_clearance(Box::new(move |request_ids| {
+                if let Some(link) = me.upgrade() {
+                    journal.clear(link, who.clone(), request_ids);
+                }
+            }));
+        }
         let session = Session {
             identity: identity.clone(),
             link,
@@ -411,25 +450,39 @@ impl Registry {
         Some(session.identity.clone())
     }
 
-    /// Picks an active device of `api_key` that has not been asked to close.
+    /// Picks an active device of `api_key` that has not been asked to close, and is
+    /// what the send `wants` (its target, a device that handles its command).
     pub fn select(
         &mut self,
         api_key: &str,
         strategy: Strategy,
+        wants: Wants,
     ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        if let Some(session_id) = wants.session {
+            return self.select_pinned(api_key, session_id, wants);
+        }
         let group = self
             .by_api_key
             .get_mut(api_key)
             .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
         let is_active = |k: &SessionKey| {
-            sessions
-                .get(k)
-                .is_some_and(|s| s.device_active() && !s.link.closing())
+            sessions.get(k).is_some_and(|s| {
+                s.device_active() && !s.link.closing() && wants.handled_by(&s.identity)
+            })
         };
         let active = group.members.iter().filter(|k| is_active(k)).count();
         if active == 0 {
-            return Err(Unavailable::NoneReady);
+            let any_active = wants.command.is_some()
+                && group.members.iter().any(|k| {
+                    sessions
+                        .get(k)
+                        .is_some_and(|s| s.device_active() && !s.link.closing())
+                });
+            return Err(match any_active {
+                true => Unavailable::Unsupported,
+                false => Unavailable::NoneReady,
+            });
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
@@ -457,28 +510,50 @@ impl Registry {
         Ok((key, session.identity.clone(), session.link.clone()))
     }
 
-    /// The session `session_id` of `api_key`, if it is an active device (5.3: a send
-    /// another process routed to it); else any active device of the key.
+    /// The session `session_id` of `api_key`, if it is an active device that handles
+    /// the send's command (5.3: a send another process routed to it); else any
+    /// active device of the key that does.
     pub fn select_session(
         &mut self,
         api_key: &str,
         session_id: &str,
         strategy: Strategy,
+        wants: Wants,
     ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
-        let group = self
-            .by_api_key
-            .get(api_key)
-            .ok_or(Unavailable::NoSessions)?;
-        let found = group.members.iter().find_map(|k| {
-            let s = self.sessions.get(k)?;
-            let usable =
-                &*s.identity.session_id == session_id && s.device_active() && !s.link.closing();
-            usable.then(|| (*k, s.identity.clone(), s.link.clone()))
-        });
-        match found {
-            Some(found) => Ok(found),
-            None => self.select(api_key, strategy),
+        let pinned = Wants {
+            session: Some(session_id),
+            ..wants
+        };
+        match self.select_pinned(api_key, session_id, pinned) {
+            Ok(found) => Ok(found),
+            Err(_) => self.select(api_key, strategy, wants),
         }
+    }
+
+    /// The session `session_id` of `api_key`, only: `Target` if it is not an active
+    /// device, `Unsupported` if it does not handle the send's command.
+    fn select_pinned(
+        &self,
+        api_key: &str,
+        session_id: &str,
+        wants: Wants,
+    ) -> Result<(SessionKey, Arc<Identity>, Arc<SessionLink>), Unavailable> {
+        let group = self.by_api_key.get(api_key).ok_or(Unavailable::Target)?;
+        let (key, session) = group
+            .members
+            .iter()
+            .find_map(|k| {
+                let s = self.sessions.get(k)?;
+                (*s.identity.session_id == *session_id).then_some((*k, s))
+            })
+            .ok_or(Unavailable::Target)?;
+        if !session.device_active() || session.link.closing() {
+            return Err(Unavailable::Target);
+        }
+        if !wants.handled_by(&session.identity) {
+            return Err(Unavailable::Unsupported);
+        }
+        Ok((key, session.identity.clone(), session.link.clone()))
     }
 
     /// The active devices of `api_key` with their sends in flight (5.3: the calling
@@ -512,13 +587,29 @@ impl Registry {
         taken
     }
 
-    /// Whether `api_key` has a device a send could go to now.
-    pub fn has_active_device(&self, api_key: &str) -> bool {
+    /// Whether `session_id` is a session of `api_key` here, active or not.
+    pub fn has_session(&self, api_key: &str, session_id: &str) -> bool {
         self.by_api_key.get(api_key).is_some_and(|group| {
             group.members.iter().any(|k| {
                 self.sessions
                     .get(k)
-                    .is_some_and(|s| s.device_active() && !s.link.closing())
+                    .is_some_and(|s| *s.identity.session_id == *session_id)
+            })
+        })
+    }
+
+    /// Whether `api_key` has a device a send could go to now.
+    pub fn has_active_device(&self, api_key: &str) -> bool {
+        self.has_device_for(api_key, Wants::default())
+    }
+
+    /// Whether `api_key` has a device now that a send with these `wants` could go to.
+    pub fn has_device_for(&self, api_key: &str, wants: Wants) -> bool {
+        self.by_api_key.get(api_key).is_some_and(|group| {
+            group.members.iter().any(|k| {
+                self.sessions.get(k).is_some_and(|s| {
+                    s.device_active() && !s.link.closing() && wants.accepts(&s.identity)
+                })
             })
         })
     }
@@ -635,6 +726,12 @@ impl Registry {
         live.map(|pending| pending.status(pending.state))
     }
 
+    /// Whether this process ran `request_id` for another process of its cluster (that
+    /// process's record is the full one: its metadata, its key).
+    pub fn ran_for_other(&self, request_id: u128) -> bool {
+        self.statuses.get(request_id).is_some_and(|r| r.for_other)
+    }
+
     /// `getMessageStatus({ apiKey, idempotencyKey | messageId })`.
     pub fn message_status_by(&mut self, api_key: &str, by: &StatusKey) -> Option<Value> {
         let request_id = match by {
@@ -713,7 +810,7 @@ impl Registry {
         mut pending: Pending,
         frame: Frame,
     ) -> Result<bool, NotPlaced> {
-        let pacing = self.pacing;
+        let pacing = self.pacing.filter(|_| pending.paced);
         let max_queued = self.max_queued;
         let Some(session) = self.sessions.get_mut(&key) else {
             pending.queued = true;
@@ -836,8 +933,19 @@ impl Registry {
         pending: Pending,
         frame: Frame,
     ) -> Option<Pending> {
-        let (mut pending, frame) = match self.select(&origin.api_key, Strategy::LeastBusy) {
-            Ok((key, _, _)) => match self.place(key, request_id, pending, frame) {
+        // Its target has left, for good: a session never comes back under its id.
+        if pending.pinned {
+            return Some(pending);
+        }
+        let wants = Wants {
+            session: None,
+            command: pending.command(),
+        };
+        let selected = self
+            .select(&origin.api_key, Strategy::LeastBusy, wants)
+            .map(|(key, _, _)| key);
+        let (mut pending, frame) = match selected {
+            Ok(key) => match self.place(key, request_id, pending, frame) {
                 Ok(_) => return None,
                 Err(NotPlaced::Gone(p, f)) | Err(NotPlaced::QueueFull(p, f, _)) => (p, f),
             },
@@ -855,6 +963,7 @@ impl Registry {
             strategy: Strategy::LeastBusy,
             until,
             origin: Some(origin.clone()),
+            target: None,
         };
         self.parking.park(origin.api_key.clone(), parked);
         self.wake_delivery.notify_one();
@@ -881,9 +990,25 @@ impl Registry {
             let mut parked = self.parking.take(&api_key);
             let mut stuck = std::collections::VecDeque::new();
             while let Some(p) = parked.pop_front() {
-                let Ok((key, identity, _)) = self.select(&api_key, p.strategy) else {
-                    stuck.push_back(p);
-                    break;
+                let wants = Wants {
+                    session: p.target.as_deref(),
+                    command: p.pending.command(),
+                };
+                let (key, identity) = match self.select(&api_key, p.strategy, wants) {
+                    Ok((key, identity, _)) => (key, identity),
+                    Err(Unavailable::Unsupported) => {
+                        out.unsupported.push((api_key.clone(), p));
+                        continue;
+                    }
+                    // Its session may still become active; those behind it go on.
+                    Err(Unavailable::Target) => {
+                        stuck.push_back(p);
+                        continue;
+                    }
+                    Err(_) => {
+                        stuck.push_back(p);
+                        break;
+                    }
                 };
                 let Parked {
                     request_id,
@@ -892,6 +1017,7 @@ impl Registry {
                     strategy,
                     until,
                     origin,
+                    target,
                 } = p;
                 match self.place(key, request_id, pending, frame) {
                     Ok(earliest) => out.earliest |= earliest,
@@ -905,6 +1031,7 @@ impl Registry {
                         strategy,
                         until,
                         origin,
+                        target,
                     }),
                 }
             }
@@ -921,6 +1048,41 @@ impl Registry {
         self.parking_open = false;
         self.close_all(CloseRequest::Shutdown);
         self.take_all_pending()
+    }
+
+    /// Durable mode's `stop()`: takes every send still waiting unwritten (pacing
+    /// queues, waiting for a device) out of memory; the store keeps them for the next
+    /// start. Returns their calls by request id.
+    pub fn keep_waiting(&mut self) -> Vec<(u128, CallId)> {
+        let mut kept: Vec<(u128, CallId)> = self
+            .parking
+            .take_all()
+            .into_iter()
+            .map(|p| (p.request_id, p.pending.call))
+            .collect();
+        for session in self.sessions.values_mut() {
+            let mut ids: Vec<u128> = session
+                .queue
+                .drain()
+                .into_iter()
+                .map(|(request_id, _)| request_id)
+                // Entries of requests that left already are stale here.
+                .filter(|id| session.pending.get(id).is_some_and(|p| p.queued))
+                .collect();
+            // Waiting for room, the store not yet asked to mark them leaving.
+            let pending = &session.pending;
+            ids.extend(
+                session
+                    .link
+                    .withdraw_unasked(|id| pending.get(&id).is_some_and(|p| p.stored)),
+            );
+            for request_id in ids {
+                if let Some(settled) = session.take_request(request_id, &mut self.deadlines) {
+                    kept.push((request_id, settled.pending.call));
+                }
+            }
+        }
+        kept
     }
 
     pub fn reopen(&mut self) {
@@ -1052,6 +1214,76 @@ mod tests {
     }
 
     #[test]
+    fn a_target_is_used_alone_and_a_command_only_where_it_is_handled() {
+        let mut reg = Registry::default();
+        let plain = add_active(&mut reg, "k", 1);
+        let mut lister = identity("k", 2);
+        lister.commands = crate::identity::Commands::new(vec!["check-number".into()]);
+        let (handling, _) = reg.add(lister, Arc::default(), 10).unwrap();
+        reg.set_status(handling, ready());
+        reg.add(identity("k", 3), Arc::default(), 10).unwrap();
+
+        let check = Wants {
+            session: None,
+            command: Some("check-number"),
+        };
+        for strategy in [Strategy::RoundRobin, Strategy::Random, Strategy::LeastBusy] {
+            for _ in 0..4 {
+                assert_eq!(reg.select("k", strategy, check).unwrap().0, handling);
+            }
+        }
+        let react = Wants {
+            command: Some("react"),
+            ..check
+        };
+        let rr = Strategy::RoundRobin;
+        assert_eq!(
+            reg.select("k", rr, react).err(),
+            Some(Unavailable::Unsupported)
+        );
+        assert_eq!(
+            reg.select("none", rr, react).err(),
+            Some(Unavailable::NoSessions)
+        );
+
+        let to = |session| Wants {
+            session: Some(session),
+            command: None,
+        };
+        for _ in 0..3 {
+            assert_eq!(reg.select("k", rr, to("s1")).unwrap().0, plain);
+        }
+        // Not active, not there, another key's.
+        assert_eq!(
+            reg.select("k", rr, to("s3")).err(),
+            Some(Unavailable::Target)
+        );
+        assert_eq!(
+            reg.select("k", rr, to("s9")).err(),
+            Some(Unavailable::Target)
+        );
+        assert_eq!(
+            reg.select("other", rr, to("s1")).err(),
+            Some(Unavailable::Target)
+        );
+        let pinned_check = Wants {
+            session: Some("s1"),
+            command: Some("check-number"),
+        };
+        assert_eq!(
+            reg.select("k", rr, pinned_check).err(),
+            Some(Unavailable::Unsupported)
+        );
+        // A routed send's preferred session gives way to one that handles its command.
+        assert_eq!(
+            reg.select_session("k", "s1", rr, check).unwrap().0,
+            handling
+        );
+        assert!(reg.has_session("k", "s3") && !reg.has_device_for("k", to("s3")));
+        assert!(!reg.has_device_for("k", react) && reg.has_device_for("k", check));
+    }
+
+    #[test]
     fn enforces_the_per_key_limit() {
         let mut reg = Registry::default();
         reg.add(identity("k", 1), Arc::default(), 2).unwrap();
@@ -1071,15 +1303,25 @@ mod tests {
         let (idle, _) = reg.add(identity("k", 2), Arc::default(), 10).unwrap();
         let b = add_active(&mut reg, "k", 3);
         let picks: Vec<_> = (0..4)
-            .map(|_| reg.select("k", Strategy::RoundRobin).unwrap().0)
+            .map(|_| {
+                reg.select("k", Strategy::RoundRobin, Wants::default())
+                    .unwrap()
+                    .0
+            })
             .collect();
         assert_eq!(picks, [a, b, a, b]);
         assert!(!picks.contains(&idle));
         for _ in 0..20 {
-            assert_ne!(reg.select("k", Strategy::Random).unwrap().0, idle);
+            assert_ne!(
+                reg.select("k", Strategy::Random, Wants::default())
+                    .unwrap()
+                    .0,
+                idle
+            );
         }
         assert_eq!(
-            reg.select("nobody", Strategy::RoundRobin).err(),
+            reg.select("nobody", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoSessions)
         );
         reg.set_status(
@@ -1099,7 +1341,8 @@ mod tests {
             },
         );
         assert_eq!(
-            reg.select("k", Strategy::RoundRobin).err(),
+            reg.select("k", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoneReady)
         );
     }
@@ -1112,14 +1355,15 @@ mod tests {
         reg.sessions[&a].link.request_close(CloseRequest::Stalled);
         for strategy in [Strategy::RoundRobin, Strategy::Random] {
             for _ in 0..10 {
-                assert_eq!(reg.select("k", strategy).unwrap().0, b);
+                assert_eq!(reg.select("k", strategy, Wants::default()).unwrap().0, b);
             }
         }
         reg.sessions[&b]
             .link
             .request_close(CloseRequest::HeartbeatTimeout);
         assert_eq!(
-            reg.select("k", Strategy::RoundRobin).err(),
+            reg.select("k", Strategy::RoundRobin, Wants::default())
+                .err(),
             Some(Unavailable::NoneReady)
         );
     }

@@ -6,18 +6,22 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::acks::extension_error;
+use super::journal::QueuedSend;
 use super::link::{lock, CommandQueued};
 use super::records::Record;
 use super::registry::{Pending, Settled, Unavailable};
-pub use super::send_request::SendRequest;
+pub use super::send_request::{SendRequest, Wants};
 use super::{Lifecycle, Shared};
 use crate::config::Dialect;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
-use crate::identity::{CallId, CLUSTER_CALL};
+use crate::identity::{CallId, CLUSTER_CALL, RECOVERED_CALL};
 use crate::media::{default_document_name, Media};
-use crate::protocol::{media_frame, message_frame, Frame, MediaCommand, ResultFrame, SendKind};
+use crate::protocol::custom::custom_frame;
+use crate::protocol::{
+    media_frame, message_frame, Frame, MediaCommand, Recipient, ResultFrame, SendKind,
+};
 
 /// The command for a request, in the gateway's dialect.
 pub(super) fn command_frame(
@@ -27,6 +31,9 @@ pub(super) fn command_frame(
     dialect: Dialect,
 ) -> Frame {
     match media {
+        None if request.kind == SendKind::Command => {
+            custom_frame(request_id_text, &request.phone_number, &request.text)
+        }
         None => message_frame(request_id_text, &request.phone_number, &request.text),
         Some(media) => {
             let document_name = match request.kind {
@@ -63,12 +70,16 @@ impl Shared {
     /// Picks a device, records the request and queues its command.
     pub fn dispatch(&self, call: CallId, request: SendRequest, media: Option<Media>, wake: Wake) {
         let strategy = request.strategy.unwrap_or(self.config.strategy);
+        let wants = request.wants();
         let selected = match self.lifecycle() {
             Lifecycle::Running => {
                 let mut registry = lock(&self.registry);
                 match &request.target {
-                    Some(target) => registry.select_session(&request.api_key, target, strategy),
-                    None => registry.select(&request.api_key, strategy),
+                    // Chosen by another process: another device will do if it is gone.
+                    Some(target) if !request.pinned => {
+                        registry.select_session(&request.api_key, target, strategy, wants)
+                    }
+                    _ => registry.select(&request.api_key, strategy, wants),
                 }
                 .map_err(Some)
             }
@@ -81,25 +92,40 @@ impl Shared {
         let (key, identity, link) = match selected {
             Ok(selected) => selected,
             Err(why) => {
-                // 5.2 `waitForDevice`, only while running.
+                // 5.2 `waitForDevice`, only while running; a command no active device
+                // handles is refused at once.
                 let wait = request
                     .wait_for_device
                     .unwrap_or(self.config.wait_for_device);
-                if why.is_some() && !wait.is_zero() {
+                if why.is_some_and(|w| w != Unavailable::Unsupported) && !wait.is_zero() {
                     return self.park(call, request, media, strategy);
                 }
-                let error = no_device(&request.api_key, why);
+                let error = unavailable(&request.api_key, why, request.wants());
                 return self.host.deliver(Delivery::Rejected { call, error });
             }
         };
         let request_id = request
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
+        let recovered = call & RECOVERED_CALL != 0;
+        let mut stored = recovered;
+        if let Some(journal) = self.journal.get().filter(|_| !recovered) {
+            // Durable mode: a send that may wait (its device's pacing queue, room on its
+            // socket) is kept by the store meanwhile. On a socket with nothing queued or
+            // waiting it goes at once (the store is asked to mark it leaving as it is
+            // queued); else it is kept, whatever its size.
+            let may_wait = self.config.pacing.is_some() || !link.idle();
+            if may_wait {
+                journal.queued(self.queued_send(request_id.as_u128(), &request, media.as_ref()));
+                stored = true;
+            }
+        }
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, request_id_text, identity.dialect);
-        let pending = self.pending_for(call, request);
-        if self.config.pacing.is_some() {
+        let mut pending = self.pending_for(call, request);
+        pending.stored = stored;
+        if self.config.pacing.is_some() && pending.paced {
             return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
@@ -146,11 +172,37 @@ impl Shared {
         }
     }
 
+    /// A send as the store keeps it while it waits (durable mode).
+    pub(super) fn queued_send(
+        &self,
+        request_id: u128,
+        request: &SendRequest,
+        media: Option<&Media>,
+    ) -> QueuedSend {
+        let timeout = request.timeout.unwrap_or(self.config.request_timeout);
+        let spent = request
+            .called_at
+            .map_or(std::time::Duration::ZERO, |at| at.elapsed());
+        QueuedSend {
+            request_id,
+            api_key: request.api_key.clone(),
+            kind: request.kind,
+            phone_number: request.phone_number.clone(),
+            text: request.text.clone(),
+            document_name: request.document_name.clone(),
+            strategy: request.strategy,
+            deadline_at: crate::clock::now_ms() + timeout.saturating_sub(spent).as_millis() as u64,
+            media: media.cloned(),
+        }
+    }
+
     /// The record of a request in flight; its timeout counts from the call.
     pub(super) fn pending_for(&self, call: CallId, request: SendRequest) -> Pending {
         let timeout = request.timeout.unwrap_or(self.config.request_timeout);
         let mut pending = Pending::new(call, request.phone_number, timeout);
         pending.kind = request.kind;
+        pending.paced = request.paced;
+        pending.pinned = request.pinned;
         if let Some(wait_for) = request.wait_for {
             pending.wait_for = wait_for;
         }
@@ -172,7 +224,7 @@ impl Shared {
     pub fn complete(&self, settled: Settled, result: ResultFrame) {
         if !result.success {
             let request_id = Uuid::from_u128(settled.request_id).to_string();
-            let error = extension_error(settled.request_id, &settled.identity, &result.error);
+            let error = extension_error(settled.request_id, &settled.identity, &result);
             return self.fail_with(settled, request_id, error);
         }
         self.succeed(lock(&self.registry), settled, result);
@@ -206,19 +258,17 @@ impl Shared {
             &pending.phone_number,
             &error,
         );
-        // A call run for another process: that process reports it (5.3).
+        // A call run for another process: that process reports it (5.3). A recovered
+        // call's event is made by the store, which also covers failures before any device.
         let for_other = pending.call & CLUSTER_CALL != 0;
+        let recovered = pending.call & RECOVERED_CALL != 0;
         record.for_other = for_other;
         let mut registry = lock(&self.registry);
         let record = registry.statuses.record(settled.request_id, record);
-        let event = (self.config.log_events && !for_other).then(|| {
-            LogEvent::send_failed(
-                &settled.identity,
-                &pending.phone_number,
-                &request_id,
-                &error,
-            )
-            .with_metadata(record.metadata())
+        let event = (self.config.log_events && !for_other && !recovered).then(|| {
+            let to = Recipient::of(pending.kind, &pending.phone_number);
+            LogEvent::send_failed(&settled.identity, to, &request_id, &error)
+                .with_metadata(record.metadata())
         });
         drop(registry);
         if let Some(event) = event {
@@ -241,6 +291,34 @@ pub fn timeout_error(timeout_ms: u64) -> impl FnOnce(&str, &str) -> GatewayError
     }
 }
 
+/// Why a send found no device: `UNSUPPORTED_COMMAND` when active devices are there
+/// but none handles its command, else `NO_ACTIVE_DEVICE`.
+pub fn unavailable(api_key: &str, why: Option<Unavailable>, wants: Wants) -> GatewayError {
+    match (why, wants.command) {
+        (Some(Unavailable::Unsupported), Some(command)) => {
+            unsupported_command(api_key, command, wants.session)
+        }
+        _ => no_device(api_key, why),
+    }
+}
+
+/// `UNSUPPORTED_COMMAND`: nothing was sent.
+pub fn unsupported_command(api_key: &str, command: &str, target: Option<&str>) -> GatewayError {
+    let message = match target {
+        Some(_) => format!(
+            "The target session does not handle the custom command '{command}' (an extension lists the commands it handles when it authenticates: auth data.commands)"
+        ),
+        None => format!(
+            "No active device of this API key handles the custom command '{command}' (an extension lists the commands it handles when it authenticates: auth data.commands)"
+        ),
+    };
+    let mut details = json!({ "apiKey": mask_api_key(api_key), "command": command, "sent": false });
+    if let Some(target) = target {
+        details["target"] = target.into();
+    }
+    GatewayError::new(ErrorCode::UnsupportedCommand, message, details)
+}
+
 /// `NO_ACTIVE_DEVICE`, saying why: `why` is `None` when the gateway is not running.
 pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
     let (reason, message) = match why {
@@ -252,9 +330,13 @@ pub fn no_device(api_key: &str, why: Option<Unavailable>) -> GatewayError {
             "no-sessions",
             "No active WhatsApp device: no extension is connected with this API key",
         ),
-        Some(Unavailable::NoneReady) => (
+        Some(Unavailable::NoneReady | Unavailable::Unsupported) => (
             "none-ready",
             "No active WhatsApp device: extensions are connected with this API key, but none reports WhatsApp Web logged in and ready",
+        ),
+        Some(Unavailable::Target) => (
+            "target-unavailable",
+            "No active WhatsApp device: the target session is not connected with this API key, or does not report WhatsApp Web logged in and ready",
         ),
     };
     GatewayError::new(

@@ -5,6 +5,7 @@ use std::time::Duration;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::config::Strategy;
+use crate::identity::Identity;
 use crate::protocol::delivery::Ack;
 use crate::protocol::SendKind;
 
@@ -12,8 +13,11 @@ use crate::protocol::SendKind;
 pub struct SendRequest {
     pub kind: SendKind,
     pub api_key: String,
+    /// Who it is for: a phone number or a chat id (`protocol::Recipient`); a custom
+    /// command's type.
     pub phone_number: String,
-    /// The message of `sendMessage`, the caption of media sends.
+    /// The message of `sendMessage`, the caption of media sends; a custom command's
+    /// data as JSON text.
     pub text: String,
     pub media_source: Option<String>,
     pub document_name: Option<String>,
@@ -26,8 +30,14 @@ pub struct SendRequest {
     /// When the call was made, for sends dispatched later (media): timeouts count
     /// from it. `Gateway::send` sets it.
     pub called_at: Option<std::time::Instant>,
-    /// Cluster mode: the session another process chose for this send.
+    /// The session to use: the caller's `target` (`pinned`), or in cluster mode the
+    /// one another process chose for this send (another active one of the key will
+    /// do if it is gone).
     pub target: Option<std::sync::Arc<str>>,
+    /// The caller named `target`: that session and no other.
+    pub pinned: bool,
+    /// Whether 5.2 pacing spaces it: sends always, custom commands only when asked.
+    pub paced: bool,
     /// The request id given before dispatch: by the calling process of a send routed
     /// here, or with the record of a call that has one from the start.
     pub request_id: Option<u128>,
@@ -59,11 +69,21 @@ impl SendRequest {
             wait_for_device: None,
             called_at: None,
             target: None,
+            pinned: false,
+            paced: kind != SendKind::Command,
             request_id: None,
             idempotency_key: None,
             metadata: None,
             needs_placing: false,
             rerouted: false,
+        }
+    }
+
+    /// What it needs of a device besides being an active one of its key.
+    pub fn wants(&self) -> Wants<'_> {
+        Wants {
+            session: self.target.as_deref().filter(|_| self.pinned),
+            command: (self.kind == SendKind::Command).then_some(self.phone_number.as_str()),
         }
     }
 
@@ -92,6 +112,27 @@ impl SendRequest {
         }
         hash.update(&[u8::from(media.is_some())]);
         hash.digest()
+    }
+}
+
+/// What a send needs of a device besides being an active device of its key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wants<'a> {
+    /// `target`: this session and no other.
+    pub session: Option<&'a str>,
+    /// A custom command: a device that listed this type.
+    pub command: Option<&'a str>,
+}
+
+impl Wants<'_> {
+    /// Whether `who` handles the command, if any (whichever session it is).
+    pub fn handled_by(&self, who: &Identity) -> bool {
+        self.command.is_none_or(|c| who.commands.handles(c))
+    }
+
+    /// Whether `who` is the target, if any, and handles the command, if any.
+    pub fn accepts(&self, who: &Identity) -> bool {
+        self.session.is_none_or(|s| *who.session_id == *s) && self.handled_by(who)
     }
 }
 

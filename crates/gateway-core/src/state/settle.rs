@@ -18,6 +18,7 @@ use super::Shared;
 use crate::error::{ErrorCode, GatewayError};
 use crate::host::{Delivery, Host, Stage, Validation};
 use crate::identity::CallId;
+use crate::protocol::SendKind;
 
 pub struct Settling {
     inner: Arc<dyn Host>,
@@ -42,6 +43,11 @@ impl Settling {
         if lock(&self.open).insert(call, request_id).is_none() {
             self.count.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// `call` no longer settles a record (durable mode: its send stays in the store).
+    pub fn forget(&self, call: CallId) {
+        self.untrack(call);
     }
 
     fn untrack(&self, call: CallId) -> Option<u128> {
@@ -159,6 +165,12 @@ impl Shared {
 /// success (`duplicate: true`), or like its rejection (`details.duplicate`, and
 /// `details.state: 'unknown'` when the first may have gone out).
 pub fn duplicate_of(call: CallId, first: &StoredRecord) -> Delivery {
+    if first.state == State::Sent && first.kind == SendKind::Command {
+        return Delivery::Duplicate {
+            call,
+            result: command_duplicate(first),
+        };
+    }
     if first.state == State::Sent {
         let device = first.device.as_ref();
         let mut result = json!({
@@ -194,6 +206,26 @@ pub fn duplicate_of(call: CallId, first: &StoredRecord) -> Delivery {
         error.details["state"] = "unknown".into();
     }
     Delivery::Rejected { call, error }
+}
+
+/// What `request()` resolves for a duplicate of a custom command that succeeded:
+/// `{ requestId, data, deviceInfo }` of the first, with `duplicate: true`.
+fn command_duplicate(first: &StoredRecord) -> serde_json::Value {
+    let device = first.device.as_ref();
+    let mut result = json!({
+        "requestId": first.request_id,
+        "data": first.data.clone().unwrap_or_default(),
+        "deviceInfo": {
+            "sessionId": device.map(|d| d.session_id.as_str()),
+            "extensionVersion": device.map(|d| d.extension_version.as_str()),
+            "browser": device.map(|d| d.browser.as_str()),
+        },
+        "duplicate": true,
+    });
+    if !first.metadata.is_null() {
+        result["metadata"] = first.metadata.clone();
+    }
+    result
 }
 
 /// `IDEMPOTENCY_KEY_REUSED`: the key was used for another message.
