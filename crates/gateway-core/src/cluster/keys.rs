@@ -496,6 +496,7 @@ mod tests {
             browser: "Chrome".into(),
             ip: "127.0.0.1".into(),
             user_id: serde_json::json!({ "sessionId": "other", "n": [] }),
+            commands: Vec::new(),
         };
         let text = serde_json::to_string(&info).unwrap();
         assert!(
