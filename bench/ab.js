@@ -10,13 +10,13 @@
 // each); `idle <sessions>`.
 //
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
-// package from ../shared/baseline-v1 and `peer` the uWebSockets.js peer from
-// ../shared/peers/uws-gateway (each installed by `npm run bench` into a temp dir).
+// package from WA_BENCH_V1 and `peer` the uWebSockets.js peer from WA_BENCH_PEER
+// (bench/anchors.js; each installed by `npm run bench` into a temp dir).
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
-const { anchorDir } = require('./anchors');
+const { ANCHOR_SOURCES, anchorDir, anchorSource } = require('./anchors');
 const { median } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
@@ -31,15 +31,17 @@ const runs = Number(option('--runs', 3));
 const seconds = Number(option('--seconds', 3));
 const caseNames = option('--cases', 'D=1 C=1,D=1 C=64,D=1 C=1024').split(',');
 /** An anchor `npm run bench` installed (bench/anchors.js). */
-function installed(name, source) {
-  const dir = anchorDir(name, path.resolve(root, source));
+function installed(name) {
+  const source = anchorSource(name);
+  if (!source) throw new Error(`${name}: set ${ANCHOR_SOURCES[name]} to its package (bench/anchors.js)`);
+  const dir = anchorDir(name, source);
   if (!fs.existsSync(path.join(dir, 'node_modules'))) throw new Error(`run npm run bench once first: ${dir} is missing`);
   return dir;
 }
 
 const builds = args.map((arg) => {
-  if (arg === 'v1') return { label: 'v1', impl: 'v1', baseline: installed('v1', '../shared/baseline-v1') };
-  if (arg === 'peer') return { label: 'peer', impl: 'peer', peer: installed('uws-peer', '../shared/peers/uws-gateway') };
+  if (arg === 'v1') return { label: 'v1', impl: 'v1', baseline: installed('v1') };
+  if (arg === 'peer') return { label: 'peer', impl: 'peer', peer: installed('uws-peer') };
   const [label, dir] = arg.split('=');
   return { label, impl: 'ours', oursRoot: path.resolve(dir) };
 });

@@ -4,8 +4,9 @@
 //
 //   node bench/run.js [--runs 3] [--baseline PATH] [--peer PATH] [--only REGEX] [--quick] [--out DIR]
 //
-// v1 comes from ../shared/baseline-v1 (or --baseline), installed once into a temp
-// dir; without it, ours runs alone. The load is the Rust fleet in bench/fleet, built
+// v1 comes from --baseline or WA_BENCH_V1, the uWebSockets.js peer from --peer or
+// WA_BENCH_PEER (bench/anchors.js), each installed once into a temp dir; without
+// them, ours runs alone. The load is the Rust fleet in bench/fleet, built
 // here. --quick is the CI smoke: ours only, tiny counts, fails unless every send
 // succeeded. With redis-server installed, the cluster cases of bench/cluster.js follow
 // (their own table, appended).
@@ -15,7 +16,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
 const cluster = require('./cluster');
-const { anchorDir } = require('./anchors');
+const { anchorDir, anchorSource } = require('./anchors');
 const { fmt, summary } = require('./stats');
 
 const root = path.resolve(__dirname, '..');
@@ -50,9 +51,9 @@ function buildTools() {
  * An anchor implementation (v1, or the uWebSockets.js peer) installed into a temp dir
  * with npm ci from its lockfile, reused across runs; null when it is not there.
  */
-function prepareAnchor(name, given, defaultSource) {
-  const source = given ? path.resolve(given) : path.resolve(root, defaultSource);
-  if (quick || !fs.existsSync(path.join(source, 'package.json'))) return null;
+function prepareAnchor(name, given) {
+  const source = given ? path.resolve(given) : anchorSource(name);
+  if (quick || !source || !fs.existsSync(path.join(source, 'package.json'))) return null;
   const dir = anchorDir(name, source);
   if (!fs.existsSync(path.join(dir, 'node_modules'))) {
     log(`installing ${name} from ${source} into ${dir}...`);
@@ -179,8 +180,8 @@ function targetLines(medians) {
 
 async function main() {
   const tools = buildTools();
-  const baseline = prepareAnchor('v1', option('--baseline'), '../shared/baseline-v1');
-  const peer = prepareAnchor('uws-peer', option('--peer'), '../shared/peers/uws-gateway');
+  const baseline = prepareAnchor('v1', option('--baseline'));
+  const peer = prepareAnchor('uws-peer', option('--peer'));
   if (!baseline) log(quick ? 'quick smoke: ours only' : 'no v1 baseline found: benchmarking ours alone');
   if (!peer && !quick) log('no uWebSockets.js peer found: benchmarking without it');
   const maxSessions = Math.max(1000, hardFdLimit() - 200);
