@@ -2,8 +2,8 @@
 // What the cluster tests share (cluster.test.js, cluster-guarantees.test.js): a Redis per
 // test with gateways in this process or in child processes, simulated extensions, and
 // waits bounded for a busy machine.
-const { startGateway, FakeExtension } = require('./helpers');
-const { startRedis, redisSkipReason } = require('./redis');
+const { startGateway, FakeExtension, eventually } = require('./helpers');
+const { startRedis, redisSkipReason, sleep } = require('./redis');
 const { startNodeProcess } = require('./cluster-node');
 
 const skip = redisSkipReason() ?? false;
@@ -14,27 +14,6 @@ const PHONE = '+15550001111';
 /** Every test here needs redis-server (skipped without it outside CI; see redis.js). */
 const CLUSTER_TEST = { timeout: 90_000, skip };
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves with the first truthy value of `check()` (sync or async); bounded by `ms`. */
-async function eventually(check, ms, what) {
-  const until = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value) return value;
-      last = value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > until) {
-      const seen = last instanceof Error ? `${last.code ?? ''} ${last.message}` : JSON.stringify(last);
-      throw new Error(`timed out after ${ms} ms waiting for ${what} (last seen: ${seen})`);
-    }
-    await sleep(25);
-  }
-}
 
 /** How a promise settled, bounded: { ok, value } / { ok: false, error }, or throws after `ms`. */
 async function settle(promise, ms, what) {

@@ -5,28 +5,12 @@
 // are simulated here. What Redis serves is read from its own INFO commandstats.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { FakeExtension } = require('./helpers');
+const { FakeExtension, eventually } = require('./helpers');
 const { startRedis, redisSkipReason, sleep } = require('./redis');
 const { startNodeProcess } = require('./cluster-node');
 
 const skip = redisSkipReason() ?? false;
 const PHONE = '+15550001111';
-
-/** Resolves with the first truthy value of `check()`; bounded by `ms`. */
-async function eventually(check, ms, what) {
-  const until = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await sleep(25);
-  }
-}
 
 /** Every command Redis ran (scripts' own commands included), but our INFO. */
 async function commandsSoFar(redis) {

@@ -43,6 +43,29 @@ async function waitFor(predicate, ms = 3000, what = 'condition') {
 }
 
 /**
+ * Resolves with the first truthy value of `check()` (sync or async; a throw counts as
+ * not yet); bounded by `ms`, the last value or error seen in the timeout's message.
+ */
+async function eventually(check, ms, what, everyMs = 25) {
+  const until = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value) return value;
+      last = value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > until) {
+      const seen = last instanceof Error ? `${last.code ?? ''} ${last.message}` : JSON.stringify(last);
+      throw new Error(`timed out after ${ms} ms waiting for ${what} (last seen: ${seen})`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/**
  * A simulated browser extension.
  * dialect: 'v1' (auth / auth-success / imageDataUrl), 'doc' (auth / authenticated /
  * dataUrl), 'guide' (authenticate / authenticated / status text).
@@ -172,4 +195,4 @@ class FakeExtension {
 const PNG_1x1 =
   'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==';
 
-module.exports = { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY, PNG_1x1 };
+module.exports = { startGateway, FakeExtension, waitFor, eventually, GOOD_KEY, OTHER_KEY, PNG_1x1 };

@@ -9,7 +9,7 @@ const crypto = require('node:crypto');
 const fs = require('node:fs');
 const path = require('node:path');
 const { WhatsAppGateway } = require('..');
-const { startGateway, FakeExtension, GOOD_KEY } = require('./helpers');
+const { startGateway, FakeExtension, GOOD_KEY, eventually } = require('./helpers');
 const { startRedis, redisSkipReason, sleep } = require('./redis');
 const { freePort } = require('./free-port');
 const { startNodeProcess } = require('./cluster-node');
@@ -17,22 +17,6 @@ const { makeCertificates } = require('./tls-certs');
 
 const skip = redisSkipReason() ?? false;
 const REDIS_TEST = { timeout: 60_000, skip };
-
-/** Resolves with the first truthy value of `check()`; bounded by `ms`. */
-async function eventually(check, ms, what) {
-  const until = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await sleep(25);
-  }
-}
 
 /** Every key of the server with its whole content, as text: what an operator can read. */
 async function dump(redis) {

@@ -8,7 +8,10 @@ const assert = require('node:assert/strict');
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { FakeExtension, GOOD_KEY } = require('./helpers');
+const { FakeExtension, GOOD_KEY, eventually } = require('./helpers');
+
+/** Polled every 100 ms: each try of a send is a round trip through a failing-over Redis. */
+const waitUntil = (check, ms, what) => eventually(check, ms, what, 100);
 const { startRedis, redisSkipReason, command, sleep } = require('./redis');
 const { freePort } = require('./free-port');
 const { startNodeProcess } = require('./cluster-node');
@@ -110,19 +113,3 @@ test('Sentinel: the master is found through Sentinel, and after the master is ki
   assert.equal(health.cluster.redis, 'connected');
   assert.equal(health.cluster.nodes, 2);
 });
-
-/** The first truthy value of `check()`, polled; bounded by `ms`. */
-async function waitUntil(check, ms, what) {
-  const until = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
-    await sleep(100);
-  }
-}

@@ -3,6 +3,9 @@
 //! leaves. This test reads `src/` and fails on a dependency that points up a layer, on
 //! any cycle between files, and on a wake-up that knows what it wakes for.
 
+#[path = "../crates/gateway-core/tests/support/module_graph.rs"]
+mod module_graph;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
@@ -101,33 +104,8 @@ fn binding_modules_depend_downward_and_without_cycles() {
         }
     }
 
-    // Depth-first search for a cycle between files (the layers forbid one; this says
-    // which should the layers be edited).
-    fn visit<'a>(
-        m: &'a str,
-        edges: &BTreeMap<&'a str, BTreeSet<&'a str>>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) {
-        if let Some(start) = path.iter().position(|p| *p == m) {
-            panic!(
-                "module cycle: {}",
-                [&path[start..], &[m]].concat().join(" -> ")
-            );
-        }
-        if !done.insert(m) {
-            return;
-        }
-        path.push(m);
-        for next in edges.get(m).into_iter().flatten() {
-            visit(next, edges, path, done);
-        }
-        path.pop();
-    }
-    let mut done = BTreeSet::new();
-    for module in edges.keys() {
-        visit(module, &edges, &mut Vec::new(), &mut done);
-    }
+    // The layers forbid a cycle; this says which, should the layers be edited.
+    module_graph::assert_no_cycle(&edges);
 }
 
 #[test]
