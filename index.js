@@ -27,6 +27,7 @@ const { createHash } = require('node:crypto');
 /**
  * The addon the install put next to this file, else the one the tarball carries for
  * this platform (when install scripts did not run).
+ * @returns {typeof import('./native')} as napi-rs generated its types from src/
  */
 function loadNative() {
   let problem = 'gateway.node is not there';
@@ -50,13 +51,16 @@ const { NativeGateway, batchLayout } = loadNative();
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
  * src/validations.rs) and hands each answer back to `native`, normalised, or why it
  * failed.
+ * @param {Array<number | string>} checks
+ * @param {(apiKey: string) => unknown} validateApiKey
+ * @param {import('./native').NativeGateway} native
  */
 function runChecks(checks, validateApiKey, native) {
   for (let i = 0; i < checks.length; i += 2) {
-    const token = checks[i];
+    const token = /** @type {number} */ (checks[i]);
     let answered;
     try {
-      answered = Promise.resolve(validateApiKey(checks[i + 1])).then(normalizeAnswer);
+      answered = Promise.resolve(validateApiKey(/** @type {string} */ (checks[i + 1]))).then(normalizeAnswer);
     } catch (error) {
       answered = Promise.reject(error);
     }

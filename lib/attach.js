@@ -61,6 +61,7 @@ function relay(socket, fd) {
  * Starts handing `server`'s upgrades on `path` to `native`; returns a function that
  * detaches again. `onClosing` runs when the server's close() is called, `onClosed` once
  * the server has closed.
+ * @param {import('../native').NativeGateway} native
  */
 function attach(server, native, path, onClosing, onClosed) {
   const onUpgrade = (req, socket, head) => {

@@ -36,14 +36,6 @@ const ERROR_CODES = Object.freeze({
   EADDRINUSE: 'EADDRINUSE',
   EADDRNOTAVAIL: 'EADDRNOTAVAIL',
   EACCES: 'EACCES',
-  // Section 5 of the spec.
-  BACKPRESSURE: 'BACKPRESSURE',
-  QUEUE_FULL: 'QUEUE_FULL',
-  CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
-  // Codes of error frames sent to extensions.
-  INVALID_MESSAGE: 'INVALID_MESSAGE',
-  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
-  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
 });
 
 /** Frame types the gateway sends to extensions. */

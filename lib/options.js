@@ -265,6 +265,7 @@ function normalizeConfig(userConfig) {
     throw fail('reusePort', 'false on this platform (it has no SO_REUSEPORT)', config.reusePort);
   }
   const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', 30000);
+  /** @type {import('../native').NativeConfig} */
   const native = {
     port: port(config.port),
     host: config.host ?? undefined,

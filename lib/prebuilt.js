@@ -12,8 +12,8 @@ function platformTag() {
   const base = `${process.platform}-${process.arch}`;
   if (process.platform !== 'linux') return base;
   // Node built against glibc reports its version; on musl the field is absent.
-  const header = process.report?.getReport?.().header ?? {};
-  return `${base}-${header.glibcVersionRuntime ? 'gnu' : 'musl'}`;
+  const report = /** @type {{ header?: { glibcVersionRuntime?: string } } | undefined} */ (process.report?.getReport?.());
+  return `${base}-${report?.header?.glibcVersionRuntime ? 'gnu' : 'musl'}`;
 }
 
 function prebuiltPath(tag = platformTag()) {

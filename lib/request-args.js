@@ -6,7 +6,10 @@ const { callOptions, invalid, checkApiKey } = require('./send-args');
 const { waitForDeviceArg } = require('./delivery');
 
 const CUSTOM_TYPE = /^[a-z][a-z0-9-]{0,63}$/;
-/** Frame types of the protocol itself, in either direction: never a custom command. */
+/**
+ * Frame types of the protocol itself, in either direction: never a custom command.
+ * @type {Set<string>}
+ */
 const BUILT_IN_TYPES = new Set([...Object.values(SERVER_MESSAGE_TYPES), ...Object.values(EXTENSION_MESSAGE_TYPES)]);
 
 function typeArg(type) {

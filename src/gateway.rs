@@ -52,6 +52,11 @@ impl NativeGateway {
     pub fn new(
         env: Env,
         config: Arg<NativeConfig>,
+        // Called with what the outbox drained: the batch (laid out as `batchLayout()`
+        // says) and the key checks, `[token, apiKey, ...]`, when there are any.
+        #[napi(
+            ts_arg_type = "(batch: Array<any>, checks: Array<number | string> | undefined) => void"
+        )]
         deliver: Arg<Function<(), ()>>,
     ) -> napi::Result<Self> {
         let (Arg(config), Arg(deliver)) = (config, deliver);

@@ -1,6 +1,7 @@
 //! The Node binding of the gateway core (`crates/gateway-core`): JavaScript values in
 //! and out, the tokio runtime, and the wake-up that carries the core's deliveries to
-//! JavaScript in batches. `index.js` wraps it into the v1 API.
+//! JavaScript in batches. `index.js` wraps it into the v1 API. napi-rs generates
+//! `native.d.ts` from the `#[napi]` items (`npm run native-types`; CI fails when it is stale).
 
 //!
 //! Modules depend one way (`tests/module_layers.rs`): `gateway` (the class) over `outbox`
