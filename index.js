@@ -3,8 +3,6 @@
 // arguments, keeps one promise per send call, and dispatches what the core
 // delivers (results, events, errors) in batches, to the callbacks and to listeners.
 const EventEmitter = require('node:events');
-const fs = require('node:fs');
-const path = require('node:path');
 const { isNativeError } = require('node:util').types;
 const {
   ERROR_CODES,
@@ -14,7 +12,6 @@ const {
   fromNative,
 } = require('./lib/errors');
 const { attach } = require('./lib/attach');
-const { prebuiltPath } = require('./lib/prebuilt');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
 const { requestArgs } = require('./lib/request-args');
@@ -23,29 +20,9 @@ const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings'
 const { SendMetrics, render } = require('./lib/metrics');
 const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
+const { addon } = require('./lib/native');
 
-/**
- * The addon the install put next to this file, else the one the tarball carries for
- * this platform (when install scripts did not run).
- * @returns {typeof import('./native')} as napi-rs generated its types from src/
- */
-function loadNative() {
-  let problem = 'gateway.node is not there';
-  for (const file of [path.join(__dirname, 'gateway.node'), prebuiltPath()]) {
-    if (!fs.existsSync(file)) continue;
-    try {
-      return require(file);
-    } catch (error) {
-      problem = error.message;
-    }
-  }
-  throw new Error(
-    `whatsapp-ws-extension-gateway: the native addon is missing or broken (${problem}). ` +
-      'Reinstall it with `npm rebuild whatsapp-ws-extension-gateway` (its install script must be allowed to run); ' +
-      'in a clone of the repository, `npm run build`.',
-  );
-}
-const { NativeGateway, batchLayout } = loadNative();
+const { NativeGateway, batchLayout } = addon;
 
 /**
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see

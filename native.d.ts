@@ -89,6 +89,12 @@ export interface BatchLayout {
   acks: Array<string>
 }
 
+/** `cluster`'s defaults besides `redis` (which it needs). */
+export interface ClusterDefaults {
+  keyPrefix: string
+  leaseMs: number
+}
+
 /** `getHealth().cluster` (5.3). */
 export interface ClusterHealth {
   nodeId: string
@@ -106,9 +112,49 @@ export interface CoreMetrics {
   statusEvictions: number
 }
 
+export declare function defaults(): Defaults
+
+/**
+ * The default of each option that has a value when not given (durations in ms, sizes
+ * in bytes). The others are off, none or required.
+ */
+export interface Defaults {
+  port: number
+  path: string
+  heartbeatInterval: number
+  /** Not given, `heartbeatTimeout` is this many `heartbeatInterval`s. */
+  heartbeatTimeoutIntervals: number
+  requestTimeout: number
+  maxSessionsPerKey: number
+  deviceSelectionStrategy: DeviceSelectionStrategy
+  authTimeout: number
+  maxPayload: number
+  maxMediaBytes: number
+  mediaAllowPrivateHosts: boolean
+  mediaFetchTimeout: number
+  dialect: Dialect
+  trustProxy: boolean
+  reusePort: boolean
+  idempotencyTtl: number
+  maxMessageStatuses: number
+  maxQueuedSends: number
+  waitForDevice: number
+  maxPendingAuth: number
+  maxPendingAuthPerIp: number
+  maxPreAuthPayload: number
+  maxQueuedBytes: number
+  /** `'normal'`: a commit survives a crash of the process (`'full'`: also a power loss). */
+  storeSync: string
+  pacing: PacingDefaults
+  cluster: ClusterDefaults
+}
+
 export type DeviceSelectionStrategy = 'round-robin' | 'random' | 'least-busy'
 
 export type Dialect = 'compat' | 'v1' | 'doc'
+
+/** Every `code` an error can carry, as `ERROR_CODES` lists them. */
+export declare function errorCodes(): Array<string>
 
 /**
  * Upper bounds in seconds and the count in each bucket (not cumulative, `+Inf`
@@ -231,6 +277,26 @@ export interface NativeTls {
   key?: Buffer
   servername?: string
   rejectUnauthorized: boolean
+}
+
+/** One option object inside the config. */
+export interface NestedOptions {
+  /** Where it is in the config: `'pacing'`, `'cluster.tls'`... */
+  path: string
+  names: Array<string>
+}
+
+export declare function optionNames(): OptionNames
+
+/** Every key the constructor's config takes, at every depth. */
+export interface OptionNames {
+  config: Array<string>
+  nested: Array<NestedOptions>
+}
+
+/** `pacing`'s defaults besides `minIntervalMs` (which it needs). */
+export interface PacingDefaults {
+  jitterMs: number
 }
 
 export type SendKind = 'message' | 'image' | 'video' | 'document' | 'command'

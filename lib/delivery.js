@@ -4,9 +4,9 @@
 
 /** `waitFor` levels, lowest first. */
 const ACKS = ['sent', 'server', 'delivered', 'read', 'played'];
-const DAY = 24 * 60 * 60 * 1000;
 
 const { configError: typeError } = require('./config-error');
+const { DEFAULTS } = require('./native');
 
 function duration(value, option, { zeroAllowed }) {
   const min = zeroAllowed ? 0 : 1;
@@ -20,7 +20,7 @@ function pacing(value) {
   if (value == null) return undefined;
   if (typeof value !== 'object') throw typeError('pacing', 'an object { minIntervalMs, jitterMs?, maxPerMinute? }', value);
   const minIntervalMs = duration(value.minIntervalMs ?? 0, 'pacing.minIntervalMs', { zeroAllowed: true });
-  const jitterMs = duration(value.jitterMs ?? 0, 'pacing.jitterMs', { zeroAllowed: true });
+  const jitterMs = duration(value.jitterMs ?? DEFAULTS.pacing.jitterMs, 'pacing.jitterMs', { zeroAllowed: true });
   const max = value.maxPerMinute ?? Infinity;
   if (max !== Infinity && (!Number.isInteger(max) || max < 1 || max > 0xffffffff)) {
     throw typeError('pacing.maxPerMinute', 'a positive integer or Infinity', max);
@@ -35,15 +35,15 @@ function deliveryOptions(config) {
     throw typeError('maxQueuedSends', 'a positive integer', maxQueued);
   }
   return {
-    idempotencyTtl: config.idempotencyTtl == null ? DAY : duration(config.idempotencyTtl, 'idempotencyTtl', { zeroAllowed: false }),
+    idempotencyTtl: config.idempotencyTtl == null ? DEFAULTS.idempotencyTtl : duration(config.idempotencyTtl, 'idempotencyTtl', { zeroAllowed: false }),
     pacing: pacing(config.pacing),
-    maxQueuedSends: maxQueued ?? 1000,
+    maxQueuedSends: maxQueued ?? DEFAULTS.maxQueuedSends,
     maxMessageStatuses: messageStatuses(config.maxMessageStatuses),
-    waitForDevice: config.waitForDevice == null ? 0 : duration(config.waitForDevice, 'waitForDevice', { zeroAllowed: true }),
+    waitForDevice: config.waitForDevice == null ? DEFAULTS.waitForDevice : duration(config.waitForDevice, 'waitForDevice', { zeroAllowed: true }),
   };
 }
 
-/** `maxMessageStatuses`: records of sends kept at most (default 200000). */
+/** `maxMessageStatuses`: records of sends kept at most (absent: the core's default). */
 function messageStatuses(value) {
   if (value == null) return undefined;
   if (!Number.isInteger(value) || value < 1 || value > 0xffffffff) {

@@ -1,42 +1,12 @@
 'use strict';
+const { addon } = require('./native');
 
-/** Every `code` a gateway error can carry (v1's codes plus the new ones). */
-const ERROR_CODES = Object.freeze({
-  AUTHENTICATION_FAILED: 'AUTHENTICATION_FAILED',
-  NO_ACTIVE_DEVICE: 'NO_ACTIVE_DEVICE',
-  REQUEST_TIMEOUT: 'REQUEST_TIMEOUT',
-  CONNECTION_LOST: 'CONNECTION_LOST',
-  VALIDATION_ERROR: 'VALIDATION_ERROR',
-  EXTENSION_ERROR: 'EXTENSION_ERROR',
-  INVALID_API_KEY: 'INVALID_API_KEY',
-  MAX_SESSIONS_EXCEEDED: 'MAX_SESSIONS_EXCEEDED',
-  INVALID_PHONE_NUMBER: 'INVALID_PHONE_NUMBER',
-  INVALID_DATA: 'INVALID_DATA',
-  FETCH_ERROR: 'FETCH_ERROR',
-  FILE_TOO_LARGE: 'FILE_TOO_LARGE',
-  GATEWAY_SHUTDOWN: 'GATEWAY_SHUTDOWN',
-  MEDIA_NOT_ALLOWED: 'MEDIA_NOT_ALLOWED',
-  CALLBACK_ERROR: 'CALLBACK_ERROR',
-  SERVER_ERROR: 'SERVER_ERROR',
-  // Delivery, hostile peers, cluster mode (README), and the wire codes.
-  QUEUE_FULL: 'QUEUE_FULL',
-  BACKPRESSURE: 'BACKPRESSURE',
-  CLUSTER_UNAVAILABLE: 'CLUSTER_UNAVAILABLE',
-  INVALID_MESSAGE: 'INVALID_MESSAGE',
-  UNKNOWN_MESSAGE_TYPE: 'UNKNOWN_MESSAGE_TYPE',
-  NOT_AUTHENTICATED: 'NOT_AUTHENTICATED',
-  // An idempotencyKey already used for another message.
-  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
-  // Durable mode: start() found the store open in another gateway.
-  STORE_LOCKED: 'STORE_LOCKED',
-  // request(): the key has active devices, but none handles the custom command.
-  UNSUPPORTED_COMMAND: 'UNSUPPORTED_COMMAND',
-  // start(): already running, or the port cannot be bound (errno names, as Node's servers).
-  ALREADY_RUNNING: 'ALREADY_RUNNING',
-  EADDRINUSE: 'EADDRINUSE',
-  EADDRNOTAVAIL: 'EADDRNOTAVAIL',
-  EACCES: 'EACCES',
-});
+/**
+ * Every `code` a gateway error can carry (v1's codes plus the new ones), as the addon
+ * lists them (crates/gateway-core/src/error.rs): `{ CODE: 'CODE' }`.
+ * @type {Readonly<Record<string, string>>}
+ */
+const ERROR_CODES = Object.freeze(Object.fromEntries(addon.errorCodes().map((code) => [code, code])));
 
 /** Frame types the gateway sends to extensions. */
 const SERVER_MESSAGE_TYPES = Object.freeze({

@@ -1,9 +1,10 @@
 'use strict';
-// Checks the constructor's config and fills in defaults (README "new WhatsAppGateway(config)"). Every mistake
-// is a TypeError that names the option.
+// Checks the constructor's config and fills in defaults (README "new WhatsAppGateway(config)";
+// the addon owns them, src/options.rs). Every mistake is a TypeError that names the option.
 const path = require('node:path');
 const { deliveryOptions } = require('./delivery');
 const { configError: fail } = require('./config-error');
+const { DEFAULTS } = require('./native');
 
 const STRATEGIES = ['round-robin', 'random', 'least-busy'];
 const DIALECTS = ['compat', 'v1', 'doc'];
@@ -25,7 +26,7 @@ function positiveNumber(config, name, fallback) {
 }
 
 function port(value) {
-  if (value == null) return 3000;
+  if (value == null) return DEFAULTS.port;
   // The guide passes `process.env.PORT || 3000`, a string when PORT is set.
   const n = typeof value === 'string' && /^\d+$/.test(value) ? Number(value) : value;
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw fail('port', 'an integer from 0 to 65535', value);
@@ -113,10 +114,10 @@ function positiveInteger(config, name, fallback) {
 /** The limits that keep hostile, slow and broken peers in check (README "new WhatsAppGateway(config)"). */
 function peerLimits(config) {
   return {
-    maxPendingAuth: positiveInteger(config, 'maxPendingAuth', 1024),
-    maxPendingAuthPerIp: positiveInteger(config, 'maxPendingAuthPerIp', 64),
-    maxPreAuthPayload: positiveInteger(config, 'maxPreAuthPayload', 16 * 1024),
-    maxQueuedBytes: positiveNumber(config, 'maxQueuedBytes', 64 * 1024 * 1024),
+    maxPendingAuth: positiveInteger(config, 'maxPendingAuth', DEFAULTS.maxPendingAuth),
+    maxPendingAuthPerIp: positiveInteger(config, 'maxPendingAuthPerIp', DEFAULTS.maxPendingAuthPerIp),
+    maxPreAuthPayload: positiveInteger(config, 'maxPreAuthPayload', DEFAULTS.maxPreAuthPayload),
+    maxQueuedBytes: positiveNumber(config, 'maxQueuedBytes', DEFAULTS.maxQueuedBytes),
   };
 }
 
@@ -149,8 +150,8 @@ function clusterOptions(cluster) {
   return {
     redis: url,
     nodeId: nodeId ?? undefined,
-    keyPrefix: keyPrefix ?? 'wa-gw:',
-    leaseMs: leaseMs ?? 10000,
+    keyPrefix: keyPrefix ?? DEFAULTS.cluster.keyPrefix,
+    leaseMs: leaseMs ?? DEFAULTS.cluster.leaseMs,
     sentinel,
     tls: tlsOptions(tls),
     secret: secret ?? undefined,
@@ -264,31 +265,31 @@ function normalizeConfig(userConfig) {
   if (config.reusePort && process.platform === 'win32') {
     throw fail('reusePort', 'false on this platform (it has no SO_REUSEPORT)', config.reusePort);
   }
-  const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', 30000);
+  const heartbeatInterval = positiveNumber(config, 'heartbeatInterval', DEFAULTS.heartbeatInterval);
   /** @type {import('../native').NativeConfig} */
   const native = {
     port: port(config.port),
     host: config.host ?? undefined,
-    path: config.path ?? '/wa-ext-ws',
+    path: config.path ?? DEFAULTS.path,
     heartbeatInterval,
-    heartbeatTimeout: positiveNumber(config, 'heartbeatTimeout', 2 * heartbeatInterval),
-    requestTimeout: positiveNumber(config, 'requestTimeout', 30000),
-    maxSessionsPerKey: maxSessions ?? 10,
-    deviceSelectionStrategy: oneOf(config, 'deviceSelectionStrategy', STRATEGIES, 'round-robin'),
-    authTimeout: positiveNumber(config, 'authTimeout', 10000),
-    maxPayload: positiveNumber(config, 'maxPayload', 1024 * 1024),
-    maxMediaBytes: positiveNumber(config, 'maxMediaBytes', 10 * 1024 * 1024),
+    heartbeatTimeout: positiveNumber(config, 'heartbeatTimeout', DEFAULTS.heartbeatTimeoutIntervals * heartbeatInterval),
+    requestTimeout: positiveNumber(config, 'requestTimeout', DEFAULTS.requestTimeout),
+    maxSessionsPerKey: maxSessions ?? DEFAULTS.maxSessionsPerKey,
+    deviceSelectionStrategy: oneOf(config, 'deviceSelectionStrategy', STRATEGIES, DEFAULTS.deviceSelectionStrategy),
+    authTimeout: positiveNumber(config, 'authTimeout', DEFAULTS.authTimeout),
+    maxPayload: positiveNumber(config, 'maxPayload', DEFAULTS.maxPayload),
+    maxMediaBytes: positiveNumber(config, 'maxMediaBytes', DEFAULTS.maxMediaBytes),
     allowedOrigins: stringList(config, 'allowedOrigins'),
     mediaFileRoots: (stringList(config, 'mediaFileRoots') ?? []).map((root) => path.resolve(root)),
-    mediaAllowPrivateHosts: config.mediaAllowPrivateHosts ?? false,
-    mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', 30000),
-    dialect: oneOf(config, 'dialect', DIALECTS, 'compat'),
+    mediaAllowPrivateHosts: config.mediaAllowPrivateHosts ?? DEFAULTS.mediaAllowPrivateHosts,
+    mediaFetchTimeout: positiveNumber(config, 'mediaFetchTimeout', DEFAULTS.mediaFetchTimeout),
+    dialect: oneOf(config, 'dialect', DIALECTS, DEFAULTS.dialect),
     // Always: listeners may be added at any time, and the debug log wants session events too.
     logEvents: true,
-    trustProxy: config.trustProxy ?? false,
+    trustProxy: config.trustProxy ?? DEFAULTS.trustProxy,
     // Delivery options (README "Delivery", lib/delivery.js).
     ...deliveryOptions(config),
-    reusePort: config.reusePort ?? false,
+    reusePort: config.reusePort ?? DEFAULTS.reusePort,
     ...peerLimits(config),
     cluster: clusterOptions(config.cluster),
     ...storeOptions(config),

@@ -6,7 +6,8 @@
 //!
 //! Modules depend one way (`tests/module_layers.rs`): `gateway` (the class) over `outbox`
 //! (the two queues for JavaScript and when to wake it) over `deliveries` (a batch's
-//! layout), `validations` (key checks) and `args`, over the leaves `js_wake` (waking the
+//! layout), `validations` (key checks), `args` and `options` (the config's names and
+//! defaults, the error codes), over the leaves `js_wake` (waking the
 //! JavaScript thread to drain something), `exception` and `types`.
 
 mod args;
@@ -14,9 +15,11 @@ mod deliveries;
 mod exception;
 mod gateway;
 mod js_wake;
+mod options;
 mod outbox;
 mod types;
 mod validations;
 
 pub use deliveries::{batch_layout, BatchLayout};
 pub use gateway::NativeGateway;
+pub use options::{defaults, error_codes, option_names};

@@ -50,6 +50,16 @@ impl From<DeviceSelectionStrategy> for core::Strategy {
     }
 }
 
+impl From<core::Strategy> for DeviceSelectionStrategy {
+    fn from(strategy: core::Strategy) -> Self {
+        match strategy {
+            core::Strategy::RoundRobin => Self::RoundRobin,
+            core::Strategy::Random => Self::Random,
+            core::Strategy::LeastBusy => Self::LeastBusy,
+        }
+    }
+}
+
 #[napi(string_enum = "lowercase")]
 pub enum Dialect {
     Compat,
@@ -63,6 +73,16 @@ impl From<Dialect> for core::Dialect {
             Dialect::Compat => Self::Compat,
             Dialect::V1 => Self::V1,
             Dialect::Doc => Self::Doc,
+        }
+    }
+}
+
+impl From<core::Dialect> for Dialect {
+    fn from(dialect: core::Dialect) -> Self {
+        match dialect {
+            core::Dialect::Compat => Self::Compat,
+            core::Dialect::V1 => Self::V1,
+            core::Dialect::Doc => Self::Doc,
         }
     }
 }

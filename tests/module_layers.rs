@@ -14,8 +14,8 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     // Leaves: waking the JavaScript thread, a pending exception, JavaScript's shapes.
     &["js_wake", "exception", "types"],
-    // A batch's layout, key checks, argument checks.
-    &["deliveries", "validations", "args"],
+    // A batch's layout, key checks, argument checks, the options' names and defaults.
+    &["deliveries", "validations", "args", "options"],
     // The two queues for JavaScript and the rule for waking it.
     &["outbox"],
     // The class index.js drives.

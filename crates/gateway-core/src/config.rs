@@ -53,6 +53,13 @@ pub struct ClusterConfig {
     pub secret: Option<String>,
 }
 
+impl ClusterConfig {
+    /// `cluster.keyPrefix` when not given.
+    pub const DEFAULT_KEY_PREFIX: &'static str = "wa-gw:";
+    /// `cluster.leaseMs` when not given.
+    pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+}
+
 /// 6.3 `cluster.redis: { sentinels, name, ... }`.
 #[derive(Clone, Debug, Default)]
 pub struct SentinelConfig {
@@ -152,14 +159,21 @@ pub struct Config {
     pub store: Option<StoreConfig>,
 }
 
+impl Config {
+    /// `heartbeatTimeout`, when not given, is this many `heartbeatInterval`s.
+    pub const HEARTBEAT_TIMEOUT_INTERVALS: u32 = 2;
+}
+
+/// The defaults of the README's option table (the binding hands them to JavaScript).
 impl Default for Config {
     fn default() -> Self {
+        let heartbeat_interval = Duration::from_secs(30);
         Self {
             port: 3000,
             host: None,
             path: "/wa-ext-ws".into(),
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(60),
+            heartbeat_interval,
+            heartbeat_timeout: heartbeat_interval * Self::HEARTBEAT_TIMEOUT_INTERVALS,
             request_timeout: Duration::from_secs(30),
             max_sessions_per_key: 10,
             strategy: Strategy::RoundRobin,

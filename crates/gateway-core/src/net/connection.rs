@@ -146,10 +146,10 @@ async fn refuse(
 ) -> Refused {
     metrics::auth_failed(why);
     let code = match error.code {
-        ErrorCode::MaxSessionsExceeded => "MAX_SESSIONS_EXCEEDED",
-        _ => "AUTHENTICATION_FAILED",
+        ErrorCode::MaxSessionsExceeded => ErrorCode::MaxSessionsExceeded,
+        _ => ErrorCode::AuthenticationFailed,
     };
-    let frame = protocol::error_frame(code, &error.message);
+    let frame = protocol::error_frame(code.as_str(), &error.message);
     let _ = ws.send(Message::text(frame)).await;
     shared.report(error);
     Refused::close(1008, close_reason)
@@ -218,13 +218,13 @@ async fn authenticate(
         };
         let reply = match protocol::parse(&text) {
             Inbound::Auth(auth) => return admit(ws, shared, auth, ip, deadline).await,
-            Inbound::Invalid(why) => protocol::error_frame("INVALID_MESSAGE", why),
+            Inbound::Invalid(why) => protocol::error_frame(ErrorCode::InvalidMessage.as_str(), why),
             Inbound::Unknown(kind) => protocol::error_frame(
-                "UNKNOWN_MESSAGE_TYPE",
+                ErrorCode::UnknownMessageType.as_str(),
                 &format!("Unknown message type: {kind}"),
             ),
             _ => protocol::error_frame(
-                "NOT_AUTHENTICATED",
+                ErrorCode::NotAuthenticated.as_str(),
                 "Not authenticated: send an auth message with your apiKey first",
             ),
         };

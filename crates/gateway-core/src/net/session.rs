@@ -21,6 +21,7 @@ use super::frame_io::close;
 use super::handshake::Socket;
 use super::outgoing::Outgoing;
 use super::trim;
+use crate::error::ErrorCode;
 use crate::events::LogEvent;
 use crate::identity::Identity;
 use crate::protocol::{self, Frame, Inbound};
@@ -427,10 +428,10 @@ fn on_frame(shared: &Shared, key: SessionKey, text: &str) -> Option<String> {
             "This connection is already authenticated",
         ),
         Inbound::Unknown(kind) => protocol::error_frame(
-            "UNKNOWN_MESSAGE_TYPE",
+            ErrorCode::UnknownMessageType.as_str(),
             &format!("Unknown message type: {kind}"),
         ),
-        Inbound::Invalid(why) => protocol::error_frame("INVALID_MESSAGE", why),
+        Inbound::Invalid(why) => protocol::error_frame(ErrorCode::InvalidMessage.as_str(), why),
     };
     Some(reply)
 }

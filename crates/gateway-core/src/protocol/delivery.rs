@@ -4,6 +4,8 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::error::ErrorCode;
+
 /// How far a sent message got, in the order WhatsApp reports it. `Sent` is the
 /// extension's `message-result`; the others come in `message-ack` frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, Deserialize)]
@@ -192,11 +194,12 @@ pub fn incoming_ack_frame(message_id: &str) -> String {
 pub fn refused_incoming_frame(refused: &RefusedIncoming) -> String {
     let mut frame = Map::new();
     frame.insert("type".into(), "error".into());
-    frame.insert("code".into(), "INVALID_MESSAGE".into());
+    let code = ErrorCode::InvalidMessage.as_str();
+    frame.insert("code".into(), code.into());
     frame.insert("message".into(), refused.why.clone().into());
     frame.insert(
         "error".into(),
-        json!({ "code": "INVALID_MESSAGE", "message": refused.why }),
+        json!({ "code": code, "message": refused.why }),
     );
     if let Some(id) = &refused.message_id {
         frame.insert("messageId".into(), id.clone().into());
