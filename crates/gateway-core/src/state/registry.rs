@@ -313,6 +313,10 @@ pub struct Registry {
     sessions: HashMap<SessionKey, Session, OwnKeys>,
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
+    /// When the deadline timer (`timers/deadlines.rs`) wakes next. Only a deadline
+    /// before it wakes the timer early: with one send at a time, waking the runtime for
+    /// each send's deadline cost a thread hand-off per call.
+    timer_wakes_at: Option<Instant>,
     next_key: SessionKey,
     /// The record of every send, and the callers waiting for acks (`records.rs`).
     pub statuses: Records,
@@ -620,18 +624,15 @@ impl Registry {
     }
 
     /// Records a request sent to `key`; false if that session has gone meanwhile.
-    /// Returns whether its deadline is now the earliest one.
+    /// Returns whether its deadline must wake the deadline timer (`wakes_timer`).
     pub fn insert_pending(
         &mut self,
         key: SessionKey,
         request_id: u128,
         pending: Pending,
     ) -> Option<bool> {
+        let earliest = self.wakes_timer(pending.deadline);
         let session = self.sessions.get_mut(&key)?;
-        let earliest = self
-            .deadlines
-            .first_key_value()
-            .is_none_or(|((d, _), _)| pending.deadline < *d);
         self.deadlines.insert((pending.deadline, request_id), key);
         session.pending.insert(request_id, pending);
         Some(earliest)
@@ -703,6 +704,22 @@ impl Registry {
             }
         }
         expired
+    }
+
+    /// Whether a new `deadline` comes before the deadline timer wakes: every deadline is
+    /// then at or after its wake-up, so none is missed, and later ones wait for it.
+    fn wakes_timer(&self, deadline: Instant) -> bool {
+        self.timer_wakes_at.is_none_or(|at| deadline < at)
+    }
+
+    /// When the deadline timer is to wake next, from `now`: the next deadline, or an
+    /// hour on without one. Taken as the timer's wake-up (`wakes_timer`).
+    pub fn arm_timer(&mut self, now: Instant) -> Instant {
+        let at = self
+            .next_deadline()
+            .unwrap_or(now + std::time::Duration::from_secs(3600));
+        self.timer_wakes_at = Some(at);
+        at
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -802,7 +819,7 @@ impl Registry {
 
     /// Records a request sent to `key` (paced, or sent where it waited for a device)
     /// and lets its command leave now, or queues it behind the device's pacing.
-    /// `Ok` says whether its deadline is now the earliest.
+    /// `Ok` says whether its deadline must wake the deadline timer (`wakes_timer`).
     pub fn place(
         &mut self,
         key: SessionKey,
@@ -858,10 +875,7 @@ impl Registry {
         pending.queued = !leave_now;
         let deadline = pending.deadline;
         session.pending.insert(request_id, pending);
-        let earliest = self
-            .deadlines
-            .first_key_value()
-            .is_none_or(|((d, _), _)| deadline < *d);
+        let earliest = self.wakes_timer(deadline);
         self.deadlines.insert((deadline, request_id), key);
         Ok(earliest)
     }
@@ -1484,6 +1498,9 @@ mod tests {
             ),
             Some(true)
         );
+        // The timer now wakes at the 200 ms deadline: only an earlier one wakes it sooner.
+        let wakes_at = reg.arm_timer(Instant::now());
+        assert_eq!(wakes_at, Instant::now() + Duration::from_millis(200));
         assert_eq!(
             reg.insert_pending(
                 a,
