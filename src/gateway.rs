@@ -13,6 +13,7 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::args::{type_error, Arg};
 use crate::js_wake::JsWakeOwner;
+use crate::media_shares::MediaShares;
 use crate::outbox::{Outbox, Queued};
 use crate::types::{
     send_request, CoreMetrics, Health, KeyedSession, NativeConfig, SendKind, SendOptions,
@@ -44,6 +45,7 @@ pub struct NativeGateway {
     /// Declared after `core`: dropped after it.
     wake: JsWakeOwner,
     checks: Arc<Validations>,
+    media: MediaShares,
 }
 
 #[napi]
@@ -65,7 +67,12 @@ impl NativeGateway {
         let host = Arc::new(Outbox::new(queued, waker));
         let core = Gateway::new(config, host, rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
-        Ok(Self { core, wake, checks })
+        Ok(Self {
+            core,
+            wake,
+            checks,
+            media: MediaShares::default(),
+        })
     }
 
     /// `validateApiKey`'s answer to the check `token` (see `validations`).
@@ -171,9 +178,24 @@ impl NativeGateway {
                 ));
             }
         }
-        let request = send_request(kind.0, api_key.0, phone_number.0, text.0, options.0);
+        let mut options = options.0;
+        let media = match options.as_mut() {
+            Some(o) => self
+                .media
+                .source(o.media_source.take(), o.media_share)
+                .map_err(|why| type_error(env.raw(), why))?,
+            None => None,
+        };
+        let mut request = send_request(kind.0, api_key.0, phone_number.0, text.0, options);
+        request.media_source = media;
         self.core.send(u64::from(call.0), request);
         Ok(())
+    }
+
+    /// No call in flight names the media share `share` any more (`media_shares`).
+    #[napi]
+    pub fn release_media(&self, share: Arg<u32>) {
+        self.media.release(share.0);
     }
 
     /// Sends the commands queued by `send` since the last flush.

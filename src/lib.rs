@@ -6,13 +6,15 @@
 //! Modules depend one way (`tests/module_layers.rs`): `gateway` (the class) over `outbox`
 //! (the two queues for JavaScript and when to wake it) over `deliveries` (a batch's
 //! layout), `validations` (key checks) and `args`, over the leaves `js_wake` (waking the
-//! JavaScript thread to drain something), `exception` and `types`.
+//! JavaScript thread to drain something), `exception`, `types` and
+//! `media_shares` (media sources shared by calls in flight).
 
 mod args;
 mod deliveries;
 mod exception;
 mod gateway;
 mod js_wake;
+mod media_shares;
 mod outbox;
 mod types;
 mod validations;
