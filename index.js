@@ -474,7 +474,12 @@ class WhatsAppGateway extends EventEmitter {
                 target,
                 paced,
               };
-        this.#native.send(id, kind, apiKey, command ?? chatId ?? phoneNumber, text, options);
+        const to = command ?? chatId ?? phoneNumber;
+        if (!this.#native.send(id, kind, apiKey, to, text, options)) {
+          // Every command that held this media is written: the core has no copy left.
+          options.mediaSource = media;
+          this.#native.send(id, kind, apiKey, to, text, options);
+        }
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -612,7 +617,10 @@ class WhatsAppGateway extends EventEmitter {
     return call;
   }
 
-  /** The media options of a call: the source itself only if no call in flight has it. */
+  /**
+   * The media options of a call: the source itself only if no call in flight names it
+   * (else the core may still hold its copy: `send` says when it does not).
+   */
   #shareMedia(source) {
     let shared = this.#mediaShares.get(source);
     if (shared !== undefined) {

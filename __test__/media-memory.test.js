@@ -7,7 +7,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const WebSocket = require('ws');
 const { runScript } = require('./child-script');
-const { GOOD_KEY } = require('./helpers');
+const { startGateway, FakeExtension, waitFor, GOOD_KEY } = require('./helpers');
 
 const MiB = 1024 * 1024;
 
@@ -95,4 +95,40 @@ test('sends in flight of one media source hold it once, and give it back when se
   // One copy per source is 2 x 5.6 MB; one per send was 16 x 5.6 MB (90 MB).
   assert.ok(peak < 28 * MiB, `peak growth ${(peak / MiB).toFixed(1)} MiB for 16 sends of 2 images`);
   assert.ok(after < 12 * MiB, `${(after / MiB).toFixed(1)} MiB still held after they settled`);
+});
+
+test('a send of a source whose earlier sends are all written (their results still due) carries the media again', { timeout: 30_000 }, async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const answers = [];
+  const ext = new FakeExtension(url, {
+    dialect: 'doc',
+    respond: (command) => {
+      answers.push(() => ext.result(command.requestId, { success: true, messageId: `m-${command.data.caption}` }));
+      return null;
+    },
+  });
+  t.after(() => ext.ws?.terminate());
+  await ext.connectReady(gateway);
+  const image = `data:image/png;base64,${Buffer.alloc(300 * 1024, 7).toString('base64')}`;
+  const first = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', caption: 'first', dataUrl: image });
+  await waitFor(() => ext.commands.length === 1, 5000, 'the first command');
+  // Written, and its result not in: a second call with the same source, then a third.
+  const second = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', caption: 'second', dataUrl: image });
+  const third = gateway.sendImage(GOOD_KEY, { phoneNumber: '+1234567890', caption: 'third', dataUrl: image });
+  await waitFor(() => ext.commands.length === 3, 5000, 'all three commands');
+  for (const answer of answers) answer();
+  const results = await Promise.all([first, second, third]);
+  assert.deepEqual(
+    results.map((r) => r.messageId),
+    ['m-first', 'm-second', 'm-third'],
+  );
+  assert.deepEqual(
+    ext.commands.map((c) => [c.data.caption, c.data.dataUrl === image]),
+    [
+      ['first', true],
+      ['second', true],
+      ['third', true],
+    ],
+  );
 });

@@ -13,7 +13,7 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::args::{type_error, Arg};
 use crate::js_wake::JsWakeOwner;
-use crate::media_shares::MediaShares;
+use crate::media_shares::{MediaShares, Source};
 use crate::outbox::{Outbox, Queued};
 use crate::types::{
     send_request, CoreMetrics, Health, KeyedSession, NativeConfig, SendKind, SendOptions,
@@ -152,7 +152,8 @@ impl NativeGateway {
     }
 
     /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
-    /// batch under the number `call`.
+    /// batch under the number `call`. False, and nothing queued, when the call names a
+    /// media share whose text is gone (`media_shares`): call again with the text.
     // Positional: on the hot path every property read of an object is a napi call.
     #[allow(clippy::too_many_arguments)]
     #[napi]
@@ -165,7 +166,7 @@ impl NativeGateway {
         phone_number: Arg<String>,
         text: Arg<String>,
         options: Arg<Option<SendOptions>>,
-    ) -> napi::Result<()> {
+    ) -> napi::Result<bool> {
         // lib/request-args.js checks these; a frame must never carry anything else.
         if kind.0 == SendKind::Command {
             if !wa_gateway_core::is_custom_type(&phone_number.0) {
@@ -180,16 +181,16 @@ impl NativeGateway {
         }
         let mut options = options.0;
         let media = match options.as_mut() {
-            Some(o) => self
-                .media
-                .source(o.media_source.take(), o.media_share)
-                .map_err(|why| type_error(env.raw(), why))?,
+            Some(o) => match self.media.source(o.media_source.take(), o.media_share) {
+                Source::Media(media) => media,
+                Source::Gone => return Ok(false),
+            },
             None => None,
         };
         let mut request = send_request(kind.0, api_key.0, phone_number.0, text.0, options);
         request.media_source = media;
         self.core.send(u64::from(call.0), request);
-        Ok(())
+        Ok(true)
     }
 
     /// No call in flight names the media share `share` any more (`media_shares`).

@@ -2,44 +2,48 @@
 //! many recipients): `index.js` passes a source's text with the first of them and a
 //! share number with each, and the calls after the first name only the number, so the
 //! text is copied out of JavaScript once and the core holds one copy for all of them
-//! (README "Media"). `index.js` releases the number when the last of those
-//! calls settles.
+//! (README "Media"). The copy lives as long as a send still has to write it, not
+//! longer: a share is only a way to find it meanwhile. A call naming a share whose
+//! text is gone is told so, and passes the text again. `index.js` releases the number
+//! when the last call naming it settles.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use wa_gateway_core::MediaText;
+use wa_gateway_core::{MediaText, WeakMediaText};
 
 #[derive(Default)]
-pub struct MediaShares(Mutex<HashMap<u32, MediaText>>);
+pub struct MediaShares(Mutex<HashMap<u32, WeakMediaText>>);
+
+/// The media source of one call.
+#[derive(Debug, PartialEq)]
+pub enum Source {
+    Media(Option<MediaText>),
+    /// The call named a share whose text no send holds any more.
+    Gone,
+}
 
 impl MediaShares {
-    /// The media source of one call: `text` (shared from now on under `share`, if
-    /// given), else the text already shared under `share`.
-    pub fn source(
-        &self,
-        text: Option<String>,
-        share: Option<u32>,
-    ) -> Result<Option<MediaText>, &'static str> {
+    /// `text` (shared from now on under `share`, if given), else the text still held
+    /// under `share`.
+    pub fn source(&self, text: Option<String>, share: Option<u32>) -> Source {
         let mut shares = wa_gateway_core::lock(&self.0);
         match (text, share) {
             (Some(text), Some(share)) => {
                 let text = MediaText::from(text);
-                shares.insert(share, text.clone());
-                Ok(Some(text))
+                shares.insert(share, text.downgrade());
+                Source::Media(Some(text))
             }
-            (Some(text), None) => Ok(Some(text.into())),
-            (None, Some(share)) => shares
-                .get(&share)
-                .cloned()
-                .map(Some)
-                .ok_or("a media share that was released or never given"),
-            (None, None) => Ok(None),
+            (Some(text), None) => Source::Media(Some(text.into())),
+            (None, Some(share)) => match shares.get(&share).and_then(WeakMediaText::upgrade) {
+                Some(text) => Source::Media(Some(text)),
+                None => Source::Gone,
+            },
+            (None, None) => Source::Media(None),
         }
     }
 
-    /// No call in flight names `share` any more; the calls that did keep their copy
-    /// of the text until their commands are written.
+    /// No call in flight names `share` any more.
     pub fn release(&self, share: u32) {
         wa_gateway_core::lock(&self.0).remove(&share);
     }
@@ -54,20 +58,35 @@ impl MediaShares {
 mod tests {
     use super::*;
 
+    fn text(source: Source) -> MediaText {
+        match source {
+            Source::Media(Some(text)) => text,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn calls_naming_a_share_get_the_first_calls_text_itself() {
+    fn calls_naming_a_share_get_the_text_itself_while_a_send_holds_it() {
         let shares = MediaShares::default();
         let url = "data:image/png;base64,AA==".to_string();
-        let first = shares.source(Some(url.clone()), Some(7)).unwrap().unwrap();
-        let second = shares.source(None, Some(7)).unwrap().unwrap();
+        let first = text(shares.source(Some(url.clone()), Some(7)));
+        let second = text(shares.source(None, Some(7)));
         assert!(second.shares(&first), "one copy, not two");
         assert_eq!(second, url);
-        let alone = shares.source(Some(url.clone()), None).unwrap().unwrap();
+        let alone = text(shares.source(Some(url.clone()), None));
         assert!(!alone.shares(&first));
-        assert_eq!(shares.source(None, None), Ok(None));
+        assert_eq!(shares.source(None, None), Source::Media(None));
+        drop((first, second));
+        assert_eq!(
+            shares.source(None, Some(7)),
+            Source::Gone,
+            "written: the share does not keep it"
+        );
+        let again = text(shares.source(Some(url.clone()), Some(7)));
+        assert_eq!(text(shares.source(None, Some(7))), url);
         shares.release(7);
         assert_eq!(shares.len(), 0);
-        assert!(shares.source(None, Some(7)).is_err(), "released");
-        assert_eq!(first, url, "a call that has it keeps it");
+        assert_eq!(shares.source(None, Some(7)), Source::Gone, "released");
+        assert_eq!(again, url, "a call that has it keeps it");
     }
 }

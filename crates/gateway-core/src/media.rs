@@ -80,6 +80,22 @@ impl MediaText {
     pub fn shares(&self, other: &MediaText) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
+
+    /// A handle that finds the text while someone else still holds it.
+    pub fn downgrade(&self) -> WeakMediaText {
+        WeakMediaText(Arc::downgrade(&self.0))
+    }
+}
+
+/// A [`MediaText`] that does not keep it: gone once its last holder (a send whose
+/// command is not written yet) is.
+#[derive(Clone, Debug, Default)]
+pub struct WeakMediaText(std::sync::Weak<String>);
+
+impl WeakMediaText {
+    pub fn upgrade(&self) -> Option<MediaText> {
+        self.0.upgrade().map(MediaText)
+    }
 }
 
 impl std::ops::Deref for MediaText {
