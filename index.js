@@ -595,18 +595,26 @@ class WhatsAppGateway extends EventEmitter {
     const type = SENT_EVENTS[call.kind];
     // Built only when someone takes it: this is the hot path.
     if (this.#callbacks.onMessageLog || this.listenerCount(type) > 0 || this.listenerCount('event') > 0) {
-      this.#log({
-        type,
-        apiKey: call.apiKey,
-        sessionId,
-        userId: items[session + SESSION_AT.userId],
-        timestamp: Date.now(),
-        ...recipientOf(call),
-        requestId,
-        ...(command ? undefined : { messageId }),
-        status: 'success',
-        ...(call.metadata === undefined ? undefined : { metadata: call.metadata.value }),
-      });
+      const userId = items[session + SESSION_AT.userId];
+      // The common event (a phone number, no metadata) as one literal: spreading the
+      // optional fields in costs the hot path microseconds.
+      const plain = !command && call.chatId === undefined && call.metadata === undefined;
+      this.#log(
+        plain
+          ? { type, apiKey: call.apiKey, sessionId, userId, timestamp: Date.now(), phoneNumber: call.phoneNumber, requestId, messageId, status: 'success' }
+          : {
+              type,
+              apiKey: call.apiKey,
+              sessionId,
+              userId,
+              timestamp: Date.now(),
+              ...recipientOf(call),
+              requestId,
+              ...(command ? undefined : { messageId }),
+              status: 'success',
+              ...(call.metadata === undefined ? undefined : { metadata: call.metadata.value }),
+            },
+      );
     }
   }
 

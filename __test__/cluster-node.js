@@ -8,7 +8,8 @@
 // `options` are the gateway's (functions cannot cross: every key is valid unless it
 // starts with 'bad-'). The child answers { type: 'ready', port, nodeId } once started, or
 // { type: 'start-failed', error }. Requests { id, op, ... } get { type: 'reply', id, ok,
-// value | error }: op 'send' (kind, apiKey, data), 'sessions' (apiKey), 'all-sessions',
+// value | error }: op 'send' (kind, apiKey, data), 'burst' (kind, apiKey, data, each:
+// several sends in one tick, `data` merged with each item), 'sessions' (apiKey), 'all-sessions',
 // 'status' (lookup: a request id or { apiKey, idempotencyKey | messageId }), 'health',
 // 'stop', 'start' (a send's reply comes when its promise settles). With
 // CLUSTER_NODE_FORWARD=1, events and errors are forwarded as { type: 'event', event }
@@ -121,6 +122,13 @@ function runChild() {
     async send({ kind, apiKey, data }) {
       const method = { message: 'sendMessage', image: 'sendImage', video: 'sendVideo', document: 'sendDocument' }[kind ?? 'message'];
       return gateway[method](apiKey, data);
+    },
+    // Several sends of one payload in one tick, each with its own `each` fields (a
+    // burst whose media loads in parallel); replies with their outcomes.
+    async burst({ kind, apiKey, data, each }) {
+      const method = { message: 'sendMessage', image: 'sendImage', video: 'sendVideo', document: 'sendDocument' }[kind ?? 'message'];
+      const outcomes = await Promise.allSettled(each.map((fields) => gateway[method](apiKey, { ...data, ...fields })));
+      return outcomes.map((o) => (o.status === 'fulfilled' ? { value: o.value } : { error: plainError(o.reason) }));
     },
     sessions: ({ apiKey }) => gateway.getActiveSessions(apiKey),
     'all-sessions': () => gateway.getAllSessions(),

@@ -10,7 +10,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { WhatsAppGateway, ERROR_CODES } = require('..');
 const { startNodeProcess } = require('./cluster-node');
-const { FakeExtension, waitFor, GOOD_KEY, PNG_1x1 } = require('./helpers');
+const { FakeExtension, waitFor, eventually, GOOD_KEY, PNG_1x1 } = require('./helpers');
 
 function storePath(t) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wa-durable-'));
@@ -390,4 +390,57 @@ test('stop({ drainMs }) with store: sends waiting for room on a socket stay in t
   // (Media is loaded in parallel: the order sends reach their device is the store's.)
   assert.deepEqual(resolved.map((o) => o.value.requestId).sort(), [...kept].sort(), 'their promises resolve, recovered');
   assert.equal(sql(store, 'SELECT count(*) AS n FROM queued')[0].n, 0);
+});
+
+test('sends reaching one idle socket from several threads at once are each kept in the store before they wait for room', { timeout: 180_000 }, async (t) => {
+  // Media sends reach their device from the runtime's threads as their media loads, so
+  // several may find the same socket with nothing queued at the same moment. Each round
+  // takes a fresh session whose socket is not read and sends it four large images at
+  // once: one is written in part and stays so, the others wait for room. At a SIGKILL,
+  // each waiting send must be in the store whole, so that the next start takes it up
+  // again (none may end as "never queued").
+  const store = storePath(t);
+  // From a file: loaded on the runtime's threads, in parallel.
+  const media = path.join(path.dirname(store), 'media');
+  fs.mkdirSync(media);
+  const file = path.join(media, 'big.png');
+  fs.writeFileSync(file, Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), require('node:crypto').randomBytes(12 << 20)]));
+  const options = { store, maxQueuedBytes: 1 << 20, maxMediaBytes: 64 << 20, waitForDevice: 0, mediaFileRoots: [media] };
+  let node = await startNodeProcess(t, options);
+  const imageUrl = require('node:url').pathToFileURL(file).href;
+  const ids = [];
+  const lost = [];
+  for (let round = 0; round < 6; round++) {
+    const apiKey = `race-key-${round}`;
+    const extension = new FakeExtension(`ws://127.0.0.1:${node.port}/wa-ext-ws`, { apiKey, respond: () => null });
+    await extension.open();
+    await extension.authenticate();
+    extension.sendStatus(true);
+    t.after(() => extension.ws.terminate());
+    await eventually(async () => (await node.request('sessions', { apiKey })).some((s) => s.deviceActive), 10_000, 'the device');
+    extension.ws._socket.pause();
+    const each = [0, 1, 2, 3].map((i) => ({ caption: `r${round}-${i}`, idempotencyKey: `${apiKey}-${i}` }));
+    for (const { idempotencyKey } of each) ids.push({ apiKey, idempotencyKey });
+    node.request('burst', { kind: 'image', apiKey, data: { phoneNumber: '+15550004321', imageUrl, timeout: 120_000 }, each }).catch(() => {});
+    // Each is written (in part) or kept whole in the store, waiting for room: what the
+    // store must hold once a send reached its device.
+    const placed = () =>
+      sql(store, `SELECT count(*) AS n FROM records r WHERE r.api_key = '${apiKey}'
+                  AND (r.written = 1 OR EXISTS (SELECT 1 FROM queued q WHERE q.request_id = r.request_id))`)[0].n;
+    await eventually(() => placed() === each.length, 20_000, `round ${round}: each send written or kept`).catch((error) => {
+      lost.push(error.message);
+    });
+  }
+  await new Promise((r) => setTimeout(r, 500)); // the store's commits of the moment
+  await node.kill();
+
+  node = await startNodeProcess(t, options);
+  const states = [];
+  for (const id of ids) {
+    const status = await node.request('status', { lookup: id });
+    states.push(`${id.idempotencyKey}: ${status?.state} ${status?.error?.message ?? ''}`);
+  }
+  assert.deepEqual(lost, [], 'no send waits for room without its row');
+  assert.deepEqual(states.filter((s) => / failed /.test(s)), [], 'each went out (unknown) or is taken up again (queued)');
+  assert.ok(states.some((s) => / queued /.test(s)), states.join('\n'));
 });

@@ -47,6 +47,8 @@ struct Queue {
     items: Vec<Item>,
     /// The writer runs: items go to it; else deliveries pass straight to the host.
     open: bool,
+    /// The writer was woken for the items queued since it last took them.
+    woken: bool,
 }
 
 pub struct Store {
@@ -103,14 +105,16 @@ impl Store {
         Ok(contents)
     }
 
-    /// Queues `item` for the writer; gives it back when the store is not open.
-    fn push(&self, item: Item) -> Option<Item> {
+    /// Queues `item` for the writer; gives it back when the store is not open. Without
+    /// `wake` it waits for the next item that wakes the writer (or its idle round).
+    fn push(&self, item: Item, wake: bool) -> Option<Item> {
         let mut queue = lock(&self.queue);
         if !queue.open {
             return Some(item);
         }
         queue.items.push(item);
-        let first = queue.items.len() == 1;
+        let first = wake && !queue.woken;
+        queue.woken |= wake;
         drop(queue);
         if first {
             self.ready.notify_one();
@@ -132,6 +136,7 @@ impl Store {
                         .map(|(q, _)| q)
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
+                queue.woken = false;
                 std::mem::take(&mut queue.items)
             };
             let shared = self.shared();
@@ -320,7 +325,7 @@ fn file_error(config: &StoreConfig, error: impl std::fmt::Display) -> GatewayErr
 
 impl Host for Store {
     fn deliver(&self, delivery: Delivery) {
-        if let Some(Item::Deliver(delivery)) = self.push(Item::Deliver(delivery)) {
+        if let Some(Item::Deliver(delivery)) = self.push(Item::Deliver(delivery), true) {
             self.inner.deliver(delivery);
         }
     }
@@ -334,21 +339,20 @@ impl Journal for Store {
     fn clear(&self, link: Arc<SessionLink>, identity: Arc<Identity>, request_ids: Vec<u128>) {
         // The store closed (the gateway stopped): nothing is kept any more.
         if let Some(Item::Clear(link, _, request_ids)) =
-            self.push(Item::Clear(link, identity, request_ids))
+            self.push(Item::Clear(link, identity, request_ids), true)
         {
             let_go(&link, &request_ids);
         }
     }
 
-    fn queued(&self, send: QueuedSend) {
-        let _ = self.push(Item::Queued(send));
+    fn queued(&self, send: QueuedSend, wake: bool) {
+        let _ = self.push(Item::Queued(send), wake);
     }
 
     fn incoming(&self, api_key: &str, message_id: &str, seen_at: u64) {
-        let _ = self.push(Item::Incoming(
-            api_key.to_string(),
-            message_id.to_string(),
-            seen_at,
-        ));
+        let _ = self.push(
+            Item::Incoming(api_key.to_string(), message_id.to_string(), seen_at),
+            true,
+        );
     }
 }

@@ -30,8 +30,10 @@ pub trait Journal: Send + Sync + 'static {
     /// Commands of `link`'s room queue that have room: once their records say
     /// `written` in the store (sent to `identity`), `link.cleared` lets them go.
     fn clear(&self, link: Arc<SessionLink>, identity: Arc<Identity>, request_ids: Vec<u128>);
-    /// `send` waits (pacing, a device): kept until its record says it left or settled.
-    fn queued(&self, send: QueuedSend);
+    /// `send` waits (pacing, a device) or may wait (room on its socket): kept until its
+    /// record says it left or settled. Without `wake` it is written with whatever next
+    /// wakes the store's writer (its command's leaving, mostly, in the same commit).
+    fn queued(&self, send: QueuedSend, wake: bool);
     /// An incoming message id seen for the first time (de-duplication survives a restart).
     fn incoming(&self, api_key: &str, message_id: &str, seen_at: u64);
 }

@@ -318,12 +318,6 @@ impl SessionLink {
         Ok(CommandQueued::Waiting)
     }
 
-    /// Nothing is queued for the socket and nothing waits for room: a command queued
-    /// now goes without waiting (`enqueue_command`), whatever its size.
-    pub fn idle(&self) -> bool {
-        self.queued_bytes.load(Ordering::Relaxed) == 0 && !self.waiting.load(Ordering::Acquire)
-    }
-
     /// Durable mode: `clearance` asks the store to mark commands as leaving.
     pub fn set_clearance(&self, clearance: Clearance) {
         let _ = self.clearance.set(clearance);
@@ -921,8 +915,7 @@ mod tests {
         // Stopping: the fourth was never asked for and is kept; the third is leaving.
         assert_eq!(link.withdraw_unasked(|_| true), [4]);
         assert!(link.is_waiting(3));
-        assert!(!link.idle());
-        assert!(SessionLink::default().idle());
+        assert_eq!(link.waiting_count(), 1);
     }
 
     fn socket_pair() -> (

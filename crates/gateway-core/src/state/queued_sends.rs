@@ -161,7 +161,7 @@ impl Shared {
             return self.host.deliver(Delivery::Rejected { call, error });
         }
         if let Some((journal, send)) = queued {
-            journal.queued(send);
+            journal.queued(send, true);
         }
         registry.parking.park(
             api_key,

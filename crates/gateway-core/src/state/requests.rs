@@ -108,24 +108,32 @@ impl Shared {
             .request_id
             .map_or_else(Uuid::new_v4, Uuid::from_u128);
         let recovered = call & RECOVERED_CALL != 0;
-        let mut stored = recovered;
-        if let Some(journal) = self.journal.get().filter(|_| !recovered) {
-            // Durable mode: a send that may wait (its device's pacing queue, room on its
-            // socket) is kept by the store meanwhile. On a socket with nothing queued or
-            // waiting it goes at once (the store is asked to mark it leaving as it is
-            // queued); else it is kept, whatever its size.
-            let may_wait = self.config.pacing.is_some() || !link.idle();
-            if may_wait {
-                journal.queued(self.queued_send(request_id.as_u128(), &request, media.as_ref()));
-                stored = true;
-            }
-        }
+        // Durable mode: every send that reaches its device is kept whole by the store
+        // before its command can wait (pacing, room on its socket) or leave; one that
+        // leaves in the same commit costs no row (README "Durable mode"). Whether it
+        // will wait cannot be told here: another thread may queue on the same socket
+        // between a look at it and this send's turn.
+        let kept = self.journal.get().filter(|_| !recovered).map(|journal| {
+            (
+                journal,
+                self.queued_send(request_id.as_u128(), &request, media.as_ref()),
+            )
+        });
+        let stored = recovered || kept.is_some();
         let mut id_buf = Uuid::encode_buffer();
         let request_id_text: &str = request_id.hyphenated().encode_lower(&mut id_buf);
         let frame = command_frame(&request, media, request_id_text, identity.dialect);
         let mut pending = self.pending_for(call, request);
         pending.stored = stored;
-        if self.config.pacing.is_some() && pending.paced {
+        let paced = self.config.pacing.is_some() && pending.paced;
+        // Handed to the store before the command is queued: the store then hears of the
+        // send before it hears that it leaves. Not waking its writer unless paced: the
+        // command's leaving, told next, wakes it, and one commit takes both (a send that
+        // leaves in it costs no row).
+        if let Some((journal, send)) = kept {
+            journal.queued(send, paced);
+        }
+        if paced {
             return self.place_paced(key, identity, request_id.as_u128(), pending, frame);
         }
         let inserted = lock(&self.registry).insert_pending(key, request_id.as_u128(), pending);
@@ -381,4 +389,70 @@ pub fn shutdown_error(request_id: &str, session_id: &str) -> GatewayError {
         "Gateway is shutting down",
         details,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::host::{AuthAnswer, Host, Validation};
+    use crate::identity::Identity;
+    use crate::protocol::StatusFrame;
+    use crate::state::journal::Journal;
+    use crate::state::link::SessionLink;
+    use crate::state::Lifecycle;
+
+    /// What the store is told, in order.
+    #[derive(Default)]
+    struct Told(Mutex<Vec<String>>);
+
+    impl Journal for Told {
+        fn clear(&self, _: Arc<SessionLink>, _: Arc<Identity>, request_ids: Vec<u128>) {
+            lock(&self.0).push(format!("leaving {}", request_ids.len()));
+        }
+        fn queued(&self, _: QueuedSend, _: bool) {
+            lock(&self.0).push("kept".into());
+        }
+        fn incoming(&self, _: &str, _: &str, _: u64) {}
+    }
+
+    struct Quiet;
+
+    impl Host for Quiet {
+        fn deliver(&self, _: Delivery) {}
+        fn validate(&self, _: String) -> Validation {
+            Box::pin(async { Ok(AuthAnswer::default()) })
+        }
+    }
+
+    #[test]
+    fn durable_mode_keeps_a_send_to_an_idle_socket_before_it_may_wait_or_leave() {
+        // Another thread may queue on the socket between any look at it and this send's
+        // turn, and then this one waits for room: it is kept whatever the socket held.
+        let shared = Shared::new(Config::default(), Arc::new(Quiet)).unwrap();
+        let told = Arc::new(Told::default());
+        let _ = shared.journal.set(told.clone());
+        let link = Arc::new(SessionLink::default());
+        {
+            let mut registry = lock(&shared.registry);
+            registry.journal = Some(told.clone());
+            let identity = Identity::for_test("key", "s1");
+            let (key, _) = registry.add(identity, link.clone(), 10).unwrap();
+            registry.set_status(
+                key,
+                StatusFrame {
+                    text: None,
+                    ready: true,
+                    whatsapp_logged_in: true,
+                },
+            );
+        }
+        shared.set_lifecycle(Lifecycle::Running);
+        let request =
+            SendRequest::new(SendKind::Message, "key".into(), "+1555".into(), "hi".into());
+        shared.dispatch(1, request, None, Wake::Later);
+        assert_eq!(*lock(&told.0), ["kept", "leaving 1"]);
+    }
 }

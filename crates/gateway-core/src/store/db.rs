@@ -281,8 +281,18 @@ impl Db {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(fail)?;
+            // A send that left or settled in this same batch needs no row: most sends
+            // are kept and leave within one commit.
+            let done: std::collections::HashSet<u128> = batch
+                .records
+                .iter()
+                .filter(|(_, r)| r.written || r.settled_at.is_some())
+                .filter_map(|(_, r)| uuid::Uuid::try_parse(&r.request_id).ok())
+                .map(|id| id.as_u128())
+                .collect();
             for send in &batch.queued {
-                if self.queued.contains_key(&send.request_id)
+                if done.contains(&send.request_id)
+                    || self.queued.contains_key(&send.request_id)
                     || made_queued.iter().any(|(id, _)| *id == send.request_id)
                 {
                     continue;
@@ -345,7 +355,7 @@ impl Db {
                 let ack = r.ack.map(|a| a.as_str());
                 let (message_id, device) = (json_text(&Some(&r.message_id)), json_text(&r.device));
                 let (metadata, error) = (json_text(&Some(&r.metadata)), json_text(&r.error));
-                let (kind, state) = (text(&r.kind), text(&r.state));
+                let (kind, state) = (text(&r.kind), r.state.as_str());
                 let data = json_text(&r.data);
                 let columns = params![
                     r.request_id,
