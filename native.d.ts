@@ -299,6 +299,12 @@ export interface PacingDefaults {
   jitterMs: number
 }
 
+/** `sample()`'s deliveries, encoded as every batch is. */
+export declare function sampleBatch(): Array<any>
+
+/** What each of `sampleBatch()`'s deliveries decodes to. */
+export declare function sampleBatchDecoded(): Array<any>
+
 export type SendKind = 'message' | 'image' | 'video' | 'document' | 'command'
 
 /**

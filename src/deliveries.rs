@@ -405,3 +405,135 @@ fn same_as_json(value: &Value, depth: u32) -> bool {
 fn host_call(call: wa_gateway_core::CallId) -> u32 {
     call as u32
 }
+
+/// One delivery of every kind, with known values, and what each decodes to (README's
+/// terms: `{ kind, ... }`, built from the deliveries themselves, not from the encoder):
+/// the fixture of the round trip through this encoder and lib/native.js's decoder
+/// (__test__/batch.test.js). index.js never calls it.
+fn sample() -> (Vec<Delivery>, Vec<Value>) {
+    use serde_json::json;
+    use wa_gateway_core::{Ack, ErrorCode, GatewayError, LogEvent, Resolved, Stage};
+
+    let identity = |n: u32| {
+        Arc::new(Identity {
+            session_id: format!("session-{n}").into(),
+            api_key: "sample-key-0123".into(),
+            user_id: json!({ "id": n }),
+            ip: "127.0.0.1".into(),
+            extension_version: format!("2.{n}.0"),
+            browser: format!("browser-{n}"),
+            dialect: wa_gateway_core::Dialect::Compat,
+            commands: Default::default(),
+        })
+    };
+    let session = |who: &Identity| {
+        json!({
+            "sessionId": &*who.session_id,
+            "extensionVersion": who.extension_version,
+            "browser": who.browser,
+            "userId": who.user_id,
+        })
+    };
+    let (first, second) = (identity(1), identity(2));
+    let mut deliveries = Vec::new();
+    let mut decoded = Vec::new();
+    let resolved = [
+        (&first, 11, json!("message-11"), Ack::Sent, Stage::Result),
+        (
+            &first,
+            12,
+            json!({ "nested": [1, "two"] }),
+            Ack::Delivered,
+            Stage::ResultAwaitingAck,
+        ),
+        (&second, 13, Value::Null, Ack::Read, Stage::Ack),
+    ];
+    for (who, call, message_id, ack, stage) in resolved {
+        let request_id = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128 + call as u128;
+        let mut text = [0u8; 36];
+        decoded.push(json!({
+            "kind": "resolved",
+            "call": call,
+            "requestId": wa_gateway_core::request_id_text(request_id, &mut text),
+            "messageId": message_id,
+            "timestamp": 1_700_000_000_000.0 + call as f64,
+            "ack": ack.as_str(),
+            "stage": stage.code(),
+            "session": session(who),
+        }));
+        deliveries.push(Delivery::Resolved(Resolved {
+            id: call,
+            request_id,
+            message_id,
+            timestamp: 1_700_000_000_000.0 + call as f64,
+            session: who.clone(),
+            ack,
+            stage,
+        }));
+    }
+    let error = |code, n: u32| {
+        GatewayError::new(
+            code,
+            format!("sample error {n}"),
+            json!({ "n": n, "sent": false }),
+        )
+    };
+    let plain = |e: &GatewayError| serde_json::to_value(e).unwrap_or(Value::Null);
+    let rejected = error(ErrorCode::RequestTimeout, 1);
+    decoded.push(json!({ "kind": "rejected", "call": 14, "error": plain(&rejected) }));
+    deliveries.push(Delivery::Rejected {
+        call: 14,
+        error: rejected,
+    });
+    let result = json!({ "success": true, "duplicate": true, "messageId": { "id": 15 } });
+    decoded.push(json!({ "kind": "duplicate", "call": 15, "result": result }));
+    deliveries.push(Delivery::Duplicate { call: 15, result });
+    let mut event = LogEvent::session_connected(&first);
+    event.timestamp = 1_700_000_000_016;
+    decoded.push(
+        json!({ "kind": "log", "event": serde_json::to_value(&event).unwrap_or(Value::Null) }),
+    );
+    deliveries.push(Delivery::Log(event));
+    let failed = error(ErrorCode::CallbackError, 2);
+    decoded.push(json!({ "kind": "error", "error": plain(&failed) }));
+    deliveries.push(Delivery::Error(failed));
+    decoded.push(json!({ "kind": "debug", "line": "a line of the debug log" }));
+    deliveries.push(Delivery::Debug("a line of the debug log".into()));
+    decoded
+        .push(json!({ "kind": "warning", "code": "PACED_SEND_TIMEOUT", "message": "a warning" }));
+    deliveries.push(Delivery::Warning {
+        code: "PACED_SEND_TIMEOUT",
+        message: "a warning".into(),
+    });
+    let notice =
+        json!({ "level": "info", "message": "a notice", "fields": { "redis": "connected" } });
+    decoded.push(json!({ "kind": "notice", "notice": notice }));
+    deliveries.push(Delivery::Notice(notice));
+    decoded
+        .push(json!({ "kind": "answer", "token": 17, "ok": true, "value": [{ "nodeId": "a" }] }));
+    deliveries.push(Delivery::Answer {
+        token: 17,
+        result: Ok(json!([{ "nodeId": "a" }])),
+    });
+    let refused = error(ErrorCode::ClusterUnavailable, 3);
+    decoded.push(json!({ "kind": "answer", "token": 18, "ok": false, "value": plain(&refused) }));
+    deliveries.push(Delivery::Answer {
+        token: 18,
+        result: Err(refused),
+    });
+    decoded.push(json!({ "kind": "stopped" }));
+    deliveries.push(Delivery::Stopped);
+    (deliveries, decoded)
+}
+
+/// `sample()`'s deliveries, encoded as every batch is.
+#[napi(ts_return_type = "Array<any>")]
+pub fn sample_batch() -> Batch {
+    Batch(sample().0)
+}
+
+/// What each of `sampleBatch()`'s deliveries decodes to.
+#[napi]
+pub fn sample_batch_decoded() -> Vec<Value> {
+    sample().1
+}
