@@ -150,6 +150,12 @@ class WhatsAppGateway extends EventEmitter {
   #kept = new Map();
   #durable = false;
   #nextCall = 0;
+  /**
+   * Media sources of calls in flight: source -> { share, calls }. Calls naming one source
+   * (an image sent to many) share one copy of it in the core (src/media_shares.rs).
+   */
+  #mediaShares = new Map();
+  #nextShare = 0;
   #running = false;
   #stopping = null;
   #stopped = null;
@@ -413,10 +419,11 @@ class WhatsAppGateway extends EventEmitter {
       // What the `*-sent` event and the metrics need besides what the core reports:
       // who it is for (phoneNumber, chatId, or a custom command's type).
       const { phoneNumber, chatId, command } = args;
-      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber, chatId, command, startedAt, metadata: args.metadata });
+      const { media } = args;
+      this.#calls.set(id, { resolve, reject, kind, apiKey, phoneNumber, chatId, command, startedAt, metadata: args.metadata, media });
       this.#updateHold();
       try {
-        const { text, media, documentName, strategy, timeout, delivery, idempotencyKey, metadata, target, paced } = args;
+        const { text, documentName, strategy, timeout, delivery, idempotencyKey, metadata, target, paced } = args;
         // A plain text send passes no options object: each of its properties is a napi read.
         const options =
           media === undefined &&
@@ -430,7 +437,7 @@ class WhatsAppGateway extends EventEmitter {
           !paced
             ? undefined
             : {
-                mediaSource: media,
+                ...(media === undefined ? undefined : this.#shareMedia(media)),
                 documentName,
                 strategy,
                 timeout,
@@ -441,7 +448,12 @@ class WhatsAppGateway extends EventEmitter {
                 target,
                 paced,
               };
-        this.#native.send(id, kind, apiKey, command ?? chatId ?? phoneNumber, text, options);
+        const to = command ?? chatId ?? phoneNumber;
+        if (!this.#native.send(id, kind, apiKey, to, text, options)) {
+          // Every command that held this media is written: the core has no copy left.
+          options.mediaSource = media;
+          this.#native.send(id, kind, apiKey, to, text, options);
+        }
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
@@ -451,7 +463,7 @@ class WhatsAppGateway extends EventEmitter {
           });
         }
       } catch (error) {
-        this.#calls.delete(id);
+        this.#settle(id);
         this.#updateHold();
         this.#sendMetrics.settled(kind, 'SERVER_ERROR', startedAt);
         reject(new GatewayError('SERVER_ERROR', describe(error), null));
@@ -569,7 +581,31 @@ class WhatsAppGateway extends EventEmitter {
   #settle(id) {
     const call = this.#calls.get(id);
     this.#calls.delete(id);
+    if (call?.media !== undefined) this.#unshareMedia(call.media);
     return call;
+  }
+
+  /**
+   * The media options of a call: the source itself only if no call in flight names it
+   * (else the core may still hold its copy: `send` says when it does not).
+   */
+  #shareMedia(source) {
+    let shared = this.#mediaShares.get(source);
+    if (shared !== undefined) {
+      shared.calls++;
+      return { mediaShare: shared.share };
+    }
+    shared = { share: (this.#nextShare = (this.#nextShare + 1) >>> 0), calls: 1 };
+    this.#mediaShares.set(source, shared);
+    return { mediaSource: source, mediaShare: shared.share };
+  }
+
+  /** A call naming `source` settled; the last one releases the core's copy. */
+  #unshareMedia(source) {
+    const shared = this.#mediaShares.get(source);
+    if (shared === undefined || --shared.calls > 0) return;
+    this.#mediaShares.delete(source);
+    this.#native.releaseMedia(shared.share);
   }
 
   /**

@@ -30,9 +30,12 @@ export declare class NativeGateway {
   stop(drainMs?: number | undefined | null): void
   /**
    * Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
-   * batch under the number `call`.
+   * batch under the number `call`. False, and nothing queued, when the call names a
+   * media share whose text is gone (`media_shares`): call again with the text.
    */
-  send(call: Arg<number>, kind: Arg<SendKind>, apiKey: Arg<string>, phoneNumber: Arg<string>, text: Arg<string>, options: Arg<SendOptions | undefined | null>): void
+  send(call: Arg<number>, kind: Arg<SendKind>, apiKey: Arg<string>, phoneNumber: Arg<string>, text: Arg<string>, options: Arg<SendOptions | undefined | null>): boolean
+  /** No call in flight names the media share `share` any more (`media_shares`). */
+  releaseMedia(share: Arg<number>): void
   /** Sends the commands queued by `send` since the last flush. */
   flush(): void
   sessions(apiKey: Arg<string>): Array<SessionInfo>
@@ -313,6 +316,11 @@ export type SendKind = 'message' | 'image' | 'video' | 'document' | 'command'
  */
 export interface SendOptions {
   mediaSource?: string
+  /**
+   * Calls in flight with one media source share it under this number (see
+   * `media_shares`); the first passes `media_source` too.
+   */
+  mediaShare?: number
   documentName?: string
   strategy?: DeviceSelectionStrategy
   timeout?: number

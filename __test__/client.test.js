@@ -131,7 +131,7 @@ for (const dialect of ['compat', 'v1', 'doc']) {
     assert.deepEqual(sent[0], {
       type: 'auth',
       apiKey: GOOD_KEY,
-      data: { extensionVersion: '3.1.4', browser: 'Chromium' },
+      data: { extensionVersion: '3.1.4', browser: 'Chromium', fields: 'dataUrl' },
     });
     const { sessionId } = log.authenticated[0];
     assert.equal(client.sessionId, sessionId);

@@ -248,3 +248,45 @@ test('a Redis restarted empty while a send crosses processes: the answer reaches
     await sleep(1000);
   }
 });
+
+test('status records survive a Redis restarted empty while their calling process lives: another process answers for them, by request id and by idempotencyKey, even once that process is gone', { timeout: 90_000, skip }, async (t) => {
+  const redis = await startRedis(t);
+  const cluster = { redis: redis.url, leaseMs: 3000 };
+  const a = await startNodeProcess(t, { cluster });
+  const b = await startNodeProcess(t, { cluster });
+  const apiKey = 'status-key-0123456789';
+  const [extension] = await connectMany(t, [{ url: `ws://127.0.0.1:${a.port}/wa-ext-ws`, apiKey }]);
+  await eventually(async () => (await b.request('sessions', { apiKey })).some((s) => s.deviceActive), 10_000, 'the device seen from B');
+
+  const keyed = await a.send('message', apiKey, { phoneNumber: PHONE, message: 'keyed', idempotencyKey: 'order-1', metadata: { order: 1 } });
+  const plain = await a.send('message', apiKey, { phoneNumber: PHONE, message: 'plain' });
+  extension.send({ type: 'message-ack', requestId: plain.requestId, ack: 'delivered' });
+  const lookups = [keyed.requestId, plain.requestId, { apiKey, idempotencyKey: 'order-1' }];
+  const expected = [
+    { requestId: keyed.requestId, state: 'sent', messageId: keyed.messageId, metadata: { order: 1 } },
+    { requestId: plain.requestId, state: 'sent', messageId: plain.messageId, ack: 'delivered' },
+    { requestId: keyed.requestId, state: 'sent', messageId: keyed.messageId, idempotencyKey: 'order-1' },
+  ];
+  const answers = (node) => Promise.all(lookups.map((lookup) => node.request('status', { lookup })));
+  const matches = (records) =>
+    records.every((record, i) => record && Object.entries(expected[i]).every(([k, v]) => JSON.stringify(record[k]) === JSON.stringify(v)));
+  await eventually(async () => matches(await answers(b)), 10_000, 'the records answered by B before the restart');
+  const statusKeys = (ids) => Promise.all(ids.map(async (id) => (await redis.command('KEYS', `*status:${id}`)).length));
+  const stored = (id) => redis.command('GET', `wa-gw:status:${id}`);
+  // Every change written before the restart (the ack too): nothing left to write then.
+  await eventually(async () => (await stored(plain.requestId))?.includes('delivered'), 10_000, 'the ack in Redis');
+
+  await redis.restart();
+  assert.equal(await redis.command('DBSIZE'), 0, 'Redis came back empty');
+
+  // B answers again once it has its connection back; A writes its records again
+  // within a lease round or two of the restart (in Redis for anyone, as before).
+  await eventually(async () => matches(await answers(b)), 15_000, 'the records answered by B after the restart');
+  await eventually(async () => (await statusKeys([keyed.requestId, plain.requestId])).every((n) => n === 1), 15_000, 'the status records in Redis again');
+  assert.ok((await stored(plain.requestId)).includes('delivered'), 'written as it is now');
+
+  // A is gone (SIGKILL): its records in Redis still answer, as they ended.
+  await a.kill();
+  const after = await answers(b);
+  assert.ok(matches(after), `B answers once A is gone: ${JSON.stringify(after)}`);
+});

@@ -474,3 +474,28 @@ test('before auth, the new frames get NOT_AUTHENTICATED like any other', async (
   assert.equal(events.length, 0);
   await ext.close();
 });
+
+test('per-call timeouts fire on time in any order: a short one behind a long one, a long one after a settled short one', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await silent(url).connectReady(gateway);
+  const timedOut = (error) => error.code === 'REQUEST_TIMEOUT';
+
+  // A short call answered at once, then a longer one nobody answers: it fails at its own time.
+  const quick = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'a', timeout: 150 });
+  ext.result((await nthCommand(ext, 1)).requestId, { success: true, messageId: 'wa-a' });
+  await quick;
+  let started = performance.now();
+  await assert.rejects(gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'b', timeout: 400 }), timedOut);
+  let elapsed = performance.now() - started;
+  assert.ok(elapsed >= 380 && elapsed < 2000, `400 ms timeout fired after ${elapsed} ms`);
+
+  // A long call pending, then a short one: the short one does not wait for the long one.
+  const long = gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'c', timeout: 5000 });
+  long.catch(() => {});
+  await nthCommand(ext, 3);
+  started = performance.now();
+  await assert.rejects(gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'd', timeout: 200 }), timedOut);
+  elapsed = performance.now() - started;
+  assert.ok(elapsed >= 180 && elapsed < 2000, `200 ms timeout fired after ${elapsed} ms`);
+});

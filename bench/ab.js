@@ -7,7 +7,8 @@
 // A case is `D=<devices> C=<in flight>` (round trips), with ` +10k` for 10k idle sessions
 // connected beside them and ` store` for durable mode (a build that has it); `media C=<n>`
 // (4 MiB images, v1 dialect; `media C=<n> compat` in the default dialect, two copies of
-// each); `idle <sessions>`.
+// each; ` distinct`: each of the n senders its own image, rather than one image for all);
+// `idle <sessions>`.
 //
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
 // package from WA_BENCH_V1 and `peer` the uWebSockets.js peer from WA_BENCH_PEER
@@ -71,10 +72,10 @@ function runCase(spec) {
 }
 
 function caseSpec(name) {
-  const media = name.match(/^media C=(\d+)( compat)?/);
+  const media = name.match(/^media C=(\d+)( compat)?( distinct)?/);
   if (media) {
     const dialect = media[2] ? 'compat' : 'v1';
-    return { scenario: 'media', devices: 1, concurrency: Number(media[1]), imageBytes: 4 << 20, dialect };
+    return { scenario: 'media', devices: 1, concurrency: Number(media[1]), imageBytes: 4 << 20, dialect, distinct: Boolean(media[3]) };
   }
   const idle = name.match(/^idle (\d+)/);
   if (idle) return { scenario: 'idle', idle: Number(idle[1]), heartbeatInterval: 5000, idleSeconds: 10 };

@@ -301,7 +301,8 @@ export class GatewayClient {
       attempt.opened = true;
       this.#failedConnects = 0;
       this.#emit('open');
-      const data = { extensionVersion: this.#extensionVersion, browser: this.#browser };
+      // `fields`: it reads media from `dataUrl` alone, so the gateway sends it once, there.
+      const data = { extensionVersion: this.#extensionVersion, browser: this.#browser, fields: 'dataUrl' };
       // The custom commands it handles: the gateway sends each only to sessions that list it.
       const commands = [...this.#handlers.keys()].filter(isCustomType);
       if (commands.length > 0) data.commands = commands;

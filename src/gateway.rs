@@ -13,6 +13,7 @@ use wa_gateway_core::{build_runtime, parsed_request, Config, Gateway, StartError
 
 use crate::args::{type_error, Arg};
 use crate::js_wake::JsWakeOwner;
+use crate::media_shares::{MediaShares, Source};
 use crate::outbox::{Outbox, Queued};
 use crate::types::{
     send_request, CoreMetrics, Health, KeyedSession, NativeConfig, SendKind, SendOptions,
@@ -44,6 +45,7 @@ pub struct NativeGateway {
     /// Declared after `core`: dropped after it.
     wake: JsWakeOwner,
     checks: Arc<Validations>,
+    media: MediaShares,
 }
 
 #[napi]
@@ -70,7 +72,12 @@ impl NativeGateway {
         let host = Arc::new(Outbox::new(queued, waker));
         let core = Gateway::new(config, host, rt.handle().clone())
             .map_err(|e| napi::Error::from_reason(e.message))?;
-        Ok(Self { core, wake, checks })
+        Ok(Self {
+            core,
+            wake,
+            checks,
+            media: MediaShares::default(),
+        })
     }
 
     /// `validateApiKey`'s answer to the check `token` (see `validations`).
@@ -150,7 +157,8 @@ impl NativeGateway {
     }
 
     /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
-    /// batch under the number `call`.
+    /// batch under the number `call`. False, and nothing queued, when the call names a
+    /// media share whose text is gone (`media_shares`): call again with the text.
     // Positional: on the hot path every property read of an object is a napi call.
     #[allow(clippy::too_many_arguments)]
     #[napi]
@@ -163,7 +171,7 @@ impl NativeGateway {
         phone_number: Arg<String>,
         text: Arg<String>,
         options: Arg<Option<SendOptions>>,
-    ) -> napi::Result<()> {
+    ) -> napi::Result<bool> {
         // lib/request-args.js checks these; a frame must never carry anything else.
         if kind.0 == SendKind::Command {
             if !wa_gateway_core::is_custom_type(&phone_number.0) {
@@ -176,9 +184,24 @@ impl NativeGateway {
                 ));
             }
         }
-        let request = send_request(kind.0, api_key.0, phone_number.0, text.0, options.0);
+        let mut options = options.0;
+        let media = match options.as_mut() {
+            Some(o) => match self.media.source(o.media_source.take(), o.media_share) {
+                Source::Media(media) => media,
+                Source::Gone => return Ok(false),
+            },
+            None => None,
+        };
+        let mut request = send_request(kind.0, api_key.0, phone_number.0, text.0, options);
+        request.media_source = media;
         self.core.send(u64::from(call.0), request);
-        Ok(())
+        Ok(true)
+    }
+
+    /// No call in flight names the media share `share` any more (`media_shares`).
+    #[napi]
+    pub fn release_media(&self, share: Arg<u32>) {
+        self.media.release(share.0);
     }
 
     /// Sends the commands queued by `send` since the last flush.

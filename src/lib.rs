@@ -2,19 +2,20 @@
 //! and out, the tokio runtime, and the wake-up that carries the core's deliveries to
 //! JavaScript in batches. `index.js` wraps it into the v1 API. napi-rs generates
 //! `native.d.ts` from the `#[napi]` items (`npm run native-types`; CI fails when it is stale).
-
 //!
 //! Modules depend one way (`tests/module_layers.rs`): `gateway` (the class) over `outbox`
 //! (the two queues for JavaScript and when to wake it) over `deliveries` (a batch's
 //! layout), `validations` (key checks), `args` and `options` (the config's names and
 //! defaults, the error codes), over the leaves `js_wake` (waking the
-//! JavaScript thread to drain something), `exception` and `types`.
+//! JavaScript thread to drain something), `exception`, `types` and `media_shares`
+//! (media sources shared by calls in flight).
 
 mod args;
 mod deliveries;
 mod exception;
 mod gateway;
 mod js_wake;
+mod media_shares;
 mod options;
 mod outbox;
 mod types;

@@ -346,6 +346,9 @@ fn invalid(name: &str, what: &str) -> napi::Error {
 #[napi(object)]
 pub struct SendOptions {
     pub media_source: Option<String>,
+    /// Calls in flight with one media source share it under this number (see
+    /// `media_shares`); the first passes `media_source` too.
+    pub media_share: Option<u32>,
     pub document_name: Option<String>,
     pub strategy: Option<DeviceSelectionStrategy>,
     pub timeout: Option<f64>,
@@ -394,7 +397,6 @@ pub fn send_request(
 ) -> core::SendRequest {
     let mut request = core::SendRequest::new(kind.into(), api_key, phone_number, text);
     if let Some(o) = options {
-        request.media_source = o.media_source;
         request.document_name = o.document_name;
         request.strategy = o.strategy.map(Into::into);
         request.timeout = o.timeout.map(ms);

@@ -12,8 +12,9 @@ use std::path::Path;
 
 /// Lower layers first; a module may use only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
-    // Leaves: waking the JavaScript thread, a pending exception, JavaScript's shapes.
-    &["js_wake", "exception", "types"],
+    // Leaves: waking the JavaScript thread, a pending exception, JavaScript's shapes,
+    // media sources shared by calls in flight.
+    &["js_wake", "exception", "types", "media_shares"],
     // A batch's layout, key checks, argument checks, the options' names and defaults.
     &["deliveries", "validations", "args", "options"],
     // The two queues for JavaScript and the rule for waking it.

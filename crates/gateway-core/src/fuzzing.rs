@@ -90,7 +90,7 @@ pub fn data_url(kind: u8, source: &str) {
         _ => (MediaKind::Document, SendKind::Document),
     };
     let source = format!("data:{source}");
-    let Ok(media) = rt.block_on(loader.load(media_kind, source.clone())) else {
+    let Ok(media) = rt.block_on(loader.load(media_kind, source.as_str())) else {
         return;
     };
     assert_eq!(

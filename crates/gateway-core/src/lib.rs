@@ -40,7 +40,7 @@ pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};
 pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
 pub use identity::{request_id_text, CallId, Identity};
-pub use media::MediaPolicy;
+pub use media::{MediaPolicy, MediaText, WeakMediaText};
 pub use metrics::{snapshot as metrics_snapshot, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};
 pub use protocol::custom::is_custom_type;

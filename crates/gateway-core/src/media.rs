@@ -13,6 +13,7 @@ mod mime;
 pub use address_policy::is_public_ip;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -59,11 +60,99 @@ pub struct MediaPolicy {
     pub fetch_timeout: Duration,
 }
 
+/// Text of megabytes that several owners read and none changes: a media source and
+/// the data URL made of it. Cloning shares it; nothing copies it (README "Media":
+/// sends of one source in flight at once hold it once).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MediaText(Arc<String>);
+
+impl MediaText {
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The text itself, copied only if another owner still shares it.
+    pub fn into_string(self) -> String {
+        Arc::try_unwrap(self.0).unwrap_or_else(|shared| shared.as_str().to_owned())
+    }
+
+    /// Whether `other` is this very text, not only an equal one.
+    pub fn shares(&self, other: &MediaText) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// A handle that finds the text while someone else still holds it.
+    pub fn downgrade(&self) -> WeakMediaText {
+        WeakMediaText(Arc::downgrade(&self.0))
+    }
+}
+
+/// A [`MediaText`] that does not keep it: gone once its last holder (a send whose
+/// command is not written yet) is.
+#[derive(Clone, Debug, Default)]
+pub struct WeakMediaText(std::sync::Weak<String>);
+
+impl WeakMediaText {
+    pub fn upgrade(&self) -> Option<MediaText> {
+        self.0.upgrade().map(MediaText)
+    }
+}
+
+impl std::ops::Deref for MediaText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl AsRef<[u8]> for MediaText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl From<String> for MediaText {
+    fn from(text: String) -> Self {
+        Self(Arc::new(text))
+    }
+}
+
+impl From<&str> for MediaText {
+    fn from(text: &str) -> Self {
+        Self(Arc::new(text.to_owned()))
+    }
+}
+
+impl From<&String> for MediaText {
+    fn from(text: &String) -> Self {
+        Self(Arc::new(text.clone()))
+    }
+}
+
+impl PartialEq<str> for MediaText {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MediaText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for MediaText {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
 /// Media ready to be sent to an extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Media {
-    /// `data:<mime>;base64,<payload>`; a given data URL is kept as given (trimmed).
-    pub data_url: String,
+    /// `data:<mime>;base64,<payload>`; a given data URL is kept as given (trimmed), in
+    /// the caller's own buffer.
+    pub data_url: MediaText,
     pub mime_type: String,
     /// Percent-decoded last path segment of an http(s)/file URL, if it has one.
     pub file_name: Option<String>,
@@ -86,9 +175,9 @@ impl MediaLoader {
     pub async fn load(
         &self,
         kind: MediaKind,
-        source: impl Into<String>,
+        source: impl Into<MediaText>,
     ) -> Result<Media, GatewayError> {
-        let source: String = source.into();
+        let source: MediaText = source.into();
         // Match the data: scheme by hand: parsing a multi-megabyte data URL as a URL is wasted work.
         let trimmed = source.trim();
         if trimmed
@@ -98,7 +187,7 @@ impl MediaLoader {
             let source = if trimmed.len() == source.len() {
                 source
             } else {
-                trimmed.to_string()
+                MediaText::from(trimmed)
             };
             return data_url::load(kind, source, self.policy.max_bytes).await;
         }
@@ -254,7 +343,7 @@ async fn encode_media(
     })
     .await?;
     Ok(Media {
-        data_url,
+        data_url: data_url.into(),
         mime_type,
         file_name,
     })
@@ -304,14 +393,15 @@ mod tests {
             "data:video/mp4;base64,{}",
             base64::engine::general_purpose::STANDARD.encode(&bytes)
         );
-        assert_eq!(media.data_url, expected);
-        assert_eq!(media.data_url.capacity(), media.data_url.len());
+        let data_url = media.data_url.into_string();
+        assert_eq!(data_url, expected);
+        assert_eq!(data_url.capacity(), data_url.len());
     }
 
     #[test]
     fn default_document_names() {
         let media = |mime: &str, name: Option<&str>| Media {
-            data_url: String::new(),
+            data_url: MediaText::default(),
             mime_type: mime.into(),
             file_name: name.map(Into::into),
         };

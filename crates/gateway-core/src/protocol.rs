@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::Dialect;
+use crate::media::MediaText;
 
 pub mod custom;
 pub mod delivery;
@@ -40,6 +41,9 @@ pub struct AuthFrame {
     pub guide_dialect: bool,
     /// The custom command types the extension handles (`data.commands`), checked.
     pub commands: Vec<String>,
+    /// `data.fields: 'dataUrl'`: it reads media from `dataUrl` alone. Anything else
+    /// (`'compat'`, nothing) leaves the gateway's dialect in charge.
+    pub data_url_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -144,12 +148,14 @@ fn parse_auth(wire: &Wire, guide_dialect: bool) -> Inbound {
             .to_string()
     };
     let commands = wire.data.as_ref().and_then(|d| d.get("commands"));
+    let fields = wire.data.as_ref().and_then(|d| d.get("fields"));
     Inbound::Auth(AuthFrame {
         api_key,
         extension_version: field("extensionVersion"),
         browser: field("browser"),
         guide_dialect,
         commands: custom::listed_commands(commands),
+        data_url_only: fields.and_then(Value::as_str) == Some("dataUrl"),
     })
 }
 
@@ -384,10 +390,75 @@ impl<'a> Recipient<'a> {
 #[derive(Debug)]
 pub enum Frame {
     Text(Utf8Bytes),
-    /// A text frame written as consecutive parts, so that a data URL of megabytes goes
-    /// out from the buffer it arrived in: never copied, and shared when the compat
-    /// dialect names it twice.
-    Parts(Vec<Bytes>),
+    /// A media command, written as consecutive parts, so that a data URL of megabytes
+    /// goes out from the buffer it arrived in: never copied, and shared when the compat
+    /// dialect names it twice. Boxed: every queued frame would carry its size.
+    Media(Box<MediaFrame>),
+}
+
+/// A `send-image|video|document` command as the parts it is written in. Cloning
+/// shares its buffers.
+#[derive(Clone, Debug)]
+pub struct MediaFrame {
+    /// Everything before the media fields: `{"type":…,"data":{…,"mimeType":"…"`.
+    head: Bytes,
+    /// `imageDataUrl`, `videoDataUrl` or `documentDataUrl`, if written.
+    kind_field: Option<&'static str>,
+    /// Whether `dataUrl` is written.
+    data_url_field: bool,
+    /// The data URL as the inside of a JSON string (escaped only if it had to be).
+    url: Bytes,
+}
+
+const CLOSING: &[u8] = b"\"}}";
+
+impl MediaFrame {
+    /// The extension said it reads `dataUrl` (`auth` `data.fields`): the command
+    /// carries the media once, there, whatever the gateway's dialect.
+    pub fn only_data_url(&mut self) {
+        self.kind_field = None;
+        self.data_url_field = true;
+    }
+
+    fn fields(&self) -> impl Iterator<Item = &'static str> {
+        self.kind_field
+            .into_iter()
+            .chain(self.data_url_field.then_some("dataUrl"))
+    }
+
+    /// Payload bytes: what `into_parts` adds up to.
+    pub fn len(&self) -> usize {
+        let (count, fields) = self.fields().fold((0usize, 0), |(n, sum), f| {
+            (n + 1, sum + f.len() + 5 + self.url.len())
+        });
+        let between = count.saturating_sub(1);
+        let closing = if count == 0 { 2 } else { CLOSING.len() };
+        self.head.len() + fields + between + closing
+    }
+
+    /// The payload in one buffer (reading a command back, tests).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.clone().into_parts().concat()
+    }
+
+    /// The payload in the order it is written: the data URL's buffer once per field.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        let mut parts = Vec::with_capacity(6);
+        let fields: Vec<&str> = self.fields().collect();
+        parts.push(self.head);
+        for (i, field) in fields.iter().enumerate() {
+            // `,"<field>":"` opens a field; the one before it first closes its string.
+            let opening = format!(r#"{}"{field}":""#, if i == 0 { "," } else { "\"," });
+            parts.push(Bytes::from(opening));
+            parts.push(self.url.clone());
+        }
+        parts.push(Bytes::from_static(if fields.is_empty() {
+            b"}}"
+        } else {
+            CLOSING
+        }));
+        parts
+    }
 }
 
 #[derive(Serialize)]
@@ -438,7 +509,7 @@ pub struct MediaCommand<'a> {
 
 /// A `send-image|video|document` command carrying `data_url` in the field(s) the
 /// dialect reads.
-pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -> Frame {
+pub fn media_frame(command: &MediaCommand, data_url: MediaText, dialect: Dialect) -> Frame {
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let mut head = format!(
         r#"{{"type":"{}","requestId":{},"data":{{"{}":{},"caption":{},"mimeType":{}"#,
@@ -457,32 +528,20 @@ pub fn media_frame(command: &MediaCommand, data_url: String, dialect: Dialect) -
         SendKind::Document => "documentDataUrl",
         _ => "imageDataUrl",
     };
-    let fields: &[&str] = match dialect {
-        Dialect::Compat => &[kind_field, "dataUrl"],
-        Dialect::V1 => &[kind_field],
-        Dialect::Doc => &["dataUrl"],
-    };
     // The whole URL is checked, not only its header: this function alone guarantees
     // that the frame is valid JSON, whatever the media loader let through.
     let url = if !needs_json_escape(data_url.as_bytes()) {
-        Bytes::from(data_url)
+        Bytes::from_owner(data_url)
     } else {
         let escaped = quoted(&data_url);
         Bytes::copy_from_slice(&escaped.as_bytes()[1..escaped.len() - 1])
     };
-    let mut parts = Vec::with_capacity(2 * fields.len() + 1);
-    for (i, field) in fields.iter().enumerate() {
-        let opening = format!(r#"{}"{field}":""#, if i == 0 { "," } else { "\"," });
-        if i == 0 {
-            head.push_str(&opening);
-            parts.push(Bytes::from(std::mem::take(&mut head)));
-        } else {
-            parts.push(Bytes::from(opening));
-        }
-        parts.push(url.clone());
-    }
-    parts.push(Bytes::from_static(b"\"}}"));
-    Frame::Parts(parts)
+    Frame::Media(Box::new(MediaFrame {
+        head: Bytes::from(head),
+        kind_field: (dialect != Dialect::Doc).then_some(kind_field),
+        data_url_field: dialect != Dialect::V1,
+        url,
+    }))
 }
 
 /// Branch-free per byte, in chunks, so that megabytes of base64 are scanned at vector speed.
@@ -514,7 +573,7 @@ pub struct WrittenCommand {
 pub fn command_of_frame(frame: &Frame) -> Option<WrittenCommand> {
     let value: Value = match frame {
         Frame::Text(text) => serde_json::from_str(text).ok()?,
-        Frame::Parts(parts) => serde_json::from_slice(&parts.concat()).ok()?,
+        Frame::Media(media) => serde_json::from_slice(&media.to_vec()).ok()?,
     };
     let kind = match value["type"].as_str()? {
         "send-message" => SendKind::Message,
@@ -557,7 +616,7 @@ pub fn command_of_frame(frame: &Frame) -> Option<WrittenCommand> {
 pub fn frame_len(frame: &Frame) -> usize {
     let payload = match frame {
         Frame::Text(text) => text.len(),
-        Frame::Parts(parts) => parts.iter().map(Bytes::len).sum(),
+        Frame::Media(media) => media.len(),
     };
     let header = match payload {
         0..=125 => 2,
@@ -643,14 +702,32 @@ mod tests {
                 browser: "Chrome".into(),
                 guide_dialect: false,
                 commands: Vec::new(),
+                data_url_only: false,
             })
         );
         match parse(r#"{"type":"authenticate","apiKey":"k2"}"#) {
             Inbound::Auth(a) => {
                 assert!(a.guide_dialect);
                 assert_eq!(a.extension_version, "unknown");
+                assert!(!a.data_url_only);
             }
             other => panic!("{other:?}"),
+        }
+        let fields = |value: &str| match parse(&format!(
+            r#"{{"type":"auth","apiKey":"k3","data":{{"fields":{value}}}}}"#
+        )) {
+            Inbound::Auth(a) => a.data_url_only,
+            other => panic!("{other:?}"),
+        };
+        assert!(fields(r#""dataUrl""#));
+        for other in [
+            r#""compat""#,
+            r#""imageDataUrl""#,
+            r#"["dataUrl"]"#,
+            "1",
+            "null",
+        ] {
+            assert!(!fields(other), "{other}");
         }
         assert!(matches!(parse(r#"{"type":"auth"}"#), Inbound::Invalid(_)));
         assert!(matches!(
@@ -809,7 +886,7 @@ mod tests {
             phone_number: "15551234567@c.us",
             ..image("cap")
         };
-        let url = || "data:image/png;base64,AA==".to_string();
+        let url = || MediaText::from("data:image/png;base64,AA==");
         let read = command_of_frame(&media_frame(&command, url(), Dialect::Doc)).unwrap();
         assert_eq!(read.phone_number, "15551234567@c.us");
         let v = json_of(media_frame(&command, url(), Dialect::Doc));
@@ -871,7 +948,7 @@ mod tests {
     fn json_of(frame: Frame) -> Value {
         let bytes: Vec<u8> = match frame {
             Frame::Text(text) => text.as_bytes().to_vec(),
-            Frame::Parts(parts) => parts.concat(),
+            Frame::Media(media) => media.to_vec(),
         };
         serde_json::from_slice(&bytes).unwrap()
     }
@@ -890,7 +967,7 @@ mod tests {
     #[test]
     fn media_fields_follow_the_dialect() {
         let url = "data:image/png;base64,AA==";
-        let frame = |d| json_of(media_frame(&image("hi \"there\""), url.to_string(), d));
+        let frame = |d| json_of(media_frame(&image("hi \"there\""), url.into(), d));
         let compat = frame(Dialect::Compat);
         assert_eq!(compat["data"]["imageDataUrl"], url);
         assert_eq!(compat["data"]["dataUrl"], url);
@@ -921,7 +998,7 @@ mod tests {
     #[test]
     fn a_data_url_needing_escapes_is_escaped() {
         let url = r#"data:image/png;name="a\b";base64,AA=="#;
-        let v = json_of(media_frame(&image(""), url.to_string(), Dialect::Doc));
+        let v = json_of(media_frame(&image(""), url.into(), Dialect::Doc));
         assert_eq!(v["data"]["dataUrl"], url);
     }
 
@@ -929,11 +1006,7 @@ mod tests {
     fn quotes_anywhere_in_a_data_url_cannot_add_fields() {
         let url =
             r#"data:image/x,","phoneNumber":"+19999999999","caption":"injected","x":";base64,AA=="#;
-        let v = json_of(media_frame(
-            &image("mine"),
-            url.to_string(),
-            Dialect::Compat,
-        ));
+        let v = json_of(media_frame(&image("mine"), url.into(), Dialect::Compat));
         assert_eq!(v["data"]["phoneNumber"], "+1");
         assert_eq!(v["data"]["caption"], "mine");
         assert_eq!(v["data"]["dataUrl"], url);
@@ -952,19 +1025,52 @@ mod tests {
     }
 
     #[test]
-    fn media_parts_share_the_data_url() {
-        let Frame::Parts(parts) = media_frame(
-            &image(""),
-            "data:image/png;base64,AA==".into(),
-            Dialect::Compat,
-        ) else {
+    fn media_parts_share_the_callers_data_url() {
+        let url = MediaText::from("data:image/png;base64,AA==");
+        let Frame::Media(media) = media_frame(&image(""), url.clone(), Dialect::Compat) else {
             panic!("media goes out in parts");
         };
-        assert_eq!(
-            parts[1].as_ptr(),
-            parts[3].as_ptr(),
-            "both fields point at one buffer"
-        );
+        let parts = media.into_parts();
+        assert_eq!(parts[2].as_ptr(), url.as_ptr(), "the caller's buffer");
+        assert_eq!(parts[4].as_ptr(), url.as_ptr(), "both fields point at it");
+    }
+
+    #[test]
+    fn media_frames_say_their_length_and_narrow_to_data_url() {
+        let url = || MediaText::from("data:image/png;base64,AA==");
+        for dialect in [Dialect::Compat, Dialect::V1, Dialect::Doc] {
+            for narrowed in [false, true] {
+                let Frame::Media(mut media) = media_frame(&image("c"), url(), dialect) else {
+                    panic!("media goes out in parts");
+                };
+                if narrowed {
+                    media.only_data_url();
+                }
+                let bytes = media.to_vec();
+                assert_eq!(media.len(), bytes.len(), "{dialect:?} {narrowed}");
+                let v: Value = serde_json::from_slice(&bytes).unwrap();
+                let mut keys: Vec<&String> = v["data"].as_object().unwrap().keys().collect();
+                keys.sort();
+                let expected: &[&str] = match (dialect, narrowed) {
+                    (_, true) | (Dialect::Doc, _) => {
+                        &["caption", "dataUrl", "mimeType", "phoneNumber"]
+                    }
+                    (Dialect::V1, _) => &["caption", "imageDataUrl", "mimeType", "phoneNumber"],
+                    (Dialect::Compat, _) => &[
+                        "caption",
+                        "dataUrl",
+                        "imageDataUrl",
+                        "mimeType",
+                        "phoneNumber",
+                    ],
+                };
+                assert_eq!(keys, expected, "{dialect:?} {narrowed}");
+                assert_eq!(
+                    v["data"]["dataUrl"].as_str().unwrap_or(url().as_str()),
+                    url().as_str()
+                );
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@
 //! - `seen:<digest>:<messageId>`: an incoming message seen lately.
 //! - `rebuilding`: Redis lost the cluster's state (restarted empty, flushed) less
 //!   than a lease ago: every live process writes its listings and its idempotency
-//!   records again within that lease, and claims of an `idempotencyKey` wait until
+//!   records again within that lease (and its `status:` records, a page per round), and claims of an `idempotencyKey` wait until
 //!   this key expires (README "Cluster mode").
 //!
 //! No leftovers (README "Deploying"): when a lease runs out, the next renewal of any

@@ -292,7 +292,7 @@ impl Cluster {
             phone_number: request.phone_number.clone(),
             text: request.text,
             media: media.map(|m| CarriedMedia {
-                data_url: m.data_url,
+                data_url: m.data_url.into_string(),
                 mime_type: m.mime_type,
                 file_name: m.file_name,
             }),
@@ -734,7 +734,7 @@ fn request_of(command: Command, api_key: &str) -> (SendRequest, Option<Media>) {
         request.pinned = true;
     }
     let media = command.media.map(|m| Media {
-        data_url: m.data_url,
+        data_url: m.data_url.into(),
         mime_type: m.mime_type,
         file_name: m.file_name,
     });
@@ -795,7 +795,7 @@ fn unparked_request(
         request.pinned = true;
     }
     let media = written.media.map(|(data_url, mime_type)| Media {
-        data_url,
+        data_url: data_url.into(),
         mime_type,
         file_name: None,
     });

@@ -44,6 +44,10 @@ const ROUND_TRIP: Duration = Duration::from_secs(2);
 /// How often sends waiting for a device (`waitForDevice`) look for one on another
 /// process.
 const UNPARK_EVERY: Duration = Duration::from_millis(200);
+/// Status records looked at per round when writing them again to a Redis that lost
+/// them: with `SWEEP`, up to 10,000 a second, written in the outbox's pipelines,
+/// without one burst holding the registry's lock or the outbox for long.
+const RESTORE_PAGE: usize = 1000;
 
 impl Cluster {
     /// Runs until `shutdown`, then leaves the cluster.
@@ -64,6 +68,9 @@ impl Cluster {
         // lives): written again after each lease round for as long as that process may
         // still make it again (`AwaitingInbox`).
         let mut awaiting_inbox = AwaitingInbox::new(self.lease, beat + SWEEP);
+        // Writing the status records again after Redis lost them: where the next page
+        // starts (`Some(None)`: at the oldest), None when there is nothing to write.
+        let mut restoring: Option<Option<u32>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -81,6 +88,7 @@ impl Cluster {
                                 if afresh {
                                     self.republish();
                                     self.republish_records();
+                                    restoring = Some(None);
                                     awaiting_inbox.redis_lost_state(now);
                                 }
                                 self.resync();
@@ -99,6 +107,9 @@ impl Cluster {
                         self.unpark_elsewhere().await;
                     }
                     self.publish_statuses();
+                    if let Some(from) = restoring.filter(|_| self.usable()) {
+                        restoring = self.republish_statuses(from).map(Some);
+                    }
                     if !retry.is_empty() && self.usable() {
                         retry.retain(|(since, _)| since.elapsed() < RETRY_FOR);
                         let batch = retry.drain(..).map(|(_, o)| o).collect();
@@ -157,6 +168,35 @@ impl Cluster {
                 ttl,
             });
         }
+    }
+
+    /// Redis lost this process's lease (restarted empty, flushed, or the lease ran
+    /// out): the status records it answers for (within their TTL, those it would
+    /// answer locally) are written again, a page from `from` on per round with the
+    /// TTL each has left, so that any process answers for them again, even once this
+    /// one is gone. Returns where the next page starts (None: all written). A record
+    /// that changes meanwhile is written again by `publish_statuses`, after this.
+    fn republish_statuses(&self, from: Option<u32>) -> Option<u32> {
+        let (page, next) = {
+            let registry = lock(&self.shared.registry);
+            let (kept, next) = registry.statuses.kept_from(from, RESTORE_PAGE);
+            let page: Vec<Outgoing> = kept
+                .into_iter()
+                .map(|(request_id, record, ttl)| {
+                    let stored = record.stored(request_id);
+                    Outgoing::Status {
+                        record: serde_json::to_string(&stored).unwrap_or_default(),
+                        request_id: stored.request_id,
+                        ttl,
+                    }
+                })
+                .collect();
+            (page, next)
+        };
+        for status in page {
+            self.relay.send(status);
+        }
+        next
     }
 
     /// Renews the lease (`keep`: and the life of this process's keys); returns

@@ -8,13 +8,13 @@
 //! extension is the one that decodes).
 
 use super::mime::is_mime_type;
-use super::{offload, preview, too_large, Media, MediaKind};
+use super::{offload, preview, too_large, Media, MediaKind, MediaText};
 use crate::error::GatewayError;
 
 /// `source` is the whole trimmed data URL.
 pub(super) async fn load(
     kind: MediaKind,
-    source: String,
+    source: MediaText,
     max_bytes: usize,
 ) -> Result<Media, GatewayError> {
     let rest = &source[5..];

@@ -305,7 +305,7 @@ async fn admit(
     };
     let session_id = identity.session_id.clone();
     let api_key = identity.api_key.clone();
-    let link = Arc::new(SessionLink::default());
+    let link = Arc::new(SessionLink::reading(auth.data_url_only));
     let added =
         lock(&shared.registry).add(identity, link.clone(), shared.config.max_sessions_per_key);
     let (key, identity) = match added {

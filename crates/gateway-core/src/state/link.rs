@@ -184,6 +184,9 @@ pub struct SessionLink {
     /// `monotonic_ms()` of the last time the socket took bytes, or of when bytes
     /// started waiting after none did.
     last_progress: AtomicU64,
+    /// The extension reads media from `dataUrl` alone (`auth` `data.fields`): its
+    /// media commands carry it once, whatever the dialect.
+    data_url_only: bool,
     /// Tests: run by `write_through` after a partial write, between releasing the lock
     /// and waking the task, to force what another thread may do in that gap.
     #[cfg(test)]
@@ -203,6 +206,7 @@ impl Default for SessionLink {
             last_seen: AtomicU64::new(now),
             queued_bytes: AtomicUsize::new(0),
             last_progress: AtomicU64::new(now),
+            data_url_only: false,
             #[cfg(test)]
             in_the_gap: Mutex::default(),
         }
@@ -210,6 +214,15 @@ impl Default for SessionLink {
 }
 
 impl SessionLink {
+    /// The link of a session whose extension said which media field it reads
+    /// (docs/extension-protocol.md, "Dialects").
+    pub fn reading(data_url_only: bool) -> Self {
+        Self {
+            data_url_only,
+            ..Self::default()
+        }
+    }
+
     /// Queues a frame for the connection task and wakes it; false if the session is
     /// closing or `max_bytes` would be passed (a ping, an error reply: the extension
     /// is not reading them anyway).
@@ -261,6 +274,12 @@ impl SessionLink {
         max_bytes: usize,
         max_waiting: usize,
     ) -> Result<CommandQueued, TooManyWaiting> {
+        // Whatever built the command (a send, a pacing queue, another process, a
+        // device wait), the extension gets the fields it reads.
+        let mut frame = frame;
+        if let (Frame::Media(media), true) = (&mut frame, self.data_url_only) {
+            media.only_data_url();
+        }
         let len = frame_len(&frame);
         let mut out = lock(&self.outbound);
         if out.close.is_some() {
@@ -513,7 +532,7 @@ impl SessionLink {
             drop(out);
             return self.wake();
         };
-        if out.frames.iter().any(|f| matches!(f, Frame::Parts(_))) {
+        if out.frames.iter().any(|f| matches!(f, Frame::Media(_))) {
             // Media goes out from its own buffers, a part at a time, by the task.
             drop(out);
             return self.wake();
@@ -681,6 +700,54 @@ mod tests {
     }
 
     const MAX: usize = 1 << 20;
+
+    #[test]
+    fn an_extension_reading_data_url_gets_media_once_whatever_built_the_command() {
+        use crate::config::Dialect;
+        use crate::protocol::{media_frame, MediaCommand, SendKind};
+        let command = MediaCommand {
+            kind: SendKind::Video,
+            request_id: "r",
+            phone_number: "+1",
+            caption: "",
+            mime_type: "video/mp4",
+            document_name: None,
+        };
+        let url = "data:video/mp4;base64,AAAA";
+        for (data_url_only, dialect, fields) in [
+            (true, Dialect::Compat, vec!["dataUrl"]),
+            (true, Dialect::V1, vec!["dataUrl"]),
+            (false, Dialect::Compat, vec!["dataUrl", "videoDataUrl"]),
+            (false, Dialect::V1, vec!["videoDataUrl"]),
+        ] {
+            let link = SessionLink::reading(data_url_only);
+            let frame = media_frame(&command, url.into(), dialect);
+            assert_eq!(
+                link.enqueue_command(1, frame, MAX, 10).unwrap(),
+                CommandQueued::First
+            );
+            let (mut frames, _) = link.take();
+            let Some(Frame::Media(media)) = frames.pop_front() else {
+                panic!("a media frame");
+            };
+            assert_eq!(
+                link.queued_bytes.load(Ordering::Relaxed),
+                frame_len(&Frame::Media(media.clone())),
+                "counted as written"
+            );
+            let v: serde_json::Value = serde_json::from_slice(&media.to_vec()).unwrap();
+            let mut read: Vec<&str> = v["data"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .filter(|k| k.ends_with("ataUrl"))
+                .collect();
+            read.sort_unstable();
+            assert_eq!(read, fields, "{dialect:?} {data_url_only}");
+            assert!(read.iter().all(|f| v["data"][f] == url));
+        }
+    }
 
     /// Counts its wake-ups.
     struct Wakes(AtomicUsize);

@@ -944,6 +944,46 @@ impl Records {
             .collect()
     }
 
+    /// The records this process would write to a shared store (those `take_changed`
+    /// gives: not run for another process, not past their TTL), with the TTL each has
+    /// left, oldest first, from sequence number `from` on (None: the oldest kept), at
+    /// most `max` slots looked at; and where the next page starts (None: no more). For
+    /// writing them again, a page at a time, to a shared store that lost them (cluster
+    /// mode: Redis restarted empty). A record moved behind the others meanwhile (an
+    /// open call the capacity made room around) may come twice, never not at all.
+    pub fn kept_from(
+        &self,
+        from: Option<u32>,
+        max: usize,
+    ) -> (Vec<(u128, &Record, Duration)>, Option<u32>) {
+        let now = monotonic_ms();
+        // A start already evicted: the oldest kept is next.
+        let start = from
+            .map(|seq| seq.wrapping_sub(self.first_seq) as usize)
+            .filter(|&at| at <= self.ring.len())
+            .unwrap_or(0);
+        let end = self.ring.len().min(start.saturating_add(max.max(1)));
+        let page = self
+            .ring
+            .range(start..end)
+            .filter_map(|slot| {
+                let record = &slot.record;
+                if record.for_other || (record.call.is_none() && record.identity.is_none()) {
+                    return None;
+                }
+                let left = match record.is_open() {
+                    true => self.ttl_ms,
+                    false => self
+                        .ttl_ms
+                        .checked_sub(now.saturating_sub(record.settled_at))?,
+                };
+                (left > 0).then(|| (slot.request_id, record, Duration::from_millis(left)))
+            })
+            .collect();
+        let next = (end < self.ring.len()).then(|| self.seq_at(end));
+        (page, next)
+    }
+
     /// The latest send of `api_key` whose extension named it `message_id`.
     pub fn by_message(&mut self, api_key: &str, message_id: &Value) -> Option<(u128, &Record)> {
         if self.by_message.is_none() {
@@ -1598,6 +1638,52 @@ mod tests {
         records.close(3, Outcome::Rejected(&timeout()));
         tokio::time::advance(Duration::from_secs(3601)).await;
         assert_eq!(held(&records), [(5, 7200)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_records_kept_come_a_page_at_a_time_with_the_ttl_they_have_left() {
+        let mut records = Records::new(Duration::from_secs(60), 100);
+        records.record(1, sent("k"));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        records.record(2, sent("k"));
+        records.open(3, Record::opened(&request(Some("a"), "x"), "k".into()));
+        records.record(4, sent("k"));
+        records.ring[3].record.for_other = true;
+        records.record(5, sent("k"));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let all = |records: &Records, max: usize| {
+            let (mut seen, mut from, mut pages) = (Vec::new(), None, 0);
+            loop {
+                let (page, next) = records.kept_from(from, max);
+                pages += 1;
+                seen.extend(page.into_iter().map(|(id, _, left)| (id, left.as_secs())));
+                match next {
+                    Some(next) => from = Some(next),
+                    None => return (seen, pages),
+                }
+            }
+        };
+        // 1 is past its TTL, 4 ran here for another process (whose record is the
+        // caller's); an open call keeps its whole TTL.
+        assert_eq!(all(&records, 2), (vec![(2, 30), (3, 60), (5, 30)], 3));
+        assert_eq!(all(&records, 100), (vec![(2, 30), (3, 60), (5, 30)], 1));
+
+        // A page's start evicted meanwhile: the next starts at the oldest kept.
+        let mut records = Records::new(Duration::from_secs(60), 3);
+        for id in 1..=3 {
+            records.record(id, sent("k"));
+        }
+        let (page, next) = records.kept_from(None, 1);
+        assert_eq!(page.iter().map(|(id, ..)| *id).collect::<Vec<_>>(), [1]);
+        for id in 4..=5 {
+            records.record(id, sent("k"));
+        }
+        let (page, next) = records.kept_from(next, 10);
+        assert_eq!(
+            page.iter().map(|(id, ..)| *id).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
+        assert_eq!(next, None);
     }
 
     #[test]

@@ -257,6 +257,10 @@ pub struct Registry {
     sessions: HashMap<SessionKey, Session, OwnKeys>,
     by_api_key: HashMap<Arc<str>, KeyGroup>,
     deadlines: BTreeMap<(Instant, u128), SessionKey>,
+    /// When the deadline timer (`timers/deadlines.rs`) wakes next. Only a deadline
+    /// before it wakes the timer early: with one send at a time, waking the runtime for
+    /// each send's deadline cost a thread hand-off per call.
+    timer_wakes_at: Option<Instant>,
     next_key: SessionKey,
     /// The record of every send, and the callers waiting for acks (`records.rs`).
     pub statuses: Records,
@@ -627,6 +631,9 @@ mod tests {
             ),
             Some(true)
         );
+        // The timer now wakes at the 200 ms deadline: only an earlier one wakes it sooner.
+        let wakes_at = reg.arm_timer(Instant::now());
+        assert_eq!(wakes_at, Instant::now() + Duration::from_millis(200));
         assert_eq!(
             reg.insert_pending(
                 a,

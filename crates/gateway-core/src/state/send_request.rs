@@ -19,7 +19,9 @@ pub struct SendRequest {
     /// The message of `sendMessage`, the caption of media sends; a custom command's
     /// data as JSON text.
     pub text: String,
-    pub media_source: Option<String>,
+    /// The caller's media source, shared by the calls in flight that name the same
+    /// one (the host's `mediaShare`).
+    pub media_source: Option<crate::media::MediaText>,
     pub document_name: Option<String>,
     pub strategy: Option<Strategy>,
     pub timeout: Option<Duration>,

@@ -538,7 +538,7 @@ impl Db {
                         Some(header) => {
                             let bytes: Vec<u8> = row.get(11).ok()?;
                             Some(Media {
-                                data_url: join_data_url(&header, &bytes),
+                                data_url: join_data_url(&header, &bytes).into(),
                                 mime_type: row.get(9).ok()?,
                                 file_name: row.get(10).ok()?,
                             })

@@ -18,9 +18,8 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         // A panic in one round is reported; the timer keeps running.
         let next = catch_panic_sync(|| expire(&shared)).unwrap_or_else(|panic| {
             shared.report(panic_error("request deadline timer", &panic));
-            None
+            Instant::now() + Duration::from_secs(1)
         });
-        let next = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = shared.deadline_changed.notified() => {}
@@ -29,12 +28,10 @@ pub async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
-/// Fails the requests whose deadline has passed; returns the next deadline.
-fn expire(shared: &Shared) -> Option<Instant> {
-    let (expired, next) = {
-        let mut registry = lock(&shared.registry);
-        (registry.expire(Instant::now()), registry.next_deadline())
-    };
+/// Fails the requests whose deadline has passed; returns when to look again (a send
+/// with an earlier deadline wakes the timer before: `Registry::arm_timer`).
+fn expire(shared: &Shared) -> Instant {
+    let expired = lock(&shared.registry).expire(Instant::now());
     for Expired { settled, room_wait } in expired {
         match room_wait {
             // Its command waited for room on its session until now: never written.
@@ -49,5 +46,5 @@ fn expire(shared: &Shared) -> Option<Instant> {
         }
     }
     shared.expire_ack_waits(Instant::now());
-    next
+    lock(&shared.registry).arm_timer(Instant::now())
 }

@@ -11,18 +11,15 @@ use crate::state::records::{State, StatusKey, StoredRecord};
 
 impl Registry {
     /// Records a request sent to `key`; false if that session has gone meanwhile.
-    /// Returns whether its deadline is now the earliest one.
+    /// Returns whether its deadline must wake the deadline timer (`wakes_timer`).
     pub fn insert_pending(
         &mut self,
         key: SessionKey,
         request_id: u128,
         pending: Pending,
     ) -> Option<bool> {
+        let earliest = self.wakes_timer(pending.deadline);
         let session = self.sessions.get_mut(&key)?;
-        let earliest = self
-            .deadlines
-            .first_key_value()
-            .is_none_or(|((d, _), _)| pending.deadline < *d);
         self.deadlines.insert((pending.deadline, request_id), key);
         session.pending.insert(request_id, pending);
         Some(earliest)

@@ -103,7 +103,7 @@ impl Registry {
 
     /// Records a request sent to `key` (paced, or sent where it waited for a device)
     /// and lets its command leave now, or queues it behind the device's pacing.
-    /// `Ok` says whether its deadline is now the earliest.
+    /// `Ok` says whether its deadline must wake the deadline timer (`wakes_timer`).
     pub fn place(
         &mut self,
         key: SessionKey,
@@ -159,10 +159,7 @@ impl Registry {
         pending.queued = !leave_now;
         let deadline = pending.deadline;
         session.pending.insert(request_id, pending);
-        let earliest = self
-            .deadlines
-            .first_key_value()
-            .is_none_or(|((d, _), _)| deadline < *d);
+        let earliest = self.wakes_timer(deadline);
         self.deadlines.insert((deadline, request_id), key);
         Ok(earliest)
     }
