@@ -2,7 +2,7 @@
 // The boundary between the addon and lib/native.js: a batch of deliveries is encoded in
 // Rust (src/deliveries.rs) and read by lib/native.js's readBatch, which index.js uses.
 // One delivery of every kind, with known values, goes through both; each must come out
-// as what Rust put in (`sampleBatchDecoded()` is built from the deliveries, not from the
+// as what Rust put in (`testSampleBatchDecoded()` is built from the deliveries, not from the
 // encoder), so that a slot moved on either side fails here.
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -45,15 +45,15 @@ function decode(items) {
 }
 
 test('every kind of delivery comes out of readBatch as Rust put it in', () => {
-  const items = addon.sampleBatch();
-  assert.deepEqual(decode(items), addon.sampleBatchDecoded());
+  const items = addon.testSampleBatch();
+  assert.deepEqual(decode(items), addon.testSampleBatchDecoded());
 });
 
 test('the sample has every kind of delivery, and successes of two sessions (one session tag each)', () => {
-  const decoded = addon.sampleBatchDecoded();
+  const decoded = addon.testSampleBatchDecoded();
   const tagged = Object.keys(BATCH).filter((name) => typeof BATCH[name] === 'number' && name !== 'session');
   assert.deepEqual([...new Set(decoded.map((d) => d.kind))].sort(), [...tagged].sort());
-  const items = addon.sampleBatch();
+  const items = addon.testSampleBatch();
   const sessions = new Set(decoded.filter((d) => d.kind === 'resolved').map((d) => d.session.sessionId));
   assert.equal(sessions.size, 2);
   assert.ok(items.filter((item) => item === BATCH.session).length >= 2);

@@ -526,14 +526,17 @@ fn sample() -> (Vec<Delivery>, Vec<Value>) {
     (deliveries, decoded)
 }
 
-/// `sample()`'s deliveries, encoded as every batch is.
+/// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
+/// `sample()`'s deliveries, encoded as every batch is. Nothing on the hot path calls it
+/// or anything it builds.
 #[napi(ts_return_type = "Array<any>")]
-pub fn sample_batch() -> Batch {
+pub fn test_sample_batch() -> Batch {
     Batch(sample().0)
 }
 
-/// What each of `sampleBatch()`'s deliveries decodes to.
+/// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it): what
+/// each of `testSampleBatch()`'s deliveries decodes to.
 #[napi]
-pub fn sample_batch_decoded() -> Vec<Value> {
+pub fn test_sample_batch_decoded() -> Vec<Value> {
     sample().1
 }
