@@ -163,6 +163,41 @@ impl Staged {
         Ok(())
     }
 
+    // One writer per kind that a fallback may stand in for, so that both write its
+    // slots in one order (lib/native.js's readBatch reads them in it).
+
+    fn rejected(&mut self, call: u32, error: Value) -> napi::Result<()> {
+        self.insert(REJECTED)?;
+        self.insert(call)?;
+        self.insert(error)
+    }
+
+    fn error(&mut self, error: Value) -> napi::Result<()> {
+        self.insert(ERROR)?;
+        self.insert(error)
+    }
+
+    /// `event`: JSON text, or the event itself where JSON would not give it back.
+    fn log<T: ToNapiValue>(&mut self, event: T) -> napi::Result<()> {
+        self.insert(LOG)?;
+        self.insert(event)
+    }
+
+    /// `result`: JSON text.
+    fn duplicate(&mut self, call: u32, result: String) -> napi::Result<()> {
+        self.insert(DUPLICATE)?;
+        self.insert(call)?;
+        self.insert(result)
+    }
+
+    /// `value`: the answer, or the error when not `ok`.
+    fn answer(&mut self, token: u32, ok: bool, value: Value) -> napi::Result<()> {
+        self.insert(ANSWER)?;
+        self.insert(token)?;
+        self.insert(ok)?;
+        self.insert(value)
+    }
+
     fn commit(self, items: &mut Array) -> napi::Result<()> {
         for value in &self.values[..self.len] {
             items.insert(*value)?;
@@ -203,19 +238,10 @@ impl Fallback {
                 error: plain_error(error),
             },
             Delivery::Error(error) => Self::Error(plain_error(error)),
-            Delivery::Duplicate { call, result } => {
-                let plain: serde_json::Map<String, Value> = result
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| !v.is_array() && !v.is_object())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                Self::Duplicate {
-                    call: host_call(*call),
-                    result: Value::Object(plain).to_string(),
-                }
-            }
+            Delivery::Duplicate { call, result } => Self::Duplicate {
+                call: host_call(*call),
+                result: Value::Object(plain_fields(result)).to_string(),
+            },
             Delivery::Log(event) => serde_json::to_string(event).map_or(Self::Nothing, Self::Log),
             Delivery::Answer { token, .. } => Self::Answer(*token),
             Delivery::Resolved(_)
@@ -228,34 +254,17 @@ impl Fallback {
 
     fn stage(self, staged: &mut Staged) -> napi::Result<()> {
         match self {
-            Self::Rejected { call, error } => {
-                staged.insert(REJECTED)?;
-                staged.insert(call)?;
-                staged.insert(error)
-            }
-            Self::Error(error) => {
-                staged.insert(ERROR)?;
-                staged.insert(error)
-            }
-            Self::Log(text) => {
-                staged.insert(LOG)?;
-                staged.insert(text)
-            }
-            Self::Duplicate { call, result } => {
-                staged.insert(DUPLICATE)?;
-                staged.insert(call)?;
-                staged.insert(result)
-            }
+            Self::Rejected { call, error } => staged.rejected(call, error),
+            Self::Error(error) => staged.error(error),
+            Self::Log(text) => staged.log(text),
+            Self::Duplicate { call, result } => staged.duplicate(call, result),
             Self::Answer(token) => {
                 let error = wa_gateway_core::GatewayError::new(
                     wa_gateway_core::ErrorCode::ServerError,
                     "The answer could not be handed to JavaScript",
                     Value::Null,
                 );
-                staged.insert(ANSWER)?;
-                staged.insert(token)?;
-                staged.insert(false)?;
-                staged.insert(plain_error(&error))
+                staged.answer(token, false, plain_error(&error))
             }
             Self::Nothing => Ok(()),
         }
@@ -264,15 +273,19 @@ impl Fallback {
 
 /// An error with only the plain (string, number, boolean) fields of its details.
 fn plain_error(error: &wa_gateway_core::GatewayError) -> Value {
-    let details: serde_json::Map<String, Value> = error
-        .details
+    let details = plain_fields(&error.details);
+    serde_json::json!({ "code": error.code, "message": error.message, "details": details })
+}
+
+/// The plain (string, number, boolean, null) fields of an object; none of anything else.
+fn plain_fields(value: &Value) -> serde_json::Map<String, Value> {
+    value
         .as_object()
         .into_iter()
         .flatten()
         .filter(|(_, v)| !v.is_array() && !v.is_object())
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    serde_json::json!({ "code": error.code, "message": error.message, "details": details })
+        .collect()
 }
 
 /// Through `serde_json::Value`, whose conversion keeps millisecond timestamps plain
@@ -315,34 +328,24 @@ fn stage_delivery(
             items.insert(r.timestamp)?;
             items.insert(r.ack.index() * 4 + r.stage.code())?;
         }
-        Delivery::Rejected { call, error } => {
-            items.insert(REJECTED)?;
-            items.insert(host_call(call))?;
-            items.insert(plain(&error)?)?;
-        }
+        Delivery::Rejected { call, error } => items.rejected(host_call(call), plain(&error)?)?,
         Delivery::Duplicate { call, result } => {
             // As JSON text, which JavaScript parses: its `messageId`, `metadata` or a
             // command's `data` may nest past what napi converts (not a hot path).
-            items.insert(DUPLICATE)?;
-            items.insert(host_call(call))?;
-            items.insert(result.to_string())?;
+            items.duplicate(host_call(call), result.to_string())?;
         }
         Delivery::Log(event) => {
-            items.insert(LOG)?;
             let event = plain(&event)?;
             // As JSON text, which JavaScript parses: one napi string instead of an object
             // built property by property (a connect storm has two events per session).
             // Unless napi's conversion would differ from JSON.parse (see `same_as_json`).
             if same_as_json(&event, JSON_DEPTH) {
-                items.insert(event.to_string())?;
+                items.log(event.to_string())?;
             } else {
-                items.insert(event)?;
+                items.log(event)?;
             }
         }
-        Delivery::Error(error) => {
-            items.insert(ERROR)?;
-            items.insert(plain(&error)?)?;
-        }
+        Delivery::Error(error) => items.error(plain(&error)?)?,
         Delivery::Debug(line) => {
             items.insert(DEBUG)?;
             items.insert(line)?;
@@ -357,20 +360,10 @@ fn stage_delivery(
             items.insert(code)?;
             items.insert(message)?;
         }
-        Delivery::Answer { token, result } => {
-            items.insert(ANSWER)?;
-            items.insert(token)?;
-            match result {
-                Ok(value) => {
-                    items.insert(true)?;
-                    items.insert(value)?;
-                }
-                Err(error) => {
-                    items.insert(false)?;
-                    items.insert(plain(&error)?)?;
-                }
-            }
-        }
+        Delivery::Answer { token, result } => match result {
+            Ok(value) => items.answer(token, true, value)?,
+            Err(error) => items.answer(token, false, plain(&error)?)?,
+        },
     }
     Ok(())
 }
