@@ -331,13 +331,14 @@ impl Db {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )
                 .map_err(fail)?;
+            // What a record's later changes can touch: the call's own columns (key,
+            // recipient, metadata...) never change once written, so they are neither
+            // made again nor rewritten.
             let mut update = tx
                 .prepare_cached(
-                    "UPDATE records SET request_id = ?1, api_key = ?2, idempotency_key = ?3, kind = ?4, phone_number = ?5,
-                       fingerprint = ?6, state = ?7, written = ?8, ack = ?9, message_id = ?10, timestamp = ?11, device = ?12,
-                       metadata = ?13, error = ?14, created_at = ?15, updated_at = ?16, settled_at = ?17,
-                       data = ?18
-                     WHERE seq = ?19",
+                    "UPDATE records SET state = ?1, written = ?2, ack = ?3, message_id = ?4, timestamp = ?5, device = ?6,
+                       error = ?7, updated_at = ?8, settled_at = ?9, data = ?10
+                     WHERE seq = ?11",
                 )
                 .map_err(fail)?;
             let mut unqueue = tx
@@ -354,37 +355,49 @@ impl Db {
                 };
                 let ack = r.ack.map(|a| a.as_str());
                 let (message_id, device) = (json_text(&Some(&r.message_id)), json_text(&r.device));
-                let (metadata, error) = (json_text(&Some(&r.metadata)), json_text(&r.error));
-                let (kind, state) = (text(&r.kind), r.state.as_str());
-                let data = json_text(&r.data);
-                let columns = params![
-                    r.request_id,
-                    &**api_key,
-                    r.idempotency_key,
-                    kind,
-                    r.phone_number,
-                    r.fingerprint,
-                    state,
-                    r.written,
-                    ack,
-                    message_id,
-                    r.timestamp,
-                    device,
-                    metadata,
-                    error,
-                    r.created_at as i64,
-                    r.updated_at as i64,
-                    r.settled_at.map(|t| t as i64),
-                    data,
-                ];
+                let (error, data) = (json_text(&r.error), json_text(&r.data));
+                let state = r.state.as_str();
                 match self.records.get(&id) {
                     Some(&seq) => {
-                        let mut all: Vec<&dyn rusqlite::ToSql> = columns.to_vec();
-                        all.push(&seq);
-                        update.execute(all.as_slice()).map_err(fail)?;
+                        update
+                            .execute(params![
+                                state,
+                                r.written,
+                                ack,
+                                message_id,
+                                r.timestamp,
+                                device,
+                                error,
+                                r.updated_at as i64,
+                                r.settled_at.map(|t| t as i64),
+                                data,
+                                seq,
+                            ])
+                            .map_err(fail)?;
                     }
                     None => {
-                        insert.execute(columns).map_err(fail)?;
+                        insert
+                            .execute(params![
+                                r.request_id,
+                                &**api_key,
+                                r.idempotency_key,
+                                text(&r.kind),
+                                r.phone_number,
+                                r.fingerprint,
+                                state,
+                                r.written,
+                                ack,
+                                message_id,
+                                r.timestamp,
+                                device,
+                                json_text(&Some(&r.metadata)),
+                                error,
+                                r.created_at as i64,
+                                r.updated_at as i64,
+                                r.settled_at.map(|t| t as i64),
+                                data,
+                            ])
+                            .map_err(fail)?;
                         made_records.push((id, tx.last_insert_rowid()));
                     }
                 }
@@ -767,6 +780,51 @@ mod tests {
 
     fn now() -> u64 {
         crate::clock::now_ms()
+    }
+
+    #[test]
+    fn a_record_written_again_reads_back_as_its_last_version() {
+        let dir = std::env::temp_dir().join(format!("wa-db-{}", uuid::Uuid::new_v4()));
+        let mut db = Db::open(&config(&dir)).unwrap();
+        let key: std::sync::Arc<str> = "key".into();
+        let first = record(7, State::InFlight, true, false);
+        db.write(&Batch {
+            records: vec![(key.clone(), first.clone())],
+            ..Batch::default()
+        })
+        .unwrap();
+        // Its outcome: every column a later change can touch, changed.
+        let mut last = first.clone();
+        last.state = State::Sent;
+        last.ack = Some(crate::protocol::delivery::Ack::Sent);
+        last.message_id = serde_json::json!("wamid-1");
+        last.timestamp = 1234.5;
+        last.device = Some(crate::state::records::StoredDevice {
+            session_id: "s-1".into(),
+            extension_version: "1.0.0".into(),
+            browser: "Chrome".into(),
+            user_id: serde_json::json!("u-1"),
+        });
+        last.error = Some(GatewayError::new(
+            ErrorCode::ExtensionError,
+            "no",
+            serde_json::json!({ "sent": true }),
+        ));
+        last.data = Some(serde_json::json!({ "ok": 1 }));
+        last.updated_at = first.updated_at + 5;
+        last.settled_at = Some(first.updated_at + 5);
+        db.write(&Batch {
+            records: vec![(key, last.clone())],
+            ..Batch::default()
+        })
+        .unwrap();
+        drop(db);
+        let db = Db::open(&config(&dir)).unwrap();
+        let contents = db.contents(now(), 60_000, 60_000).unwrap();
+        assert_eq!(contents.records.len(), 1);
+        assert_eq!(contents.records[0].0, "key");
+        assert_eq!(contents.records[0].1, last);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
