@@ -595,19 +595,28 @@ struct Slot {
     record: Record,
 }
 
+/// Without the up-front room: the placeholder a registry starts with until
+/// `configure`. Allocating the room here and dropping it there would be the process's
+/// first free of tens of megabytes, after which glibc serves every allocation below
+/// that size (a media copy, Node's own buffers) from its heap and keeps what is freed
+/// resident, instead of mapping and unmapping it.
 impl Default for Records {
     fn default() -> Self {
-        Self::new(Duration::from_secs(86_400), DEFAULT_CAPACITY)
+        Self::with_room(Duration::from_secs(86_400), DEFAULT_CAPACITY, 16)
     }
 }
 
 impl Records {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self::with_room(ttl, capacity, capacity.min(UP_FRONT))
+    }
+
+    fn with_room(ttl: Duration, capacity: usize, room: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: VecDeque::with_capacity(capacity.min(UP_FRONT) + 1),
+            ring: VecDeque::with_capacity(room + 1),
             first_seq: 0,
-            by_id: SlotIndex::with_room_for(capacity.min(UP_FRONT)),
+            by_id: SlotIndex::with_room_for(room),
             by_key: SlotIndex::with_room_for(16),
             keyed: 0,
             by_message: None,
