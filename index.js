@@ -22,7 +22,7 @@ const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
 const { addon } = require('./lib/native');
 
-const { NativeGateway, batchLayout } = addon;
+const { NativeGateway, batchLayout, sendCall } = addon;
 
 /**
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
@@ -140,6 +140,8 @@ function describe(error) {
  */
 class WhatsAppGateway extends EventEmitter {
   #native;
+  /** The native gateway's number for `sendCall` (a plain function: cheaper per send than a method). */
+  #handle = -1;
   #deliver;
   #callbacks;
   #server;
@@ -204,6 +206,7 @@ class WhatsAppGateway extends EventEmitter {
       this.#onBatch(batch);
     };
     this.#native = new NativeGateway(settings, this.#deliver);
+    this.#handle = this.#native.handle;
   }
 
   get isRunning() {
@@ -456,10 +459,10 @@ class WhatsAppGateway extends EventEmitter {
                 paced,
               };
         const to = command ?? chatId ?? phoneNumber;
-        if (!this.#native.send(id, kind, apiKey, to, text, options)) {
+        if (!sendCall(this.#handle, id, kind, apiKey, to, text, options)) {
           // Every command that held this media is written: the core has no copy left.
           options.mediaSource = media;
-          this.#native.send(id, kind, apiKey, to, text, options);
+          sendCall(this.#handle, id, kind, apiKey, to, text, options);
         }
         // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
