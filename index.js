@@ -20,9 +20,9 @@ const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings'
 const { SendMetrics, render } = require('./lib/metrics');
 const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
-const { addon } = require('./lib/native');
+const { addon, BATCH, AT, SESSION_AT, readBatch } = require('./lib/native');
 
-const { NativeGateway, batchLayout, sendCall } = addon;
+const { NativeGateway, sendCall } = addon;
 
 /**
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
@@ -93,13 +93,6 @@ function jsonSafe(value) {
     return String(value);
   }
 }
-
-/** How a delivered batch is laid out: tags, and the slots of a success (src/deliveries.rs). */
-const BATCH = batchLayout();
-const RESOLVED_SLOTS = BATCH.resolvedFields.length;
-const AT = Object.fromEntries(BATCH.resolvedFields.map((name, i) => [name, i + 1]));
-const SESSION_SLOTS = BATCH.sessionFields.length;
-const SESSION_AT = Object.fromEntries(BATCH.sessionFields.map((name, i) => [name, i + 1]));
 
 const SENT_EVENTS = {
   message: 'message-sent',
@@ -481,79 +474,65 @@ class WhatsAppGateway extends EventEmitter {
     });
   }
 
-  /** What the core delivered since the last call, in order, as one flat array (BATCH). */
+  /** What the core delivered since the last call, in order (lib/native.js reads the batch). */
   #onBatch(items) {
-    // Where the session of the successes that follow was given (BATCH.session).
-    let session = -1;
-    for (let i = 0; i < items.length; ) {
-      const tag = items[i];
-      if (tag === BATCH.resolved) {
-        this.#resolved(items, i, session);
-        i += 1 + RESOLVED_SLOTS;
-      } else if (tag === BATCH.session) {
-        session = i;
-        i += 1 + SESSION_SLOTS;
-      } else if (tag === BATCH.rejected) {
-        const error = fromNative(items[i + 2]);
-        // A duplicate's rejection repeats the first call's error, reported then.
-        if (error.details?.duplicate !== true) this.#reportError(error, true);
-        const call = this.#settle(items[i + 1]);
-        if (call) {
-          this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
-          call.reject(error);
-        }
-        i += 3;
-      } else if (tag === BATCH.duplicate) {
-        // Settled by an earlier call with its idempotencyKey: no event again.
-        const call = this.#settle(items[i + 1]);
-        if (call) {
-          this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
-          call.resolve(JSON.parse(items[i + 2]));
-        }
-        i += 3;
-      } else if (tag === BATCH.log) {
-        const event = items[i + 1];
-        this.#log(typeof event === 'string' ? JSON.parse(event) : event);
-        i += 2;
-      } else if (tag === BATCH.error) {
-        this.#reportError(fromNative(items[i + 1]));
-        i += 2;
-      } else if (tag === BATCH.debug) {
-        debug('%s', items[i + 1]);
-        i += 2;
-      } else if (tag === BATCH.warning) {
-        if (items[i + 1] !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) {
-          warnOnce(items[i + 1], items[i + 2]);
-          this.#logger?.write('warn', { code: items[i + 1] }, items[i + 2]);
-        }
-        i += 3;
-      } else if (tag === BATCH.notice) {
-        const { level, message, fields } = JSON.parse(items[i + 1]);
-        debug('%s', message);
-        this.#logger?.write(level, fields, message);
-        i += 2;
-      } else if (tag === BATCH.answer) {
-        const waiting = this.#answers.get(items[i + 1]);
-        this.#answers.delete(items[i + 1]);
-        if (items[i + 2]) waiting?.resolve(items[i + 3]);
-        else waiting?.reject(fromNative(items[i + 3]));
-        i += 4;
-      } else {
-        debug('stopped');
-        // Durable mode: what is still pending now waits in the store (end_waiting).
-        if (this.#durable) {
-          for (const [id, call] of this.#calls) this.#kept.set(id, call);
-          this.#calls.clear();
-        }
-        this.#logger?.write('info', {}, 'gateway stopped');
-        this.#stopping = null;
-        this.#stopped?.();
-        this.#stopped = null;
-        i += 1;
-      }
-    }
+    readBatch(items, this.#reader);
     this.#updateHold();
   }
+
+  /** What each kind of delivery does here, as readBatch hands them over. */
+  #reader = {
+    resolved: (items, at, session) => this.#resolved(items, at, session),
+    rejected: (id, plainError) => {
+      const error = fromNative(plainError);
+      // A duplicate's rejection repeats the first call's error, reported then.
+      if (error.details?.duplicate !== true) this.#reportError(error, true);
+      const call = this.#settle(id);
+      if (call) {
+        this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
+        call.reject(error);
+      }
+    },
+    duplicate: (id, result) => {
+      // Settled by an earlier call with its idempotencyKey: no event again.
+      const call = this.#settle(id);
+      if (call) {
+        this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+        call.resolve(result);
+      }
+    },
+    log: (event) => this.#log(event),
+    error: (plainError) => this.#reportError(fromNative(plainError)),
+    debug: (line) => debug('%s', line),
+    warning: (code, message) => {
+      if (code !== 'PACED_SEND_TIMEOUT' || this.#warnPacedTimeouts) {
+        warnOnce(code, message);
+        this.#logger?.write('warn', { code }, message);
+      }
+    },
+    notice: ({ level, message, fields }) => {
+      debug('%s', message);
+      this.#logger?.write(level, fields, message);
+    },
+    answer: (token, ok, value) => {
+      const waiting = this.#answers.get(token);
+      this.#answers.delete(token);
+      if (ok) waiting?.resolve(value);
+      else waiting?.reject(fromNative(value));
+    },
+    stopped: () => {
+      debug('stopped');
+      // Durable mode: what is still pending now waits in the store (end_waiting).
+      if (this.#durable) {
+        for (const [id, call] of this.#calls) this.#kept.set(id, call);
+        this.#calls.clear();
+      }
+      this.#logger?.write('info', {}, 'gateway stopped');
+      this.#stopping = null;
+      this.#stopped?.();
+      this.#stopped = null;
+    },
+  };
 
   #resolved(items, at, session) {
     // src/deliveries.rs: ack index * 4 + stage (0 result, 1 result while waiting for an ack, 2 that ack).

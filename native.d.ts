@@ -358,6 +358,19 @@ export interface StatusSelector {
   messageId?: string
 }
 
+/**
+ * Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
+ * `sample()`'s deliveries, encoded as every batch is. Nothing on the hot path calls it
+ * or anything it builds.
+ */
+export declare function testSampleBatch(): Array<any>
+
+/**
+ * Test hook, not part of the gateway's API (only __test__/batch.test.js calls it): what
+ * each of `testSampleBatch()`'s deliveries decodes to.
+ */
+export declare function testSampleBatchDecoded(): Array<any>
+
 /** An upgrade request as Node's `http.Server` parsed it. */
 export interface UpgradeRequest {
   method: string

@@ -9,12 +9,10 @@ const { startGateway, FakeExtension, waitFor, GOOD_KEY, OTHER_KEY } = require('.
 const PHONE = '+1234567890';
 
 /**
- * Two extensions in a worker thread, so that they keep talking while this thread is
- * blocked: the first (GOOD_KEY) is ready and reports command frames; on 'go' it
- * answers two commands in one go (the first with `badFrame`) while the second connects
- * and sends its auth frame, whose key check then waits beside those results.
+ * How each worker's script starts: the first extension (GOOD_KEY) gets ready and reports
+ * its command frames, and the code of any error frame it is sent.
  */
-const EXTENSIONS = `
+const FIRST_EXTENSION = `
 const { parentPort, workerData } = require('node:worker_threads');
 const WebSocket = require(workerData.ws);
 const { url, goodKey, otherKey } = workerData;
@@ -26,6 +24,34 @@ first.on('message', (data) => {
   if (frame.type === 'error') parentPort.postMessage({ refused: frame.code });
 });
 first.on('open', () => first.send(JSON.stringify({ type: 'auth', apiKey: goodKey })));
+`;
+
+/**
+ * Extensions in a worker thread, so that they keep talking while this thread is blocked:
+ * FIRST_EXTENSION, then `script`; stopped after the test. `onMessage` gets what they post.
+ */
+function runExtensions(t, script, url, onMessage) {
+  const worker = new Worker(FIRST_EXTENSION + script, {
+    eval: true,
+    workerData: { url, goodKey: GOOD_KEY, otherKey: OTHER_KEY, ws: require.resolve('ws') },
+  });
+  t.after(() => worker.terminate());
+  worker.on('message', onMessage);
+  return worker;
+}
+
+/** `value` inside `depth` arrays. */
+function nestedIn(value, depth) {
+  for (let i = 0; i < depth; i++) value = [value];
+  return value;
+}
+
+/**
+ * After FIRST_EXTENSION: on 'go' the first answers two commands in one go (the first with
+ * `badFrame`) while a second extension connects and sends its auth frame, whose key check
+ * then waits beside those results.
+ */
+const EXTENSIONS = `
 const second = new WebSocket(url);
 second.on('open', () => parentPort.postMessage({ open: true }));
 second.on('message', (data) => {
@@ -74,16 +100,11 @@ for (const [name, field, value] of BAD) {
   test(`${name}: only the call it answers is affected; another result and a key check in the same batch settle`, { timeout: 30_000 }, async (t) => {
     const { gateway, url, errors } = await startGateway({ maxPayload: 4 * 1024 * 1024, requestTimeout: 20_000 });
     t.after(() => gateway.stop());
-    const worker = new Worker(EXTENSIONS, {
-      eval: true,
-      workerData: { url, goodKey: GOOD_KEY, otherKey: OTHER_KEY, ws: require.resolve('ws') },
-    });
-    t.after(() => worker.terminate());
     const commands = [];
     const second = [];
     const refused = [];
     let secondOpen = false;
-    worker.on('message', (m) => {
+    const worker = runExtensions(t, EXTENSIONS, url, (m) => {
       if (m.command) commands.push(m.command);
       if (m.refused) refused.push(m.refused);
       if (m.second) second.push(m.second);
@@ -123,20 +144,10 @@ for (const [name, field, value] of BAD) {
 }
 
 /**
- * The first extension (GOOD_KEY) reports its commands; on 'go' the second connects with
- * OTHER_KEY, and once it is let in, the first answers `goodId`.
+ * After FIRST_EXTENSION: on 'go' a second extension connects with OTHER_KEY, and once it
+ * is let in, the first answers `goodId`.
  */
 const LET_IN_THEN_ANSWER = `
-const { parentPort, workerData } = require('node:worker_threads');
-const WebSocket = require(workerData.ws);
-const { url, goodKey, otherKey } = workerData;
-const first = new WebSocket(url);
-first.on('message', (data) => {
-  const frame = JSON.parse(data.toString());
-  if (frame.type === 'auth-success') first.send(JSON.stringify({ type: 'status', data: { whatsappLoggedIn: true, ready: true } }));
-  if (frame.type === 'send-message') parentPort.postMessage({ command: frame });
-});
-first.on('open', () => first.send(JSON.stringify({ type: 'auth', apiKey: goodKey })));
 parentPort.on('message', ({ goodId }) => {
   const second = new WebSocket(url);
   second.on('open', () => second.send(JSON.stringify({ type: 'auth', apiKey: otherKey })));
@@ -149,9 +160,8 @@ parentPort.on('message', ({ goodId }) => {
 `;
 
 test("a userId that JavaScript can take but not inside an event costs only that event's form, not the batch it is in", { timeout: 30_000 }, async (t) => {
-  let deep = 'bottom';
   // 128 levels: as deep as napi takes from JavaScript, one level too deep inside an event.
-  for (let i = 0; i < 128; i++) deep = [deep];
+  const deep = nestedIn('bottom', 128);
   const { gateway, url, events } = await startGateway({
     requestTimeout: 20_000,
     validateApiKey: (apiKey) => {
@@ -162,14 +172,9 @@ test("a userId that JavaScript can take but not inside an event costs only that 
     },
   });
   t.after(() => gateway.stop());
-  const worker = new Worker(LET_IN_THEN_ANSWER, {
-    eval: true,
-    workerData: { url, goodKey: GOOD_KEY, otherKey: OTHER_KEY, ws: require.resolve('ws') },
-  });
-  t.after(() => worker.terminate());
   const commands = [];
   let letIn = false;
-  worker.on('message', (m) => {
+  const worker = runExtensions(t, LET_IN_THEN_ANSWER, url, (m) => {
     if (m.command) commands.push(m.command);
     if (m.letIn) letIn = true;
   });
@@ -188,8 +193,7 @@ test("a userId that JavaScript can take but not inside an event costs only that 
 });
 
 test('a userId deeper than the gateway can keep fails that key check, not the process', async (t) => {
-  let deep = 'bottom';
-  for (let i = 0; i < 200; i++) deep = [deep];
+  const deep = nestedIn('bottom', 200);
   const { gateway, url, errors } = await startGateway({
     validateApiKey: (apiKey) => (apiKey === OTHER_KEY ? { valid: true, userId: deep } : { valid: apiKey === GOOD_KEY }),
   });

@@ -163,6 +163,41 @@ impl Staged {
         Ok(())
     }
 
+    // One writer per kind that a fallback may stand in for, so that both write its
+    // slots in one order (lib/native.js's readBatch reads them in it).
+
+    fn rejected(&mut self, call: u32, error: Value) -> napi::Result<()> {
+        self.insert(REJECTED)?;
+        self.insert(call)?;
+        self.insert(error)
+    }
+
+    fn error(&mut self, error: Value) -> napi::Result<()> {
+        self.insert(ERROR)?;
+        self.insert(error)
+    }
+
+    /// `event`: JSON text, or the event itself where JSON would not give it back.
+    fn log<T: ToNapiValue>(&mut self, event: T) -> napi::Result<()> {
+        self.insert(LOG)?;
+        self.insert(event)
+    }
+
+    /// `result`: JSON text.
+    fn duplicate(&mut self, call: u32, result: String) -> napi::Result<()> {
+        self.insert(DUPLICATE)?;
+        self.insert(call)?;
+        self.insert(result)
+    }
+
+    /// `value`: the answer, or the error when not `ok`.
+    fn answer(&mut self, token: u32, ok: bool, value: Value) -> napi::Result<()> {
+        self.insert(ANSWER)?;
+        self.insert(token)?;
+        self.insert(ok)?;
+        self.insert(value)
+    }
+
     fn commit(self, items: &mut Array) -> napi::Result<()> {
         for value in &self.values[..self.len] {
             items.insert(*value)?;
@@ -203,19 +238,10 @@ impl Fallback {
                 error: plain_error(error),
             },
             Delivery::Error(error) => Self::Error(plain_error(error)),
-            Delivery::Duplicate { call, result } => {
-                let plain: serde_json::Map<String, Value> = result
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| !v.is_array() && !v.is_object())
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                Self::Duplicate {
-                    call: host_call(*call),
-                    result: Value::Object(plain).to_string(),
-                }
-            }
+            Delivery::Duplicate { call, result } => Self::Duplicate {
+                call: host_call(*call),
+                result: Value::Object(plain_fields(result)).to_string(),
+            },
             Delivery::Log(event) => serde_json::to_string(event).map_or(Self::Nothing, Self::Log),
             Delivery::Answer { token, .. } => Self::Answer(*token),
             Delivery::Resolved(_)
@@ -228,34 +254,17 @@ impl Fallback {
 
     fn stage(self, staged: &mut Staged) -> napi::Result<()> {
         match self {
-            Self::Rejected { call, error } => {
-                staged.insert(REJECTED)?;
-                staged.insert(call)?;
-                staged.insert(error)
-            }
-            Self::Error(error) => {
-                staged.insert(ERROR)?;
-                staged.insert(error)
-            }
-            Self::Log(text) => {
-                staged.insert(LOG)?;
-                staged.insert(text)
-            }
-            Self::Duplicate { call, result } => {
-                staged.insert(DUPLICATE)?;
-                staged.insert(call)?;
-                staged.insert(result)
-            }
+            Self::Rejected { call, error } => staged.rejected(call, error),
+            Self::Error(error) => staged.error(error),
+            Self::Log(text) => staged.log(text),
+            Self::Duplicate { call, result } => staged.duplicate(call, result),
             Self::Answer(token) => {
                 let error = wa_gateway_core::GatewayError::new(
                     wa_gateway_core::ErrorCode::ServerError,
                     "The answer could not be handed to JavaScript",
                     Value::Null,
                 );
-                staged.insert(ANSWER)?;
-                staged.insert(token)?;
-                staged.insert(false)?;
-                staged.insert(plain_error(&error))
+                staged.answer(token, false, plain_error(&error))
             }
             Self::Nothing => Ok(()),
         }
@@ -264,15 +273,19 @@ impl Fallback {
 
 /// An error with only the plain (string, number, boolean) fields of its details.
 fn plain_error(error: &wa_gateway_core::GatewayError) -> Value {
-    let details: serde_json::Map<String, Value> = error
-        .details
+    let details = plain_fields(&error.details);
+    serde_json::json!({ "code": error.code, "message": error.message, "details": details })
+}
+
+/// The plain (string, number, boolean, null) fields of an object; none of anything else.
+fn plain_fields(value: &Value) -> serde_json::Map<String, Value> {
+    value
         .as_object()
         .into_iter()
         .flatten()
         .filter(|(_, v)| !v.is_array() && !v.is_object())
         .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    serde_json::json!({ "code": error.code, "message": error.message, "details": details })
+        .collect()
 }
 
 /// Through `serde_json::Value`, whose conversion keeps millisecond timestamps plain
@@ -315,34 +328,24 @@ fn stage_delivery(
             items.insert(r.timestamp)?;
             items.insert(r.ack.index() * 4 + r.stage.code())?;
         }
-        Delivery::Rejected { call, error } => {
-            items.insert(REJECTED)?;
-            items.insert(host_call(call))?;
-            items.insert(plain(&error)?)?;
-        }
+        Delivery::Rejected { call, error } => items.rejected(host_call(call), plain(&error)?)?,
         Delivery::Duplicate { call, result } => {
             // As JSON text, which JavaScript parses: its `messageId`, `metadata` or a
             // command's `data` may nest past what napi converts (not a hot path).
-            items.insert(DUPLICATE)?;
-            items.insert(host_call(call))?;
-            items.insert(result.to_string())?;
+            items.duplicate(host_call(call), result.to_string())?;
         }
         Delivery::Log(event) => {
-            items.insert(LOG)?;
             let event = plain(&event)?;
             // As JSON text, which JavaScript parses: one napi string instead of an object
             // built property by property (a connect storm has two events per session).
             // Unless napi's conversion would differ from JSON.parse (see `same_as_json`).
             if same_as_json(&event, JSON_DEPTH) {
-                items.insert(event.to_string())?;
+                items.log(event.to_string())?;
             } else {
-                items.insert(event)?;
+                items.log(event)?;
             }
         }
-        Delivery::Error(error) => {
-            items.insert(ERROR)?;
-            items.insert(plain(&error)?)?;
-        }
+        Delivery::Error(error) => items.error(plain(&error)?)?,
         Delivery::Debug(line) => {
             items.insert(DEBUG)?;
             items.insert(line)?;
@@ -357,20 +360,10 @@ fn stage_delivery(
             items.insert(code)?;
             items.insert(message)?;
         }
-        Delivery::Answer { token, result } => {
-            items.insert(ANSWER)?;
-            items.insert(token)?;
-            match result {
-                Ok(value) => {
-                    items.insert(true)?;
-                    items.insert(value)?;
-                }
-                Err(error) => {
-                    items.insert(false)?;
-                    items.insert(plain(&error)?)?;
-                }
-            }
-        }
+        Delivery::Answer { token, result } => match result {
+            Ok(value) => items.answer(token, true, value)?,
+            Err(error) => items.answer(token, false, plain(&error)?)?,
+        },
     }
     Ok(())
 }
@@ -404,4 +397,139 @@ fn same_as_json(value: &Value, depth: u32) -> bool {
 /// for other cluster processes never get here), numbered by a u32.
 fn host_call(call: wa_gateway_core::CallId) -> u32 {
     call as u32
+}
+
+/// One delivery of every kind, with known values, and what each decodes to (README's
+/// terms: `{ kind, ... }`, built from the deliveries themselves, not from the encoder):
+/// the fixture of the round trip through this encoder and lib/native.js's decoder
+/// (__test__/batch.test.js). index.js never calls it.
+fn sample() -> (Vec<Delivery>, Vec<Value>) {
+    use serde_json::json;
+    use wa_gateway_core::{Ack, ErrorCode, GatewayError, LogEvent, Resolved, Stage};
+
+    let identity = |n: u32| {
+        Arc::new(Identity {
+            session_id: format!("session-{n}").into(),
+            api_key: "sample-key-0123".into(),
+            user_id: json!({ "id": n }),
+            ip: "127.0.0.1".into(),
+            extension_version: format!("2.{n}.0"),
+            browser: format!("browser-{n}"),
+            dialect: wa_gateway_core::Dialect::Compat,
+            commands: Default::default(),
+        })
+    };
+    let session = |who: &Identity| {
+        json!({
+            "sessionId": &*who.session_id,
+            "extensionVersion": who.extension_version,
+            "browser": who.browser,
+            "userId": who.user_id,
+        })
+    };
+    let (first, second) = (identity(1), identity(2));
+    let mut deliveries = Vec::new();
+    let mut decoded = Vec::new();
+    let resolved = [
+        (&first, 11, json!("message-11"), Ack::Sent, Stage::Result),
+        (
+            &first,
+            12,
+            json!({ "nested": [1, "two"] }),
+            Ack::Delivered,
+            Stage::ResultAwaitingAck,
+        ),
+        (&second, 13, Value::Null, Ack::Read, Stage::Ack),
+    ];
+    for (who, call, message_id, ack, stage) in resolved {
+        let request_id = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128 + call as u128;
+        let mut text = [0u8; 36];
+        decoded.push(json!({
+            "kind": "resolved",
+            "call": call,
+            "requestId": wa_gateway_core::request_id_text(request_id, &mut text),
+            "messageId": message_id,
+            "timestamp": 1_700_000_000_000.0 + call as f64,
+            "ack": ack.as_str(),
+            "stage": stage.code(),
+            "session": session(who),
+        }));
+        deliveries.push(Delivery::Resolved(Resolved {
+            id: call,
+            request_id,
+            message_id,
+            timestamp: 1_700_000_000_000.0 + call as f64,
+            session: who.clone(),
+            ack,
+            stage,
+        }));
+    }
+    let error = |code, n: u32| {
+        GatewayError::new(
+            code,
+            format!("sample error {n}"),
+            json!({ "n": n, "sent": false }),
+        )
+    };
+    let plain = |e: &GatewayError| serde_json::to_value(e).unwrap_or(Value::Null);
+    let rejected = error(ErrorCode::RequestTimeout, 1);
+    decoded.push(json!({ "kind": "rejected", "call": 14, "error": plain(&rejected) }));
+    deliveries.push(Delivery::Rejected {
+        call: 14,
+        error: rejected,
+    });
+    let result = json!({ "success": true, "duplicate": true, "messageId": { "id": 15 } });
+    decoded.push(json!({ "kind": "duplicate", "call": 15, "result": result }));
+    deliveries.push(Delivery::Duplicate { call: 15, result });
+    let mut event = LogEvent::session_connected(&first);
+    event.timestamp = 1_700_000_000_016;
+    decoded.push(
+        json!({ "kind": "log", "event": serde_json::to_value(&event).unwrap_or(Value::Null) }),
+    );
+    deliveries.push(Delivery::Log(event));
+    let failed = error(ErrorCode::CallbackError, 2);
+    decoded.push(json!({ "kind": "error", "error": plain(&failed) }));
+    deliveries.push(Delivery::Error(failed));
+    decoded.push(json!({ "kind": "debug", "line": "a line of the debug log" }));
+    deliveries.push(Delivery::Debug("a line of the debug log".into()));
+    decoded
+        .push(json!({ "kind": "warning", "code": "PACED_SEND_TIMEOUT", "message": "a warning" }));
+    deliveries.push(Delivery::Warning {
+        code: "PACED_SEND_TIMEOUT",
+        message: "a warning".into(),
+    });
+    let notice =
+        json!({ "level": "info", "message": "a notice", "fields": { "redis": "connected" } });
+    decoded.push(json!({ "kind": "notice", "notice": notice }));
+    deliveries.push(Delivery::Notice(notice));
+    decoded
+        .push(json!({ "kind": "answer", "token": 17, "ok": true, "value": [{ "nodeId": "a" }] }));
+    deliveries.push(Delivery::Answer {
+        token: 17,
+        result: Ok(json!([{ "nodeId": "a" }])),
+    });
+    let refused = error(ErrorCode::ClusterUnavailable, 3);
+    decoded.push(json!({ "kind": "answer", "token": 18, "ok": false, "value": plain(&refused) }));
+    deliveries.push(Delivery::Answer {
+        token: 18,
+        result: Err(refused),
+    });
+    decoded.push(json!({ "kind": "stopped" }));
+    deliveries.push(Delivery::Stopped);
+    (deliveries, decoded)
+}
+
+/// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
+/// `sample()`'s deliveries, encoded as every batch is. Nothing on the hot path calls it
+/// or anything it builds.
+#[napi(ts_return_type = "Array<any>")]
+pub fn test_sample_batch() -> Batch {
+    Batch(sample().0)
+}
+
+/// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it): what
+/// each of `testSampleBatch()`'s deliveries decodes to.
+#[napi]
+pub fn test_sample_batch_decoded() -> Vec<Value> {
+    sample().1
 }

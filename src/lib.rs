@@ -21,6 +21,6 @@ mod outbox;
 mod types;
 mod validations;
 
-pub use deliveries::{batch_layout, BatchLayout};
+pub use deliveries::{batch_layout, test_sample_batch, test_sample_batch_decoded, BatchLayout};
 pub use gateway::{send_call, NativeGateway};
 pub use options::{defaults, error_codes, option_names};

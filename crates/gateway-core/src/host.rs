@@ -37,6 +37,33 @@ pub trait Host: Send + Sync + 'static {
     fn release_deliveries(&self) {}
 }
 
+/// A host in front of another (`state::settle`'s settling, the cluster's host): it sees
+/// each delivery first and hands on what it does not take; key checks and holding go
+/// straight to the host behind it.
+pub trait HostInFront: Send + Sync + 'static {
+    fn behind(&self) -> &dyn Host;
+    /// What `Host::deliver` does: takes `delivery`, or hands it to `behind()`.
+    fn deliver(&self, delivery: Delivery);
+}
+
+impl<T: HostInFront> Host for T {
+    fn deliver(&self, delivery: Delivery) {
+        HostInFront::deliver(self, delivery);
+    }
+
+    fn validate(&self, api_key: String) -> Validation {
+        self.behind().validate(api_key)
+    }
+
+    fn hold_deliveries(&self) {
+        self.behind().hold_deliveries();
+    }
+
+    fn release_deliveries(&self) {
+        self.behind().release_deliveries();
+    }
+}
+
 /// Everything that flows from the core to the host, in order.
 #[derive(Debug)]
 pub enum Delivery {

@@ -36,6 +36,7 @@ pub use config::{
     ClusterConfig, Config, Dialect, Pacing, SentinelConfig, StoreConfig, Strategy, TlsConfig,
 };
 pub use error::{ErrorCode, GatewayError, StartError};
+pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};
 pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
 pub use identity::{request_id_text, CallId, Identity};

@@ -293,38 +293,39 @@ return #lines
 ",
 );
 
+/// A script that answers `(id, ms its lease has left, what $listings reads)` per live
+/// node (KEYS[1]: nodes; ARGV[1]: key prefix). The two listing queries differ only in
+/// what they read of a node's listings hash, `listings` in Lua.
+macro_rules! lua_live_nodes_with {
+    ($listings:literal) => {
+        concat!(
+            lua_now!(),
+            r"
+local out = {}
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+for i = 1, #live, 2 do
+  local listings = ARGV[1] .. 'listings:' .. live[i]
+  out[#out + 1] = live[i]
+  out[#out + 1] = tonumber(live[i + 1]) - now
+  out[#out + 1] = ",
+            $listings,
+            r"
+end
+return out
+"
+        )
+    };
+}
+
 /// The live nodes, each with its listings of one API key.
 /// KEYS: nodes. ARGV: key prefix, digest.
 /// Returns `(id, ms its lease has left, listings or '')` per live node.
-pub const LISTINGS_OF_KEY: &str = concat!(
-    lua_now!(),
-    r"
-local out = {}
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = tonumber(live[i + 1]) - now
-  out[#out + 1] = redis.call('HGET', ARGV[1] .. 'listings:' .. live[i], ARGV[2]) or ''
-end
-return out
-",
-);
+pub const LISTINGS_OF_KEY: &str =
+    lua_live_nodes_with!("redis.call('HGET', listings, ARGV[2]) or ''");
 
 /// The live nodes, each with all its listings. KEYS: nodes. ARGV: key prefix.
 /// Returns `(id, ms its lease has left, {digest, listings, ...})` per live node.
-pub const ALL_LISTINGS: &str = concat!(
-    lua_now!(),
-    r"
-local out = {}
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
-for i = 1, #live, 2 do
-  out[#out + 1] = live[i]
-  out[#out + 1] = tonumber(live[i + 1]) - now
-  out[#out + 1] = redis.call('HGETALL', ARGV[1] .. 'listings:' .. live[i])
-end
-return out
-",
-);
+pub const ALL_LISTINGS: &str = lua_live_nodes_with!("redis.call('HGETALL', listings)");
 
 /// Leaves the cluster: drops the lease if it is still this process's, with its
 /// inbox, its listings and its count. Returns the inbox entries after ARGV[3] (none

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::envelope::{Envelope, LateResult};
 use super::redis_io::{KeyClaim, Taken};
 use super::relay::Outgoing;
-use super::routing::refusal;
+use super::routing::{device_wait, refusal};
 use super::{unavailable, Cluster};
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
@@ -165,13 +165,7 @@ impl Cluster {
         mut request: SendRequest,
         media: Option<Media>,
     ) {
-        let config = &self.shared.config;
-        let called_at = request
-            .called_at
-            .map_or_else(Instant::now, Instant::from_std);
-        let deadline = called_at + request.timeout.unwrap_or(config.request_timeout);
-        let wait = request.wait_for_device.unwrap_or(config.wait_for_device);
-        let until = (called_at + wait).min(deadline);
+        let (_, until) = device_wait(&request, &self.shared.config);
         let key = self.redis.keys.idempotency(
             &request.api_key,
             request.idempotency_key.as_deref().unwrap_or(""),

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::envelope::{AckEvent, Device, Envelope, Outcome, Success};
 use crate::error::GatewayError;
 use crate::events::LogEvent;
-use crate::host::{Delivery, Host, Resolved, Stage, Validation};
+use crate::host::{Delivery, Host, HostInFront, Resolved, Stage};
 use crate::identity::{request_id_text, CallId, CLUSTER_CALL};
 use crate::state::link::lock;
 use crate::state::records::StoredRecord;
@@ -234,7 +234,11 @@ pub struct ClusterHost {
     pub relay: Arc<Relay>,
 }
 
-impl Host for ClusterHost {
+impl HostInFront for ClusterHost {
+    fn behind(&self) -> &dyn Host {
+        &*self.inner
+    }
+
     fn deliver(&self, delivery: Delivery) {
         match delivery {
             Delivery::Resolved(r) if r.id & CLUSTER_CALL != 0 => self.relay.resolved(r),
@@ -245,17 +249,5 @@ impl Host for ClusterHost {
             }
             other => self.inner.deliver(other),
         }
-    }
-
-    fn validate(&self, api_key: String) -> Validation {
-        self.inner.validate(api_key)
-    }
-
-    fn hold_deliveries(&self) {
-        self.inner.hold_deliveries();
-    }
-
-    fn release_deliveries(&self) {
-        self.inner.release_deliveries();
     }
 }

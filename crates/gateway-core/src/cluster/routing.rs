@@ -15,6 +15,7 @@ use super::relay::{Origin, Outgoing};
 use super::view::{Choice, RemoteDevice, WaitingSend};
 use super::{unavailable, Cluster};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Resolved, Stage};
@@ -223,13 +224,7 @@ impl Cluster {
     /// `waitForDevice`, counted from the call) on any process, then goes to it; else
     /// `NO_ACTIVE_DEVICE` (`target-unavailable`), never sent.
     fn wait_for_target(self: &Arc<Self>, call: CallId, request: SendRequest, media: Option<Media>) {
-        let config = &self.shared.config;
-        let called_at = request
-            .called_at
-            .map_or_else(Instant::now, Instant::from_std);
-        let deadline = called_at + request.timeout.unwrap_or(config.request_timeout);
-        let wait = request.wait_for_device.unwrap_or(config.wait_for_device);
-        let until = (called_at + wait).min(deadline);
+        let (called_at, until) = device_wait(&request, &self.shared.config);
         let cluster = self.clone();
         self.rt.spawn(async move {
             let mut request = request;
@@ -739,6 +734,18 @@ fn request_of(command: Command, api_key: &str) -> (SendRequest, Option<Media>) {
         file_name: m.file_name,
     });
     (request, media)
+}
+
+/// When a send was called (now, if it has not been stamped) and until when it may
+/// wait for a device: its `waitForDevice` or its `timeout`, both from the call,
+/// whichever ends first.
+pub(super) fn device_wait(request: &SendRequest, config: &Config) -> (Instant, Instant) {
+    let called_at = request
+        .called_at
+        .map_or_else(Instant::now, Instant::from_std);
+    let deadline = called_at + request.timeout.unwrap_or(config.request_timeout);
+    let wait = request.wait_for_device.unwrap_or(config.wait_for_device);
+    (called_at, (called_at + wait).min(deadline))
 }
 
 /// Why none of a key's active devices (here and elsewhere) will do for a send that

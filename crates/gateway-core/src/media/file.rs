@@ -102,10 +102,8 @@ enum Refusal {
 /// Blocking: reads `path` if the file it opens is inside one of `roots`.
 fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result<Vec<u8>, Refusal> {
     let roots = Roots::new(roots);
-    match roots.locate(path) {
-        Located::Inside => {}
-        Located::Outside => return Err(Refusal::Outside),
-        Located::Unreadable(e) => return Err(Refusal::Unreadable(e)),
+    if let Some(refusal) = roots.refusal(path) {
+        return Err(refusal);
     }
     // Non-blocking and no controlling terminal: if a swap makes this open a FIFO or a
     // device, the open itself must neither hang nor have effects.
@@ -113,9 +111,9 @@ fn read_inside_roots(roots: &[PathBuf], path: &Path, max_bytes: usize) -> Result
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| match roots.locate(path) {
+        .map_err(|e| match roots.refusal(path) {
             // Changed since it was located: answered by where it leads now.
-            Located::Outside => Refusal::Outside,
+            Some(Refusal::Outside) => Refusal::Outside,
             _ => Refusal::Unreadable(e),
         })?;
     let meta = file.metadata().map_err(Refusal::Unreadable)?;
@@ -184,6 +182,17 @@ impl Roots {
                 .iter()
                 .chain(&self.given)
                 .any(|r| r.starts_with(path))
+    }
+
+    /// Why `path` may not be read, where it leads now; `None` if it may. One answer
+    /// for every path outside the roots, whether or not it exists there (nothing
+    /// outside is looked at); a lookup that failed inside them is unreadable.
+    fn refusal(&self, path: &Path) -> Option<Refusal> {
+        match self.locate(path) {
+            Located::Inside => None,
+            Located::Outside => Some(Refusal::Outside),
+            Located::Unreadable(e) => Some(Refusal::Unreadable(e)),
+        }
     }
 
     /// Follows `path` as the kernel would, a component at a time, symlinks included,

@@ -16,7 +16,7 @@ use super::records::{Closed, Outcome, State, StoredRecord};
 use super::send_request::SendRequest;
 use super::Shared;
 use crate::error::{ErrorCode, GatewayError};
-use crate::host::{Delivery, Host, Stage, Validation};
+use crate::host::{Delivery, Host, HostInFront, Stage};
 use crate::identity::CallId;
 use crate::protocol::SendKind;
 
@@ -62,7 +62,11 @@ impl Settling {
     }
 }
 
-impl Host for Settling {
+impl HostInFront for Settling {
+    fn behind(&self) -> &dyn Host {
+        &*self.inner
+    }
+
     fn deliver(&self, delivery: Delivery) {
         let call = match &delivery {
             Delivery::Resolved(r) if r.stage != Stage::ResultAwaitingAck => r.id,
@@ -78,18 +82,6 @@ impl Host for Settling {
         if let Some(closed) = closed {
             shared.release_waiting(request_id, closed);
         }
-    }
-
-    fn validate(&self, api_key: String) -> Validation {
-        self.inner.validate(api_key)
-    }
-
-    fn hold_deliveries(&self) {
-        self.inner.hold_deliveries();
-    }
-
-    fn release_deliveries(&self) {
-        self.inner.release_deliveries();
     }
 }
 

@@ -104,28 +104,17 @@ impl Registry {
                         break;
                     }
                 };
-                let Parked {
-                    request_id,
-                    frame,
-                    pending,
-                    strategy,
-                    until,
-                    origin,
-                    target,
-                } = p;
-                match self.place(key, request_id, pending, frame) {
+                let request_id = p.request_id;
+                match self.place(key, request_id, p.pending, p.frame) {
                     Ok(earliest) => out.earliest |= earliest,
                     Err(NotPlaced::QueueFull(pending, _, queued)) => {
                         out.queue_full.push((identity, request_id, pending, queued));
                     }
+                    // Its device left meanwhile: it waits again as it was.
                     Err(NotPlaced::Gone(pending, frame)) => stuck.push_back(Parked {
-                        request_id,
-                        frame,
                         pending,
-                        strategy,
-                        until,
-                        origin,
-                        target,
+                        frame,
+                        ..p
                     }),
                 }
             }
