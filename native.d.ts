@@ -6,6 +6,8 @@ type Arg<T> = T
 
 export declare class NativeGateway {
   constructor(config: Arg<NativeConfig>, deliver: (batch: Array<any>, checks: Array<number | string> | undefined) => void)
+  /** The number that names this gateway to `sendCall` on this thread. */
+  get handle(): number
   /** `validateApiKey`'s answer to the check `token` (see `validations`). */
   validated(token: Arg<number>, valid: Arg<boolean>, userId: Arg<any | undefined | null>, reason: Arg<string | undefined | null>): void
   /** The check `token` failed: `validateApiKey` threw, rejected or answered nonsense. */
@@ -301,6 +303,12 @@ export interface OptionNames {
 export interface PacingDefaults {
   jitterMs: number
 }
+
+/**
+ * `NativeGateway.send` for the gateway `gateway` names (its `handle`): what index.js
+ * calls on the hot path (see `SENDERS`).
+ */
+export declare function sendCall(gateway: Arg<number>, call: Arg<number>, kind: Arg<SendKind>, apiKey: Arg<string>, phoneNumber: Arg<string>, text: Arg<string>, options: Arg<SendOptions | undefined | null>): boolean
 
 export type SendKind = 'message' | 'image' | 'video' | 'document' | 'command'
 

@@ -12,7 +12,7 @@ const { runScript } = require('./child-script');
 const SCRIPT = `
 const net = require('node:net');
 const fs = require('node:fs');
-const { NativeGateway } = require('./gateway.node');
+const { NativeGateway, sendCall } = require('./gateway.node');
 const { normalizeConfig } = require('./lib/options');
 const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
 const deliver = () => {};
@@ -59,6 +59,9 @@ const cases = {
   'clusterAllSessions: token missing': () => gateway.clusterAllSessions(),
   'clusterMessageStatus: id a number': () => gateway.clusterMessageStatus(1, 2),
   'keepAlive: a string': () => gateway.keepAlive('yes'),
+  'sendCall: no such gateway': () => sendCall(gateway.handle + 1, 1, 'message', 'k', '+1234567890', 'x'),
+  'sendCall: handle a string': () => sendCall(String(gateway.handle), 1, 'message', 'k', '+1234567890', 'x'),
+  'sendCall: text a number': () => sendCall(gateway.handle, 1, 'message', 'k', '+1234567890', 7),
 };
 for (const name of ['takeOnce', 'settleOnce']) {
   if (typeof gateway[name] === 'function') cases[name + ': numbers'] = () => gateway[name](1, 2, 3);
@@ -95,7 +98,7 @@ test('a NativeGateway refused in a worker thread leaves nothing in its loop: the
   const run = await runScript(`
     const { Worker } = require('node:worker_threads');
     const worker = new Worker(\`
-      const { NativeGateway } = require('./gateway.node');
+      const { NativeGateway, sendCall } = require('./gateway.node');
       const { normalizeConfig } = require('./lib/options');
       const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
       let refused = 0;

@@ -28,7 +28,7 @@ test('native.d.ts declares the values the addon exports, no more and no fewer', 
 
 test("native.d.ts declares NativeGateway's methods as the addon has them", () => {
   const body = declared.slice(declared.indexOf('export declare class NativeGateway {'));
-  const methods = [...body.slice(0, body.indexOf('\n}\n')).matchAll(/^ {2}(\w+)\(/gm)].map((m) => m[1]).filter((name) => name !== 'constructor');
+  const methods = [...body.slice(0, body.indexOf('\n}\n')).matchAll(/^ {2}(?:get )?(\w+)\(/gm)].map((m) => m[1]).filter((name) => name !== 'constructor');
   const own = Object.getOwnPropertyNames(addon.NativeGateway.prototype).filter((name) => name !== 'constructor');
   assert.deepEqual(methods.sort(), own.sort());
 });

@@ -242,3 +242,24 @@ test('commands bigger than the socket takes at once, sent in one tick and then o
   assert.ok(received.slice(0, 4).every((m, i) => m === texts[i]), 'a big command arrived cut or out of order');
   assert.deepEqual(received.slice(4), Array.from({ length: 20 }, (_, i) => `small ${i}`));
 });
+
+test('texts of every length around 256 bytes reach the extension exactly, whatever their characters', async (t) => {
+  const { gateway, url } = await startGateway();
+  t.after(() => gateway.stop());
+  const ext = await new FakeExtension(url).connectReady(gateway);
+  // A string is read into a buffer of 256 bytes when it fits; these cut a character of
+  // 2, 3 or 4 bytes (or a lone surrogate, sent as U+FFFD) at every place near its end.
+  const sent = [];
+  for (const tail of ['é', '€', '😀', '\ud800']) {
+    for (let ascii = 244; ascii <= 258; ascii++) {
+      const message = 'a'.repeat(ascii) + tail + tail;
+      sent.push(message);
+      await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message });
+    }
+  }
+  const received = ext.commands.map((c) => c.data.message);
+  assert.deepEqual(received, sent.map((m) => m.replace(/\ud800/g, '\ufffd')));
+  // The API key and the number go the same way.
+  const longKey = await gateway.sendMessage('k'.repeat(300), { phoneNumber: '+1234567890', message: 'x' }).catch((e) => e.code);
+  assert.equal(longKey, 'NO_ACTIVE_DEVICE');
+});

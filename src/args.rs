@@ -40,7 +40,35 @@ pub trait Expected: FromNapiValue {
 impl Expected for u32 {}
 impl Expected for i32 {}
 impl Expected for bool {}
-impl Expected for String {}
+/// One napi call for a string that fits a small buffer (API keys, phone numbers, most
+/// texts): napi-rs's own conversion asks for the length first, then copies into a
+/// zeroed allocation (both showed in the profile of every send).
+impl Expected for String {
+    unsafe fn convert(
+        env: sys::napi_env,
+        value: sys::napi_value,
+        _kind: ValueType,
+    ) -> napi::Result<Self> {
+        let mut buf = [0u8; 256];
+        let mut written = 0;
+        let status = sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut written,
+        );
+        // Node writes whole characters only (up to 4 bytes each), leaving room for the
+        // terminating NUL: a string it cut leaves fewer than 4 bytes unused before it.
+        if status == sys::Status::napi_ok && written + 5 <= buf.len() {
+            if let Ok(text) = std::str::from_utf8(&buf[..written]) {
+                return Ok(text.to_owned());
+            }
+        }
+        // Not a string (napi-rs says so in its error), or a longer one.
+        Self::from_napi_value(env, value)
+    }
+}
 impl Expected for Value {}
 impl Expected for SendKind {}
 

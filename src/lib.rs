@@ -22,5 +22,5 @@ mod types;
 mod validations;
 
 pub use deliveries::{batch_layout, test_sample_batch, test_sample_batch_decoded, BatchLayout};
-pub use gateway::NativeGateway;
+pub use gateway::{send_call, NativeGateway};
 pub use options::{defaults, error_codes, option_names};

@@ -15,6 +15,7 @@ pub mod pending_auth;
 pub mod queued_sends;
 pub mod records;
 pub mod registry;
+pub mod request_ids;
 pub mod requests;
 pub mod send_request;
 pub mod settle;
@@ -78,6 +79,8 @@ pub struct Shared {
     pub kept: Mutex<std::collections::HashMap<u128, CallId>>,
     /// Whether a paced send whose queue wait passes its timeout was reported (once).
     pub warned_queue_wait: AtomicBool,
+    /// The request ids of this gateway's sends.
+    pub request_ids: request_ids::RequestIds,
     lifecycle: AtomicU8,
 }
 
@@ -118,6 +121,7 @@ impl Shared {
             journal: OnceLock::new(),
             kept: Mutex::default(),
             warned_queue_wait: AtomicBool::new(false),
+            request_ids: request_ids::RequestIds::default(),
             lifecycle: AtomicU8::new(Lifecycle::Stopped as u8),
             config,
         }

@@ -54,7 +54,7 @@ impl Cluster {
             .redis
             .keys
             .idempotency(&api_key, request.idempotency_key.as_deref().unwrap_or(""));
-        let request_id = Uuid::new_v4().as_u128();
+        let request_id = self.shared.request_ids.next().as_u128();
         request.request_id = Some(request_id);
         let id_text = Uuid::from_u128(request_id).to_string();
         let fingerprint = format!("{:016x}", request.fingerprint());

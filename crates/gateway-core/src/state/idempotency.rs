@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::link::lock;
 use super::records::{Claim, Record};
 use super::registry::Registry;
+use super::request_ids::RequestIds;
 use super::send_request::SendRequest;
 use super::settle::{duplicate_of, key_reused};
 use super::Shared;
@@ -29,7 +30,7 @@ impl Shared {
         let settled = match claim {
             // Under the same lock as the claim: no other call can take the key between.
             Claim::Free if open => {
-                let (request_id, request) = open_in(&mut registry, request);
+                let (request_id, request) = open_in(&mut registry, request, &self.request_ids);
                 drop(registry);
                 self.settling.track(call, request_id);
                 return Some(request);
@@ -57,16 +58,18 @@ impl Shared {
     /// Gives a call its record from the start: its request id now, its outcome when
     /// it settles (`settle::Settling`).
     pub fn open_record(&self, call: CallId, request: SendRequest) -> SendRequest {
-        let (request_id, request) = open_in(&mut lock(&self.registry), request);
+        let (request_id, request) = open_in(&mut lock(&self.registry), request, &self.request_ids);
         self.settling.track(call, request_id);
         request
     }
 }
 
-fn open_in(registry: &mut Registry, mut request: SendRequest) -> (u128, SendRequest) {
-    let request_id = request
-        .request_id
-        .unwrap_or_else(|| Uuid::new_v4().as_u128());
+fn open_in(
+    registry: &mut Registry,
+    mut request: SendRequest,
+    ids: &RequestIds,
+) -> (u128, SendRequest) {
+    let request_id = request.request_id.unwrap_or_else(|| ids.next().as_u128());
     request.request_id = Some(request_id);
     let api_key: Arc<str> = request.api_key.as_str().into();
     let record = Record::opened(&request, api_key);

@@ -1,5 +1,6 @@
 //! Hashing for keys the gateway makes itself: sequential session keys, and request ids
-//! that are its own random UUIDs. A peer inserts none of them (an extension can only
+//! that are its own UUIDs (random per gateway, counting up: `request_ids`). A peer
+//! inserts none of them (an extension can only
 //! look one up), so a keyed hash (and its per-map keys, 16 bytes in every session's
 //! entry) buys nothing, and SipHash showed in the profile of every send: selection looks
 //! each of a key's devices up, and each send is recorded and found by its request id.
@@ -33,8 +34,8 @@ impl Hasher for OwnKeyHasher {
         self.0 = (self.0 ^ n).wrapping_mul(FIBONACCI);
     }
 
-    /// A request id: its random halves mixed are hash enough (`request_id_hash` when
-    /// the id is the whole key).
+    /// A request id: its halves mixed are hash enough, the counting part spread by the
+    /// multiplication (`request_id_hash` when the id is the whole key).
     fn write_u128(&mut self, n: u128) {
         self.write_u64((n as u64) ^ ((n >> 64) as u64));
     }

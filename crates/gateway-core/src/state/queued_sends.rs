@@ -125,7 +125,7 @@ impl Shared {
     ) {
         let request_id = request
             .request_id
-            .map_or_else(Uuid::new_v4, Uuid::from_u128);
+            .map_or_else(|| self.request_ids.next(), Uuid::from_u128);
         // Taken up from the store: it is there already, and was accepted before, so no
         // bound refuses it now.
         let recovered = call & RECOVERED_CALL != 0;

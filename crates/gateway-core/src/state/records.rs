@@ -557,6 +557,17 @@ pub struct Closed {
     pub waiting: Vec<Waiting>,
 }
 
+/// A request id's hash in `Records::by_id`: ids that differ only in their last three
+/// bits get neighbouring homes in one aligned run of 8 entries (one cache line), the
+/// rest of the id picks the run. This gateway's ids count up (`request_ids`) and its
+/// records are written and forgotten in about that order, so eight sends in a row touch
+/// one line of the index instead of eight lines at random.
+fn by_id_hash(request_id: u128) -> u64 {
+    const LOW: u64 = 0b111;
+    let run = request_id_hash(request_id >> 3) & !(LOW << SlotIndex::HOME_SHIFT);
+    run | ((request_id as u64 & LOW) << SlotIndex::HOME_SHIFT)
+}
+
 pub struct Records {
     /// Records in the order they were written, oldest first: the next record goes
     /// where the oldest one was, so recording touches memory in sequence.
@@ -584,19 +595,28 @@ struct Slot {
     record: Record,
 }
 
+/// Without the up-front room: the placeholder a registry starts with until
+/// `configure`. Allocating the room here and dropping it there would be the process's
+/// first free of tens of megabytes, after which glibc serves every allocation below
+/// that size (a media copy, Node's own buffers) from its heap and keeps what is freed
+/// resident, instead of mapping and unmapping it.
 impl Default for Records {
     fn default() -> Self {
-        Self::new(Duration::from_secs(86_400), DEFAULT_CAPACITY)
+        Self::with_room(Duration::from_secs(86_400), DEFAULT_CAPACITY, 16)
     }
 }
 
 impl Records {
     pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self::with_room(ttl, capacity, capacity.min(UP_FRONT))
+    }
+
+    fn with_room(ttl: Duration, capacity: usize, room: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            ring: VecDeque::with_capacity(capacity.min(UP_FRONT) + 1),
+            ring: VecDeque::with_capacity(room + 1),
             first_seq: 0,
-            by_id: SlotIndex::with_room_for(capacity.min(UP_FRONT)),
+            by_id: SlotIndex::with_room_for(room),
             by_key: SlotIndex::with_room_for(16),
             keyed: 0,
             by_message: None,
@@ -1068,7 +1088,7 @@ impl Records {
         let message = self.by_message.as_ref().and_then(|_| record.message_hash());
         self.ring.push_back(Slot { request_id, record });
         let len = self.ring.len();
-        self.by_id.insert(request_id_hash(request_id), seq, len);
+        self.by_id.insert(by_id_hash(request_id), seq, len);
         if let Some(hash) = key {
             self.keyed += 1;
             self.by_key.insert(hash, seq, self.keyed);
@@ -1111,7 +1131,7 @@ impl Records {
         let slot = self.ring.pop_front()?;
         let seq = self.first_seq;
         self.first_seq = self.first_seq.wrapping_add(1);
-        self.by_id.remove(request_id_hash(slot.request_id), seq);
+        self.by_id.remove(by_id_hash(slot.request_id), seq);
         if let Some(hash) = slot.record.key_hash() {
             // Absent when a later call of the key took its place.
             let before = self.by_key_holds(hash, seq);
@@ -1136,7 +1156,7 @@ impl Records {
     /// Where `request_id` is in `ring`.
     fn position(&self, request_id: u128) -> Option<usize> {
         let (first_seq, ring) = (self.first_seq, &self.ring);
-        self.by_id.find(request_id_hash(request_id), |seq| {
+        self.by_id.find(by_id_hash(request_id), |seq| {
             let at = seq.wrapping_sub(first_seq) as usize;
             ring.get(at)
                 .filter(|s| s.request_id == request_id)
@@ -1293,6 +1313,33 @@ mod tests {
         let mut r = SendRequest::new(SendKind::Message, "k".into(), "+1".into(), text.into());
         r.idempotency_key = key.map(str::to_string);
         r
+    }
+
+    #[test]
+    fn eight_consecutive_request_ids_share_one_run_of_the_index() {
+        let ids = crate::state::request_ids::RequestIds::default();
+        let homes: Vec<u64> = (0..64)
+            .map(|_| by_id_hash(ids.next().as_u128()) >> SlotIndex::HOME_SHIFT)
+            .collect();
+        // The ids start anywhere in a run of 8; every run they fill is one home block.
+        let runs: std::collections::BTreeSet<u64> = homes.iter().map(|h| h >> 3).collect();
+        assert!(runs.len() <= 9, "{} runs for 64 ids", runs.len());
+        for pair in homes.windows(2) {
+            if pair[1] & 7 != 0 {
+                assert_eq!(pair[1], pair[0] + 1);
+            }
+        }
+        // And ids are still found among many, whichever way they were made.
+        let mut records = Records::new(Duration::from_secs(60), 1000);
+        let mine: Vec<u128> = (0..600).map(|_| ids.next().as_u128()).collect();
+        let others: Vec<u128> = (0..400).map(|_| uuid::Uuid::new_v4().as_u128()).collect();
+        for id in mine.iter().chain(&others) {
+            records.record(*id, sent("k"));
+        }
+        for id in mine.iter().chain(&others) {
+            assert!(records.get(*id).is_some());
+        }
+        assert!(records.get(ids.next().as_u128()).is_none());
     }
 
     #[test]

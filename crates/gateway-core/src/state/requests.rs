@@ -106,7 +106,7 @@ impl Shared {
         };
         let request_id = request
             .request_id
-            .map_or_else(Uuid::new_v4, Uuid::from_u128);
+            .map_or_else(|| self.request_ids.next(), Uuid::from_u128);
         let recovered = call & RECOVERED_CALL != 0;
         // Durable mode: every send that reaches its device is kept whole by the store
         // before its command can wait (pacing, room on its socket) or leave; one that

@@ -25,9 +25,12 @@ impl SlotIndex {
         }
     }
 
+    /// Where a hash's home bits start: a hash's bits from here up pick its home.
+    pub const HOME_SHIFT: u32 = 33;
+
     /// The part of a 64-bit hash an entry keeps, tagged.
     pub fn short(hash: u64) -> u64 {
-        (hash >> 33) | TAG
+        (hash >> Self::HOME_SHIFT) | TAG
     }
 
     fn entry(short: u64, seq: u32) -> u64 {
