@@ -20,7 +20,7 @@ const { warnUnknownOptions, warnUnhandled, warnOnce } = require('./lib/warnings'
 const { SendMetrics, render } = require('./lib/metrics');
 const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
-const { addon, BATCH, AT, SESSION_AT, readBatch } = require('./lib/native');
+const { addon, BATCH, readBatch } = require('./lib/native');
 
 const { NativeGateway, sendCall } = addon;
 
@@ -482,7 +482,8 @@ class WhatsAppGateway extends EventEmitter {
 
   /** What each kind of delivery does here, as readBatch hands them over. */
   #reader = {
-    resolved: (items, at, session) => this.#resolved(items, at, session),
+    resolved: (call, requestId, messageId, timestamp, ackStage, session) =>
+      this.#resolved(call, requestId, messageId, timestamp, ackStage, session),
     rejected: (id, plainError) => {
       const error = fromNative(plainError);
       // A duplicate's rejection repeats the first call's error, reported then.
@@ -534,31 +535,28 @@ class WhatsAppGateway extends EventEmitter {
     },
   };
 
-  #resolved(items, at, session) {
+  /** `messageId`: a custom command's `data` comes where a send's message id does. */
+  #resolved(id, requestId, messageId, timestamp, ackStage, session) {
     // src/deliveries.rs: ack index * 4 + stage (0 result, 1 result while waiting for an ack, 2 that ack).
-    const ackStage = items[at + AT.ackStage];
     const stage = ackStage & 3;
-    const call = stage === 1 ? this.#calls.get(items[at + AT.call]) : this.#settle(items[at + AT.call]);
+    const call = stage === 1 ? this.#calls.get(id) : this.#settle(id);
     if (!call) return;
-    const requestId = items[at + AT.requestId];
-    // A custom command's `data` comes where a send's message id does.
-    const messageId = items[at + AT.messageId];
-    const sessionId = items[session + SESSION_AT.sessionId];
+    const sessionId = session.sessionId;
     const command = call.kind === 'command';
     if (stage !== 1) {
-      const deviceInfo = { sessionId, extensionVersion: items[session + SESSION_AT.extensionVersion], browser: items[session + SESSION_AT.browser] };
+      const deviceInfo = { sessionId, extensionVersion: session.extensionVersion, browser: session.browser };
       this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
       if (command) call.resolve({ requestId, data: messageId, deviceInfo });
       else {
         const ack = BATCH.acks[ackStage >> 2];
-        call.resolve({ success: true, requestId, messageId, timestamp: items[at + AT.timestamp], deviceInfo, ack });
+        call.resolve({ success: true, requestId, messageId, timestamp, deviceInfo, ack });
       }
     }
     if (stage === 2) return;
     const type = SENT_EVENTS[call.kind];
     // Built only when someone takes it: this is the hot path.
     if (this.#callbacks.onMessageLog || this.listenerCount(type) > 0 || this.listenerCount('event') > 0) {
-      const userId = items[session + SESSION_AT.userId];
+      const userId = session.userId;
       // The common event (a phone number, no metadata) as one literal: spreading the
       // optional fields in costs the hot path microseconds.
       const plain = !command && call.chatId === undefined && call.metadata === undefined;

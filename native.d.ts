@@ -75,7 +75,7 @@ export interface AuthFailureCount {
 
 export declare function batchLayout(): BatchLayout
 
-/** How `index.js` reads a batch. */
+/** How lib/native.js reads a batch. */
 export interface BatchLayout {
   resolved: number
   rejected: number
@@ -90,6 +90,11 @@ export interface BatchLayout {
   warning: number
   resolvedFields: Array<string>
   sessionFields: Array<string>
+  textFields: Array<string>
+  /** The length of a text field whose value is in the batch, at the index its start says. */
+  inValues: number
+  /** The length of a text field that is null. */
+  null: number
   /** Ack names by index, for `ackStage`. */
   acks: Array<string>
 }

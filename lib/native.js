@@ -36,61 +36,87 @@ const DEFAULTS = Object.freeze(addon.defaults());
 
 /** How a delivered batch is laid out: tags, and the slots of a success (src/deliveries.rs). */
 const BATCH = addon.batchLayout();
-const RESOLVED_SLOTS = BATCH.resolvedFields.length;
-/** Where each slot of a success is, counted from its tag: `items[at + AT.requestId]`. */
-const AT = Object.fromEntries(BATCH.resolvedFields.map((name, i) => [name, i + 1]));
-const SESSION_SLOTS = BATCH.sessionFields.length;
-/** Where each slot of a session is, counted from its tag. */
-const SESSION_AT = Object.fromEntries(BATCH.sessionFields.map((name, i) => [name, i + 1]));
+const TEXT = new Set(BATCH.textFields);
+/** Where each field is, counted from its tag (a text field takes two slots: start, length). */
+function slotsOf(fields) {
+  const at = {};
+  let slot = 1;
+  for (const name of fields) {
+    at[name] = slot;
+    slot += TEXT.has(name) ? 2 : 1;
+  }
+  return { at, slots: slot };
+}
+const { at: AT, slots: RESOLVED_SLOTS } = slotsOf(BATCH.resolvedFields);
+const { at: SESSION_AT, slots: SESSION_SLOTS } = slotsOf(BATCH.sessionFields);
+
+/** A text field of the batch: a substring of its text, one of its values, or null. */
+function textOf(batch, numbers, slot) {
+  const start = numbers[slot];
+  const length = numbers[slot + 1];
+  if (length >= 0) return batch[1].substring(start, start + length);
+  return length === BATCH.inValues ? batch[start] : null;
+}
 
 /**
- * Walks what the core delivered since the last call (one flat array, laid out as BATCH
- * says), in order, handing each delivery to `to`. A success is handed as the batch, where
- * its tag is and where its session's tag is (read them with AT and SESSION_AT): on the
- * hot path nothing is copied out that the caller may not need. Values sent as JSON text
- * (an event, a duplicate's result, a notice) arrive parsed.
+ * Walks what the core delivered since the last call (`[numbers, text, ...values]`, laid
+ * out as BATCH says), in order, handing each delivery to `to`. A success is handed as its
+ * fields and its session (one object per run of successes from one session). Values sent
+ * as JSON text (an event, a duplicate's result, a notice) arrive parsed.
  */
-function readBatch(items, to) {
-  // Where the session of the successes that follow was given (BATCH.session).
-  let session = -1;
-  for (let i = 0; i < items.length; ) {
-    const tag = items[i];
+function readBatch(batch, to) {
+  const numbers = batch[0];
+  // An empty array: the core had nothing it could hand over.
+  if (numbers === undefined) return;
+  let session = null;
+  for (let i = 0; i < numbers.length; ) {
+    const tag = numbers[i];
     if (tag === BATCH.resolved) {
-      to.resolved(items, i, session);
-      i += 1 + RESOLVED_SLOTS;
-    } else if (tag === BATCH.session) {
-      session = i;
-      i += 1 + SESSION_SLOTS;
-    } else if (tag === BATCH.rejected) {
-      to.rejected(items[i + 1], items[i + 2]);
-      i += 3;
+      to.resolved(
+        numbers[i + AT.call],
+        textOf(batch, numbers, i + AT.requestId),
+        textOf(batch, numbers, i + AT.messageId),
+        numbers[i + AT.timestamp],
+        numbers[i + AT.ackStage],
+        session,
+      );
+      i += RESOLVED_SLOTS;
+      continue;
+    }
+    if (tag === BATCH.session) {
+      session = {
+        sessionId: textOf(batch, numbers, i + SESSION_AT.sessionId),
+        extensionVersion: textOf(batch, numbers, i + SESSION_AT.extensionVersion),
+        browser: textOf(batch, numbers, i + SESSION_AT.browser),
+        userId: textOf(batch, numbers, i + SESSION_AT.userId),
+      };
+      i += SESSION_SLOTS;
+      continue;
+    }
+    // Every other kind: its tag and where its values start in the batch.
+    const at = numbers[i + 1];
+    i += 2;
+    if (tag === BATCH.rejected) {
+      to.rejected(batch[at], batch[at + 1]);
     } else if (tag === BATCH.duplicate) {
-      to.duplicate(items[i + 1], JSON.parse(items[i + 2]));
-      i += 3;
+      to.duplicate(batch[at], JSON.parse(batch[at + 1]));
     } else if (tag === BATCH.log) {
-      const event = items[i + 1];
+      const event = batch[at];
       to.log(typeof event === 'string' ? JSON.parse(event) : event);
-      i += 2;
     } else if (tag === BATCH.error) {
-      to.error(items[i + 1]);
-      i += 2;
+      to.error(batch[at]);
     } else if (tag === BATCH.debug) {
-      to.debug(items[i + 1]);
-      i += 2;
+      to.debug(batch[at]);
     } else if (tag === BATCH.warning) {
-      to.warning(items[i + 1], items[i + 2]);
-      i += 3;
+      to.warning(batch[at], batch[at + 1]);
     } else if (tag === BATCH.notice) {
-      to.notice(JSON.parse(items[i + 1]));
-      i += 2;
+      to.notice(JSON.parse(batch[at]));
     } else if (tag === BATCH.answer) {
-      to.answer(items[i + 1], items[i + 2], items[i + 3]);
-      i += 4;
+      to.answer(batch[at], batch[at + 1], batch[at + 2]);
     } else {
       to.stopped();
-      i += 1;
     }
   }
 }
 
-module.exports = { addon, DEFAULTS, BATCH, AT, SESSION_AT, readBatch };
+module.exports = { addon, DEFAULTS, BATCH, readBatch };

@@ -1,42 +1,51 @@
-//! A batch of deliveries as JavaScript gets it: one flat array that `index.js` walks, in
-//! the layout below (`batch_layout` tells `index.js` its tags and slots). The outbox
-//! (`outbox`) queues the deliveries and hands them over.
+//! A batch of deliveries as JavaScript gets it, in the layout below (`batch_layout` tells
+//! lib/native.js its tags and slots). The outbox (`outbox`) queues the deliveries and hands
+//! them over.
+//!
+//! A batch is one array: `[numbers, text, ...values]`. `numbers` (a Float64Array) holds
+//! every delivery in order, each a tag and its numeric slots; all the strings of the
+//! successes and their sessions are in `text` (one string), each named in `numbers` by
+//! where it starts and its length in UTF-16 units; what is neither (a rare kind's error or
+//! event, a message id that is not a string) is one of `values`, named by its index in
+//! the batch. A success so costs no napi call at all: a batch of any size is made with
+//! a handful (a profile at 1024 calls in flight had one `napi_set_element` per slot
+//! growing a JS array as most of the conversion's time).
 
 use std::sync::{Arc, Mutex};
 
-use napi::bindgen_prelude::{Array, JsValue, ToNapiValue};
-use napi::Env;
+use napi::bindgen_prelude::ToNapiValue;
+use napi::{check_status, sys};
 use napi_derive::napi;
 use serde_json::Value;
 use wa_gateway_core::{lock, Delivery, Identity};
 
 use crate::exception::clear_exception;
 
-/// Tags that start each delivery in a batch, followed by its slots:
-/// a success by `RESOLVED_FIELDS` (plain values, no object on the hot path), after
-/// `SESSION` and `SESSION_FIELDS` for the session it came from (once per run of
-/// successes from the same session: its strings are not made again for each),
-/// `REJECTED` by the call id and the error, `LOG` by the event (mostly as JSON text),
-/// `ERROR` by the error,
-/// `STOPPED` by nothing, `DEBUG` by a line of the debug log, `WARNING` by its code and
-/// message.
+/// Tags that start each delivery in `numbers`, followed by its slots:
+/// a success by `RESOLVED_FIELDS` (no object on the hot path), after `SESSION` and
+/// `SESSION_FIELDS` for the session it came from (once per run of successes from the same
+/// session: its strings are not written again for each). Every other kind is followed by
+/// one slot, the index in the batch of its first value: `REJECTED` has the call id and the
+/// error, `LOG` the event (mostly as JSON text), `ERROR` the error, `STOPPED` nothing,
+/// `DEBUG` a line of the debug log, `WARNING` its code and message.
 const RESOLVED: u32 = 1;
 const REJECTED: u32 = 2;
 const LOG: u32 = 3;
 const ERROR: u32 = 4;
 const STOPPED: u32 = 5;
 const DEBUG: u32 = 6;
-/// Followed by the query's token, whether it succeeded, and its value or error.
+/// Values: the query's token, whether it succeeded, and its value or error.
 const ANSWER: u32 = 7;
 const SESSION: u32 = 8;
-/// Followed by a line for the host's logger, as JSON text `{ level, message, fields }`.
+/// Value: a line for the host's logger, as JSON text `{ level, message, fields }`.
 const NOTICE: u32 = 9;
-/// Followed by the call id and its result (JSON text of an object): a duplicate's success.
+/// Values: the call id and its result (JSON text of an object): a duplicate's success.
 const DUPLICATE: u32 = 10;
-/// Followed by the warning's code and message, for `process.emitWarning`.
+/// Values: the warning's code and message, for `process.emitWarning`.
 const WARNING: u32 = 11;
 
-/// The slots after `RESOLVED`, in order. Defined here once; `index.js` reads it.
+/// The fields after `RESOLVED`, in order. Defined here once; lib/native.js reads it. A
+/// field in `TEXT_FIELDS` takes two slots (see `TEXT_FIELDS`), any other one.
 const RESOLVED_FIELDS: [&str; 5] = [
     "call",
     "requestId",
@@ -48,10 +57,25 @@ const RESOLVED_FIELDS: [&str; 5] = [
     "ackStage",
 ];
 
-/// The slots after `SESSION`: the session of the successes that follow it.
+/// The fields after `SESSION`: the session of the successes that follow it.
 const SESSION_FIELDS: [&str; 4] = ["sessionId", "extensionVersion", "browser", "userId"];
 
-/// How `index.js` reads a batch.
+/// The fields that take two slots: where the string starts in `text` and its length, or
+/// (length `IN_VALUES`) the index of the value in the batch, or (length `NULL`) null.
+const TEXT_FIELDS: [&str; 6] = [
+    "requestId",
+    "messageId",
+    "sessionId",
+    "extensionVersion",
+    "browser",
+    "userId",
+];
+const IN_VALUES: f64 = -1.0;
+const NULL: f64 = -2.0;
+/// Where `values` start in the batch (after `numbers` and `text`).
+const FIRST_VALUE: usize = 2;
+
+/// How lib/native.js reads a batch.
 #[napi(object)]
 pub struct BatchLayout {
     pub resolved: u32,
@@ -67,12 +91,18 @@ pub struct BatchLayout {
     pub warning: u32,
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
+    pub text_fields: Vec<String>,
+    /// The length of a text field whose value is in the batch, at the index its start says.
+    pub in_values: f64,
+    /// The length of a text field that is null.
+    pub null: f64,
     /// Ack names by index, for `ackStage`.
     pub acks: Vec<String>,
 }
 
 #[napi]
 pub fn batch_layout() -> BatchLayout {
+    let names = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect();
     BatchLayout {
         resolved: RESOLVED,
         rejected: REJECTED,
@@ -85,8 +115,11 @@ pub fn batch_layout() -> BatchLayout {
         notice: NOTICE,
         duplicate: DUPLICATE,
         warning: WARNING,
-        resolved_fields: RESOLVED_FIELDS.iter().map(|f| f.to_string()).collect(),
-        session_fields: SESSION_FIELDS.iter().map(|f| f.to_string()).collect(),
+        resolved_fields: names(&RESOLVED_FIELDS),
+        session_fields: names(&SESSION_FIELDS),
+        text_fields: names(&TEXT_FIELDS),
+        in_values: IN_VALUES,
+        null: NULL,
         acks: wa_gateway_core::Ack::ALL
             .iter()
             .map(|a| a.as_str().to_string())
@@ -103,51 +136,183 @@ impl Batch {
 }
 
 impl ToNapiValue for Batch {
-    unsafe fn to_napi_value(
-        raw_env: napi::sys::napi_env,
-        batch: Self,
-    ) -> napi::Result<napi::sys::napi_value> {
-        let env = Env::from_raw(raw_env);
-        let mut items = env.create_array(0)?;
+    unsafe fn to_napi_value(raw_env: sys::napi_env, batch: Self) -> napi::Result<sys::napi_value> {
+        let mut out = Encoder {
+            env: raw_env,
+            numbers: Vec::with_capacity(batch.0.len() * (2 + RESOLVED_FIELDS.len())),
+            text: Vec::with_capacity(batch.0.len() * 64),
+            values: Vec::new(),
+        };
         // Kept alive (not just its address) so that no later identity can be taken for it.
         let mut session: Option<Arc<Identity>> = None;
         for delivery in batch.0 {
+            if let Delivery::Resolved(r) = delivery {
+                out.resolved(r, &mut session);
+                continue;
+            }
             // One delivery that cannot be converted (a value past what napi converts)
             // must not cost the others: it goes in as its fallback, or not at all.
             let fallback = Fallback::of(&delivery);
             let mut staged = Staged::new(raw_env);
-            match stage_delivery(&mut staged, delivery, &mut session) {
-                Ok(()) => staged.commit(&mut items)?,
+            match stage_delivery(&mut staged, delivery) {
+                Ok(()) => out.commit(staged),
                 Err(_) => {
                     clear_exception(raw_env);
-                    // The session slots may not have gone in: name the session again.
-                    session = None;
                     let mut staged = Staged::new(raw_env);
                     if fallback.stage(&mut staged).is_ok() {
-                        staged.commit(&mut items)?;
+                        out.commit(staged);
                     } else {
                         clear_exception(raw_env);
                     }
                 }
             }
         }
-        Ok(items.raw())
+        out.finish()
     }
 }
 
-/// The slots of one delivery, converted before any goes into the batch, so that a
-/// delivery whose conversion fails leaves nothing half-written in it.
+/// A batch being written (see the module's comment).
+struct Encoder {
+    env: sys::napi_env,
+    numbers: Vec<f64>,
+    /// UTF-16, as JavaScript indexes strings.
+    text: Vec<u16>,
+    values: Vec<sys::napi_value>,
+}
+
+impl Encoder {
+    /// A success: no napi call unless its message id (or its session's user id) is not a
+    /// string or null.
+    fn resolved(&mut self, r: wa_gateway_core::Resolved, session: &mut Option<Arc<Identity>>) {
+        if !session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &r.session)) {
+            let who = &r.session;
+            // In the order of SESSION_FIELDS.
+            self.numbers.push(SESSION as f64);
+            self.string(&who.session_id);
+            self.string(&who.extension_version);
+            self.string(&who.browser);
+            self.value(&who.user_id);
+            *session = Some(r.session.clone());
+        }
+        let mut id_text = [0u8; 36];
+        // In the order of RESOLVED_FIELDS.
+        self.numbers.push(RESOLVED as f64);
+        self.numbers.push(host_call(r.id) as f64);
+        self.string(wa_gateway_core::request_id_text(r.request_id, &mut id_text));
+        self.value(&r.message_id);
+        self.numbers.push(r.timestamp);
+        self.numbers
+            .push((r.ack.index() * 4 + r.stage.code()) as f64);
+    }
+
+    fn string(&mut self, s: &str) {
+        let at = self.text.len();
+        self.text.extend(s.encode_utf16());
+        self.numbers.push(at as f64);
+        self.numbers.push((self.text.len() - at) as f64);
+    }
+
+    /// A text field that may hold any value: a string goes in `text`, anything else in
+    /// `values` (should it not convert, null: the success still stands).
+    fn value(&mut self, value: &Value) {
+        match value {
+            Value::String(s) => self.string(s),
+            Value::Null => self.numbers.extend([0.0, NULL]),
+            other => {
+                // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`.
+                match unsafe { Value::to_napi_value(self.env, other.clone()) } {
+                    Ok(converted) => {
+                        self.numbers
+                            .extend([(FIRST_VALUE + self.values.len()) as f64, IN_VALUES]);
+                        self.values.push(converted);
+                    }
+                    Err(_) => {
+                        clear_exception(self.env);
+                        self.numbers.extend([0.0, NULL]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, staged: Staged) {
+        if staged.tag == 0 {
+            return;
+        }
+        self.numbers.push(staged.tag as f64);
+        self.numbers.push((FIRST_VALUE + self.values.len()) as f64);
+        self.values.extend_from_slice(&staged.values[..staged.len]);
+    }
+
+    /// The batch as one array: a handful of napi calls, plus one per value.
+    fn finish(self) -> napi::Result<sys::napi_value> {
+        let env = self.env;
+        // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`; `data`
+        // is the new ArrayBuffer's memory, `bytes` long, which nothing else holds yet.
+        unsafe {
+            let bytes = std::mem::size_of_val(self.numbers.as_slice());
+            let mut data = std::ptr::null_mut();
+            let mut buffer = std::ptr::null_mut();
+            check_status!(sys::napi_create_arraybuffer(
+                env,
+                bytes,
+                &mut data,
+                &mut buffer
+            ))?;
+            if bytes > 0 && !data.is_null() {
+                std::ptr::copy_nonoverlapping(
+                    self.numbers.as_ptr().cast::<u8>(),
+                    data.cast::<u8>(),
+                    bytes,
+                );
+            }
+            let mut numbers = std::ptr::null_mut();
+            check_status!(sys::napi_create_typedarray(
+                env,
+                sys::TypedarrayType::float64_array,
+                self.numbers.len(),
+                buffer,
+                0,
+                &mut numbers
+            ))?;
+            let mut text = std::ptr::null_mut();
+            check_status!(sys::napi_create_string_utf16(
+                env,
+                self.text.as_ptr(),
+                self.text.len() as isize,
+                &mut text
+            ))?;
+            let mut batch = std::ptr::null_mut();
+            check_status!(sys::napi_create_array_with_length(
+                env,
+                FIRST_VALUE + self.values.len(),
+                &mut batch
+            ))?;
+            let all = [numbers, text].into_iter().chain(self.values);
+            for (index, value) in all.enumerate() {
+                check_status!(sys::napi_set_element(env, batch, index as u32, value))?;
+            }
+            Ok(batch)
+        }
+    }
+}
+
+/// The values of one delivery of a rare kind, converted before any goes into the batch,
+/// so that a delivery whose conversion fails leaves nothing half-written in it.
 struct Staged {
-    env: napi::sys::napi_env,
-    values: [napi::sys::napi_value; 1 + SESSION_FIELDS.len() + 1 + RESOLVED_FIELDS.len()],
+    env: sys::napi_env,
+    /// 0 until a writer names the kind.
+    tag: u32,
+    values: [sys::napi_value; 3],
     len: usize,
 }
 
 impl Staged {
-    fn new(env: napi::sys::napi_env) -> Self {
+    fn new(env: sys::napi_env) -> Self {
         Self {
             env,
-            values: [std::ptr::null_mut(); 1 + SESSION_FIELDS.len() + 1 + RESOLVED_FIELDS.len()],
+            tag: 0,
+            values: [std::ptr::null_mut(); 3],
             len: 0,
         }
     }
@@ -156,7 +321,7 @@ impl Staged {
         let slot = self
             .values
             .get_mut(self.len)
-            .ok_or_else(|| napi::Error::from_reason("too many slots for one delivery"))?;
+            .ok_or_else(|| napi::Error::from_reason("too many values for one delivery"))?;
         // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`.
         *slot = unsafe { T::to_napi_value(self.env, value) }?;
         self.len += 1;
@@ -164,45 +329,38 @@ impl Staged {
     }
 
     // One writer per kind that a fallback may stand in for, so that both write its
-    // slots in one order (lib/native.js's readBatch reads them in it).
+    // values in one order (lib/native.js's readBatch reads them in it).
 
     fn rejected(&mut self, call: u32, error: Value) -> napi::Result<()> {
-        self.insert(REJECTED)?;
+        self.tag = REJECTED;
         self.insert(call)?;
         self.insert(error)
     }
 
     fn error(&mut self, error: Value) -> napi::Result<()> {
-        self.insert(ERROR)?;
+        self.tag = ERROR;
         self.insert(error)
     }
 
     /// `event`: JSON text, or the event itself where JSON would not give it back.
     fn log<T: ToNapiValue>(&mut self, event: T) -> napi::Result<()> {
-        self.insert(LOG)?;
+        self.tag = LOG;
         self.insert(event)
     }
 
     /// `result`: JSON text.
     fn duplicate(&mut self, call: u32, result: String) -> napi::Result<()> {
-        self.insert(DUPLICATE)?;
+        self.tag = DUPLICATE;
         self.insert(call)?;
         self.insert(result)
     }
 
     /// `value`: the answer, or the error when not `ok`.
     fn answer(&mut self, token: u32, ok: bool, value: Value) -> napi::Result<()> {
-        self.insert(ANSWER)?;
+        self.tag = ANSWER;
         self.insert(token)?;
         self.insert(ok)?;
         self.insert(value)
-    }
-
-    fn commit(self, items: &mut Array) -> napi::Result<()> {
-        for value in &self.values[..self.len] {
-            items.insert(*value)?;
-        }
-        Ok(())
     }
 }
 
@@ -294,40 +452,10 @@ fn plain(value: &impl serde::Serialize) -> napi::Result<Value> {
     serde_json::to_value(value).map_err(|e| napi::Error::from_reason(e.to_string()))
 }
 
-/// The slots that name the session of the successes that follow, in the order of
-/// SESSION_FIELDS.
-fn stage_session(staged: &mut Staged, who: &Identity) -> napi::Result<()> {
-    staged.insert(SESSION)?;
-    staged.insert(&*who.session_id)?;
-    staged.insert(who.extension_version.as_str())?;
-    staged.insert(who.browser.as_str())?;
-    staged.insert(who.user_id.clone())
-}
-
-fn stage_delivery(
-    items: &mut Staged,
-    delivery: Delivery,
-    session: &mut Option<Arc<Identity>>,
-) -> napi::Result<()> {
+fn stage_delivery(items: &mut Staged, delivery: Delivery) -> napi::Result<()> {
     match delivery {
-        Delivery::Resolved(r) => {
-            if !session.as_ref().is_some_and(|s| Arc::ptr_eq(s, &r.session)) {
-                stage_session(items, &r.session)?;
-                *session = Some(r.session.clone());
-            }
-            let mut id_text = [0u8; 36];
-            // In the order of RESOLVED_FIELDS.
-            items.insert(RESOLVED)?;
-            items.insert(host_call(r.id))?;
-            items.insert(wa_gateway_core::request_id_text(r.request_id, &mut id_text))?;
-            // The extension's value: should it not convert, the success still stands.
-            if items.insert(r.message_id).is_err() {
-                clear_exception(items.env);
-                items.insert(Value::Null)?;
-            }
-            items.insert(r.timestamp)?;
-            items.insert(r.ack.index() * 4 + r.stage.code())?;
-        }
+        // Written by `Encoder::resolved`, without napi.
+        Delivery::Resolved(_) => {}
         Delivery::Rejected { call, error } => items.rejected(host_call(call), plain(&error)?)?,
         Delivery::Duplicate { call, result } => {
             // As JSON text, which JavaScript parses: its `messageId`, `metadata` or a
@@ -347,16 +475,16 @@ fn stage_delivery(
         }
         Delivery::Error(error) => items.error(plain(&error)?)?,
         Delivery::Debug(line) => {
-            items.insert(DEBUG)?;
+            items.tag = DEBUG;
             items.insert(line)?;
         }
-        Delivery::Stopped => items.insert(STOPPED)?,
+        Delivery::Stopped => items.tag = STOPPED,
         Delivery::Notice(notice) => {
-            items.insert(NOTICE)?;
+            items.tag = NOTICE;
             items.insert(notice.to_string())?;
         }
         Delivery::Warning { code, message } => {
-            items.insert(WARNING)?;
+            items.tag = WARNING;
             items.insert(code)?;
             items.insert(message)?;
         }
@@ -409,12 +537,18 @@ fn sample() -> (Vec<Delivery>, Vec<Value>) {
 
     let identity = |n: u32| {
         Arc::new(Identity {
-            session_id: format!("session-{n}").into(),
+            // Strings as an extension may send them: non-ASCII, quotes, an emoji (a
+            // surrogate pair in JavaScript), so that every offset into `text` is checked.
+            session_id: format!("session-{n} \"é\" 😀").into(),
             api_key: "sample-key-0123".into(),
-            user_id: json!({ "id": n }),
+            user_id: if n == 1 {
+                json!({ "id": n })
+            } else {
+                json!(format!("user-{n}-ß-🦀"))
+            },
             ip: "127.0.0.1".into(),
-            extension_version: format!("2.{n}.0"),
-            browser: format!("browser-{n}"),
+            extension_version: format!("2.{n}.0-ü"),
+            browser: format!("browser-{n} 'ï' \\ \u{1f310}"),
             dialect: wa_gateway_core::Dialect::Compat,
             commands: Default::default(),
         })
@@ -431,7 +565,13 @@ fn sample() -> (Vec<Delivery>, Vec<Value>) {
     let mut deliveries = Vec::new();
     let mut decoded = Vec::new();
     let resolved = [
-        (&first, 11, json!("message-11"), Ack::Sent, Stage::Result),
+        (
+            &first,
+            11,
+            json!("message-11 \"ê\" 🎉 \u{ffff}"),
+            Ack::Sent,
+            Stage::Result,
+        ),
         (
             &first,
             12,
