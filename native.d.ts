@@ -30,12 +30,6 @@ export declare class NativeGateway {
   closeSessions(): void
   /** `stop({ drainMs })`: `drain_ms` lets written sends settle first (README). */
   stop(drainMs?: number | undefined | null): void
-  /**
-   * Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
-   * batch under the number `call`. False, and nothing queued, when the call names a
-   * media share whose text is gone (`media_shares`): call again with the text.
-   */
-  send(call: Arg<number>, kind: Arg<SendKind>, apiKey: Arg<string>, phoneNumber: Arg<string>, text: Arg<string>, options: Arg<SendOptions | undefined | null>): boolean
   /** No call in flight names the media share `share` any more (`media_shares`). */
   releaseMedia(share: Arg<number>): void
   /** Sends the commands queued by `send` since the last flush. */
@@ -310,8 +304,12 @@ export interface PacingDefaults {
 }
 
 /**
- * `NativeGateway.send` for the gateway `gateway` names (its `handle`): what index.js
- * calls on the hot path (see `SENDERS`).
+ * Queues a send (or a custom command, `kind: 'command'`) on the gateway whose `handle`
+ * is `gateway`; its outcome arrives in a batch under the number `call`. False, and
+ * nothing queued, when the call names a media share whose text is gone
+ * (`media_shares`): call again with the text. A plain function rather than a method,
+ * for the hot path (see `SENDERS`); positional, because every property read of an
+ * object is a napi call.
  */
 export declare function sendCall(gateway: Arg<number>, call: Arg<number>, kind: Arg<SendKind>, apiKey: Arg<string>, phoneNumber: Arg<string>, text: Arg<string>, options: Arg<SendOptions | undefined | null>): boolean
 

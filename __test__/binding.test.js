@@ -11,7 +11,7 @@ const { normalizeConfig } = require('../lib/options');
 test('kinds and strategies are typed: an unknown one is refused, not turned into a text message', () => {
   const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
   const core = new native.NativeGateway(config, () => {});
-  assert.throws(() => core.send(1, 'sticker', 'k', '+1234567', 'x'), /sticker|kind|enum/i);
-  assert.throws(() => core.send(2, 'message', 'k', '+1234567', 'x', { strategy: 'fastest' }), /fastest|strategy|enum/i);
+  assert.throws(() => native.sendCall(core.handle, 1, 'sticker', 'k', '+1234567', 'x'), /sticker|kind|enum/i);
+  assert.throws(() => native.sendCall(core.handle, 2, 'message', 'k', '+1234567', 'x', { strategy: 'fastest' }), /fastest|strategy|enum/i);
   assert.throws(() => new native.NativeGateway({ ...config, dialect: 'v9' }, () => {}), /v9|dialect|enum/i);
 });

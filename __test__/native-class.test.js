@@ -40,13 +40,13 @@ const cases = {
   'adoptRelayed: request a string': () => gateway.adoptRelayed('GET /'),
   'adoptRelayed: request without head': () => gateway.adoptRelayed({ ...request, head: undefined }),
   'adoptRelayed: unreadable request': () => gateway.adoptRelayed({ ...request, method: '' }),
-  'send: call a string': () => gateway.send('1', 'message', 'k', '+1234567890', 'x'),
-  'send: unknown kind': () => gateway.send(1, 'sticker', 'k', '+1234567890', 'x'),
-  'send: apiKey a number': () => gateway.send(1, 'message', 7, '+1234567890', 'x'),
-  'send: options a number': () => gateway.send(1, 'message', 'k', '+1234567890', 'x', 5),
-  'send: options with a bad strategy': () => gateway.send(1, 'message', 'k', '+1234567890', 'x', { strategy: 'fastest' }),
-  'send: options with a throwing getter': () => gateway.send(1, 'image', 'k', '+1234567890', 'x', { get mediaSource() { throw new Error('boom'); } }),
-  'send: a media share a string': () => gateway.send(1, 'image', 'k', '+1234567890', 'x', { mediaSource: 'data:,', mediaShare: 'x' }),
+  'sendCall: call a string': () => sendCall(gateway.handle, '1', 'message', 'k', '+1234567890', 'x'),
+  'sendCall: unknown kind': () => sendCall(gateway.handle, 1, 'sticker', 'k', '+1234567890', 'x'),
+  'sendCall: apiKey a number': () => sendCall(gateway.handle, 1, 'message', 7, '+1234567890', 'x'),
+  'sendCall: options a number': () => sendCall(gateway.handle, 1, 'message', 'k', '+1234567890', 'x', 5),
+  'sendCall: options with a bad strategy': () => sendCall(gateway.handle, 1, 'message', 'k', '+1234567890', 'x', { strategy: 'fastest' }),
+  'sendCall: options with a throwing getter': () => sendCall(gateway.handle, 1, 'image', 'k', '+1234567890', 'x', { get mediaSource() { throw new Error('boom'); } }),
+  'sendCall: a media share a string': () => sendCall(gateway.handle, 1, 'image', 'k', '+1234567890', 'x', { mediaSource: 'data:,', mediaShare: 'x' }),
   'releaseMedia: share a string': () => gateway.releaseMedia('9'),
   'validated: token a string': () => gateway.validated('1', true),
   'validated: valid missing': () => gateway.validated(1),
@@ -91,14 +91,14 @@ test('every NativeGateway method refuses bad arguments with a TypeError; none en
   assert.match(results['adoptSocket: fd -1'], /non-negative/);
   assert.match(results['constructor: port out of range'], /config\.port/);
   assert.match(results['constructor: a duration that is NaN'], /config\.requestTimeout/);
-  assert.match(results['send: options with a throwing getter'], /boom/);
+  assert.match(results['sendCall: options with a throwing getter'], /boom/);
 });
 
 test('a NativeGateway refused in a worker thread leaves nothing in its loop: the worker ends cleanly', { timeout: 30_000 }, async () => {
   const run = await runScript(`
     const { Worker } = require('node:worker_threads');
     const worker = new Worker(\`
-      const { NativeGateway, sendCall } = require('./gateway.node');
+      const { NativeGateway } = require('./gateway.node');
       const { normalizeConfig } = require('./lib/options');
       const { native: config } = normalizeConfig({ validateApiKey: () => ({ valid: false }) });
       let refused = 0;

@@ -204,35 +204,6 @@ impl NativeGateway {
         self.core.stop_draining(drain);
     }
 
-    /// Queues a send (or a custom command, `kind: 'command'`); its outcome arrives in a
-    /// batch under the number `call`. False, and nothing queued, when the call names a
-    /// media share whose text is gone (`media_shares`): call again with the text.
-    // Positional: on the hot path every property read of an object is a napi call.
-    #[allow(clippy::too_many_arguments)]
-    #[napi]
-    pub fn send(
-        &self,
-        env: Env,
-        call: Arg<u32>,
-        kind: Arg<SendKind>,
-        api_key: Arg<String>,
-        phone_number: Arg<String>,
-        text: Arg<String>,
-        options: Arg<Option<SendOptions>>,
-    ) -> napi::Result<bool> {
-        let sender = (self.core.clone(), self.media.clone());
-        send_with(
-            env,
-            &sender,
-            call,
-            kind,
-            api_key,
-            phone_number,
-            text,
-            options,
-        )
-    }
-
     /// No call in flight names the media share `share` any more (`media_shares`).
     #[napi]
     pub fn release_media(&self, share: Arg<u32>) {
@@ -337,8 +308,12 @@ impl Drop for NativeGateway {
     }
 }
 
-/// `NativeGateway.send` for the gateway `gateway` names (its `handle`): what index.js
-/// calls on the hot path (see `SENDERS`).
+/// Queues a send (or a custom command, `kind: 'command'`) on the gateway whose `handle`
+/// is `gateway`; its outcome arrives in a batch under the number `call`. False, and
+/// nothing queued, when the call names a media share whose text is gone
+/// (`media_shares`): call again with the text. A plain function rather than a method,
+/// for the hot path (see `SENDERS`); positional, because every property read of an
+/// object is a napi call.
 #[allow(clippy::too_many_arguments)]
 #[napi]
 pub fn send_call(
@@ -352,35 +327,12 @@ pub fn send_call(
     options: Arg<Option<SendOptions>>,
 ) -> napi::Result<bool> {
     let sender = SENDERS.with_borrow(|senders| senders.get(gateway.0 as usize).cloned().flatten());
-    let Some(sender) = sender else {
+    let Some((core, media)) = sender else {
         return Err(type_error(
             env.raw(),
             "not the handle of a gateway of this thread",
         ));
     };
-    send_with(
-        env,
-        &sender,
-        call,
-        kind,
-        api_key,
-        phone_number,
-        text,
-        options,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn send_with(
-    env: Env,
-    (core, media): &Sender,
-    call: Arg<u32>,
-    kind: Arg<SendKind>,
-    api_key: Arg<String>,
-    phone_number: Arg<String>,
-    text: Arg<String>,
-    options: Arg<Option<SendOptions>>,
-) -> napi::Result<bool> {
     // lib/request-args.js checks these; a frame must never carry anything else.
     if kind.0 == SendKind::Command {
         if !wa_gateway_core::is_custom_type(&phone_number.0) {
