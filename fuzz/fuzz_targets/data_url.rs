@@ -2,9 +2,4 @@
 //! command carrying it is exactly valid JSON.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let Some((&kind, rest)) = data.split_first() else {
-        return;
-    };
-    wa_gateway_core::fuzzing::data_url(kind, &String::from_utf8_lossy(rest));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wa_gateway_core::fuzzing::data_url(data));

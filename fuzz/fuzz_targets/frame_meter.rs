@@ -1,12 +1,4 @@
 //! Raw WebSocket bytes before auth, split into reads anywhere: the meter never panics.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if data.len() < 3 {
-        return;
-    }
-    let limit = u16::from_be_bytes([data[0], data[1]]);
-    let cuts = usize::from(data[2] % 8).min(data.len() - 3);
-    let (cuts, bytes) = data[3..].split_at(cuts);
-    wa_gateway_core::fuzzing::frame_meter(limit, cuts, bytes);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| wa_gateway_core::fuzzing::frame_meter(data));

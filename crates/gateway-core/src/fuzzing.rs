@@ -1,6 +1,9 @@
 //! Entry points for the fuzz targets in `fuzz/` (`cargo +nightly fuzz run <target>`):
-//! the code that reads what peers and media servers send. Built only with the
-//! `fuzzing` feature. Each function panics only when an invariant breaks.
+//! the code that reads what peers and media servers send. Built with the `fuzzing`
+//! feature, and for this crate's tests, which run every committed seed of `fuzz/corpus/`
+//! and mutations of them through the same functions (`cargo test` on stable, every CI
+//! run). Each function takes the fuzzer's raw bytes and panics only when an invariant
+//! breaks.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
@@ -14,13 +17,31 @@ use crate::net::handshake::{answer, client_addr, parse_request_head};
 use crate::net::outgoing::Outgoing;
 use crate::protocol::{self, media_frame, MediaCommand, SendKind};
 
+/// A fuzz target: what it does with the fuzzer's bytes.
+pub type Target = fn(&[u8]);
+
+/// Every target by the name of its file in `fuzz/fuzz_targets/` and corpus folder.
+pub const TARGETS: [(&str, Target); 5] = [
+    ("inbound_frame", inbound_frame),
+    ("frame_meter", frame_meter),
+    ("request_head", request_head),
+    ("address_policy", address_policy),
+    ("data_url", data_url),
+];
+
 /// A frame's text as an extension sends it, in any of the three dialects.
-pub fn inbound_frame(text: &str) {
-    let _ = protocol::parse(text);
+pub fn inbound_frame(data: &[u8]) {
+    let _ = protocol::parse(&String::from_utf8_lossy(data));
 }
 
-/// Bytes as read from a socket before auth, split into reads at the given points.
-pub fn frame_meter(limit: u16, cuts: &[u8], bytes: &[u8]) {
+/// Bytes as read from a socket before auth, split into reads at the points the input
+/// starts with: a 16-bit limit, a count of cuts (0-7), the cuts, then the bytes.
+pub fn frame_meter(data: &[u8]) {
+    let [high, low, count, rest @ ..] = data else {
+        return;
+    };
+    let (cuts, bytes) = rest.split_at(usize::from(count % 8).min(rest.len()));
+    let limit = u16::from_be_bytes([*high, *low]);
     let mut meter = FrameMeter::new(usize::from(limit));
     let mut rest = bytes;
     for &cut in cuts {
@@ -49,8 +70,13 @@ pub fn request_head(bytes: &[u8]) {
     let _ = client_addr(&HeaderMap::new(), IpAddr::V6(Ipv6Addr::LOCALHOST), true);
 }
 
-/// An address and a URL: the media address policy.
-pub fn address_policy(octets: [u8; 16], url: &str) {
+/// An address and a URL: the media address policy. The input is 16 octets, then the URL.
+pub fn address_policy(data: &[u8]) {
+    let Some((octets, url)) = data.split_first_chunk::<16>() else {
+        return;
+    };
+    let octets = *octets;
+    let url = String::from_utf8_lossy(url);
     let v6 = Ipv6Addr::from(octets);
     let v4 = Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]);
     // An IPv4 address wrapped in IPv6 gets the verdict of the address itself.
@@ -59,14 +85,19 @@ pub fn address_policy(octets: [u8; 16], url: &str) {
         is_public_ip(IpAddr::V4(v4))
     );
     let _ = is_public_ip(IpAddr::V6(v6));
-    if let Ok(url) = reqwest::Url::parse(url) {
+    if let Ok(url) = reqwest::Url::parse(&url) {
         crate::media::check_url_for_fuzzing(&url);
     }
 }
 
-/// A `data:` URL as a caller passes it: if accepted, it is passed on unchanged, with a
-/// plain `type/subtype` MIME type, and the command carrying it is exactly valid JSON.
-pub fn data_url(kind: u8, source: &str) {
+/// A `data:` URL as a caller passes it (the input's first byte picks the kind of send):
+/// if accepted, it is passed on unchanged, with a plain `type/subtype` MIME type, and the
+/// command carrying it is exactly valid JSON.
+pub fn data_url(data: &[u8]) {
+    let Some((&kind, source)) = data.split_first() else {
+        return;
+    };
+    let source = String::from_utf8_lossy(source);
     static LOADER: OnceLock<(tokio::runtime::Runtime, MediaLoader)> = OnceLock::new();
     let (rt, loader) = LOADER.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -127,4 +158,77 @@ pub fn data_url(kind: u8, source: &str) {
     assert_eq!(parsed["data"]["mimeType"], media.mime_type.as_str());
     // phoneNumber, caption, mimeType, <kind>DataUrl and dataUrl: nothing more.
     assert_eq!(parsed["data"].as_object().map(|o| o.len()), Some(5));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::TARGETS;
+
+    /// How many mutations of each seed every test run tries: enough to leave the seeds'
+    /// exact shapes (about 20,000 inputs in all), few enough for a debug build to take
+    /// a second or two.
+    const MUTATIONS_PER_SEED: usize = 12;
+
+    /// A seed changed the way a fuzzer would: bytes flipped, inserted or removed, the
+    /// end cut off, a stretch repeated, or another seed's tail spliced in.
+    fn mutate(seed: &[u8], other: &[u8], rng: &mut fastrand::Rng) -> Vec<u8> {
+        let mut out = seed.to_vec();
+        for _ in 0..rng.usize(1..=4) {
+            let at = rng.usize(..=out.len());
+            match rng.u8(..6) {
+                0 if at < out.len() => out[at] ^= 1 << rng.u8(..8),
+                1 => out.insert(at, rng.u8(..)),
+                2 if at < out.len() => {
+                    let end = rng.usize(at..=out.len());
+                    out.drain(at..end);
+                }
+                3 => out.truncate(at),
+                4 if at < out.len() => {
+                    let end = rng.usize(at..=out.len().min(at + 64));
+                    let stretch = out[at..end].to_vec();
+                    out.splice(at..at, stretch);
+                }
+                _ => {
+                    let from = rng.usize(..=other.len());
+                    out.truncate(at);
+                    out.extend_from_slice(&other[from..]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every committed seed of `fuzz/corpus/<target>/` and mutations of it hold the
+    /// target's invariants: the fuzzer's findings stay fixed, and CI checks them on
+    /// stable Rust without libFuzzer (fuzz/README.md).
+    #[test]
+    fn the_corpus_and_its_mutations_hold_every_invariant() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus");
+        let mut rng = fastrand::Rng::with_seed(0x5eed);
+        for (name, target) in TARGETS {
+            let mut paths: Vec<_> = std::fs::read_dir(corpus.join(name))
+                .unwrap_or_else(|error| panic!("fuzz/corpus/{name}: {error}"))
+                .map(|entry| entry.expect("a corpus entry").path())
+                .collect();
+            paths.sort();
+            let seeds: Vec<Vec<u8>> = paths
+                .iter()
+                .map(|path| std::fs::read(path).expect("a seed"))
+                .collect();
+            assert!(
+                seeds.len() >= 10,
+                "fuzz/corpus/{name} holds {} seeds",
+                seeds.len()
+            );
+            for (index, seed) in seeds.iter().enumerate() {
+                target(seed);
+                let other = &seeds[(index + 1) % seeds.len()];
+                for _ in 0..MUTATIONS_PER_SEED {
+                    target(&mutate(seed, other, &mut rng));
+                }
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@ mod cluster;
 mod config;
 mod error;
 mod events;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod gateway;
 mod host;

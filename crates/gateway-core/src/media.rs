@@ -9,7 +9,7 @@ mod fetch;
 mod file;
 mod mime;
 
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub use address_policy::is_public_ip;
 
 use std::path::PathBuf;
@@ -218,7 +218,7 @@ impl MediaLoader {
 
 /// The literal-host and redirect rules on one URL, for the fuzz targets: a host that is
 /// a literal address is refused by policy exactly when it is not public.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn check_url_for_fuzzing(url: &reqwest::Url) {
     assert!(address_policy::check_literal_host(url, true).is_ok());
     let strict = address_policy::check_literal_host(url, false);

@@ -216,7 +216,7 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(Box<Request>, usize)>, S
 
 /// What the gateway would answer to an upgrade request, short of writing it: used by
 /// the fuzz targets, which must find no request that makes it panic.
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn answer(request: &Request, config: &Config) -> Result<(), StatusCode> {
     if !wants_websocket(request) {
         return Err(StatusCode::UPGRADE_REQUIRED);

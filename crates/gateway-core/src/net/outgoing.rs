@@ -130,7 +130,7 @@ impl Outgoing {
     }
 
     /// Everything queued, as the socket would receive it.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn collect_for_fuzzing(mut self) -> Vec<u8> {
         let mut wire = Vec::new();
         while let Some(chunk) = self.chunks.pop_front() {
