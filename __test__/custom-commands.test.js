@@ -201,7 +201,12 @@ test('request() failures: EXTENSION_ERROR with the extension code, command-resul
   assert.equal(gateway.getMessageStatus(requestId).state, 'sent');
   // Acks are for messages: one for a command changes nothing and fires nothing.
   ext.send({ type: 'message-ack', requestId, ack: 'read' });
-  await gateway.sendMessage(GOOD_KEY, { phoneNumber: '+1234567890', message: 'x' }).catch(() => {});
+  // A session's frames are read in order: once a result sent after the ack has settled its
+  // call, the ack has been read too.
+  const barrier = gateway.request(GOOD_KEY, CHECK, {});
+  const third = await waitFor(() => ext.commands[2], 3000, 'the third command');
+  ext.commandResult(third.requestId, { success: true, data: {} });
+  await barrier;
   assert.equal(events.filter((e) => e.type === 'message-ack').length, 0);
   assert.equal(gateway.getMessageStatus(requestId).ack, null);
 });
