@@ -9,7 +9,6 @@ use tokio_tungstenite::tungstenite::http::HeaderMap;
 
 use crate::config::{Config, Dialect};
 use crate::media::{is_public_ip, MediaKind, MediaLoader, MediaPolicy};
-use crate::net::frame_meter::FrameMeter;
 use crate::net::handshake::{answer, client_addr, parse_request_head};
 use crate::net::outgoing::Outgoing;
 use crate::protocol::{self, media_frame, MediaCommand, SendKind};
@@ -19,18 +18,16 @@ pub fn inbound_frame(text: &str) {
     let _ = protocol::parse(text);
 }
 
-/// Bytes as read from a socket before auth, split into reads at the given points.
-pub fn frame_meter(limit: u16, cuts: &[u8], bytes: &[u8]) {
-    let mut meter = FrameMeter::new(usize::from(limit));
-    let mut rest = bytes;
-    for &cut in cuts {
-        let (now, later) = rest.split_at(usize::from(cut).min(rest.len()));
-        if meter.feed(now).is_err() {
-            return;
+/// Bytes as read from a client's socket, split into reads at the given points.
+pub fn frame_reader(limit: u16, cuts: &[u8], bytes: &[u8]) {
+    let limit = usize::from(limit);
+    let cuts: Vec<usize> = cuts.iter().map(|&c| usize::from(c)).collect();
+    let (messages, _) = crate::net::reader::read_all(limit, &cuts, bytes);
+    for message in messages {
+        if let crate::net::reader::Owned::Text(text) = message {
+            assert!(text.len() <= limit.max(1) * 3, "a message over the limit");
         }
-        rest = later;
     }
-    let _ = meter.feed(rest);
 }
 
 /// An HTTP request head as a client sends it to the standalone port.

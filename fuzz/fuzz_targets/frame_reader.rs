@@ -1,4 +1,5 @@
-//! Raw WebSocket bytes before auth, split into reads anywhere: the meter never panics.
+//! Raw WebSocket bytes from a client, split into reads anywhere, under any limit: the
+//! frame reader never panics.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -8,5 +9,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let limit = u16::from_be_bytes([data[0], data[1]]);
     let cuts = usize::from(data[2] % 8).min(data.len() - 3);
     let (cuts, bytes) = data[3..].split_at(cuts);
-    wa_gateway_core::fuzzing::frame_meter(limit, cuts, bytes);
+    wa_gateway_core::fuzzing::frame_reader(limit, cuts, bytes);
 });
