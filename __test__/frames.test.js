@@ -178,6 +178,7 @@ test('the closing handshake: the code the extension sent is echoed and reported'
   client.socket.write(clientFrame(8, payload));
   const reply = await waitFor(() => client.frames.find((f) => f.opcode === 8), 5000, 'the close reply');
   assert.equal(reply.payload.readUInt16BE(0), 4001);
+  assert.equal(reply.payload.subarray(2).toString(), 'going away', 'the reason echoed too');
   const gone = await waitFor(() => events.find((e) => e.type === 'session-disconnected'), 5000, 'session-disconnected');
   assert.equal(gone.details.code, 4001);
   assert.equal(gone.details.reason, 'going away');

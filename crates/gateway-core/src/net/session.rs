@@ -355,9 +355,10 @@ async fn finish(
         // Without its close frame: the socket is dropped.
         return (code, reason);
     }
-    match end {
-        // The reply to the extension's close frame echoes its code.
-        End::ByPeer(code, _) => ws.close(code, "").await,
+    match &end {
+        // The reply to the extension's close frame echoes its code and reason, which
+        // clients report as the close's (the client SDK's close() does).
+        End::ByPeer(code, reason) => ws.close(*code, reason).await,
         _ => ws.close(code, &reason).await,
     }
     (code, reason)
