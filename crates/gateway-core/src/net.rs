@@ -2,14 +2,13 @@
 //! and the session loop that carries commands out and results in.
 
 pub mod connection;
-pub mod frame_io;
-pub mod frame_meter;
 pub mod handshake;
 pub mod listener;
 pub mod outgoing;
+pub mod reader;
 pub mod session;
+pub mod socket;
 pub mod trim;
-pub mod wire;
 
 /// The byte stream under a WebSocket: a TCP socket the gateway accepted or was handed
 /// by Node (plain `http.Server`), or one end of a socket pair whose other end Node

@@ -7,17 +7,17 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use futures_util::{Future, FutureExt, SinkExt, StreamExt};
+use futures_util::{Future, FutureExt};
 use serde_json::json;
 use tokio::time::{sleep_until, timeout_at, Instant};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::frame_io::{close, write_frames};
-use super::handshake::{self, Accepted, Socket, Upgrade};
+use super::handshake::{self, Accepted, Upgrade};
+use super::reader::ReadError;
 use super::session::{self, Admitted};
+use super::socket::Socket;
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
@@ -104,7 +104,6 @@ async fn serve_connection(
         Ok(admitted) => {
             // The session task owns the count from here.
             std::mem::forget(open);
-            ws.get_mut().authenticated();
             let link = admitted.link.clone();
             let task = tasks.spawn(session::run(ws, admitted, shared.clone()));
             link.set_abort(task.abort_handle());
@@ -118,7 +117,7 @@ async fn serve_connection(
                     debug_ip.unwrap_or_default()
                 )
             });
-            close(&mut ws, code, reason).await
+            ws.close(code, reason).await
         }
         Err(Refused { close: None }) => {
             shared.debug(|| {
@@ -150,7 +149,7 @@ async fn refuse(
         _ => ErrorCode::AuthenticationFailed,
     };
     let frame = protocol::error_frame(code.as_str(), &error.message);
-    let _ = ws.send(Message::text(frame)).await;
+    let _ = ws.send_text(&frame).await;
     shared.report(error);
     Refused::close(1008, close_reason)
 }
@@ -205,16 +204,17 @@ async fn authenticate(
     ip: String,
     deadline: Instant,
 ) -> Result<Admitted, Refused> {
+    // Until auth, `maxPreAuthPayload` (if lower than `maxPayload`).
+    let limit = shared
+        .config
+        .max_pre_auth_payload
+        .min(shared.config.max_payload);
     loop {
-        let text = match ws.next().await {
-            Some(Ok(Message::Text(t))) => t.to_string(),
-            Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-            Some(Ok(Message::Close(_))) | None => return Err(Refused::gone()),
-            Some(Ok(_)) => continue,
-            // Refused from its frame header, before its body was buffered.
-            Some(Err(WsError::Capacity(_))) => return Err(pre_auth_too_big()),
-            Some(Err(_)) if ws.get_ref().pre_auth_too_big() => return Err(pre_auth_too_big()),
-            Some(Err(_)) => return Err(Refused::gone()),
+        let text = match ws.next(limit).await {
+            Ok(Some(text)) => text,
+            Ok(None) | Err(ReadError::Broken) => return Err(Refused::gone()),
+            // Refused from its frame header, before its body was read.
+            Err(ReadError::TooBig) => return Err(pre_auth_too_big()),
         };
         let reply = match protocol::parse(&text) {
             Inbound::Auth(auth) => return admit(ws, shared, auth, ip, deadline).await,
@@ -228,7 +228,7 @@ async fn authenticate(
                 "Not authenticated: send an auth message with your apiKey first",
             ),
         };
-        if ws.send(Message::text(reply)).await.is_err() {
+        if ws.send_text(&reply).await.is_err() {
             return Err(Refused::gone());
         }
     }
@@ -345,7 +345,9 @@ async fn admit(
         limits,
     );
     // A failed write shows up as a closed socket in the session loop, which cleans up.
-    let _ = write_frames(ws, replies.into_iter().map(|r| Frame::Text(r.into()))).await;
+    let _ = ws
+        .write_frames(replies.into_iter().map(|r| Frame::Text(r.into())))
+        .await;
     Ok(Admitted {
         key,
         link,

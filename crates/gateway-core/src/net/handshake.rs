@@ -9,17 +9,13 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::server::{create_response, write_response, Request};
 use tokio_tungstenite::tungstenite::http::{HeaderMap, StatusCode, Version};
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 
-use super::wire::Wire;
+use super::socket::Socket;
 use super::Transport;
 use crate::config::Config;
 use crate::state::pending_auth::{AuthSlot, PendingAuth};
 
-pub type Socket = WebSocketStream<Wire>;
-
-/// Small reads keep idle sessions cheap; larger frames grow the buffer as needed.
+/// What the standalone server reads of a request head at a time.
 const READ_BUFFER: usize = 256;
 
 /// How the upgrade request reaches the gateway.
@@ -31,13 +27,6 @@ pub enum Upgrade {
         request: Box<Request>,
         head: Vec<u8>,
     },
-}
-
-pub fn websocket_config(config: &Config) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(config.max_payload))
-        .max_frame_size(Some(config.max_payload))
 }
 
 /// Largest request head the standalone server reads; browsers send well under 2 KiB.
@@ -133,16 +122,8 @@ pub async fn accept(
     let mut bytes = Vec::with_capacity(256);
     write_response(&mut bytes, &response).map_err(|_| None)?;
     transport.write_all(&bytes).await.map_err(|_| None)?;
-    let wire = Wire::new(transport, config.max_pre_auth_payload, &head);
-    let ws = WebSocketStream::from_partially_read(
-        wire,
-        head,
-        Role::Server,
-        Some(websocket_config(config)),
-    )
-    .await;
     Ok(Accepted {
-        ws,
+        ws: Socket::new(transport, head),
         ip: addr.to_string(),
         slot,
     })

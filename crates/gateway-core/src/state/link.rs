@@ -631,6 +631,21 @@ impl SessionLink {
         }
     }
 
+    /// Bytes the session's task queued on its own (a pong): counted like commands, since
+    /// `wrote` is told of every byte the socket takes. False, and nothing counted, when
+    /// they would take the bytes waiting past `max_bytes` (the extension is not reading).
+    pub fn queued_own(&self, len: usize, max_bytes: usize) -> bool {
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued.saturating_add(len) > max_bytes {
+            return false;
+        }
+        if queued == 0 {
+            self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
+        }
+        self.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        true
+    }
+
     fn progress(&self, n: usize) {
         self.last_progress.store(monotonic_ms(), Ordering::Relaxed);
         self.queued_bytes.fetch_sub(n, Ordering::Relaxed);
