@@ -99,3 +99,37 @@ test('gateways dropped unused, or after stop(), are collected, and the process s
   assert.equal(code, 0, stderr);
   assert.equal(stdout.trim(), '25', 'every dropped gateway is collected');
 });
+
+/** The scheduling policy of each of the gateway's runtime threads, in a fresh process. */
+async function runtimePolicies(env) {
+  const source = `
+const fs = require('node:fs');
+const { WhatsAppGateway } = require('.');
+const gateway = new WhatsAppGateway({ port: '0', host: '127.0.0.1', validateApiKey: async () => ({ valid: true }) });
+gateway.start().then(async () => {
+  const policies = [];
+  for (const tid of fs.readdirSync('/proc/self/task')) {
+    const stat = fs.readFileSync('/proc/self/task/' + tid + '/stat', 'utf8');
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    // Field 41 of proc(5)'s stat, the policy; the split starts at field 3.
+    if (name.startsWith('wa-gateway')) policies.push(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]));
+  }
+  await gateway.stop();
+  console.log(JSON.stringify(policies));
+});`;
+  const { code, killed, stdout, stderr } = await runScript(source, { env, limit: 15_000 });
+  assert.equal(killed, false, `the child was killed (hung?): ${stdout}${stderr}`);
+  assert.equal(code, 0, stderr);
+  return JSON.parse(stdout.trim());
+}
+
+test("the runtime's threads are scheduled as batch work, or as usual with WA_GATEWAY_SCHED=normal", { skip: process.platform !== 'linux' }, async () => {
+  const SCHED_OTHER = 0;
+  const SCHED_BATCH = 3;
+  const batch = await runtimePolicies({ WA_GATEWAY_SCHED: '' });
+  assert.ok(batch.length >= 1, 'the runtime has a thread');
+  assert.deepEqual(batch, batch.map(() => SCHED_BATCH));
+  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: 'normal' });
+  assert.ok(normal.length >= 1);
+  assert.deepEqual(normal, normal.map(() => SCHED_OTHER));
+});

@@ -30,12 +30,32 @@ function procStatus(field) {
   return match ? Number(match[1]) * 1024 : 0;
 }
 
+/** Context switches so far (voluntary and not) of thread `tid` of process `pid`. */
+function switchesOf(pid, tid) {
+  try {
+    const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    const count = (field) => Number(status.match(new RegExp(`^${field}:\\s+(\\d+)`, 'm'))?.[1] ?? 0);
+    return count('voluntary_ctxt_switches') + count('nonvoluntary_ctxt_switches');
+  } catch {
+    return 0; // the thread ended meanwhile
+  }
+}
+
+/** Context switches so far of every thread of process `pid` (the fleet's). */
+function processSwitches(pid) {
+  let switches = 0;
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) switches += switchesOf(pid, tid);
+  return switches;
+}
+
 /**
  * CPU ms so far by thread: the JavaScript thread (the process's first), the gateway
- * runtime's workers ('wa-gateway'), and the rest (V8's GC and compiler helpers, libuv).
+ * runtime's workers ('wa-gateway'), and the rest (V8's GC and compiler helpers, libuv);
+ * and their context switches (each a sleep and a wake-up, or a preemption), which
+ * on a shared core cost the other threads too.
  */
 function threadCpuMs() {
-  const split = { js: 0, runtime: 0, other: 0 };
+  const split = { js: 0, runtime: 0, other: 0, jsSwitches: 0, runtimeSwitches: 0, otherSwitches: 0 };
   const tick = 1000 / 100; // USER_HZ
   for (const tid of fs.readdirSync('/proc/self/task')) {
     let stat;
@@ -47,9 +67,10 @@ function threadCpuMs() {
     const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ms = (Number(fields[11]) + Number(fields[12])) * tick;
-    if (Number(tid) === process.pid) split.js += ms;
-    else if (name.startsWith('wa-gateway')) split.runtime += ms;
-    else split.other += ms;
+    const switches = switchesOf('self', tid);
+    const part = Number(tid) === process.pid ? 'js' : name.startsWith('wa-gateway') ? 'runtime' : 'other';
+    split[part] += ms;
+    split[`${part}Switches`] += switches;
   }
   return split;
 }
@@ -95,6 +116,7 @@ function startFleet(port, devices, idle) {
   });
   const nextLine = () => new Promise((resolve) => waiting.push(resolve));
   return {
+    pid: child.pid,
     ready: nextLine(),
     async command(cmd) {
       const reply = nextLine();
@@ -148,11 +170,13 @@ async function roundTrips(gateway, fleet) {
   const fleetCpu0 = await fleet.cpu();
   const cpu0 = cpuMs();
   const threads0 = threadCpuMs();
+  const fleetSwitches0 = processSwitches(fleet.pid);
   const t0 = process.hrtime.bigint();
   await run(Date.now() + seconds * 1000, true);
   const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
   const cpu = cpuMs() - cpu0;
   const threads1 = threadCpuMs();
+  const fleetSwitches = processSwitches(fleet.pid) - fleetSwitches0;
   const perCall = (ms) => (ms * 1000) / latencies.length;
   const fleetCpu = (await fleet.cpu()) - fleetCpu0;
   latencies.sort((a, b) => a - b);
@@ -169,6 +193,11 @@ async function roundTrips(gateway, fleet) {
     jsThreadCpuUsPerCall: perCall(threads1.js - threads0.js),
     runtimeCpuUsPerCall: perCall(threads1.runtime - threads0.runtime),
     otherThreadsCpuUsPerCall: perCall(threads1.other - threads0.other),
+    // Context switches per call, by thread (the same split) and of the fleet.
+    jsSwitchesPerCall: (threads1.jsSwitches - threads0.jsSwitches) / latencies.length,
+    runtimeSwitchesPerCall: (threads1.runtimeSwitches - threads0.runtimeSwitches) / latencies.length,
+    otherSwitchesPerCall: (threads1.otherSwitches - threads0.otherSwitches) / latencies.length,
+    fleetSwitchesPerCall: fleetSwitches / latencies.length,
   };
 }
 
