@@ -123,13 +123,13 @@ gateway.start().then(async () => {
   return JSON.parse(stdout.trim());
 }
 
-test("the runtime's threads are scheduled as batch work, or as usual with WA_GATEWAY_SCHED=normal", { skip: process.platform !== 'linux' }, async () => {
+test("the runtime's threads are scheduled as usual, or as batch work with WA_GATEWAY_SCHED=batch", { skip: process.platform !== 'linux' }, async () => {
   const SCHED_OTHER = 0;
   const SCHED_BATCH = 3;
-  const batch = await runtimePolicies({ WA_GATEWAY_SCHED: '' });
-  assert.ok(batch.length >= 1, 'the runtime has a thread');
-  assert.deepEqual(batch, batch.map(() => SCHED_BATCH));
-  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: 'normal' });
-  assert.ok(normal.length >= 1);
+  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: '' });
+  assert.ok(normal.length >= 1, 'the runtime has a thread');
   assert.deepEqual(normal, normal.map(() => SCHED_OTHER));
+  const batch = await runtimePolicies({ WA_GATEWAY_SCHED: 'batch' });
+  assert.ok(batch.length >= 1);
+  assert.deepEqual(batch, batch.map(() => SCHED_BATCH));
 });
