@@ -71,25 +71,12 @@ pub enum CommandQueued {
     First,
     /// Into the socket's queue, behind frames whose wake-up is due.
     Behind,
-    /// Into the socket's queue, which now holds a whole run of commands (`RUN`): the
-    /// caller that saves wake-ups for the end of its tick writes them now instead.
-    Run,
     /// Nowhere: the session is closing (it fails its requests as it leaves).
     Closing,
     /// To wait for room (`maxQueuedBytes`) behind those already waiting; it joins the
     /// socket's queue as the socket takes bytes (`wrote`), in order.
     Waiting,
 }
-
-/// Commands queued for one socket in one JavaScript tick that go out at once rather than
-/// at the tick's end. With every command of a tick in one write, the extension could not
-/// start on the first before the gateway had made the last, nor the gateway read the
-/// first answers before the extension had written the last: 64 calls in flight to one
-/// device moved as one convoy, each thread waiting for the one before it. In runs of 16,
-/// the JavaScript thread, the extension and the runtime work at once (docs/performance.md,
-/// "64 in flight: the second core"); with many devices a tick rarely queues 16 for one, so
-/// their writes stay one per tick.
-pub const RUN: usize = 16;
 
 /// A command that would wait for room, but `waiting` commands already do.
 #[derive(Debug)]
@@ -307,10 +294,10 @@ impl SessionLink {
             }
             self.queued_bytes.fetch_add(len, Ordering::Relaxed);
             out.frames.push_back(frame);
-            return Ok(match out.frames.len() {
-                1 => CommandQueued::First,
-                n if n % RUN == 0 => CommandQueued::Run,
-                _ => CommandQueued::Behind,
+            return Ok(if out.frames.len() == 1 {
+                CommandQueued::First
+            } else {
+                CommandQueued::Behind
             });
         }
         let rare = out.rare();
@@ -874,24 +861,6 @@ mod tests {
         let lens: Vec<usize> = frames.iter().map(frame_len).collect();
         assert_eq!(lens, [1004, 12]);
         assert_eq!(link.queued_bytes(), 1004 + 1004 + 12);
-    }
-
-    #[test]
-    fn every_run_of_commands_in_the_queue_asks_to_be_written_at_once() {
-        let link = SessionLink::default();
-        let mut runs = Vec::new();
-        for id in 1..=(2 * RUN + 1) as u128 {
-            match command(&link, id, 10, MAX) {
-                CommandQueued::First => assert_eq!(id, 1),
-                CommandQueued::Run => runs.push(id),
-                CommandQueued::Behind => {}
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(runs, [RUN as u128, 2 * RUN as u128]);
-        // Taken by the task (or written through): the count starts again.
-        assert_eq!(link.take().0.len(), 2 * RUN + 1);
-        assert_eq!(command(&link, 100, 10, MAX), CommandQueued::First);
     }
 
     #[test]

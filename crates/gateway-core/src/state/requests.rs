@@ -161,13 +161,6 @@ impl Shared {
                         Wake::Now => link.wake(),
                         Wake::Later => lock(&self.corked).push(link),
                     },
-                    // A run is queued: written now (the link stays corked for the rest of
-                    // the tick). `Wake::Now` woke the task for the first already.
-                    Ok(CommandQueued::Run) => {
-                        if let Wake::Later = wake {
-                            link.write_through();
-                        }
-                    }
                     Ok(_) => {}
                     Err(too_many) => {
                         // Taken back, unless a close settled it meanwhile.
@@ -408,7 +401,7 @@ mod tests {
     use crate::identity::Identity;
     use crate::protocol::StatusFrame;
     use crate::state::journal::Journal;
-    use crate::state::link::{SessionLink, RUN};
+    use crate::state::link::SessionLink;
     use crate::state::Lifecycle;
 
     /// What the store is told, in order.
@@ -432,99 +425,6 @@ mod tests {
         fn validate(&self, _: String) -> Validation {
             Box::pin(async { Ok(AuthAnswer::default()) })
         }
-    }
-
-    /// A shared state with one ready session of `key` on `link`, running.
-    fn one_session(link: &Arc<SessionLink>) -> Arc<Shared> {
-        let shared = Shared::new(Config::default(), Arc::new(Quiet)).unwrap();
-        {
-            let mut registry = lock(&shared.registry);
-            let (key, _) = registry
-                .add(Identity::for_test("key", "s1"), link.clone(), 10)
-                .unwrap();
-            let ready = StatusFrame {
-                text: None,
-                ready: true,
-                whatsapp_logged_in: true,
-            };
-            registry.set_status(key, ready);
-        }
-        shared.set_lifecycle(Lifecycle::Running);
-        shared
-    }
-
-    /// The text frames a server wrote, in order.
-    fn texts_of(mut bytes: &[u8]) -> Vec<String> {
-        let mut texts = Vec::new();
-        while !bytes.is_empty() {
-            assert_eq!(bytes[0], 0x81, "a whole text frame");
-            let (len, start) = match bytes[1] {
-                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-                n => (n as usize, 2),
-            };
-            texts.push(String::from_utf8(bytes[start..start + len].to_vec()).unwrap());
-            bytes = &bytes[start + len..];
-        }
-        texts
-    }
-
-    #[test]
-    fn a_ticks_commands_to_one_session_leave_in_runs_and_in_order() {
-        use std::io::Read;
-        use std::os::fd::AsRawFd;
-        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        theirs.set_nonblocking(true).unwrap();
-        let link = Arc::new(SessionLink::default());
-        let shared = one_session(&link);
-        // The session's task is parked: the sending thread writes for it.
-        link.parked(ours.as_raw_fd());
-        let read = |theirs: &mut std::os::unix::net::UnixStream| {
-            let mut got = Vec::new();
-            let mut buf = [0u8; 65536];
-            while let Ok(n) = theirs.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                got.extend_from_slice(&buf[..n]);
-            }
-            texts_of(&got)
-        };
-        let send = |i: usize| {
-            let request = SendRequest::new(
-                SendKind::Message,
-                "key".into(),
-                "+1555".into(),
-                format!("m{i}"),
-            );
-            shared.dispatch(i as u64, request, None, Wake::Later);
-        };
-        for i in 0..RUN - 1 {
-            send(i);
-        }
-        assert!(
-            read(&mut theirs).is_empty(),
-            "fewer than a run wait for the tick's end"
-        );
-        send(RUN - 1);
-        let first_run = read(&mut theirs);
-        assert_eq!(first_run.len(), RUN, "a whole run goes at once");
-        for i in RUN..RUN + 3 {
-            send(i);
-        }
-        assert!(read(&mut theirs).is_empty());
-        shared.wake_corked();
-        let rest = read(&mut theirs);
-        assert_eq!(rest.len(), 3, "the rest at the tick's end");
-        let messages: Vec<String> = first_run
-            .iter()
-            .chain(&rest)
-            .map(|t| {
-                serde_json::from_str::<serde_json::Value>(t).unwrap()["data"]["message"].to_string()
-            })
-            .collect();
-        let expected: Vec<String> = (0..RUN + 3).map(|i| format!("\"m{i}\"")).collect();
-        assert_eq!(messages, expected, "in the order sent");
     }
 
     #[test]
