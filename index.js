@@ -457,8 +457,7 @@ class WhatsAppGateway extends EventEmitter {
           options.mediaSource = media;
           sendCall(this.#handle, id, kind, apiKey, to, text, options);
         }
-        // The commands queued in this tick leave in one write per extension (in runs of 16,
-        // state/link.rs RUN, when there are more).
+        // Every command queued in this tick leaves in one write per extension.
         if (!this.#flushDue) {
           this.#flushDue = true;
           queueMicrotask(() => {
