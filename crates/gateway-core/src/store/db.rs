@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -324,16 +324,18 @@ impl Db {
                     .map_err(fail)?;
                 made_queued.push((send.request_id, tx.last_insert_rowid()));
             }
+            // A record's columns in two parts: first what its later changes can touch (the
+            // update's ?1-?10, the insert's too), then the call's own (key, recipient,
+            // metadata...), which never change once written and are neither made again
+            // nor rewritten.
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO records (request_id, api_key, idempotency_key, kind, phone_number, fingerprint, state,
-                       written, ack, message_id, timestamp, device, metadata, error, created_at, updated_at, settled_at, data)
+                    "INSERT INTO records (state, written, ack, message_id, timestamp, device, error, updated_at,
+                       settled_at, data, request_id, api_key, idempotency_key, kind, phone_number, fingerprint,
+                       metadata, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
                 )
                 .map_err(fail)?;
-            // What a record's later changes can touch: the call's own columns (key,
-            // recipient, metadata...) never change once written, so they are neither
-            // made again nor rewritten.
             let mut update = tx
                 .prepare_cached(
                     "UPDATE records SET state = ?1, written = ?2, ack = ?3, message_id = ?4, timestamp = ?5, device = ?6,
@@ -356,47 +358,44 @@ impl Db {
                 let ack = r.ack.map(|a| a.as_str());
                 let (message_id, device) = (json_text(&Some(&r.message_id)), json_text(&r.device));
                 let (error, data) = (json_text(&r.error), json_text(&r.data));
-                let state = r.state.as_str();
+                let (updated_at, settled_at) =
+                    (r.updated_at as i64, r.settled_at.map(|t| t as i64));
+                let changing: [&dyn ToSql; 10] = [
+                    &r.state.as_str(),
+                    &r.written,
+                    &ack,
+                    &message_id,
+                    &r.timestamp,
+                    &device,
+                    &error,
+                    &updated_at,
+                    &settled_at,
+                    &data,
+                ];
                 match self.records.get(&id) {
-                    Some(&seq) => {
+                    Some(seq) => {
+                        let seq: [&dyn ToSql; 1] = [seq];
                         update
-                            .execute(params![
-                                state,
-                                r.written,
-                                ack,
-                                message_id,
-                                r.timestamp,
-                                device,
-                                error,
-                                r.updated_at as i64,
-                                r.settled_at.map(|t| t as i64),
-                                data,
-                                seq,
-                            ])
+                            .execute(params_from_iter(changing.into_iter().chain(seq)))
                             .map_err(fail)?;
                     }
                     None => {
+                        let kind = text(&r.kind);
+                        let metadata = json_text(&Some(&r.metadata));
+                        let created_at = r.created_at as i64;
+                        let api_key: &str = api_key;
+                        let own: [&dyn ToSql; 8] = [
+                            &r.request_id,
+                            &api_key,
+                            &r.idempotency_key,
+                            &kind,
+                            &r.phone_number,
+                            &r.fingerprint,
+                            &metadata,
+                            &created_at,
+                        ];
                         insert
-                            .execute(params![
-                                r.request_id,
-                                &**api_key,
-                                r.idempotency_key,
-                                text(&r.kind),
-                                r.phone_number,
-                                r.fingerprint,
-                                state,
-                                r.written,
-                                ack,
-                                message_id,
-                                r.timestamp,
-                                device,
-                                json_text(&Some(&r.metadata)),
-                                error,
-                                r.created_at as i64,
-                                r.updated_at as i64,
-                                r.settled_at.map(|t| t as i64),
-                                data,
-                            ])
+                            .execute(params_from_iter(changing.into_iter().chain(own)))
                             .map_err(fail)?;
                         made_records.push((id, tx.last_insert_rowid()));
                     }
