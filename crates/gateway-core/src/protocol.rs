@@ -655,11 +655,13 @@ pub fn push_text_frame_header(out: &mut Vec<u8>, len: usize) {
 
 /// A whole unmasked control frame (server to client): a pong or a close, with at most
 /// 125 bytes of payload (the caller's to keep).
-pub fn push_control_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
+pub fn control_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     debug_assert!(payload.len() <= 125, "a control frame's payload is short");
-    out.push(0x80 | opcode);
-    out.push(payload.len() as u8);
-    out.extend_from_slice(payload);
+    let mut frame = Vec::with_capacity(2 + payload.len());
+    frame.push(0x80 | opcode);
+    frame.push(payload.len() as u8);
+    frame.extend_from_slice(payload);
+    frame
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
 use crate::metrics;
-use crate::protocol::{push_control_frame, push_text_frame, push_text_frame_header, Frame};
+use crate::protocol::{control_frame, push_text_frame, push_text_frame_header, Frame};
 
 /// Slices handed to one vectored write.
 const SLICES_PER_WRITE: usize = 16;
@@ -69,13 +69,9 @@ impl Outgoing {
         self.push(gathered, true);
     }
 
-    /// A control frame (a pong) after the frames queued so far; returns its length.
-    pub fn push_control(&mut self, opcode: u8, payload: &[u8]) -> usize {
-        let mut bytes = Vec::with_capacity(2 + payload.len());
-        push_control_frame(&mut bytes, opcode, payload);
-        let len = bytes.len();
-        self.push(bytes, true);
-        len
+    /// A control frame (a pong) after the frames queued so far.
+    pub fn push_control(&mut self, opcode: u8, payload: &[u8]) {
+        self.push(control_frame(opcode, payload), true);
     }
 
     fn push(&mut self, bytes: Vec<u8>, ends_frame: bool) {

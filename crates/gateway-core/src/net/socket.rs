@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use super::outgoing::Outgoing;
 use super::reader::{Owned, ReadError, Reader};
 use super::Transport;
-use crate::protocol::{push_control_frame, push_text_frame, Frame};
+use crate::protocol::{control_frame, push_text_frame, Frame};
 
 pub struct Socket {
     pub io: Transport,
@@ -39,10 +39,8 @@ impl Socket {
                 Owned::Text(text) => return Ok(Some(text)),
                 Owned::Close => return Ok(None),
                 Owned::Ping(payload) => {
-                    let mut pong = Vec::with_capacity(2 + payload.len());
-                    push_control_frame(&mut pong, 0xa, &payload);
                     self.io
-                        .write_all(&pong)
+                        .write_all(&control_frame(0xa, &payload))
                         .await
                         .map_err(|_| ReadError::Broken)?;
                 }
@@ -87,8 +85,7 @@ impl Socket {
             }
             payload.extend_from_slice(&reason.as_bytes()[..end]);
         }
-        let mut frame = Vec::with_capacity(2 + payload.len());
-        push_control_frame(&mut frame, 0x8, &payload);
+        let frame = control_frame(0x8, &payload);
         let _ = tokio::time::timeout(CLOSING, self.io.write_all(&frame)).await;
     }
 
