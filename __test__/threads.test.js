@@ -123,10 +123,15 @@ gateway.start().then(async () => {
   return JSON.parse(stdout.trim());
 }
 
+test('on the main thread the runtime has no thread of its own, unless the environment asks for threads', { skip: process.platform !== 'linux' }, async () => {
+  assert.deepEqual(await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '' }), []);
+  assert.equal((await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '2' })).length, 2);
+});
+
 test("the runtime's threads are scheduled as usual, or as batch work with WA_GATEWAY_SCHED=batch", { skip: process.platform !== 'linux' }, async () => {
   const SCHED_OTHER = 0;
   const SCHED_BATCH = 3;
-  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: '' });
+  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '1' });
   assert.ok(normal.length >= 1, 'the runtime has a thread');
   assert.deepEqual(normal, normal.map(() => SCHED_OTHER));
   const batch = await runtimePolicies({ WA_GATEWAY_SCHED: 'batch' });

@@ -63,9 +63,39 @@ unsafe impl Send for HandlePtr {}
 #[derive(Clone)]
 pub struct JsWaker(Arc<Open>);
 
+thread_local! {
+    /// While the runtime turns on this thread (the binding's `inline`), the handles woken,
+    /// called when the turn ends instead of signalled through the loop.
+    static GATHERED: std::cell::RefCell<Option<Vec<HandlePtr>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `turn` with wakes on this thread gathered, then calls what they woke.
+pub fn gathering_wakes(turn: impl FnOnce()) {
+    GATHERED.with_borrow_mut(|g| *g = Some(Vec::new()));
+    turn();
+    let woken = GATHERED.with_borrow_mut(Option::take).unwrap_or_default();
+    for handle in woken {
+        // SAFETY: on the JavaScript thread that owns the handles; none was closed during
+        // the turn (only JavaScript closes them, and none ran).
+        unsafe { on_wake(handle.0) };
+    }
+}
+
 impl JsWaker {
     pub fn wake(&self) {
         if let Some(handle) = *lock(&self.0 .0) {
+            let gathered = GATHERED.with_borrow_mut(|g| match g {
+                Some(list) => {
+                    if !list.iter().any(|h| h.0 == handle.0) {
+                        list.push(handle);
+                    }
+                    true
+                }
+                None => false,
+            });
+            if gathered {
+                return;
+            }
             // SAFETY: the handle stays open while `Open` holds it (see `close`).
             unsafe { uv_async_send(handle.0) };
         }

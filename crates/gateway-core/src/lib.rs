@@ -46,6 +46,8 @@ pub use net::handshake::{parsed_request, Upgrade};
 pub use protocol::custom::is_custom_type;
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
+#[cfg(target_os = "linux")]
+pub use runtime::build_inline_runtime;
 pub use runtime::build_runtime;
 pub use state::link::lock;
 pub use state::records::{StatusKey, StoredRecord};

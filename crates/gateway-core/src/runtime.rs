@@ -33,6 +33,69 @@ pub fn build_runtime() -> io::Result<Runtime> {
         .build()
 }
 
+/// A runtime with no worker thread, for a host that drives it from its own event loop
+/// (`WA_GATEWAY_INLINE=1`): it runs only inside `block_on`. Returned with the epoll
+/// instance its I/O driver waits on, which becomes readable whenever the runtime has
+/// events to take (a socket's readiness, a wake-up from another thread), so that the
+/// host's loop can watch it and turn the runtime then.
+#[cfg(target_os = "linux")]
+pub fn build_inline_runtime() -> io::Result<(Runtime, std::os::fd::RawFd)> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
+    let before = epoll_fds();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_name(THREAD_NAME)
+        .enable_all()
+        .build()?;
+    // The driver keeps a duplicate of its epoll descriptor (mio's registry). Two
+    // descriptors of one instance list the same registrations (the driver's wake-up);
+    // another instance made meanwhile by another thread would list its own.
+    let made: Vec<_> = epoll_fds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .map(|fd| (fd, registrations(fd)))
+        .collect();
+    match made.first() {
+        Some((fd, Some(first))) if made.iter().all(|(_, r)| r.as_ref() == Some(first)) => {
+            Ok((rt, *fd))
+        }
+        _ => Err(io::Error::other("cannot find the runtime's epoll instance")),
+    }
+}
+
+/// The descriptors an epoll instance watches, as /proc lists them.
+#[cfg(target_os = "linux")]
+fn registrations(fd: std::os::fd::RawFd) -> Option<Vec<String>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let watched: Vec<String> = info
+        .lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .map(String::from)
+        .collect();
+    (!watched.is_empty()).then_some(watched)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn build_inline_runtime() -> io::Result<(Runtime, i32)> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The process's open epoll instances (tokio does not name its own).
+#[cfg(target_os = "linux")]
+fn epoll_fds() -> Vec<std::os::fd::RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventpoll]")
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// How the kernel schedules the runtime's threads.
 ///
 /// `Batch` (`WA_GATEWAY_SCHED=batch`; `Normal`, the usual policy, otherwise): a runtime thread woken by data on a socket does not preempt the
