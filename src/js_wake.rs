@@ -105,6 +105,10 @@ impl JsWaker {
     /// queue too rides the same wake-up of the JavaScript thread (which, on a busy
     /// machine, takes a core from the runtime); elsewhere at once.
     pub fn wake_soon(&self) {
+        if GATHERED.with_borrow(Option::is_some) {
+            // A turn on this thread: its end is soon, and every wake waits for it.
+            return self.wake();
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let waker = self.clone();
