@@ -123,8 +123,8 @@ gateway.start().then(async () => {
   return JSON.parse(stdout.trim());
 }
 
-test('on the main thread the runtime has no thread of its own, unless the environment asks for threads', { skip: process.platform !== 'linux' }, async () => {
-  assert.deepEqual(await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '' }), []);
+test('with WA_GATEWAY_THREADS=0 the runtime has no thread of its own on the main thread (the default below 4 cores), and as many as it says otherwise', { skip: process.platform !== 'linux' }, async () => {
+  assert.deepEqual(await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '0' }), []);
   assert.equal((await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '2' })).length, 2);
 });
 

@@ -49,9 +49,10 @@ extern "C" {
     fn uv_close(handle: *mut UvHandle, callback: unsafe extern "C" fn(*mut UvHandle));
 }
 
-/// The main thread's runtime, or `None` where it keeps threads of its own: on other
-/// threads, when the environment asks for threads (`WA_GATEWAY_THREADS`,
-/// `WA_GATEWAY_SCHED`), or where the runtime's epoll instance cannot be found.
+/// The main thread's runtime, or `None` where it has threads of its own: on other
+/// threads, when it is given threads (`wa_gateway_core::runtime_threads_here`: from 4
+/// cores, `WA_GATEWAY_THREADS`, `WA_GATEWAY_SCHED=batch`), or where the runtime's epoll
+/// instance cannot be found.
 pub fn main_thread_runtime(env: sys::napi_env) -> Option<&'static Runtime> {
     static INLINE: OnceLock<Option<&'static Runtime>> = OnceLock::new();
     if !on_main_thread() {
@@ -59,7 +60,7 @@ pub fn main_thread_runtime(env: sys::napi_env) -> Option<&'static Runtime> {
     }
     // Only the main thread gets here, so the closure runs on it, once.
     *INLINE.get_or_init(|| {
-        if threads_asked() {
+        if wa_gateway_core::runtime_threads_here() > 0 {
             return None;
         }
         let (rt, fd) = wa_gateway_core::build_inline_runtime().ok()?;
@@ -68,12 +69,6 @@ pub fn main_thread_runtime(env: sys::napi_env) -> Option<&'static Runtime> {
         unsafe { watch(env, rt, fd) }.ok()?;
         Some(rt)
     })
-}
-
-fn threads_asked() -> bool {
-    ["WA_GATEWAY_THREADS", "WA_GATEWAY_SCHED"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
 }
 
 #[cfg(target_os = "linux")]

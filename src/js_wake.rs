@@ -64,19 +64,27 @@ unsafe impl Send for HandlePtr {}
 pub struct JsWaker(Arc<Open>);
 
 thread_local! {
-    /// While the runtime turns on this thread (the binding's `inline`), the handles woken,
+    /// While the runtime turns on this thread (the binding's `inline`), the wakers woken,
     /// called when the turn ends instead of signalled through the loop.
-    static GATHERED: std::cell::RefCell<Option<Vec<HandlePtr>>> = const { std::cell::RefCell::new(None) };
+    static GATHERED: std::cell::RefCell<Option<Vec<Arc<Open>>>> = const { std::cell::RefCell::new(None) };
 }
 
 /// Runs `turn` with wakes on this thread gathered, then calls what they woke.
+///
+/// Only the runtime turned by this thread's loop runs in `turn`, and it serves only this
+/// thread's gateways: every handle gathered belongs to this loop.
 pub fn gathering_wakes(turn: impl FnOnce()) {
     GATHERED.with_borrow_mut(|g| *g = Some(Vec::new()));
     turn();
     let woken = GATHERED.with_borrow_mut(Option::take).unwrap_or_default();
-    for handle in woken {
-        // SAFETY: on the JavaScript thread that owns the handles; none was closed during
-        // the turn (only JavaScript closes them, and none ran).
+    for open in woken {
+        // Looked up again at each call: JavaScript run by the call before may have
+        // closed this one (a gateway collected), and a closed handle's side is gone.
+        let Some(handle) = *lock(&open.0) else {
+            continue;
+        };
+        // SAFETY: on the JavaScript thread that owns the handle, which is open: its
+        // side lives until it closes, and closing happens only on this thread.
         unsafe { on_wake(handle.0) };
     }
 }
@@ -86,8 +94,8 @@ impl JsWaker {
         if let Some(handle) = *lock(&self.0 .0) {
             let gathered = GATHERED.with_borrow_mut(|g| match g {
                 Some(list) => {
-                    if !list.iter().any(|h| h.0 == handle.0) {
-                        list.push(handle);
+                    if !list.iter().any(|o| Arc::ptr_eq(o, &self.0)) {
+                        list.push(self.0.clone());
                     }
                     true
                 }
