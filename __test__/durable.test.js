@@ -325,7 +325,7 @@ test('sends waiting for room on a socket at a SIGKILL stay in the store and go o
   );
   const status = (n, idempotencyKey) => n.request('status', { lookup: { apiKey: GOOD_KEY, idempotencyKey } });
   // The last waits for room behind the full socket ('queued' while it does).
-  await waitFor(async () => (await status(node, keys.at(-1)))?.state === 'queued', 10_000, 'the last send waiting for room');
+  await eventually(async () => (await status(node, keys.at(-1)))?.state === 'queued', 10_000, 'the last send waiting for room');
   await new Promise((r) => setTimeout(r, 300)); // the store's commits of the moment
   await node.kill();
   for (const call of calls) assert.ok((await call).error?.processExited);
@@ -374,7 +374,14 @@ test('stop({ drainMs }) with store: sends waiting for room on a socket stay in t
   const image = `data:image/png;base64,${Buffer.concat([Buffer.from('89504e470d0a1a0a', 'hex'), require('node:crypto').randomBytes(512 * 1024)]).toString('base64')}`;
   const calls = Array.from({ length: 12 }, (_, i) => settle(gateway.sendImage(GOOD_KEY, { phoneNumber: '+15550003333', caption: `s${i}`, dataUrl: image, timeout: 60_000 })));
   const waitingForRoom = async () => sql(store, 'SELECT count(*) AS n FROM queued')[0].n;
-  await waitFor(async () => (await waitingForRoom()) > 0, 10_000, 'sends waiting for room kept in the store');
+  // Until every send has loaded its image and reached the socket or its waiting room (the
+  // count holds still): a send still loading at stop() fails with GATEWAY_SHUTDOWN, another case.
+  let seen = -1;
+  await eventually(async () => {
+    const [before, now] = [seen, await waitingForRoom()];
+    seen = now;
+    return now > 0 && now === before;
+  }, 10_000, 'sends waiting for room kept in the store', 200);
   await gateway.stop({ drainMs: 200 });
   extension.ws.terminate();
   const kept = sql(store, 'SELECT request_id FROM queued ORDER BY seq').map((r) => r.request_id);

@@ -123,10 +123,15 @@ gateway.start().then(async () => {
   return JSON.parse(stdout.trim());
 }
 
+test('with WA_GATEWAY_THREADS=0 the runtime has no thread of its own on the main thread (the default below 4 cores), and as many as it says otherwise', { skip: process.platform !== 'linux' }, async () => {
+  assert.deepEqual(await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '0' }), []);
+  assert.equal((await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '2' })).length, 2);
+});
+
 test("the runtime's threads are scheduled as usual, or as batch work with WA_GATEWAY_SCHED=batch", { skip: process.platform !== 'linux' }, async () => {
   const SCHED_OTHER = 0;
   const SCHED_BATCH = 3;
-  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: '' });
+  const normal = await runtimePolicies({ WA_GATEWAY_SCHED: '', WA_GATEWAY_THREADS: '1' });
   assert.ok(normal.length >= 1, 'the runtime has a thread');
   assert.deepEqual(normal, normal.map(() => SCHED_OTHER));
   const batch = await runtimePolicies({ WA_GATEWAY_SCHED: 'batch' });

@@ -23,14 +23,19 @@ use crate::types::{
 };
 use crate::validations::Validations;
 
-fn runtime() -> napi::Result<&'static Runtime> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(rt) = RUNTIME.get() {
+/// The main thread's runtime, turned from its event loop (`inline`), or the threaded
+/// one that every other thread shares.
+fn runtime(env: &Env) -> napi::Result<&'static Runtime> {
+    if let Some(rt) = crate::inline::main_thread_runtime(env.raw()) {
+        return Ok(rt);
+    }
+    static THREADED: OnceLock<Runtime> = OnceLock::new();
+    if let Some(rt) = THREADED.get() {
         return Ok(rt);
     }
     let rt = build_runtime()
         .map_err(|e| napi::Error::from_reason(format!("cannot start the gateway runtime: {e}")))?;
-    Ok(RUNTIME.get_or_init(|| rt))
+    Ok(THREADED.get_or_init(|| rt))
 }
 
 fn start_error(e: StartError) -> napi::Error<String> {
@@ -103,7 +108,7 @@ impl NativeGateway {
         let (Arg(config), Arg(deliver)) = (config, deliver);
         // Checked before anything is set up, so that a bad one leaves nothing behind.
         let config = Config::try_from(config).map_err(|e| type_error(env.raw(), &e.reason))?;
-        let rt = runtime()?;
+        let rt = runtime(&env)?;
         let queued = Arc::new(Queued::default());
         let checks = queued.checks.clone();
         // Held (with the event loop) only while the gateway runs or sends are pending.

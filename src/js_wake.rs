@@ -63,9 +63,47 @@ unsafe impl Send for HandlePtr {}
 #[derive(Clone)]
 pub struct JsWaker(Arc<Open>);
 
+thread_local! {
+    /// While the runtime turns on this thread (the binding's `inline`), the wakers woken,
+    /// called when the turn ends instead of signalled through the loop.
+    static GATHERED: std::cell::RefCell<Option<Vec<Arc<Open>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `turn` with wakes on this thread gathered, then calls what they woke.
+///
+/// Only the runtime turned by this thread's loop runs in `turn`, and it serves only this
+/// thread's gateways: every handle gathered belongs to this loop.
+pub fn gathering_wakes(turn: impl FnOnce()) {
+    GATHERED.with_borrow_mut(|g| *g = Some(Vec::new()));
+    turn();
+    let woken = GATHERED.with_borrow_mut(Option::take).unwrap_or_default();
+    for open in woken {
+        // Looked up again at each call: JavaScript run by the call before may have
+        // closed this one (a gateway collected), and a closed handle's side is gone.
+        let Some(handle) = *lock(&open.0) else {
+            continue;
+        };
+        // SAFETY: on the JavaScript thread that owns the handle, which is open: its
+        // side lives until it closes, and closing happens only on this thread.
+        unsafe { on_wake(handle.0) };
+    }
+}
+
 impl JsWaker {
     pub fn wake(&self) {
         if let Some(handle) = *lock(&self.0 .0) {
+            let gathered = GATHERED.with_borrow_mut(|g| match g {
+                Some(list) => {
+                    if !list.iter().any(|o| Arc::ptr_eq(o, &self.0)) {
+                        list.push(self.0.clone());
+                    }
+                    true
+                }
+                None => false,
+            });
+            if gathered {
+                return;
+            }
             // SAFETY: the handle stays open while `Open` holds it (see `close`).
             unsafe { uv_async_send(handle.0) };
         }
@@ -75,6 +113,10 @@ impl JsWaker {
     /// queue too rides the same wake-up of the JavaScript thread (which, on a busy
     /// machine, takes a core from the runtime); elsewhere at once.
     pub fn wake_soon(&self) {
+        if GATHERED.with_borrow(Option::is_some) {
+            // A turn on this thread: its end is soon, and every wake waits for it.
+            return self.wake();
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let waker = self.clone();

@@ -14,6 +14,7 @@ mod args;
 mod deliveries;
 mod exception;
 mod gateway;
+mod inline;
 mod js_wake;
 mod media_shares;
 mod options;

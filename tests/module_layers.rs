@@ -15,8 +15,9 @@ const LAYERS: &[&[&str]] = &[
     // Leaves: waking the JavaScript thread, a pending exception, JavaScript's shapes,
     // media sources shared by calls in flight.
     &["js_wake", "exception", "types", "media_shares"],
-    // A batch's layout, key checks, argument checks, the options' names and defaults.
-    &["deliveries", "validations", "args", "options"],
+    // A batch's layout, key checks, argument checks, the options' names and defaults,
+    // the runtime turned from the main thread's event loop.
+    &["deliveries", "validations", "args", "options", "inline"],
     // The two queues for JavaScript and the rule for waking it.
     &["outbox"],
     // The class index.js drives.

@@ -46,7 +46,7 @@ pub use net::handshake::{parsed_request, Upgrade};
 pub use protocol::custom::is_custom_type;
 pub use protocol::delivery::Ack;
 pub use protocol::SendKind;
-pub use runtime::build_runtime;
+pub use runtime::{build_inline_runtime, build_runtime, runtime_threads_here};
 pub use state::link::lock;
 pub use state::records::{StatusKey, StoredRecord};
 pub use state::registry::SessionInfo;

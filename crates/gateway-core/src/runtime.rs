@@ -8,9 +8,35 @@ use crate::supervise::install_quiet_hook;
 
 const THREAD_NAME: &str = "wa-gateway";
 
-/// Half the cores as workers (at most 4), or `WA_GATEWAY_THREADS`: the JavaScript
-/// thread needs a core of its own, and on two cores a single worker measured as fast
-/// under load and cheaper per call when nearly idle.
+/// How many threads of its own the runtime gets: `WA_GATEWAY_THREADS` if it is a number,
+/// else none below 4 cores and half the cores (at most 4) from 4. With none, the host
+/// turns the runtime from its own event loop (`build_inline_runtime`) where it can: on
+/// two cores a runtime thread of its own competed with JavaScript and the extensions
+/// for the second core and cost a thread hand-off per batch; from 4 cores it takes work
+/// off the JavaScript thread, which is then the limit (docs/performance.md, "The runtime
+/// on the JavaScript thread"). Batch scheduling (`WA_GATEWAY_SCHED=batch`) is for
+/// threads, so it asks for at least one.
+pub fn runtime_threads(threads_var: Option<&str>, sched_var: Option<&str>, cores: usize) -> usize {
+    let asked = threads_var.and_then(|t| t.trim().parse::<usize>().ok());
+    let threads = asked.unwrap_or(if cores < 4 { 0 } else { (cores / 2).min(4) });
+    match Policy::from_env(sched_var) {
+        Policy::Batch => threads.max(1),
+        Policy::Normal => threads,
+    }
+}
+
+/// `runtime_threads` from the environment and the machine.
+pub fn runtime_threads_here() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    runtime_threads(
+        std::env::var("WA_GATEWAY_THREADS").ok().as_deref(),
+        std::env::var("WA_GATEWAY_SCHED").ok().as_deref(),
+        cores,
+    )
+}
+
+/// The runtime with threads of its own (`runtime_threads_here`, at least one), for
+/// hosts that do not turn it themselves.
 ///
 /// The threads run under the usual scheduling policy unless `WA_GATEWAY_SCHED=batch`
 /// (`Policy`).
@@ -18,12 +44,7 @@ pub fn build_runtime() -> io::Result<Runtime> {
     static QUIET: std::sync::Once = std::sync::Once::new();
     // Panics on the gateway's threads are caught and reported to onError, not printed.
     QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
-    let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let threads = std::env::var("WA_GATEWAY_THREADS")
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or((cores / 2).clamp(1, 4))
-        .max(1);
+    let threads = runtime_threads_here().max(1);
     let policy = Policy::from_env(std::env::var("WA_GATEWAY_SCHED").ok().as_deref());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
@@ -31,6 +52,73 @@ pub fn build_runtime() -> io::Result<Runtime> {
         .on_thread_start(move || policy.apply())
         .enable_all()
         .build()
+}
+
+/// A runtime with no worker thread, for a host that drives it from its own event loop
+/// (`WA_GATEWAY_INLINE=1`): it runs only inside `block_on`. Returned with the epoll
+/// instance its I/O driver waits on, which becomes readable whenever the runtime has
+/// events to take (a socket's readiness, a wake-up from another thread), so that the
+/// host's loop can watch it and turn the runtime then.
+#[cfg(target_os = "linux")]
+pub fn build_inline_runtime() -> io::Result<(Runtime, std::os::fd::RawFd)> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
+    let before = epoll_fds();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .thread_name(THREAD_NAME)
+        // A turn yields twice (the host's), so each of its two rounds runs every ready
+        // task rather than the usual 61 before the driver is polled: a backlog of
+        // thousands (sessions closing at stop()) is done in one turn, not one per tick.
+        .event_interval(100_000)
+        .enable_all()
+        .build()?;
+    // The driver keeps a duplicate of its epoll descriptor (mio's registry). Two
+    // descriptors of one instance list the same registrations (the driver's wake-up);
+    // another instance made meanwhile by another thread would list its own.
+    let made: Vec<_> = epoll_fds()
+        .into_iter()
+        .filter(|fd| !before.contains(fd))
+        .map(|fd| (fd, registrations(fd)))
+        .collect();
+    match made.first() {
+        Some((fd, Some(first))) if made.iter().all(|(_, r)| r.as_ref() == Some(first)) => {
+            Ok((rt, *fd))
+        }
+        _ => Err(io::Error::other("cannot find the runtime's epoll instance")),
+    }
+}
+
+/// The descriptors an epoll instance watches, as /proc lists them.
+#[cfg(target_os = "linux")]
+fn registrations(fd: std::os::fd::RawFd) -> Option<Vec<String>> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    let watched: Vec<String> = info
+        .lines()
+        .filter(|l| l.starts_with("tfd:"))
+        .map(String::from)
+        .collect();
+    (!watched.is_empty()).then_some(watched)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn build_inline_runtime() -> io::Result<(Runtime, i32)> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// The process's open epoll instances (tokio does not name its own).
+#[cfg(target_os = "linux")]
+fn epoll_fds() -> Vec<std::os::fd::RawFd> {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path())
+                .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventpoll]")
+        })
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 /// How the kernel schedules the runtime's threads.
@@ -81,6 +169,23 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_runtime_thread_below_four_cores_unless_asked() {
+        assert_eq!(runtime_threads(None, None, 1), 0);
+        assert_eq!(runtime_threads(None, None, 2), 0);
+        assert_eq!(runtime_threads(None, None, 3), 0);
+        assert_eq!(runtime_threads(None, None, 4), 2);
+        assert_eq!(runtime_threads(None, None, 16), 4);
+        assert_eq!(runtime_threads(None, None, 64), 4);
+        assert_eq!(runtime_threads(Some("3"), None, 2), 3);
+        assert_eq!(runtime_threads(Some(" 0 "), None, 16), 0);
+        assert_eq!(runtime_threads(Some("many"), None, 2), 0);
+        assert_eq!(runtime_threads(Some(""), None, 8), 4);
+        assert_eq!(runtime_threads(None, Some("batch"), 2), 1);
+        assert_eq!(runtime_threads(Some("0"), Some("batch"), 2), 1);
+        assert_eq!(runtime_threads(Some("2"), Some("batch"), 2), 2);
+    }
 
     #[test]
     fn normal_unless_told_batch() {

@@ -1,0 +1,198 @@
+//! The runtime turned from Node's event loop: on the main thread the gateway's runtime
+//! has no thread of its own (README, "Threads"). Node's loop watches the runtime's epoll
+//! instance and, whenever it has events, runs the runtime there until nothing is ready:
+//! an extension's answer is read, settled and handed to JavaScript in one wake-up of one
+//! thread, where a runtime thread of its own slept and woke once per batch besides
+//! JavaScript (docs/performance.md, "The runtime on the JavaScript thread").
+//!
+//! Timers: the loop cannot see the runtime's next deadline, so a libuv timer turns it a
+//! millisecond after each turn, then at twice the last wait up to `MAX_WAIT_MS` while
+//! nothing else does: a deadline is late by at most the time since the last activity,
+//! and at most `MAX_WAIT_MS`.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::sync::OnceLock;
+
+use napi::sys;
+use tokio::runtime::Runtime;
+
+use crate::js_wake::gathering_wakes;
+
+type UvHandle = c_void;
+const UV_POLL: i32 = 8;
+const UV_TIMER: i32 = 13;
+const UV_READABLE: i32 = 1;
+/// Room for a `uv_poll_t` or `uv_timer_t` (at most 160 bytes on 64-bit Unix); checked
+/// against libuv's own sizes.
+const HANDLE_WORDS: usize = 32;
+/// The longest wait between turns while nothing happens.
+const MAX_WAIT_MS: u64 = 16;
+
+extern "C" {
+    // Exported by the Node binary for addons.
+    fn uv_handle_size(kind: i32) -> usize;
+    fn uv_poll_init(loop_: *mut sys::uv_loop_s, handle: *mut UvHandle, fd: i32) -> i32;
+    fn uv_poll_start(
+        handle: *mut UvHandle,
+        events: i32,
+        callback: unsafe extern "C" fn(*mut UvHandle, i32, i32),
+    ) -> i32;
+    fn uv_timer_init(loop_: *mut sys::uv_loop_s, handle: *mut UvHandle) -> i32;
+    fn uv_timer_start(
+        handle: *mut UvHandle,
+        callback: unsafe extern "C" fn(*mut UvHandle),
+        timeout: u64,
+        repeat: u64,
+    ) -> i32;
+    fn uv_unref(handle: *mut UvHandle);
+    fn uv_close(handle: *mut UvHandle, callback: unsafe extern "C" fn(*mut UvHandle));
+}
+
+/// The main thread's runtime, or `None` where it has threads of its own: on other
+/// threads, when it is given threads (`wa_gateway_core::runtime_threads_here`: from 4
+/// cores, `WA_GATEWAY_THREADS`, `WA_GATEWAY_SCHED=batch`), or where the runtime's epoll
+/// instance cannot be found.
+pub fn main_thread_runtime(env: sys::napi_env) -> Option<&'static Runtime> {
+    static INLINE: OnceLock<Option<&'static Runtime>> = OnceLock::new();
+    if !on_main_thread() {
+        return None;
+    }
+    // Only the main thread gets here, so the closure runs on it, once.
+    *INLINE.get_or_init(|| {
+        if wa_gateway_core::runtime_threads_here() > 0 {
+            return None;
+        }
+        let (rt, fd) = wa_gateway_core::build_inline_runtime().ok()?;
+        let rt: &'static Runtime = Box::leak(Box::new(rt));
+        // SAFETY: on the main JavaScript thread with its live env.
+        unsafe { watch(env, rt, fd) }.ok()?;
+        Some(rt)
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn on_main_thread() -> bool {
+    // SAFETY: neither call takes arguments or fails.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn on_main_thread() -> bool {
+    false
+}
+
+/// The driver's state, on the main thread only.
+struct Driver {
+    rt: &'static Runtime,
+    poll: *mut UvHandle,
+    timer: *mut UvHandle,
+    /// The timer's current wait, doubled by each turn nothing else caused.
+    wait_ms: Cell<u64>,
+}
+
+thread_local! {
+    static DRIVER: Cell<*const Driver> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Opens the poll and timer handles on `env`'s loop and closes them when it tears down.
+/// Neither keeps the loop alive: a running gateway does (its wake-up handle).
+///
+/// # Safety
+/// On the JavaScript thread with its live env.
+unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(), ()> {
+    if uv_handle_size(UV_POLL).max(uv_handle_size(UV_TIMER)) > HANDLE_WORDS * 8 {
+        return Err(());
+    }
+    let mut loop_ = std::ptr::null_mut();
+    if sys::napi_get_uv_event_loop(env, &mut loop_) != sys::Status::napi_ok {
+        return Err(());
+    }
+    let poll = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvHandle>();
+    if uv_poll_init(loop_, poll, fd) != 0 {
+        drop(Box::from_raw(poll.cast::<[u64; HANDLE_WORDS]>()));
+        return Err(());
+    }
+    let timer = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvHandle>();
+    if uv_timer_init(loop_, timer) != 0 {
+        drop(Box::from_raw(timer.cast::<[u64; HANDLE_WORDS]>()));
+        uv_close(poll, free_handle);
+        return Err(());
+    }
+    uv_unref(poll);
+    uv_unref(timer);
+    let driver = Box::into_raw(Box::new(Driver {
+        rt,
+        poll,
+        timer,
+        wait_ms: Cell::new(1),
+    }));
+    DRIVER.set(driver);
+    if uv_poll_start(poll, UV_READABLE, on_ready) != 0
+        || uv_timer_start(timer, on_tick, 1, 0) != 0
+        || sys::napi_add_env_cleanup_hook(env, Some(on_env_teardown), driver.cast())
+            != sys::Status::napi_ok
+    {
+        on_env_teardown(driver.cast());
+        return Err(());
+    }
+    Ok(())
+}
+
+/// Runs the runtime until nothing is ready, then hands JavaScript what the turn
+/// delivered, in the same wake-up.
+fn turn(driver: &Driver) {
+    let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gathering_wakes(|| {
+            // The first yield lets the runtime take its I/O events and timers, the
+            // second runs the tasks they woke.
+            driver.rt.block_on(async {
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+            })
+        })
+    }));
+    // A task's panic is caught by the runtime; this would be tokio's own, which must not
+    // unwind into libuv.
+    drop(turned);
+}
+
+fn next_tick(driver: &Driver, wait_ms: u64) {
+    driver.wait_ms.set(wait_ms);
+    // SAFETY: the timer is open while the driver is installed (see `on_env_teardown`).
+    unsafe { uv_timer_start(driver.timer, on_tick, wait_ms, 0) };
+}
+
+/// The driver, while installed on this thread.
+fn driver() -> Option<&'static Driver> {
+    // SAFETY: set by `watch` and cleared by `on_env_teardown` before it is freed, both
+    // on this thread.
+    unsafe { DRIVER.get().as_ref() }
+}
+
+unsafe extern "C" fn on_ready(_handle: *mut UvHandle, _status: i32, _events: i32) {
+    if let Some(driver) = driver() {
+        turn(driver);
+        next_tick(driver, 1);
+    }
+}
+
+unsafe extern "C" fn on_tick(_handle: *mut UvHandle) {
+    if let Some(driver) = driver() {
+        turn(driver);
+        next_tick(driver, (driver.wait_ms.get() * 2).min(MAX_WAIT_MS));
+    }
+}
+
+/// Node's environment is going: the handles close with it, and the runtime is no longer
+/// turned (its gateways have stopped with their JavaScript).
+unsafe extern "C" fn on_env_teardown(driver: *mut c_void) {
+    let driver = Box::from_raw(driver.cast::<Driver>());
+    DRIVER.set(std::ptr::null());
+    uv_close(driver.poll, free_handle);
+    uv_close(driver.timer, free_handle);
+}
+
+unsafe extern "C" fn free_handle(handle: *mut UvHandle) {
+    drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
+}
