@@ -277,6 +277,7 @@ fn serve_step(
             Poll::Pending => {
                 // Before the outcomes go: JavaScript may answer them with sends at once.
                 if out.is_empty() {
+                    out.release();
                     link.parked(ws.fd());
                 }
                 burst.end();
