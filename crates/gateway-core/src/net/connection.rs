@@ -40,7 +40,7 @@ impl Drop for Open<'_> {
 }
 
 /// The connection's task; a combinator rather than an `async fn`, which would keep the
-/// future it awaits twice in its state (see `session::run`).
+/// future it awaits twice in its state.
 pub fn serve(
     transport: Transport,
     upgrade: Upgrade,

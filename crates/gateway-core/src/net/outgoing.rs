@@ -37,14 +37,6 @@ impl Outgoing {
         self.chunks.is_empty()
     }
 
-    /// Frees the buffer of chunks once all are written: an idle session's task would
-    /// keep it from one write (a heartbeat's ping) to the next, 176 bytes a session.
-    pub fn release(&mut self) {
-        if self.chunks.is_empty() {
-            self.chunks = VecDeque::new();
-        }
-    }
-
     /// Part of a frame is written and the rest is not: anything else written now
     /// would corrupt the stream.
     pub fn mid_frame(&self) -> bool {
