@@ -188,9 +188,9 @@ impl Encoder {
             let who = &r.session;
             // In the order of SESSION_FIELDS.
             self.numbers.push(SESSION as f64);
-            self.string(&who.session_id);
-            self.string(&who.extension_version);
-            self.string(&who.browser);
+            self.string(who.session_id());
+            self.string(who.extension_version());
+            self.string(who.browser());
             self.value(&who.user_id);
             *session = Some(r.session.clone());
         }
@@ -533,31 +533,40 @@ fn host_call(call: wa_gateway_core::CallId) -> u32 {
 /// (__test__/batch.test.js). index.js never calls it.
 fn sample() -> (Vec<Delivery>, Vec<Value>) {
     use serde_json::json;
-    use wa_gateway_core::{Ack, ErrorCode, GatewayError, LogEvent, Resolved, Stage};
+    use wa_gateway_core::{Ack, ErrorCode, GatewayError, LogEvent, Resolved, Stage, Texts};
 
     let identity = |n: u32| {
-        Arc::new(Identity {
-            // Strings as an extension may send them: non-ASCII, quotes, an emoji (a
-            // surrogate pair in JavaScript), so that every offset into `text` is checked.
-            session_id: format!("session-{n} \"é\" 😀").into(),
-            api_key: "sample-key-0123".into(),
-            user_id: if n == 1 {
-                json!({ "id": n })
-            } else {
-                json!(format!("user-{n}-ß-🦀"))
-            },
-            ip: "127.0.0.1".into(),
-            extension_version: format!("2.{n}.0-ü"),
-            browser: format!("browser-{n} 'ï' \\ \u{1f310}"),
-            dialect: wa_gateway_core::Dialect::Compat,
-            commands: Default::default(),
-        })
+        // Strings as an extension may send them: non-ASCII, quotes, an emoji (a
+        // surrogate pair in JavaScript), so that every offset into `text` is checked.
+        let (session_id, extension_version, browser) = (
+            format!("session-{n} \"é\" 😀"),
+            format!("2.{n}.0-ü"),
+            format!("browser-{n} 'ï' \\ \u{1f310}"),
+        );
+        let texts = Texts {
+            session_id: &session_id,
+            ip: "127.0.0.1",
+            extension_version: &extension_version,
+            browser: &browser,
+        };
+        let user_id = if n == 1 {
+            json!({ "id": n })
+        } else {
+            json!(format!("user-{n}-ß-🦀"))
+        };
+        Arc::new(Identity::new(
+            "sample-key-0123".into(),
+            user_id,
+            texts,
+            wa_gateway_core::Dialect::Compat,
+            Default::default(),
+        ))
     };
     let session = |who: &Identity| {
         json!({
-            "sessionId": &*who.session_id,
-            "extensionVersion": who.extension_version,
-            "browser": who.browser,
+            "sessionId": who.session_id(),
+            "extensionVersion": who.extension_version(),
+            "browser": who.browser(),
             "userId": who.user_id,
         })
     };

@@ -188,7 +188,7 @@ impl Cluster {
 
     /// `who`'s listing is to be written again (or removed) once Redis is reachable.
     fn unsynced(&self, who: &Identity) {
-        lock(&self.unsynced).insert(who.session_id.clone(), who.api_key.clone());
+        lock(&self.unsynced).insert(who.session_id().into(), who.api_key.clone());
     }
 
     /// The API key behind a digest, if this process knows it.

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 
 use crate::clock::now_ms;
 use crate::error::GatewayError;
-use crate::identity::Identity;
+use crate::identity::{Identity, Texts};
 use crate::protocol::delivery::Ack;
 use crate::protocol::{Recipient, SendKind, StatusFrame};
 
@@ -78,7 +78,7 @@ impl LogEvent {
         Self {
             kind,
             api_key: who.api_key.to_string(),
-            session_id: who.session_id.to_string(),
+            session_id: who.session_id().to_string(),
             user_id: who.user_id.clone(),
             timestamp: now_ms(),
             phone_number: None,
@@ -92,7 +92,7 @@ impl LogEvent {
     }
 
     pub fn session_connected(who: &Identity) -> Self {
-        let details = json!({ "ip": who.ip, "extensionVersion": who.extension_version, "browser": who.browser });
+        let details = json!({ "ip": who.ip(), "extensionVersion": who.extension_version(), "browser": who.browser() });
         Self {
             details: Some(details),
             ..Self::about("session-connected", who)
@@ -227,16 +227,19 @@ impl LogEvent {
         request_id: &str,
         error: &GatewayError,
     ) -> Self {
-        let nobody = Identity {
-            session_id: "".into(),
-            api_key: api_key.into(),
-            user_id: Value::Null,
-            ip: String::new(),
-            extension_version: String::new(),
-            browser: String::new(),
-            dialect: crate::config::Dialect::Compat,
-            commands: Default::default(),
+        let texts = Texts {
+            session_id: "",
+            ip: "",
+            extension_version: "",
+            browser: "",
         };
+        let nobody = Identity::new(
+            api_key.into(),
+            Value::Null,
+            texts,
+            crate::config::Dialect::Compat,
+            Default::default(),
+        );
         Self::send_failed(&nobody, to, request_id, error)
     }
 

@@ -39,7 +39,7 @@ pub use error::{ErrorCode, GatewayError, StartError};
 pub use events::LogEvent;
 pub use gateway::{Gateway, Health, SendRequest};
 pub use host::{AuthAnswer, Delivery, Host, Resolved, Stage, Validation};
-pub use identity::{request_id_text, CallId, Identity};
+pub use identity::{request_id_text, CallId, Identity, Texts};
 pub use media::{MediaPolicy, MediaText, WeakMediaText};
 pub use metrics::{snapshot as metrics_snapshot, MetricsSnapshot};
 pub use net::handshake::{parsed_request, Upgrade};

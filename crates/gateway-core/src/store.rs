@@ -284,9 +284,9 @@ impl Store {
                         "messageId": r.message_id,
                         "timestamp": r.timestamp,
                         "deviceInfo": {
-                            "sessionId": &*r.session.session_id,
-                            "extensionVersion": r.session.extension_version,
-                            "browser": r.session.browser,
+                            "sessionId": r.session.session_id(),
+                            "extensionVersion": r.session.extension_version(),
+                            "browser": r.session.browser(),
                         },
                         "ack": r.ack.as_str(),
                         "recovered": true,

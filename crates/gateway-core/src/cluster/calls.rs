@@ -63,7 +63,7 @@ impl RemoteCalls {
     pub fn load_of(&self, session_id: &str) -> usize {
         self.calls
             .values()
-            .filter(|c| &*c.device.session_id == session_id)
+            .filter(|c| c.device.session_id() == session_id)
             .count()
     }
 

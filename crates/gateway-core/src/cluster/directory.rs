@@ -48,7 +48,7 @@ impl Directory for Arc<Cluster> {
         self.relay.send(Outgoing::Listings {
             api_key: who.api_key.clone(),
             digest: self.know(&who.api_key),
-            changes: vec![(who.session_id.clone(), Some(info))],
+            changes: vec![(who.session_id().into(), Some(info))],
         });
     }
 
@@ -79,7 +79,7 @@ impl Directory for Arc<Cluster> {
         self.relay.send(Outgoing::Listings {
             api_key: who.api_key.clone(),
             digest: self.know(&who.api_key),
-            changes: vec![(who.session_id.clone(), None)],
+            changes: vec![(who.session_id().into(), None)],
         });
     }
 }

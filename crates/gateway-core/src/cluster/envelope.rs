@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::config::Dialect;
 use crate::error::GatewayError;
-use crate::identity::{CallId, Commands, Identity};
+use crate::identity::{CallId, Commands, Identity, Texts};
 use crate::protocol::SendKind;
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -140,11 +140,11 @@ pub struct Device {
 impl Device {
     pub fn of(who: &Identity) -> Self {
         Self {
-            session_id: who.session_id.to_string(),
+            session_id: who.session_id().to_string(),
             user_id: who.user_id.clone(),
-            ip: who.ip.clone(),
-            extension_version: who.extension_version.clone(),
-            browser: who.browser.clone(),
+            ip: who.ip().to_string(),
+            extension_version: who.extension_version().to_string(),
+            browser: who.browser().to_string(),
             // Results and events name a device; only choosing one needs its commands.
             commands: Vec::new(),
         }
@@ -152,16 +152,19 @@ impl Device {
 
     /// The device as this process names it in results and events.
     pub fn into_identity(self, api_key: std::sync::Arc<str>, dialect: Dialect) -> Identity {
-        Identity {
-            session_id: self.session_id.into(),
+        let texts = Texts {
+            session_id: &self.session_id,
+            ip: &self.ip,
+            extension_version: &self.extension_version,
+            browser: &self.browser,
+        };
+        Identity::new(
             api_key,
-            user_id: self.user_id,
-            ip: self.ip,
-            extension_version: self.extension_version,
-            browser: self.browser,
+            self.user_id,
+            texts,
             dialect,
-            commands: Commands::new(self.commands),
-        }
+            Commands::new(self.commands),
+        )
     }
 }
 

@@ -18,7 +18,7 @@ use super::{unavailable, Cluster};
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::Delivery;
-use crate::identity::{CallId, Commands, Identity};
+use crate::identity::{CallId, Commands, Identity, Texts};
 use crate::media::Media;
 use crate::protocol::{Recipient, SendKind};
 use crate::state::link::lock;
@@ -344,16 +344,19 @@ impl Cluster {
         let Some(device) = record.device.as_ref() else {
             return;
         };
-        let who = Arc::new(Identity {
-            session_id: device.session_id.as_str().into(),
-            api_key: api_key.clone(),
-            user_id: device.user_id.clone(),
-            ip: String::new(),
-            extension_version: device.extension_version.clone(),
-            browser: device.browser.clone(),
-            dialect: self.shared.config.dialect,
-            commands: Commands::default(),
-        });
+        let texts = Texts {
+            session_id: &device.session_id,
+            ip: "",
+            extension_version: &device.extension_version,
+            browser: &device.browser,
+        };
+        let who = Arc::new(Identity::new(
+            api_key.clone(),
+            device.user_id.clone(),
+            texts,
+            self.shared.config.dialect,
+            Commands::default(),
+        ));
         let answer = match (&record.state, &record.error) {
             (State::Sent, _) if record.kind == SendKind::Command => {
                 Ok((record.data.clone().unwrap_or(Value::Null), record.timestamp))

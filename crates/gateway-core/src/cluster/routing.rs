@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::error::{ErrorCode, GatewayError};
 use crate::events::LogEvent;
 use crate::host::{Delivery, Resolved, Stage};
-use crate::identity::{CallId, Commands, Identity, CLUSTER_CALL};
+use crate::identity::{CallId, Commands, Identity, Texts, CLUSTER_CALL};
 use crate::media::Media;
 use crate::protocol::delivery::Ack;
 use crate::protocol::{Recipient, SendKind};
@@ -204,7 +204,7 @@ impl Cluster {
             remote
                 .into_iter()
                 .map(|d| {
-                    let load = calls.load_of(&d.identity.session_id);
+                    let load = calls.load_of(d.identity.session_id());
                     (d, load)
                 })
                 .collect()
@@ -282,7 +282,7 @@ impl Cluster {
             from: self.node_id.to_string(),
             call,
             key_digest: self.know(&request.api_key),
-            session_id: device.identity.session_id.to_string(),
+            session_id: device.identity.session_id().to_string(),
             kind: request.kind,
             phone_number: request.phone_number.clone(),
             text: request.text,
@@ -555,7 +555,7 @@ impl Cluster {
             return;
         };
         let mut error =
-            crate::state::requests::connection_lost(&remote.request_id, &remote.device.session_id);
+            crate::state::requests::connection_lost(&remote.request_id, remote.device.session_id());
         error.message = format!(
             "The gateway process holding the device ({}) left before the send reached it",
             remote.holder
@@ -642,16 +642,19 @@ impl Cluster {
         if let Some(stored) = keyed {
             self.publish_record(&api_key, stored, false);
         }
-        let device = Identity {
-            session_id: ack.session_id.into(),
-            api_key,
-            user_id: ack.user_id,
-            ip: String::new(),
-            extension_version: String::new(),
-            browser: String::new(),
-            dialect: self.shared.config.dialect,
-            commands: Commands::default(),
+        let texts = Texts {
+            session_id: &ack.session_id,
+            ip: "",
+            extension_version: "",
+            browser: "",
         };
+        let device = Identity::new(
+            api_key,
+            ack.user_id,
+            texts,
+            self.shared.config.dialect,
+            Commands::default(),
+        );
         let event = LogEvent::message_ack(
             &device,
             &ack.request_id,
@@ -764,7 +767,7 @@ pub(super) fn refusal(
     if devices().any(|who| wants.accepts(who)) {
         return None;
     }
-    let named = |who: &Identity| wants.session.is_none_or(|s| *who.session_id == *s);
+    let named = |who: &Identity| wants.session.is_none_or(|s| who.session_id() == s);
     match devices().any(named) {
         // The target is active (or, without one, devices are): none handles the command.
         true if wants.command.is_some() => Some(Unavailable::Unsupported),

@@ -397,11 +397,11 @@ impl Cluster {
         };
         for (call, remote) in expired {
             let error =
-                timeout_error(remote.timeout_ms)(&remote.request_id, &remote.device.session_id);
+                timeout_error(remote.timeout_ms)(&remote.request_id, remote.device.session_id());
             self.fail_remote(call, &remote, error);
         }
         for (call, remote) in lost {
-            let mut error = connection_lost(&remote.request_id, &remote.device.session_id);
+            let mut error = connection_lost(&remote.request_id, remote.device.session_id());
             error.message = format!(
                 "The gateway process holding the device ({}) could not be reached for longer than its lease",
                 remote.holder
@@ -500,7 +500,7 @@ impl Cluster {
             )
         };
         for (call, remote) in calls {
-            let error = shutdown_error(&remote.request_id, &remote.device.session_id);
+            let error = shutdown_error(&remote.request_id, remote.device.session_id());
             self.fail_remote(call, &remote, error);
         }
     }

@@ -189,7 +189,7 @@ impl View {
             }
         };
         if nth < local.len() {
-            return Some(Choice::Local(local[nth].0.session_id.clone()));
+            return Some(Choice::Local(local[nth].0.session_id().into()));
         }
         remote
             .into_iter()
@@ -222,7 +222,7 @@ mod tests {
                 let remote = vec![(remote("b", "r"), 0)];
                 match view.choose("k", Strategy::RoundRobin, local, remote) {
                     Some(Choice::Local(id)) => id.to_string(),
-                    Some(Choice::Remote(d)) => d.identity.session_id.to_string(),
+                    Some(Choice::Remote(d)) => d.identity.session_id().to_string(),
                     None => String::new(),
                 }
             })

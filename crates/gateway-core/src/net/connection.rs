@@ -21,7 +21,7 @@ use super::socket::Socket;
 use super::Transport;
 use crate::error::{mask_api_key, ErrorCode, GatewayError};
 use crate::events::LogEvent;
-use crate::identity::{Commands, Identity};
+use crate::identity::{Commands, Identity, Texts};
 use crate::metrics::{self, AuthFailure};
 use crate::protocol::{self, AuthFrame, Frame, Inbound};
 use crate::state::link::{lock, SessionLink};
@@ -40,7 +40,7 @@ impl Drop for Open<'_> {
 }
 
 /// The connection's task; a combinator rather than an `async fn`, which would keep the
-/// future it awaits twice in its state (see `session::run`).
+/// future it awaits twice in its state.
 pub fn serve(
     transport: Transport,
     upgrade: Upgrade,
@@ -293,18 +293,22 @@ async fn admit(
         .await);
     }
 
-    let identity = Identity {
-        session_id: Uuid::new_v4().to_string().into(),
-        api_key: auth.api_key.into(),
-        user_id: answer.user_id,
-        ip,
-        extension_version: auth.extension_version,
-        browser: auth.browser,
-        dialect: shared.config.dialect,
-        commands: Commands::new(auth.commands),
+    let mut session_id = Uuid::encode_buffer();
+    let session_id = &*Uuid::new_v4().hyphenated().encode_lower(&mut session_id);
+    let texts = Texts {
+        session_id,
+        ip: &ip,
+        extension_version: &auth.extension_version,
+        browser: &auth.browser,
     };
-    let session_id = identity.session_id.clone();
-    let api_key = identity.api_key.clone();
+    let api_key: Arc<str> = auth.api_key.into();
+    let identity = Identity::new(
+        api_key.clone(),
+        answer.user_id,
+        texts,
+        shared.config.dialect,
+        Commands::new(auth.commands),
+    );
     let link = Arc::new(SessionLink::reading(auth.data_url_only));
     let added =
         lock(&shared.registry).add(identity, link.clone(), shared.config.max_sessions_per_key);
@@ -341,7 +345,7 @@ async fn admit(
     let replies = protocol::auth_replies(
         shared.config.dialect,
         auth.guide_dialect,
-        &session_id,
+        session_id,
         limits,
     );
     // A failed write shows up as a closed socket in the session loop, which cleans up.

@@ -10,12 +10,13 @@
 use std::future::poll_fn;
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::{Future, FutureExt};
+use futures_util::Future;
 
 use super::outgoing::Outgoing;
 use super::reader::{Message, ReadError};
@@ -51,13 +52,13 @@ enum End {
     Lost,
 }
 
-/// The session's task. Plain functions building combinators and `async move` blocks
-/// that use their captures in place: an `async fn` (or an awaited capture) keeps a
-/// second copy of its arguments in its state, and every idle session pays for the
-/// task's size.
-#[allow(clippy::manual_async_fn)]
-pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<Output = ()> {
-    let mut session = Owned {
+/// The session's task, written out by hand: an `async` block keeps its own references
+/// to what it borrows across an await, beside the things themselves, and every idle
+/// session pays for the task's size. Up to 152 bytes (with the task tracker's 8 and
+/// tokio's 96) keep tokio's task allocation at 256 bytes rather than 384.
+pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> SessionTask {
+    trim::session_changed();
+    SessionTask {
         ws: Some(ws),
         leaving: Some(Leaving {
             shared,
@@ -65,66 +66,91 @@ pub fn run(ws: Socket, admitted: Admitted, shared: Arc<Shared>) -> impl Future<O
             link: admitted.link,
             identity: admitted.identity,
         }),
-    };
-    trim::session_changed();
-    async move {
-        let (Some(ws), Some(me)) = (session.ws.as_mut(), session.leaving.as_ref()) else {
-            return;
-        };
-        // Borrows the socket (and everything else): a panic inside is caught here, with
-        // nothing of the session kept twice. `catch_unwind` rather than `catch_panic`,
-        // whose `map` adds a word that tips the task into a larger allocation.
-        let served = AssertUnwindSafe(serve_and_close(ws, me))
-            .catch_unwind()
-            .await;
-        session.close_socket();
-        let Some(me) = session.leaving.take() else {
-            return;
-        };
-        match served {
-            Ok(end) => me.leave(Some(end)),
-            Err(payload) => {
-                let panic = describe(payload.as_ref());
-                me.shared.report(panic_error("session", &panic));
-                me.leave(None);
-            }
-        }
+        out: None,
+        finishing: None,
     }
-}
-
-// Not an `async fn`: see `run`.
-#[allow(clippy::manual_async_fn)]
-fn serve_and_close<'a>(
-    ws: &'a mut Socket,
-    me: &'a Leaving,
-) -> impl Future<Output = (u16, String)> + 'a {
-    async move {
-        let mut out = Outgoing::default();
-        let end = serve(ws, &mut out, me.key, &me.link, &me.shared).await;
-        Box::pin(finish(ws, &mut out, &me.link, end)).await
-    }
-}
-
-/// Everything a session owes on the way out (`leave`).
-struct Leaving {
-    shared: Arc<Shared>,
-    key: SessionKey,
-    link: Arc<SessionLink>,
-    identity: Arc<Identity>,
 }
 
 /// The session's socket and what it owes on the way out, let go in this order however
 /// the task ends (finished, aborted by a `stop()` out of patience, or unwinding): the
 /// socket is taken back from write-through (others write to it only while the task
 /// has it registered as parked, `SessionLink::parked`), closed, then the session
-/// leaves. The close code and reason come in only at the end, so that an idle
-/// session's task holds no room for them.
-struct Owned {
+/// leaves. A panic while serving is caught at each poll and ends the session.
+pub struct SessionTask {
     ws: Option<Socket>,
     leaving: Option<Leaving>,
+    /// Frames being written to the socket, while there are: an idle session's task has
+    /// none (boxed, it is a word rather than 48 bytes in every idle task).
+    out: Option<Box<Outgoing>>,
+    /// The closing handshake once serving has ended; it owns the socket then. Boxed,
+    /// so that an idle session's task holds no room for it.
+    finishing: Option<Finishing>,
 }
 
-impl Owned {
+/// The closing handshake's future; it ends with the close code and reason.
+type Finishing = Pin<Box<dyn Future<Output = (u16, String)> + Send>>;
+
+impl Future for SessionTask {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let task = self.get_mut();
+        let end = match std::panic::catch_unwind(AssertUnwindSafe(|| task.step(cx))) {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(end)) => Ok(end),
+            Err(payload) => Err(describe(payload.as_ref())),
+        };
+        task.finishing = None;
+        task.close_socket();
+        if let Some(me) = task.leaving.take() {
+            match end {
+                Ok(end) => me.leave(Some(end)),
+                Err(panic) => {
+                    me.shared.report(panic_error("session", &panic));
+                    me.leave(None);
+                }
+            }
+        }
+        Poll::Ready(())
+    }
+}
+
+impl SessionTask {
+    /// Serves the session until it ends, then closes it (`finish`); returns the close
+    /// code and reason that `session-disconnected` reports.
+    fn step(&mut self, cx: &mut Context<'_>) -> Poll<(u16, String)> {
+        if self.finishing.is_none() {
+            let (Some(ws), Some(me)) = (self.ws.as_mut(), self.leaving.as_ref()) else {
+                return Poll::Ready((1006, "Connection lost".to_string()));
+            };
+            if let Some(rest) = me.link.running() {
+                // Another thread wrote part of a frame while the task was parked (so
+                // with nothing of its own under way): the rest goes before anything
+                // else, the pong or close reply tungstenite may want to write included.
+                self.out.get_or_insert_with(Box::default).resume(rest);
+            }
+            let out = &mut self.out;
+            let Poll::Ready(end) = serve_step(cx, ws, out, me.key, &me.link, &me.shared) else {
+                return Poll::Pending;
+            };
+            let (Some(mut ws), link) = (self.ws.take(), me.link.clone()) else {
+                return Poll::Ready((1006, "Connection lost".to_string()));
+            };
+            let mut out = self.out.take().unwrap_or_default();
+            self.finishing = Some(Box::pin(async move {
+                let ended = finish(&mut ws, &mut out, &link, end).await;
+                // Nobody writes through to it now (the task has not parked since it
+                // last ran), and it closes as it is dropped here.
+                drop(link.running());
+                ended
+            }));
+        }
+        match self.finishing.as_mut() {
+            Some(finishing) => finishing.as_mut().poll(cx),
+            None => Poll::Ready((1006, "Connection lost".to_string())),
+        }
+    }
+
     fn close_socket(&mut self) {
         if let Some(leaving) = &self.leaving {
             // The rest of a write-through, if any, goes with the socket.
@@ -134,13 +160,22 @@ impl Owned {
     }
 }
 
-impl Drop for Owned {
+impl Drop for SessionTask {
     fn drop(&mut self) {
+        self.finishing = None;
         self.close_socket();
         if let Some(leaving) = self.leaving.take() {
             leaving.leave(None);
         }
     }
+}
+
+/// Everything a session owes on the way out (`leave`).
+struct Leaving {
+    shared: Arc<Shared>,
+    key: SessionKey,
+    link: Arc<SessionLink>,
+    identity: Arc<Identity>,
 }
 
 impl Leaving {
@@ -182,51 +217,50 @@ impl Leaving {
     }
 }
 
-/// Carries commands out and statuses and results in until the session ends. One
-/// `poll_fn` that owns its few references: what an idle session's task holds of it.
+/// Carries commands out and statuses and results in until the session ends (what
+/// `SessionTask` does before its closing handshake).
+#[cfg(test)]
 fn serve<'a>(
     ws: &'a mut Socket,
-    out: &'a mut Outgoing,
+    out: &'a mut Option<Box<Outgoing>>,
     key: SessionKey,
     link: &'a SessionLink,
     shared: &'a Shared,
 ) -> impl Future<Output = End> + 'a {
-    let mut burst = Burst {
-        shared,
-        held: false,
-    };
-    poll_fn(move |cx| {
+    std::future::poll_fn(move |cx| {
         if let Some(rest) = link.running() {
-            // Another thread wrote part of a frame while the task was parked (so with
-            // nothing of its own under way): the rest goes before anything else, the
-            // pong or close reply tungstenite may want to write included.
-            out.resume(rest);
+            out.get_or_insert_with(Box::default).resume(rest);
         }
-        serve_step(cx, ws, out, key, link, &mut burst)
+        serve_step(cx, ws, out, key, link, shared)
     })
 }
 
 /// One poll of the serve loop: runs until the session ends or nothing is ready.
+/// `out` is allocated only while there is something to write.
 fn serve_step(
     cx: &mut std::task::Context<'_>,
     ws: &mut Socket,
-    out: &mut Outgoing,
+    out: &mut Option<Box<Outgoing>>,
     key: SessionKey,
     link: &SessionLink,
-    burst: &mut Burst<'_>,
+    shared: &Shared,
 ) -> Poll<End> {
-    let shared = burst.shared;
+    // Ends with this poll, however it ends.
+    let mut burst = Burst {
+        shared,
+        held: false,
+    };
     loop {
         if link.poll_woken(cx).is_ready() {
             let (frames, close_request) = link.take();
             if let Some(request) = close_request {
                 return Poll::Ready(End::Requested(request));
             }
-            out.extend(frames);
+            out.get_or_insert_with(Box::default).extend(frames);
             continue;
         }
-        if !out.is_empty() {
-            match out.poll_write(&mut ws.io, cx) {
+        if let Some(writing) = out.as_mut().filter(|o| !o.is_empty()) {
+            match writing.poll_write(&mut ws.io, cx) {
                 Poll::Ready(Ok(n)) => {
                     link.wrote(n);
                     continue;
@@ -254,7 +288,8 @@ fn serve_step(
                         // Counted and bounded like the replies below.
                         let len = 2 + payload.len();
                         if link.queued_own(len, max_queued) {
-                            out.push_control(0xa, payload);
+                            out.get_or_insert_with(Box::default)
+                                .push_control(0xa, payload);
                         }
                         None
                     }
@@ -276,7 +311,8 @@ fn serve_step(
             Poll::Ready(Err(ReadError::Broken)) => return Poll::Ready(End::Lost),
             Poll::Pending => {
                 // Before the outcomes go: JavaScript may answer them with sends at once.
-                if out.is_empty() {
+                if out.as_ref().is_none_or(|o| o.is_empty()) {
+                    *out = None;
                     link.parked(ws.fd());
                 }
                 burst.end();
@@ -289,8 +325,6 @@ fn serve_step(
 /// The frames one read brought, handled before the task yields: their outcomes
 /// reach the host as one hand-over (`Host::hold_deliveries`). Ends when the socket
 /// has nothing more buffered, and on every way out of the loop (drop).
-/// Holds the session's `Shared` too: the serve loop reaches it through here, one
-/// reference in the idle task rather than two.
 struct Burst<'a> {
     shared: &'a Shared,
     held: bool,
@@ -512,7 +546,7 @@ mod tests {
             let (key, _) = lock(&shared.registry)
                 .add(identity, link.clone(), 10)
                 .unwrap();
-            let mut out = Outgoing::default();
+            let mut out = None;
             let task =
                 std::cell::RefCell::new(Box::pin(serve(&mut ws, &mut out, key, &link, &shared)));
             let mut cx = Context::from_waker(Waker::noop());
@@ -586,13 +620,14 @@ mod tests {
     }
 
     /// Each idle session is one tokio task holding this future; the task tracker adds 8
-    /// bytes and tokio 96, rounded up to 128-byte steps, so up to 280 bytes keep the task
-    /// at 384 bytes (it was 640 with a WebSocket library's stream inside). Growing it past that costs
-    /// every idle session 128 bytes: box what an idle session does not use instead.
+    /// bytes and tokio 96, rounded up to 128-byte steps, so up to 152 bytes keep the task
+    /// at 256 bytes (it was 384 with the `async` blocks' 240, 640 with a WebSocket
+    /// library's stream inside). Growing it past that costs every idle session 128
+    /// bytes: box what an idle session does not use instead.
     #[test]
-    fn an_idle_sessions_task_stays_within_384_bytes() {
+    fn an_idle_sessions_task_stays_within_256_bytes() {
         let size = output_size(run);
         eprintln!("session future: {size} bytes");
-        assert!(size <= 280, "the session future grew to {size} bytes");
+        assert!(size <= 152, "the session future grew to {size} bytes");
     }
 }

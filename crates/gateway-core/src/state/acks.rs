@@ -258,7 +258,7 @@ impl Shared {
 pub fn extension_error(request_id: u128, who: &Identity, result: &ResultFrame) -> GatewayError {
     let error = &result.error;
     let mut message = format!("Extension reported failure: {}", describe(error));
-    let mut details = json!({ "requestId": request_text(request_id), "sessionId": &*who.session_id, "error": error, "sent": true });
+    let mut details = json!({ "requestId": request_text(request_id), "sessionId": who.session_id(), "error": error, "sent": true });
     if let Some(code) = &result.code {
         message.push_str(&format!(" ({code})"));
         details["extensionCode"] = code.as_str().into();

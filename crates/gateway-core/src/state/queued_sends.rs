@@ -104,7 +104,7 @@ impl Shared {
             format!(
                 "The device's queue is full ({queued} sends waiting to be written; see maxQueuedSends)"
             ),
-            json!({ "requestId": &id_text, "sessionId": &*identity.session_id, "queued": queued, "sent": false }),
+            json!({ "requestId": &id_text, "sessionId": identity.session_id(), "queued": queued, "sent": false }),
         );
         let settled = Settled {
             identity,

@@ -18,7 +18,7 @@ use super::send_request::SendRequest;
 use super::slot_index::SlotIndex;
 use crate::clock::{fixed_wall_ms_at, monotonic_at, monotonic_ms, now_ms};
 use crate::error::{ErrorCode, GatewayError};
-use crate::identity::{CallId, Identity};
+use crate::identity::{CallId, Identity, Texts};
 use crate::metrics;
 use crate::protocol::delivery::Ack;
 use crate::protocol::{Recipient, SendKind};
@@ -369,9 +369,9 @@ pub struct StoredDevice {
 impl StoredDevice {
     fn of(who: &Identity) -> Self {
         Self {
-            session_id: who.session_id.to_string(),
-            extension_version: who.extension_version.clone(),
-            browser: who.browser.clone(),
+            session_id: who.session_id().to_string(),
+            extension_version: who.extension_version().to_string(),
+            browser: who.browser().to_string(),
             user_id: who.user_id.clone(),
         }
     }
@@ -732,16 +732,19 @@ impl Records {
     fn restored(api_key: Arc<str>, stored: &StoredRecord, open: bool) -> Record {
         let mut record = Record::new(stored.kind, &stored.phone_number, stored.state);
         record.identity = stored.device.as_ref().map(|d| {
-            Arc::new(Identity {
-                session_id: d.session_id.as_str().into(),
-                api_key: api_key.clone(),
-                user_id: d.user_id.clone(),
-                ip: String::new(),
-                extension_version: d.extension_version.clone(),
-                browser: d.browser.clone(),
-                dialect: crate::config::Dialect::Compat,
-                commands: Default::default(),
-            })
+            let texts = Texts {
+                session_id: &d.session_id,
+                ip: "",
+                extension_version: &d.extension_version,
+                browser: &d.browser,
+            };
+            Arc::new(Identity::new(
+                api_key.clone(),
+                d.user_id.clone(),
+                texts,
+                crate::config::Dialect::Compat,
+                Default::default(),
+            ))
         });
         record.message_id = MessageId::of(&stored.message_id);
         record.timestamp = stored.timestamp;
@@ -1268,7 +1271,7 @@ impl Records {
         let record = self.position(request_id).map(|at| &self.ring[at].record);
         let session = record
             .and_then(|r| r.identity.as_ref())
-            .map_or_else(|| Arc::from(""), |who| who.session_id.clone());
+            .map_or_else(|| Arc::from(""), |who| Arc::from(who.session_id()));
         (record.and_then(|r| r.ack), session)
     }
 

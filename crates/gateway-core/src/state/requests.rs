@@ -140,7 +140,7 @@ impl Shared {
         match inserted {
             // The session closed between choosing it and recording the request.
             None => {
-                let mut error = connection_lost(request_id_text, &identity.session_id);
+                let mut error = connection_lost(request_id_text, identity.session_id());
                 error.details["sent"] = false.into();
                 self.host.deliver(Delivery::Rejected { call, error });
             }
@@ -242,7 +242,7 @@ impl Shared {
     /// session ids.
     pub fn fail(&self, settled: Settled, error: impl FnOnce(&str, &str) -> GatewayError) {
         let request_id = Uuid::from_u128(settled.request_id).to_string();
-        let mut error = error(&request_id, &settled.identity.session_id);
+        let mut error = error(&request_id, settled.identity.session_id());
         if settled.pending.queued && error.details.is_object() {
             error.details["sent"] = false.into();
             error

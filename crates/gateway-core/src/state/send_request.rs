@@ -134,7 +134,7 @@ impl Wants<'_> {
 
     /// Whether `who` is the target, if any, and handles the command, if any.
     pub fn accepts(&self, who: &Identity) -> bool {
-        self.session.is_none_or(|s| *who.session_id == *s) && self.handled_by(who)
+        self.session.is_none_or(|s| who.session_id() == s) && self.handled_by(who)
     }
 }
 

@@ -1,12 +1,12 @@
 //! The registry's sessions: admitting and removing them, their status, choosing a
 //! device among a key's active sessions, and listing them.
 
-use std::collections::HashMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use super::{
-    least_busy, PacingQueue, Refusal, Registry, Session, SessionInfo, SessionKey, Settled,
-    Unavailable,
+    least_busy, InFlight, PacingQueue, Refusal, Registry, Session, SessionInfo, SessionKey,
+    Settled, Unavailable,
 };
 use crate::clock::now_ms;
 use crate::config::Strategy;
@@ -53,7 +53,7 @@ impl Registry {
             connected_at: now_ms(),
             status: None,
             last_status_update: None,
-            pending: HashMap::default(),
+            pending: InFlight::default(),
             queue: PacingQueue::default(),
         };
         self.sessions.insert(key, session);
@@ -106,8 +106,9 @@ impl Registry {
 
     pub fn set_status(&mut self, key: SessionKey, status: StatusFrame) -> Option<Arc<Identity>> {
         let session = self.sessions.get_mut(&key)?;
-        session.status = Some(status);
-        session.last_status_update = Some(now_ms());
+        session.status = Some(status.into());
+        // Wall-clock ms: never 0.
+        session.last_status_update = NonZeroU64::new(now_ms());
         if session.device_active() && self.parking.has(&session.identity.api_key) {
             self.wake_delivery.notify_one();
         }
@@ -208,7 +209,7 @@ impl Registry {
             .iter()
             .find_map(|k| {
                 let s = self.sessions.get(k)?;
-                (*s.identity.session_id == *session_id).then_some((*k, s))
+                (s.identity.session_id() == session_id).then_some((*k, s))
             })
             .ok_or(Unavailable::Target)?;
         if !session.device_active() || session.link.closing() {
@@ -241,7 +242,7 @@ impl Registry {
             group.members.iter().any(|k| {
                 self.sessions
                     .get(k)
-                    .is_some_and(|s| *s.identity.session_id == *session_id)
+                    .is_some_and(|s| s.identity.session_id() == session_id)
             })
         })
     }
