@@ -227,16 +227,10 @@ impl LogEvent {
         request_id: &str,
         error: &GatewayError,
     ) -> Self {
-        let texts = Texts {
-            session_id: "",
-            ip: "",
-            extension_version: "",
-            browser: "",
-        };
         let nobody = Identity::new(
             api_key.into(),
             Value::Null,
-            texts,
+            Texts::default(),
             crate::config::Dialect::Compat,
             Default::default(),
         );

@@ -37,8 +37,9 @@ pub struct Identity {
     pub commands: Commands,
 }
 
-/// What an `Identity` is made of besides its key, user and texts.
-#[derive(Debug)]
+/// An identity's texts, copied by `Identity::new` into one allocation; empty where unknown
+/// (`Default`: all of them).
+#[derive(Debug, Default)]
 pub struct Texts<'a> {
     pub session_id: &'a str,
     pub ip: &'a str,

@@ -644,9 +644,7 @@ impl Cluster {
         }
         let texts = Texts {
             session_id: &ack.session_id,
-            ip: "",
-            extension_version: "",
-            browser: "",
+            ..Texts::default()
         };
         let device = Identity::new(
             api_key,
