@@ -1,6 +1,6 @@
 //! The runtime turned from Node's event loop: on the main thread the gateway's runtime
-//! has no thread of its own (README, "Threads"). Node's loop watches the runtime's epoll
-//! instance and, whenever it has events, runs the runtime there until nothing is ready:
+//! has no thread of its own below 4 cores (README, "Architecture"). Node's loop watches
+//! the runtime's epoll instance and, whenever it has events, turns the runtime there:
 //! an extension's answer is read, settled and handed to JavaScript in one wake-up of one
 //! thread, where a runtime thread of its own slept and woke once per batch besides
 //! JavaScript (docs/performance.md, "The runtime on the JavaScript thread").
@@ -142,19 +142,21 @@ unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(),
 /// Runs the runtime until nothing is ready, then hands JavaScript what the turn
 /// delivered, in the same wake-up.
 fn turn(driver: &Driver) {
-    let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        gathering_wakes(|| {
-            // The first yield lets the runtime take its I/O events and timers, the
-            // second runs the tasks they woke.
-            driver.rt.block_on(async {
-                tokio::task::yield_now().await;
-                tokio::task::yield_now().await;
-            })
-        })
-    }));
-    // A task's panic is caught by the runtime; this would be tokio's own, which must not
-    // unwind into libuv.
-    drop(turned);
+    gathering_wakes(|| {
+        let turned = wa_gateway_core::quietly(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // The first yield lets the runtime take its I/O events and timers, the
+                // second runs the tasks they woke.
+                driver.rt.block_on(async {
+                    tokio::task::yield_now().await;
+                    tokio::task::yield_now().await;
+                })
+            }))
+        });
+        // A task's panic is caught by the runtime; this would be tokio's own, which must
+        // not unwind into libuv.
+        drop(turned);
+    });
 }
 
 fn next_tick(driver: &Driver, wait_ms: u64) {

@@ -50,3 +50,4 @@ pub use runtime::{build_inline_runtime, build_runtime, runtime_threads_here};
 pub use state::link::lock;
 pub use state::records::{StatusKey, StoredRecord};
 pub use state::registry::SessionInfo;
+pub use supervise::quietly;

@@ -41,9 +41,7 @@ pub fn runtime_threads_here() -> usize {
 /// The threads run under the usual scheduling policy unless `WA_GATEWAY_SCHED=batch`
 /// (`Policy`).
 pub fn build_runtime() -> io::Result<Runtime> {
-    static QUIET: std::sync::Once = std::sync::Once::new();
-    // Panics on the gateway's threads are caught and reported to onError, not printed.
-    QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
+    quiet_panics();
     let threads = runtime_threads_here().max(1);
     let policy = Policy::from_env(std::env::var("WA_GATEWAY_SCHED").ok().as_deref());
     tokio::runtime::Builder::new_multi_thread()
@@ -54,15 +52,21 @@ pub fn build_runtime() -> io::Result<Runtime> {
         .build()
 }
 
+/// Panics on the gateway's threads, or in a host's turn of its runtime
+/// (`supervise::quietly`), are caught and reported to onError, not printed.
+fn quiet_panics() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
+}
+
 /// A runtime with no worker thread, for a host that drives it from its own event loop
-/// (`WA_GATEWAY_INLINE=1`): it runs only inside `block_on`. Returned with the epoll
+/// (`runtime_threads` none): it runs only inside `block_on`. Returned with the epoll
 /// instance its I/O driver waits on, which becomes readable whenever the runtime has
 /// events to take (a socket's readiness, a wake-up from another thread), so that the
 /// host's loop can watch it and turn the runtime then.
 #[cfg(target_os = "linux")]
 pub fn build_inline_runtime() -> io::Result<(Runtime, std::os::fd::RawFd)> {
-    static QUIET: std::sync::Once = std::sync::Once::new();
-    QUIET.call_once(|| install_quiet_hook(THREAD_NAME));
+    quiet_panics();
     let before = epoll_fds();
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name(THREAD_NAME)

@@ -60,14 +60,35 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// Keeps panics on the gateway's own threads (named `thread_prefix...`) off stderr:
-/// they are caught and reported to `onError` instead. Panics elsewhere print as before.
+thread_local! {
+    /// Whether this thread is running the gateway's runtime for its host (`quietly`).
+    static TURNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `turn`, the host turning the gateway's runtime on its own thread, with panics
+/// kept quiet as on the runtime's threads (`install_quiet_hook`).
+pub fn quietly<R>(turn: impl FnOnce() -> R) -> R {
+    /// Puts the mark back as it was, whether `turn` returns or unwinds.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TURNING.set(self.0);
+        }
+    }
+    let _restore = Restore(TURNING.replace(true));
+    turn()
+}
+
+/// Keeps panics on the gateway's own threads (named `thread_prefix...`), or while a host
+/// turns its runtime (`quietly`), off stderr: they are caught and reported to `onError`
+/// instead. Panics elsewhere print as before.
 pub fn install_quiet_hook(thread_prefix: &'static str) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let ours = std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with(thread_prefix));
+        let ours = TURNING.get()
+            || std::thread::current()
+                .name()
+                .is_some_and(|name| name.starts_with(thread_prefix));
         if ours {
             let at = info
                 .location()
