@@ -139,15 +139,15 @@ unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(),
     Ok(())
 }
 
-/// Runs the runtime until nothing is ready, then hands JavaScript what the turn
-/// delivered, in the same wake-up.
-fn turn(driver: &Driver) {
+/// Turns the runtime (its I/O and timers, then every task they woke), then hands
+/// JavaScript what the turn delivered, in the same wake-up.
+fn turn(rt: &'static Runtime) {
     gathering_wakes(|| {
         let turned = wa_gateway_core::quietly(|| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // The first yield lets the runtime take its I/O events and timers, the
                 // second runs the tasks they woke.
-                driver.rt.block_on(async {
+                rt.block_on(async {
                     tokio::task::yield_now().await;
                     tokio::task::yield_now().await;
                 })
@@ -173,16 +173,22 @@ fn driver() -> Option<&'static Driver> {
 }
 
 unsafe extern "C" fn on_ready(_handle: *mut UvHandle, _status: i32, _events: i32) {
-    if let Some(driver) = driver() {
-        turn(driver);
-        next_tick(driver, 1);
-    }
+    turned_then(1);
 }
 
 unsafe extern "C" fn on_tick(_handle: *mut UvHandle) {
+    let wait_ms = driver().map_or(MAX_WAIT_MS, |d| d.wait_ms.get());
+    turned_then((wait_ms * 2).min(MAX_WAIT_MS));
+}
+
+/// A turn, then the timer in `wait_ms`. The driver is looked up again after the turn:
+/// the JavaScript it ran may have torn the environment down, and the driver with it.
+fn turned_then(wait_ms: u64) {
     if let Some(driver) = driver() {
-        turn(driver);
-        next_tick(driver, (driver.wait_ms.get() * 2).min(MAX_WAIT_MS));
+        turn(driver.rt);
+    }
+    if let Some(driver) = driver() {
+        next_tick(driver, wait_ms);
     }
 }
 
