@@ -67,6 +67,8 @@ thread_local! {
     /// While the runtime turns on this thread (the binding's `inline`), the wakers woken,
     /// called when the turn ends instead of signalled through the loop.
     static GATHERED: std::cell::RefCell<Option<Vec<Arc<Open>>>> = const { std::cell::RefCell::new(None) };
+    /// The last turn's list, emptied, for the next: a turn allocates none.
+    static SPARE: std::cell::Cell<Vec<Arc<Open>>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Runs `turn` with wakes on this thread gathered, then calls what they woke.
@@ -74,10 +76,10 @@ thread_local! {
 /// Only the runtime turned by this thread's loop runs in `turn`, and it serves only this
 /// thread's gateways: every handle gathered belongs to this loop.
 pub fn gathering_wakes(turn: impl FnOnce()) {
-    GATHERED.with_borrow_mut(|g| *g = Some(Vec::new()));
+    GATHERED.with_borrow_mut(|g| *g = Some(SPARE.take()));
     turn();
-    let woken = GATHERED.with_borrow_mut(Option::take).unwrap_or_default();
-    for open in woken {
+    let mut woken = GATHERED.with_borrow_mut(Option::take).unwrap_or_default();
+    for open in woken.drain(..) {
         // Looked up again at each call: JavaScript run by the call before may have
         // closed this one (a gateway collected), and a closed handle's side is gone.
         let Some(handle) = *lock(&open.0) else {
@@ -87,6 +89,7 @@ pub fn gathering_wakes(turn: impl FnOnce()) {
         // side lives until it closes, and closing happens only on this thread.
         unsafe { on_wake(handle.0) };
     }
+    SPARE.set(woken);
 }
 
 impl JsWaker {
