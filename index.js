@@ -22,7 +22,7 @@ const { Log } = require('./lib/logger');
 const { createHash } = require('node:crypto');
 const { addon, BATCH, readBatch } = require('./lib/native');
 
-const { NativeGateway, sendCall } = addon;
+const { NativeGateway, sendCall, flushCalls } = addon;
 
 /**
  * Runs validateApiKey for each check the core queued (`[token, apiKey, ...]`, see
@@ -194,9 +194,9 @@ class WhatsAppGateway extends EventEmitter {
     const settings = { ...native, debugLog: debugEnabled() };
     // Kept here: the native side holds it only while something is pending, so that a
     // gateway nobody uses any more can be collected.
-    this.#deliver = (batch, checks) => {
+    this.#deliver = (numbers, text, values, checks) => {
       if (checks !== undefined) runChecks(checks, callbacks.validateApiKey, this.#native);
-      this.#onBatch(batch);
+      this.#onBatch(numbers, text, values);
     };
     this.#native = new NativeGateway(settings, this.#deliver);
     this.#handle = this.#native.handle;
@@ -462,7 +462,7 @@ class WhatsAppGateway extends EventEmitter {
           this.#flushDue = true;
           queueMicrotask(() => {
             this.#flushDue = false;
-            this.#native.flush();
+            flushCalls(this.#handle);
           });
         }
       } catch (error) {
@@ -475,8 +475,8 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   /** What the core delivered since the last call, in order (lib/native.js reads the batch). */
-  #onBatch(items) {
-    readBatch(items, this.#reader);
+  #onBatch(numbers, text, values) {
+    readBatch(numbers, text, values, this.#reader);
     this.#updateHold();
   }
 

@@ -5,7 +5,7 @@
 type Arg<T> = T
 
 export declare class NativeGateway {
-  constructor(config: Arg<NativeConfig>, deliver: (batch: Array<any>, checks: Array<number | string> | undefined) => void)
+  constructor(config: Arg<NativeConfig>, deliver: (numbers: Float64Array | undefined, text: string | undefined, values: Array<any> | undefined, checks: Array<number | string> | undefined) => void)
   /** The number that names this gateway to `sendCall` on this thread. */
   get handle(): number
   /** `validateApiKey`'s answer to the check `token` (see `validations`). */
@@ -32,8 +32,6 @@ export declare class NativeGateway {
   stop(drainMs?: number | undefined | null): void
   /** No call in flight names the media share `share` any more (`media_shares`). */
   releaseMedia(share: Arg<number>): void
-  /** Sends the commands queued by `send` since the last flush. */
-  flush(): void
   sessions(apiKey: Arg<string>): Array<SessionInfo>
   /** `getMessageStatus(requestId)`, or `null`. */
   messageStatus(requestId: Arg<string>): any | null
@@ -85,7 +83,7 @@ export interface BatchLayout {
   resolvedFields: Array<string>
   sessionFields: Array<string>
   textFields: Array<string>
-  /** The length of a text field whose value is in the batch, at the index its start says. */
+  /** The length of a text field whose value is in `values`, at the index its start says. */
   inValues: number
   /** The length of a text field that is null. */
   null: number
@@ -170,6 +168,13 @@ export interface FetchHistogram {
   count: number
   sum: number
 }
+
+/**
+ * Sends the commands queued by `sendCall` since the last flush, on the gateway whose
+ * `handle` is `gateway` (none: nothing to send). A plain function for the reason
+ * `sendCall` is one: a flush follows every tick that sends.
+ */
+export declare function flushCalls(gateway: Arg<number>): void
 
 /** `getHealth()`. */
 export interface Health {
@@ -370,17 +375,18 @@ export interface StatusSelector {
 }
 
 /**
- * Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
- * `sample()`'s deliveries, encoded as every batch is. Nothing on the hot path calls it
- * or anything it builds.
- */
-export declare function testSampleBatch(): Array<any>
-
-/**
  * Test hook, not part of the gateway's API (only __test__/batch.test.js calls it): what
- * each of `testSampleBatch()`'s deliveries decodes to.
+ * each of `sample()`'s deliveries decodes to.
  */
 export declare function testSampleBatchDecoded(): Array<any>
+
+/**
+ * Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
+ * `sample()`'s deliveries twice over, then once, encoded one after the other as a
+ * gateway's batches are (reusing one `Reused`): the second batch's numbers are written
+ * over the longer first's. Nothing on the hot path calls it or anything it builds.
+ */
+export declare function testSampleBatches(): Array<[Float64Array, string, Array<any> | undefined]>
 
 /** An upgrade request as Node's `http.Server` parsed it. */
 export interface UpgradeRequest {

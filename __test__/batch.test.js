@@ -10,9 +10,9 @@ const assert = require('node:assert/strict');
 const { addon, BATCH, readBatch } = require('../lib/native');
 
 /** What readBatch hands over, as plain records: the way index.js reads each kind. */
-function decode(batch, sessions = new Set()) {
+function decode([numbers, text, values], sessions = new Set()) {
   const out = [];
-  readBatch(batch, {
+  readBatch(numbers, text, values, {
     resolved(call, requestId, messageId, timestamp, ackStage, session) {
       sessions.add(session);
       out.push({
@@ -45,8 +45,19 @@ function decode(batch, sessions = new Set()) {
 }
 
 test('every kind of delivery comes out of readBatch as Rust put it in', () => {
-  const items = addon.testSampleBatch();
-  assert.deepEqual(decode(items), addon.testSampleBatchDecoded());
+  const [, batch] = addon.testSampleBatches();
+  assert.deepEqual(decode(batch), addon.testSampleBatchDecoded());
+});
+
+test('a batch reuses the numbers of the one before, longer, and is read only as far as its own count', () => {
+  const [first, second] = addon.testSampleBatches();
+  const numbers = second[0];
+  assert.equal(numbers, first[0], 'one Float64Array for both batches');
+  // Past the second batch's count, the array still holds the tail of the first (the
+  // sample twice over), which readBatch must not read.
+  assert.ok(numbers.length > 1 + numbers[0]);
+  assert.ok(numbers.subarray(1 + numbers[0]).some((n) => n !== 0), 'the first batch left numbers past the count');
+  assert.deepEqual(decode(second), addon.testSampleBatchDecoded());
 });
 
 test('the sample has every kind of delivery, and successes of two sessions (one session tag each)', () => {
@@ -55,14 +66,15 @@ test('the sample has every kind of delivery, and successes of two sessions (one 
     (name) => typeof BATCH[name] === 'number' && !['session', 'inValues', 'null'].includes(name),
   );
   assert.deepEqual([...new Set(decoded.map((d) => d.kind))].sort(), [...tagged].sort());
-  const items = addon.testSampleBatch();
+  const [, batch] = addon.testSampleBatches();
   const sessions = new Set(decoded.filter((d) => d.kind === 'resolved').map((d) => d.session.sessionId));
   assert.equal(sessions.size, 2);
   // One session record per run of successes from one session (read once, shared).
   const records = new Set();
-  decode(items, records);
+  decode(batch, records);
   assert.ok(records.size >= 2);
   const tags = tagged.map((name) => BATCH[name]).concat(BATCH.session);
-  assert.ok(items[0] instanceof Float64Array && typeof items[1] === 'string', 'numbers and text lead the batch');
+  const [numbers, text, values] = batch;
+  assert.ok(numbers instanceof Float64Array && typeof text === 'string' && Array.isArray(values), 'numbers, text and values');
   assert.equal(new Set(tags).size, tags.length, 'every delivery kind has its own tag');
 });

@@ -51,31 +51,33 @@ const { at: AT, slots: RESOLVED_SLOTS } = slotsOf(BATCH.resolvedFields);
 const { at: SESSION_AT, slots: SESSION_SLOTS } = slotsOf(BATCH.sessionFields);
 
 /** A text field of the batch: a substring of its text, one of its values, or null. */
-function textOf(batch, numbers, slot) {
+function textOf(numbers, text, values, slot) {
   const start = numbers[slot];
   const length = numbers[slot + 1];
-  if (length >= 0) return batch[1].substring(start, start + length);
-  return length === BATCH.inValues ? batch[start] : null;
+  if (length >= 0) return text.substring(start, start + length);
+  return length === BATCH.inValues ? values[start] : null;
 }
 
 /**
- * Walks what the core delivered since the last call (`[numbers, text, ...values]`, laid
- * out as BATCH says), in order, handing each delivery to `to`. A success is handed as its
- * fields and its session (one object per run of successes from one session). Values sent
- * as JSON text (an event, a duplicate's result, a notice) arrive parsed.
+ * Walks what the core delivered since the last call, in order, handing each delivery to
+ * `to`. The batch (src/deliveries.rs): `numbers` (how many follow, then each delivery's
+ * tag and slots, laid out as BATCH says), `text` (the strings the slots point into) and
+ * `values` (the rest, or undefined). `numbers` is reused for the next batch: it is read
+ * here and nowhere else. A success is handed as its fields and its session (one object
+ * per run of successes from one session). Values sent as JSON text (an event, a
+ * duplicate's result, a notice) arrive parsed.
  */
-function readBatch(batch, to) {
-  const numbers = batch[0];
-  // An empty array: the core had nothing it could hand over.
+function readBatch(numbers, text, values, to) {
+  // Undefined: the core had nothing it could hand over.
   if (numbers === undefined) return;
   let session = null;
-  for (let i = 0; i < numbers.length; ) {
+  for (let i = 1, end = 1 + numbers[0]; i < end; ) {
     const tag = numbers[i];
     if (tag === BATCH.resolved) {
       to.resolved(
         numbers[i + AT.call],
-        textOf(batch, numbers, i + AT.requestId),
-        textOf(batch, numbers, i + AT.messageId),
+        textOf(numbers, text, values, i + AT.requestId),
+        textOf(numbers, text, values, i + AT.messageId),
         numbers[i + AT.timestamp],
         numbers[i + AT.ackStage],
         session,
@@ -85,34 +87,34 @@ function readBatch(batch, to) {
     }
     if (tag === BATCH.session) {
       session = {
-        sessionId: textOf(batch, numbers, i + SESSION_AT.sessionId),
-        extensionVersion: textOf(batch, numbers, i + SESSION_AT.extensionVersion),
-        browser: textOf(batch, numbers, i + SESSION_AT.browser),
-        userId: textOf(batch, numbers, i + SESSION_AT.userId),
+        sessionId: textOf(numbers, text, values, i + SESSION_AT.sessionId),
+        extensionVersion: textOf(numbers, text, values, i + SESSION_AT.extensionVersion),
+        browser: textOf(numbers, text, values, i + SESSION_AT.browser),
+        userId: textOf(numbers, text, values, i + SESSION_AT.userId),
       };
       i += SESSION_SLOTS;
       continue;
     }
-    // Every other kind: its tag and where its values start in the batch.
+    // Every other kind: its tag and where its values start.
     const at = numbers[i + 1];
     i += 2;
     if (tag === BATCH.rejected) {
-      to.rejected(batch[at], batch[at + 1]);
+      to.rejected(values[at], values[at + 1]);
     } else if (tag === BATCH.duplicate) {
-      to.duplicate(batch[at], JSON.parse(batch[at + 1]));
+      to.duplicate(values[at], JSON.parse(values[at + 1]));
     } else if (tag === BATCH.log) {
-      const event = batch[at];
+      const event = values[at];
       to.log(typeof event === 'string' ? JSON.parse(event) : event);
     } else if (tag === BATCH.error) {
-      to.error(batch[at]);
+      to.error(values[at]);
     } else if (tag === BATCH.debug) {
-      to.debug(batch[at]);
+      to.debug(values[at]);
     } else if (tag === BATCH.warning) {
-      to.warning(batch[at], batch[at + 1]);
+      to.warning(values[at], values[at + 1]);
     } else if (tag === BATCH.notice) {
-      to.notice(JSON.parse(batch[at]));
+      to.notice(JSON.parse(values[at]));
     } else if (tag === BATCH.answer) {
-      to.answer(batch[at], batch[at + 1], batch[at + 2]);
+      to.answer(values[at], values[at + 1], values[at + 2]);
     } else {
       to.stopped();
     }

@@ -2,22 +2,26 @@
 //! lib/native.js its tags and slots). The outbox (`outbox`) queues the deliveries and hands
 //! them over.
 //!
-//! A batch is one array: `[numbers, text, ...values]`. `numbers` (a Float64Array) holds
-//! every delivery in order, each a tag and its numeric slots; all the strings of the
-//! successes and their sessions are in `text` (one string), each named in `numbers` by
-//! where it starts and its length in UTF-16 units; what is neither (a rare kind's error or
-//! event, a message id that is not a string) is one of `values`, named by its index in
-//! the batch. A success so costs no napi call at all: a batch of any size is made with
-//! a handful (a profile at 1024 calls in flight had one `napi_set_element` per slot
-//! growing a JS array as most of the conversion's time).
+//! A batch is three arguments: `numbers, text, values`. `numbers` (a Float64Array) holds
+//! how many numbers follow, then every delivery in order, each a tag and its numeric
+//! slots; all the strings of the successes and their sessions are in `text` (one string),
+//! each named in `numbers` by where it starts and its length in UTF-16 units; what is
+//! neither (a rare kind's error or event, a message id that is not a string) is one of
+//! `values` (an array, or undefined when there is none), named by its index there. A
+//! success so costs no napi call at all: a batch of any size is made with a handful (a
+//! profile at 1024 calls in flight had one `napi_set_element` per slot growing a JS array
+//! as most of the conversion's time). One call at a time, what was left was the batch's
+//! own objects: a new ArrayBuffer (with its typed array) and the array holding the parts
+//! were two thirds of the conversion. So a gateway reuses one Float64Array from batch to
+//! batch (`Reused`), and the parts are arguments.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::{check_status, sys};
 use napi_derive::napi;
 use serde_json::Value;
-use wa_gateway_core::{lock, Delivery, Identity};
+use wa_gateway_core::{Delivery, Identity};
 
 use crate::exception::clear_exception;
 
@@ -25,7 +29,7 @@ use crate::exception::clear_exception;
 /// a success by `RESOLVED_FIELDS` (no object on the hot path), after `SESSION` and
 /// `SESSION_FIELDS` for the session it came from (once per run of successes from the same
 /// session: its strings are not written again for each). Every other kind is followed by
-/// one slot, the index in the batch of its first value: `REJECTED` has the call id and the
+/// one slot, the index in `values` of its first value: `REJECTED` has the call id and the
 /// error, `LOG` the event (mostly as JSON text), `ERROR` the error, `STOPPED` nothing,
 /// `DEBUG` a line of the debug log, `WARNING` its code and message.
 const RESOLVED: u32 = 1;
@@ -61,7 +65,7 @@ const RESOLVED_FIELDS: [&str; 5] = [
 const SESSION_FIELDS: [&str; 4] = ["sessionId", "extensionVersion", "browser", "userId"];
 
 /// The fields that take two slots: where the string starts in `text` and its length, or
-/// (length `IN_VALUES`) the index of the value in the batch, or (length `NULL`) null.
+/// (length `IN_VALUES`) the index of the value in `values`, or (length `NULL`) null.
 const TEXT_FIELDS: [&str; 6] = [
     "requestId",
     "messageId",
@@ -72,8 +76,6 @@ const TEXT_FIELDS: [&str; 6] = [
 ];
 const IN_VALUES: f64 = -1.0;
 const NULL: f64 = -2.0;
-/// Where `values` start in the batch (after `numbers` and `text`).
-const FIRST_VALUE: usize = 2;
 
 /// How lib/native.js reads a batch.
 #[napi(object)]
@@ -92,7 +94,7 @@ pub struct BatchLayout {
     pub resolved_fields: Vec<String>,
     pub session_fields: Vec<String>,
     pub text_fields: Vec<String>,
-    /// The length of a text field whose value is in the batch, at the index its start says.
+    /// The length of a text field whose value is in `values`, at the index its start says.
     pub in_values: f64,
     /// The length of a text field that is null.
     pub null: f64,
@@ -127,48 +129,173 @@ pub fn batch_layout() -> BatchLayout {
     }
 }
 
-pub struct Batch(Vec<Delivery>);
-
-impl Batch {
-    pub fn take(queued: &Mutex<Vec<Delivery>>) -> Self {
-        Self(std::mem::take(&mut *lock(queued)))
-    }
+/// What a gateway's batches reuse, on the JavaScript thread: the encoder's buffers, and
+/// the Float64Array handed to JavaScript as `numbers` (which reads it before the next
+/// batch can be made: batches are made only by wake-ups from the event loop, never while
+/// JavaScript runs). Buffers grown past `KEPT_NUMBERS` by a burst are not kept.
+#[derive(Default)]
+pub struct Reused {
+    numbers: Vec<f64>,
+    /// UTF-16, as JavaScript indexes strings.
+    text: Vec<u16>,
+    /// The Float64Array, held by a strong reference until `release`.
+    array: Option<(NumbersRef, usize)>,
 }
 
-impl ToNapiValue for Batch {
-    unsafe fn to_napi_value(raw_env: sys::napi_env, batch: Self) -> napi::Result<sys::napi_value> {
-        let mut out = Encoder {
-            env: raw_env,
-            numbers: Vec::with_capacity(batch.0.len() * (2 + RESOLVED_FIELDS.len())),
-            text: Vec::with_capacity(batch.0.len() * 64),
-            values: Vec::new(),
-        };
-        // Kept alive (not just its address) so that no later identity can be taken for it.
-        let mut session: Option<Arc<Identity>> = None;
-        for delivery in batch.0 {
-            if let Delivery::Resolved(r) = delivery {
-                out.resolved(r, &mut session);
-                continue;
-            }
-            // One delivery that cannot be converted (a value past what napi converts)
-            // must not cost the others: it goes in as its fallback, or not at all.
-            let fallback = Fallback::of(&delivery);
-            let mut staged = Staged::new(raw_env);
-            match stage_delivery(&mut staged, delivery) {
-                Ok(()) => out.commit(staged),
-                Err(_) => {
-                    clear_exception(raw_env);
-                    let mut staged = Staged::new(raw_env);
-                    if fallback.stage(&mut staged).is_ok() {
-                        out.commit(staged);
-                    } else {
-                        clear_exception(raw_env);
-                    }
+/// A reference to the reused Float64Array, only ever used on its JavaScript thread.
+struct NumbersRef(sys::napi_ref);
+// SAFETY: made, read and deleted only on the JavaScript thread that made it (`encode`
+// and `release` are called there); other threads only move the `Reused` holding it.
+unsafe impl Send for NumbersRef {}
+
+/// The most numbers a kept Float64Array holds (512 KiB); a larger batch gets one of its
+/// own.
+const KEPT_NUMBERS: usize = 1 << 16;
+/// The first Float64Array's length: a few hundred successes.
+const FIRST_NUMBERS: usize = 1 << 10;
+/// The most UTF-16 units of text whose room is kept (512 KiB).
+const KEPT_TEXT: usize = 1 << 18;
+
+impl Reused {
+    /// Deletes the reference to the Float64Array.
+    ///
+    /// # Safety
+    /// On the JavaScript thread of the batches, with its live env.
+    pub unsafe fn release(&mut self, env: sys::napi_env) {
+        if let Some((reference, _)) = self.array.take() {
+            sys::napi_delete_reference(env, reference.0);
+        }
+    }
+
+    /// A Float64Array of at least `len` numbers, and its memory.
+    unsafe fn numbers_array(
+        &mut self,
+        env: sys::napi_env,
+        len: usize,
+    ) -> napi::Result<(sys::napi_value, *mut f64)> {
+        if let Some((reference, kept_len)) = &self.array {
+            if *kept_len >= len {
+                let mut array = std::ptr::null_mut();
+                check_status!(sys::napi_get_reference_value(env, reference.0, &mut array))?;
+                // Looked up each time rather than kept: JavaScript could have detached
+                // the buffer (it does not; then it holds no numbers and is replaced).
+                if let Some(data) = typed_array_data(env, array, len) {
+                    return Ok((array, data));
                 }
             }
         }
-        out.finish()
+        let capacity = len.max(FIRST_NUMBERS).next_power_of_two();
+        let (array, data) = new_numbers_array(env, capacity)?;
+        if capacity <= KEPT_NUMBERS {
+            let mut reference = std::ptr::null_mut();
+            check_status!(sys::napi_create_reference(env, array, 1, &mut reference))?;
+            self.release(env);
+            self.array = Some((NumbersRef(reference), capacity));
+        }
+        Ok((array, data))
     }
+}
+
+/// The memory of a Float64Array holding at least `len` numbers.
+unsafe fn typed_array_data(
+    env: sys::napi_env,
+    array: sys::napi_value,
+    len: usize,
+) -> Option<*mut f64> {
+    let mut kind = sys::TypedarrayType::int8_array;
+    let (mut length, mut data, mut offset) = (0, std::ptr::null_mut(), 0);
+    let status = sys::napi_get_typedarray_info(
+        env,
+        array,
+        &mut kind,
+        &mut length,
+        &mut data,
+        std::ptr::null_mut(),
+        &mut offset,
+    );
+    (status == sys::Status::napi_ok
+        && kind == sys::TypedarrayType::float64_array
+        && length >= len
+        && !data.is_null())
+    .then_some(data.cast::<f64>())
+}
+
+unsafe fn new_numbers_array(
+    env: sys::napi_env,
+    len: usize,
+) -> napi::Result<(sys::napi_value, *mut f64)> {
+    let mut data = std::ptr::null_mut();
+    let mut buffer = std::ptr::null_mut();
+    check_status!(sys::napi_create_arraybuffer(
+        env,
+        len * std::mem::size_of::<f64>(),
+        &mut data,
+        &mut buffer
+    ))?;
+    let mut array = std::ptr::null_mut();
+    check_status!(sys::napi_create_typedarray(
+        env,
+        sys::TypedarrayType::float64_array,
+        len,
+        buffer,
+        0,
+        &mut array
+    ))?;
+    if data.is_null() {
+        return Err(napi::Error::from_reason("no memory for a batch"));
+    }
+    Ok((array, data.cast::<f64>()))
+}
+
+/// Encodes `deliveries` (emptied, keeping its capacity) as `[numbers, text, values]`.
+///
+/// # Safety
+/// On the JavaScript thread with its live env, inside a handle scope.
+pub unsafe fn encode(
+    env: sys::napi_env,
+    deliveries: &mut Vec<Delivery>,
+    reused: &mut Reused,
+) -> napi::Result<[sys::napi_value; 3]> {
+    let mut out = Encoder {
+        env,
+        numbers: std::mem::take(&mut reused.numbers),
+        text: std::mem::take(&mut reused.text),
+        values: Vec::new(),
+    };
+    out.numbers.clear();
+    out.text.clear();
+    // Kept alive (not just its address) so that no later identity can be taken for it.
+    let mut session: Option<Arc<Identity>> = None;
+    for delivery in deliveries.drain(..) {
+        if let Delivery::Resolved(r) = delivery {
+            out.resolved(r, &mut session);
+            continue;
+        }
+        // One delivery that cannot be converted (a value past what napi converts)
+        // must not cost the others: it goes in as its fallback, or not at all.
+        let fallback = Fallback::of(&delivery);
+        let mut staged = Staged::new(env);
+        match stage_delivery(&mut staged, delivery) {
+            Ok(()) => out.commit(staged),
+            Err(_) => {
+                clear_exception(env);
+                let mut staged = Staged::new(env);
+                if fallback.stage(&mut staged).is_ok() {
+                    out.commit(staged);
+                } else {
+                    clear_exception(env);
+                }
+            }
+        }
+    }
+    let encoded = out.finish(reused);
+    if out.numbers.capacity() <= KEPT_NUMBERS {
+        reused.numbers = out.numbers;
+    }
+    if out.text.capacity() <= KEPT_TEXT {
+        reused.text = out.text;
+    }
+    encoded
 }
 
 /// A batch being written (see the module's comment).
@@ -222,8 +349,7 @@ impl Encoder {
                 // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`.
                 match unsafe { Value::to_napi_value(self.env, other.clone()) } {
                     Ok(converted) => {
-                        self.numbers
-                            .extend([(FIRST_VALUE + self.values.len()) as f64, IN_VALUES]);
+                        self.numbers.extend([self.values.len() as f64, IN_VALUES]);
                         self.values.push(converted);
                     }
                     Err(_) => {
@@ -240,60 +366,40 @@ impl Encoder {
             return;
         }
         self.numbers.push(staged.tag as f64);
-        self.numbers.push((FIRST_VALUE + self.values.len()) as f64);
+        self.numbers.push(self.values.len() as f64);
         self.values.extend_from_slice(&staged.values[..staged.len]);
     }
 
-    /// The batch as one array: a handful of napi calls, plus one per value.
-    fn finish(self) -> napi::Result<sys::napi_value> {
+    /// `[numbers, text, values]`: a handful of napi calls, plus one per value.
+    unsafe fn finish(&self, reused: &mut Reused) -> napi::Result<[sys::napi_value; 3]> {
         let env = self.env;
-        // SAFETY: on the JavaScript thread, inside the handle scope of `on_wake`; `data`
-        // is the new ArrayBuffer's memory, `bytes` long, which nothing else holds yet.
-        unsafe {
-            let bytes = std::mem::size_of_val(self.numbers.as_slice());
-            let mut data = std::ptr::null_mut();
-            let mut buffer = std::ptr::null_mut();
-            check_status!(sys::napi_create_arraybuffer(
-                env,
-                bytes,
-                &mut data,
-                &mut buffer
-            ))?;
-            if bytes > 0 && !data.is_null() {
-                std::ptr::copy_nonoverlapping(
-                    self.numbers.as_ptr().cast::<u8>(),
-                    data.cast::<u8>(),
-                    bytes,
-                );
-            }
-            let mut numbers = std::ptr::null_mut();
-            check_status!(sys::napi_create_typedarray(
-                env,
-                sys::TypedarrayType::float64_array,
-                self.numbers.len(),
-                buffer,
-                0,
-                &mut numbers
-            ))?;
-            let mut text = std::ptr::null_mut();
-            check_status!(sys::napi_create_string_utf16(
-                env,
-                self.text.as_ptr(),
-                self.text.len() as isize,
-                &mut text
-            ))?;
-            let mut batch = std::ptr::null_mut();
+        let count = self.numbers.len();
+        let (numbers, data) = reused.numbers_array(env, 1 + count)?;
+        // SAFETY: `data` is the Float64Array's memory, at least `1 + count` numbers long,
+        // which no JavaScript runs to read or write while this thread writes it.
+        *data = count as f64;
+        std::ptr::copy_nonoverlapping(self.numbers.as_ptr(), data.add(1), count);
+        let mut text = std::ptr::null_mut();
+        check_status!(sys::napi_create_string_utf16(
+            env,
+            self.text.as_ptr(),
+            self.text.len() as isize,
+            &mut text
+        ))?;
+        let mut values = std::ptr::null_mut();
+        if self.values.is_empty() {
+            check_status!(sys::napi_get_undefined(env, &mut values))?;
+        } else {
             check_status!(sys::napi_create_array_with_length(
                 env,
-                FIRST_VALUE + self.values.len(),
-                &mut batch
+                self.values.len(),
+                &mut values
             ))?;
-            let all = [numbers, text].into_iter().chain(self.values);
-            for (index, value) in all.enumerate() {
-                check_status!(sys::napi_set_element(env, batch, index as u32, value))?;
+            for (index, value) in self.values.iter().enumerate() {
+                check_status!(sys::napi_set_element(env, values, index as u32, *value))?;
             }
-            Ok(batch)
         }
+        Ok([numbers, text, values])
     }
 }
 
@@ -669,15 +775,43 @@ fn sample() -> (Vec<Delivery>, Vec<Value>) {
 }
 
 /// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it):
-/// `sample()`'s deliveries, encoded as every batch is. Nothing on the hot path calls it
-/// or anything it builds.
-#[napi(ts_return_type = "Array<any>")]
-pub fn test_sample_batch() -> Batch {
-    Batch(sample().0)
+/// `sample()`'s deliveries twice over, then once, encoded one after the other as a
+/// gateway's batches are (reusing one `Reused`): the second batch's numbers are written
+/// over the longer first's. Nothing on the hot path calls it or anything it builds.
+#[napi(ts_return_type = "Array<[Float64Array, string, Array<any> | undefined]>")]
+pub fn test_sample_batches() -> SampleBatches {
+    let mut twice = sample().0;
+    twice.extend(sample().0);
+    SampleBatches([twice, sample().0])
+}
+
+pub struct SampleBatches([Vec<Delivery>; 2]);
+
+impl ToNapiValue for SampleBatches {
+    unsafe fn to_napi_value(env: sys::napi_env, batches: Self) -> napi::Result<sys::napi_value> {
+        let mut reused = Reused::default();
+        let mut out = Vec::new();
+        for mut deliveries in batches.0 {
+            let parts = encode(env, &mut deliveries, &mut reused);
+            out.push(parts.map(|parts| parts.to_vec()));
+        }
+        reused.release(env);
+        let mut array = std::ptr::null_mut();
+        check_status!(sys::napi_create_array(env, &mut array))?;
+        for (index, parts) in out.into_iter().enumerate() {
+            let mut batch = std::ptr::null_mut();
+            check_status!(sys::napi_create_array(env, &mut batch))?;
+            for (slot, part) in parts?.into_iter().enumerate() {
+                check_status!(sys::napi_set_element(env, batch, slot as u32, part))?;
+            }
+            check_status!(sys::napi_set_element(env, array, index as u32, batch))?;
+        }
+        Ok(array)
+    }
 }
 
 /// Test hook, not part of the gateway's API (only __test__/batch.test.js calls it): what
-/// each of `testSampleBatch()`'s deliveries decodes to.
+/// each of `sample()`'s deliveries decodes to.
 #[napi]
 pub fn test_sample_batch_decoded() -> Vec<Value> {
     sample().1

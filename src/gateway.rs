@@ -83,6 +83,10 @@ fn add_sender(sender: Sender) -> u32 {
     })
 }
 
+fn sender(handle: u32) -> Option<Sender> {
+    SENDERS.with_borrow(|senders| senders.get(handle as usize).cloned().flatten())
+}
+
 fn remove_sender(handle: u32) {
     // `try_with`: at the thread's exit the list may be gone before the gateway.
     let _ = SENDERS.try_with(|senders| {
@@ -98,10 +102,11 @@ impl NativeGateway {
     pub fn new(
         env: Env,
         config: Arg<NativeConfig>,
-        // Called with what the outbox drained: the batch (laid out as `batchLayout()`
-        // says) and the key checks, `[token, apiKey, ...]`, when there are any.
+        // Called with what the outbox drained: the batch's three parts (laid out as
+        // `batchLayout()` says) and the key checks, `[token, apiKey, ...]`, when there
+        // are any.
         #[napi(
-            ts_arg_type = "(batch: Array<any>, checks: Array<number | string> | undefined) => void"
+            ts_arg_type = "(numbers: Float64Array | undefined, text: string | undefined, values: Array<any> | undefined, checks: Array<number | string> | undefined) => void"
         )]
         deliver: Arg<Function<(), ()>>,
     ) -> napi::Result<Self> {
@@ -215,12 +220,6 @@ impl NativeGateway {
         self.media.release(share.0);
     }
 
-    /// Sends the commands queued by `send` since the last flush.
-    #[napi]
-    pub fn flush(&self) {
-        self.core.flush();
-    }
-
     #[napi]
     pub fn sessions(&self, api_key: Arg<String>) -> Vec<SessionInfo> {
         self.core
@@ -313,6 +312,16 @@ impl Drop for NativeGateway {
     }
 }
 
+/// Sends the commands queued by `sendCall` since the last flush, on the gateway whose
+/// `handle` is `gateway` (none: nothing to send). A plain function for the reason
+/// `sendCall` is one: a flush follows every tick that sends.
+#[napi]
+pub fn flush_calls(gateway: Arg<u32>) {
+    if let Some((core, _)) = sender(gateway.0) {
+        core.flush();
+    }
+}
+
 /// Queues a send (or a custom command, `kind: 'command'`) on the gateway whose `handle`
 /// is `gateway`; its outcome arrives in a batch under the number `call`. False, and
 /// nothing queued, when the call names a media share whose text is gone
@@ -331,8 +340,7 @@ pub fn send_call(
     text: Arg<String>,
     options: Arg<Option<SendOptions>>,
 ) -> napi::Result<bool> {
-    let sender = SENDERS.with_borrow(|senders| senders.get(gateway.0 as usize).cloned().flatten());
-    let Some((core, media)) = sender else {
+    let Some((core, media)) = sender(gateway.0) else {
         return Err(type_error(
             env.raw(),
             "not the handle of a gateway of this thread",

@@ -17,7 +17,7 @@ use wa_gateway_core::lock;
 
 /// The arguments of `deliver` (what they hold is the drain's business); fixed in number
 /// so that a wake-up allocates nothing of its own.
-pub type Args = [sys::napi_value; 2];
+pub type Args = [sys::napi_value; 4];
 
 /// What a wake-up hands to JavaScript.
 pub trait Drain: Send + Sync {
@@ -26,6 +26,13 @@ pub trait Drain: Send + Sync {
     /// # Safety
     /// On the JavaScript thread with its live env, inside a handle scope.
     unsafe fn drain(&self, env: sys::napi_env) -> Option<Args>;
+
+    /// Lets go of what the drain keeps in JavaScript between wake-ups: the handle is
+    /// closing, and no wake-up follows.
+    ///
+    /// # Safety
+    /// On the JavaScript thread with its live env.
+    unsafe fn release(&self, _env: sys::napi_env) {}
 }
 
 /// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
@@ -313,6 +320,7 @@ unsafe fn close(open: &Open, side: *mut OnJsThread, unhook: bool) {
     if unhook {
         sys::napi_remove_env_cleanup_hook(env, Some(on_env_teardown), side.cast());
     }
+    (*side).drain.release(env);
     sys::napi_delete_reference(env, (*side).deliver);
     sys::napi_async_destroy(env, (*side).context);
     uv_close(handle.0, on_closed);

@@ -22,6 +22,6 @@ mod outbox;
 mod types;
 mod validations;
 
-pub use deliveries::{batch_layout, test_sample_batch, test_sample_batch_decoded, BatchLayout};
-pub use gateway::{send_call, NativeGateway};
+pub use deliveries::{batch_layout, test_sample_batch_decoded, test_sample_batches, BatchLayout};
+pub use gateway::{flush_calls, send_call, NativeGateway};
 pub use options::{defaults, error_codes, option_names};

@@ -13,7 +13,7 @@ use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
 use wa_gateway_core::{lock, Delivery, Host, Validation};
 
-use crate::deliveries::Batch;
+use crate::deliveries::{encode, Reused};
 use crate::exception::clear_exception;
 use crate::js_wake::{Args, Drain, JsWaker};
 use crate::validations::{Checks, Validations};
@@ -25,7 +25,20 @@ pub struct Queued {
     deliveries: Mutex<Vec<Delivery>>,
     /// Key checks JavaScript has not taken yet, and the connections waiting for answers.
     pub checks: Arc<Validations>,
+    /// The JavaScript thread's: what one wake-up leaves for the next.
+    drained: Mutex<Drained>,
 }
+
+/// The deliveries taken by the last wake-up (emptied, then swapped with the queue so that
+/// it need not grow again), and what their encoding reuses.
+#[derive(Default)]
+struct Drained {
+    deliveries: Vec<Delivery>,
+    reused: Reused,
+}
+
+/// The most deliveries whose room a wake-up keeps for the next.
+const KEPT_DELIVERIES: usize = 4096;
 
 /// The core's host inside Node: queues what JavaScript must see and wakes it.
 pub struct Outbox {
@@ -98,25 +111,31 @@ impl Host for Outbox {
 }
 
 impl Drain for Queued {
-    /// `deliver(batch, checks)`.
+    /// `deliver(numbers, text, values, checks)`.
     unsafe fn drain(&self, env: sys::napi_env) -> Option<Args> {
-        let batch = Batch::take(&self.deliveries);
+        let mut drained = lock(&self.drained);
+        let Drained { deliveries, reused } = &mut *drained;
+        std::mem::swap(&mut *lock(&self.deliveries), deliveries);
         let checks = Checks::take(&self.checks);
         // Each on its own: deliveries that cannot be converted must not cost the key
-        // checks, nor the checks the deliveries (`Batch` isolates one delivery from
+        // checks, nor the checks the deliveries (`encode` isolates one delivery from
         // another).
-        let items = Batch::to_napi_value(env, batch).unwrap_or_else(|_| empty_array(env));
+        let encoded = encode(env, deliveries, reused);
+        deliveries.clear();
+        if deliveries.capacity() > KEPT_DELIVERIES {
+            *deliveries = Vec::new();
+        }
+        let [numbers, text, values] = encoded.unwrap_or_else(|_| {
+            let nothing = undefined(env);
+            [nothing; 3]
+        });
         let checks = Checks::to_napi_value(env, checks).unwrap_or_else(|_| undefined(env));
-        (!items.is_null()).then_some([items, checks])
+        (!numbers.is_null()).then_some([numbers, text, values, checks])
     }
-}
 
-/// An empty array, or null if not even that can be made (the environment is going).
-unsafe fn empty_array(env: sys::napi_env) -> sys::napi_value {
-    clear_exception(env);
-    let mut array = ptr::null_mut();
-    sys::napi_create_array(env, &mut array);
-    array
+    unsafe fn release(&self, env: sys::napi_env) {
+        lock(&self.drained).reused.release(env);
+    }
 }
 
 unsafe fn undefined(env: sys::napi_env) -> sys::napi_value {
