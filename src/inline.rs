@@ -18,36 +18,10 @@ use napi::sys;
 use tokio::runtime::Runtime;
 
 use crate::js_wake::gathering_wakes;
+use crate::uv::{self, Handle};
 
-type UvHandle = c_void;
-const UV_POLL: i32 = 8;
-const UV_TIMER: i32 = 13;
-const UV_READABLE: i32 = 1;
-/// Room for a `uv_poll_t` or `uv_timer_t` (at most 160 bytes on 64-bit Unix); checked
-/// against libuv's own sizes.
-const HANDLE_WORDS: usize = 32;
 /// The longest wait between turns while nothing happens.
 const MAX_WAIT_MS: u64 = 16;
-
-extern "C" {
-    // Exported by the Node binary for addons.
-    fn uv_handle_size(kind: i32) -> usize;
-    fn uv_poll_init(loop_: *mut sys::uv_loop_s, handle: *mut UvHandle, fd: i32) -> i32;
-    fn uv_poll_start(
-        handle: *mut UvHandle,
-        events: i32,
-        callback: unsafe extern "C" fn(*mut UvHandle, i32, i32),
-    ) -> i32;
-    fn uv_timer_init(loop_: *mut sys::uv_loop_s, handle: *mut UvHandle) -> i32;
-    fn uv_timer_start(
-        handle: *mut UvHandle,
-        callback: unsafe extern "C" fn(*mut UvHandle),
-        timeout: u64,
-        repeat: u64,
-    ) -> i32;
-    fn uv_unref(handle: *mut UvHandle);
-    fn uv_close(handle: *mut UvHandle, callback: unsafe extern "C" fn(*mut UvHandle));
-}
 
 /// The main thread's runtime, or `None` where it has threads of its own: on other
 /// threads, when it is given threads (`wa_gateway_core::runtime_threads_here`: from 4
@@ -64,10 +38,17 @@ pub fn main_thread_runtime(env: sys::napi_env) -> Option<&'static Runtime> {
             return None;
         }
         let (rt, fd) = wa_gateway_core::build_inline_runtime().ok()?;
-        let rt: &'static Runtime = Box::leak(Box::new(rt));
-        // SAFETY: on the main JavaScript thread with its live env.
-        unsafe { watch(env, rt, fd) }.ok()?;
-        Some(rt)
+        let rt = Box::into_raw(Box::new(rt));
+        // SAFETY: on the main JavaScript thread with its live env; `rt` lives from here
+        // on unless `watch` fails.
+        if unsafe { watch(env, &*rt, fd) }.is_err() {
+            // SAFETY: `watch` closed all it opened before failing (its handles, its
+            // driver), so nothing refers to the runtime any more.
+            drop(unsafe { Box::from_raw(rt) });
+            return None;
+        }
+        // SAFETY: never freed from here on.
+        Some(unsafe { &*rt })
     })
 }
 
@@ -85,8 +66,8 @@ fn on_main_thread() -> bool {
 /// The driver's state, on the main thread only.
 struct Driver {
     rt: &'static Runtime,
-    poll: *mut UvHandle,
-    timer: *mut UvHandle,
+    poll: *mut Handle,
+    timer: *mut Handle,
     /// The timer's current wait, doubled by each turn nothing else caused.
     wait_ms: Cell<u64>,
 }
@@ -101,26 +82,25 @@ thread_local! {
 /// # Safety
 /// On the JavaScript thread with its live env.
 unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(), ()> {
-    if uv_handle_size(UV_POLL).max(uv_handle_size(UV_TIMER)) > HANDLE_WORDS * 8 {
-        return Err(());
-    }
     let mut loop_ = std::ptr::null_mut();
     if sys::napi_get_uv_event_loop(env, &mut loop_) != sys::Status::napi_ok {
         return Err(());
     }
-    let poll = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvHandle>();
-    if uv_poll_init(loop_, poll, fd) != 0 {
-        drop(Box::from_raw(poll.cast::<[u64; HANDLE_WORDS]>()));
+    let poll = uv::new_handle(uv::POLL).ok_or(())?;
+    if uv::uv_poll_init(loop_, poll, fd) != 0 {
+        uv::free_handle(poll);
         return Err(());
     }
-    let timer = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvHandle>();
-    if uv_timer_init(loop_, timer) != 0 {
-        drop(Box::from_raw(timer.cast::<[u64; HANDLE_WORDS]>()));
-        uv_close(poll, free_handle);
-        return Err(());
-    }
-    uv_unref(poll);
-    uv_unref(timer);
+    let timer = match uv::new_handle(uv::TIMER) {
+        Some(timer) if uv::uv_timer_init(loop_, timer) == 0 => timer,
+        unready => {
+            unready.inspect(|&timer| uv::free_handle(timer));
+            uv::uv_close(poll, uv::free_handle);
+            return Err(());
+        }
+    };
+    uv::uv_unref(poll);
+    uv::uv_unref(timer);
     let driver = Box::into_raw(Box::new(Driver {
         rt,
         poll,
@@ -128,8 +108,8 @@ unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(),
         wait_ms: Cell::new(1),
     }));
     DRIVER.set(driver);
-    if uv_poll_start(poll, UV_READABLE, on_ready) != 0
-        || uv_timer_start(timer, on_tick, 1, 0) != 0
+    if uv::uv_poll_start(poll, uv::READABLE, on_ready) != 0
+        || uv::uv_timer_start(timer, on_tick, 1, 0) != 0
         || sys::napi_add_env_cleanup_hook(env, Some(on_env_teardown), driver.cast())
             != sys::Status::napi_ok
     {
@@ -162,7 +142,7 @@ fn turn(rt: &'static Runtime) {
 fn next_tick(driver: &Driver, wait_ms: u64) {
     driver.wait_ms.set(wait_ms);
     // SAFETY: the timer is open while the driver is installed (see `on_env_teardown`).
-    unsafe { uv_timer_start(driver.timer, on_tick, wait_ms, 0) };
+    unsafe { uv::uv_timer_start(driver.timer, on_tick, wait_ms, 0) };
 }
 
 /// The driver, while installed on this thread.
@@ -172,11 +152,11 @@ fn driver() -> Option<&'static Driver> {
     unsafe { DRIVER.get().as_ref() }
 }
 
-unsafe extern "C" fn on_ready(_handle: *mut UvHandle, _status: i32, _events: i32) {
+unsafe extern "C" fn on_ready(_handle: *mut Handle, _status: i32, _events: i32) {
     turned_then(1);
 }
 
-unsafe extern "C" fn on_tick(_handle: *mut UvHandle) {
+unsafe extern "C" fn on_tick(_handle: *mut Handle) {
     let wait_ms = driver().map_or(MAX_WAIT_MS, |d| d.wait_ms.get());
     turned_then((wait_ms * 2).min(MAX_WAIT_MS));
 }
@@ -197,10 +177,6 @@ fn turned_then(wait_ms: u64) {
 unsafe extern "C" fn on_env_teardown(driver: *mut c_void) {
     let driver = Box::from_raw(driver.cast::<Driver>());
     DRIVER.set(std::ptr::null());
-    uv_close(driver.poll, free_handle);
-    uv_close(driver.timer, free_handle);
-}
-
-unsafe extern "C" fn free_handle(handle: *mut UvHandle) {
-    drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
+    uv::uv_close(driver.poll, uv::free_handle);
+    uv::uv_close(driver.timer, uv::free_handle);
 }

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use napi::sys;
 use wa_gateway_core::lock;
 
+use crate::uv::{self, Handle as UvAsync};
+
 /// The arguments of `deliver` (what they hold is the drain's business); fixed in number
 /// so that a wake-up allocates nothing of its own.
 pub type Args = [sys::napi_value; 4];
@@ -33,28 +35,6 @@ pub trait Drain: Send + Sync {
     /// # Safety
     /// On the JavaScript thread with its live env.
     unsafe fn release(&self, _env: sys::napi_env) {}
-}
-
-/// libuv's `uv_async_t`, opaque: its size comes from `uv_handle_size`.
-type UvAsync = c_void;
-const UV_ASYNC: i32 = 1;
-/// Room for a `uv_async_t` (128 bytes on 64-bit Unix); checked against libuv's own size.
-const HANDLE_WORDS: usize = 32;
-
-extern "C" {
-    // Exported by the Node binary for addons.
-    fn uv_handle_size(kind: i32) -> usize;
-    fn uv_async_init(
-        loop_: *mut sys::uv_loop_s,
-        handle: *mut UvAsync,
-        callback: unsafe extern "C" fn(*mut UvAsync),
-    ) -> i32;
-    fn uv_async_send(handle: *mut UvAsync) -> i32;
-    fn uv_close(handle: *mut UvAsync, callback: unsafe extern "C" fn(*mut UvAsync));
-    fn uv_ref(handle: *mut UvAsync);
-    fn uv_unref(handle: *mut UvAsync);
-    fn uv_handle_set_data(handle: *mut UvAsync, data: *mut c_void);
-    fn uv_handle_get_data(handle: *const UvAsync) -> *mut c_void;
 }
 
 /// The handle while it is open; `None` once closed, so nothing signals it after.
@@ -115,7 +95,7 @@ impl JsWaker {
                 return;
             }
             // SAFETY: the handle stays open while `Open` holds it (see `close`).
-            unsafe { uv_async_send(handle.0) };
+            unsafe { uv::uv_async_send(handle.0) };
         }
     }
 
@@ -172,9 +152,6 @@ impl JsWakeOwner {
         // error leaves no reference to `deliver` and no handle in the loop: a worker whose
         // loop still holds a handle cannot close it.
         unsafe {
-            if uv_handle_size(UV_ASYNC) > HANDLE_WORDS * 8 {
-                return Err(napi::Error::from_reason("unexpected libuv handle size"));
-            }
             let mut loop_ = ptr::null_mut();
             check(sys::napi_get_uv_event_loop(env, &mut loop_))?;
             let mut name = ptr::null_mut();
@@ -203,12 +180,14 @@ impl JsWakeOwner {
                 &mut taken.context,
             ))?;
 
-            let handle = Box::into_raw(Box::new([0u64; HANDLE_WORDS])).cast::<UvAsync>();
-            if uv_async_init(loop_, handle, on_wake) != 0 {
-                drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
+            let Some(handle) = uv::new_handle(uv::ASYNC) else {
+                return Err(napi::Error::from_reason("unexpected libuv handle size"));
+            };
+            if uv::uv_async_init(loop_, handle, on_wake) != 0 {
+                uv::free_handle(handle);
                 return Err(napi::Error::from_reason("cannot open a libuv async handle"));
             }
-            uv_unref(handle);
+            uv::uv_unref(handle);
             let open = Arc::new(Open(Mutex::new(Some(HandlePtr(handle)))));
             // From here `close` releases the reference and the context with the handle.
             let (deliver, context) = taken.hand_over();
@@ -219,7 +198,7 @@ impl JsWakeOwner {
                 drain,
                 open: open.clone(),
             }));
-            uv_handle_set_data(handle, side.cast());
+            uv::uv_handle_set_data(handle, side.cast());
             if let Err(e) = check(sys::napi_add_env_cleanup_hook(
                 env,
                 Some(on_env_teardown),
@@ -255,11 +234,11 @@ impl JsWakeOwner {
             let mut count = 0;
             match on {
                 true => {
-                    uv_ref(handle.0);
+                    uv::uv_ref(handle.0);
                     sys::napi_reference_ref(env, deliver, &mut count);
                 }
                 false => {
-                    uv_unref(handle.0);
+                    uv::uv_unref(handle.0);
                     sys::napi_reference_unref(env, deliver, &mut count);
                 }
             }
@@ -323,21 +302,21 @@ unsafe fn close(open: &Open, side: *mut OnJsThread, unhook: bool) {
     (*side).drain.release(env);
     sys::napi_delete_reference(env, (*side).deliver);
     sys::napi_async_destroy(env, (*side).context);
-    uv_close(handle.0, on_closed);
+    uv::uv_close(handle.0, on_closed);
 }
 
 unsafe extern "C" fn on_closed(handle: *mut UvAsync) {
     drop(Box::from_raw(
-        uv_handle_get_data(handle).cast::<OnJsThread>(),
+        uv::uv_handle_get_data(handle).cast::<OnJsThread>(),
     ));
-    drop(Box::from_raw(handle.cast::<[u64; HANDLE_WORDS]>()));
+    uv::free_handle(handle);
 }
 
 /// On the JavaScript thread, from the event loop: hands what is queued to `deliver`
 /// inside a callback scope, so that the promises it settles run their reactions before
 /// the loop goes on, as with any I/O callback.
 unsafe extern "C" fn on_wake(handle: *mut UvAsync) {
-    let side = &*uv_handle_get_data(handle).cast::<OnJsThread>();
+    let side = &*uv::uv_handle_get_data(handle).cast::<OnJsThread>();
     let env = side.env;
     let mut scope = ptr::null_mut();
     if sys::napi_open_handle_scope(env, &mut scope) != sys::Status::napi_ok {

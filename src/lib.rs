@@ -8,7 +8,7 @@
 //! layout), `validations` (key checks), `args` and `options` (the config's names and
 //! defaults, the error codes), over the leaves `js_wake` (waking the
 //! JavaScript thread to drain something), `exception`, `types` and `media_shares`
-//! (media sources shared by calls in flight).
+//! (media sources shared by calls in flight), over `uv` (the libuv calls on Node's loop).
 
 mod args;
 mod deliveries;
@@ -20,6 +20,7 @@ mod media_shares;
 mod options;
 mod outbox;
 mod types;
+mod uv;
 mod validations;
 
 pub use deliveries::{batch_layout, test_sample_batch_decoded, test_sample_batches, BatchLayout};

@@ -27,12 +27,20 @@ pub fn runtime_threads(threads_var: Option<&str>, sched_var: Option<&str>, cores
 
 /// `runtime_threads` from the environment and the machine.
 pub fn runtime_threads_here() -> usize {
+    plan_here().0
+}
+
+/// The runtime's threads (`runtime_threads`) and their policy, from one reading of the
+/// environment.
+fn plan_here() -> (usize, Policy) {
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    runtime_threads(
+    let sched = std::env::var("WA_GATEWAY_SCHED").ok();
+    let threads = runtime_threads(
         std::env::var("WA_GATEWAY_THREADS").ok().as_deref(),
-        std::env::var("WA_GATEWAY_SCHED").ok().as_deref(),
+        sched.as_deref(),
         cores,
-    )
+    );
+    (threads, Policy::from_env(sched.as_deref()))
 }
 
 /// The runtime with threads of its own (`runtime_threads_here`, at least one), for
@@ -42,10 +50,9 @@ pub fn runtime_threads_here() -> usize {
 /// (`Policy`).
 pub fn build_runtime() -> io::Result<Runtime> {
     quiet_panics();
-    let threads = runtime_threads_here().max(1);
-    let policy = Policy::from_env(std::env::var("WA_GATEWAY_SCHED").ok().as_deref());
+    let (threads, policy) = plan_here();
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+        .worker_threads(threads.max(1))
         .thread_name(THREAD_NAME)
         .on_thread_start(move || policy.apply())
         .enable_all()
