@@ -94,7 +94,9 @@ unsafe fn watch(env: sys::napi_env, rt: &'static Runtime, fd: i32) -> Result<(),
     let timer = match uv::new_handle(uv::TIMER) {
         Some(timer) if uv::uv_timer_init(loop_, timer) == 0 => timer,
         unready => {
-            unready.inspect(|&timer| uv::free_handle(timer));
+            if let Some(timer) = unready {
+                uv::free_handle(timer);
+            }
             uv::uv_close(poll, uv::free_handle);
             return Err(());
         }

@@ -121,7 +121,6 @@ impl Drain for Queued {
         // checks, nor the checks the deliveries (`encode` isolates one delivery from
         // another).
         let encoded = encode(env, deliveries, reused);
-        deliveries.clear();
         if deliveries.capacity() > KEPT_DELIVERIES {
             *deliveries = Vec::new();
         }

@@ -486,6 +486,13 @@ pub fn message_frame(request_id: &str, recipient: &str, message: &str) -> Frame 
     Frame::Text(json.into())
 }
 
+/// `text` as a JSON string (`push_json_str`).
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_json_str(&mut out, text);
+    out
+}
+
 /// Appends `text` as a JSON string, escaped as serde_json escapes it: `"` and `\`, the
 /// control characters (`\n`, `\r`, `\t`, `\b`, `\f` by name, the others as `\u00XX`),
 /// nothing else.
@@ -534,7 +541,7 @@ pub struct MediaCommand<'a> {
 /// A `send-image|video|document` command carrying `data_url` in the field(s) the
 /// dialect reads.
 pub fn media_frame(command: &MediaCommand, data_url: MediaText, dialect: Dialect) -> Frame {
-    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let quoted = json_string;
     let mut head = format!(
         r#"{{"type":"{}","requestId":{},"data":{{"{}":{},"caption":{},"mimeType":{}"#,
         command.kind.command(),

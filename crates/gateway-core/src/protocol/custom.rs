@@ -63,7 +63,7 @@ pub fn listed_commands(listed: Option<&Value>) -> Vec<String> {
 /// `{"type":<command>,"requestId":...,"data":<data>}`; `data` is JSON text the host
 /// checked, written as it is.
 pub fn custom_frame(request_id: &str, command: &str, data: &str) -> Frame {
-    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let quoted = super::json_string;
     let data = if data.is_empty() { "null" } else { data };
     let text = format!(
         r#"{{"type":{},"requestId":{},"data":{data}}}"#,
