@@ -131,11 +131,23 @@ impl Registry {
             .get_mut(api_key)
             .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
-        let is_active = |k: &SessionKey| {
-            sessions.get(k).is_some_and(|s| {
-                s.device_active() && !s.link.closing() && wants.handled_by(&s.identity)
-            })
-        };
+        let usable =
+            |s: &&Session| s.device_active() && !s.link.closing() && wants.handled_by(&s.identity);
+        let is_active = |k: &SessionKey| sessions.get(k).is_some_and(|s| usable(&s));
+        // Round-robin takes the first active member from the cursor on: one look-up
+        // when all are active, rather than counting them all on every send.
+        if strategy == Strategy::RoundRobin {
+            let members = &group.members;
+            let next = (0..members.len()).find_map(|step| {
+                let at = group.cursor.wrapping_add(step) % members.len();
+                let session = sessions.get(&members[at]).filter(usable)?;
+                Some((at, members[at], session))
+            });
+            if let Some((at, key, session)) = next {
+                group.cursor = at.wrapping_add(1);
+                return Ok((key, session.identity.clone(), session.link.clone()));
+            }
+        }
         let active = group.members.iter().filter(|k| is_active(k)).count();
         if active == 0 {
             let any_active = wants.command.is_some()
@@ -151,10 +163,8 @@ impl Registry {
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
-            Strategy::RoundRobin => {
-                group.cursor = group.cursor.wrapping_add(1);
-                (group.cursor - 1) % active
-            }
+            // Not reached with one active: round-robin took it above.
+            Strategy::RoundRobin => 0,
             Strategy::LeastBusy => {
                 let busy = group
                     .members
