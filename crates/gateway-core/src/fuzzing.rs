@@ -29,8 +29,13 @@ pub const TARGETS: [(&str, Target); 5] = [
 ];
 
 /// A frame's text as an extension sends it, in any of the three dialects.
+/// A result frame read the plain way must read as serde reads it.
 pub fn inbound_frame(data: &[u8]) {
-    let _ = protocol::parse(&String::from_utf8_lossy(data));
+    let text = String::from_utf8_lossy(data);
+    let parsed = protocol::parse(&text);
+    if matches!(parsed, protocol::Inbound::Result(_)) {
+        assert_eq!(parsed, protocol::parse_wire(&text, usize::MAX), "{text}");
+    }
 }
 
 /// Bytes as read from a client's socket, split into reads at the points the input starts

@@ -13,6 +13,7 @@ use crate::media::MediaText;
 
 pub mod custom;
 pub mod delivery;
+mod quick_result;
 use delivery::{AckFrame, IncomingFrame, RefusedIncoming};
 
 /// What an extension sent, reduced to what the gateway acts on.
@@ -114,6 +115,14 @@ pub fn parse(text: &str) -> Inbound {
 
 /// `parse`, with the largest media an `incoming-message` may carry.
 pub fn parse_with_limit(text: &str, max_media_bytes: usize) -> Inbound {
+    match quick_result::read(text) {
+        Some(result) => Inbound::Result(result),
+        None => parse_wire(text, max_media_bytes),
+    }
+}
+
+/// `parse_with_limit` through serde, for every frame.
+pub(crate) fn parse_wire(text: &str, max_media_bytes: usize) -> Inbound {
     let wire: Wire = match serde_json::from_str(text) {
         Ok(w) => w,
         Err(_) => return Inbound::Invalid("Invalid message format: expected a JSON object"),
@@ -226,15 +235,18 @@ fn parse_result(wire: Wire) -> Inbound {
         error: wire.error.unwrap_or(Value::Null),
         timestamp: wire.timestamp.as_ref().and_then(Value::as_f64),
         data: data.unwrap_or(Value::Null),
-        code: wire.code.as_ref().and_then(failure_code),
+        code: wire
+            .code
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(failure_code),
     })
 }
 
 /// An extension's failure `code`: one upper-case word (letters, digits, `_`), at most
 /// 64 characters. Anything else is ignored: a code is advice, and a malformed one
 /// must not cost the caller its error.
-fn failure_code(code: &Value) -> Option<String> {
-    let code = code.as_str()?;
+fn failure_code(code: &str) -> Option<String> {
     let mut chars = code.chars();
     let shaped = chars.next().is_some_and(|c| c.is_ascii_uppercase())
         && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
@@ -264,6 +276,10 @@ pub fn bounded(value: Option<&Value>) -> bool {
     let Some(value) = value else {
         return true;
     };
+    // Most are a string or a number: no walk, no stack to allocate.
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return true;
+    }
     let mut items = 0usize;
     let mut stack = vec![(value, 1usize)];
     while let Some((value, depth)) = stack.pop() {
