@@ -319,7 +319,7 @@ class WhatsAppGateway extends EventEmitter {
     try {
       args = requestArgs(apiKey, type, data, options, this.#maxPayload);
     } catch (error) {
-      this.#sendMetrics.settled('command', error.code ?? 'VALIDATION_ERROR');
+      this.#sendMetrics.settled('command', error.code ?? 'VALIDATION_ERROR', performance.now());
       this.#reportError(error);
       return Promise.reject(error);
     }

@@ -290,6 +290,7 @@ test('every settled send is counted in both wa_gateway_sends_total and the durat
     gateway.sendImage(GOOD_KEY, { phoneNumber: PHONE, caption: 'no media' }),
     gateway.sendDocument(GOOD_KEY, { phoneNumber: PHONE, documentUrl: '/not/a/url.pdf' }),
     gateway.sendVideo(GOOD_KEY, { phoneNumber: PHONE, videoUrl: 'file:///outside/the/roots.mp4' }),
+    gateway.request(GOOD_KEY, 'not a command type', {}),
   ];
   const outcomes = (await Promise.allSettled(calls)).map((r) => (r.status === 'fulfilled' ? 'success' : r.reason.code));
   assert.deepEqual(outcomes, [
@@ -297,6 +298,7 @@ test('every settled send is counted in both wa_gateway_sends_total and the durat
     'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR', 'VALIDATION_ERROR',
     'EXTENSION_ERROR', 'NO_ACTIVE_DEVICE',
     'VALIDATION_ERROR', 'VALIDATION_ERROR', 'MEDIA_NOT_ALLOWED',
+    'VALIDATION_ERROR',
   ]);
 
   const text = gateway.metrics();
@@ -305,12 +307,14 @@ test('every settled send is counted in both wa_gateway_sends_total and the durat
   for (const m of family(parsed, 'wa_gateway_sends_total').metrics) {
     counted[m.labels.kind] = (counted[m.labels.kind] ?? 0) + Number(m.value);
   }
-  assert.deepEqual(counted, { message: 9, image: 1, document: 1, video: 1 });
+  assert.deepEqual(counted, { message: 9, image: 1, document: 1, video: 1, command: 1 });
   assert.equal(sample(parsed, 'wa_gateway_sends_total', { kind: 'message', outcome: 'VALIDATION_ERROR' }).value, '4');
   for (const [kind, count] of Object.entries(counted)) {
     const histogram = labelledHistogram(text, 'wa_gateway_send_duration_seconds', `kind="${kind}"`);
     assert.equal(histogram.count, String(count), `${kind}: the histogram's _count is the counter's total`);
     assert.equal(histogram.buckets['+Inf'], String(count), kind);
+    // A call refused before it was made (request()'s checks) is timed too: a sum, not NaN.
+    assert.ok(Number.isFinite(Number(histogram.sum)) && Number(histogram.sum) >= 0, `${kind}: sum ${histogram.sum}`);
   }
 });
 

@@ -25,12 +25,18 @@ class Histogram {
   }
 }
 
+/** One kind's settled calls: successes apart, since nearly every call is one. */
+class KindCounts {
+  success = 0;
+  /** error code -> count */
+  failures = new Map();
+  durations = new Histogram(SEND_BUCKETS);
+}
+
 /** Counters kept by one gateway across start() and stop(). */
 class SendMetrics {
-  /** kind -> outcome -> count (no string built per send: this runs on every one). */
-  #sends = new Map();
-  /** kind -> Histogram. */
-  #durations = new Map();
+  /** kind -> KindCounts (no string built per send: this runs on every one). */
+  #kinds = new Map();
 
   /**
    * A send call settled: `outcome` is 'success' or the error code; `startedAt` is its
@@ -38,20 +44,22 @@ class SendMetrics {
    * `_count` per kind is the sum of the counter's outcomes for it.
    */
   settled(kind, outcome, startedAt) {
-    let outcomes = this.#sends.get(kind);
-    if (!outcomes) this.#sends.set(kind, (outcomes = new Map()));
-    outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
-    let histogram = this.#durations.get(kind);
-    if (!histogram) this.#durations.set(kind, (histogram = new Histogram(SEND_BUCKETS)));
-    histogram.observe((performance.now() - startedAt) / 1000);
+    let counts = this.#kinds.get(kind);
+    if (counts === undefined) this.#kinds.set(kind, (counts = new KindCounts()));
+    if (outcome === 'success') counts.success++;
+    else counts.failures.set(outcome, (counts.failures.get(outcome) ?? 0) + 1);
+    counts.durations.observe((performance.now() - startedAt) / 1000);
   }
 
   sends() {
-    return [...this.#sends].flatMap(([kind, outcomes]) => [...outcomes].map(([outcome, count]) => [{ kind, outcome }, count]));
+    return [...this.#kinds].flatMap(([kind, { success, failures }]) => [
+      ...(success > 0 ? [[{ kind, outcome: 'success' }, success]] : []),
+      ...[...failures].map(([outcome, count]) => [{ kind, outcome }, count]),
+    ]);
   }
 
   durations() {
-    return [...this.#durations];
+    return [...this.#kinds].map(([kind, counts]) => [kind, counts.durations]);
   }
 }
 
