@@ -514,6 +514,12 @@ fn json_string(text: &str) -> String {
 /// nothing else.
 fn push_json_str(out: &mut String, text: &str) {
     out.push('"');
+    // Most texts need no escape: one vectorised look, then one copy.
+    if !needs_json_escape(text.as_bytes()) {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     let mut plain_from = 0;
     for (at, byte) in text.bytes().enumerate() {
         let named = match byte {
