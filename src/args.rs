@@ -70,7 +70,38 @@ impl Expected for String {
     }
 }
 impl Expected for Value {}
-impl Expected for SendKind {}
+/// Read into a small buffer and matched: napi-rs reads a string enum as a `String`
+/// (a length, a zeroed allocation, a copy) on every send.
+impl Expected for SendKind {
+    unsafe fn convert(
+        env: sys::napi_env,
+        value: sys::napi_value,
+        _kind: ValueType,
+    ) -> napi::Result<Self> {
+        // Longer than any kind's name: a longer string, cut, matches none.
+        let mut buf = [0u8; 16];
+        let mut written = 0;
+        let status = sys::napi_get_value_string_utf8(
+            env,
+            value,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut written,
+        );
+        if status == sys::Status::napi_ok {
+            match &buf[..written.min(buf.len())] {
+                b"message" => return Ok(Self::Message),
+                b"image" => return Ok(Self::Image),
+                b"video" => return Ok(Self::Video),
+                b"document" => return Ok(Self::Document),
+                b"command" => return Ok(Self::Command),
+                _ => {}
+            }
+        }
+        // Not a string, or not a kind: napi-rs's conversion says which.
+        Self::from_napi_value(env, value)
+    }
+}
 
 impl Expected for Function<'_, (), ()> {
     const TAKES_ANYTHING: bool = true;
