@@ -40,6 +40,24 @@ pub trait Expected: FromNapiValue {
 impl Expected for u32 {}
 impl Expected for i32 {}
 impl Expected for bool {}
+/// The bytes of a string `value` that fit in `buf`, in one napi call; `None` if it is not
+/// a string. Node writes whole characters only (up to 4 bytes each), leaving room for
+/// the terminating NUL: a string it cut leaves fewer than 5 bytes of `buf` unwritten.
+///
+/// # Safety
+/// As `FromNapiValue::from_napi_value`.
+unsafe fn utf8_into(env: sys::napi_env, value: sys::napi_value, buf: &mut [u8]) -> Option<&[u8]> {
+    let mut written = 0;
+    let status = sys::napi_get_value_string_utf8(
+        env,
+        value,
+        buf.as_mut_ptr().cast(),
+        buf.len(),
+        &mut written,
+    );
+    (status == sys::Status::napi_ok).then(|| &buf[..written.min(buf.len())])
+}
+
 /// One napi call for a string that fits a small buffer (API keys, phone numbers, most
 /// texts): napi-rs's own conversion asks for the length first, then copies into a
 /// zeroed allocation (both showed in the profile of every send).
@@ -50,18 +68,9 @@ impl Expected for String {
         _kind: ValueType,
     ) -> napi::Result<Self> {
         let mut buf = [0u8; 256];
-        let mut written = 0;
-        let status = sys::napi_get_value_string_utf8(
-            env,
-            value,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut written,
-        );
-        // Node writes whole characters only (up to 4 bytes each), leaving room for the
-        // terminating NUL: a string it cut leaves fewer than 4 bytes unused before it.
-        if status == sys::Status::napi_ok && written + 5 <= buf.len() {
-            if let Ok(text) = std::str::from_utf8(&buf[..written]) {
+        let room = buf.len();
+        if let Some(bytes) = utf8_into(env, value, &mut buf).filter(|b| b.len() + 5 <= room) {
+            if let Ok(text) = std::str::from_utf8(bytes) {
                 return Ok(text.to_owned());
             }
         }
@@ -80,26 +89,15 @@ impl Expected for SendKind {
     ) -> napi::Result<Self> {
         // Longer than any kind's name: a longer string, cut, matches none.
         let mut buf = [0u8; 16];
-        let mut written = 0;
-        let status = sys::napi_get_value_string_utf8(
-            env,
-            value,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut written,
-        );
-        if status == sys::Status::napi_ok {
-            match &buf[..written.min(buf.len())] {
-                b"message" => return Ok(Self::Message),
-                b"image" => return Ok(Self::Image),
-                b"video" => return Ok(Self::Video),
-                b"document" => return Ok(Self::Document),
-                b"command" => return Ok(Self::Command),
-                _ => {}
-            }
+        match utf8_into(env, value, &mut buf) {
+            Some(b"message") => Ok(Self::Message),
+            Some(b"image") => Ok(Self::Image),
+            Some(b"video") => Ok(Self::Video),
+            Some(b"document") => Ok(Self::Document),
+            Some(b"command") => Ok(Self::Command),
+            // Not a string, or not a kind: napi-rs's conversion says which.
+            _ => Self::from_napi_value(env, value),
         }
-        // Not a string, or not a kind: napi-rs's conversion says which.
-        Self::from_napi_value(env, value)
     }
 }
 
