@@ -163,7 +163,7 @@ impl Registry {
         }
         let nth = match strategy {
             Strategy::Random => fastrand::usize(..active),
-            // Not reached with one active: round-robin took it above.
+            // Not reached: with any member active, round-robin returned above.
             Strategy::RoundRobin => 0,
             Strategy::LeastBusy => {
                 let busy = group
