@@ -134,55 +134,51 @@ impl Registry {
         let usable =
             |s: &&Session| s.device_active() && !s.link.closing() && wants.handled_by(&s.identity);
         let is_active = |k: &SessionKey| sessions.get(k).is_some_and(|s| usable(&s));
-        // Round-robin takes the first active member from the cursor on: one look-up
-        // when all are active, rather than counting them all on every send.
-        if strategy == Strategy::RoundRobin {
-            let members = &group.members;
-            let next = (0..members.len()).find_map(|step| {
-                let at = group.cursor.wrapping_add(step) % members.len();
-                let session = sessions.get(&members[at]).filter(usable)?;
-                Some((at, members[at], session))
-            });
-            if let Some((at, key, session)) = next {
-                group.cursor = at.wrapping_add(1);
-                return Ok((key, session.identity.clone(), session.link.clone()));
-            }
-        }
-        let active = group.members.iter().filter(|k| is_active(k)).count();
-        if active == 0 {
-            let any_active = wants.command.is_some()
-                && group.members.iter().any(|k| {
-                    sessions
-                        .get(k)
-                        .is_some_and(|s| s.device_active() && !s.link.closing())
+        let members = &group.members;
+        let chosen = match strategy {
+            // The first active member from the cursor on: one look-up when all are
+            // active, rather than counting them all on every send.
+            Strategy::RoundRobin => {
+                let next = (0..members.len()).find_map(|step| {
+                    let at = group.cursor.wrapping_add(step) % members.len();
+                    let session = sessions.get(&members[at]).filter(usable)?;
+                    Some((at, members[at], session))
                 });
-            return Err(match any_active {
-                true => Unavailable::Unsupported,
-                false => Unavailable::NoneReady,
-            });
-        }
-        let nth = match strategy {
-            Strategy::Random => fastrand::usize(..active),
-            // Not reached: with any member active, round-robin returned above.
-            Strategy::RoundRobin => 0,
-            Strategy::LeastBusy => {
-                let busy = group
-                    .members
-                    .iter()
-                    .filter(|k| is_active(k))
-                    .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
-                least_busy(busy, &mut group.cursor, active)
+                next.map(|(at, key, session)| {
+                    group.cursor = at.wrapping_add(1);
+                    (key, session)
+                })
+            }
+            Strategy::Random | Strategy::LeastBusy => {
+                let active = members.iter().filter(|k| is_active(k)).count();
+                let nth = match strategy {
+                    _ if active == 0 => None,
+                    Strategy::LeastBusy => {
+                        let busy = members
+                            .iter()
+                            .filter(|k| is_active(k))
+                            .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
+                        Some(least_busy(busy, &mut group.cursor, active))
+                    }
+                    _ => Some(fastrand::usize(..active)),
+                };
+                nth.and_then(|nth| members.iter().filter(|k| is_active(k)).nth(nth))
+                    .and_then(|&key| sessions.get(&key).map(|session| (key, session)))
             }
         };
-        let key = group
-            .members
-            .iter()
-            .filter(|k| is_active(k))
-            .nth(nth)
-            .copied()
-            .ok_or(Unavailable::NoneReady)?;
-        let session = sessions.get(&key).ok_or(Unavailable::NoneReady)?;
-        Ok((key, session.identity.clone(), session.link.clone()))
+        if let Some((key, session)) = chosen {
+            return Ok((key, session.identity.clone(), session.link.clone()));
+        }
+        let any_active = wants.command.is_some()
+            && members.iter().any(|k| {
+                sessions
+                    .get(k)
+                    .is_some_and(|s| s.device_active() && !s.link.closing())
+            });
+        Err(match any_active {
+            true => Unavailable::Unsupported,
+            false => Unavailable::NoneReady,
+        })
     }
 
     /// The session `session_id` of `api_key`, if it is an active device that handles
