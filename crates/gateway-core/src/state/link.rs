@@ -95,6 +95,16 @@ pub struct Withdrawn {
 /// `Outbound::writable` while the task may be running: no socket.
 const NOT_WRITABLE: RawFd = -1;
 
+thread_local! {
+    /// A write-through's bytes, kept for the next on the same thread: a batch of
+    /// commands is written many times a second, and a buffer of its size each time was
+    /// an allocation and a free per write (docs/performance.md).
+    static WRITE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The largest write-through buffer kept for the next: bigger batches are rare.
+const KEPT_WRITE_BUFFER: usize = 64 * 1024;
+
 /// Kept within 48 bytes (56 in its mutex), so that the link is a 160-byte malloc chunk
 /// rather than 176: every idle session has one. A `Vec` of frames (they are only ever
 /// taken all at once) and a bare descriptor rather than an `Option`.
@@ -558,13 +568,20 @@ impl SessionLink {
             drop(out);
             return self.wake();
         }
-        let mut bytes = Vec::with_capacity(out.frames.iter().map(frame_len).sum());
+        let mut bytes = WRITE_BUFFER.take();
+        bytes.clear();
+        bytes.reserve(out.frames.iter().map(frame_len).sum());
         for frame in &out.frames {
             if let Frame::Text(text) = frame {
                 push_text_frame(&mut bytes, text);
             }
         }
         let written = send_now(socket, &bytes);
+        let rest = (written > 0 && written < bytes.len())
+            .then(|| Bytes::copy_from_slice(&bytes[written..]));
+        if bytes.capacity() <= KEPT_WRITE_BUFFER {
+            WRITE_BUFFER.set(bytes);
+        }
         if written == 0 {
             drop(out);
             return self.wake();
@@ -578,10 +595,10 @@ impl SessionLink {
         } else {
             (false, Vec::new())
         };
-        if written < bytes.len() {
+        if let Some(rest) = rest {
             // Under the lock that `running` and `parked` take: the task, whenever it runs
             // next, finds the rest first, and nobody writes through until it has.
-            out.rare().unfinished = Some(Bytes::from(bytes).slice(written..));
+            out.rare().unfinished = Some(rest);
             out.writable = NOT_WRITABLE;
             drop(out);
             #[cfg(test)]
