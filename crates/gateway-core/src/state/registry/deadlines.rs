@@ -14,7 +14,7 @@ use crate::state::own_keys::OwnKeys;
 /// last (a shorter timeout) goes to a B-tree. A settled request's entry in the queue is
 /// not looked for: it goes when it reaches the front, or when settled entries are most
 /// of the queue. A B-tree of every deadline, whose entry each settled request removed,
-/// was 4% of the JavaScript thread at 1024 sends in flight (docs/performance.md).
+/// was 3.6% of the JavaScript thread at 1024 sends in flight (docs/performance.md).
 #[derive(Default)]
 pub(super) struct Deadlines {
     in_order: VecDeque<Due>,
