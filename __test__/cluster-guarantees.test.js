@@ -115,10 +115,20 @@ test('a key passes to a duplicate once its caller is gone and nothing was writte
 
   const over = await settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'hello', idempotencyKey: 'handed-over', timeout: 1500 }), 15_000, 'the handed-over key');
   const hello = silentOne.commands.filter((c) => c.data.message === 'hello');
-  assert.equal(hello.length, 1, 'written exactly once');
-  if (!waitingWasWritten) {
-    assert.equal(over.error?.code, 'REQUEST_TIMEOUT', 'sent by the duplicate (the device is silent)');
-    assert.notEqual(over.error.details.duplicate, true);
+  assert.ok(hello.length <= 1, 'never written twice');
+  if (over.error?.details?.duplicate === true && hello.length === 0) {
+    // Killed after the waiting call had found the device and marked its command leaving,
+    // before the command reached it: it may have been sent, so the duplicate is refused
+    // with that said, and nothing is written.
+    assert.equal(over.error.code, 'CONNECTION_LOST');
+    assert.equal(over.error.details.state, 'unknown');
+    assert.equal(over.error.details.sent, true);
+  } else {
+    assert.equal(hello.length, 1, 'written exactly once');
+    if (!waitingWasWritten) {
+      assert.equal(over.error?.code, 'REQUEST_TIMEOUT', 'sent by the duplicate (the device is silent)');
+      assert.notEqual(over.error.details.duplicate, true);
+    }
   }
   const maybe = await settle(a.gateway.sendMessage(GOOD_KEY, { phoneNumber: PHONE, message: 'maybe', idempotencyKey: 'maybe-sent' }), 15_000, 'the maybe-sent key');
   assert.equal(maybe.ok, false);
