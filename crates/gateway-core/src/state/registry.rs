@@ -1,6 +1,6 @@
 //! Sessions by API key and by id, the requests in flight on each, and their
 //! deadlines. Plain synchronous data behind one mutex; nothing awaits under it.
-//! Requests cost O(1) (the deadline index, mostly a queue); choosing a device, admitting and
+//! Requests cost O(log n) (the deadline index); choosing a device, admitting and
 //! removing a session cost O(sessions of that key); only listing and shutting down
 //! visit every session.
 //!
@@ -14,7 +14,7 @@ mod paced;
 mod sessions;
 mod waiting;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU64;
 use std::sync::Arc;
 
@@ -32,7 +32,6 @@ use crate::config::Pacing;
 use crate::identity::{CallId, Identity};
 use crate::protocol::delivery::Ack;
 use crate::protocol::{Frame, SendKind, StatusFrame};
-use deadlines::{still_due, Deadlines, Due};
 use paced::PacingQueue;
 
 /// Internal handle of a session; the public `sessionId` is a UUID string.
@@ -72,9 +71,13 @@ pub struct Session {
 impl Session {
     /// Takes request `request_id` off this session and out of `deadlines` (its place
     /// in the pacing queue, if any, is the caller's to clear).
-    fn take_request(&mut self, request_id: u128, deadlines: &mut Deadlines) -> Option<Settled> {
+    fn take_request(
+        &mut self,
+        request_id: u128,
+        deadlines: &mut BTreeMap<(Instant, u128), SessionKey>,
+    ) -> Option<Settled> {
         let pending = self.pending.remove(&request_id)?;
-        deadlines.remove(pending.deadline, request_id);
+        deadlines.remove(&(pending.deadline, request_id));
         Some(Settled {
             identity: self.identity.clone(),
             request_id,
@@ -319,7 +322,7 @@ pub struct Registry {
     closing: bool,
     sessions: HashMap<SessionKey, Session, OwnKeys>,
     by_api_key: HashMap<Arc<str>, KeyGroup>,
-    deadlines: Deadlines,
+    deadlines: BTreeMap<(Instant, u128), SessionKey>,
     /// When the deadline timer (`timers/deadlines.rs`) wakes next. Only a deadline
     /// before it wakes the timer early: with one send at a time, waking the runtime for
     /// each send's deadline cost a thread hand-off per call.
@@ -682,12 +685,6 @@ mod tests {
         assert!(reg.add(identity("k", 3), Arc::default(), 10).is_ok());
     }
 
-    /// The ids of the requests whose deadline has passed by now, as `expire` takes them.
-    fn expired_now(reg: &mut Registry) -> Vec<u128> {
-        let expired = reg.expire(Instant::now());
-        expired.iter().map(|e| e.settled.request_id).collect()
-    }
-
     #[tokio::test(start_paused = true)]
     async fn expires_in_deadline_order() {
         let mut reg = Registry::default();
@@ -720,30 +717,14 @@ mod tests {
             Some(false)
         );
         tokio::time::advance(Duration::from_millis(250)).await;
-        assert_eq!(expired_now(&mut reg), [2, 1]);
+        let expired: Vec<_> = reg
+            .expire(Instant::now())
+            .iter()
+            .map(|e| e.settled.request_id)
+            .collect();
+        assert_eq!(expired, [2, 1]);
         assert_eq!(reg.pending_count(), 1);
         assert!(reg.next_deadline().is_some());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_settled_request_never_expires_and_the_rest_do_in_order() {
-        let mut reg = Registry::default();
-        let a = add_active(&mut reg, "k", 1);
-        let b = add_active(&mut reg, "k", 2);
-        for id in 1..=4 {
-            let key = if id == 3 { b } else { a };
-            let pending = Pending::new(1, "+1".into(), Duration::from_millis(100));
-            assert!(reg.insert_pending(key, id, pending).is_some());
-            tokio::time::advance(Duration::from_millis(1)).await;
-        }
-        assert!(reg.settle(a, 2).is_some());
-        // Session b leaves owing request 3: it is handed back, not expired later.
-        assert_eq!(reg.remove(b).unwrap().1.len(), 1);
-        assert_eq!(reg.pending_count(), 2);
-        tokio::time::advance(Duration::from_millis(150)).await;
-        assert_eq!(expired_now(&mut reg), [1, 4]);
-        assert_eq!(reg.pending_count(), 0);
-        assert_eq!(reg.next_deadline(), None);
     }
 
     /// The sessions' table holds every session's entry inline, in a table of a power

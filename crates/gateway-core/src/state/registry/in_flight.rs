@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{still_due, Due, Pending, Registry, SessionKey, Settled};
+use super::{Pending, Registry, SessionKey, Settled};
 use crate::identity::Identity;
 use crate::state::records::{State, StatusKey, StoredRecord};
 
@@ -19,20 +19,9 @@ impl Registry {
         pending: Pending,
     ) -> Option<bool> {
         let earliest = self.wakes_timer(pending.deadline);
-        if !self.sessions.contains_key(&key) {
-            return None;
-        }
-        let due = Due {
-            deadline: pending.deadline,
-            request_id,
-            key,
-        };
-        let sessions = &self.sessions;
-        self.deadlines.insert(due, |d| still_due(sessions, d));
-        self.sessions
-            .get_mut(&key)?
-            .pending
-            .insert(request_id, pending);
+        let session = self.sessions.get_mut(&key)?;
+        self.deadlines.insert((pending.deadline, request_id), key);
+        session.pending.insert(request_id, pending);
         Some(earliest)
     }
 

@@ -3,7 +3,7 @@
 
 use tokio::time::Instant;
 
-use super::{still_due, Due, NotPlaced, Pending, Registry, SessionKey, Settled};
+use super::{NotPlaced, Pending, Registry, SessionKey, Settled};
 use crate::config::Pacing;
 use crate::protocol::{frame_len, Frame};
 use crate::state::link::{CommandQueued, TooManyWaiting};
@@ -160,13 +160,7 @@ impl Registry {
         let deadline = pending.deadline;
         session.pending.insert(request_id, pending);
         let earliest = self.wakes_timer(deadline);
-        let due = Due {
-            deadline,
-            request_id,
-            key,
-        };
-        let sessions = &self.sessions;
-        self.deadlines.insert(due, |d| still_due(sessions, d));
+        self.deadlines.insert((deadline, request_id), key);
         Ok(earliest)
     }
 

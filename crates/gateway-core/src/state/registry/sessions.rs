@@ -79,7 +79,7 @@ impl Registry {
             let Some(pending) = session.pending.remove(&request_id) else {
                 continue;
             };
-            self.deadlines.remove(pending.deadline, request_id);
+            self.deadlines.remove(&(pending.deadline, request_id));
             if let Some(pending) = self.reselect(&session.identity, request_id, pending, frame) {
                 unplaced.push(Settled {
                     identity: session.identity.clone(),
@@ -92,7 +92,7 @@ impl Registry {
             .pending
             .into_iter()
             .map(|(request_id, pending)| {
-                self.deadlines.remove(pending.deadline, request_id);
+                self.deadlines.remove(&(pending.deadline, request_id));
                 Settled {
                     identity: session.identity.clone(),
                     request_id,
