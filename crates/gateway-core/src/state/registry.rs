@@ -91,6 +91,11 @@ impl Session {
             .is_some_and(|s| s.ready && s.whatsapp_logged_in)
     }
 
+    /// An active device that has not been asked to close: a send may go to it.
+    fn takes_sends(&self) -> bool {
+        self.device_active() && !self.link.closing()
+    }
+
     fn info(&self) -> SessionInfo {
         let (ready, logged_in) = self
             .status

@@ -131,50 +131,49 @@ impl Registry {
             .get_mut(api_key)
             .ok_or(Unavailable::NoSessions)?;
         let sessions = &self.sessions;
-        let usable =
-            |s: &&Session| s.device_active() && !s.link.closing() && wants.handled_by(&s.identity);
+        let usable = |s: &&Session| s.takes_sends() && wants.handled_by(&s.identity);
         let is_active = |k: &SessionKey| sessions.get(k).is_some_and(|s| usable(&s));
         let members = &group.members;
+        let count_active = || members.iter().filter(|k| is_active(k)).count();
+        let nth_active = |nth: usize| {
+            let key = *members.iter().filter(|k| is_active(k)).nth(nth)?;
+            Some((key, sessions.get(&key)?))
+        };
         let chosen = match strategy {
             // The first active member from the cursor on: one look-up when all are
             // active, rather than counting them all on every send.
             Strategy::RoundRobin => {
                 let next = (0..members.len()).find_map(|step| {
                     let at = group.cursor.wrapping_add(step) % members.len();
-                    let session = sessions.get(&members[at]).filter(usable)?;
-                    Some((at, members[at], session))
+                    Some((at, sessions.get(&members[at]).filter(usable)?))
                 });
-                next.map(|(at, key, session)| {
+                next.map(|(at, session)| {
                     group.cursor = at.wrapping_add(1);
-                    (key, session)
+                    (members[at], session)
                 })
             }
-            Strategy::Random | Strategy::LeastBusy => {
-                let active = members.iter().filter(|k| is_active(k)).count();
-                let nth = match strategy {
-                    _ if active == 0 => None,
-                    Strategy::LeastBusy => {
-                        let busy = members
-                            .iter()
-                            .filter(|k| is_active(k))
-                            .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
-                        Some(least_busy(busy, &mut group.cursor, active))
-                    }
-                    _ => Some(fastrand::usize(..active)),
-                };
-                nth.and_then(|nth| members.iter().filter(|k| is_active(k)).nth(nth))
-                    .and_then(|&key| sessions.get(&key).map(|session| (key, session)))
-            }
+            Strategy::Random => match count_active() {
+                0 => None,
+                active => nth_active(fastrand::usize(..active)),
+            },
+            Strategy::LeastBusy => match count_active() {
+                0 => None,
+                active => {
+                    let busy = members
+                        .iter()
+                        .filter(|k| is_active(k))
+                        .map(|k| sessions.get(k).map_or(usize::MAX, |s| s.pending.len()));
+                    nth_active(least_busy(busy, &mut group.cursor, active))
+                }
+            },
         };
         if let Some((key, session)) = chosen {
             return Ok((key, session.identity.clone(), session.link.clone()));
         }
         let any_active = wants.command.is_some()
-            && members.iter().any(|k| {
-                sessions
-                    .get(k)
-                    .is_some_and(|s| s.device_active() && !s.link.closing())
-            });
+            && members
+                .iter()
+                .any(|k| sessions.get(k).is_some_and(Session::takes_sends));
         Err(match any_active {
             true => Unavailable::Unsupported,
             false => Unavailable::NoneReady,
@@ -237,7 +236,7 @@ impl Registry {
             .members
             .iter()
             .filter_map(|k| self.sessions.get(k))
-            .filter(|s| s.device_active() && !s.link.closing())
+            .filter(|s| s.takes_sends())
             .map(|s| (s.identity.clone(), s.pending.len()))
             .collect()
     }
@@ -262,9 +261,9 @@ impl Registry {
     pub fn has_device_for(&self, api_key: &str, wants: Wants) -> bool {
         self.by_api_key.get(api_key).is_some_and(|group| {
             group.members.iter().any(|k| {
-                self.sessions.get(k).is_some_and(|s| {
-                    s.device_active() && !s.link.closing() && wants.accepts(&s.identity)
-                })
+                self.sessions
+                    .get(k)
+                    .is_some_and(|s| s.takes_sends() && wants.accepts(&s.identity))
             })
         })
     }
