@@ -40,6 +40,7 @@ pub trait Expected: FromNapiValue {
 impl Expected for u32 {}
 impl Expected for i32 {}
 impl Expected for bool {}
+
 /// The bytes of a string `value` that fit in `buf`, in one napi call; `None` if it is not
 /// a string. Node writes whole characters only (up to 4 bytes each), leaving room for
 /// the terminating NUL: a string it cut leaves fewer than 5 bytes of `buf` unwritten.

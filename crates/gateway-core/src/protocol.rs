@@ -512,15 +512,8 @@ fn message_json(request_id: &str, recipient: &str, message: &str) -> String {
     // With escapes: an eighth more of the message, and room for a few in the rest.
     let escapes = if plain { 0 } else { 16 + message.len() / 8 };
     let mut json = String::with_capacity(exact + escapes);
-    let quote = |json: &mut String, text: &str| {
-        if plain {
-            json.push('"');
-            json.push_str(text);
-            json.push('"');
-        } else {
-            push_json_str(json, text);
-        }
-    };
+    // Looked at once above: a plain text is quoted without looking again.
+    let quote = if plain { push_quoted } else { push_json_str };
     json.push_str(PIECES[0]);
     json.push_str(command);
     json.push_str(PIECES[1]);
@@ -535,6 +528,13 @@ fn message_json(request_id: &str, recipient: &str, message: &str) -> String {
     json
 }
 
+/// Appends `text`, which needs no escape, in quotes.
+fn push_quoted(out: &mut String, text: &str) {
+    out.push('"');
+    out.push_str(text);
+    out.push('"');
+}
+
 /// `text` as a JSON string (`push_json_str`).
 fn json_string(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
@@ -546,13 +546,11 @@ fn json_string(text: &str) -> String {
 /// control characters (`\n`, `\r`, `\t`, `\b`, `\f` by name, the others as `\u00XX`),
 /// nothing else.
 fn push_json_str(out: &mut String, text: &str) {
-    out.push('"');
     // Most texts need no escape: one vectorised look, then one copy.
     if !needs_json_escape(text.as_bytes()) {
-        out.push_str(text);
-        out.push('"');
-        return;
+        return push_quoted(out, text);
     }
+    out.push('"');
     let mut plain_from = 0;
     for (at, byte) in text.bytes().enumerate() {
         let named = match byte {
