@@ -13,8 +13,13 @@
 // PATH is a checkout of this package with its gateway.node built; `v1` adds the v1
 // package from WA_BENCH_V1 and `peer` the uWebSockets.js peer from WA_BENCH_PEER
 // (bench/anchors.js; each installed by `npm run bench` into a temp dir).
+//
+// `--syscalls` runs each case under `perf stat --no-inherit` (Debian's linux-perf) and adds
+// the JavaScript thread's system calls per call to the table (`recvfromPerCall`...): how
+// many reads, writes and epoll waits a call costs, and so how large the batches are.
 const { execFileSync, spawn } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { freePort } = require('../__test__/free-port');
 const { ANCHOR_SOURCES, anchorDir, anchorSource } = require('./anchors');
@@ -31,6 +36,10 @@ function option(name, fallback) {
 const runs = Number(option('--runs', 3));
 const seconds = Number(option('--seconds', 3));
 const caseNames = option('--cases', 'D=1 C=1,D=1 C=64,D=1 C=1024').split(',');
+const syscallsAt = args.indexOf('--syscalls');
+const syscalls = syscallsAt !== -1 && Boolean(args.splice(syscallsAt, 1));
+/** The system calls `--syscalls` counts: a socket's reads and writes, and the waits for them. */
+const SYSCALLS = ['recvfrom', 'sendto', 'epoll_wait', 'epoll_pwait', 'read', 'write', 'futex'];
 /** An anchor `npm run bench` installed (bench/anchors.js). */
 function installed(name) {
   const source = anchorSource(name);
@@ -54,7 +63,13 @@ if (!fs.existsSync(fleet)) {
 }
 
 function runCase(spec) {
-  const command = [process.execPath, '--expose-gc', path.join(__dirname, 'case.js'), JSON.stringify(spec)];
+  let command = [process.execPath, '--expose-gc', path.join(__dirname, 'case.js'), JSON.stringify(spec)];
+  const counts = syscalls && path.join(os.tmpdir(), `wa-gateway-ab-syscalls-${process.pid}.csv`);
+  if (counts) {
+    const events = SYSCALLS.map((name) => `syscalls:sys_enter_${name}`).join(',');
+    // --no-inherit: the process's first thread only, the one that runs JavaScript.
+    command = ['perf', 'stat', '--no-inherit', '-x', ',', '-o', counts, '-e', events, '--', ...command];
+  }
   return new Promise((resolve) => {
     const child = spawn('sh', ['-c', 'ulimit -n $(ulimit -Hn) && exec "$@"', 'case', ...command], {
       stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
@@ -62,13 +77,34 @@ function runCase(spec) {
     let out = '';
     child.stdio[3].on('data', (d) => (out += d));
     child.on('close', () => {
+      let result;
       try {
-        resolve(JSON.parse(out.trim().split('\n').pop()));
+        result = JSON.parse(out.trim().split('\n').pop());
       } catch {
-        resolve({ error: 'no result' });
+        return resolve({ error: 'no result' });
       }
+      if (counts) Object.assign(result, syscallsPerCall(counts, result.calls));
+      resolve(result);
     });
   });
+}
+
+/** `perf stat -x,` lines (`count,unit,event,...`) as `<syscall>PerCall` fields. */
+function syscallsPerCall(file, calls) {
+  const fields = {};
+  let text = '';
+  try {
+    text = fs.readFileSync(file, 'utf8');
+    fs.rmSync(file);
+  } catch {
+    return { error: 'perf stat wrote nothing (is linux-perf installed, and are tracepoints readable?)' };
+  }
+  for (const line of text.split('\n')) {
+    const [count, , event] = line.split(',');
+    const name = event?.match(/^syscalls:sys_enter_(\w+)$/)?.[1];
+    if (name && calls > 0) fields[`${name}PerCall`] = Number(count) / calls;
+  }
+  return fields;
 }
 
 function caseSpec(name) {
@@ -106,7 +142,8 @@ async function main() {
     for (const { label } of builds) {
       const rs = results.get(`${name}\u0000${label}`).filter((r) => !r.error);
       const m = (k) => (rs.length ? median(rs.map((r) => r[k])) : NaN);
-      const show = (x) => (Math.abs(x) >= 100 ? String(Math.round(x)) : x.toFixed(2));
+      // Per-call counts far below one (system calls under load) keep two figures.
+      const show = (x) => (Math.abs(x) >= 100 ? String(Math.round(x)) : Math.abs(x) >= 0.1 || x === 0 ? x.toFixed(2) : x.toPrecision(2));
       lines.push(`| ${label} | ${keys.map((k) => show(m(k))).join(' | ')} |`);
     }
   }
