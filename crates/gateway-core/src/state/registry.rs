@@ -732,6 +732,128 @@ mod tests {
         assert!(reg.next_deadline().is_some());
     }
 
+    /// Where request `id` is in flight now, if anywhere.
+    fn holder_of(reg: &Registry, id: u128) -> Option<(SessionKey, Instant)> {
+        reg.sessions
+            .iter()
+            .find_map(|(key, s)| s.pending.get(&id).map(|p| (*key, p.deadline)))
+    }
+
+    /// Random sends, results (from the session written to, from another of the key, and
+    /// for ids never issued), sessions leaving and time passing, against a plain model of
+    /// what is in flight: every request expires once, at its deadline and not before,
+    /// unless it settled or left first; the count and the next deadline agree throughout.
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_agree_with_a_model_through_random_sends_results_and_departures() {
+        for seed in 0..200u64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let mut reg = Registry {
+                max_queued: 10_000,
+                // Odd seeds: a few bytes fill a socket, and the rest wait for room (a
+                // device that leaves hands those to another).
+                max_queued_bytes: if seed % 2 == 0 { 1 << 20 } else { 16 },
+                ..Registry::default()
+            };
+            let mut live: Vec<SessionKey> = Vec::new();
+            let mut model: HashMap<u128, Instant> = HashMap::new();
+            let mut next_session = 0;
+            let mut next_id = 0u128;
+            for step in 0..400 {
+                let at = format!("seed {seed}, step {step}");
+                match rng.u8(0..100) {
+                    0..=7 if live.len() < 6 => {
+                        next_session += 1;
+                        live.push(add_active(&mut reg, "k", next_session));
+                    }
+                    0..=44 if !live.is_empty() => {
+                        let key = live[rng.usize(..live.len())];
+                        next_id += 1;
+                        // Mostly the one timeout (deadlines in the order they fall due).
+                        let ms = [100, 100, 100, 100, 100, 37, 250][rng.usize(..7)];
+                        let pending = Pending::new(1, "+1".into(), Duration::from_millis(ms));
+                        let deadline = pending.deadline;
+                        if rng.bool() {
+                            assert!(reg.insert_pending(key, next_id, pending).is_some(), "{at}");
+                        } else {
+                            let frame = Frame::Text("{}".into());
+                            assert!(reg.place(key, next_id, pending, frame).is_ok(), "{at}");
+                        }
+                        model.insert(next_id, deadline);
+                    }
+                    45..=74 if !model.is_empty() => {
+                        let ids: Vec<u128> = model.keys().copied().collect();
+                        let id = ids[rng.usize(..ids.len())];
+                        let (holder, _) = holder_of(&reg, id).expect(&at);
+                        let settled = if rng.u8(0..4) == 0 {
+                            // From another session of the key: only a written command
+                            // settles that way.
+                            live.iter()
+                                .copied()
+                                .find(|k| *k != holder)
+                                .and_then(|other| reg.settle_from(other, id))
+                                .map(|(s, _)| s)
+                        } else {
+                            reg.settle(holder, id)
+                        };
+                        if let Some(settled) = settled {
+                            assert_eq!(settled.request_id, id, "{at}");
+                            model.remove(&id);
+                        }
+                        assert!(reg.settle(holder, next_id + 1).is_none(), "{at}");
+                    }
+                    75..=82 if !live.is_empty() => {
+                        let key = live.swap_remove(rng.usize(..live.len()));
+                        let (_, owed) = reg.remove(key).expect(&at);
+                        for settled in owed {
+                            assert!(model.remove(&settled.request_id).is_some(), "{at}");
+                        }
+                        // Unwritten ones went to another device, with their deadline, or
+                        // to wait for one.
+                        model.retain(|id, deadline| match holder_of(&reg, *id) {
+                            Some((_, now)) => {
+                                assert_eq!(now, *deadline, "{at}");
+                                true
+                            }
+                            None => false,
+                        });
+                    }
+                    _ => {
+                        tokio::time::advance(Duration::from_millis(rng.u64(0..60))).await;
+                        let now = Instant::now();
+                        let expired = reg.expire(now);
+                        let mut due: Vec<u128> = model
+                            .iter()
+                            .filter(|(_, d)| **d <= now)
+                            .map(|(id, _)| *id)
+                            .collect();
+                        let mut got: Vec<u128> =
+                            expired.iter().map(|e| e.settled.request_id).collect();
+                        let deadlines: Vec<Instant> = got.iter().map(|id| model[id]).collect();
+                        assert!(
+                            deadlines.windows(2).all(|w| w[0] <= w[1]),
+                            "{at}: out of order"
+                        );
+                        due.sort_unstable();
+                        got.sort_unstable();
+                        assert_eq!(got, due, "{at}: expired");
+                        model.retain(|_, d| *d > now);
+                    }
+                }
+                assert_eq!(reg.pending_count(), model.len(), "{at}: count");
+                let earliest = model.values().min().copied();
+                let next = reg.next_deadline();
+                assert_eq!(next.is_some(), earliest.is_some(), "{at}: next deadline");
+                assert!(
+                    next <= earliest,
+                    "{at}: the timer would wake after a deadline"
+                );
+                for (id, deadline) in &model {
+                    assert_eq!(holder_of(&reg, *id).map(|h| h.1), Some(*deadline), "{at}");
+                }
+            }
+        }
+    }
+
     /// The sessions' table holds every session's entry inline, in a table of a power
     /// of two of them (16,384 at 10,000 sessions): each word of an entry is 128 KB of
     /// resident memory there. 72 bytes with its key; it was 120.
