@@ -552,7 +552,10 @@ class Sends {
       const want = command.answer === 'success' ? 'sent' : 'failed';
       const status = await record.slot.node.request('status', { lookup: requestId }).catch((error) => ({ error: error.message }));
       if (status?.state !== want) {
-        this.violations.add("a send's record does not end at what its extension told", `${requestId}: answered ${command.answer} at +${command.answeredAt - this.began} ms, record ${JSON.stringify(status)}; call ${describeOutcome(record)} at +${record.sentAt - this.began} ms; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`);
+        // Where each part happened: a duplicate's caller may not be the first call's.
+        const first = this.all.find((r) => r !== record && requestIdOf(r) === requestId);
+        const where = `asked ${record.nodeId}, answered on ${command.holder.nodeId}${first ? `, first called on ${first.nodeId}${first.slot.diedAt ? ` (killed at +${first.slot.diedAt - this.began} ms)` : ''} at +${first.sentAt - this.began} ms (${describeOutcome(first)})` : ''}`;
+        this.violations.add("a send's record does not end at what its extension told", `${requestId}: answered ${command.answer} at +${command.answeredAt - this.began} ms, record ${JSON.stringify(status)}; call ${describeOutcome(record)} at +${record.sentAt - this.began} ms; ${where}; Redis restarted at ${this.redisRestarts.map((at) => `+${at - this.began} ms`).join(', ') || 'never'}`);
       }
     }
     return checked;
