@@ -193,6 +193,43 @@ test('getMessageStatus on any process answers for a send whose calling process d
   }
 });
 
+test('a late answer after its caller timed out and died: the holder and every other process say what the extension told', CLUSTER_TEST, async (t) => {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  let extension = null;
+  extension = await cluster.extension(a, {
+    // Answered only when the test says: after the call has timed out and its caller is gone.
+    respond: () => null,
+  });
+  await visibleOn([caller], extension);
+  const call = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'late', idempotencyKey: 'late-1', timeout: 800 });
+  const outcome = await settle(call, 10_000, 'the call');
+  assert.equal(outcome.ok, false);
+  assert.equal(outcome.error.code, 'REQUEST_TIMEOUT');
+  const requestId = extension.commands[0].requestId;
+  await sleep(500); // a round of the caller's record writes: Redis has it as unknown
+  await caller.kill();
+  extension.result(requestId, { success: true, messageId: 'wamid-late' });
+  for (const node of [a, c]) {
+    let last;
+    const status = await eventually(
+      async () => {
+        last = await node.gateway.getMessageStatus(requestId);
+        return last?.state === 'sent' ? last : null;
+      },
+      PROPAGATION_MS,
+      `the extension's word on ${node.nodeId}`,
+    ).catch((error) => assert.fail(`${error.message}; its status: ${JSON.stringify(last)}`));
+    assert.equal(status.messageId, 'wamid-late');
+    const byKey = await node.gateway.getMessageStatus({ apiKey: GOOD_KEY, idempotencyKey: 'late-1' });
+    assert.equal(byKey?.state, 'sent', `by its idempotencyKey on ${node.nodeId}: ${JSON.stringify(byKey)}`);
+    assert.equal(byKey.requestId, requestId);
+  }
+});
+
 test('a record that changes while Redis is down reaches Redis once it is back: another process answers for it after its caller died', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const options = { leaseMs: SHORT_LEASE };

@@ -23,10 +23,12 @@ impl Cluster {
 
     /// `getMessageStatus` across the cluster: this process's record, else the first
     /// other process's that has one (each asked through its inbox, for up to a second).
-    /// The order: this process's own record; the caller's record in Redis once settled;
-    /// a live process that has it; this process's record of a send it ran for another
-    /// (the holder of a command whose caller is gone); else the caller's last record,
-    /// as `unknown` (it can no longer settle, and may have been written).
+    /// The order: this process's own record; the caller's record in Redis once settled
+    /// (when it settled `unknown`, the record of the process that ran its command if
+    /// that one has since had the extension's answer); a live process that has it; this
+    /// process's record of a send it ran for another (the holder of a command whose
+    /// caller is gone); else the caller's last record, as `unknown` (it can no longer
+    /// settle, and may have been written).
     pub async fn message_status(&self, request_id: &str) -> Value {
         let local = self.local_status(request_id);
         let for_other = uuid::Uuid::try_parse(request_id)
@@ -42,16 +44,27 @@ impl Cluster {
             let read = self.redis.status_record(&key).await.ok().flatten();
             stored = read.and_then(|text| serde_json::from_str::<StoredRecord>(&text).ok());
             if let Some(record) = stored.as_ref().filter(|r| r.settled_at.is_some()) {
-                return record.status(record.state);
+                // Settled `unknown` (no result before the call's timeout): the process
+                // that ran its command may have had the extension's answer since, which
+                // a caller that is gone never heard. Here, or asked below.
+                if record.state != State::Unknown {
+                    return record.status(record.state);
+                }
+                if let Some(status) = local.as_ref().filter(|status| decided(status)) {
+                    return with_callers_fields(status.clone(), record);
+                }
             }
         }
         let live = self.ask_others(request_id, None).await;
         // Run here for a caller that is gone: this process holds the command's truth.
         let live = match local {
-            Some(status) if live.is_null() => status,
+            Some(status) if live.is_null() || !decided(&live) && decided(&status) => status,
             _ => live,
         };
         match stored {
+            Some(record) if decided(&live) => with_callers_fields(live, &record),
+            // Settled `unknown`, and nobody knows better.
+            Some(record) if record.settled_at.is_some() => record.status(record.state),
             // Its caller is gone before it settled: it can no longer settle, and it may
             // have been written.
             Some(record) if live.is_null() => record.status(State::Unknown),
@@ -60,8 +73,9 @@ impl Cluster {
     }
 
     /// `getMessageStatus({ apiKey, idempotencyKey | messageId })` across the cluster:
-    /// this process's record, else the key's record in Redis, or the first other
-    /// process's record of that message id.
+    /// this process's record, else the key's record in Redis (if `unknown`, what its
+    /// request id finds when that tells how it ended), or the first other process's
+    /// record of that message id.
     pub async fn message_status_by(&self, api_key: &str, by: &StatusKey) -> Value {
         if let Some(status) = lock(&self.shared.registry).message_status_by(api_key, by) {
             return status;
@@ -73,8 +87,19 @@ impl Cluster {
             StatusKey::Idempotency(key) => {
                 let key = self.redis.keys.idempotency(api_key, key);
                 let read = self.redis.key_record(&key).await.ok().flatten();
-                read.and_then(|text| serde_json::from_str::<StoredRecord>(&text).ok())
-                    .map_or(Value::Null, |record| record.status(record.state))
+                let Some(record) =
+                    read.and_then(|text| serde_json::from_str::<StoredRecord>(&text).ok())
+                else {
+                    return Value::Null;
+                };
+                if record.state == State::Unknown {
+                    // As by request id: a late answer may be known where it ran.
+                    let found = Box::pin(self.message_status(&record.request_id)).await;
+                    if decided(&found) {
+                        return found;
+                    }
+                }
+                record.status(record.state)
             }
             StatusKey::Message(id) => {
                 // The key by its digest: keys never travel through Redis.
@@ -201,4 +226,27 @@ impl Cluster {
             info,
         }
     }
+}
+
+/// Whether a status tells how the send ended: sent, or failed.
+fn decided(status: &Value) -> bool {
+    let state = status.get("state").and_then(Value::as_str);
+    [State::Sent, State::Failed]
+        .iter()
+        .any(|s| state == Some(s.as_str()))
+}
+
+/// The record of the process that ran a send for another, with what only the caller's
+/// record carries (the send's metadata and idempotency key).
+fn with_callers_fields(mut status: Value, caller: &StoredRecord) -> Value {
+    let full = caller.status(caller.state);
+    if let Some(fields) = status.as_object_mut() {
+        for name in ["metadata", "idempotencyKey"] {
+            let missing = fields.get(name).is_none_or(Value::is_null);
+            if let Some(value) = full.get(name).filter(|_| missing) {
+                fields.insert(name.to_string(), value.clone());
+            }
+        }
+    }
+    status
 }
