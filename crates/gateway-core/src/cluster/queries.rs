@@ -94,7 +94,7 @@ impl Cluster {
                 };
                 if record.state == State::Unknown {
                     // As by request id: a late answer may be known where it ran.
-                    let found = Box::pin(self.message_status(&record.request_id)).await;
+                    let found = self.message_status(&record.request_id).await;
                     if decided(&found) {
                         return found;
                     }
