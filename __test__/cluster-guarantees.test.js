@@ -11,6 +11,21 @@ const { PROPAGATION_MS, PHONE, CLUSTER_TEST, sleep, eventually, settle, setUp, v
 /** Short leases keep these tests short (300 ms is the least leaseMs takes). */
 const SHORT_LEASE = 300;
 
+/**
+ * node-a with an extension answering by `respond`, node-c, and a calling process of its
+ * own (killable) that sees the extension, all with short leases.
+ */
+async function callerAway(t, respond) {
+  const cluster = await setUp(t);
+  const options = { leaseMs: SHORT_LEASE };
+  const a = await cluster.node({ nodeId: 'node-a', ...options });
+  const c = await cluster.node({ nodeId: 'node-c', ...options });
+  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
+  const extension = await cluster.extension(a, { respond });
+  await visibleOn([caller], extension);
+  return { a, c, caller, extension };
+}
+
 test('an idempotencyKey holds for as long as its first call: a duplicate on another process after requestTimeout + leaseMs + 2 s is not sent again', CLUSTER_TEST, async (t) => {
   const cluster = await setUp(t);
   const options = { leaseMs: SHORT_LEASE, requestTimeout: 300 };
@@ -159,15 +174,9 @@ test('a result naming a request no process remembers costs no Redis command', CL
 });
 
 test('getMessageStatus on any process answers for a send whose calling process died: settled as it ended, pending as unknown', CLUSTER_TEST, async (t) => {
-  const cluster = await setUp(t);
-  const options = { leaseMs: SHORT_LEASE };
-  const a = await cluster.node({ nodeId: 'node-a', ...options });
-  const c = await cluster.node({ nodeId: 'node-c', ...options });
-  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
-  const extension = await cluster.extension(a, {
-    respond: (command) => (command.data.message === 'silent' ? null : { success: true, messageId: `wamid-${command.data.message}` }),
-  });
-  await visibleOn([caller], extension);
+  const { a, c, caller, extension } = await callerAway(t, (command) =>
+    command.data.message === 'silent' ? null : { success: true, messageId: `wamid-${command.data.message}` },
+  );
   const plain = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'plain' });
   const keyed = await caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'keyed', idempotencyKey: 'k-1', metadata: { n: 1 } });
   const silent = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'silent', idempotencyKey: 'k-2', timeout: 3000 });
@@ -194,17 +203,8 @@ test('getMessageStatus on any process answers for a send whose calling process d
 });
 
 test('a late answer after its caller timed out and died: the holder and every other process say what the extension told', CLUSTER_TEST, async (t) => {
-  const cluster = await setUp(t);
-  const options = { leaseMs: SHORT_LEASE };
-  const a = await cluster.node({ nodeId: 'node-a', ...options });
-  const c = await cluster.node({ nodeId: 'node-c', ...options });
-  const caller = await cluster.nodeProcess({ nodeId: 'caller', ...options });
-  let extension = null;
-  extension = await cluster.extension(a, {
-    // Answered only when the test says: after the call has timed out and its caller is gone.
-    respond: () => null,
-  });
-  await visibleOn([caller], extension);
+  // Answered only when the test says: after the call has timed out and its caller is gone.
+  const { a, c, caller, extension } = await callerAway(t, () => null);
   const call = caller.send('message', GOOD_KEY, { phoneNumber: PHONE, message: 'late', idempotencyKey: 'late-1', timeout: 800 });
   const outcome = await settle(call, 10_000, 'the call');
   assert.equal(outcome.ok, false);
