@@ -11,6 +11,7 @@ const {
   GatewayError,
   fromNative,
 } = require('./lib/errors');
+const { CallTable } = require('./lib/call-table');
 const { attach } = require('./lib/attach');
 const { normalizeConfig } = require('./lib/options');
 const { sendArgs } = require('./lib/send-args');
@@ -143,8 +144,8 @@ class WhatsAppGateway extends EventEmitter {
   #maxPayload;
   /** Undoes attaching to `server`, while attached. */
   #detach = null;
-  /** Send calls in flight: id -> { resolve, reject }. */
-  #calls = new Map();
+  /** Send calls in flight: id -> { resolve, reject, ... }. */
+  #calls = new CallTable();
   /**
    * Durable mode: calls whose sends stop() left waiting in the store; they do not keep
    * Node alive, and settle if this gateway starts again (README "Durable mode").
@@ -580,8 +581,7 @@ class WhatsAppGateway extends EventEmitter {
   }
 
   #settle(id) {
-    const call = this.#calls.get(id);
-    this.#calls.delete(id);
+    const call = this.#calls.take(id);
     if (call?.media !== undefined) this.#unshareMedia(call.media);
     return call;
   }
