@@ -166,6 +166,8 @@ class WhatsAppGateway extends EventEmitter {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
+  /** `performance.now()` when the batch being read arrived. */
+  #batchAt = 0;
   #sendMetrics = new SendMetrics();
   /** 5.3 cluster mode: queries answered by the core later, token -> { resolve, reject }. */
   #cluster;
@@ -477,6 +479,8 @@ class WhatsAppGateway extends EventEmitter {
 
   /** What the core delivered since the last call, in order (lib/native.js reads the batch). */
   #onBatch(numbers, text, values) {
+    // One clock reading times every call the batch settles: they all arrived by now.
+    this.#batchAt = performance.now();
     readBatch(numbers, text, values, this.#reader);
     this.#updateHold();
   }
@@ -491,7 +495,7 @@ class WhatsAppGateway extends EventEmitter {
       if (error.details?.duplicate !== true) this.#reportError(error, true);
       const call = this.#settle(id);
       if (call) {
-        this.#sendMetrics.settled(call.kind, error.code, call.startedAt);
+        this.#sendMetrics.settled(call.kind, error.code, call.startedAt, this.#batchAt);
         call.reject(error);
       }
     },
@@ -499,7 +503,7 @@ class WhatsAppGateway extends EventEmitter {
       // Settled by an earlier call with its idempotencyKey: no event again.
       const call = this.#settle(id);
       if (call) {
-        this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+        this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#batchAt);
         call.resolve(result);
       }
     },
@@ -546,7 +550,7 @@ class WhatsAppGateway extends EventEmitter {
     const command = call.kind === 'command';
     if (stage !== 1) {
       const deviceInfo = { sessionId, extensionVersion: session.extensionVersion, browser: session.browser };
-      this.#sendMetrics.settled(call.kind, 'success', call.startedAt);
+      this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#batchAt);
       if (command) call.resolve({ requestId, data: messageId, deviceInfo });
       else {
         const ack = BATCH.acks[ackStage >> 2];

@@ -40,15 +40,15 @@ class SendMetrics {
 
   /**
    * A send call settled: `outcome` is 'success' or the error code; `startedAt` is its
-   * `performance.now()`. Every call counted is also timed, so that the histogram's
-   * `_count` per kind is the sum of the counter's outcomes for it.
+   * `performance.now()`, `now` when it settled. Every call counted is also timed, so that
+   * the histogram's `_count` per kind is the sum of the counter's outcomes for it.
    */
-  settled(kind, outcome, startedAt) {
+  settled(kind, outcome, startedAt, now = performance.now()) {
     let counts = this.#kinds.get(kind);
     if (counts === undefined) this.#kinds.set(kind, (counts = new KindCounts()));
     if (outcome === 'success') counts.success++;
     else counts.failures.set(outcome, (counts.failures.get(outcome) ?? 0) + 1);
-    counts.durations.observe((performance.now() - startedAt) / 1000);
+    counts.durations.observe((now - startedAt) / 1000);
   }
 
   sends() {
