@@ -166,8 +166,8 @@ class WhatsAppGateway extends EventEmitter {
   #held = false;
   /** Whether a flush of queued commands is due at the end of this tick. */
   #flushDue = false;
-  /** `performance.now()` when the batch being read arrived. */
-  #batchAt = 0;
+  /** `performance.now()` when the batch being read arrived; -1 until a call it settles asks. */
+  #batchAt = -1;
   #sendMetrics = new SendMetrics();
   /** 5.3 cluster mode: queries answered by the core later, token -> { resolve, reject }. */
   #cluster;
@@ -479,8 +479,7 @@ class WhatsAppGateway extends EventEmitter {
 
   /** What the core delivered since the last call, in order (lib/native.js reads the batch). */
   #onBatch(numbers, text, values) {
-    // One clock reading times every call the batch settles: they all arrived by now.
-    this.#batchAt = performance.now();
+    this.#batchAt = -1;
     readBatch(numbers, text, values, this.#reader);
     this.#updateHold();
   }
@@ -495,7 +494,7 @@ class WhatsAppGateway extends EventEmitter {
       if (error.details?.duplicate !== true) this.#reportError(error, true);
       const call = this.#settle(id);
       if (call) {
-        this.#sendMetrics.settled(call.kind, error.code, call.startedAt, this.#batchAt);
+        this.#sendMetrics.settled(call.kind, error.code, call.startedAt, this.#settledAt());
         call.reject(error);
       }
     },
@@ -503,7 +502,7 @@ class WhatsAppGateway extends EventEmitter {
       // Settled by an earlier call with its idempotencyKey: no event again.
       const call = this.#settle(id);
       if (call) {
-        this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#batchAt);
+        this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#settledAt());
         call.resolve(result);
       }
     },
@@ -550,7 +549,7 @@ class WhatsAppGateway extends EventEmitter {
     const command = call.kind === 'command';
     if (stage !== 1) {
       const deviceInfo = { sessionId, extensionVersion: session.extensionVersion, browser: session.browser };
-      this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#batchAt);
+      this.#sendMetrics.settled(call.kind, 'success', call.startedAt, this.#settledAt());
       if (command) call.resolve({ requestId, data: messageId, deviceInfo });
       else {
         const ack = BATCH.acks[ackStage >> 2];
@@ -582,6 +581,15 @@ class WhatsAppGateway extends EventEmitter {
             },
       );
     }
+  }
+
+  /**
+   * One clock reading times every call a batch settles: they all arrived by then. Read
+   * only once one does, so a batch of other deliveries never loads the performance API.
+   */
+  #settledAt() {
+    if (this.#batchAt < 0) this.#batchAt = performance.now();
+    return this.#batchAt;
   }
 
   #settle(id) {
